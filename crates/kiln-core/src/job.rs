@@ -1,0 +1,33 @@
+//! Render jobs (gateway → queue → worker) and their outcomes (worker → waiting gateways).
+
+use crate::{CacheKey, DeviceClass, NormalizedUrl, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+/// A request to render one page for one device class and store it under `key`.
+///
+/// Jobs are idempotent: rendering the same job twice stores the same entry twice, no more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderJob {
+    pub key: CacheKey,
+    pub tenant_id: String,
+    /// The public URL the bot asked for (what the cache entry describes).
+    pub page_url: NormalizedUrl,
+    /// The URL Chromium loads: the same path and query on the customer's origin.
+    pub render_url: String,
+    pub device: DeviceClass,
+    pub cache_ttl_secs: u64,
+    pub render_timeout_ms: u64,
+    pub enqueued_at: UnixMillis,
+    /// The id of the request that caused the render, carried into the worker's logs.
+    pub request_id: Option<String>,
+}
+
+/// What became of a render, announced to every gateway waiting on its key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RenderOutcome {
+    /// A page entry was stored; waiting gateways read it from the cache.
+    Stored { status: u16, render_ms: u64 },
+    /// The render failed; waiting gateways fall back to the origin at once.
+    Failed { reason: String },
+}

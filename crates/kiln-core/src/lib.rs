@@ -1,0 +1,27 @@
+//! Kiln's domain vocabulary: hostnames, normalised URLs, cache keys, device classes, render jobs and
+//! per-domain settings.
+//!
+//! Architecture invariant: this crate does no IO and depends on no async runtime, Redis or database
+//! crate. Everything else in the workspace depends on it, so it must stay cheap to compile and easy to
+//! test with plain tables of inputs and outputs.
+
+pub mod asset;
+pub mod device;
+pub mod domain;
+pub mod host;
+pub mod job;
+pub mod key;
+pub mod net;
+pub mod url;
+
+pub use asset::is_asset_path;
+pub use device::DeviceClass;
+pub use domain::{DomainConfig, DomainSettings};
+pub use host::{Hostname, HostnameError};
+pub use job::{RenderJob, RenderOutcome};
+pub use key::CacheKey;
+pub use net::{AllowedNets, NetError, is_public_ip};
+pub use url::{NormalizedUrl, UrlError};
+
+/// Milliseconds since the Unix epoch, the one time format used in stored records and jobs.
+pub type UnixMillis = u64;

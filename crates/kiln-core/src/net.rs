@@ -1,0 +1,142 @@
+//! Which IP addresses Kiln may send traffic to: the public internet, plus networks an operator
+//! explicitly allows (for example `127.0.0.1/32` for a local demo origin).
+
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Whether `ip` is an ordinary public unicast address: not loopback, private, link-local,
+/// carrier-grade NAT, cloud metadata, documentation, benchmarking, multicast, reserved or unspecified,
+/// including the same addresses hidden inside IPv4-mapped, IPv4-compatible, NAT64 or 6to4 IPv6 forms.
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT, 100.64.0.0/10
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments, 192.0.0.0/24
+        || (a == 198 && (18..20).contains(&b)) // benchmarking, 198.18.0.0/15
+        || a >= 240) // reserved, 240.0.0.0/4
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    let seg = ip.segments();
+    // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4 address.
+    if seg[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified() {
+        return is_public_v4(Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8));
+    }
+    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+        return is_public_v4(Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8));
+    }
+    if seg[0] == 0x2002 {
+        return is_public_v4(Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8));
+    }
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (seg[0] & 0xfe00) == 0xfc00 // unique local, fc00::/7
+        || (seg[0] & 0xffc0) == 0xfe80 // link-local, fe80::/10
+        || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated), fec0::/10
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation, 2001:db8::/32
+        || (seg[0] == 0x2001 && seg[1] < 0x0200) // IETF protocol assignments incl. Teredo, 2001::/23
+        || seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // discard-only, 100::/64
+}
+
+/// Networks the operator allows beyond the public internet (`KILN_ALLOWED_PRIVATE_NETS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowedNets(Vec<IpNet>);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a CIDR network such as 127.0.0.1/32 or fd00::/8")]
+pub struct NetError(String);
+
+impl AllowedNets {
+    /// Parses a comma- or whitespace-separated list of CIDRs; a bare address means just that address.
+    pub fn parse(list: &str) -> Result<Self, NetError> {
+        list.split([',', ' ', '\n', '\t'])
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| NetError(s.to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(AllowedNets)
+    }
+
+    /// Whether Kiln may connect to `ip`.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        is_public_ip(ip) || self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        let cases = [
+            ("8.8.8.8", true),
+            ("1.1.1.1", true),
+            ("2606:4700:4700::1111", true),
+            ("127.0.0.1", false),
+            ("127.1.2.3", false),
+            ("10.0.0.1", false),
+            ("172.16.5.4", false),
+            ("192.168.1.1", false),
+            ("169.254.169.254", false),
+            ("100.64.0.1", false),
+            ("0.0.0.0", false),
+            ("255.255.255.255", false),
+            ("224.0.0.1", false),
+            ("198.18.0.1", false),
+            ("::1", false),
+            ("::", false),
+            ("::ffff:127.0.0.1", false),
+            ("::ffff:8.8.8.8", true),
+            ("::127.0.0.1", false),
+            ("64:ff9b::a9fe:a9fe", false),
+            ("2002:7f00:1::", false),
+            ("fc00::1", false),
+            ("fd12:3456::1", false),
+            ("fe80::1", false),
+            ("2001:db8::1", false),
+        ];
+        for (ip, expected) in cases {
+            assert_eq!(is_public_ip(ip.parse().unwrap()), expected, "{ip}");
+        }
+    }
+
+    #[test]
+    fn allowed_nets_extend_the_public_internet() {
+        let nets = AllowedNets::parse("127.0.0.1/32, 10.1.0.0/16 fd00::5").unwrap();
+        assert!(nets.permits("127.0.0.1".parse().unwrap()));
+        assert!(nets.permits("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!nets.permits("127.0.0.2".parse().unwrap()));
+        assert!(nets.permits("10.1.200.3".parse().unwrap()));
+        assert!(!nets.permits("10.2.0.1".parse().unwrap()));
+        assert!(nets.permits("fd00::5".parse().unwrap()));
+        assert!(nets.permits("8.8.8.8".parse().unwrap()));
+        assert_eq!(AllowedNets::parse("nope"), Err(NetError("nope".into())));
+        assert_eq!(AllowedNets::parse("").unwrap(), AllowedNets::default());
+    }
+}

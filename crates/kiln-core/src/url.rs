@@ -1,0 +1,190 @@
+//! URL normalisation: equivalent requests for one page share one cache entry and one render.
+//!
+//! A normalised URL is scheme + canonical host + path + query, where the path has its dot-segments
+//! resolved and its percent-escapes in one canonical form (unreserved characters decoded, other
+//! escapes in upper-case hex), the query has the domain's ignored parameters removed and the rest
+//! sorted, and the fragment is dropped (it never reaches a server).
+
+use crate::host::Hostname;
+use serde::{Deserialize, Serialize};
+
+/// The longest request target (path and query) Kiln renders; longer ones are refused as client errors.
+pub const MAX_TARGET_LEN: usize = 8 * 1024;
+
+/// A URL in Kiln's canonical form. The string is always an absolute `http` or `https` URL.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NormalizedUrl(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlError {
+    #[error("the request target is longer than {MAX_TARGET_LEN} bytes")]
+    TooLong,
+    #[error("the request target must start with `/`")]
+    NotOriginForm,
+    #[error("the URL scheme `{0}` is not http or https")]
+    Scheme(String),
+    #[error("the URL is not valid: {0}")]
+    Invalid(String),
+}
+
+impl NormalizedUrl {
+    /// Normalises a request for `path_and_query` on `host` as seen by the client through `scheme`.
+    /// `ignored_params` are query parameter names to drop; a trailing `*` makes one a prefix.
+    pub fn from_request(
+        scheme: &str,
+        host: &Hostname,
+        path_and_query: &str,
+        ignored_params: &[String],
+    ) -> Result<Self, UrlError> {
+        if path_and_query.len() > MAX_TARGET_LEN {
+            return Err(UrlError::TooLong);
+        }
+        if !path_and_query.starts_with('/') {
+            return Err(UrlError::NotOriginForm);
+        }
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(UrlError::Scheme(scheme));
+        }
+        let parsed = ::url::Url::parse(&format!("{scheme}://{host}{path_and_query}"))
+            .map_err(|e| UrlError::Invalid(e.to_string()))?;
+        let mut out = format!("{scheme}://{host}");
+        out.push_str(&normalize_escapes(parsed.path()));
+        if let Some(query) = parsed.query() {
+            let mut pairs: Vec<(String, String)> = ::url::form_urlencoded::parse(query.as_bytes())
+                .filter(|(name, _)| !is_ignored(name, ignored_params))
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect();
+            pairs.sort();
+            if !pairs.is_empty() {
+                let query = ::url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish();
+                out.push('?');
+                out.push_str(&query);
+            }
+        }
+        Ok(NormalizedUrl(out))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path and query part, starting with `/`.
+    pub fn path_and_query(&self) -> &str {
+        let after_scheme = self.0.find("://").map_or(0, |i| i + 3);
+        self.0[after_scheme..]
+            .find('/')
+            .map_or("/", |i| &self.0[after_scheme + i..])
+    }
+
+    /// Wraps a string already known to be normalised (read back from storage).
+    pub fn from_stored(value: String) -> Self {
+        NormalizedUrl(value)
+    }
+}
+
+impl std::fmt::Display for NormalizedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_ignored(name: &str, ignored: &[String]) -> bool {
+    ignored.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix),
+        None => name.eq_ignore_ascii_case(pattern),
+    })
+}
+
+/// Decodes escapes of unreserved characters (RFC 3986 §2.3), upper-cases the hex of the others and
+/// escapes a `%` that starts no valid escape.
+fn normalize_escapes(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => {
+                    out.push(b as char);
+                    i += 3;
+                }
+                Some(b) => {
+                    out.push_str(&format!("%{b:02X}"));
+                    i += 3;
+                }
+                None => {
+                    out.push_str("%25");
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(target: &str) -> Result<String, UrlError> {
+        let host = Hostname::parse("shop.example.com").unwrap();
+        let ignored: Vec<String> = ["utm_*", "gclid", "fbclid", "msclkid"].map(String::from).to_vec();
+        NormalizedUrl::from_request("https", &host, target, &ignored).map(|u| u.0)
+    }
+
+    #[test]
+    fn equivalent_targets_share_one_form() {
+        let cases = [
+            ("/", "https://shop.example.com/"),
+            ("/products/3", "https://shop.example.com/products/3"),
+            ("/products/3#reviews", "https://shop.example.com/products/3"),
+            ("/a/./b/../c", "https://shop.example.com/a/c"),
+            ("/%7Euser/%41", "https://shop.example.com/~user/A"),
+            ("/caf%c3%a9", "https://shop.example.com/caf%C3%A9"),
+            ("/café", "https://shop.example.com/caf%C3%A9"),
+            ("/p?b=2&a=1", "https://shop.example.com/p?a=1&b=2"),
+            ("/p?a=1&utm_source=x&UTM_medium=y&gclid=z", "https://shop.example.com/p?a=1"),
+            ("/p?utm_source=x", "https://shop.example.com/p"),
+            ("/p?q=a+b", "https://shop.example.com/p?q=a+b"),
+            ("/p?q=a%20b", "https://shop.example.com/p?q=a+b"),
+            ("/p?", "https://shop.example.com/p"),
+            ("/100%", "https://shop.example.com/100%25"),
+        ];
+        for (target, expected) in cases {
+            assert_eq!(norm(target).as_deref(), Ok(expected), "{target}");
+        }
+    }
+
+    #[test]
+    fn different_pages_stay_different() {
+        let pairs = [("/p", "/p/"), ("/p?a=1", "/p?a=2"), ("/a%2Fb", "/a/b"), ("/P", "/p")];
+        for (a, b) in pairs {
+            assert_ne!(norm(a).unwrap(), norm(b).unwrap(), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_targets() {
+        assert_eq!(norm("products"), Err(UrlError::NotOriginForm));
+        assert_eq!(norm(&format!("/{}", "a".repeat(MAX_TARGET_LEN))), Err(UrlError::TooLong));
+        let host = Hostname::parse("a.com").unwrap();
+        assert!(matches!(
+            NormalizedUrl::from_request("file", &host, "/", &[]),
+            Err(UrlError::Scheme(_))
+        ));
+    }
+
+    #[test]
+    fn splits_path_and_query() {
+        let url = NormalizedUrl::from_stored("https://a.com/x/y?z=1".into());
+        assert_eq!(url.path_and_query(), "/x/y?z=1");
+        assert_eq!(NormalizedUrl::from_stored("https://a.com/".into()).path_and_query(), "/");
+    }
+}
