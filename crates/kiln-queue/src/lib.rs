@@ -1,1 +1,180 @@
-//! queue
+//! The render queue: gateways push [`RenderJob`]s, workers consume them.
+//!
+//! Architecture invariant: this is the only crate that knows apalis. The queue's name is always set
+//! explicitly (apalis defaults to the job type's Rust path, so a rename would silently move the queue),
+//! and its Redis keys live under the deployment prefix.
+//!
+//! Delivery: apalis-redis polls a list; an empty poll would leave a new job waiting for the next
+//! poll. Workers therefore also subscribe to the channel apalis-redis publishes on every push and poll
+//! at once when it fires, with a slow interval poll behind it in case a message is lost.
+//!
+//! Retries: apalis-redis retries a failed task up to 25 times whatever the retry policy says. Kiln's
+//! job handler never fails a task; it records the outcome (rendered or failed) itself, and each job is
+//! pushed with a small attempt budget so that a job orphaned by a dead worker runs again, but a
+//! poisonous one does not run forever.
+
+use apalis::prelude::*;
+use apalis_redis::{Config, RedisStorage};
+use futures::future::BoxFuture;
+use kiln_core::RenderJob;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a worker polls when no wake-up arrives.
+const FALLBACK_POLL: Duration = Duration::from_millis(1000);
+/// How many times a job may be delivered (a first run plus retries after a worker died).
+const MAX_ATTEMPTS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("could not push a render job: {0}")]
+    Push(String),
+    #[error("the queue did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the render worker stopped: {0}")]
+    Worker(String),
+}
+
+/// Where the queue lives.
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    pub redis_url: String,
+    /// The deployment prefix (`kiln:`); the queue is named after it.
+    pub prefix: String,
+    /// The longest one queue command may take.
+    pub command_timeout: Duration,
+}
+
+impl QueueSettings {
+    /// The apalis queue name. apalis-redis parses its event channels by splitting on `:`, so the
+    /// queue name must not contain one: `kiln:` becomes `kiln.render`.
+    pub fn queue_name(&self) -> String {
+        format!("{}render", self.prefix.replace(':', "."))
+    }
+
+    fn config(&self) -> Config {
+        Config::default()
+            .queue(self.queue_name())
+            .heartbeat_interval(Duration::from_secs(5))
+            .missed_heartbeats(3)
+            // Finished jobs are not kept: outcomes are recorded by Kiln itself.
+            .persist_results(false)
+            .idempotency_ttl(Some(Duration::from_secs(60)))
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, QueueError> {
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_number_of_retries(2);
+        Ok(ConnectionManager::new_with_config(client, config).await?)
+    }
+}
+
+/// The producing side of the queue, used by gateways (and later by the dashboard for warming).
+#[derive(Clone)]
+pub struct RenderQueue {
+    storage: RedisStorage<RenderJob>,
+    timeout: Duration,
+}
+
+impl RenderQueue {
+    pub async fn connect(settings: &QueueSettings) -> Result<Self, QueueError> {
+        let conn = settings.connection().await?;
+        Ok(RenderQueue {
+            storage: RedisStorage::new(conn).with_config(settings.config()),
+            timeout: settings.command_timeout,
+        })
+    }
+
+    /// Enqueues a render job.
+    pub async fn push(&self, job: RenderJob) -> Result<(), QueueError> {
+        let task = TaskBuilder::new(job).max_attempts(MAX_ATTEMPTS).build();
+        let mut storage = self.storage.clone();
+        match tokio::time::timeout(self.timeout, storage.push_task(task)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(QueueError::Push(error.to_string())),
+            Err(_) => Err(QueueError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// What a worker does with each job. Implementations record every outcome themselves and never fail:
+/// see the crate documentation on retries.
+pub trait JobHandler: Send + Sync + 'static {
+    fn handle(&self, job: RenderJob) -> BoxFuture<'static, ()>;
+}
+
+async fn run_job(job: RenderJob, handler: Data<Arc<dyn JobHandler>>) -> Result<(), BoxDynError> {
+    handler.handle(job).await;
+    Ok(())
+}
+
+/// Runs a queue consumer named `name` (unique per process) with up to `concurrency` jobs in flight,
+/// until `shutdown` completes; in-flight jobs are then allowed to finish.
+pub async fn run_worker(
+    settings: &QueueSettings,
+    name: &str,
+    concurrency: usize,
+    handler: Arc<dyn JobHandler>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), QueueError> {
+    let conn = settings.connection().await?;
+    let config = settings.config();
+    let wake = wake_stream(settings.redis_url.clone(), format!("tasks:{}:available", config.active_jobs_list()));
+    let storage = RedisStorage::<RenderJob>::new(conn).with_config(config);
+    let backend = PollWith::new(storage, Strategy::new().stream(wake).interval(FALLBACK_POLL));
+
+    let worker = WorkerBuilder::new(name)
+        .backend(backend)
+        .concurrency(concurrency.max(1))
+        .data(handler)
+        .build(run_job);
+    worker
+        .run_until(async move {
+            shutdown.await;
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| QueueError::Worker(e.to_string()))
+}
+
+/// A stream that yields whenever a job is pushed, re-subscribing after connection loss.
+fn wake_stream(redis_url: String, channel: String) -> futures::channel::mpsc::Receiver<()> {
+    use futures::StreamExt;
+    let (mut tx, rx) = futures::channel::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let subscribed = async {
+                let client = redis::Client::open(redis_url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            }
+            .await;
+            match subscribed {
+                Ok(mut pubsub) => {
+                    // Jobs pushed while we were not subscribed are found by this first poll.
+                    let _ = tx.try_send(());
+                    let mut messages = pubsub.on_message();
+                    while messages.next().await.is_some() {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        let _ = tx.try_send(());
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "queue wake-up subscription failed; retrying"),
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    rx
+}

@@ -1,1 +1,154 @@
-//! store
+//! Redis access for gateways, workers and the dashboard: page entries, the domain directory, render
+//! locks and the event channel that announces domain changes and finished renders.
+//!
+//! Architecture invariant: this is the only crate that knows Kiln's Redis key names (the render
+//! queue's keys belong to `kiln-queue`). Every key starts with the deployment prefix (`kiln:` by
+//! default), so one Redis can serve several deployments and every test gets its own namespace.
+//!
+//! Every call is bounded by the client's command timeout, and callers on the request path treat any
+//! error as a cache miss: an outage of Redis must never turn into an outage of the customer's site.
+
+mod events;
+mod pages;
+mod settings;
+
+pub use events::{StoreEvent, Subscription};
+pub use pages::PageEntry;
+pub use settings::StoreSettings;
+
+use fred::prelude::*;
+use kiln_core::{CacheKey, DomainConfig, Hostname, RenderOutcome};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("a stored record is malformed: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on Kiln's Redis data. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    settings: Arc<StoreSettings>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("prefix", &self.settings.prefix).finish()
+    }
+}
+
+impl Store {
+    /// Connects a pool of clients. Commands issued while Redis is unreachable fail after the command
+    /// timeout instead of queueing without bound; the pool reconnects in the background.
+    pub async fn connect(settings: StoreSettings) -> Result<Self> {
+        let pool = settings.builder()?.build_pool(settings.pool_size.max(1))?;
+        pool.init().await?;
+        Ok(Store { pool, settings: Arc::new(settings) })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{}", self.settings.prefix, name)
+    }
+
+    fn events_channel(&self) -> String {
+        self.key("events")
+    }
+
+    /// Round trip to Redis, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = self.pool.ping(None).await?;
+        Ok(())
+    }
+
+    // ---- domain directory -------------------------------------------------------------------
+
+    /// Publishes a domain's configuration for gateways and workers, and tells them it changed.
+    pub async fn put_domain(&self, domain: &DomainConfig) -> Result<()> {
+        let json = serde_json::to_string(domain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: () = self.pool.hset(self.key("domains"), (domain.host.as_str(), json)).await?;
+        self.publish(&StoreEvent::DomainChanged { host: domain.host.to_string() }).await
+    }
+
+    /// Withdraws a domain; gateways stop serving it within a moment.
+    pub async fn remove_domain(&self, host: &Hostname) -> Result<bool> {
+        let removed: u32 = self.pool.hdel(self.key("domains"), host.as_str()).await?;
+        self.publish(&StoreEvent::DomainChanged { host: host.to_string() }).await?;
+        Ok(removed > 0)
+    }
+
+    pub async fn get_domain(&self, host: &Hostname) -> Result<Option<DomainConfig>> {
+        let json: Option<String> = self.pool.hget(self.key("domains"), host.as_str()).await?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("domain {host}: {e}"))))
+            .transpose()
+    }
+
+    /// Every published domain, keyed by hostname. Malformed records are skipped with a warning so that
+    /// one bad record cannot take every domain down.
+    pub async fn all_domains(&self) -> Result<HashMap<Hostname, DomainConfig>> {
+        let raw: HashMap<String, String> = self.pool.hgetall(self.key("domains")).await?;
+        let mut domains = HashMap::with_capacity(raw.len());
+        for (host, json) in raw {
+            match serde_json::from_str::<DomainConfig>(&json) {
+                Ok(domain) => {
+                    domains.insert(domain.host.clone(), domain);
+                }
+                Err(error) => tracing::warn!(domain.host = %host, %error, "skipping a malformed domain record"),
+            }
+        }
+        Ok(domains)
+    }
+
+    // ---- render locks -----------------------------------------------------------------------
+
+    /// Takes the render lock for `key` if nobody holds it. The lock expires by itself after `ttl`,
+    /// so a render whose worker died is taken over by the next request.
+    pub async fn try_lock_render(&self, key: &CacheKey, owner: &str, ttl: Duration) -> Result<bool> {
+        let name = self.key(&format!("lock:{}", key.page_key()));
+        let set: Option<String> = self
+            .pool
+            .set(name, owner, Some(Expiration::PX(ttl.as_millis() as i64)), Some(SetOptions::NX), false)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Releases the render lock for `key`, whoever took it: the render it guarded is over.
+    pub async fn release_render_lock(&self, key: &CacheKey) -> Result<()> {
+        let _: u32 = self.pool.del(self.key(&format!("lock:{}", key.page_key()))).await?;
+        Ok(())
+    }
+
+    // ---- events -----------------------------------------------------------------------------
+
+    /// Announces the outcome of a render to every gateway waiting for `key`.
+    pub async fn announce_render(&self, key: &CacheKey, outcome: RenderOutcome) -> Result<()> {
+        self.publish(&StoreEvent::Rendered { page_key: key.page_key(), outcome }).await
+    }
+
+    async fn publish(&self, event: &StoreEvent) -> Result<()> {
+        let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: u64 = self.pool.next().publish(self.events_channel(), json).await?;
+        Ok(())
+    }
+
+    /// Subscribes to the event channel. The subscription survives reconnects and reports them, so the
+    /// subscriber can resynchronise whatever it mirrors.
+    pub async fn subscribe(&self) -> Result<Subscription> {
+        events::subscribe(&self.settings, self.events_channel()).await
+    }
+}

@@ -1,0 +1,88 @@
+//! The event channel: domain changes and finished renders, fanned out to every gateway.
+
+use crate::{Result, StoreSettings};
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use kiln_core::RenderOutcome;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StoreEvent {
+    /// A domain was added, changed or removed: re-read it.
+    DomainChanged { host: String },
+    /// A render for `page_key` finished.
+    Rendered { page_key: String, outcome: RenderOutcome },
+    /// The subscription was re-established (or fell behind): events may have been missed, so anything
+    /// mirrored from Redis should be re-read. Never published; produced locally.
+    Resync,
+}
+
+/// A live subscription to the event channel.
+pub struct Subscription {
+    rx: mpsc::Receiver<StoreEvent>,
+    client: SubscriberClient,
+}
+
+impl Subscription {
+    /// The next event, or `None` once the subscription is closed.
+    pub async fn next(&mut self) -> Option<StoreEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+pub(crate) async fn subscribe(settings: &StoreSettings, channel: String) -> Result<Subscription> {
+    let client = settings.builder()?.build_subscriber_client()?;
+    client.init().await?;
+    // Re-subscribes after every reconnect.
+    let _ = client.manage_subscriptions();
+    client.subscribe(channel.clone()).await?;
+
+    let (tx, rx) = mpsc::channel(4096);
+    let mut messages = client.message_rx();
+    let mut reconnects = client.reconnect_rx();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let event = tokio::select! {
+                message = messages.recv() => match message {
+                    Ok(message) => {
+                        let Some(text) = message.value.as_str() else { continue };
+                        match serde_json::from_str::<StoreEvent>(&text) {
+                            Ok(event) => event,
+                            Err(error) => {
+                                tracing::warn!(%error, "ignoring a malformed event");
+                                continue;
+                            }
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "the event subscription fell behind");
+                        StoreEvent::Resync
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                reconnect = reconnects.recv() => match reconnect {
+                    Ok(_) | Err(RecvError::Lagged(_)) => StoreEvent::Resync,
+                    Err(RecvError::Closed) => break,
+                },
+            };
+            if tx.send(event).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Subscription { rx, client })
+}
