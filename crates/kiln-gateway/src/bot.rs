@@ -1,0 +1,139 @@
+//! The bot path: serve the cached render, or render once and wait, or fall back to the origin.
+//!
+//! A miss registers a waiter before anything else, so a render announced between the cache look-up and
+//! the wait still wakes it. One gateway wins the render lock and enqueues the job; every request for the
+//! same page, on any gateway, waits for the one announcement. A request whose budget runs out gets the
+//! origin's page (`BYPASS`) while the render completes for the next bot.
+
+use crate::error::GatewayError;
+use crate::state::AppState;
+use axum::body::Body;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use kiln_core::{CacheKey, DeviceClass, DomainConfig, NormalizedUrl, RenderJob, RenderOutcome};
+use kiln_store::PageEntry;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Extra lifetime of a render lock beyond the render's own budget: queueing and storing.
+const LOCK_MARGIN: Duration = Duration::from_secs(5);
+
+pub async fn serve(
+    app: &AppState,
+    domain: &DomainConfig,
+    req: Request<Body>,
+    peer: SocketAddr,
+    request_id: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let scheme = match req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let url = NormalizedUrl::from_request(scheme, &domain.host, path_and_query, &domain.settings.ignored_query_params)
+        .map_err(|_| GatewayError::BadRequest("the request target cannot be normalised"))?;
+    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let device = DeviceClass::from_user_agent(user_agent);
+    let key = CacheKey::new(&domain.id, device, &url);
+    let head = req.method() == Method::HEAD;
+
+    let mut waiter = app.waiters.register(&key.page_key());
+    match app.store.get_page(&key).await {
+        Ok(Some(entry)) => return Ok(page_response(&entry, "HIT", None, head)),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "cache unavailable; serving the origin");
+            return bypass(app, domain, req, peer).await;
+        }
+    }
+
+    let started = Instant::now();
+    let budget = Duration::from_millis(domain.settings.bot_wait_ms);
+    let lock_ttl = budget + Duration::from_millis(domain.settings.render_timeout_ms) + LOCK_MARGIN;
+    match app.store.try_lock_render(&key, request_id, lock_ttl).await {
+        Ok(true) => {
+            let job = RenderJob {
+                render_url: domain.origin_url_for(&url),
+                page_url: url,
+                key: key.clone(),
+                tenant_id: domain.tenant_id.clone(),
+                device,
+                cache_ttl_secs: domain.settings.cache_ttl_secs,
+                render_timeout_ms: domain.settings.render_timeout_ms,
+                enqueued_at: unix_millis(),
+                request_id: Some(request_id.to_owned()),
+            };
+            if let Err(error) = app.queue.push(job).await {
+                tracing::warn!(%error, "could not enqueue a render; serving the origin");
+                let _ = app.store.release_render_lock(&key).await;
+                return bypass(app, domain, req, peer).await;
+            }
+        }
+        // Someone else is rendering this page: wait for their announcement.
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, "render lock unavailable; serving the origin");
+            return bypass(app, domain, req, peer).await;
+        }
+    }
+
+    match waiter.wait(budget).await {
+        Some(RenderOutcome::Stored { .. }) => match app.store.get_page(&key).await {
+            Ok(Some(entry)) => {
+                let waited = started.elapsed().as_millis() as u64;
+                Ok(page_response(&entry, "MISS", Some(waited), head))
+            }
+            Ok(None) | Err(_) => bypass(app, domain, req, peer).await,
+        },
+        Some(RenderOutcome::Failed { reason }) => {
+            tracing::info!(render.failure = %reason, "render failed; serving the origin");
+            bypass(app, domain, req, peer).await
+        }
+        None => {
+            tracing::info!(budget_ms = budget.as_millis() as u64, "render budget exhausted; serving the origin");
+            bypass(app, domain, req, peer).await
+        }
+    }
+}
+
+/// The origin's own response, marked as such.
+async fn bypass(
+    app: &AppState,
+    domain: &DomainConfig,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, GatewayError> {
+    let mut response = app.origin.forward(domain, req, peer).await?;
+    response.headers_mut().insert("x-kiln-cache", HeaderValue::from_static("BYPASS"));
+    Ok(response)
+}
+
+fn page_response(entry: &PageEntry, cache: &'static str, render_ms: Option<u64>, head: bool) -> Response<Body> {
+    let status = StatusCode::from_u16(entry.meta.status).unwrap_or(StatusCode::OK);
+    let mut builder = Response::builder().status(status);
+    for (name, value) in &entry.meta.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let age = unix_millis().saturating_sub(entry.meta.rendered_at) / 1000;
+    builder = builder
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CONTENT_LENGTH, entry.html.len())
+        .header(header::AGE, age)
+        .header("x-kiln-cache", cache);
+    if let Some(ms) = render_ms {
+        builder = builder.header("x-kiln-render-ms", ms);
+    }
+    let body = if head { Body::empty() } else { Body::from(entry.html.clone()) };
+    builder.body(body).unwrap_or_else(|error| {
+        tracing::error!(%error, "a stored page has unusable headers");
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header("x-kiln-cache", cache)
+            .body(if head { Body::empty() } else { Body::from(entry.html.clone()) })
+            .expect("static response parts are valid")
+    })
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

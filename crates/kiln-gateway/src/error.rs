@@ -1,0 +1,72 @@
+//! The gateway's errors, each knowing where it came from: that decides the status a client sees.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The client sent something Kiln will not serve.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The `Host` names no domain registered with Kiln.
+    #[error("no domain is registered for host `{0}`")]
+    UnknownHost(String),
+    /// The origin refused the connection, reset it, or failed TLS.
+    #[error("the origin could not be reached: {0}")]
+    OriginUnreachable(String),
+    /// The origin did not start answering in time.
+    #[error("the origin did not answer in time")]
+    OriginTimeout,
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let (status, title, detail) = match &self {
+            GatewayError::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad request", (*why).to_owned()),
+            GatewayError::UnknownHost(host) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "Unknown host",
+                format!("This server does not serve {host}: no domain with that name is registered with Kiln."),
+            ),
+            GatewayError::OriginUnreachable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "Origin unreachable",
+                "Kiln could not reach the website's origin server. Please try again shortly.".to_owned(),
+            ),
+            GatewayError::OriginTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "Origin timeout",
+                "The website's origin server did not answer in time. Please try again shortly.".to_owned(),
+            ),
+        };
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\
+             <body><h1>{code} {title}</h1><p>{detail}</p><hr><p>Kiln</p></body></html>\n",
+            code = status.as_u16(),
+            detail = escape(&detail),
+        );
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-store")
+            .header("x-kiln-error", self.code())
+            .body(Body::from(body))
+            .expect("static response parts are valid")
+    }
+}
+
+impl GatewayError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "bad-request",
+            GatewayError::UnknownHost(_) => "unknown-host",
+            GatewayError::OriginUnreachable(_) => "origin-unreachable",
+            GatewayError::OriginTimeout => "origin-timeout",
+        }
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

@@ -1,0 +1,172 @@
+//! The gateway: the edge-facing HTTP service. Bots get rendered pages from the cache (rendering on a
+//! miss through the queue); people are proxied to the customer's origin untouched.
+//!
+//! Architecture invariant: the gateway is stateless and never talks to Postgres or Chromium. What it
+//! knows about domains comes from Redis, mirrored in memory.
+
+mod admin;
+mod bot;
+mod directory;
+mod error;
+mod proxy;
+mod routes;
+pub mod settings;
+mod state;
+mod waiters;
+
+pub use settings::Settings;
+
+use anyhow::Context;
+use axum::Router;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use kiln_queue::{QueueSettings, RenderQueue};
+use kiln_store::{Store, StoreEvent, StoreSettings};
+use state::{App, AppState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How often the domain directory is re-read in full, in case an event was missed.
+const DIRECTORY_RESYNC: Duration = Duration::from_secs(30);
+
+pub struct Application {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    app: AppState,
+}
+
+impl Application {
+    /// Connects to Redis, loads the domain directory and binds both ports (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let mut store_settings = StoreSettings::new(&settings.redis_url, &settings.redis_prefix);
+        store_settings.command_timeout = settings.redis_timeout;
+        let store = Store::connect(store_settings).await.context("failed to connect to redis")?;
+        let queue = RenderQueue::connect(&QueueSettings {
+            redis_url: settings.redis_url.clone(),
+            prefix: settings.redis_prefix.clone(),
+            command_timeout: settings.redis_timeout,
+        })
+        .await
+        .context("failed to connect to the render queue")?;
+        let app = Arc::new(App {
+            store,
+            queue,
+            directory: Default::default(),
+            waiters: Default::default(),
+            origin: proxy::OriginClient::new(
+                settings.allowed_private_nets.clone(),
+                settings.origin_connect_timeout,
+                settings.origin_response_timeout,
+            ),
+        });
+        let domains = app.directory.reload(&app.store).await.context("failed to load the domain directory")?;
+        tracing::info!(domains, "domain directory loaded");
+
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", settings.listen))?;
+        let admin_listener = TcpListener::bind(settings.admin_listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", settings.admin_listen))?;
+        Ok(Application { listener, admin_listener, app })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let shutdown: Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
+        let events = tokio::spawn(follow_events(Arc::clone(&self.app)));
+
+        let main = Router::new().fallback(routes::handle).with_state(Arc::clone(&self.app));
+        let main = axum::serve(self.listener, main.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone());
+        let admin = axum::serve(self.admin_listener, admin::router(Arc::clone(&self.app)))
+            .with_graceful_shutdown(shutdown.clone());
+        tracing::info!("gateway ready");
+        let result = tokio::try_join!(main.into_future(), admin.into_future());
+        events.abort();
+        result.context("the gateway server failed")?;
+        Ok(())
+    }
+}
+
+/// Applies domain changes and render announcements from the event channel, resubscribing forever.
+async fn follow_events(app: AppState) {
+    loop {
+        match app.store.subscribe().await {
+            Ok(mut subscription) => {
+                // Anything published before the subscription took effect is picked up here.
+                reload_directory(&app).await;
+                let mut resync = tokio::time::interval(DIRECTORY_RESYNC);
+                resync.tick().await;
+                loop {
+                    tokio::select! {
+                        event = subscription.next() => match event {
+                            Some(StoreEvent::Rendered { page_key, outcome }) => app.waiters.complete(&page_key, outcome),
+                            Some(StoreEvent::DomainChanged { host }) => {
+                                if let Err(error) = app.directory.refresh(&app.store, &host).await {
+                                    tracing::warn!(%error, domain.host = %host, "could not refresh a domain");
+                                }
+                            }
+                            Some(StoreEvent::Resync) => reload_directory(&app).await,
+                            None => break,
+                        },
+                        _ = resync.tick() => reload_directory(&app).await,
+                    }
+                }
+                tracing::warn!("event subscription closed; resubscribing");
+            }
+            Err(error) => tracing::warn!(%error, "could not subscribe to events; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn reload_directory(app: &AppState) {
+    if let Err(error) = app.directory.reload(&app.store).await {
+        tracing::warn!(%error, "could not reload the domain directory");
+    }
+}
+
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), JSON or pretty output.
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

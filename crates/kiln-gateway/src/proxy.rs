@@ -1,0 +1,174 @@
+//! The human path: a streaming reverse proxy to the domain's origin.
+//!
+//! Every method, path, query and body is forwarded; end-to-end headers pass both ways (several
+//! `Set-Cookie` included); hop-by-hop headers are dropped; status codes and redirects pass unchanged.
+//! Bodies stream in both directions without buffering. The origin's host is resolved for every new
+//! connection and refused when it resolves to a non-public address outside the allowed networks, so a
+//! DNS change cannot turn a customer domain into a door to Kiln's own network.
+
+use crate::error::GatewayError;
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::TokioExecutor;
+use kiln_core::{AllowedNets, DomainConfig};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus Kiln's own
+/// classification header, which never leaves Kiln.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub struct OriginClient {
+    client: Client<Connector, Body>,
+    response_timeout: Duration,
+}
+
+impl OriginClient {
+    pub fn new(allowed: AllowedNets, connect_timeout: Duration, response_timeout: Duration) -> Self {
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver { allowed });
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(https);
+        OriginClient { client, response_timeout }
+    }
+
+    /// Forwards `req` to `domain`'s origin and streams the answer back.
+    pub async fn forward(
+        &self,
+        domain: &DomainConfig,
+        req: Request<Body>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let target = format!("{}{}", domain.origin.trim_end_matches('/'), path_and_query);
+        let uri: Uri = target.parse().map_err(|_| GatewayError::BadRequest("the request target is not a valid URL"))?;
+        let origin_authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove("x-is-bot");
+        let public_host = parts.headers.get(header::HOST).cloned();
+        if let Ok(host) = HeaderValue::from_str(&origin_authority) {
+            parts.headers.insert(header::HOST, host);
+        }
+        if let Some(public_host) = public_host {
+            parts.headers.insert("x-forwarded-host", public_host);
+        }
+        append_forwarded_for(&mut parts.headers, peer);
+        if !parts.headers.contains_key("x-forwarded-proto") {
+            parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+
+        let request = Request::from_parts(parts, body);
+        let response = tokio::time::timeout(self.response_timeout, self.client.request(request))
+            .await
+            .map_err(|_| GatewayError::OriginTimeout)?
+            .map_err(|error| GatewayError::OriginUnreachable(describe(&error)))?;
+
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the `Connection` header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let peer_ip = peer.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer_ip}"),
+        _ => peer_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", value);
+    }
+}
+
+/// A short, loggable description of a client error, including its cause chain.
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Resolves origin hostnames and keeps only addresses Kiln may connect to.
+#[derive(Clone)]
+pub struct GuardedResolver {
+    allowed: AllowedNets,
+}
+
+impl tower::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allowed = self.allowed.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let permitted: Vec<SocketAddr> = addrs.iter().copied().filter(|a| allowed.permits(a.ip())).collect();
+            if permitted.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{host} resolves only to addresses outside the public internet and KILN_ALLOWED_PRIVATE_NETS"),
+                ));
+            }
+            Ok(permitted.into_iter())
+        })
+    }
+}

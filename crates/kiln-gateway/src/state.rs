@@ -1,0 +1,18 @@
+//! Everything a request handler needs, shared behind one `Arc`.
+
+use crate::directory::Directory;
+use crate::proxy::OriginClient;
+use crate::waiters::Waiters;
+use kiln_queue::RenderQueue;
+use kiln_store::Store;
+use std::sync::Arc;
+
+pub type AppState = Arc<App>;
+
+pub struct App {
+    pub store: Store,
+    pub queue: RenderQueue,
+    pub directory: Directory,
+    pub waiters: Arc<Waiters>,
+    pub origin: OriginClient,
+}
