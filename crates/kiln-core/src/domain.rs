@@ -48,7 +48,11 @@ impl Default for DomainSettings {
 impl DomainConfig {
     /// The origin URL that serves the page a client asked for at `url`.
     pub fn origin_url_for(&self, url: &NormalizedUrl) -> String {
-        format!("{}{}", self.origin.trim_end_matches('/'), url.path_and_query())
+        format!(
+            "{}{}",
+            self.origin.trim_end_matches('/'),
+            url.path_and_query()
+        )
     }
 }
 

@@ -131,10 +131,22 @@ mod tests {
 
     #[test]
     fn operator_input_must_be_bare() {
-        assert_eq!(Hostname::parse("shop.example.com").unwrap().as_str(), "shop.example.com");
-        assert!(matches!(Hostname::parse("shop.example.com:80"), Err(HostnameError::NotBare(_))));
-        assert!(matches!(Hostname::parse("*.example.com"), Err(HostnameError::NotBare(_))));
-        assert!(matches!(Hostname::parse("10.0.0.1"), Err(HostnameError::IpAddress(_))));
+        assert_eq!(
+            Hostname::parse("shop.example.com").unwrap().as_str(),
+            "shop.example.com"
+        );
+        assert!(matches!(
+            Hostname::parse("shop.example.com:80"),
+            Err(HostnameError::NotBare(_))
+        ));
+        assert!(matches!(
+            Hostname::parse("*.example.com"),
+            Err(HostnameError::NotBare(_))
+        ));
+        assert!(matches!(
+            Hostname::parse("10.0.0.1"),
+            Err(HostnameError::IpAddress(_))
+        ));
         assert!(matches!(Hostname::parse("  "), Err(HostnameError::Empty)));
     }
 }

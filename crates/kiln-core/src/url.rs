@@ -92,10 +92,14 @@ impl std::fmt::Display for NormalizedUrl {
 }
 
 fn is_ignored(name: &str, ignored: &[String]) -> bool {
-    ignored.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(prefix) => name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix),
-        None => name.eq_ignore_ascii_case(pattern),
-    })
+    ignored
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => {
+                name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+            }
+            None => name.eq_ignore_ascii_case(pattern),
+        })
 }
 
 /// Decodes escapes of unreserved characters (RFC 3986 §2.3), upper-cases the hex of the others and
@@ -106,7 +110,9 @@ fn normalize_escapes(path: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 Some(b) if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => {
                     out.push(b as char);
@@ -135,7 +141,9 @@ mod tests {
 
     fn norm(target: &str) -> Result<String, UrlError> {
         let host = Hostname::parse("shop.example.com").unwrap();
-        let ignored: Vec<String> = ["utm_*", "gclid", "fbclid", "msclkid"].map(String::from).to_vec();
+        let ignored: Vec<String> = ["utm_*", "gclid", "fbclid", "msclkid"]
+            .map(String::from)
+            .to_vec();
         NormalizedUrl::from_request("https", &host, target, &ignored).map(|u| u.0)
     }
 
@@ -150,7 +158,10 @@ mod tests {
             ("/caf%c3%a9", "https://shop.example.com/caf%C3%A9"),
             ("/café", "https://shop.example.com/caf%C3%A9"),
             ("/p?b=2&a=1", "https://shop.example.com/p?a=1&b=2"),
-            ("/p?a=1&utm_source=x&UTM_medium=y&gclid=z", "https://shop.example.com/p?a=1"),
+            (
+                "/p?a=1&utm_source=x&UTM_medium=y&gclid=z",
+                "https://shop.example.com/p?a=1",
+            ),
             ("/p?utm_source=x", "https://shop.example.com/p"),
             ("/p?q=a+b", "https://shop.example.com/p?q=a+b"),
             ("/p?q=a%20b", "https://shop.example.com/p?q=a+b"),
@@ -164,7 +175,12 @@ mod tests {
 
     #[test]
     fn different_pages_stay_different() {
-        let pairs = [("/p", "/p/"), ("/p?a=1", "/p?a=2"), ("/a%2Fb", "/a/b"), ("/P", "/p")];
+        let pairs = [
+            ("/p", "/p/"),
+            ("/p?a=1", "/p?a=2"),
+            ("/a%2Fb", "/a/b"),
+            ("/P", "/p"),
+        ];
         for (a, b) in pairs {
             assert_ne!(norm(a).unwrap(), norm(b).unwrap(), "{a} vs {b}");
         }
@@ -173,7 +189,10 @@ mod tests {
     #[test]
     fn refuses_bad_targets() {
         assert_eq!(norm("products"), Err(UrlError::NotOriginForm));
-        assert_eq!(norm(&format!("/{}", "a".repeat(MAX_TARGET_LEN))), Err(UrlError::TooLong));
+        assert_eq!(
+            norm(&format!("/{}", "a".repeat(MAX_TARGET_LEN))),
+            Err(UrlError::TooLong)
+        );
         let host = Hostname::parse("a.com").unwrap();
         assert!(matches!(
             NormalizedUrl::from_request("file", &host, "/", &[]),
@@ -185,6 +204,9 @@ mod tests {
     fn splits_path_and_query() {
         let url = NormalizedUrl::from_stored("https://a.com/x/y?z=1".into());
         assert_eq!(url.path_and_query(), "/x/y?z=1");
-        assert_eq!(NormalizedUrl::from_stored("https://a.com/".into()).path_and_query(), "/");
+        assert_eq!(
+            NormalizedUrl::from_stored("https://a.com/".into()).path_and_query(),
+            "/"
+        );
     }
 }

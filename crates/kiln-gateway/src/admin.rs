@@ -17,7 +17,10 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, String) {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {error}\n"));
     }
     if !app.directory.is_loaded() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "domains not loaded yet\n".into());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "domains not loaded yet\n".into(),
+        );
     }
     (StatusCode::OK, "ready\n".into())
 }

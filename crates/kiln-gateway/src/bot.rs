@@ -24,14 +24,27 @@ pub async fn serve(
     peer: SocketAddr,
     request_id: &str,
 ) -> Result<Response<Body>, GatewayError> {
-    let scheme = match req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
+    let scheme = match req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("https") => "https",
         _ => "http",
     };
     let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let url = NormalizedUrl::from_request(scheme, &domain.host, path_and_query, &domain.settings.ignored_query_params)
-        .map_err(|_| GatewayError::BadRequest("the request target cannot be normalised"))?;
-    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let url = NormalizedUrl::from_request(
+        scheme,
+        &domain.host,
+        path_and_query,
+        &domain.settings.ignored_query_params,
+    )
+    .map_err(|_| GatewayError::BadRequest("the request target cannot be normalised"))?;
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let device = DeviceClass::from_user_agent(user_agent);
     let key = CacheKey::new(&domain.id, device, &url);
     let head = req.method() == Method::HEAD;
@@ -89,7 +102,10 @@ pub async fn serve(
             bypass(app, domain, req, peer).await
         }
         None => {
-            tracing::info!(budget_ms = budget.as_millis() as u64, "render budget exhausted; serving the origin");
+            tracing::info!(
+                budget_ms = budget.as_millis() as u64,
+                "render budget exhausted; serving the origin"
+            );
             bypass(app, domain, req, peer).await
         }
     }
@@ -103,11 +119,18 @@ async fn bypass(
     peer: SocketAddr,
 ) -> Result<Response<Body>, GatewayError> {
     let mut response = app.origin.forward(domain, req, peer).await?;
-    response.headers_mut().insert("x-kiln-cache", HeaderValue::from_static("BYPASS"));
+    response
+        .headers_mut()
+        .insert("x-kiln-cache", HeaderValue::from_static("BYPASS"));
     Ok(response)
 }
 
-fn page_response(entry: &PageEntry, cache: &'static str, render_ms: Option<u64>, head: bool) -> Response<Body> {
+fn page_response(
+    entry: &PageEntry,
+    cache: &'static str,
+    render_ms: Option<u64>,
+    head: bool,
+) -> Response<Body> {
     let status = StatusCode::from_u16(entry.meta.status).unwrap_or(StatusCode::OK);
     let mut builder = Response::builder().status(status);
     for (name, value) in &entry.meta.headers {
@@ -122,18 +145,28 @@ fn page_response(entry: &PageEntry, cache: &'static str, render_ms: Option<u64>,
     if let Some(ms) = render_ms {
         builder = builder.header("x-kiln-render-ms", ms);
     }
-    let body = if head { Body::empty() } else { Body::from(entry.html.clone()) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(entry.html.clone())
+    };
     builder.body(body).unwrap_or_else(|error| {
         tracing::error!(%error, "a stored page has unusable headers");
         Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
             .header("x-kiln-cache", cache)
-            .body(if head { Body::empty() } else { Body::from(entry.html.clone()) })
+            .body(if head {
+                Body::empty()
+            } else {
+                Body::from(entry.html.clone())
+            })
             .expect("static response parts are valid")
     })
 }
 
 fn unix_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

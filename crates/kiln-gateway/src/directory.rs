@@ -16,7 +16,11 @@ pub struct Directory {
 
 impl Directory {
     pub fn get(&self, host: &Hostname) -> Option<Arc<DomainConfig>> {
-        self.domains.read().expect("directory lock poisoned").get(host).cloned()
+        self.domains
+            .read()
+            .expect("directory lock poisoned")
+            .get(host)
+            .cloned()
     }
 
     /// Whether the directory has been read from Redis at least once.
@@ -27,14 +31,19 @@ impl Directory {
     pub async fn reload(&self, store: &Store) -> kiln_store::Result<usize> {
         let all = store.all_domains().await?;
         let count = all.len();
-        let all = all.into_iter().map(|(host, domain)| (host, Arc::new(domain))).collect();
+        let all = all
+            .into_iter()
+            .map(|(host, domain)| (host, Arc::new(domain)))
+            .collect();
         *self.domains.write().expect("directory lock poisoned") = all;
         self.loaded.store(true, Ordering::Release);
         Ok(count)
     }
 
     pub async fn refresh(&self, store: &Store, host: &str) -> kiln_store::Result<()> {
-        let Ok(host) = Hostname::parse(host) else { return Ok(()) };
+        let Ok(host) = Hostname::parse(host) else {
+            return Ok(());
+        };
         let domain = store.get_domain(&host).await?;
         let mut domains = self.domains.write().expect("directory lock poisoned");
         match domain {

@@ -23,21 +23,27 @@ pub enum GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, title, detail) = match &self {
-            GatewayError::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad request", (*why).to_owned()),
+            GatewayError::BadRequest(why) => {
+                (StatusCode::BAD_REQUEST, "Bad request", (*why).to_owned())
+            }
             GatewayError::UnknownHost(host) => (
                 StatusCode::MISDIRECTED_REQUEST,
                 "Unknown host",
-                format!("This server does not serve {host}: no domain with that name is registered with Kiln."),
+                format!(
+                    "This server does not serve {host}: no domain with that name is registered with Kiln."
+                ),
             ),
             GatewayError::OriginUnreachable(_) => (
                 StatusCode::BAD_GATEWAY,
                 "Origin unreachable",
-                "Kiln could not reach the website's origin server. Please try again shortly.".to_owned(),
+                "Kiln could not reach the website's origin server. Please try again shortly."
+                    .to_owned(),
             ),
             GatewayError::OriginTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "Origin timeout",
-                "The website's origin server did not answer in time. Please try again shortly.".to_owned(),
+                "The website's origin server did not answer in time. Please try again shortly."
+                    .to_owned(),
             ),
         };
         let body = format!(
@@ -68,5 +74,8 @@ impl GatewayError {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -42,7 +42,9 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let mut store_settings = StoreSettings::new(&settings.redis_url, &settings.redis_prefix);
         store_settings.command_timeout = settings.redis_timeout;
-        let store = Store::connect(store_settings).await.context("failed to connect to redis")?;
+        let store = Store::connect(store_settings)
+            .await
+            .context("failed to connect to redis")?;
         let queue = RenderQueue::connect(&QueueSettings {
             redis_url: settings.redis_url.clone(),
             prefix: settings.redis_prefix.clone(),
@@ -61,7 +63,11 @@ impl Application {
                 settings.origin_response_timeout,
             ),
         });
-        let domains = app.directory.reload(&app.store).await.context("failed to load the domain directory")?;
+        let domains = app
+            .directory
+            .reload(&app.store)
+            .await
+            .context("failed to load the domain directory")?;
         tracing::info!(domains, "domain directory loaded");
 
         let listener = TcpListener::bind(settings.listen)
@@ -70,7 +76,11 @@ impl Application {
         let admin_listener = TcpListener::bind(settings.admin_listen)
             .await
             .with_context(|| format!("failed to listen on {}", settings.admin_listen))?;
-        Ok(Application { listener, admin_listener, app })
+        Ok(Application {
+            listener,
+            admin_listener,
+            app,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -82,13 +92,21 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let shutdown: Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
         let events = tokio::spawn(follow_events(Arc::clone(&self.app)));
 
-        let main = Router::new().fallback(routes::handle).with_state(Arc::clone(&self.app));
-        let main = axum::serve(self.listener, main.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown.clone());
+        let main = Router::new()
+            .fallback(routes::handle)
+            .with_state(Arc::clone(&self.app));
+        let main = axum::serve(
+            self.listener,
+            main.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone());
         let admin = axum::serve(self.admin_listener, admin::router(Arc::clone(&self.app)))
             .with_graceful_shutdown(shutdown.clone());
         tracing::info!("gateway ready");
@@ -139,7 +157,8 @@ async fn reload_directory(app: &AppState) {
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), JSON or pretty output.
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         builder.json().flatten_event(true).init();

@@ -43,7 +43,11 @@ pub struct OriginClient {
 }
 
 impl OriginClient {
-    pub fn new(allowed: AllowedNets, connect_timeout: Duration, response_timeout: Duration) -> Self {
+    pub fn new(
+        allowed: AllowedNets,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
         let mut http = HttpConnector::new_with_resolver(GuardedResolver { allowed });
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
@@ -57,7 +61,10 @@ impl OriginClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(https);
-        OriginClient { client, response_timeout }
+        OriginClient {
+            client,
+            response_timeout,
+        }
     }
 
     /// Forwards `req` to `domain`'s origin and streams the answer back.
@@ -70,8 +77,13 @@ impl OriginClient {
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let target = format!("{}{}", domain.origin.trim_end_matches('/'), path_and_query);
-        let uri: Uri = target.parse().map_err(|_| GatewayError::BadRequest("the request target is not a valid URL"))?;
-        let origin_authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+        let uri: Uri = target
+            .parse()
+            .map_err(|_| GatewayError::BadRequest("the request target is not a valid URL"))?;
+        let origin_authority = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
 
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove("x-is-bot");
@@ -84,7 +96,9 @@ impl OriginClient {
         }
         append_forwarded_for(&mut parts.headers, peer);
         if !parts.headers.contains_key("x-forwarded-proto") {
-            parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            parts
+                .headers
+                .insert("x-forwarded-proto", HeaderValue::from_static("http"));
         }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
@@ -160,12 +174,19 @@ impl tower::Service<Name> for GuardedResolver {
         let allowed = self.allowed.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let permitted: Vec<SocketAddr> = addrs.iter().copied().filter(|a| allowed.permits(a.ip())).collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let permitted: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| allowed.permits(a.ip()))
+                .collect();
             if permitted.is_empty() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!("{host} resolves only to addresses outside the public internet and KILN_ALLOWED_PRIVATE_NETS"),
+                    format!(
+                        "{host} resolves only to addresses outside the public internet and KILN_ALLOWED_PRIVATE_NETS"
+                    ),
                 ));
             }
             Ok(permitted.into_iter())

@@ -36,7 +36,9 @@ impl Settings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let var = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_owned());
         let addr = |name: &str, default: &str| -> anyhow::Result<SocketAddr> {
-            var(name, default).parse().with_context(|| format!("{name} must be an address such as 127.0.0.1:3000"))
+            var(name, default)
+                .parse()
+                .with_context(|| format!("{name} must be an address such as 127.0.0.1:3000"))
         };
         let millis = |name: &str, default: u64| -> anyhow::Result<Duration> {
             match get(name) {

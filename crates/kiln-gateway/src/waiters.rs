@@ -25,12 +25,20 @@ impl Waiters {
                 rx
             }
         };
-        Waiter { waiters: Arc::clone(self), page_key: page_key.to_owned(), rx }
+        Waiter {
+            waiters: Arc::clone(self),
+            page_key: page_key.to_owned(),
+            rx,
+        }
     }
 
     /// Wakes everyone waiting for `page_key` with `outcome`.
     pub fn complete(&self, page_key: &str, outcome: RenderOutcome) {
-        let tx = self.pending.lock().expect("waiters lock poisoned").remove(page_key);
+        let tx = self
+            .pending
+            .lock()
+            .expect("waiters lock poisoned")
+            .remove(page_key);
         if let Some(tx) = tx {
             tx.send_replace(Some(outcome));
         }
@@ -57,13 +65,18 @@ pub struct Waiter {
 impl Waiter {
     /// Waits up to `budget` for the render's outcome.
     pub async fn wait(&mut self, budget: Duration) -> Option<RenderOutcome> {
-        let delivered = match tokio::time::timeout(budget, self.rx.wait_for(Option::is_some)).await {
+        let delivered = match tokio::time::timeout(budget, self.rx.wait_for(Option::is_some)).await
+        {
             Ok(Ok(value)) => return value.clone(),
             // The sender is gone: it either delivered (read it below) or was dropped unused.
             Ok(Err(_)) => true,
             Err(_) => false,
         };
-        if delivered { self.rx.borrow().clone() } else { None }
+        if delivered {
+            self.rx.borrow().clone()
+        } else {
+            None
+        }
     }
 }
 
@@ -71,7 +84,10 @@ impl Drop for Waiter {
     fn drop(&mut self) {
         let mut pending = self.waiters.pending.lock().expect("waiters lock poisoned");
         // Our own receiver still counts here: remove the entry when nobody else waits on it.
-        if pending.get(&self.page_key).is_some_and(|tx| tx.receiver_count() <= 1) {
+        if pending
+            .get(&self.page_key)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
             pending.remove(&self.page_key);
         }
     }
@@ -82,7 +98,10 @@ mod tests {
     use super::*;
 
     fn stored() -> RenderOutcome {
-        RenderOutcome::Stored { status: 200, render_ms: 5 }
+        RenderOutcome::Stored {
+            status: 200,
+            render_ms: 5,
+        }
     }
 
     #[tokio::test]

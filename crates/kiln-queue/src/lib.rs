@@ -125,9 +125,15 @@ pub async fn run_worker(
 ) -> Result<(), QueueError> {
     let conn = settings.connection().await?;
     let config = settings.config();
-    let wake = wake_stream(settings.redis_url.clone(), format!("tasks:{}:available", config.active_jobs_list()));
+    let wake = wake_stream(
+        settings.redis_url.clone(),
+        format!("tasks:{}:available", config.active_jobs_list()),
+    );
     let storage = RedisStorage::<RenderJob>::new(conn).with_config(config);
-    let backend = PollWith::new(storage, Strategy::new().stream(wake).interval(FALLBACK_POLL));
+    let backend = PollWith::new(
+        storage,
+        Strategy::new().stream(wake).interval(FALLBACK_POLL),
+    );
 
     let worker = WorkerBuilder::new(name)
         .backend(backend)
@@ -168,7 +174,9 @@ fn wake_stream(redis_url: String, channel: String) -> futures::channel::mpsc::Re
                         let _ = tx.try_send(());
                     }
                 }
-                Err(error) => tracing::debug!(%error, "queue wake-up subscription failed; retrying"),
+                Err(error) => {
+                    tracing::debug!(%error, "queue wake-up subscription failed; retrying")
+                }
             }
             if tx.is_closed() {
                 return;

@@ -13,7 +13,10 @@ pub enum StoreEvent {
     /// A domain was added, changed or removed: re-read it.
     DomainChanged { host: String },
     /// A render for `page_key` finished.
-    Rendered { page_key: String, outcome: RenderOutcome },
+    Rendered {
+        page_key: String,
+        outcome: RenderOutcome,
+    },
     /// The subscription was re-established (or fell behind): events may have been missed, so anything
     /// mirrored from Redis should be re-read. Never published; produced locally.
     Resync,

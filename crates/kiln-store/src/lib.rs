@@ -41,7 +41,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("prefix", &self.settings.prefix).finish()
+        f.debug_struct("Store")
+            .field("prefix", &self.settings.prefix)
+            .finish()
     }
 }
 
@@ -51,7 +53,10 @@ impl Store {
     pub async fn connect(settings: StoreSettings) -> Result<Self> {
         let pool = settings.builder()?.build_pool(settings.pool_size.max(1))?;
         pool.init().await?;
-        Ok(Store { pool, settings: Arc::new(settings) })
+        Ok(Store {
+            pool,
+            settings: Arc::new(settings),
+        })
     }
 
     pub fn prefix(&self) -> &str {
@@ -81,21 +86,32 @@ impl Store {
     /// Publishes a domain's configuration for gateways and workers, and tells them it changed.
     pub async fn put_domain(&self, domain: &DomainConfig) -> Result<()> {
         let json = serde_json::to_string(domain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let _: () = self.pool.hset(self.key("domains"), (domain.host.as_str(), json)).await?;
-        self.publish(&StoreEvent::DomainChanged { host: domain.host.to_string() }).await
+        let _: () = self
+            .pool
+            .hset(self.key("domains"), (domain.host.as_str(), json))
+            .await?;
+        self.publish(&StoreEvent::DomainChanged {
+            host: domain.host.to_string(),
+        })
+        .await
     }
 
     /// Withdraws a domain; gateways stop serving it within a moment.
     pub async fn remove_domain(&self, host: &Hostname) -> Result<bool> {
         let removed: u32 = self.pool.hdel(self.key("domains"), host.as_str()).await?;
-        self.publish(&StoreEvent::DomainChanged { host: host.to_string() }).await?;
+        self.publish(&StoreEvent::DomainChanged {
+            host: host.to_string(),
+        })
+        .await?;
         Ok(removed > 0)
     }
 
     pub async fn get_domain(&self, host: &Hostname) -> Result<Option<DomainConfig>> {
         let json: Option<String> = self.pool.hget(self.key("domains"), host.as_str()).await?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("domain {host}: {e}"))))
-            .transpose()
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("domain {host}: {e}")))
+        })
+        .transpose()
     }
 
     /// Every published domain, keyed by hostname. Malformed records are skipped with a warning so that
@@ -108,7 +124,9 @@ impl Store {
                 Ok(domain) => {
                     domains.insert(domain.host.clone(), domain);
                 }
-                Err(error) => tracing::warn!(domain.host = %host, %error, "skipping a malformed domain record"),
+                Err(error) => {
+                    tracing::warn!(domain.host = %host, %error, "skipping a malformed domain record")
+                }
             }
         }
         Ok(domains)
@@ -118,18 +136,32 @@ impl Store {
 
     /// Takes the render lock for `key` if nobody holds it. The lock expires by itself after `ttl`,
     /// so a render whose worker died is taken over by the next request.
-    pub async fn try_lock_render(&self, key: &CacheKey, owner: &str, ttl: Duration) -> Result<bool> {
+    pub async fn try_lock_render(
+        &self,
+        key: &CacheKey,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
         let name = self.key(&format!("lock:{}", key.page_key()));
         let set: Option<String> = self
             .pool
-            .set(name, owner, Some(Expiration::PX(ttl.as_millis() as i64)), Some(SetOptions::NX), false)
+            .set(
+                name,
+                owner,
+                Some(Expiration::PX(ttl.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
             .await?;
         Ok(set.is_some())
     }
 
     /// Releases the render lock for `key`, whoever took it: the render it guarded is over.
     pub async fn release_render_lock(&self, key: &CacheKey) -> Result<()> {
-        let _: u32 = self.pool.del(self.key(&format!("lock:{}", key.page_key()))).await?;
+        let _: u32 = self
+            .pool
+            .del(self.key(&format!("lock:{}", key.page_key())))
+            .await?;
         Ok(())
     }
 
@@ -137,12 +169,20 @@ impl Store {
 
     /// Announces the outcome of a render to every gateway waiting for `key`.
     pub async fn announce_render(&self, key: &CacheKey, outcome: RenderOutcome) -> Result<()> {
-        self.publish(&StoreEvent::Rendered { page_key: key.page_key(), outcome }).await
+        self.publish(&StoreEvent::Rendered {
+            page_key: key.page_key(),
+            outcome,
+        })
+        .await
     }
 
     async fn publish(&self, event: &StoreEvent) -> Result<()> {
         let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let _: u64 = self.pool.next().publish(self.events_channel(), json).await?;
+        let _: u64 = self
+            .pool
+            .next()
+            .publish(self.events_channel(), json)
+            .await?;
         Ok(())
     }
 

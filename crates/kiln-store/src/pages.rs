@@ -44,11 +44,18 @@ impl Store {
     /// Stores a page entry for `ttl_secs`, replacing any previous one atomically.
     pub async fn put_page(&self, key: &CacheKey, entry: &PageEntry, ttl_secs: u64) -> Result<()> {
         let name = self.page_key(key);
-        let meta = serde_json::to_vec(&entry.meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let meta =
+            serde_json::to_vec(&entry.meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let tx = self.pool.next().multi();
         let _: () = tx.del(&name).await?;
         let _: () = tx
-            .hset(&name, [("meta", Value::from(Bytes::from(meta))), ("html", Value::from(entry.html.clone()))])
+            .hset(
+                &name,
+                [
+                    ("meta", Value::from(Bytes::from(meta))),
+                    ("html", Value::from(entry.html.clone())),
+                ],
+            )
             .await?;
         let _: () = tx.expire(&name, ttl_secs.max(1) as i64, None).await?;
         let _: () = tx.exec(true).await?;

@@ -1,0 +1,216 @@
+//! A gateway on a free port in front of a test origin that records what it receives, with a private
+//! redis-server.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use kiln_core::{DomainConfig, DomainSettings, Hostname};
+use kiln_gateway::{Application, Settings};
+use kiln_store::{Store, StoreSettings};
+use kiln_testkit::RedisServer;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// What the test origin saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Default)]
+pub struct OriginLog(Arc<Mutex<Vec<Seen>>>);
+
+impl OriginLog {
+    pub fn requests(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+pub struct TestOrigin {
+    pub port: u16,
+    pub log: OriginLog,
+    _stop: oneshot::Sender<()>,
+}
+
+pub const PAGE: &str = "<!doctype html><html><head><title>Origin page</title></head><body><div id=app></div></body></html>";
+
+async fn record(
+    State(log): State<OriginLog>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    log.0.lock().unwrap().push(Seen {
+        method: method.clone(),
+        uri: uri.clone(),
+        headers,
+        body: body.clone(),
+    });
+    match uri.path() {
+        "/cookies" => Response::builder()
+            .header("set-cookie", "a=1; Path=/; HttpOnly")
+            .header("set-cookie", "b=2; Path=/")
+            .header("set-cookie", "c=3; Path=/; Secure")
+            .header("x-origin", "yes")
+            .body(Body::from("cookies"))
+            .unwrap(),
+        "/redirect" => Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", "/elsewhere")
+            .body(Body::empty())
+            .unwrap(),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            "slow".into_response()
+        }
+        "/big" => {
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream =
+                futures::stream::iter((0..80).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+            Response::new(Body::from_stream(stream))
+        }
+        "/hop" => Response::builder()
+            .header("connection", "x-private")
+            .header("x-private", "secret")
+            .header("keep-alive", "timeout=5")
+            .body(Body::from("hop"))
+            .unwrap(),
+        "/echo" => format!("{method} {} {}", uri, body.len()).into_response(),
+        _ => ([("content-type", "text/html; charset=utf-8")], PAGE).into_response(),
+    }
+}
+
+impl TestOrigin {
+    pub async fn start() -> Self {
+        let log = OriginLog::default();
+        let router = Router::new()
+            .route("/", get(record))
+            .fallback(any(record))
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(log.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestOrigin {
+            port,
+            log,
+            _stop: stop,
+        }
+    }
+}
+
+pub struct TestGateway {
+    pub port: u16,
+    pub redis: RedisServer,
+    pub store: Store,
+    pub origin: TestOrigin,
+    pub client: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+pub fn settings(redis: &RedisServer, prefix: &str) -> Settings {
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("KILN_GATEWAY_LISTEN", "127.0.0.1:0".to_owned()),
+        ("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:0".to_owned()),
+        ("KILN_REDIS_URL", redis.url()),
+        ("KILN_REDIS_PREFIX", prefix.to_owned()),
+        ("KILN_REDIS_TIMEOUT_MS", "300".to_owned()),
+        ("KILN_ORIGIN_TIMEOUT_MS", "1000".to_owned()),
+        ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32".to_owned()),
+    ]);
+    Settings::from_lookup(|name| vars.get(name).cloned()).unwrap()
+}
+
+pub fn domain(host: &str, origin_port: u16, settings: DomainSettings) -> DomainConfig {
+    DomainConfig {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: "tenant-1".into(),
+        host: Hostname::parse(host).unwrap(),
+        origin: format!("http://127.0.0.1:{origin_port}"),
+        verified: true,
+        settings,
+    }
+}
+
+impl TestGateway {
+    /// A gateway serving `shop.test` from a fresh test origin.
+    pub async fn start(domain_settings: DomainSettings) -> Self {
+        let redis = RedisServer::start();
+        let prefix = kiln_testkit::unique_prefix();
+        let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
+            .await
+            .unwrap();
+        let origin = TestOrigin::start().await;
+        store
+            .put_domain(&domain("shop.test", origin.port, domain_settings))
+            .await
+            .unwrap();
+        let app = Application::build(settings(&redis, &prefix)).await.unwrap();
+        let port = app.port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap();
+        TestGateway {
+            port,
+            redis,
+            store,
+            origin,
+            client,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A request for `path` on `shop.test`, as the edge would send it for a person.
+    pub fn person(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("host", "shop.test")
+            .header("x-is-bot", "0")
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Chrome/130.0 Safari/537.36",
+            )
+    }
+
+    /// A request for `path` on `shop.test`, as the edge would send it for Googlebot.
+    pub fn bot(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(self.url(path))
+            .header("host", "shop.test")
+            .header("x-is-bot", "1")
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            )
+    }
+}

@@ -1,0 +1,187 @@
+//! Real infrastructure for tests: throwaway `redis-server` and nginx edge processes on free loopback
+//! ports, each stopped when its handle is dropped. Nothing here is a mock; tests talk to the same
+//! programs production runs.
+//!
+//! Architecture invariant: used only as a dev-dependency.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (free at the time of asking).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// A Redis key prefix no other test uses, so tests can share one Redis if they want to.
+pub fn unique_prefix() -> String {
+    format!("kt{}:", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Waits until something accepts connections on `port`, or panics after `timeout`.
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listened on 127.0.0.1:{port} within {timeout:?}");
+}
+
+/// Finds a program on PATH or in the usual system locations, with a clear message when it is missing.
+pub fn program(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from));
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed; run the README's test command, which installs it")
+        })
+}
+
+/// A private `redis-server` with no persistence.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut server = RedisServer { port, child: None };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(program("redis-server"))
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to start redis-server");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The nginx edge from `nginx/kiln.conf.template`, in front of a gateway.
+pub struct Edge {
+    port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Edge {
+    /// Starts nginx on a free port, forwarding to the gateway at `gateway`.
+    pub fn start(gateway: SocketAddr) -> Self {
+        let nginx_dir = repo_root().join("nginx");
+        let template = std::fs::read_to_string(nginx_dir.join("kiln.conf.template"))
+            .expect("nginx/kiln.conf.template is missing");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("kiln-edge-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("failed to create the edge's runtime directory");
+        let config = render_template(
+            &template,
+            &[
+                ("KILN_EDGE_LISTEN", format!("127.0.0.1:{port}")),
+                ("KILN_GATEWAY_ADDR", gateway.to_string()),
+                ("KILN_NGINX_DIR", nginx_dir.display().to_string()),
+                ("KILN_EDGE_RUNTIME_DIR", dir.display().to_string()),
+            ],
+        );
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config).expect("failed to write nginx.conf");
+        let child = Command::new(program("nginx"))
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "stderr", "-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("failed to start nginx");
+        wait_for_port(port, Duration::from_secs(10));
+        Edge { port, child, dir }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Replaces `${NAME}` placeholders, as `envsubst` with an explicit variable list does.
+pub fn render_template(template: &str, vars: &[(&str, String)]) -> String {
+    vars.iter()
+        .fold(template.to_owned(), |text, (name, value)| {
+            text.replace(&format!("${{{name}}}"), value)
+        })
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
