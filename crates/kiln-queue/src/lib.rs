@@ -109,7 +109,14 @@ pub trait JobHandler: Send + Sync + 'static {
     fn handle(&self, job: RenderJob) -> BoxFuture<'static, ()>;
 }
 
-async fn run_job(job: RenderJob, handler: Data<Arc<dyn JobHandler>>) -> Result<(), BoxDynError> {
+/// The handler as worker data. A named type rather than `Arc<dyn JobHandler>`: with the trait
+/// object's lifetime in `run_job`'s signature, the compiler cannot prove the worker's future `Send`
+/// (a higher-ranked lifetime error), so `run_worker` could not be spawned.
+#[derive(Clone)]
+struct SharedHandler(Arc<dyn JobHandler>);
+
+async fn run_job(job: RenderJob, handler: Data<SharedHandler>) -> Result<(), BoxDynError> {
+    let SharedHandler(handler) = &*handler;
     handler.handle(job).await;
     Ok(())
 }
@@ -138,7 +145,7 @@ pub async fn run_worker(
     let worker = WorkerBuilder::new(name)
         .backend(backend)
         .concurrency(concurrency.max(1))
-        .data(handler)
+        .data(SharedHandler(handler))
         .build(run_job);
     worker
         .run_until(async move {

@@ -49,8 +49,8 @@ impl Drop for Subscription {
 pub(crate) async fn subscribe(settings: &StoreSettings, channel: String) -> Result<Subscription> {
     let client = settings.builder()?.build_subscriber_client()?;
     client.init().await?;
-    // Re-subscribes after every reconnect.
-    let _ = client.manage_subscriptions();
+    // Re-subscribes after every reconnect. Dropping the JoinHandle detaches the task; it keeps running.
+    drop(client.manage_subscriptions());
     client.subscribe(channel.clone()).await?;
 
     let (tx, rx) = mpsc::channel(4096);

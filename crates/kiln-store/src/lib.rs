@@ -13,7 +13,7 @@ mod pages;
 mod settings;
 
 pub use events::{StoreEvent, Subscription};
-pub use pages::PageEntry;
+pub use pages::{PageEntry, PageMeta};
 pub use settings::StoreSettings;
 
 use fred::prelude::*;

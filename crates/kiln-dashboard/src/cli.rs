@@ -1,0 +1,274 @@
+//! The `kiln-dashboard` command line: parses arguments into domain types, calls [`crate::domains`] or
+//! starts the HTTP service, and prints results to stdout (logs go to stderr).
+
+use crate::Settings;
+use crate::db::DomainRecord;
+use crate::domains::{self, AddDomain, Added, CLI_ACTOR};
+use crate::http::Application;
+use crate::origin::Origin;
+use crate::state::{App, connect_db};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kiln_core::{DomainSettings, Hostname};
+
+/// Kiln's control plane: keeps domains in Postgres and publishes them to Redis for the gateways.
+///
+/// Configured through KILN_* environment variables: KILN_DATABASE_URL (required), KILN_REDIS_URL,
+/// KILN_REDIS_PREFIX, KILN_ALLOWED_PRIVATE_NETS, KILN_DASHBOARD_LISTEN, KILN_LOG_FORMAT.
+#[derive(Debug, Parser)]
+#[command(name = "kiln-dashboard", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations.
+    Migrate,
+    /// Run the HTTP service on KILN_DASHBOARD_LISTEN; migrates and republishes all domains first.
+    Serve,
+    /// Republish every domain to Redis and withdraw the ones no longer registered.
+    Publish,
+    /// Register, list and remove domains.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Register a domain for the operator tenant, verified, and publish it.
+    Add(AddArgs),
+    /// List every registered domain.
+    List,
+    /// Remove a domain and withdraw it from the gateways.
+    Remove {
+        /// The domain's hostname, e.g. shop.example.com.
+        #[arg(long, value_parser = Hostname::parse)]
+        host: Hostname,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The hostname visitors use, e.g. shop.example.com (no scheme, port or path).
+    #[arg(long, value_parser = Hostname::parse)]
+    pub host: Hostname,
+    /// The server Kiln fetches pages from: http(s)://host[:port], e.g. https://origin.shop.example.com.
+    /// It must resolve only to public addresses or to networks in KILN_ALLOWED_PRIVATE_NETS.
+    #[arg(long, value_parser = Origin::parse)]
+    pub origin: Origin,
+    /// How long a render is served from the cache [default: 3600].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_ttl_secs: Option<u64>,
+    /// The longest a render may take in the browser [default: 10000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub render_timeout_ms: Option<u64>,
+    /// How long a bot waits for a render on a cache miss [default: 20000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bot_wait_ms: Option<u64>,
+    /// Succeed (and republish) if the same registration already exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+}
+
+impl AddArgs {
+    fn settings(&self) -> DomainSettings {
+        let defaults = DomainSettings::default();
+        DomainSettings {
+            cache_ttl_secs: self.cache_ttl_secs.unwrap_or(defaults.cache_ttl_secs),
+            render_timeout_ms: self.render_timeout_ms.unwrap_or(defaults.render_timeout_ms),
+            bot_wait_ms: self.bot_wait_ms.unwrap_or(defaults.bot_wait_ms),
+            ..defaults
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate => {
+            let db = connect_db(&settings).await?;
+            db.migrate()
+                .await
+                .context("failed to apply the database migrations")?;
+            println!("migrations applied");
+        }
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Command::Publish => {
+            let app = App::connect(&settings).await?;
+            let report = domains::publish_all(&app).await?;
+            println!("published {} domain(s)", report.published);
+            for host in &report.withdrawn {
+                println!("withdrew {host}, which is no longer registered");
+            }
+        }
+        Command::Domain(DomainCommand::Add(args)) => {
+            let app = App::connect(&settings).await?;
+            let settings = args.settings();
+            let mut request = AddDomain::by_operator(args.host, args.origin, settings);
+            request.if_not_exists = args.if_not_exists;
+            match domains::add_domain(&app, request, CLI_ACTOR).await? {
+                Added::Created(record) => {
+                    println!(
+                        "registered {} -> {} (id {})",
+                        record.host, record.origin, record.id
+                    );
+                }
+                Added::AlreadyPresent(record) => {
+                    println!(
+                        "{} is already registered -> {}; republished it",
+                        record.host, record.origin
+                    );
+                }
+            }
+        }
+        Command::Domain(DomainCommand::List) => {
+            let db = connect_db(&settings).await?;
+            let records = domains::list_domains(&db).await?;
+            print!("{}", domain_table(&records));
+        }
+        Command::Domain(DomainCommand::Remove { host }) => {
+            let app = App::connect(&settings).await?;
+            let record = domains::remove_domain(&app, &host, CLI_ACTOR).await?;
+            println!("removed {} (id {})", record.host, record.id);
+        }
+    }
+    Ok(())
+}
+
+/// A plain-text table of domains, one per line, columns padded to their widest cell.
+pub fn domain_table(records: &[DomainRecord]) -> String {
+    if records.is_empty() {
+        return "no domains registered\n".to_owned();
+    }
+    let rows: Vec<[String; 4]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.host.to_string(),
+                r.origin.clone(),
+                r.verified.to_string(),
+                r.id.to_string(),
+            ]
+        })
+        .collect();
+    table(["HOST", "ORIGIN", "VERIFIED", "ID"], &rows)
+}
+
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(str::to_owned);
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn add_parses_its_flags() {
+        let cli = Cli::try_parse_from([
+            "kiln-dashboard",
+            "domain",
+            "add",
+            "--host",
+            "Demo.LocalHost",
+            "--origin",
+            "http://127.0.0.1:5173/",
+            "--cache-ttl-secs",
+            "60",
+            "--if-not-exists",
+        ])
+        .unwrap();
+        let Command::Domain(DomainCommand::Add(args)) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.host.as_str(), "demo.localhost");
+        assert_eq!(args.origin.as_str(), "http://127.0.0.1:5173");
+        assert!(args.if_not_exists);
+        let settings = args.settings();
+        assert_eq!(settings.cache_ttl_secs, 60);
+        assert_eq!(
+            settings.render_timeout_ms,
+            DomainSettings::default().render_timeout_ms
+        );
+        assert_eq!(settings.bot_wait_ms, DomainSettings::default().bot_wait_ms);
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_reason() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--host", "shop.com:80", "--origin", "http://o.com"],
+                "has a port, path or wildcard",
+            ),
+            (
+                &["--host", "10.0.0.1", "--origin", "http://o.com"],
+                "is an IP address",
+            ),
+            (
+                &["--host", "shop.com", "--origin", "file:///etc/passwd"],
+                "only http and https",
+            ),
+            (
+                &[
+                    "--host",
+                    "shop.com",
+                    "--origin",
+                    "http://o.com",
+                    "--bot-wait-ms",
+                    "0",
+                ],
+                "--bot-wait-ms",
+            ),
+        ];
+        for (args, expected) in cases {
+            let argv = ["kiln-dashboard", "domain", "add"]
+                .iter()
+                .chain(args.iter());
+            let error = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let rows = [
+            ["a.com".to_owned(), "http://x".to_owned()],
+            ["longer.example.com".to_owned(), "https://o".to_owned()],
+        ];
+        assert_eq!(
+            table(["HOST", "ORIGIN"], &rows),
+            "HOST                ORIGIN\n\
+             a.com               http://x\n\
+             longer.example.com  https://o\n"
+        );
+    }
+}

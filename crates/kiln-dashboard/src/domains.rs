@@ -1,0 +1,269 @@
+//! Registering, listing, removing and publishing domains: the logic the command line uses now and the
+//! REST API will use later.
+//!
+//! Postgres is written first and is the truth; Redis is updated after the commit. If Redis fails in
+//! between, the change is kept in Postgres and the error says so: `publish_all` (the `publish` command,
+//! and every start of `serve`) brings Redis back in line.
+
+use crate::App;
+use crate::db::{DOMAINS_HOSTNAME_KEY, Db, DbError, DomainRecord, NewDomain};
+use crate::origin::{Origin, OriginError};
+use kiln_core::{DomainConfig, DomainSettings, Hostname};
+use kiln_store::StoreError;
+use std::collections::HashSet;
+use uuid::Uuid;
+
+/// The audit actor for changes made from the command line, which only an operator can run.
+pub const CLI_ACTOR: &str = "operator:cli";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0} is already registered")]
+    Conflict(Hostname),
+    #[error(
+        "{host} is already registered with a different origin or settings (origin {origin}); \
+         remove it first to change it"
+    )]
+    ConflictDiffers { host: Hostname, origin: String },
+    #[error("{0} is not registered")]
+    NotRegistered(Hostname),
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(
+        "the change to {host} is saved in Postgres, but updating Redis failed; \
+         run `kiln-dashboard publish` once Redis answers"
+    )]
+    Publish {
+        host: Hostname,
+        #[source]
+        source: StoreError,
+    },
+    #[error("reading or writing the Redis domain directory failed")]
+    Store(#[source] StoreError),
+}
+
+/// A request to register a domain.
+#[derive(Clone, Debug)]
+pub struct AddDomain {
+    pub tenant_id: Uuid,
+    pub host: Hostname,
+    pub origin: Origin,
+    pub settings: DomainSettings,
+    /// Whether ownership is established from the start.
+    pub verified: bool,
+    /// Succeed (and republish) if the same tenant already registered this host with the same origin
+    /// and settings.
+    pub if_not_exists: bool,
+}
+
+impl AddDomain {
+    /// A domain an operator registers: it belongs to the operator tenant and is verified, since the
+    /// operator vouches for it.
+    pub fn by_operator(host: Hostname, origin: Origin, settings: DomainSettings) -> Self {
+        AddDomain {
+            tenant_id: crate::OPERATOR_TENANT_ID,
+            host,
+            origin,
+            settings,
+            verified: true,
+            if_not_exists: false,
+        }
+    }
+}
+
+/// What [`add_domain`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Added {
+    Created(DomainRecord),
+    /// `if_not_exists` was set and an identical registration existed; it was republished.
+    AlreadyPresent(DomainRecord),
+}
+
+impl Added {
+    pub fn record(&self) -> &DomainRecord {
+        match self {
+            Added::Created(record) | Added::AlreadyPresent(record) => record,
+        }
+    }
+}
+
+impl DomainRecord {
+    /// The record as gateways and workers read it from Redis.
+    pub fn config(&self) -> DomainConfig {
+        DomainConfig {
+            id: self.id.to_string(),
+            tenant_id: self.tenant_id.to_string(),
+            host: self.host.clone(),
+            origin: self.origin.clone(),
+            verified: self.verified,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// Registers a domain: checks that its origin resolves only to addresses Kiln may reach, stores it in
+/// Postgres with an audit event, then publishes it to Redis.
+pub async fn add_domain(app: &App, request: AddDomain, actor: &str) -> Result<Added, DomainError> {
+    request.origin.check_addresses(&app.allowed_nets).await?;
+
+    let token = verification_token();
+    let new = NewDomain {
+        id: Uuid::now_v7(),
+        tenant_id: request.tenant_id,
+        host: &request.host,
+        origin: request.origin.as_str(),
+        verified: request.verified,
+        verification_token: &token,
+        settings: &request.settings,
+    };
+    let added = match app.db.insert_domain(&new, actor).await {
+        Ok(record) => {
+            tracing::info!(
+                domain.host = %record.host,
+                domain.id = %record.id,
+                domain.origin = %record.origin,
+                "domain registered"
+            );
+            Added::Created(record)
+        }
+        Err(DbError::Conflict { constraint }) if constraint == DOMAINS_HOSTNAME_KEY => {
+            let existing = app.db.domain_by_host(&request.host).await?;
+            match existing {
+                Some(existing)
+                    if existing.tenant_id != request.tenant_id || !request.if_not_exists =>
+                {
+                    return Err(DomainError::Conflict(request.host));
+                }
+                Some(existing)
+                    if existing.origin == request.origin.as_str()
+                        && existing.settings == request.settings
+                        && existing.verified == request.verified =>
+                {
+                    Added::AlreadyPresent(existing)
+                }
+                Some(existing) => {
+                    return Err(DomainError::ConflictDiffers {
+                        host: request.host,
+                        origin: existing.origin,
+                    });
+                }
+                // Removed between the insert and the look-up: report the conflict the insert saw.
+                None => return Err(DomainError::Conflict(request.host)),
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
+
+    let record = added.record();
+    app.store
+        .put_domain(&record.config())
+        .await
+        .map_err(|source| DomainError::Publish {
+            host: record.host.clone(),
+            source,
+        })?;
+    Ok(added)
+}
+
+/// Every registered domain, by hostname.
+pub async fn list_domains(db: &Db) -> Result<Vec<DomainRecord>, DomainError> {
+    Ok(db.list_domains().await?)
+}
+
+/// Removes a domain from Postgres (with an audit event) and withdraws it from Redis.
+///
+/// A hostname that is not registered is an error, but it is withdrawn from Redis all the same, so
+/// that a stale entry left behind by an earlier failure disappears.
+pub async fn remove_domain(
+    app: &App,
+    host: &Hostname,
+    actor: &str,
+) -> Result<DomainRecord, DomainError> {
+    let removed = app.db.delete_domain(host, actor).await?;
+    let withdrawn = app
+        .store
+        .remove_domain(host)
+        .await
+        .map_err(|source| DomainError::Publish {
+            host: host.clone(),
+            source,
+        })?;
+    match removed {
+        Some(record) => {
+            tracing::info!(domain.host = %record.host, domain.id = %record.id, "domain removed");
+            Ok(record)
+        }
+        None => {
+            if withdrawn {
+                tracing::warn!(
+                    domain.host = %host,
+                    "withdrew a stale Redis entry for an unregistered domain"
+                );
+            }
+            Err(DomainError::NotRegistered(host.clone()))
+        }
+    }
+}
+
+/// What [`publish_all`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Domains written to Redis: every domain in Postgres.
+    pub published: usize,
+    /// Hostnames found in Redis but not in Postgres, now withdrawn.
+    pub withdrawn: Vec<Hostname>,
+}
+
+/// Makes Redis's domain directory match Postgres: publishes every domain and withdraws the ones that
+/// are no longer registered (repair after a Redis flush or a failed update).
+///
+/// Redis is read before Postgres on purpose. `add_domain` commits to Postgres before it publishes, so
+/// any host a concurrent `add_domain` already published is in the Postgres list read afterwards, and is
+/// never withdrawn by mistake. (A `remove_domain` racing with this can be undone by the republish; run
+/// it again if that matters.)
+pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
+    let in_redis = app.store.all_domains().await.map_err(DomainError::Store)?;
+    let records = app.db.list_domains().await?;
+
+    for record in &records {
+        app.store
+            .put_domain(&record.config())
+            .await
+            .map_err(|source| DomainError::Publish {
+                host: record.host.clone(),
+                source,
+            })?;
+    }
+
+    let registered: HashSet<&Hostname> = records.iter().map(|record| &record.host).collect();
+    let mut withdrawn: Vec<Hostname> = in_redis
+        .into_keys()
+        .filter(|host| !registered.contains(host))
+        .collect();
+    withdrawn.sort();
+    for host in &withdrawn {
+        app.store
+            .remove_domain(host)
+            .await
+            .map_err(DomainError::Store)?;
+        tracing::info!(domain.host = %host, "withdrew a domain that is no longer registered");
+    }
+
+    tracing::info!(
+        domains.published = records.len(),
+        domains.withdrawn = withdrawn.len(),
+        "domain directory published"
+    );
+    Ok(PublishReport {
+        published: records.len(),
+        withdrawn,
+    })
+}
+
+/// A fresh token a tenant will publish (DNS TXT record or file) to prove it controls a hostname:
+/// 122 random bits from the operating system's CSPRNG, via UUID v4.
+fn verification_token() -> String {
+    format!("kiln-verify-{}", Uuid::new_v4().simple())
+}

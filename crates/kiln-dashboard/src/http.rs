@@ -1,0 +1,184 @@
+//! The dashboard's HTTP service (`kiln-dashboard serve`): health and readiness endpoints and a
+//! placeholder home page. The REST API and the web UI will be mounted here.
+
+use crate::{App, Settings, domains};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Json};
+use axum::routing::get;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long each readiness check may take before it counts as failed.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A dashboard ready to serve: connected, migrated, domains republished and the port bound.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    router: Router,
+}
+
+#[derive(Clone)]
+struct AppState(Arc<App>);
+
+impl Application {
+    /// Connects to Postgres and Redis, applies migrations, republishes every domain to Redis (so that
+    /// restarting the dashboard repairs a Redis that lost its data) and binds `settings.listen`.
+    /// Port 0 picks a free port; see [`Application::port`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let app = App::connect(&settings).await?;
+        app.db
+            .migrate()
+            .await
+            .context("failed to apply the database migrations")?;
+        domains::publish_all(&app)
+            .await
+            .context("failed to republish the domains to Redis")?;
+
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| {
+            format!(
+                "failed to listen on {} (KILN_DASHBOARD_LISTEN)",
+                settings.listen
+            )
+        })?;
+        let address = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
+        Ok(Application {
+            listener,
+            address,
+            router: router(app),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until SIGTERM or SIGINT, then finishes the requests in flight.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then finishes the requests in flight.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(http.address = %self.address, "dashboard listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("the HTTP server failed")?;
+        tracing::info!("dashboard stopped");
+        Ok(())
+    }
+}
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState(Arc::new(app)))
+}
+
+/// A placeholder until the web UI exists.
+const INDEX_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Kiln dashboard</title></head>
+<body>
+<h1>Kiln</h1>
+<p>The Kiln dashboard is running. Its web interface is not built yet; domains are managed with
+<code>kiln-dashboard domain</code>.</p>
+<p><a href="/readyz">Readiness</a></p>
+</body>
+</html>
+"#;
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: Postgres and Redis both answer. The body names each dependency's state, e.g.
+/// `{"postgres":"ok","redis":"failed: ..."}`.
+async fn readyz(State(AppState(app)): State<AppState>) -> impl IntoResponse {
+    let (postgres, redis) = tokio::join!(
+        check("postgres", app.db.ping()),
+        check("redis", app.store.ping()),
+    );
+    let status = if postgres.is_none() && redis.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let describe = |failure: Option<String>| {
+        failure.map_or_else(|| "ok".to_owned(), |e| format!("failed: {e}"))
+    };
+    let body = serde_json::json!({ "postgres": describe(postgres), "redis": describe(redis) });
+    (status, Json(body))
+}
+
+/// Runs one readiness check; `None` if it passed, or why it failed.
+async fn check<E: std::error::Error>(
+    name: &str,
+    probe: impl Future<Output = Result<(), E>>,
+) -> Option<String> {
+    let failure = match tokio::time::timeout(READY_CHECK_TIMEOUT, probe).await {
+        Ok(Ok(())) => return None,
+        Ok(Err(error)) => error_chain(&error),
+        Err(_) => format!("no answer within {} ms", READY_CHECK_TIMEOUT.as_millis()),
+    };
+    tracing::warn!(ready.check = name, error = %failure, "readiness check failed");
+    Some(failure)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,40 @@
+//! Kiln's control plane. Postgres is the source of truth for tenants and their domains; the dashboard
+//! publishes to Redis what gateways and workers need (the domain directory), through `kiln-store`.
+//!
+//! Architecture invariants: this crate is the only writer of the Postgres schema in `migrations/`, and
+//! the only one that depends on sqlx (and only [`db`] sees `sqlx::Error`). Domain logic lives in
+//! [`domains`], shared by the command line today and the REST API later; [`cli`] and [`http`] only
+//! parse input and print or serve results.
+
+pub mod cli;
+pub mod db;
+pub mod domains;
+pub mod http;
+pub mod origin;
+pub mod settings;
+pub mod state;
+
+pub use settings::{LogFormat, Settings};
+pub use state::App;
+
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+
+/// The built-in tenant that owns domains an operator registers (inserted by `0001_initial.sql`).
+pub const OPERATOR_TENANT_ID: Uuid = Uuid::from_u128(1);
+
+/// Sends logs to stderr, so that command output on stdout stays clean for scripts; colours only when
+/// stderr is a terminal.
+pub fn init_telemetry(settings: &Settings) {
+    let filter = EnvFilter::try_new(&settings.log_filter)
+        .unwrap_or_else(|_| EnvFilter::new(settings::DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match settings.log_format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

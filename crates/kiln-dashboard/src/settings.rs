@@ -1,0 +1,200 @@
+//! The dashboard's configuration, read once from `KILN_*` environment variables in `main`.
+//!
+//! Nothing else in the crate reads the environment: tests build a [`Settings`] directly, or feed
+//! [`Settings::from_lookup`] a table of variables.
+
+use anyhow::{Context, bail};
+use kiln_core::AllowedNets;
+use secrecy::SecretString;
+use std::net::SocketAddr;
+
+/// Everything the dashboard needs to know about its surroundings.
+///
+/// `Debug` is safe to log: both URLs are secrets (they may carry passwords) and print as `[REDACTED]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `KILN_DATABASE_URL` (required): the Postgres database that is the source of truth,
+    /// e.g. `postgres://kiln:secret@127.0.0.1:5432/kiln`.
+    pub database_url: SecretString,
+    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`): where gateways read the domain directory.
+    pub redis_url: SecretString,
+    /// `KILN_REDIS_PREFIX` (default `kiln:`): prepended to every Redis key; must match the gateways'.
+    pub redis_prefix: String,
+    /// `KILN_ALLOWED_PRIVATE_NETS` (default empty): CIDRs an origin may resolve to besides public
+    /// addresses, comma- or space-separated, e.g. `127.0.0.1/32` for a local demo origin.
+    pub allowed_private_nets: AllowedNets,
+    /// `KILN_DASHBOARD_LISTEN` (default `127.0.0.1:3001`): the address `serve` listens on.
+    pub listen: SocketAddr,
+    /// `KILN_LOG_FORMAT` (`pretty` or `json`, default `pretty`): how logs are written to stderr.
+    pub log_format: LogFormat,
+    /// `RUST_LOG` (default `info,sqlx=warn`): which logs are written, in `tracing_subscriber::EnvFilter`
+    /// syntax.
+    pub log_filter: String,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Pretty,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
+
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_REDIS_PREFIX: &str = "kiln:";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";
+/// sqlx logs "relation already exists, skipping" notices at `info` on every migration run: noise.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup`, which returns a variable's value if it is set. Empty values
+    /// count as unset, so `KILN_REDIS_URL=` in an env file means "use the default".
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let Some(database_url) = var("KILN_DATABASE_URL") else {
+            bail!(
+                "KILN_DATABASE_URL is not set; point it at the Postgres database, \
+                 e.g. postgres://kiln:secret@127.0.0.1:5432/kiln"
+            );
+        };
+        let redis_url = var("KILN_REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        let redis_prefix =
+            var("KILN_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned());
+        let allowed_private_nets =
+            AllowedNets::parse(&var("KILN_ALLOWED_PRIVATE_NETS").unwrap_or_default())
+                .context("KILN_ALLOWED_PRIVATE_NETS is invalid")?;
+        let listen = var("KILN_DASHBOARD_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen.trim().parse().with_context(|| {
+            format!("KILN_DASHBOARD_LISTEN `{listen}` is not an address such as 127.0.0.1:3001 or 0.0.0.0:3001")
+        })?;
+        let log_format = match var("KILN_LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("KILN_LOG_FORMAT `{other}` is neither `pretty` nor `json`"),
+        };
+        let log_filter = var("RUST_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
+
+        Ok(Settings {
+            database_url: database_url.into(),
+            redis_url: redis_url.into(),
+            redis_prefix,
+            allowed_private_nets,
+            listen,
+            log_format,
+            log_filter,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_database_is_given() {
+        let settings = from(&[("KILN_DATABASE_URL", "postgres://kiln:hunter2@db/kiln")]).unwrap();
+        assert_eq!(
+            settings.database_url.expose_secret(),
+            "postgres://kiln:hunter2@db/kiln"
+        );
+        assert_eq!(settings.redis_url.expose_secret(), DEFAULT_REDIS_URL);
+        assert_eq!(settings.redis_prefix, "kiln:");
+        assert_eq!(settings.allowed_private_nets, AllowedNets::default());
+        assert_eq!(settings.listen, "127.0.0.1:3001".parse().unwrap());
+        assert_eq!(settings.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let settings = from(&[
+            ("KILN_DATABASE_URL", "postgres://db/kiln"),
+            ("KILN_REDIS_URL", "redis://cache:6380"),
+            ("KILN_REDIS_PREFIX", "staging:"),
+            ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32, 10.0.0.0/8"),
+            ("KILN_DASHBOARD_LISTEN", "0.0.0.0:8080"),
+            ("KILN_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(settings.redis_url.expose_secret(), "redis://cache:6380");
+        assert_eq!(settings.redis_prefix, "staging:");
+        assert!(
+            settings
+                .allowed_private_nets
+                .permits("10.1.2.3".parse().unwrap())
+        );
+        assert!(
+            !settings
+                .allowed_private_nets
+                .permits("192.168.0.1".parse().unwrap())
+        );
+        assert_eq!(settings.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(settings.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "KILN_DATABASE_URL is not set"),
+            (
+                &[("KILN_DATABASE_URL", "  ")],
+                "KILN_DATABASE_URL is not set",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_ALLOWED_PRIVATE_NETS", "lan"),
+                ],
+                "KILN_ALLOWED_PRIVATE_NETS",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_DASHBOARD_LISTEN", "localhost"),
+                ],
+                "KILN_DASHBOARD_LISTEN",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_LOG_FORMAT", "xml"),
+                ],
+                "KILN_LOG_FORMAT `xml`",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let error = format!("{:#}", from(vars).unwrap_err());
+            assert!(error.contains(expected), "{vars:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_urls() {
+        let settings = from(&[
+            ("KILN_DATABASE_URL", "postgres://kiln:hunter2@db/kiln"),
+            ("KILN_REDIS_URL", "redis://:sesame@cache"),
+        ])
+        .unwrap();
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("sesame"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,26 @@
+# Kiln's recipes. `just` is optional: every recipe is a script you can run directly.
+
+# Start the whole platform locally with the demo site (Ctrl-C stops it).
+up:
+    scripts/run-local.sh up
+
+# Stop whatever a previous `up` left running.
+down:
+    scripts/run-local.sh down
+
+# Run the whole test suite against real Redis, Postgres, nginx and Chromium.
+test *ARGS:
+    scripts/test.sh {{ARGS}}
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Run the benchmarks and write docs/benchmarks/.
+bench:
+    scripts/bench.sh
+
+# CI's whole run.
+ci:
+    bash .ci/run

@@ -1,0 +1,106 @@
+# Shared helpers for Kiln's scripts: installing what they need and running private copies of Redis,
+# Postgres and nginx without touching the system-wide services. Sourced, not executed.
+
+KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KILN_PACKAGES=(redis-server postgresql nginx chromium fonts-liberation curl ca-certificates procps)
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs the Debian packages Kiln needs, if any is missing.
+ensure_packages() {
+  local missing=()
+  for pkg in "${KILN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -q >/dev/null
+    # policy-rc.d keeps the packages from starting their system-wide services.
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+      || { as_root rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
+    as_root rm -f /usr/sbin/policy-rc.d
+  fi
+  command -v cargo >/dev/null || die "cargo is not on PATH: install the Rust toolchain (rustup) first"
+}
+
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] || die "PostgreSQL binaries not found under /usr/lib/postgresql"
+  echo "$dir"
+}
+
+# Runs a command as the owner of the Postgres data (Postgres refuses to run as root).
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+wait_http() { # url seconds
+  local url=$1 deadline=$((SECONDS + ${2:-30}))
+  until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+    [ $SECONDS -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+wait_tcp() { # port seconds
+  local port=$1 deadline=$((SECONDS + ${2:-30}))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    [ $SECONDS -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+# start_redis DIR PORT: a private redis-server without persistence, daemonised, pid in DIR.
+start_redis() {
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir" >/dev/null
+  wait_tcp "$port" 15 || die "redis-server did not start on port $port (see $dir/redis.log)"
+}
+
+stop_redis() { # DIR
+  [ -f "$1/redis.pid" ] && kill "$(cat "$1/redis.pid")" 2>/dev/null; rm -f "$1/redis.pid"; true
+}
+
+# start_postgres DIR PORT: a private cluster (created on first use) listening on 127.0.0.1:PORT.
+start_postgres() {
+  local dir=$1 port=$2 bin
+  bin=$(pg_bin)
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >/dev/null \
+      || die "initdb failed in $dir/data"
+  fi
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off" start >/dev/null \
+    || die "postgres did not start (see $dir/postgres.log)"
+}
+
+stop_postgres() { # DIR
+  local bin; bin=$(pg_bin)
+  [ -f "$1/data/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null 2>&1; true
+}
+
+# start_edge DIR LISTEN GATEWAY: nginx from nginx/kiln.conf.template, daemonised.
+start_edge() {
+  local dir=$1 listen=$2 gateway=$3
+  mkdir -p "$dir"
+  sed -e "s|\${KILN_EDGE_LISTEN}|$listen|g" -e "s|\${KILN_GATEWAY_ADDR}|$gateway|g" \
+      -e "s|\${KILN_NGINX_DIR}|$KILN_ROOT/nginx|g" -e "s|\${KILN_EDGE_RUNTIME_DIR}|$dir|g" \
+      "$KILN_ROOT/nginx/kiln.conf.template" > "$dir/nginx.conf"
+  nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -t -q || die "the edge's nginx.conf is invalid"
+  nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" || die "nginx did not start (see $dir/error.log)"
+}
+
+stop_edge() { # DIR
+  [ -f "$1/nginx.pid" ] && kill -QUIT "$(cat "$1/nginx.pid")" 2>/dev/null; true
+}

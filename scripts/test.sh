@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs Kiln's whole test suite against real Redis, PostgreSQL, nginx and Chromium.
+#
+#   scripts/test.sh [extra arguments for the test runner]
+#
+# Installs the Debian packages it lacks, starts a throwaway Postgres cluster for the tests (each test
+# creates its own database in it; Redis and nginx are started per test by the tests themselves), runs
+# the tests with cargo-nextest when it is installed (cargo test otherwise), and cleans up.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_packages
+
+TMP=$(mktemp -d /tmp/kiln-test.XXXXXX)
+chmod 755 "$TMP"
+cleanup() { stop_postgres "$TMP/postgres"; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+PG_PORT=$(( 20000 + RANDOM % 10000 ))
+while (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; do PG_PORT=$(( 20000 + RANDOM % 10000 )); done
+log "starting a throwaway Postgres on 127.0.0.1:$PG_PORT"
+start_postgres "$TMP/postgres" "$PG_PORT"
+export KILN_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"
+
+cd "$KILN_ROOT"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
