@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub const DEMO_HOST: &str = "demo.localhost";
-pub const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+pub const GOOGLEBOT: &str =
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 pub const GOOGLEBOT_SMARTPHONE: &str = "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/125.0.6422.175 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
 
@@ -28,7 +29,10 @@ mod anyhow_free {
     pub type Result = std::result::Result<(), String>;
 }
 
-fn stopper() -> (oneshot::Sender<()>, impl Future<Output = ()> + Send + 'static) {
+fn stopper() -> (
+    oneshot::Sender<()>,
+    impl Future<Output = ()> + Send + 'static,
+) {
     let (tx, rx) = oneshot::channel::<()>();
     (tx, async move {
         let _ = rx.await;
@@ -44,7 +48,9 @@ impl Stack {
             .try_init();
         let redis = RedisServer::start();
         let prefix = kiln_testkit::unique_prefix();
-        let store = Store::connect(StoreSettings::new(redis.url(), &prefix)).await.expect("redis");
+        let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
+            .await
+            .expect("redis");
         let mut stops = Vec::new();
 
         let demo = kiln_demo::Application::build(kiln_demo::Settings {
@@ -87,15 +93,27 @@ impl Stack {
             ),
         ]);
 
-        let worker_settings = kiln_worker::Settings::from_lookup(|name| Ok(vars.get(name).cloned())).expect("worker settings");
-        let worker = kiln_worker::Application::build(worker_settings).await.expect("worker");
+        let worker_settings =
+            kiln_worker::Settings::from_lookup(|name| Ok(vars.get(name).cloned()))
+                .expect("worker settings");
+        let worker = kiln_worker::Application::build(worker_settings)
+            .await
+            .expect("worker");
         let worker_admin = worker.admin_port();
         let (stop, signal) = stopper();
         stops.push(stop);
-        let worker_done = tokio::spawn(async move { worker.run_until_stopped(signal).await.map_err(|e| format!("{e:#}")) });
+        let worker_done = tokio::spawn(async move {
+            worker
+                .run_until_stopped(signal)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        });
 
-        let gateway_settings = kiln_gateway::Settings::from_lookup(|name| vars.get(name).cloned()).expect("gateway settings");
-        let gateway = kiln_gateway::Application::build(gateway_settings).await.expect("gateway");
+        let gateway_settings = kiln_gateway::Settings::from_lookup(|name| vars.get(name).cloned())
+            .expect("gateway settings");
+        let gateway = kiln_gateway::Application::build(gateway_settings)
+            .await
+            .expect("gateway");
         let gateway_addr = SocketAddr::from(([127, 0, 0, 1], gateway.port()));
         let (stop, signal) = stopper();
         stops.push(stop);
@@ -112,7 +130,10 @@ impl Stack {
         wait_for_port(worker_admin, Duration::from_secs(10));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ready = client.get(format!("http://127.0.0.1:{worker_admin}/readyz")).send().await;
+            let ready = client
+                .get(format!("http://127.0.0.1:{worker_admin}/readyz"))
+                .send()
+                .await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 break;
             }
@@ -133,7 +154,10 @@ impl Stack {
 
     /// A GET through the edge for `path` on the demo domain with `user_agent`.
     pub fn get(&self, path: &str, user_agent: &str) -> reqwest::RequestBuilder {
-        self.client.get(self.edge.url(path)).header("host", DEMO_HOST).header("user-agent", user_agent)
+        self.client
+            .get(self.edge.url(path))
+            .header("host", DEMO_HOST)
+            .header("user-agent", user_agent)
     }
 
     /// The bytes the demo origin serves for a page, fetched directly.

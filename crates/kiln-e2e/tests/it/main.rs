@@ -15,46 +15,101 @@ async fn bots_get_the_rendered_page_people_the_origins_bytes_and_the_second_bot_
     let bot = stack.get("/products/3", GOOGLEBOT).send().await.unwrap();
     assert_eq!(bot.status(), StatusCode::OK);
     assert_eq!(bot.headers()["x-kiln-cache"], "MISS");
-    assert!(bot.headers()["x-kiln-render-ms"].to_str().unwrap().parse::<u64>().is_ok());
-    assert!(bot.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        bot.headers()["x-kiln-render-ms"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert!(
+        bot.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let html = bot.text().await.unwrap();
     // Only JavaScript produced these: the shell has an empty #app and a placeholder title.
     assert!(html.contains("<h1>Stoneware Glaze Set</h1>"), "{html}");
-    assert!(html.contains("<title>Stoneware Glaze Set — Kiln Pottery Supply</title>"), "{html}");
-    assert!(html.contains(r#"property="og:title" content="Stoneware Glaze Set"#), "{html}");
+    assert!(
+        html.contains("<title>Stoneware Glaze Set — Kiln Pottery Supply</title>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"property="og:title" content="Stoneware Glaze Set"#),
+        "{html}"
+    );
     assert!(html.contains(r#"name="description""#), "{html}");
     assert!(html.contains("$56.00"), "{html}");
-    assert!(html.to_ascii_lowercase().starts_with("<!doctype html>"), "{html}");
-    assert!(html.contains("application/ld+json"), "structured data is kept: {html}");
-    assert!(!html.contains("/static/app.js"), "scripts are removed: {html}");
+    assert!(
+        html.to_ascii_lowercase().starts_with("<!doctype html>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("application/ld+json"),
+        "structured data is kept: {html}"
+    );
+    assert!(
+        !html.contains("/static/app.js"),
+        "scripts are removed: {html}"
+    );
     let loads_after_render = stack.demo.page_loads();
-    assert!(loads_after_render >= 1, "Chromium loaded the page from the origin");
+    assert!(
+        loads_after_render >= 1,
+        "Chromium loaded the page from the origin"
+    );
 
     let person = stack.get("/products/3", CHROME).send().await.unwrap();
     assert_eq!(person.status(), StatusCode::OK);
     assert!(person.headers().get("x-kiln-cache").is_none());
-    assert_eq!(person.text().await.unwrap(), stack.origin_page("/products/3").await, "people get the origin's bytes");
+    assert_eq!(
+        person.text().await.unwrap(),
+        stack.origin_page("/products/3").await,
+        "people get the origin's bytes"
+    );
     let loads_after_people = stack.demo.page_loads();
 
     let again = stack.get("/products/3", GOOGLEBOT).send().await.unwrap();
     assert_eq!(again.headers()["x-kiln-cache"], "HIT");
     assert_eq!(again.text().await.unwrap(), html);
-    assert_eq!(stack.demo.page_loads(), loads_after_people, "a cache hit never reaches the origin");
+    assert_eq!(
+        stack.demo.page_loads(),
+        loads_after_people,
+        "a cache hit never reaches the origin"
+    );
 
     // An equivalent URL (tracking parameters, fragment-free) is the same cache entry.
-    let tracked = stack.get("/products/3?utm_source=newsletter&gclid=1", GOOGLEBOT).send().await.unwrap();
+    let tracked = stack
+        .get("/products/3?utm_source=newsletter&gclid=1", GOOGLEBOT)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(tracked.headers()["x-kiln-cache"], "HIT");
 
-    stack.stop_worker().await.expect("the worker shuts down cleanly");
+    stack
+        .stop_worker()
+        .await
+        .expect("the worker shuts down cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sent_x_is_bot_header_does_not_make_a_person_a_bot() {
     let stack = Stack::start(DomainSettings::default()).await;
-    let forged = stack.get("/products/2", CHROME).header("x-is-bot", "1").send().await.unwrap();
+    let forged = stack
+        .get("/products/2", CHROME)
+        .header("x-is-bot", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forged.status(), StatusCode::OK);
-    assert!(forged.headers().get("x-kiln-cache").is_none(), "proxied as a person");
-    assert_eq!(forged.text().await.unwrap(), stack.origin_page("/products/2").await);
+    assert!(
+        forged.headers().get("x-kiln-cache").is_none(),
+        "proxied as a person"
+    );
+    assert_eq!(
+        forged.text().await.unwrap(),
+        stack.origin_page("/products/2").await
+    );
 
     // And a bot's static assets go straight through too.
     let asset = stack.get("/static/app.js", GOOGLEBOT).send().await.unwrap();
@@ -80,11 +135,18 @@ async fn an_unknown_host_gets_421_through_the_edge_and_nothing_is_fetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_beyond_the_budget_bypasses_to_the_origin_and_the_next_bot_hits() {
     // The demo's API answers after 150 ms and its script waits 100 ms first: no render fits in 50 ms.
-    let stack = Stack::start(DomainSettings { bot_wait_ms: 50, ..DomainSettings::default() }).await;
+    let stack = Stack::start(DomainSettings {
+        bot_wait_ms: 50,
+        ..DomainSettings::default()
+    })
+    .await;
     let first = stack.get("/products/5", GOOGLEBOT).send().await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(first.headers()["x-kiln-cache"], "BYPASS");
-    assert_eq!(first.text().await.unwrap(), stack.origin_page("/products/5").await);
+    assert_eq!(
+        first.text().await.unwrap(),
+        stack.origin_page("/products/5").await
+    );
 
     // The render goes on without the bot, and the next bot is served from the cache.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -96,7 +158,10 @@ async fn a_render_beyond_the_budget_bypasses_to_the_origin_and_the_next_bot_hits
             break;
         }
         assert_eq!(cache, "BYPASS");
-        assert!(Instant::now() < deadline, "the abandoned render never reached the cache");
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned render never reached the cache"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -106,11 +171,23 @@ async fn phones_and_desktops_get_separate_renders_and_a_missing_product_keeps_it
     let stack = Stack::start(DomainSettings::default()).await;
     let desktop = stack.get("/products/1", GOOGLEBOT).send().await.unwrap();
     assert_eq!(desktop.headers()["x-kiln-cache"], "MISS");
-    let mobile = stack.get("/products/1", GOOGLEBOT_SMARTPHONE).send().await.unwrap();
-    assert_eq!(mobile.headers()["x-kiln-cache"], "MISS", "mobile is its own cache entry");
+    let mobile = stack
+        .get("/products/1", GOOGLEBOT_SMARTPHONE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        mobile.headers()["x-kiln-cache"],
+        "MISS",
+        "mobile is its own cache entry"
+    );
     assert!(mobile.text().await.unwrap().contains("<h1>"));
 
     let missing = stack.get("/products/999", GOOGLEBOT).send().await.unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND, "the page's prerender-status-code is honoured");
+    assert_eq!(
+        missing.status(),
+        StatusCode::NOT_FOUND,
+        "the page's prerender-status-code is honoured"
+    );
     assert!(missing.text().await.unwrap().contains("Not found"));
 }

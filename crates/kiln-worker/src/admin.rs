@@ -1,0 +1,66 @@
+//! The admin server: liveness and readiness probes for the orchestrator.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use kiln_store::Store;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::pool::BrowserPool;
+
+#[derive(Clone)]
+pub struct AdminState(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    pool: BrowserPool,
+    stopping: AtomicBool,
+}
+
+impl AdminState {
+    pub fn new(store: Store, pool: BrowserPool) -> Self {
+        AdminState(Arc::new(Inner {
+            store,
+            pool,
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    /// From now on, readiness fails: the worker takes no new jobs.
+    pub fn set_stopping(&self) {
+        self.0.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when Redis answers and at least one browser is up.
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    if state.0.stopping.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
+    }
+    if let Err(error) = state.0.store.ping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("redis is unreachable: {error}"),
+        );
+    }
+    if state.0.pool.alive_browsers() == 0 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no browser is running".to_owned(),
+        );
+    }
+    (StatusCode::OK, "ready".to_owned())
+}

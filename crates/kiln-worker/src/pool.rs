@@ -1,0 +1,608 @@
+//! The browser pool: a fixed number of Chromium processes, each keeping a few fresh browser contexts
+//! ("tabs") open ahead of demand, so that a render starts on a blank page at once instead of paying
+//! the ~0.3 s Chromium takes to create a context and a page.
+//!
+//! Every render gets a tab of its own in a browser context of its own, which is disposed afterwards:
+//! no cookies, storage or cache leak from one render (or tenant) to the next. A browser is replaced
+//! by a fresh process after `recycle_after` renders or as soon as anything about it goes wrong (a
+//! CDP or transport error, a hung or crashed page, the process exiting); the old process finishes
+//! the renders it has, then its whole process group is terminated and its profile deleted.
+//!
+//! Each browser slot is run by a supervisor task, which launches (retrying with backoff), keeps the
+//! warm tabs topped up, and hands the process over to a retirement task when it must go.
+
+use chromiumoxide::cdp::browser_protocol::browser::{BrowserContextId, CloseParams};
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
+};
+use chromiumoxide::error::CdpError;
+use chromiumoxide::handler::HandlerConfig;
+use chromiumoxide::{Browser, Page};
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::process::{ChromeProcess, become_subreaper};
+
+/// How long Chromium may take to start and announce its DevTools address.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// chromiumoxide fails a CDP command that gets no answer for this long. Renders have their own,
+/// shorter watchdog; this bounds the pool's own commands.
+const CDP_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// Creating a context and a page takes ~0.3 s; far longer means the browser is in trouble.
+const TAB_CREATE_TIMEOUT: Duration = Duration::from_secs(10);
+const TAB_DISPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many tabs are being created at once per browser, so that a fresh browser is not
+/// flooded with requests while it is still starting.
+const MAX_PARALLEL_CREATES: usize = 2;
+/// Backoff between failed launches (and after browsers that die young).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A browser that has to be replaced sooner than this after its start counts as a failed launch.
+const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
+/// How long a retiring browser waits for its in-flight renders. Each render has a watchdog of its
+/// own, so this is only a backstop.
+const MAX_DRAIN: Duration = Duration::from_secs(120);
+/// How long SIGTERM has before SIGKILL follows.
+const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+
+/// What the pool needs to know.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub chrome_path: PathBuf,
+    pub browsers: usize,
+    pub tabs_per_browser: usize,
+    pub recycle_after: u64,
+    /// Where per-browser profile directories are created.
+    pub profile_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("no browser had a free tab within {0:?}")]
+    Unavailable(Duration),
+    #[error("the browser pool is shutting down")]
+    ShuttingDown,
+}
+
+/// A handle on the pool. Cheap to clone.
+#[derive(Clone)]
+pub struct BrowserPool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BrowserPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserPool")
+            .field("browsers", &self.inner.settings.browsers)
+            .finish()
+    }
+}
+
+struct Inner {
+    settings: PoolSettings,
+    /// The browser currently serving each slot, if one is up.
+    slots: Vec<Mutex<Option<Arc<Instance>>>>,
+    /// Woken whenever a warm tab becomes available.
+    tab_ready: Notify,
+    shutdown: CancellationToken,
+    /// Supervisors, tab creations and disposals, retirements: everything shutdown must wait for.
+    tasks: TaskTracker,
+    next_browser_id: AtomicU64,
+    cursor: AtomicUsize,
+}
+
+/// One Chromium process and its connection.
+struct Instance {
+    id: u64,
+    started: Instant,
+    browser: Browser,
+    process: ChromeProcess,
+    handler: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    state: Mutex<InstanceState>,
+    /// Wakes the supervisor (or, once retiring, the retirement task) after any state change.
+    changed: Notify,
+    /// Cancelled when the CDP connection is lost or the process exits.
+    dead: CancellationToken,
+    /// Cancelled when the retirement starts closing the browser: connection errors are expected.
+    closing: CancellationToken,
+}
+
+#[derive(Default)]
+struct InstanceState {
+    warm: Vec<Tab>,
+    creating: usize,
+    in_use: usize,
+    /// Tabs handed out so far.
+    renders: u64,
+    /// Why this browser must be replaced, once something went wrong.
+    broken: Option<String>,
+    /// Set when the supervisor has let go of this browser: no more tabs are handed out.
+    retiring: bool,
+}
+
+/// A page in a browser context of its own.
+struct Tab {
+    context: BrowserContextId,
+    page: Page,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves consistent data behind (every update is
+    // a single assignment), so a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl BrowserPool {
+    /// Starts the pool. Browsers launch in the background; [`alive_browsers`](Self::alive_browsers)
+    /// tells when one is up, and [`checkout`](Self::checkout) waits for a tab.
+    pub fn start(settings: PoolSettings) -> Self {
+        become_subreaper();
+        let slots = (0..settings.browsers.max(1))
+            .map(|_| Mutex::new(None))
+            .collect();
+        let inner = Arc::new(Inner {
+            settings,
+            slots,
+            tab_ready: Notify::new(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_browser_id: AtomicU64::new(1),
+            cursor: AtomicUsize::new(0),
+        });
+        for slot in 0..inner.slots.len() {
+            inner.tasks.spawn(supervise(inner.clone(), slot));
+        }
+        BrowserPool { inner }
+    }
+
+    /// How many browsers are up and healthy.
+    pub fn alive_browsers(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|slot| lock(slot).clone())
+            .filter(|instance| {
+                !instance.dead.is_cancelled() && lock(&instance.state).broken.is_none()
+            })
+            .count()
+    }
+
+    /// The main process ids of the browsers currently serving, for diagnostics and tests.
+    pub fn browser_pids(&self) -> Vec<u32> {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|slot| lock(slot).as_ref().map(|i| i.process.pid()))
+            .collect()
+    }
+
+    /// Takes a warm tab, waiting up to `wait` for one.
+    pub async fn checkout(&self, wait: Duration) -> Result<Lease, PoolError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.inner.tab_ready.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so that a tab arriving in between still wakes us.
+            notified.as_mut().enable();
+            if self.inner.shutdown.is_cancelled() {
+                return Err(PoolError::ShuttingDown);
+            }
+            if let Some(lease) = self.try_checkout() {
+                return Ok(lease);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Unavailable(wait)),
+                _ = self.inner.shutdown.cancelled() => return Err(PoolError::ShuttingDown),
+            }
+        }
+    }
+
+    fn try_checkout(&self) -> Option<Lease> {
+        let slots = &self.inner.slots;
+        let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..slots.len() {
+            let Some(instance) = lock(&slots[(start + i) % slots.len()]).clone() else {
+                continue;
+            };
+            let tab = {
+                let mut state = lock(&instance.state);
+                if !instance.accepting(&state, self.inner.settings.recycle_after) {
+                    continue;
+                }
+                let Some(tab) = state.warm.pop() else {
+                    continue;
+                };
+                state.in_use += 1;
+                state.renders += 1;
+                tab
+            };
+            // The supervisor replaces the tab (or retires the browser once it has served enough).
+            instance.changed.notify_one();
+            return Some(Lease {
+                inner: self.inner.clone(),
+                instance,
+                tab: Some(tab),
+                broken: None,
+            });
+        }
+        None
+    }
+
+    /// Stops launching, waits for every browser to finish its in-flight renders, then closes them
+    /// all and makes sure their processes are gone.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// A tab lent to one render. Dropping it disposes the tab's browser context in the background;
+/// call [`mark_broken`](Self::mark_broken) first if the browser misbehaved, so that it is replaced.
+pub struct Lease {
+    inner: Arc<Inner>,
+    instance: Arc<Instance>,
+    tab: Option<Tab>,
+    broken: Option<String>,
+}
+
+impl Lease {
+    pub fn page(&self) -> &Page {
+        // The tab is only taken out in `drop`.
+        &self
+            .tab
+            .as_ref()
+            .expect("a lease holds its tab until dropped")
+            .page
+    }
+
+    /// The id of the browser this tab belongs to, for logs.
+    pub fn browser_id(&self) -> u64 {
+        self.instance.id
+    }
+
+    /// Cancelled if the browser dies while the tab is in use.
+    pub fn browser_dead(&self) -> CancellationToken {
+        self.instance.dead.clone()
+    }
+
+    /// Has the browser replaced once this lease is returned.
+    pub fn mark_broken(&mut self, reason: impl Into<String>) {
+        self.broken = Some(reason.into());
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(tab) = self.tab.take() else { return };
+        let broken = self.broken.take();
+        let healthy = broken.is_none() && !self.instance.dead.is_cancelled();
+        {
+            let mut state = lock(&self.instance.state);
+            state.in_use = state.in_use.saturating_sub(1);
+            if let Some(reason) = broken {
+                state.broken.get_or_insert(reason);
+            }
+        }
+        self.instance.changed.notify_one();
+        // A broken browser is about to be killed with all its contexts; a healthy one disposes this
+        // render's context, which closes its page and deletes its cookies, storage and cache.
+        if healthy && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let instance = self.instance.clone();
+            self.inner.tasks.spawn_on(
+                async move {
+                    let dispose = instance
+                        .browser
+                        .execute(DisposeBrowserContextParams::new(tab.context));
+                    let failure = match tokio::time::timeout(TAB_DISPOSE_TIMEOUT, dispose).await {
+                        Ok(Ok(_)) => return,
+                        Ok(Err(error)) => format!("could not dispose a browser context: {error}"),
+                        Err(_) => "disposing a browser context timed out".to_owned(),
+                    };
+                    instance.break_with(failure);
+                },
+                &runtime,
+            );
+        }
+    }
+}
+
+impl Instance {
+    async fn launch(settings: &PoolSettings, id: u64) -> anyhow::Result<Arc<Instance>> {
+        let (process, ws_url) =
+            ChromeProcess::launch(&settings.chrome_path, &settings.profile_dir, LAUNCH_TIMEOUT)
+                .await?;
+        let config = HandlerConfig {
+            // Certificate errors stay errors: a render must not be steered by a forged origin.
+            ignore_https_errors: false,
+            ignore_invalid_messages: true,
+            // Each render sets its own viewport for its device class.
+            viewport: None,
+            context_ids: Vec::new(),
+            request_timeout: CDP_COMMAND_TIMEOUT,
+            request_intercept: false,
+            cache_enabled: true,
+        };
+        let (browser, mut handler) = match Browser::connect_with_config(ws_url, config).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                if let Err(error) = process.terminate(TERMINATE_GRACE).await {
+                    tracing::error!(browser.id = id, %error, "could not take down a browser that failed to connect");
+                }
+                process.remove_profile().await;
+                return Err(anyhow::Error::new(error)
+                    .context("could not connect to chromium's DevTools endpoint"));
+            }
+        };
+
+        let dead = CancellationToken::new();
+        let closing = CancellationToken::new();
+        // The handler drives the whole connection: it must be polled for anything to move. It stops
+        // at the first error, since a broken connection is a broken browser.
+        let handler_task = tokio::spawn({
+            let dead_on_exit = dead.clone().drop_guard();
+            let closing = closing.clone();
+            async move {
+                let _dead_on_exit = dead_on_exit;
+                while let Some(event) = handler.next().await {
+                    if let Err(error) = event {
+                        if closing.is_cancelled() {
+                            tracing::debug!(browser.id = id, %error, "the CDP connection closed");
+                        } else {
+                            tracing::warn!(browser.id = id, %error, "the CDP connection failed");
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::spawn({
+            let dead = dead.clone();
+            let exited = process.exited();
+            async move {
+                tokio::select! {
+                    _ = exited.cancelled() => dead.cancel(),
+                    _ = dead.cancelled() => {}
+                }
+            }
+        });
+
+        Ok(Arc::new(Instance {
+            id,
+            started: Instant::now(),
+            browser,
+            process,
+            handler: Mutex::new(Some(handler_task)),
+            state: Mutex::new(InstanceState::default()),
+            changed: Notify::new(),
+            dead,
+            closing,
+        }))
+    }
+
+    fn accepting(&self, state: &InstanceState, recycle_after: u64) -> bool {
+        !state.retiring
+            && state.broken.is_none()
+            && state.renders < recycle_after
+            && !self.dead.is_cancelled()
+    }
+
+    fn break_with(&self, reason: String) {
+        lock(&self.state).broken.get_or_insert(reason);
+        self.changed.notify_one();
+    }
+
+    async fn new_tab(&self) -> Result<Tab, CdpError> {
+        let context = self
+            .browser
+            .execute(CreateBrowserContextParams::default())
+            .await?
+            .result
+            .browser_context_id;
+        let params = CreateTargetParams::builder()
+            .url("about:blank")
+            .browser_context_id(context.clone())
+            .build()
+            .map_err(CdpError::msg)?;
+        match self.browser.new_page(params).await {
+            Ok(page) => Ok(Tab { context, page }),
+            Err(error) => {
+                let _ = self
+                    .browser
+                    .execute(DisposeBrowserContextParams::new(context))
+                    .await;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Runs one browser slot until shutdown: launch, serve, retire, launch again.
+async fn supervise(inner: Arc<Inner>, slot: usize) {
+    let mut backoff = INITIAL_BACKOFF;
+    let mut failures = 0u32;
+    while !inner.shutdown.is_cancelled() {
+        let id = inner.next_browser_id.fetch_add(1, Ordering::Relaxed);
+        let failure = match Instance::launch(&inner.settings, id).await {
+            Ok(instance) => {
+                tracing::info!(
+                    browser.id = id,
+                    browser.pid = instance.process.pid(),
+                    slot,
+                    "browser started"
+                );
+                *lock(&inner.slots[slot]) = Some(instance.clone());
+                let reason = serve(&inner, &instance).await;
+                lock(&instance.state).retiring = true;
+                *lock(&inner.slots[slot]) = None;
+                let lived = instance.started.elapsed();
+                let failed = !matches!(reason, Retirement::Recycle | Retirement::Shutdown);
+                inner.tasks.spawn(retire(instance, reason.to_string()));
+                (failed && lived < MIN_HEALTHY_LIFETIME)
+                    .then(|| format!("browser {id} failed after {lived:?}: {reason}"))
+            }
+            Err(error) => Some(format!("{error:#}")),
+        };
+        match failure {
+            None => {
+                backoff = INITIAL_BACKOFF;
+                failures = 0;
+            }
+            Some(error) => {
+                failures += 1;
+                tracing::error!(slot, failures, retry_in_ms = backoff.as_millis() as u64, %error, "could not start a browser");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = inner.shutdown.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+enum Retirement {
+    Recycle,
+    Shutdown,
+    Dead,
+    Broken(String),
+}
+
+impl std::fmt::Display for Retirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retirement::Recycle => f.write_str("served its share of renders"),
+            Retirement::Shutdown => f.write_str("the worker is shutting down"),
+            Retirement::Dead => f.write_str("the browser process or its connection is gone"),
+            Retirement::Broken(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// Keeps a browser's warm tabs topped up until it has to go, and says why it has to.
+async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
+    let tabs = inner.settings.tabs_per_browser.max(1);
+    loop {
+        let changed = instance.changed.notified();
+        {
+            let mut state = lock(&instance.state);
+            if inner.shutdown.is_cancelled() {
+                return Retirement::Shutdown;
+            }
+            if instance.dead.is_cancelled() {
+                return Retirement::Dead;
+            }
+            if let Some(reason) = &state.broken {
+                return Retirement::Broken(reason.clone());
+            }
+            if state.renders >= inner.settings.recycle_after {
+                return Retirement::Recycle;
+            }
+            // One warm tab per render slot not in use, and always at least one spare, so that the
+            // next render finds a tab ready even while all the others are busy.
+            let target = tabs.saturating_sub(state.in_use).max(1);
+            let missing = target
+                .saturating_sub(state.warm.len() + state.creating)
+                .min(MAX_PARALLEL_CREATES.saturating_sub(state.creating));
+            state.creating += missing;
+            for _ in 0..missing {
+                inner
+                    .tasks
+                    .spawn(create_tab(inner.clone(), instance.clone()));
+            }
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = instance.dead.cancelled() => {}
+            _ = inner.shutdown.cancelled() => {}
+        }
+    }
+}
+
+async fn create_tab(inner: Arc<Inner>, instance: Arc<Instance>) {
+    let started = Instant::now();
+    let created = tokio::time::timeout(TAB_CREATE_TIMEOUT, instance.new_tab()).await;
+    let mut state = lock(&instance.state);
+    state.creating = state.creating.saturating_sub(1);
+    match created {
+        Ok(Ok(tab)) => {
+            tracing::trace!(
+                browser.id = instance.id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "warm tab ready"
+            );
+            // A tab for a retiring browser is simply dropped: it dies with the process.
+            if instance.accepting(&state, inner.settings.recycle_after) {
+                state.warm.push(tab);
+                drop(state);
+                inner.tab_ready.notify_waiters();
+            }
+        }
+        Ok(Err(error)) => {
+            state
+                .broken
+                .get_or_insert(format!("could not open a tab: {error}"));
+        }
+        Err(_) => {
+            state.broken.get_or_insert(format!(
+                "opening a tab took longer than {TAB_CREATE_TIMEOUT:?}"
+            ));
+        }
+    }
+    instance.changed.notify_one();
+}
+
+/// Lets a browser finish its renders, then closes it and takes its process group down.
+async fn retire(instance: Arc<Instance>, reason: String) {
+    let renders = lock(&instance.state).renders;
+    tracing::info!(browser.id = instance.id, browser.renders = renders, %reason, "retiring browser");
+    let drain_deadline = Instant::now() + MAX_DRAIN;
+    loop {
+        let changed = instance.changed.notified();
+        if lock(&instance.state).in_use == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(drain_deadline) => {
+                tracing::error!(browser.id = instance.id, "renders still running after {MAX_DRAIN:?}; closing the browser anyway");
+                break;
+            }
+        }
+    }
+    lock(&instance.state).warm.clear();
+
+    // A polite close first, so that Chromium shuts down in order; the group is signalled either way.
+    instance.closing.cancel();
+    let exited = instance.process.exited();
+    if !instance.dead.is_cancelled() {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            instance.browser.execute(CloseParams::default()),
+        )
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), exited.cancelled()).await;
+    }
+    match instance.process.terminate(TERMINATE_GRACE).await {
+        Ok(()) => tracing::info!(
+            browser.id = instance.id,
+            browser.pid = instance.process.pid(),
+            "browser processes exited"
+        ),
+        Err(error) => {
+            tracing::error!(browser.id = instance.id, %error, "browser processes survived termination")
+        }
+    }
+    if let Some(handler) = lock(&instance.handler).take() {
+        handler.abort();
+    }
+    instance.process.remove_profile().await;
+}

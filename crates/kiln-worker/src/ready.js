@@ -1,0 +1,200 @@
+// Kiln's in-page readiness tracker, injected with Page.addScriptToEvaluateOnNewDocument so that it
+// runs before any of the page's own scripts. The worker polls `window.__kilnState()` and treats the
+// page as ready once no short timers and no fetch/XHR calls are pending, the DOM has been quiet for a
+// while and the page has not asked to be waited for (`window.prerenderReady === false`).
+//
+// Requests (and the reading of their bodies) are counted here as well as from the browser's network
+// events, and a counted timer that just fired counts as activity for the quiet window: otherwise a
+// timer callback that starts a request would leave a moment in which the timer is gone but the
+// request's network event has not reached the worker yet.
+(() => {
+  'use strict';
+  if (Object.prototype.hasOwnProperty.call(window, '__kilnState')) {
+    return;
+  }
+
+  // Timers longer than this are not something a render should wait for (carousels, session pings).
+  const MAX_COUNTED_DELAY_MS = 1000;
+  // Timers created from timer callbacks nested deeper than this are polling loops: counting them
+  // would keep the page from ever becoming ready.
+  const MAX_COUNTED_DEPTH = 3;
+
+  const nativeSetTimeout = window.setTimeout;
+  const nativeClearTimeout = window.clearTimeout;
+  const nativeSetInterval = window.setInterval;
+  const nativeClearInterval = window.clearInterval;
+  const now = () => performance.now();
+
+  // fetch/XHR calls older than this are long-polls: readiness does not wait for them (the worker
+  // applies the same limit to the network events it sees).
+  const LONG_REQUEST_MS = 2000;
+
+  // Ids of the pending timers that readiness waits for.
+  const pending = new Set();
+  // Start times of the fetch/XHR calls in flight, by an id of our own.
+  const requests = new Map();
+  let nextRequest = 1;
+  // The nesting depth of the timer callback running right now (0 outside any timer callback).
+  let depth = 0;
+  let lastMutation = now();
+  // When a counted timer's callback last finished (long ago to begin with; finite, so that the
+  // state survives JSON).
+  let lastTimer = -1e9;
+
+  function setTimeout(handler, delay, ...args) {
+    if (typeof handler !== 'function') {
+      // String handlers are rare and evaluated by the browser itself; they are not tracked.
+      return nativeSetTimeout.call(window, handler, delay, ...args);
+    }
+    const ownDepth = depth + 1;
+    const counted = (Number(delay) || 0) <= MAX_COUNTED_DELAY_MS && ownDepth <= MAX_COUNTED_DEPTH;
+    let id;
+    const run = function () {
+      pending.delete(id);
+      const outer = depth;
+      depth = ownDepth;
+      try {
+        return handler.apply(this, args);
+      } finally {
+        depth = outer;
+        if (counted) {
+          lastTimer = now();
+        }
+      }
+    };
+    id = nativeSetTimeout.call(window, run, delay);
+    if (counted) {
+      pending.add(id);
+    }
+    return id;
+  }
+
+  function clearTimeout(id) {
+    pending.delete(id);
+    return nativeClearTimeout.call(window, id);
+  }
+
+  // Intervals are never waited for, and timers they create count as deeply nested: an interval is a
+  // polling loop by nature.
+  function setInterval(handler, delay, ...args) {
+    if (typeof handler !== 'function') {
+      return nativeSetInterval.call(window, handler, delay, ...args);
+    }
+    const run = function () {
+      const outer = depth;
+      depth = MAX_COUNTED_DEPTH;
+      try {
+        return handler.apply(this, args);
+      } finally {
+        depth = outer;
+      }
+    };
+    return nativeSetInterval.call(window, run, delay);
+  }
+
+  function clearInterval(id) {
+    // Timeout and interval ids share one namespace, and either function clears either kind.
+    pending.delete(id);
+    return nativeClearInterval.call(window, id);
+  }
+
+  // Returns the function that marks the request finished.
+  function trackRequest() {
+    const id = nextRequest++;
+    requests.set(id, now());
+    return () => requests.delete(id);
+  }
+
+  const nativeFetch = window.fetch;
+  if (typeof nativeFetch === 'function') {
+    window.fetch = function fetch(...args) {
+      const done = trackRequest();
+      let result;
+      try {
+        result = nativeFetch.apply(this, args);
+      } catch (error) {
+        done();
+        throw error;
+      }
+      Promise.resolve(result).then(done, done);
+      return result;
+    };
+  }
+
+  // Reading a response's body is part of the request: the page usually acts on the body.
+  const ResponseProto = window.Response && window.Response.prototype;
+  if (ResponseProto) {
+    for (const name of ['json', 'text', 'arrayBuffer', 'blob', 'formData']) {
+      const native = ResponseProto[name];
+      if (typeof native !== 'function') {
+        continue;
+      }
+      ResponseProto[name] = function (...args) {
+        const done = trackRequest();
+        let result;
+        try {
+          result = native.apply(this, args);
+        } catch (error) {
+          done();
+          throw error;
+        }
+        Promise.resolve(result).then(done, done);
+        return result;
+      };
+    }
+  }
+
+  const XHR = window.XMLHttpRequest;
+  if (typeof XHR === 'function') {
+    const nativeSend = XHR.prototype.send;
+    XHR.prototype.send = function send(...args) {
+      const done = trackRequest();
+      this.addEventListener('loadend', done, { once: true });
+      try {
+        return nativeSend.apply(this, args);
+      } catch (error) {
+        done();
+        throw error;
+      }
+    };
+  }
+
+  window.setTimeout = setTimeout;
+  window.clearTimeout = clearTimeout;
+  window.setInterval = setInterval;
+  window.clearInterval = clearInterval;
+
+  // Any change to the document's structure or text counts; style and class changes alone do not,
+  // since animations and carousels make them forever.
+  const observer = new MutationObserver((records) => {
+    for (const record of records) {
+      if (record.type !== 'attributes' || (record.attributeName !== 'style' && record.attributeName !== 'class')) {
+        lastMutation = now();
+        return;
+      }
+    }
+  });
+  observer.observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+
+  Object.defineProperty(window, '__kilnState', {
+    value: function __kilnState() {
+      const at = now();
+      let young = 0;
+      for (const started of requests.values()) {
+        if (at - started < LONG_REQUEST_MS) {
+          young += 1;
+        }
+      }
+      return {
+        timers: pending.size,
+        requests: young,
+        sinceMutationMs: at - lastMutation,
+        sinceTimerMs: at - lastTimer,
+        prerenderReady: window.prerenderReady !== false,
+      };
+    },
+    enumerable: false,
+    configurable: false,
+    writable: false,
+  });
+})();

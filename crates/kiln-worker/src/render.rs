@@ -1,0 +1,1070 @@
+//! One render: load a URL in a prepared tab, wait until the page is ready, and serialise it.
+//!
+//! Readiness is decided from CDP events and the in-page tracker (`ready.js`), never from fixed
+//! sleeps: the load event has fired, no network request is in flight (long-polls, event streams and
+//! beacons aside) and the network has been quiet for the quiet window, no short timer is pending,
+//! the DOM has not changed for the quiet window, and the page has not set
+//! `window.prerenderReady = false`. All of it within the job's cap.
+
+use chromiumoxide::Page;
+use chromiumoxide::cdp::browser_protocol::emulation::{
+    ScreenOrientation, ScreenOrientationType, SetDeviceMetricsOverrideParams,
+    SetTouchEmulationEnabledParams, SetUserAgentOverrideParams,
+};
+use chromiumoxide::cdp::browser_protocol::fetch::{
+    self, EventRequestPaused, FailRequestParams, RequestPattern, RequestStage,
+};
+use chromiumoxide::cdp::browser_protocol::inspector::{self, EventTargetCrashed};
+use chromiumoxide::cdp::browser_protocol::network::{
+    ErrorReason, EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent,
+    EventResponseReceived, RequestId, ResourceType,
+};
+use chromiumoxide::cdp::browser_protocol::page::{
+    AddScriptToEvaluateOnNewDocumentParams, FrameId, NavigateParams,
+};
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::error::CdpError;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt, TryFutureExt};
+use kiln_core::DeviceClass;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The in-page readiness tracker, run before any of the page's own scripts.
+const READY_JS: &str = include_str!("ready.js");
+
+/// Reads the tracker's state and the document's ready state. A document without the tracker never
+/// counts as ready: it is the blank page the navigation is replacing (error pages end the render
+/// through the navigation error instead).
+const STATE_JS: &str = "(() => { const f = window.__kilnState; \
+    const s = typeof f === 'function' ? f() : { timers: 0, requests: 0, sinceMutationMs: 0, sinceTimerMs: 0, \
+    prerenderReady: false }; \
+    return Object.assign(s, { tracked: typeof f === 'function', readyState: document.readyState }); })()";
+
+/// Serialises a clone of the document without its scripts (JSON-LD kept), and collects what the
+/// worker needs to judge the result.
+const SERIALIZE_JS: &str = r#"(() => {
+  const root = document.documentElement;
+  if (!root) return null;
+  const dt = document.doctype;
+  let doctype = '<!DOCTYPE html>';
+  if (dt) {
+    doctype = '<!DOCTYPE ' + dt.name
+      + (dt.publicId ? ' PUBLIC "' + dt.publicId + '"' : (dt.systemId ? ' SYSTEM' : ''))
+      + (dt.systemId ? ' "' + dt.systemId + '"' : '') + '>';
+  }
+  const clone = root.cloneNode(true);
+  for (const script of clone.querySelectorAll('script')) {
+    if ((script.getAttribute('type') || '').trim().toLowerCase() !== 'application/ld+json') script.remove();
+  }
+  const metas = (name) => Array.from(clone.querySelectorAll('meta[name="' + name + '" i]'), (m) => m.getAttribute('content') || '');
+  const body = clone.querySelector('body');
+  return {
+    html: doctype + clone.outerHTML,
+    statusMetas: metas('prerender-status-code'),
+    headerMetas: metas('prerender-header'),
+    bodyTextLength: body ? body.textContent.trim().length : 0,
+    bodyElements: body ? body.childElementCount : 0,
+    url: location.href,
+  };
+})()"#;
+
+/// Requests in flight longer than this are long-polls (or hung): readiness does not wait for them.
+const LONG_REQUEST: Duration = Duration::from_secs(2);
+/// Reading the finished page gets this long of its own, beyond the readiness cap.
+const SERIALIZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Larger pages are not cached.
+const MAX_HTML_BYTES: usize = 10 * 1024 * 1024;
+/// Response headers a page may set through `<meta name="prerender-header">`, with their canonical
+/// spelling. `Location` is only honoured with a 3xx status.
+const ALLOWED_HEADERS: &[&str] = &["Location", "Link", "X-Robots-Tag"];
+const MAX_META_HEADERS: usize = 16;
+const MAX_HEADER_VALUE: usize = 2048;
+
+/// What to render.
+#[derive(Clone, Debug)]
+pub struct RenderRequest<'a> {
+    /// The URL Chromium loads (the customer's origin).
+    pub url: &'a str,
+    /// The public URL bots asked for; origin redirects are rewritten to it.
+    pub page_url: &'a str,
+    pub device: DeviceClass,
+    /// The hard cap on waiting for readiness.
+    pub cap: Duration,
+    /// How long the DOM and network must be quiet.
+    pub quiet: Duration,
+}
+
+/// A finished render, ready to be stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub html: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Where the page ended up (after redirects and client-side navigations).
+    pub final_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("the render URL is not an http(s) URL: {0}")]
+    InvalidUrl(String),
+    #[error("navigation failed: {0}")]
+    Navigation(String),
+    #[error("the page was not ready after {after_ms} ms (still waiting for {waiting_for})")]
+    Timeout { after_ms: u64, waiting_for: String },
+    #[error("the origin answered {0}")]
+    Status(u16),
+    #[error("the rendered page is empty")]
+    EmptyPage,
+    #[error("the rendered page is too large ({0} bytes)")]
+    TooLarge(usize),
+    #[error("the page could not be read: {0}")]
+    Page(String),
+    #[error("the browser failed: {0}")]
+    BrowserCrashed(String),
+    #[error("the browser stopped answering")]
+    Hung,
+    #[error("no browser available: {0}")]
+    NoBrowser(String),
+}
+
+impl RenderError {
+    /// Whether the browser (not the page or the origin) is to blame: the browser is then recycled
+    /// and the render retried once on a healthy one.
+    pub fn is_browser_fault(&self) -> bool {
+        matches!(self, RenderError::BrowserCrashed(_) | RenderError::Hung)
+    }
+}
+
+/// Errors Chromium answered are about the page; anything else (a closed channel, a lost socket, no
+/// answer) is about the browser.
+fn cdp_error(error: CdpError) -> RenderError {
+    match error {
+        CdpError::Chrome(error) => RenderError::Page(error.to_string()),
+        CdpError::JavascriptException(details) => RenderError::Page(details.text.clone()),
+        CdpError::Serde(error) => RenderError::Page(error.to_string()),
+        CdpError::Timeout => RenderError::Hung,
+        other => RenderError::BrowserCrashed(other.to_string()),
+    }
+}
+
+/// Renders `request.url` in `page`, a blank page in a fresh browser context. `browser_dead` is
+/// cancelled if the browser dies meanwhile.
+pub async fn render(
+    page: &Page,
+    request: &RenderRequest<'_>,
+    browser_dead: &CancellationToken,
+) -> Result<Rendered, RenderError> {
+    match url::Url::parse(request.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        _ => return Err(RenderError::InvalidUrl(request.url.to_owned())),
+    }
+    let started = Instant::now();
+    let deadline = started + request.cap;
+
+    // Listeners first: nothing the navigation causes may be missed.
+    let mut events = subscribe(page).await?;
+    prepare(page, request.device).await?;
+    let main_frame = match page.mainframe().await.map_err(cdp_error)? {
+        Some(frame) => frame,
+        // A top-level target's main frame has the target's id.
+        None => FrameId::new(page.target_id().inner().clone()),
+    };
+    let mut tracker = Tracker::new(main_frame, request.quiet, started);
+
+    let navigate = page.execute(NavigateParams::new(request.url));
+    tokio::pin!(navigate);
+    let mut navigating = true;
+    let mut poll = tokio::time::interval((request.quiet / 2).max(Duration::from_millis(5)));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = browser_dead.cancelled() => return Err(RenderError::BrowserCrashed("the browser exited".into())),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(RenderError::Timeout {
+                    after_ms: request.cap.as_millis() as u64,
+                    waiting_for: tracker.waiting_for(Instant::now()),
+                });
+            }
+            event = events.next() => match event {
+                Some(event) => tracker.on_event(event, page, Instant::now()),
+                None => return Err(RenderError::BrowserCrashed("the page's event stream ended".into())),
+            },
+            navigated = &mut navigate, if navigating => {
+                navigating = false;
+                match navigated {
+                    Ok(response) => {
+                        if let Some(text) = response.result.error_text.filter(|t| !t.is_empty()) {
+                            tracker.navigation_error.get_or_insert(text);
+                        }
+                    }
+                    // chromiumoxide gave up waiting for the load event; the cap decides here.
+                    Err(CdpError::Timeout) => {}
+                    Err(error) => return Err(cdp_error(error)),
+                }
+            }
+            // Time alone can settle the network (a long-poll turning two seconds old), so the check
+            // runs on every tick rather than as a precondition of the branch.
+            _ = poll.tick() => {
+                if !tracker.network_settled(Instant::now()) {
+                    continue;
+                }
+                // Evaluating takes about a millisecond; one that outlasts the cap by a second means
+                // the renderer is stuck (an endless script, say).
+                let state = tokio::time::timeout_at(deadline + Duration::from_secs(1), read_state(page))
+                    .await
+                    .map_err(|_| RenderError::Hung)??;
+                let now = Instant::now();
+                let ready = state.as_ref().is_some_and(|state| state.is_ready(request.quiet) && tracker.document_loaded(state, now));
+                if state.is_some() {
+                    tracker.page_state = state;
+                }
+                // Events that arrived while the page was being asked count too.
+                while let Some(Some(event)) = events.next().now_or_never() {
+                    tracker.on_event(event, page, Instant::now());
+                }
+                if ready && tracker.network_settled(Instant::now()) {
+                    break;
+                }
+            }
+        }
+        if tracker.crashed {
+            return Err(RenderError::BrowserCrashed(
+                "the page's renderer crashed".into(),
+            ));
+        }
+        if let Some(error) = &tracker.navigation_error {
+            return Err(RenderError::Navigation(error.clone()));
+        }
+        if let Some(redirect) = tracker.redirect.take()
+            && let Some(rendered) = redirect_entry(&redirect, request.url, request.page_url)
+        {
+            tracing::debug!(status = redirect.status, location = %redirect.location, "the origin redirected");
+            return Ok(rendered);
+        }
+    }
+    tracing::debug!(
+        ready_ms = started.elapsed().as_millis() as u64,
+        requests = tracker.requests_seen,
+        state = ?tracker.page_state,
+        "page ready"
+    );
+
+    let snapshot = tokio::time::timeout(SERIALIZE_TIMEOUT, serialize(page))
+        .await
+        .map_err(|_| RenderError::Hung)??;
+    judge(tracker.main_status, snapshot)
+}
+
+/// Everything the render listens to, as one stream.
+enum Event {
+    RequestWillBeSent(Arc<EventRequestWillBeSent>),
+    ResponseReceived(Arc<EventResponseReceived>),
+    LoadingFinished(Arc<EventLoadingFinished>),
+    LoadingFailed(Arc<EventLoadingFailed>),
+    RequestPaused(Arc<EventRequestPaused>),
+    Crashed,
+}
+
+async fn subscribe(page: &Page) -> Result<SelectAll<BoxStream<'static, Event>>, RenderError> {
+    let streams: Vec<BoxStream<'static, Event>> = vec![
+        page.event_listener::<EventRequestWillBeSent>()
+            .await
+            .map_err(cdp_error)?
+            .map(Event::RequestWillBeSent)
+            .boxed(),
+        page.event_listener::<EventResponseReceived>()
+            .await
+            .map_err(cdp_error)?
+            .map(Event::ResponseReceived)
+            .boxed(),
+        page.event_listener::<EventLoadingFinished>()
+            .await
+            .map_err(cdp_error)?
+            .map(Event::LoadingFinished)
+            .boxed(),
+        page.event_listener::<EventLoadingFailed>()
+            .await
+            .map_err(cdp_error)?
+            .map(Event::LoadingFailed)
+            .boxed(),
+        page.event_listener::<EventRequestPaused>()
+            .await
+            .map_err(cdp_error)?
+            .map(Event::RequestPaused)
+            .boxed(),
+        page.event_listener::<EventTargetCrashed>()
+            .await
+            .map_err(cdp_error)?
+            .map(|_| Event::Crashed)
+            .boxed(),
+    ];
+    Ok(futures::stream::select_all(streams))
+}
+
+/// Device emulation, resource blocking and the readiness tracker, all set before navigating.
+async fn prepare(page: &Page, device: DeviceClass) -> Result<(), RenderError> {
+    let (width, height) = device.viewport();
+    let mobile = device == DeviceClass::Mobile;
+    let mut metrics = SetDeviceMetricsOverrideParams::new(
+        i64::from(width),
+        i64::from(height),
+        if mobile { 2.0 } else { 1.0 },
+        mobile,
+    );
+    metrics.screen_orientation = Some(if mobile {
+        ScreenOrientation::new(ScreenOrientationType::PortraitPrimary, 0)
+    } else {
+        ScreenOrientation::new(ScreenOrientationType::LandscapePrimary, 90)
+    });
+    let mut touch = SetTouchEmulationEnabledParams::new(mobile);
+    if mobile {
+        touch.max_touch_points = Some(5);
+    }
+    let user_agent = SetUserAgentOverrideParams::new(device.render_user_agent());
+    // Only images, media and fonts pause (and are failed at once); every other request goes
+    // straight to the network without a round trip through the worker.
+    let block = |kind| {
+        RequestPattern::builder()
+            .url_pattern("*")
+            .resource_type(kind)
+            .request_stage(RequestStage::Request)
+            .build()
+    };
+    let fetch = fetch::EnableParams::builder()
+        .pattern(block(ResourceType::Image))
+        .pattern(block(ResourceType::Media))
+        .pattern(block(ResourceType::Font))
+        // The browser fetches the favicon by itself; renders never need it.
+        .pattern(
+            RequestPattern::builder()
+                .url_pattern("*/favicon.ico")
+                .request_stage(RequestStage::Request)
+                .build(),
+        )
+        .build();
+    let tracker = AddScriptToEvaluateOnNewDocumentParams::new(READY_JS);
+
+    futures::try_join!(
+        page.execute(metrics).map_ok(drop),
+        page.execute(touch).map_ok(drop),
+        page.execute(user_agent).map_ok(drop),
+        page.execute(fetch).map_ok(drop),
+        page.execute(tracker).map_ok(drop),
+        // Reports renderer crashes (Inspector.targetCrashed).
+        page.execute(inspector::EnableParams::default())
+            .map_ok(drop),
+    )
+    .map_err(cdp_error)?;
+    Ok(())
+}
+
+/// What `__kilnState()` reports, plus what the worker asks beside it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageState {
+    /// Whether the tracker runs in this document (it does not in Chromium's error pages, nor in
+    /// the blank page a render starts from).
+    tracked: bool,
+    /// `document.readyState`.
+    ready_state: String,
+    timers: u32,
+    requests: u32,
+    since_mutation_ms: f64,
+    since_timer_ms: f64,
+    prerender_ready: bool,
+}
+
+impl PageState {
+    /// The page's side of readiness, the document's load aside.
+    fn is_ready(&self, quiet: Duration) -> bool {
+        let quiet_ms = quiet.as_secs_f64() * 1000.0;
+        self.tracked
+            && self.timers == 0
+            && self.requests == 0
+            && self.since_mutation_ms >= quiet_ms
+            && self.since_timer_ms >= quiet_ms
+            && self.prerender_ready
+    }
+}
+
+/// `Ok(None)` when the page cannot answer right now (for example while a navigation replaces its
+/// document); errors only when the browser itself fails.
+async fn read_state(page: &Page) -> Result<Option<PageState>, RenderError> {
+    match evaluate(page, STATE_JS).await {
+        Ok(Some(value)) => Ok(serde_json::from_value(value).ok()),
+        Ok(None) => Ok(None),
+        Err(RenderError::Page(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Evaluates `expression` in the page's main world and returns its value as JSON (`None` if it
+/// threw or returned nothing).
+async fn evaluate(page: &Page, expression: &str) -> Result<Option<serde_json::Value>, RenderError> {
+    let mut params = EvaluateParams::new(expression);
+    params.return_by_value = Some(true);
+    params.silent = Some(true);
+    let response = page.execute(params).await.map_err(cdp_error)?;
+    if let Some(exception) = &response.result.exception_details {
+        return Err(RenderError::Page(exception.text.clone()));
+    }
+    Ok(response
+        .result
+        .result
+        .value
+        .clone()
+        .filter(|v| !v.is_null()))
+}
+
+/// What the serialisation script returns.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Snapshot {
+    html: String,
+    status_metas: Vec<String>,
+    header_metas: Vec<String>,
+    body_text_length: u64,
+    body_elements: u64,
+    url: String,
+}
+
+async fn serialize(page: &Page) -> Result<Snapshot, RenderError> {
+    let value = evaluate(page, SERIALIZE_JS)
+        .await?
+        .ok_or_else(|| RenderError::Page("the page has no document element".into()))?;
+    serde_json::from_value(value)
+        .map_err(|e| RenderError::Page(format!("unexpected serialisation result: {e}")))
+}
+
+/// Applies the quality gate and the status and header rules to a serialised page.
+fn judge(origin_status: Option<u16>, snapshot: Snapshot) -> Result<Rendered, RenderError> {
+    let Some(origin_status) = origin_status else {
+        return Err(RenderError::Navigation(
+            "no response for the main document".into(),
+        ));
+    };
+    if snapshot.url.starts_with("chrome-error:") {
+        // Chromium shows its own error page, for example for an error status with an empty body.
+        return Err(RenderError::Navigation(format!(
+            "chromium showed an error page (origin status {origin_status})"
+        )));
+    }
+    if origin_status >= 500 {
+        return Err(RenderError::Status(origin_status));
+    }
+    let status = effective_status(
+        origin_status,
+        snapshot.status_metas.first().map(String::as_str),
+    );
+    if !is_storable_status(status) {
+        return Err(RenderError::Status(status));
+    }
+    if snapshot.body_text_length == 0 && snapshot.body_elements == 0 {
+        return Err(RenderError::EmptyPage);
+    }
+    if snapshot.html.len() > MAX_HTML_BYTES {
+        return Err(RenderError::TooLarge(snapshot.html.len()));
+    }
+    Ok(Rendered {
+        headers: allowed_headers(&snapshot.header_metas, status),
+        html: snapshot.html,
+        status,
+        final_url: snapshot.url,
+    })
+}
+
+/// The origin's status, unless the page declares another with a valid
+/// `<meta name="prerender-status-code">` (200–599).
+fn effective_status(origin: u16, meta: Option<&str>) -> u16 {
+    meta.and_then(|m| m.trim().parse::<u16>().ok())
+        .filter(|s| (200..=599).contains(s))
+        .unwrap_or(origin)
+}
+
+/// Which statuses are worth caching: successes, redirects and the client errors that describe the
+/// page itself. Server errors and transient client errors (timeouts, rate limits) are failures, so
+/// that bots fall back to the origin instead of being served a cached error.
+fn is_storable_status(status: u16) -> bool {
+    match status {
+        200..=399 => true,
+        408 | 425 | 429 => false,
+        400..=499 => true,
+        _ => false,
+    }
+}
+
+/// The allow-listed headers from `<meta name="prerender-header" content="Name: value">` tags.
+fn allowed_headers(metas: &[String], status: u16) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for meta in metas {
+        let Some((name, value)) = meta.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let Some(canonical) = ALLOWED_HEADERS
+            .iter()
+            .find(|allowed| allowed.eq_ignore_ascii_case(name))
+        else {
+            continue;
+        };
+        if value.is_empty()
+            || value.len() > MAX_HEADER_VALUE
+            || value.chars().any(|c| c.is_control())
+        {
+            continue;
+        }
+        if *canonical == "Location" {
+            let is_redirect = (300..=399).contains(&status);
+            let already = headers.iter().any(|(n, _)| n == "Location");
+            if !is_redirect || already || !is_safe_location(value) {
+                continue;
+            }
+        }
+        if headers.len() == MAX_META_HEADERS {
+            break;
+        }
+        headers.push(((*canonical).to_owned(), value.to_owned()));
+    }
+    headers
+}
+
+/// A `Location` must lead to an http(s) page: absolute with that scheme, or a relative reference.
+fn is_safe_location(value: &str) -> bool {
+    match url::Url::parse(value) {
+        Ok(url) => matches!(url.scheme(), "http" | "https"),
+        Err(url::ParseError::RelativeUrlWithoutBase) => true,
+        Err(_) => false,
+    }
+}
+
+/// An HTTP redirect of the main document, as the origin sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Redirect {
+    status: u16,
+    location: String,
+    /// The URL that answered with the redirect.
+    from: String,
+}
+
+/// Turns the origin's redirect into a stored redirect for bots, with the `Location` moved from the
+/// origin's host to the public one. `None` when the redirect should simply be followed: it is not a
+/// real redirect, or it leads back to the page bots asked for (an origin upgrading its own scheme,
+/// say).
+fn redirect_entry(redirect: &Redirect, render_url: &str, page_url: &str) -> Option<Rendered> {
+    if !matches!(redirect.status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let target = url::Url::parse(&redirect.from)
+        .ok()?
+        .join(&redirect.location)
+        .ok()?;
+    if !matches!(target.scheme(), "http" | "https") {
+        return None;
+    }
+    let origin = url::Url::parse(render_url).ok()?;
+    let public = url::Url::parse(page_url).ok()?;
+    let mut location = target.clone();
+    if target.host_str() == origin.host_str() {
+        location.set_scheme(public.scheme()).ok()?;
+        location.set_host(public.host_str()).ok()?;
+        location.set_port(public.port()).ok()?;
+    }
+    let without_fragment = |u: &url::Url| {
+        let mut u = u.clone();
+        u.set_fragment(None);
+        u
+    };
+    if without_fragment(&location) == without_fragment(&public) {
+        return None;
+    }
+    let escaped = html_escape(location.as_str());
+    Some(Rendered {
+        html: format!(
+            "<!DOCTYPE html><html><head><title>Moved</title></head><body><a href=\"{escaped}\">{escaped}</a></body></html>"
+        ),
+        status: redirect.status,
+        headers: vec![("Location".to_owned(), location.to_string())],
+        final_url: redirect.from.clone(),
+    })
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Follows the main document and the page's network traffic.
+struct Tracker {
+    main_frame: FrameId,
+    quiet: Duration,
+    /// The current main document's request, and its response status once received.
+    main_request: Option<RequestId>,
+    main_status: Option<u16>,
+    documents: u32,
+    navigation_error: Option<String>,
+    redirect: Option<Redirect>,
+    crashed: bool,
+    /// Requests readiness waits for, with when they started.
+    in_flight: HashMap<RequestId, Instant>,
+    /// Each event type arrives on a stream of its own, so a request's end can be seen before its
+    /// start; such requests are remembered here and never counted as in flight.
+    finished_early: HashSet<RequestId>,
+    /// Requests that are not the page's doing (the favicon).
+    ignored: HashSet<RequestId>,
+    last_network_activity: Instant,
+    requests_seen: u64,
+    /// The page's state at the last look.
+    page_state: Option<PageState>,
+}
+
+impl Tracker {
+    fn new(main_frame: FrameId, quiet: Duration, now: Instant) -> Self {
+        Tracker {
+            main_frame,
+            quiet,
+            main_request: None,
+            main_status: None,
+            documents: 0,
+            navigation_error: None,
+            redirect: None,
+            crashed: false,
+            in_flight: HashMap::new(),
+            finished_early: HashSet::new(),
+            ignored: HashSet::new(),
+            last_network_activity: now,
+            requests_seen: 0,
+            page_state: None,
+        }
+    }
+
+    fn on_event(&mut self, event: Event, page: &Page, now: Instant) {
+        match event {
+            Event::RequestWillBeSent(event) => self.on_request(&event, now),
+            Event::ResponseReceived(event) => {
+                // Matched by type and frame rather than by request id: the request's own event may
+                // not have been seen yet (see `finished_early`).
+                if event.r#type == ResourceType::Document
+                    && event.frame_id.as_ref() == Some(&self.main_frame)
+                {
+                    self.main_status = u16::try_from(event.response.status).ok();
+                }
+                if !self.ignored.contains(&event.request_id) {
+                    self.last_network_activity = now;
+                }
+            }
+            Event::LoadingFinished(event) => {
+                if self.finish(&event.request_id) {
+                    self.last_network_activity = now;
+                }
+            }
+            Event::LoadingFailed(event) => {
+                if self.finish(&event.request_id) {
+                    self.last_network_activity = now;
+                }
+                if self.main_request.as_ref() == Some(&event.request_id)
+                    && self.main_status.is_none()
+                    && event.error_text != "net::ERR_ABORTED"
+                {
+                    self.navigation_error
+                        .get_or_insert(event.error_text.clone());
+                }
+            }
+            Event::RequestPaused(event) => {
+                // Only blocked resource types pause; fail them without holding up the event loop.
+                let page = page.clone();
+                let id = event.request_id.clone();
+                tokio::spawn(async move {
+                    let _ = page
+                        .execute(FailRequestParams::new(id, ErrorReason::BlockedByClient))
+                        .await;
+                });
+            }
+            Event::Crashed => self.crashed = true,
+        }
+    }
+
+    fn on_request(&mut self, event: &EventRequestWillBeSent, now: Instant) {
+        self.requests_seen += 1;
+        let is_main_document = event.r#type == Some(ResourceType::Document)
+            && event.frame_id.as_ref() == Some(&self.main_frame);
+        if is_main_document {
+            match &event.redirect_response {
+                // The origin redirected the first document: remember the first hop.
+                Some(response)
+                    if self.documents == 1
+                        && self.main_request.as_ref() == Some(&event.request_id) =>
+                {
+                    if self.redirect.is_none()
+                        && let Some(location) = header(response.headers.inner(), "location")
+                    {
+                        self.redirect = Some(Redirect {
+                            status: u16::try_from(response.status).unwrap_or(0),
+                            location,
+                            from: response.url.clone(),
+                        });
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    self.main_request = Some(event.request_id.clone());
+                    self.documents += 1;
+                }
+            }
+        }
+        // The browser's own favicon fetch (blocked anyway) is not the page's activity.
+        if is_favicon(&event.request.url) {
+            self.ignored.insert(event.request_id.clone());
+            return;
+        }
+        // Streams and beacons are never waited for, though starting one is activity.
+        let never_waited_for = matches!(
+            event.r#type,
+            Some(ResourceType::EventSource | ResourceType::WebSocket | ResourceType::Ping)
+        );
+        if !never_waited_for && !self.finished_early.remove(&event.request_id) {
+            self.in_flight
+                .entry(event.request_id.clone())
+                .or_insert(now);
+        }
+        self.last_network_activity = now;
+    }
+
+    /// Records a request's end; false if it is one the page's activity ignores.
+    fn finish(&mut self, request: &RequestId) -> bool {
+        if self.ignored.remove(request) {
+            return false;
+        }
+        if self.in_flight.remove(request).is_none() {
+            self.finished_early.insert(request.clone());
+        }
+        true
+    }
+
+    /// Requests readiness still waits for: those younger than the long-poll limit.
+    fn pending_requests(&self, now: Instant) -> usize {
+        self.in_flight
+            .values()
+            .filter(|started| now.duration_since(**started) < LONG_REQUEST)
+            .count()
+    }
+
+    /// The browser's side of readiness: the main document's response has arrived, no request
+    /// younger than the long-poll limit is in flight, and the network has been quiet for the quiet
+    /// window.
+    fn network_settled(&self, now: Instant) -> bool {
+        self.main_status.is_some()
+            && self.pending_requests(now) == 0
+            && now.duration_since(self.last_network_activity) >= self.quiet
+    }
+
+    /// Whether the document counts as loaded: its load event has fired, or it has been parsed and
+    /// only requests older than the long-poll limit (which may hold the load event up forever) are
+    /// left.
+    fn document_loaded(&self, state: &PageState, now: Instant) -> bool {
+        match state.ready_state.as_str() {
+            "complete" => true,
+            "interactive" => !self.in_flight.is_empty() && self.pending_requests(now) == 0,
+            _ => false,
+        }
+    }
+
+    /// What readiness was still waiting for, for the timeout message.
+    fn waiting_for(&self, now: Instant) -> String {
+        let mut reasons = Vec::new();
+        if self.main_status.is_none() {
+            reasons.push("the origin's response".to_owned());
+        }
+        match self.pending_requests(now) {
+            0 => {}
+            n => reasons.push(format!("{n} network request(s)")),
+        }
+        if let Some(state) = &self.page_state {
+            if !self.document_loaded(state, now) {
+                reasons.push("the load event".to_owned());
+            }
+            if state.timers > 0 {
+                reasons.push(format!("{} timer(s)", state.timers));
+            }
+            if state.requests > 0 {
+                reasons.push(format!("{} fetch/XHR call(s)", state.requests));
+            }
+            if state.since_mutation_ms < self.quiet.as_secs_f64() * 1000.0 {
+                reasons.push("DOM changes to stop".to_owned());
+            }
+            if !state.prerender_ready {
+                reasons.push("window.prerenderReady".to_owned());
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push("the network to go quiet".to_owned());
+        }
+        reasons.join(", ")
+    }
+}
+
+fn is_favicon(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.path() == "/favicon.ico")
+}
+
+/// A header's value from CDP's header object, whose names may come in any case.
+fn header(headers: &serde_json::Value, name: &str) -> Option<String> {
+    headers
+        .as_object()?
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .and_then(|(_, value)| value.as_str().map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_status_overrides_only_with_a_valid_code() {
+        let cases = [
+            (200, None, 200),
+            (200, Some("404"), 404),
+            (200, Some(" 410 "), 410),
+            (200, Some("301"), 301),
+            (404, Some("200"), 200),
+            (200, Some("599"), 599),
+            (200, Some("600"), 200),
+            (200, Some("199"), 200),
+            (200, Some("abc"), 200),
+            (200, Some(""), 200),
+            (404, Some("-1"), 404),
+        ];
+        for (origin, meta, expected) in cases {
+            assert_eq!(
+                effective_status(origin, meta),
+                expected,
+                "{origin} {meta:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn storable_statuses() {
+        let cases = [
+            (200, true),
+            (204, true),
+            (301, true),
+            (302, true),
+            (404, true),
+            (410, true),
+            (403, true),
+            (408, false),
+            (429, false),
+            (500, false),
+            (503, false),
+            (100, false),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(is_storable_status(status), expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn meta_headers_are_allow_listed() {
+        let check = |metas: &[&str], status: u16, expected: &[(&str, &str)]| {
+            let metas: Vec<String> = metas.iter().map(|m| m.to_string()).collect();
+            let expected: Vec<(String, String)> = expected
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(
+                allowed_headers(&metas, status),
+                expected,
+                "{metas:?} {status}"
+            );
+        };
+        check(
+            &["Location: https://example.com/new"],
+            301,
+            &[("Location", "https://example.com/new")],
+        );
+        check(&["location:/relative"], 302, &[("Location", "/relative")]);
+        check(&["Location: https://example.com/new"], 200, &[]);
+        check(&["Location: javascript:alert(1)"], 301, &[]);
+        check(
+            &["Location: https://a.com/1", "Location: https://a.com/2"],
+            301,
+            &[("Location", "https://a.com/1")],
+        );
+        check(&["Set-Cookie: session=1"], 200, &[]);
+        check(
+            &["set-cookie: session=1", "X-Robots-Tag: noindex"],
+            200,
+            &[("X-Robots-Tag", "noindex")],
+        );
+        check(
+            &["Link: <https://a.com/>; rel=\"canonical\""],
+            200,
+            &[("Link", "<https://a.com/>; rel=\"canonical\"")],
+        );
+        check(
+            &["Cache-Control: no-store", "Content-Type: text/plain"],
+            200,
+            &[],
+        );
+        check(&["X-Robots-Tag"], 200, &[]);
+        check(&["X-Robots-Tag: "], 200, &[]);
+        check(&["X-Robots-Tag: a\u{7}b"], 200, &[]);
+    }
+
+    #[test]
+    fn origin_redirects_point_bots_at_the_public_host() {
+        let check = |status: u16, from: &str, location: &str, expected: Option<(&str, u16)>| {
+            let redirect = Redirect {
+                status,
+                location: location.into(),
+                from: from.into(),
+            };
+            let got = redirect_entry(
+                &redirect,
+                "http://origin.internal:8080/old?a=1",
+                "https://www.example.com/old?a=1",
+            );
+            let got = got.map(|r| {
+                assert!(r.html.starts_with("<!DOCTYPE html>"));
+                (r.headers[0].1.clone(), r.status)
+            });
+            assert_eq!(
+                got,
+                expected.map(|(l, s)| (l.to_owned(), s)),
+                "{status} {from} -> {location}"
+            );
+        };
+        let from = "http://origin.internal:8080/old?a=1";
+        check(
+            301,
+            from,
+            "/new",
+            Some(("https://www.example.com/new", 301)),
+        );
+        check(
+            302,
+            from,
+            "http://origin.internal:8080/x/y?z=1",
+            Some(("https://www.example.com/x/y?z=1", 302)),
+        );
+        check(
+            308,
+            from,
+            "https://elsewhere.org/page",
+            Some(("https://elsewhere.org/page", 308)),
+        );
+        // The origin upgrading its own scheme leads back to the public URL: follow it instead.
+        check(301, from, "https://origin.internal/old?a=1", None);
+        check(304, from, "/new", None);
+        check(301, from, "ftp://files.example.com/", None);
+    }
+
+    #[test]
+    fn the_quality_gate() {
+        let snapshot = |html: &str, text: u64, elements: u64, status_metas: &[&str]| Snapshot {
+            html: html.into(),
+            status_metas: status_metas.iter().map(|s| s.to_string()).collect(),
+            header_metas: vec![],
+            body_text_length: text,
+            body_elements: elements,
+            url: "http://origin/".into(),
+        };
+        let page = "<!DOCTYPE html><html><body>hi</body></html>";
+        assert_eq!(
+            judge(Some(200), snapshot(page, 2, 0, &[])).unwrap().status,
+            200
+        );
+        assert_eq!(
+            judge(Some(200), snapshot(page, 0, 1, &["404"]))
+                .unwrap()
+                .status,
+            404
+        );
+        assert_eq!(
+            judge(Some(404), snapshot(page, 2, 0, &[])).unwrap().status,
+            404
+        );
+        assert!(matches!(
+            judge(Some(200), snapshot(page, 0, 0, &[])),
+            Err(RenderError::EmptyPage)
+        ));
+        assert!(matches!(
+            judge(Some(503), snapshot(page, 2, 0, &[])),
+            Err(RenderError::Status(503))
+        ));
+        assert!(matches!(
+            judge(Some(200), snapshot(page, 2, 0, &["500"])),
+            Err(RenderError::Status(500))
+        ));
+        assert!(matches!(
+            judge(Some(429), snapshot(page, 2, 0, &[])),
+            Err(RenderError::Status(429))
+        ));
+        assert!(matches!(
+            judge(None, snapshot(page, 2, 0, &[])),
+            Err(RenderError::Navigation(_))
+        ));
+    }
+
+    #[test]
+    fn readiness_of_the_page_state() {
+        let quiet = Duration::from_millis(50);
+        let state =
+            |timers, requests, since_mutation_ms, since_timer_ms, prerender_ready| PageState {
+                tracked: true,
+                ready_state: "complete".into(),
+                timers,
+                requests,
+                since_mutation_ms,
+                since_timer_ms,
+                prerender_ready,
+            };
+        assert!(state(0, 0, 50.0, 50.0, true).is_ready(quiet));
+        assert!(state(0, 0, 500.0, f64::INFINITY, true).is_ready(quiet));
+        assert!(!state(1, 0, 500.0, 500.0, true).is_ready(quiet));
+        assert!(!state(0, 1, 500.0, 500.0, true).is_ready(quiet));
+        assert!(!state(0, 0, 49.0, 500.0, true).is_ready(quiet));
+        assert!(!state(0, 0, 500.0, 10.0, true).is_ready(quiet));
+        assert!(!state(0, 0, 500.0, 500.0, false).is_ready(quiet));
+
+        let untracked = PageState {
+            tracked: false,
+            ..state(0, 0, 500.0, 500.0, true)
+        };
+        assert!(!untracked.is_ready(quiet));
+
+        let json = serde_json::json!({
+            "tracked": true, "readyState": "complete", "timers": 0, "requests": 0,
+            "sinceMutationMs": 80.0, "sinceTimerMs": 1e9, "prerenderReady": true,
+        });
+        assert!(
+            serde_json::from_value::<PageState>(json)
+                .unwrap()
+                .is_ready(quiet)
+        );
+    }
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(html_escape(r#"a<b>&"c'"#), "a&lt;b&gt;&amp;&quot;c&#39;");
+    }
+}

@@ -1,0 +1,306 @@
+//! The worker's configuration, read once from `KILN_*` environment variables.
+
+use anyhow::{Context, bail};
+use kiln_queue::QueueSettings;
+use kiln_store::StoreSettings;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::pool::PoolSettings;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`). May carry a password, so `Debug` hides it.
+    pub redis_url: String,
+    /// `KILN_REDIS_PREFIX`: namespace of every Redis key (default `kiln:`).
+    pub redis_prefix: String,
+    /// `KILN_REDIS_TIMEOUT_MS`: the longest one Redis command may take (default 500).
+    pub redis_timeout: Duration,
+    /// `KILN_CHROME_PATH`: the Chromium executable (default `/usr/bin/chromium`).
+    pub chrome_path: PathBuf,
+    /// `KILN_WORKER_BROWSERS`: how many Chromium processes to keep running (default 1).
+    pub browsers: usize,
+    /// `KILN_WORKER_TABS_PER_BROWSER`: concurrent renders per browser (default 4). The queue
+    /// consumer takes `browsers × tabs_per_browser` jobs at once.
+    pub tabs_per_browser: usize,
+    /// `KILN_WORKER_RECYCLE_AFTER`: renders after which a browser is replaced by a fresh process
+    /// (default 50).
+    pub recycle_after: u64,
+    /// `KILN_WORKER_ADMIN_LISTEN`: health endpoints (default `127.0.0.1:9101`; port 0 picks one).
+    pub admin_listen: SocketAddr,
+    /// `KILN_WORKER_NAME`: the queue consumer's name, unique per process (default
+    /// `<hostname>-<pid>-<random>`).
+    pub worker_name: String,
+    /// `KILN_RENDER_QUIET_MS`: how long the DOM and the network must stay quiet before a page counts
+    /// as rendered (default 50).
+    pub render_quiet: Duration,
+    /// `KILN_WORKER_PROFILE_DIR`: where each browser's temporary profile directory is created
+    /// (default: the system's temporary directory).
+    pub profile_dir: PathBuf,
+    /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("chrome_path", &self.chrome_path)
+            .field("browsers", &self.browsers)
+            .field("tabs_per_browser", &self.tabs_per_browser)
+            .field("recycle_after", &self.recycle_after)
+            .field("admin_listen", &self.admin_listen)
+            .field("worker_name", &self.worker_name)
+            .field("render_quiet", &self.render_quiet)
+            .field("profile_dir", &self.profile_dir)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
+        })
+    }
+
+    /// Builds settings from any variable source; tests pass a map. Empty values count as unset.
+    pub fn from_lookup(
+        get: impl Fn(&str) -> anyhow::Result<Option<String>>,
+    ) -> anyhow::Result<Self> {
+        let get = |name: &str| -> anyhow::Result<Option<String>> {
+            Ok(get(name)?
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()))
+        };
+        let text = |name: &str, default: &str| -> anyhow::Result<String> {
+            Ok(get(name)?.unwrap_or_else(|| default.to_owned()))
+        };
+        let count = |name: &str, default: u64| -> anyhow::Result<u64> {
+            let Some(value) = get(name)? else {
+                return Ok(default);
+            };
+            let n: u64 = value
+                .parse()
+                .with_context(|| format!("{name} must be a whole number, not `{value}`"))?;
+            if n == 0 {
+                bail!("{name} must be at least 1");
+            }
+            Ok(n)
+        };
+        let millis = |name: &str, default: u64| -> anyhow::Result<Duration> {
+            let Some(value) = get(name)? else {
+                return Ok(Duration::from_millis(default));
+            };
+            let ms: u64 = value.parse().with_context(|| {
+                format!("{name} must be a whole number of milliseconds, not `{value}`")
+            })?;
+            if ms == 0 {
+                bail!("{name} must be at least 1 millisecond");
+            }
+            Ok(Duration::from_millis(ms))
+        };
+
+        let redis_url = text("KILN_REDIS_URL", "redis://127.0.0.1:6379")?;
+        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
+            bail!("KILN_REDIS_URL must start with redis:// or rediss://");
+        }
+        let admin_listen = text("KILN_WORKER_ADMIN_LISTEN", "127.0.0.1:9101")?;
+        let admin_listen = admin_listen
+            .parse()
+            .with_context(|| format!("KILN_WORKER_ADMIN_LISTEN must be an address such as 127.0.0.1:9101, not `{admin_listen}`"))?;
+        let worker_name = match get("KILN_WORKER_NAME")? {
+            Some(name) => name,
+            None => default_worker_name(),
+        };
+        let profile_dir = match get("KILN_WORKER_PROFILE_DIR")? {
+            Some(dir) => PathBuf::from(dir),
+            None => std::env::temp_dir(),
+        };
+        let log_format = match text("KILN_LOG_FORMAT", "pretty")?.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => bail!("KILN_LOG_FORMAT must be `json` or `pretty`, not `{other}`"),
+        };
+        let as_usize =
+            |name: &str, n: u64| usize::try_from(n).with_context(|| format!("{name} is too large"));
+
+        Ok(Settings {
+            redis_url,
+            redis_prefix: text("KILN_REDIS_PREFIX", "kiln:")?,
+            redis_timeout: millis("KILN_REDIS_TIMEOUT_MS", 500)?,
+            chrome_path: PathBuf::from(text("KILN_CHROME_PATH", "/usr/bin/chromium")?),
+            browsers: as_usize("KILN_WORKER_BROWSERS", count("KILN_WORKER_BROWSERS", 1)?)?,
+            tabs_per_browser: as_usize(
+                "KILN_WORKER_TABS_PER_BROWSER",
+                count("KILN_WORKER_TABS_PER_BROWSER", 4)?,
+            )?,
+            recycle_after: count("KILN_WORKER_RECYCLE_AFTER", 50)?,
+            admin_listen,
+            worker_name,
+            render_quiet: millis("KILN_RENDER_QUIET_MS", 50)?,
+            profile_dir,
+            log_format,
+        })
+    }
+
+    /// How many jobs the queue consumer runs at once: one per tab of every browser.
+    pub fn concurrency(&self) -> usize {
+        self.browsers.saturating_mul(self.tabs_per_browser).max(1)
+    }
+
+    pub fn store_settings(&self) -> StoreSettings {
+        let mut settings = StoreSettings::new(self.redis_url.clone(), self.redis_prefix.clone());
+        settings.command_timeout = self.redis_timeout;
+        settings
+    }
+
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            redis_url: self.redis_url.clone(),
+            prefix: self.redis_prefix.clone(),
+            command_timeout: self.redis_timeout,
+        }
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            chrome_path: self.chrome_path.clone(),
+            browsers: self.browsers,
+            tabs_per_browser: self.tabs_per_browser,
+            recycle_after: self.recycle_after,
+            profile_dir: self.profile_dir.clone(),
+        }
+    }
+}
+
+/// `<hostname>-<pid>-<random>`: unique per process even when several workers share a host (or a
+/// container image reuses pids), as the queue requires.
+fn default_worker_name() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..8])
+}
+
+/// The URL with any password replaced, for logs and `Debug` output.
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        Err(_) => "<unparseable>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| Ok(map.get(name).cloned()))
+    }
+
+    #[test]
+    fn defaults() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(s.redis_prefix, "kiln:");
+        assert_eq!(s.redis_timeout, Duration::from_millis(500));
+        assert_eq!(s.chrome_path, PathBuf::from("/usr/bin/chromium"));
+        assert_eq!((s.browsers, s.tabs_per_browser, s.concurrency()), (1, 4, 4));
+        assert_eq!(s.recycle_after, 50);
+        assert_eq!(s.admin_listen, "127.0.0.1:9101".parse().unwrap());
+        assert_eq!(s.render_quiet, Duration::from_millis(50));
+        assert_eq!(s.log_format, LogFormat::Pretty);
+        assert!(s.worker_name.contains(&format!("-{}-", std::process::id())));
+    }
+
+    #[test]
+    fn default_worker_names_are_unique() {
+        assert_ne!(
+            from(&[]).unwrap().worker_name,
+            from(&[]).unwrap().worker_name
+        );
+    }
+
+    #[test]
+    fn overrides() {
+        let s = from(&[
+            ("KILN_REDIS_URL", "redis://:secret@10.0.0.5:6380/2"),
+            ("KILN_REDIS_PREFIX", "t1:"),
+            ("KILN_REDIS_TIMEOUT_MS", "75"),
+            ("KILN_CHROME_PATH", "/opt/chrome/chrome"),
+            ("KILN_WORKER_BROWSERS", "3"),
+            ("KILN_WORKER_TABS_PER_BROWSER", "2"),
+            ("KILN_WORKER_RECYCLE_AFTER", "7"),
+            ("KILN_WORKER_ADMIN_LISTEN", "0.0.0.0:0"),
+            ("KILN_WORKER_NAME", "w-1"),
+            ("KILN_RENDER_QUIET_MS", "120"),
+            ("KILN_WORKER_PROFILE_DIR", "/var/tmp/kiln"),
+            ("KILN_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(s.redis_prefix, "t1:");
+        assert_eq!(s.redis_timeout, Duration::from_millis(75));
+        assert_eq!(s.chrome_path, PathBuf::from("/opt/chrome/chrome"));
+        assert_eq!((s.browsers, s.tabs_per_browser, s.concurrency()), (3, 2, 6));
+        assert_eq!(s.recycle_after, 7);
+        assert_eq!(s.admin_listen.port(), 0);
+        assert_eq!(s.worker_name, "w-1");
+        assert_eq!(s.render_quiet, Duration::from_millis(120));
+        assert_eq!(s.profile_dir, PathBuf::from("/var/tmp/kiln"));
+        assert_eq!(s.log_format, LogFormat::Json);
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("10.0.0.5"), "{debug}");
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_variable_name() {
+        let cases = [
+            ("KILN_WORKER_BROWSERS", "0"),
+            ("KILN_WORKER_BROWSERS", "two"),
+            ("KILN_WORKER_TABS_PER_BROWSER", "-1"),
+            ("KILN_WORKER_RECYCLE_AFTER", "0"),
+            ("KILN_REDIS_TIMEOUT_MS", "fast"),
+            ("KILN_RENDER_QUIET_MS", "0"),
+            ("KILN_WORKER_ADMIN_LISTEN", "localhost"),
+            ("KILN_LOG_FORMAT", "xml"),
+            ("KILN_REDIS_URL", "http://127.0.0.1:6379"),
+        ];
+        for (name, value) in cases {
+            let error = from(&[(name, value)]).expect_err(name);
+            assert!(
+                format!("{error:#}").contains(name),
+                "{name}={value}: {error:#}"
+            );
+        }
+    }
+}

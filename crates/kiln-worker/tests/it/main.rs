@@ -1,0 +1,355 @@
+//! The worker end to end: real Redis, real Chromium, a real origin, jobs through the queue.
+
+mod helpers;
+mod origin;
+
+use helpers::{spawn_app, spawn_app_with, spawn_unready_app};
+use kiln_core::DeviceClass::{Desktop, Mobile};
+use kiln_testkit::free_port;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renders_script_inserted_content_and_strips_scripts() {
+    let app = spawn_app().await;
+    let job = app.job(&app.origin.url("/app"), Desktop);
+    // The gateway that queued the job holds the render lock; the worker must release it.
+    assert!(
+        app.store
+            .try_lock_render(&job.key, "gateway-1", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+
+    let rendered = app.run(job.clone()).await;
+
+    assert_eq!(rendered.status(), 200);
+    let html = rendered.html();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(
+        html.contains("Hello from the fixture API"),
+        "the fetched text is missing: {html}"
+    );
+    assert!(!html.contains(">loading<"), "{html}");
+    assert!(!html.contains("<script src"), "{html}");
+    assert!(
+        !html.contains("window.inlineRan"),
+        "an inline script survived: {html}"
+    );
+    assert!(
+        html.contains(r#"<script type="application/ld+json">"#),
+        "JSON-LD was removed: {html}"
+    );
+    assert!(html.contains("Kiln Fixture Org"), "{html}");
+    let entry = rendered.entry.as_ref().unwrap();
+    assert_eq!(entry.meta.url, "https://www.example.test/app");
+    assert!(entry.meta.headers.is_empty(), "{:?}", entry.meta.headers);
+    assert_eq!(app.origin.hits("/app"), 1);
+    assert_eq!(app.origin.hits("/static/app.js"), 1);
+    assert_eq!(app.origin.hits("/api/data.json"), 1);
+    assert_eq!(
+        app.origin.hits("/img/logo.png"),
+        0,
+        "images must be blocked"
+    );
+    assert_eq!(
+        app.origin.hits("/favicon.ico"),
+        0,
+        "renders never need the favicon"
+    );
+    assert!(
+        app.store
+            .try_lock_render(&job.key, "gateway-2", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "the render lock was not released"
+    );
+    tracing::info!(
+        elapsed_ms = rendered.elapsed.as_millis() as u64,
+        "fixture /app rendered"
+    );
+
+    // A second render of the same page starts from a fresh browser context and gets the same result.
+    let again = app.render("/app", Desktop).await;
+    assert!(again.html().contains("Hello from the fixture API"));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_prerender_ready() {
+    let app = spawn_app().await;
+    let rendered = app.render("/late", Desktop).await;
+    assert_eq!(rendered.status(), 200);
+    let html = rendered.html();
+    assert!(html.contains("late content arrived"), "{html}");
+    assert!(!html.contains("not yet"), "{html}");
+    assert!(
+        rendered.elapsed >= Duration::from_millis(1500),
+        "{:?}",
+        rendered.elapsed
+    );
+    tracing::info!(
+        elapsed_ms = rendered.elapsed.as_millis() as u64,
+        "fixture /late rendered"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_headers_and_the_quality_gate() {
+    let app = spawn_app().await;
+
+    let meta_404 = app.render("/meta404", Desktop).await;
+    assert_eq!(meta_404.status(), 404);
+    assert!(meta_404.html().contains("no longer exists"));
+
+    let origin_404 = app.render("/missing", Desktop).await;
+    assert_eq!(origin_404.status(), 404);
+    assert!(origin_404.html().contains("Not found here"));
+
+    let moved = app.render("/moved-meta", Desktop).await;
+    assert_eq!(moved.status(), 301);
+    let headers = &moved.entry.as_ref().unwrap().meta.headers;
+    assert_eq!(
+        headers,
+        &vec![
+            (
+                "Location".to_owned(),
+                "https://www.example.test/new-home".to_owned()
+            ),
+            ("X-Robots-Tag".to_owned(), "noindex".to_owned()),
+        ],
+        "Set-Cookie must never be stored"
+    );
+
+    // The origin's own redirect is stored as a redirect to the public host, not followed.
+    let redirected = app.render("/old-path", Desktop).await;
+    assert_eq!(redirected.status(), 301);
+    let headers = &redirected.entry.as_ref().unwrap().meta.headers;
+    assert_eq!(
+        headers,
+        &vec![(
+            "Location".to_owned(),
+            "https://www.example.test/app".to_owned()
+        )]
+    );
+
+    let broken = app.render("/broken", Desktop).await;
+    assert!(broken.failure().contains("500"), "{}", broken.failure());
+    assert!(broken.entry.is_none());
+
+    let empty = app.render("/empty", Desktop).await;
+    assert!(empty.failure().contains("empty"), "{}", empty.failure());
+    assert!(empty.entry.is_none());
+
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_polls_forever_still_finishes() {
+    let app = spawn_app().await;
+    let rendered = app.render("/poll", Desktop).await;
+    assert_eq!(rendered.status(), 200);
+    assert!(rendered.html().contains("polled "), "{}", rendered.html());
+    // The cap is 10 s; the long-poll is ignored after about 2 s. A generous bound, not a benchmark.
+    assert!(
+        rendered.elapsed < Duration::from_secs(5),
+        "took {:?}",
+        rendered.elapsed
+    );
+    assert!(app.origin.hits("/api/poll") >= 1);
+    assert_eq!(app.origin.hits("/api/longpoll"), 1);
+    tracing::info!(
+        elapsed_ms = rendered.elapsed.as_millis() as u64,
+        "fixture /poll rendered"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mobile_and_desktop_viewports() {
+    let app = spawn_app().await;
+    let probe = |html: &str, field: &str| -> String {
+        let marker = format!("probe-{field}=");
+        let start = html
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {marker} in {html}"))
+            + marker.len();
+        html[start..].split('|').next().unwrap().to_owned()
+    };
+
+    let mobile = app.render("/viewport", Mobile).await;
+    let html = mobile.html();
+    let width: u32 = probe(&html, "width").parse().unwrap();
+    assert!(width < 500, "mobile width {width}");
+    assert!(probe(&html, "touch").parse::<u32>().unwrap() > 0, "{html}");
+    let ua = probe(&html, "ua");
+    assert!(ua.contains("Mobile") && ua.contains("KilnRender"), "{ua}");
+
+    let desktop = app.render("/viewport", Desktop).await;
+    let html = desktop.html();
+    let width: u32 = probe(&html, "width").parse().unwrap();
+    assert!(width >= 1000, "desktop width {width}");
+    assert_eq!(probe(&html, "touch"), "0");
+    assert!(!probe(&html, "ua").contains("Mobile"), "{html}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_origin_fails_without_storing() {
+    let app = spawn_app().await;
+    let dead = format!("http://127.0.0.1:{}/", free_port());
+    let job = app.job(&dead, Desktop);
+    let rendered = app.run(job).await;
+    assert!(
+        rendered.failure().contains("ERR_CONNECTION_REFUSED"),
+        "{}",
+        rendered.failure()
+    );
+    assert!(rendered.entry.is_none());
+
+    // A render URL that is not http(s) is refused without a browser.
+    let bad = app.run(app.job("file:///etc/passwd", Desktop)).await;
+    assert!(
+        bad.failure().contains("not an http(s) URL"),
+        "{}",
+        bad.failure()
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_are_recycled_and_leave_nothing_behind() {
+    let app = spawn_app_with(&[
+        ("KILN_WORKER_RECYCLE_AFTER", "1"),
+        ("KILN_WORKER_TABS_PER_BROWSER", "1"),
+    ])
+    .await;
+    for _ in 0..3 {
+        let rendered = app.render("/app", Desktop).await;
+        let html = rendered.html();
+        assert!(html.contains("Hello from the fixture API"), "{html}");
+    }
+    let mains = app.mains_seen();
+    assert!(
+        mains.len() >= 3,
+        "every render should have had a browser of its own: {mains:?}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_from_a_killed_browser() {
+    let app = spawn_app().await;
+    let mains = app.mains_seen();
+    assert_eq!(mains.len(), 1, "{mains:?}");
+    let main = *mains.iter().next().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(main),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let rendered = app.render("/app", Desktop).await;
+    assert!(rendered.html().contains("Hello from the fixture API"));
+    assert!(app.mains_seen().len() >= 2);
+    let (status, body) = app.get_admin("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_renders_in_flight_finish() {
+    let mut app = spawn_app().await;
+    let pending = app.start(app.job(&app.origin.url("/late"), Desktop)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.origin.hits("/late") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the render never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    app.request_shutdown();
+    let rendered = pending.outcome(&app.store).await;
+    assert_eq!(rendered.status(), 200);
+    assert!(
+        rendered.html().contains("late content arrived"),
+        "{}",
+        rendered.html()
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis() {
+    let mut app = spawn_app().await;
+    assert_eq!(app.get_admin("/readyz").await, (200, "ready".to_owned()));
+
+    app.stop_redis();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = app.get_admin("/readyz").await;
+        if status == 503 {
+            assert!(body.contains("redis"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz stayed {status} without redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.get_admin("/healthz").await, (200, "ok".to_owned()));
+
+    app.restart_redis();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while app.get_admin("/readyz").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz did not recover with redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rendered = app.render("/meta404", Desktop).await;
+    assert_eq!(rendered.status(), 404);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_cannot_start_keeps_the_worker_up_but_unready() {
+    let app = spawn_unready_app(&[("KILN_CHROME_PATH", "/nonexistent/chromium")]).await;
+    assert_eq!(app.get_admin("/healthz").await, (200, "ok".to_owned()));
+    let (status, body) = app.get_admin("/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "no browser is running"));
+
+    // Jobs still get an answer: a failure, so that waiting gateways fall back to the origin.
+    let mut job = app.job(&app.origin.url("/app"), Desktop);
+    job.render_timeout_ms = 1_000;
+    let rendered = app.run(job).await;
+    assert!(
+        rendered.failure().contains("no browser"),
+        "{}",
+        rendered.failure()
+    );
+    assert_eq!(app.origin.hits("/app"), 0);
+    app.shutdown().await;
+}
+
+/// The safety net: a worker whose runtime is dropped without a shutdown (a test that just ends, a
+/// panic) still takes its Chromium processes down and reaps them.
+#[test]
+fn dropping_the_runtime_takes_chromium_down() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = runtime.block_on(async {
+        let app = spawn_app().await;
+        assert_eq!(app.render("/meta404", Desktop).await.status(), 404);
+        app
+    });
+    drop(runtime);
+    app.assert_no_chromium_left();
+}
