@@ -22,6 +22,15 @@ pub struct RenderJob {
     pub request_id: Option<String>,
 }
 
+impl RenderJob {
+    /// The origin's scheme, host and port: `render_url` without the page's path and query.
+    pub fn origin_base(&self) -> &str {
+        self.render_url
+            .strip_suffix(self.page_url.path_and_query())
+            .unwrap_or(&self.render_url)
+    }
+}
+
 /// What became of a render, announced to every gateway waiting on its key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -30,4 +39,27 @@ pub enum RenderOutcome {
     Stored { status: u16, render_ms: u64 },
     /// The render failed; waiting gateways fall back to the origin at once.
     Failed { reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_base_is_the_render_url_without_the_page() {
+        let page_url = NormalizedUrl::from_stored("https://shop.com/p/3?a=1".into());
+        let job = RenderJob {
+            key: CacheKey::new("d", DeviceClass::Desktop, &page_url),
+            tenant_id: "t".into(),
+            render_url: "http://10.0.0.5:8080/p/3?a=1".into(),
+            page_url,
+            device: DeviceClass::Desktop,
+            cache_ttl_secs: 60,
+            render_timeout_ms: 1000,
+            enqueued_at: 0,
+            request_id: None,
+        };
+        assert_eq!(job.origin_base(), "http://10.0.0.5:8080");
+        assert_eq!(job.page_url.base(), "https://shop.com");
+    }
 }

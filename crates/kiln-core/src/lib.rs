@@ -21,7 +21,7 @@ pub use host::{Hostname, HostnameError};
 pub use job::{RenderJob, RenderOutcome};
 pub use key::CacheKey;
 pub use net::{AllowedNets, NetError, is_public_ip};
-pub use url::{NormalizedUrl, UrlError};
+pub use url::{NormalizedUrl, UrlError, rebase_origin};
 
 /// Milliseconds since the Unix epoch, the one time format used in stored records and jobs.
 pub type UnixMillis = u64;

@@ -79,6 +79,12 @@ impl NormalizedUrl {
             .map_or("/", |i| &self.0[after_scheme + i..])
     }
 
+    /// The scheme and host part, e.g. `https://shop.example.com`.
+    pub fn base(&self) -> &str {
+        let path = self.path_and_query();
+        &self.0[..self.0.len() - path.len()]
+    }
+
     /// Wraps a string already known to be normalised (read back from storage).
     pub fn from_stored(value: String) -> Self {
         NormalizedUrl(value)
@@ -89,6 +95,44 @@ impl std::fmt::Display for NormalizedUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Rewrites absolute URLs on `origin` (e.g. `http://10.0.0.5:8080`) to the same URLs on `public_base`
+/// (e.g. `https://shop.example.com`).
+///
+/// Chromium renders the page from the customer's origin, so a script that builds canonical or Open
+/// Graph URLs from `location.origin` writes the origin's address into the page. Bots must see the
+/// public one. Only whole origins are rewritten: `http://10.0.0.5:80801` is another origin and stays.
+/// The JSON-escaped spelling (`http:\/\/…`) inside JSON-LD is rewritten too.
+pub fn rebase_origin(html: &str, origin: &str, public_base: &str) -> String {
+    let origin = origin.trim_end_matches('/');
+    let public_base = public_base.trim_end_matches('/');
+    if origin.is_empty() || origin == public_base {
+        return html.to_owned();
+    }
+    let escaped_origin = origin.replace('/', "\\/");
+    let escaped_public = public_base.replace('/', "\\/");
+    let once = replace_whole(html, origin, public_base);
+    replace_whole(&once, &escaped_origin, &escaped_public)
+}
+
+/// Replaces `from` with `to` where `from` is not followed by a character that would continue its
+/// host or port.
+fn replace_whole(text: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(from) {
+        let after = &rest[at + from.len()..];
+        let continues = after
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '@'));
+        out.push_str(&rest[..at]);
+        out.push_str(if continues { from } else { to });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn is_ignored(name: &str, ignored: &[String]) -> bool {
@@ -201,9 +245,50 @@ mod tests {
     }
 
     #[test]
+    fn rebases_origin_urls_onto_the_public_host() {
+        let origin = "http://127.0.0.1:5173";
+        let public = "https://shop.example.com";
+        let cases = [
+            (
+                r#"<link rel="canonical" href="http://127.0.0.1:5173/products/3">"#,
+                r#"<link rel="canonical" href="https://shop.example.com/products/3">"#,
+            ),
+            (
+                r#"<meta content="http://127.0.0.1:5173">"#,
+                r#"<meta content="https://shop.example.com">"#,
+            ),
+            (
+                r#"{"url":"http:\/\/127.0.0.1:5173\/p"}"#,
+                r#"{"url":"https:\/\/shop.example.com\/p"}"#,
+            ),
+            (
+                "see http://127.0.0.1:51730/x",
+                "see http://127.0.0.1:51730/x",
+            ),
+            (
+                "http://127.0.0.1:5173.evil.com/",
+                "http://127.0.0.1:5173.evil.com/",
+            ),
+            (
+                "http://127.0.0.1:5173?q http://127.0.0.1:5173#f",
+                "https://shop.example.com?q https://shop.example.com#f",
+            ),
+            ("no urls here", "no urls here"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(rebase_origin(input, origin, public), expected, "{input}");
+        }
+        assert_eq!(
+            rebase_origin("a http://x.com/b", "http://x.com/", "http://x.com"),
+            "a http://x.com/b"
+        );
+    }
+
+    #[test]
     fn splits_path_and_query() {
         let url = NormalizedUrl::from_stored("https://a.com/x/y?z=1".into());
         assert_eq!(url.path_and_query(), "/x/y?z=1");
+        assert_eq!(url.base(), "https://a.com");
         assert_eq!(
             NormalizedUrl::from_stored("https://a.com/".into()).path_and_query(),
             "/"

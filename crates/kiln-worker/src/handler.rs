@@ -181,8 +181,10 @@ impl Inner {
         rendered: Rendered,
         render_ms: u64,
     ) -> Result<(), kiln_store::StoreError> {
+        // The page was rendered on the origin: absolute links to it become links to the public host.
+        let html = kiln_core::rebase_origin(&rendered.html, job.origin_base(), job.page_url.base());
         let entry = PageEntry {
-            html: Bytes::from(rendered.html),
+            html: Bytes::from(html),
             meta: PageMeta {
                 status: rendered.status,
                 headers: rendered.headers,
