@@ -164,6 +164,17 @@ impl Edge {
 
 impl Drop for Edge {
     fn drop(&mut self) {
+        // SIGKILL would take only the master and orphan its workers: ask for a fast shutdown, in
+        // which the master stops its workers, and kill only if that does not happen in time.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
