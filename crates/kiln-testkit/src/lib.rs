@@ -57,14 +57,22 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        let port = free_port();
-        let mut server = RedisServer { port, child: None };
-        server.spawn();
-        server
+        // A port is only free when asked: if another process takes it first, try another.
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                child: None,
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of five free ports");
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new(program("redis-server"))
+    /// Starts redis-server on `self.port`; false if it exited (the port was taken) or never listened.
+    fn spawn(&mut self) -> bool {
+        let mut child = Command::new(program("redis-server"))
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -79,8 +87,21 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("failed to start redis-server");
-        self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                self.child = Some(child);
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     pub fn port(&self) -> u16 {
@@ -102,7 +123,11 @@ impl RedisServer {
     /// Starts the server again on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 }
 
@@ -166,7 +191,9 @@ impl Drop for Edge {
     fn drop(&mut self) {
         // SIGKILL would take only the master and orphan its workers: ask for a fast shutdown, in
         // which the master stops its workers, and kill only if that does not happen in time.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

@@ -18,11 +18,10 @@ use kiln_dashboard::http::Application;
 use kiln_dashboard::origin::Origin;
 use kiln_dashboard::{App, LogFormat, Settings};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The audit actor the tests act as.
@@ -30,85 +29,7 @@ pub const TEST_ACTOR: &str = "test";
 
 // ---- Redis ---------------------------------------------------------------------------------------
 
-/// A private `redis-server` with no persistence, killed on drop.
-pub struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    pub fn start() -> Self {
-        // A port is free only when asked; retry if another process took it in between.
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("failed to start redis-server; is it installed?");
-            if wait_for_port(port, Duration::from_secs(10), &mut child) {
-                return RedisServer {
-                    port,
-                    child: Some(child),
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("redis-server did not start");
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server now, as an outage would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("no free port on 127.0.0.1")
-}
-
-/// Waits until something accepts connections on `port`; false if `child` exited or time ran out.
-fn wait_for_port(port: u16, timeout: Duration, child: &mut Child) -> bool {
-    let deadline = Instant::now() + timeout;
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
-            return true;
-        }
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
+pub use kiln_testkit::{RedisServer, free_port};
 
 // ---- Postgres ------------------------------------------------------------------------------------
 

@@ -417,7 +417,7 @@ async fn serve_answers_health_readiness_and_the_home_page() {
         "{html}"
     );
 
-    t.redis.kill();
+    t.redis.stop();
     // The pool notices the dead connection on its next command; allow it a moment, no more.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (status, body) = loop {
