@@ -5,6 +5,9 @@
 //! Bodies stream in both directions without buffering. The origin's host is resolved for every new
 //! connection and refused when it resolves to a non-public address outside the allowed networks, so a
 //! DNS change cannot turn a customer domain into a door to Kiln's own network.
+//!
+//! Protocol upgrades (WebSocket and the like) are passed through: the `Upgrade` request goes to the
+//! origin, and when it answers `101 Switching Protocols` the two connections are joined byte for byte.
 
 use crate::error::GatewayError;
 use axum::body::Body;
@@ -75,6 +78,10 @@ impl OriginClient {
         peer: SocketAddr,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut parts, body) = req.into_parts();
+        let upgrade = upgrade_request(&parts.headers);
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let target = format!("{}{}", domain.origin.trim_end_matches('/'), path_and_query);
         let uri: Uri = target
@@ -100,6 +107,12 @@ impl OriginClient {
                 .headers
                 .insert("x-forwarded-proto", HeaderValue::from_static("http"));
         }
+        if let (Some(protocol), Some(_)) = (&upgrade, &client_upgrade) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+        }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
 
@@ -109,10 +122,50 @@ impl OriginClient {
             .map_err(|_| GatewayError::OriginTimeout)?
             .map_err(|error| GatewayError::OriginUnreachable(describe(&error)))?;
 
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            return Ok(join_upgraded(client_upgrade, response));
+        }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+/// The protocol a request asks to switch to, if it asks (`Connection: upgrade` with `Upgrade: …`).
+fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Answers the client with the origin's `101` and, once both sides have switched, copies bytes both
+/// ways until either closes.
+fn join_upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    mut origin_response: Response<hyper::body::Incoming>,
+) -> Response<Body> {
+    let origin = hyper::upgrade::on(&mut origin_response);
+    tokio::spawn(async move {
+        match tokio::try_join!(client, origin) {
+            Ok((client, origin)) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut origin = hyper_util::rt::TokioIo::new(origin);
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut origin).await {
+                    tracing::debug!(%error, "upgraded connection closed with an error");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "a protocol upgrade did not complete"),
+        }
+    });
+    let (parts, _) = origin_response.into_parts();
+    Response::from_parts(parts, Body::empty())
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -92,11 +92,32 @@ async fn record(
     }
 }
 
+/// Switches to a toy protocol that echoes every byte, as a WebSocket server would switch to frames.
+async fn upgrade_echo(mut req: axum::extract::Request) -> Response {
+    if req.headers().get("upgrade").is_none_or(|v| v != "echo") {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(Body::empty())
+        .unwrap()
+}
+
 impl TestOrigin {
     pub async fn start() -> Self {
         let log = OriginLog::default();
         let router = Router::new()
             .route("/", get(record))
+            .route("/upgrade", any(upgrade_echo))
             .fallback(any(record))
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(log.clone());

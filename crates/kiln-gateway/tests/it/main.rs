@@ -142,6 +142,40 @@ async fn hop_by_hop_response_headers_are_dropped_and_large_bodies_stream() {
 }
 
 #[tokio::test]
+async fn protocol_upgrades_such_as_websockets_are_joined_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start(DomainSettings::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /upgrade HTTP/1.1\r\nHost: shop.test\r\nX-Is-Bot: 0\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "the connection closed early"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+
+    stream.write_all(b"ping through kiln").await.unwrap();
+    let mut echoed = [0u8; 17];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping through kiln");
+}
+
+#[tokio::test]
 async fn redirects_are_passed_on_not_followed() {
     let gw = TestGateway::start(DomainSettings::default()).await;
     let response = gw.person(Method::GET, "/redirect").send().await.unwrap();
