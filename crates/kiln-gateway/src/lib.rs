@@ -45,11 +45,11 @@ impl Application {
         let store = Store::connect(store_settings)
             .await
             .context("failed to connect to redis")?;
-        let queue = RenderQueue::connect(&QueueSettings {
-            redis_url: settings.redis_url.clone(),
-            prefix: settings.redis_prefix.clone(),
-            command_timeout: settings.redis_timeout,
-        })
+        let queue = RenderQueue::connect(&QueueSettings::new(
+            &settings.redis_url,
+            &settings.redis_prefix,
+            settings.redis_timeout,
+        ))
         .await
         .context("failed to connect to the render queue")?;
         let app = Arc::new(App {

@@ -5,8 +5,11 @@
 //! and its Redis keys live under the deployment prefix.
 //!
 //! Delivery: apalis-redis polls a list; an empty poll would leave a new job waiting for the next
-//! poll. Workers therefore also subscribe to the channel apalis-redis publishes on every push and poll
-//! at once when it fires, with a slow interval poll behind it in case a message is lost.
+//! poll. Workers therefore also subscribe to a wake-up channel and poll at once when it fires, with a
+//! slow interval poll behind it in case a message is lost. apalis-redis 1.0.0 publishes on that
+//! channel only for jobs it puts straight on the active list, but it files every job (even one due
+//! now) under its scheduled set, which only a poll promotes; so [`RenderQueue::push`] publishes the
+//! wake-up itself after each push. Without it, a bot would wait half a poll interval on average.
 //!
 //! Retries: apalis-redis retries a failed task up to 25 times whatever the retry policy says. Kiln's
 //! job handler never fails a task; it records the outcome (rendered or failed) itself, and each job is
@@ -21,8 +24,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often a worker polls when no wake-up arrives.
-const FALLBACK_POLL: Duration = Duration::from_millis(1000);
 /// How many times a job may be delivered (a first run plus retries after a worker died).
 const MAX_ATTEMPTS: usize = 3;
 
@@ -46,13 +47,34 @@ pub struct QueueSettings {
     pub prefix: String,
     /// The longest one queue command may take.
     pub command_timeout: Duration,
+    /// How often an idle worker polls in case a wake-up was lost (see [`QueueSettings::new`]).
+    pub fallback_poll: Duration,
 }
 
 impl QueueSettings {
+    /// Settings with the default fallback poll of one second.
+    pub fn new(
+        redis_url: impl Into<String>,
+        prefix: impl Into<String>,
+        command_timeout: Duration,
+    ) -> Self {
+        QueueSettings {
+            redis_url: redis_url.into(),
+            prefix: prefix.into(),
+            command_timeout,
+            fallback_poll: Duration::from_secs(1),
+        }
+    }
+
     /// The apalis queue name. apalis-redis parses its event channels by splitting on `:`, so the
     /// queue name must not contain one: `kiln:` becomes `kiln.render`.
     pub fn queue_name(&self) -> String {
         format!("{}render", self.prefix.replace(':', "."))
+    }
+
+    /// The channel that wakes idle workers (the one apalis-redis itself uses for new jobs).
+    fn wake_channel(&self) -> String {
+        format!("tasks:{}:available", self.config().active_jobs_list())
     }
 
     fn config(&self) -> Config {
@@ -79,6 +101,8 @@ impl QueueSettings {
 #[derive(Clone)]
 pub struct RenderQueue {
     storage: RedisStorage<RenderJob>,
+    conn: ConnectionManager,
+    wake_channel: String,
     timeout: Duration,
 }
 
@@ -86,7 +110,9 @@ impl RenderQueue {
     pub async fn connect(settings: &QueueSettings) -> Result<Self, QueueError> {
         let conn = settings.connection().await?;
         Ok(RenderQueue {
-            storage: RedisStorage::new(conn).with_config(settings.config()),
+            storage: RedisStorage::new(conn.clone()).with_config(settings.config()),
+            conn,
+            wake_channel: settings.wake_channel(),
             timeout: settings.command_timeout,
         })
     }
@@ -96,10 +122,19 @@ impl RenderQueue {
         let task = TaskBuilder::new(job).max_attempts(MAX_ATTEMPTS).build();
         let mut storage = self.storage.clone();
         match tokio::time::timeout(self.timeout, storage.push_task(task)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(QueueError::Push(error.to_string())),
-            Err(_) => Err(QueueError::Timeout(self.timeout)),
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(QueueError::Push(error.to_string())),
+            Err(_) => return Err(QueueError::Timeout(self.timeout)),
         }
+        // The job is stored; a lost wake-up only delays it until the next poll.
+        let mut conn = self.conn.clone();
+        let mut wake = redis::cmd("PUBLISH");
+        wake.arg(&self.wake_channel).arg("1");
+        let woken = tokio::time::timeout(self.timeout, wake.query_async::<i64>(&mut conn)).await;
+        if let Ok(Err(error)) = woken {
+            tracing::debug!(%error, "could not wake the workers; they will find the job on their next poll");
+        }
+        Ok(())
     }
 }
 
@@ -139,7 +174,9 @@ pub async fn run_worker(
     let storage = RedisStorage::<RenderJob>::new(conn).with_config(config);
     let backend = PollWith::new(
         storage,
-        Strategy::new().stream(wake).interval(FALLBACK_POLL),
+        Strategy::new()
+            .stream(wake)
+            .interval(settings.fallback_poll),
     );
 
     let worker = WorkerBuilder::new(name)

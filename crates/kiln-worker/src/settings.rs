@@ -172,11 +172,7 @@ impl Settings {
     }
 
     pub fn queue_settings(&self) -> QueueSettings {
-        QueueSettings {
-            redis_url: self.redis_url.clone(),
-            prefix: self.redis_prefix.clone(),
-            command_timeout: self.redis_timeout,
-        }
+        QueueSettings::new(&self.redis_url, &self.redis_prefix, self.redis_timeout)
     }
 
     pub fn pool_settings(&self) -> PoolSettings {
