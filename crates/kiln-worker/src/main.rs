@@ -12,8 +12,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Logs to stdout, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
+///
+/// chromiumoxide warns about every CDP message its protocol definitions do not know, which newer
+/// Chromium versions send on every render; those warnings are silenced unless `RUST_LOG` names
+/// chromiumoxide explicitly.
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    if !spec.contains("chromiumoxide") {
+        filter = filter.add_directive("chromiumoxide::handler=error".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder
