@@ -75,7 +75,11 @@ start_postgres() {
   local dir=$1 port=$2 bin
   bin=$(pg_bin)
   mkdir -p "$dir"
-  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres:postgres "$dir"
+    as_pg test -x "$bin/initdb" -a -w "$dir" \
+      || die "the postgres user cannot run $bin/initdb or write $dir: every directory above them must be readable by other users (chmod o+rx)"
+  fi
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >/dev/null \
       || die "initdb failed in $dir/data"
