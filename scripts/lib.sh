@@ -37,8 +37,9 @@ pg_bin() {
 }
 
 # Runs a command as the owner of the Postgres data (Postgres refuses to run as root).
+# Runs from / so that a working directory the postgres user may not enter does not matter.
 as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 wait_http() { # url seconds

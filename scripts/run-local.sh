@@ -5,7 +5,8 @@
 #   scripts/run-local.sh down     stop whatever a previous run left running
 #
 # It installs the Debian packages it lacks (Redis, PostgreSQL, nginx, Chromium), runs private copies
-# of Redis and Postgres under .kiln/ on their own ports (system-wide services are left alone), builds
+# of Redis (under .kiln/) and Postgres (under /var/tmp/kiln-local/) on their own ports (system-wide
+# services are left alone), builds
 # Kiln, runs migrations, starts the demo origin, worker, gateway, dashboard and the nginx edge, and
 # registers the demo domain.
 set -euo pipefail
@@ -16,6 +17,9 @@ EDGE_PORT=${KILN_LOCAL_EDGE_PORT:-8080}
 REDIS_PORT=${KILN_LOCAL_REDIS_PORT:-6380}
 PG_PORT=${KILN_LOCAL_POSTGRES_PORT:-5433}
 DEMO_HOST=demo.localhost
+# Postgres runs as the `postgres` user when this script runs as root, and that user cannot enter a
+# checkout under a private home directory: its data lives outside the repository.
+PG_DIR=${KILN_LOCAL_POSTGRES_DIR:-/var/tmp/kiln-local/postgres}
 
 export KILN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export KILN_REDIS_PREFIX="kiln:"
@@ -47,7 +51,7 @@ stop_services() {
   done
   stop_edge "$RUN/edge"
   stop_redis "$RUN/redis"
-  stop_postgres "$RUN/postgres"
+  stop_postgres "$PG_DIR"
 }
 
 if [ "${1:-up}" = down ]; then
@@ -75,7 +79,8 @@ trap 'stop_services' EXIT
 
 log "starting Redis on 127.0.0.1:$REDIS_PORT and Postgres on 127.0.0.1:$PG_PORT"
 start_redis "$RUN/redis" "$REDIS_PORT"
-start_postgres "$RUN/postgres" "$PG_PORT"
+mkdir -p "$(dirname "$PG_DIR")" && chmod 755 "$(dirname "$PG_DIR")"
+start_postgres "$PG_DIR" "$PG_PORT"
 as_pg "$(pg_bin)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres kiln 2>/dev/null || true
 "$BIN/kiln-dashboard" migrate
 
