@@ -20,7 +20,11 @@ fn init_tracing(format: LogFormat) {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     if !spec.contains("chromiumoxide") {
-        filter = filter.add_directive("chromiumoxide::handler=error".parse().expect("a valid directive"));
+        filter = filter.add_directive(
+            "chromiumoxide::handler=error"
+                .parse()
+                .expect("a valid directive"),
+        );
     }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
