@@ -21,13 +21,11 @@ pub struct Stack {
     pub client: reqwest::Client,
     _redis: RedisServer,
     _stops: Vec<oneshot::Sender<()>>,
-    worker_done: Option<tokio::task::JoinHandle<anyhow_free::Result>>,
+    worker_done: Option<tokio::task::JoinHandle<WorkerExit>>,
 }
 
-/// Keeps this file free of an anyhow dependency.
-mod anyhow_free {
-    pub type Result = std::result::Result<(), String>;
-}
+/// How the worker's `run_until_stopped` ended (its error, formatted).
+pub type WorkerExit = Result<(), String>;
 
 fn stopper() -> (
     oneshot::Sender<()>,
@@ -173,7 +171,7 @@ impl Stack {
     }
 
     /// Stops the worker gracefully and returns whether it shut down cleanly.
-    pub async fn stop_worker(&mut self) -> anyhow_free::Result {
+    pub async fn stop_worker(&mut self) -> WorkerExit {
         // The worker's stop signal is the second one pushed.
         if self._stops.len() > 1 {
             let stop = self._stops.remove(1);
