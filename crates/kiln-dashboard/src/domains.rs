@@ -156,15 +156,19 @@ pub async fn add_domain(app: &App, request: AddDomain, actor: &str) -> Result<Ad
         Err(error) => return Err(error.into()),
     };
 
-    let record = added.record();
+    publish(app, added.record()).await?;
+    Ok(added)
+}
+
+/// Publishes one registered domain to Redis for gateways and workers.
+async fn publish(app: &App, record: &DomainRecord) -> Result<(), DomainError> {
     app.store
         .put_domain(&record.config())
         .await
         .map_err(|source| DomainError::Publish {
             host: record.host.clone(),
             source,
-        })?;
-    Ok(added)
+        })
 }
 
 /// Every registered domain, by hostname.
@@ -228,13 +232,7 @@ pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
     let records = app.db.list_domains().await?;
 
     for record in &records {
-        app.store
-            .put_domain(&record.config())
-            .await
-            .map_err(|source| DomainError::Publish {
-                host: record.host.clone(),
-                source,
-            })?;
+        publish(app, record).await?;
     }
 
     let registered: HashSet<&Hostname> = records.iter().map(|record| &record.host).collect();
