@@ -1,9 +1,10 @@
 //! The bot path: serve the cached render, or render once and wait, or fall back to the origin.
 //!
-//! A miss registers a waiter before anything else, so a render announced between the cache look-up and
-//! the wait still wakes it. One gateway wins the render lock and enqueues the job; every request for the
-//! same page, on any gateway, waits for the one announcement. A request whose budget runs out gets the
-//! origin's page (`BYPASS`) while the render completes for the next bot.
+//! A miss registers a waiter and then looks at the cache once more, so a render announced between the
+//! look-up and the wait still wakes it; a hit pays for none of that. One gateway wins the render lock
+//! and enqueues the job; every request for the same page, on any gateway, waits for the one
+//! announcement. A request whose budget runs out gets the origin's page (`BYPASS`) while the render
+//! completes for the next bot.
 
 use crate::error::GatewayError;
 use crate::state::AppState;
@@ -49,15 +50,22 @@ pub async fn serve(
     let key = CacheKey::new(&domain.id, device, &url);
     let head = req.method() == Method::HEAD;
 
-    let mut waiter = app.waiters.register(&key.page_key());
-    match app.store.get_page(&key).await {
-        Ok(Some(entry)) => return Ok(page_response(&entry, "HIT", None, head)),
-        Ok(None) => {}
-        Err(error) => {
-            tracing::warn!(%error, "cache unavailable; serving the origin");
-            return bypass(app, domain, req, peer).await;
+    // A hit costs one Redis read and nothing else. A miss registers a waiter and looks once more
+    // before it renders, so that a render announced between that look and the wait still wakes it.
+    let mut registered = None;
+    let mut waiter = loop {
+        match app.store.get_page(&key).await {
+            Ok(Some(entry)) => return Ok(page_response(&entry, "HIT", None, head)),
+            Ok(None) => match registered {
+                Some(waiter) => break waiter,
+                None => registered = Some(app.waiters.register(&key.page_key())),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cache unavailable; serving the origin");
+                return bypass(app, domain, req, peer).await;
+            }
         }
-    }
+    };
 
     let started = Instant::now();
     let budget = Duration::from_millis(domain.settings.bot_wait_ms);

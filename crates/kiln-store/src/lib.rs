@@ -59,14 +59,6 @@ impl Store {
         })
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.settings.prefix
-    }
-
-    pub fn settings(&self) -> &StoreSettings {
-        &self.settings
-    }
-
     fn key(&self, name: &str) -> String {
         format!("{}{}", self.settings.prefix, name)
     }
