@@ -30,6 +30,34 @@ pub struct DomainSettings {
     pub bot_wait_ms: u64,
     /// Query parameters that never change the page (`utm_*` is a prefix pattern).
     pub ignored_query_params: Vec<String>,
+    /// What renders do not download.
+    pub blocking: ResourceBlocking,
+}
+
+/// What a render does not download. Bots read the document, not its pixels: images, media and fonts
+/// only cost time, and analytics, ads and tag managers would count every render as a visit.
+/// Stylesheets can change what the page shows (`display: none`), so they load by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourceBlocking {
+    pub images: bool,
+    pub media: bool,
+    pub fonts: bool,
+    pub stylesheets: bool,
+    /// Known analytics, advertising and tag-manager hosts.
+    pub trackers: bool,
+}
+
+impl Default for ResourceBlocking {
+    fn default() -> Self {
+        ResourceBlocking {
+            images: true,
+            media: true,
+            fonts: true,
+            stylesheets: false,
+            trackers: true,
+        }
+    }
 }
 
 impl Default for DomainSettings {
@@ -41,6 +69,7 @@ impl Default for DomainSettings {
             ignored_query_params: ["utm_*", "gclid", "fbclid", "msclkid"]
                 .map(String::from)
                 .to_vec(),
+            blocking: ResourceBlocking::default(),
         }
     }
 }
@@ -80,5 +109,6 @@ mod tests {
         let parsed: DomainConfig = serde_json::from_str(json).unwrap();
         assert_eq!(parsed.settings.cache_ttl_secs, 60);
         assert_eq!(parsed.settings.bot_wait_ms, 20_000);
+        assert_eq!(parsed.settings.blocking, ResourceBlocking::default());
     }
 }

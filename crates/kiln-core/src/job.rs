@@ -1,6 +1,6 @@
 //! Render jobs (gateway → queue → worker) and their outcomes (worker → waiting gateways).
 
-use crate::{CacheKey, DeviceClass, NormalizedUrl, UnixMillis};
+use crate::{CacheKey, DeviceClass, NormalizedUrl, ResourceBlocking, UnixMillis};
 use serde::{Deserialize, Serialize};
 
 /// A request to render one page for one device class and store it under `key`.
@@ -20,6 +20,9 @@ pub struct RenderJob {
     pub enqueued_at: UnixMillis,
     /// The id of the request that caused the render, carried into the worker's logs.
     pub request_id: Option<String>,
+    /// What the render does not download (jobs queued before this field existed get the defaults).
+    #[serde(default)]
+    pub blocking: ResourceBlocking,
 }
 
 impl RenderJob {
@@ -58,6 +61,7 @@ mod tests {
             render_timeout_ms: 1000,
             enqueued_at: 0,
             request_id: None,
+            blocking: ResourceBlocking::default(),
         };
         assert_eq!(job.origin_base(), "http://10.0.0.5:8080");
         assert_eq!(job.page_url.base(), "https://shop.com");

@@ -16,7 +16,7 @@ pub mod url;
 
 pub use asset::is_asset_path;
 pub use device::DeviceClass;
-pub use domain::{DomainConfig, DomainSettings};
+pub use domain::{DomainConfig, DomainSettings, ResourceBlocking};
 pub use host::{Hostname, HostnameError};
 pub use job::{RenderJob, RenderOutcome};
 pub use key::CacheKey;

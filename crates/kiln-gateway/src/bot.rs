@@ -82,6 +82,7 @@ pub async fn serve(
                 render_timeout_ms: domain.settings.render_timeout_ms,
                 enqueued_at: unix_millis(),
                 request_id: Some(request_id.to_owned()),
+                blocking: domain.settings.blocking,
             };
             if let Err(error) = app.queue.push(job).await {
                 tracing::warn!(%error, "could not enqueue a render; serving the origin");

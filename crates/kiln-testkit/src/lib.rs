@@ -2,7 +2,9 @@
 //! ports, each stopped when its handle is dropped. Nothing here is a mock; tests talk to the same
 //! programs production runs.
 //!
-//! Architecture invariant: used only as a dev-dependency.
+//! Architecture invariant: used only as a dev-dependency (and by benchmarks).
+
+pub mod corpus;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -68,6 +68,7 @@ impl JobHandler for RenderHandler {
             render.device = %job.device,
             request_id = job.request_id.as_deref().unwrap_or(""),
             render.duration_ms = field::Empty,
+            render.page_ms = field::Empty,
             render.status = field::Empty,
             render.outcome = field::Empty,
             render.browser = field::Empty,
@@ -95,6 +96,9 @@ impl Inner {
         let outcome = match result {
             Ok(rendered) => {
                 span.record("render.status", rendered.status);
+                if let Some(page_ms) = rendered.page_ms {
+                    span.record("render.page_ms", page_ms);
+                }
                 let status = rendered.status;
                 match self.store_page(&job, rendered, render_ms).await {
                     Ok(()) => RenderOutcome::Stored { status, render_ms },
@@ -129,11 +133,13 @@ impl Inner {
         }
     }
 
-    /// Renders once, and once more on a fresh browser if the browser (not the page) failed.
+    /// Renders once, and once more (in a fresh tab, on a fresh browser if the browser was to
+    /// blame) if the first try failed in a way a second may not: nothing that failed twice is
+    /// stored.
     async fn render_with_retry(&self, job: &RenderJob) -> Result<Rendered, RenderError> {
         match self.render_once(job).await {
-            Err(error) if error.is_browser_fault() => {
-                tracing::warn!(%error, "the browser failed; retrying the render on another browser");
+            Err(error) if error.is_worth_retrying() => {
+                tracing::warn!(%error, "the render failed; trying once more");
                 self.render_once(job).await
             }
             result => result,
@@ -154,6 +160,7 @@ impl Inner {
             device: job.device,
             cap,
             quiet: self.quiet,
+            blocking: job.blocking,
         };
         let dead = lease.browser_dead();
         // The watchdog: a render that outlives its cap by the margin is stuck in a CDP call that

@@ -7,7 +7,9 @@
 //! [`Application::run_until_stopped`] returns.
 
 pub mod admin;
+pub mod blocking;
 pub mod handler;
+pub mod output;
 pub mod pool;
 mod process;
 pub mod render;
@@ -15,10 +17,12 @@ pub mod settings;
 
 pub use handler::RenderHandler;
 pub use pool::{BrowserPool, PoolSettings};
+pub use process::group_memory_bytes;
 pub use render::{RenderError, Rendered};
 pub use settings::{LogFormat, Settings};
 
 use anyhow::Context;
+use kiln_egress::{EgressProxy, EgressSettings};
 use kiln_store::Store;
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +41,7 @@ pub struct Application {
     settings: Settings,
     store: Store,
     pool: BrowserPool,
+    egress: EgressProxy,
     admin_listener: TcpListener,
     admin_port: u16,
 }
@@ -57,10 +62,21 @@ impl Application {
             .local_addr()
             .context("failed to read the admin address")?
             .port();
-        let pool = BrowserPool::start(settings.pool_settings());
+        // Every connection Chromium makes goes through the egress proxy, which refuses anything
+        // outside the public internet and the operator's allowed networks.
+        let egress = EgressProxy::start(EgressSettings {
+            allowed: settings.allowed_private_nets.clone(),
+            ..EgressSettings::default()
+        })
+        .await
+        .context("failed to start the egress proxy")?;
+        let mut pool_settings = settings.pool_settings();
+        pool_settings.extra_args.extend(egress.chromium_args());
+        let pool = BrowserPool::start(pool_settings);
         tracing::info!(
             worker.name = %settings.worker_name,
             admin.port = admin_port,
+            egress.proxy = %egress.proxy_url(),
             browsers = settings.browsers,
             tabs_per_browser = settings.tabs_per_browser,
             "worker started"
@@ -69,6 +85,7 @@ impl Application {
             settings,
             store,
             pool,
+            egress,
             admin_listener,
             admin_port,
         })
@@ -96,6 +113,7 @@ impl Application {
             settings,
             store,
             pool,
+            egress,
             admin_listener,
             ..
         } = self;
@@ -168,6 +186,7 @@ impl Application {
 
         handler.wait_idle().await;
         pool.shutdown().await;
+        egress.shutdown().await;
         match admin.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "the admin server failed"),

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::process::{ChromeProcess, become_subreaper};
+use crate::process::{ChromeProcess, become_subreaper, group_memory_bytes};
 
 /// How long Chromium may take to start and announce its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -49,6 +49,8 @@ const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
 /// How long a retiring browser waits for its in-flight renders. Each render has a watchdog of its
 /// own, so this is only a backstop.
 const MAX_DRAIN: Duration = Duration::from_secs(120);
+/// How often a browser's age and memory are checked.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long SIGTERM has before SIGKILL follows.
 const TERMINATE_GRACE: Duration = Duration::from_secs(3);
 
@@ -59,6 +61,12 @@ pub struct PoolSettings {
     pub browsers: usize,
     pub tabs_per_browser: usize,
     pub recycle_after: u64,
+    /// A browser older than this is replaced.
+    pub recycle_age: Duration,
+    /// A browser whose processes use more memory than this (proportional set size) is replaced.
+    pub recycle_memory_mb: u64,
+    /// Extra Chromium arguments (the egress proxy's).
+    pub extra_args: Vec<String>,
     /// Where per-browser profile directories are created.
     pub profile_dir: PathBuf,
 }
@@ -317,9 +325,13 @@ impl Drop for Lease {
 
 impl Instance {
     async fn launch(settings: &PoolSettings, id: u64) -> anyhow::Result<Arc<Instance>> {
-        let (process, ws_url) =
-            ChromeProcess::launch(&settings.chrome_path, &settings.profile_dir, LAUNCH_TIMEOUT)
-                .await?;
+        let (process, ws_url) = ChromeProcess::launch(
+            &settings.chrome_path,
+            &settings.profile_dir,
+            &settings.extra_args,
+            LAUNCH_TIMEOUT,
+        )
+        .await?;
         let config = HandlerConfig {
             // Certificate errors stay errors: a render must not be steered by a forged origin.
             ignore_https_errors: false,
@@ -444,7 +456,7 @@ async fn supervise(inner: Arc<Inner>, slot: usize) {
                 lock(&instance.state).retiring = true;
                 *lock(&inner.slots[slot]) = None;
                 let lived = instance.started.elapsed();
-                let failed = !matches!(reason, Retirement::Recycle | Retirement::Shutdown);
+                let failed = matches!(reason, Retirement::Dead | Retirement::Broken(_));
                 inner.tasks.spawn(retire(instance, reason.to_string()));
                 (failed && lived < MIN_HEALTHY_LIFETIME)
                     .then(|| format!("browser {id} failed after {lived:?}: {reason}"))
@@ -471,6 +483,8 @@ async fn supervise(inner: Arc<Inner>, slot: usize) {
 
 enum Retirement {
     Recycle,
+    Aged,
+    Memory(u64),
     Shutdown,
     Dead,
     Broken(String),
@@ -480,6 +494,8 @@ impl std::fmt::Display for Retirement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Retirement::Recycle => f.write_str("served its share of renders"),
+            Retirement::Aged => f.write_str("reached its age limit"),
+            Retirement::Memory(mb) => write!(f, "uses {mb} MB, above its memory limit"),
             Retirement::Shutdown => f.write_str("the worker is shutting down"),
             Retirement::Dead => f.write_str("the browser process or its connection is gone"),
             Retirement::Broken(reason) => write!(f, "{reason}"),
@@ -506,6 +522,9 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
             if state.renders >= inner.settings.recycle_after {
                 return Retirement::Recycle;
             }
+            if instance.started.elapsed() >= inner.settings.recycle_age {
+                return Retirement::Aged;
+            }
             // One warm tab per render slot not in use, and always at least one spare, so that the
             // next render finds a tab ready even while all the others are busy.
             let target = tabs.saturating_sub(state.in_use).max(1);
@@ -523,6 +542,16 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
             _ = changed => {}
             _ = instance.dead.cancelled() => {}
             _ = inner.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {
+                let limit = inner.settings.recycle_memory_mb.saturating_mul(1024 * 1024);
+                let pid = instance.process.pid();
+                let used = tokio::task::spawn_blocking(move || group_memory_bytes(pid))
+                    .await
+                    .unwrap_or(0);
+                if used > limit {
+                    return Retirement::Memory(used / (1024 * 1024));
+                }
+            }
         }
     }
 }

@@ -60,6 +60,10 @@ const CHROME_ARGS: &[&str] = &[
     "--password-store=basic",
     "--use-mock-keychain",
     "--force-color-profile=srgb",
+    // Every connection goes through the egress proxy (`kiln-egress`, whose flags come with it):
+    // nothing is resolved on the side.
+    "--dns-prefetch-disable",
+    "--disable-quic",
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 ];
@@ -126,6 +130,7 @@ impl ChromeProcess {
     pub async fn launch(
         chrome: &Path,
         profile_root: &Path,
+        extra_args: &[String],
         timeout: Duration,
     ) -> Result<(ChromeProcess, String), LaunchError> {
         let profile = tempfile::Builder::new()
@@ -139,6 +144,7 @@ impl ChromeProcess {
         let mut command = tokio::process::Command::new(chrome);
         command
             .args(CHROME_ARGS)
+            .args(extra_args)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             // Crashpad keeps its database under the configuration directory; see the module docs.
@@ -469,6 +475,36 @@ fn devtools_url(line: &str) -> Option<String> {
     let (_, url) = line.rsplit_once("listening on ")?;
     let url = url.trim();
     (url.starts_with("ws://") && url.contains("/devtools/browser/")).then(|| url.to_owned())
+}
+
+/// The memory the processes of group `pgid` use: the sum of their proportional set sizes (shared
+/// pages split between the processes sharing them), falling back to resident sizes where the
+/// kernel does not offer `smaps_rollup`.
+pub fn group_memory_bytes(pgid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| process_group(*pid) == Some(pgid as i32))
+        .map(|pid| {
+            let field = |file: &str, name: &str| -> Option<u64> {
+                let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+                let line = text.lines().find(|l| l.starts_with(name))?;
+                let kb: u64 = line[name.len()..]
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(kb * 1024)
+            };
+            field("smaps_rollup", "Pss:")
+                .or_else(|| field("status", "VmRSS:"))
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// How many processes belong to group `pgid`, for error messages.

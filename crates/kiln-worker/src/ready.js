@@ -40,6 +40,8 @@
   // When a counted timer's callback last finished (long ago to begin with; finite, so that the
   // state survives JSON).
   let lastTimer = -1e9;
+  // When the last fetch/XHR call (or the reading of its body) finished.
+  let lastRequestEnd = 0;
 
   function setTimeout(handler, delay, ...args) {
     if (typeof handler !== 'function') {
@@ -102,7 +104,11 @@
   function trackRequest() {
     const id = nextRequest++;
     requests.set(id, now());
-    return () => requests.delete(id);
+    return () => {
+      if (requests.delete(id)) {
+        lastRequestEnd = now();
+      }
+    };
   }
 
   const nativeFetch = window.fetch;
@@ -190,6 +196,8 @@
         requests: young,
         sinceMutationMs: at - lastMutation,
         sinceTimerMs: at - lastTimer,
+        // When the page last changed its content, by its own clock (for Kiln's overhead figures).
+        contentAtMs: Math.max(lastMutation, lastRequestEnd),
         prerenderReady: window.prerenderReady !== false,
       };
     },

@@ -11,13 +11,11 @@ use chromiumoxide::cdp::browser_protocol::emulation::{
     ScreenOrientation, ScreenOrientationType, SetDeviceMetricsOverrideParams,
     SetTouchEmulationEnabledParams, SetUserAgentOverrideParams,
 };
-use chromiumoxide::cdp::browser_protocol::fetch::{
-    self, EventRequestPaused, FailRequestParams, RequestPattern, RequestStage,
-};
+use chromiumoxide::cdp::browser_protocol::fetch::{self, EventRequestPaused, FailRequestParams};
 use chromiumoxide::cdp::browser_protocol::inspector::{self, EventTargetCrashed};
 use chromiumoxide::cdp::browser_protocol::network::{
     ErrorReason, EventLoadingFailed, EventLoadingFinished, EventRequestWillBeSent,
-    EventResponseReceived, RequestId, ResourceType,
+    EventResponseReceived, GetResponseBodyParams, RequestId, ResourceType,
 };
 use chromiumoxide::cdp::browser_protocol::page::{
     AddScriptToEvaluateOnNewDocumentParams, FrameId, NavigateParams,
@@ -26,13 +24,16 @@ use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::error::CdpError;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt, TryFutureExt};
-use kiln_core::DeviceClass;
+use kiln_core::{DeviceClass, ResourceBlocking};
+use kiln_egress::EGRESS_HEADER;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::{blocking, output};
 
 /// The in-page readiness tracker, run before any of the page's own scripts.
 const READY_JS: &str = include_str!("ready.js");
@@ -43,40 +44,46 @@ const READY_JS: &str = include_str!("ready.js");
 const STATE_JS: &str = "(() => { const f = window.__kilnState; \
     const s = typeof f === 'function' ? f() : { timers: 0, requests: 0, sinceMutationMs: 0, sinceTimerMs: 0, \
     prerenderReady: false }; \
-    return Object.assign(s, { tracked: typeof f === 'function', readyState: document.readyState }); })()";
+    const nav = performance.getEntriesByType('navigation')[0]; \
+    return Object.assign(s, { tracked: typeof f === 'function', readyState: document.readyState, \
+    loadEndMs: nav ? nav.loadEventEnd : 0 }); })()";
 
-/// Serialises a clone of the document without its scripts (JSON-LD kept), and collects what the
-/// worker needs to judge the result.
+/// Serialises the document as it stands, open shadow roots included (as declarative
+/// `<template shadowrootmode>`), with its doctype. Everything else (scripts, base, meta tags) is the
+/// business of [`output`](crate::output), in Rust.
 const SERIALIZE_JS: &str = r#"(() => {
   const root = document.documentElement;
   if (!root) return null;
   const dt = document.doctype;
-  let doctype = '<!DOCTYPE html>';
+  let doctype = '';
   if (dt) {
     doctype = '<!DOCTYPE ' + dt.name
       + (dt.publicId ? ' PUBLIC "' + dt.publicId + '"' : (dt.systemId ? ' SYSTEM' : ''))
       + (dt.systemId ? ' "' + dt.systemId + '"' : '') + '>';
   }
-  const clone = root.cloneNode(true);
-  for (const script of clone.querySelectorAll('script')) {
-    if ((script.getAttribute('type') || '').trim().toLowerCase() !== 'application/ld+json') script.remove();
-  }
-  const metas = (name) => Array.from(clone.querySelectorAll('meta[name="' + name + '" i]'), (m) => m.getAttribute('content') || '');
-  const body = clone.querySelector('body');
-  return {
-    html: doctype + clone.outerHTML,
-    statusMetas: metas('prerender-status-code'),
-    headerMetas: metas('prerender-header'),
-    bodyTextLength: body ? body.textContent.trim().length : 0,
-    bodyElements: body ? body.childElementCount : 0,
-    url: location.href,
+  const shadowRoots = [];
+  const collect = (scope) => {
+    for (const el of scope.querySelectorAll('*')) {
+      if (el.shadowRoot) { shadowRoots.push(el.shadowRoot); collect(el.shadowRoot); }
+    }
   };
+  collect(document);
+  const escape = (v) => v.replace(/&/g, '&amp;').replace(/"/g, '&quot;');
+  const attributes = Array.from(root.attributes, (a) => ' ' + a.name + '="' + escape(a.value) + '"').join('');
+  const inner = typeof root.getHTML === 'function'
+    ? root.getHTML({ serializableShadowRoots: true, shadowRoots })
+    : root.innerHTML;
+  return { html: doctype + '<' + root.localName + attributes + '>' + inner + '</' + root.localName + '>', url: location.href };
 })()"#;
 
 /// Requests in flight longer than this are long-polls (or hung): readiness does not wait for them.
 const LONG_REQUEST: Duration = Duration::from_secs(2);
 /// Reading the finished page gets this long of its own, beyond the readiness cap.
 const SERIALIZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A rendered page with less visible text than this is compared with the origin's page...
+const NEARLY_EMPTY_TEXT: usize = 16;
+/// ...and fails the quality gate if the origin's has at least this much.
+const SUBSTANTIAL_TEXT: usize = 64;
 /// Larger pages are not cached.
 const MAX_HTML_BYTES: usize = 10 * 1024 * 1024;
 /// Response headers a page may set through `<meta name="prerender-header">`, with their canonical
@@ -97,6 +104,8 @@ pub struct RenderRequest<'a> {
     pub cap: Duration,
     /// How long the DOM and network must be quiet.
     pub quiet: Duration,
+    /// What the page does not download.
+    pub blocking: ResourceBlocking,
 }
 
 /// A finished render, ready to be stored.
@@ -107,6 +116,9 @@ pub struct Rendered {
     pub headers: Vec<(String, String)>,
     /// Where the page ended up (after redirects and client-side navigations).
     pub final_url: String,
+    /// How long the page itself took to be complete (its content last changed or it loaded),
+    /// from the start of its navigation; what the render took beyond it is Kiln's overhead.
+    pub page_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +133,10 @@ pub enum RenderError {
     Status(u16),
     #[error("the rendered page is empty")]
     EmptyPage,
+    #[error(
+        "the rendered page is nearly empty ({rendered} characters of text; the origin's page has {origin})"
+    )]
+    NearlyEmpty { rendered: usize, origin: usize },
     #[error("the rendered page is too large ({0} bytes)")]
     TooLarge(usize),
     #[error("the page could not be read: {0}")]
@@ -138,6 +154,20 @@ impl RenderError {
     /// and the render retried once on a healthy one.
     pub fn is_browser_fault(&self) -> bool {
         matches!(self, RenderError::BrowserCrashed(_) | RenderError::Hung)
+    }
+
+    /// Whether a second try may well succeed: the browser failed, or the page came out wrong in a
+    /// way a flaky script or a slow moment explains. An origin's answer (its status, a refused
+    /// connection) or an oversized page would only come out the same again.
+    pub fn is_worth_retrying(&self) -> bool {
+        self.is_browser_fault()
+            || matches!(
+                self,
+                RenderError::Timeout { .. }
+                    | RenderError::EmptyPage
+                    | RenderError::NearlyEmpty { .. }
+                    | RenderError::NoBrowser(_)
+            )
     }
 }
 
@@ -169,7 +199,7 @@ pub async fn render(
 
     // Listeners first: nothing the navigation causes may be missed.
     let mut events = subscribe(page).await?;
-    prepare(page, request.device).await?;
+    prepare(page, request.device, &request.blocking).await?;
     let main_frame = match page.mainframe().await.map_err(cdp_error)? {
         Some(frame) => frame,
         // A top-level target's main frame has the target's id.
@@ -260,7 +290,81 @@ pub async fn render(
     let snapshot = tokio::time::timeout(SERIALIZE_TIMEOUT, serialize(page))
         .await
         .map_err(|_| RenderError::Hung)??;
-    judge(tracker.main_status, snapshot)
+    let base = base_href(&snapshot.url, request.url, request.page_url);
+    let processed = output::process(
+        &snapshot.html,
+        &output::Options {
+            base_href: base.as_deref(),
+        },
+    )
+    .map_err(|e| RenderError::Page(e.to_string()))?;
+    let visible_text = processed.visible_text;
+    let mut rendered = judge(tracker.main_status, &snapshot.url, processed)?;
+    rendered.page_ms = tracker.page_state.as_ref().map(PageState::complete_at_ms);
+    if (200..300).contains(&rendered.status) && visible_text < NEARLY_EMPTY_TEXT {
+        // Only now is the origin's own page worth reading: a short page is fine unless the
+        // origin's was not (a render that lost its content, e.g. to a script error).
+        if let Some(request_id) = &tracker.main_request
+            && let Some(origin_text) = origin_visible_text(page, request_id).await
+            && origin_text >= SUBSTANTIAL_TEXT
+        {
+            return Err(RenderError::NearlyEmpty {
+                rendered: visible_text,
+                origin: origin_text,
+            });
+        }
+    }
+    Ok(rendered)
+}
+
+/// The origin's own document, as it arrived, reduced to its visible text. `None` if Chromium no
+/// longer has the body.
+async fn origin_visible_text(page: &Page, request_id: &RequestId) -> Option<usize> {
+    let body = tokio::time::timeout(
+        Duration::from_secs(2),
+        page.execute(GetResponseBodyParams::new(request_id.clone())),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let body = &body.result;
+    if body.base64_encoded {
+        return None;
+    }
+    Some(output::visible_text(&body.body))
+}
+
+/// The `<base href>` a page needs: its own location on the public host, when that is not the URL
+/// bots fetch it at (the app moved itself elsewhere with the History API, say), since relative
+/// URLs in the page are meant relative to where the page was.
+fn base_href(final_url: &str, render_url: &str, page_url: &str) -> Option<String> {
+    let target = url::Url::parse(final_url).ok()?;
+    let location = to_public(&target, render_url, page_url)?;
+    let public = url::Url::parse(page_url).ok()?;
+    (without_fragment(&location) != without_fragment(&public)).then(|| location.to_string())
+}
+
+/// `target` with the origin's scheme, host and port replaced by the public ones, if it is on the
+/// origin; `None` if it is not an http(s) URL.
+fn to_public(target: &url::Url, render_url: &str, page_url: &str) -> Option<url::Url> {
+    if !matches!(target.scheme(), "http" | "https") {
+        return None;
+    }
+    let origin = url::Url::parse(render_url).ok()?;
+    let public = url::Url::parse(page_url).ok()?;
+    let mut location = target.clone();
+    if target.host_str() == origin.host_str() {
+        location.set_scheme(public.scheme()).ok()?;
+        location.set_host(public.host_str()).ok()?;
+        location.set_port(public.port()).ok()?;
+    }
+    Some(location)
+}
+
+fn without_fragment(url: &url::Url) -> url::Url {
+    let mut url = url.clone();
+    url.set_fragment(None);
+    url
 }
 
 /// Everything the render listens to, as one stream.
@@ -310,7 +414,11 @@ async fn subscribe(page: &Page) -> Result<SelectAll<BoxStream<'static, Event>>, 
 }
 
 /// Device emulation, resource blocking and the readiness tracker, all set before navigating.
-async fn prepare(page: &Page, device: DeviceClass) -> Result<(), RenderError> {
+async fn prepare(
+    page: &Page,
+    device: DeviceClass,
+    blocking: &ResourceBlocking,
+) -> Result<(), RenderError> {
     let (width, height) = device.viewport();
     let mobile = device == DeviceClass::Mobile;
     let mut metrics = SetDeviceMetricsOverrideParams::new(
@@ -329,27 +437,10 @@ async fn prepare(page: &Page, device: DeviceClass) -> Result<(), RenderError> {
         touch.max_touch_points = Some(5);
     }
     let user_agent = SetUserAgentOverrideParams::new(device.render_user_agent());
-    // Only images, media and fonts pause (and are failed at once); every other request goes
-    // straight to the network without a round trip through the worker.
-    let block = |kind| {
-        RequestPattern::builder()
-            .url_pattern("*")
-            .resource_type(kind)
-            .request_stage(RequestStage::Request)
-            .build()
+    let fetch = fetch::EnableParams {
+        patterns: Some(blocking::patterns(blocking)),
+        ..Default::default()
     };
-    let fetch = fetch::EnableParams::builder()
-        .pattern(block(ResourceType::Image))
-        .pattern(block(ResourceType::Media))
-        .pattern(block(ResourceType::Font))
-        // The browser fetches the favicon by itself; renders never need it.
-        .pattern(
-            RequestPattern::builder()
-                .url_pattern("*/favicon.ico")
-                .request_stage(RequestStage::Request)
-                .build(),
-        )
-        .build();
     let tracker = AddScriptToEvaluateOnNewDocumentParams::new(READY_JS);
 
     futures::try_join!(
@@ -380,6 +471,19 @@ struct PageState {
     since_mutation_ms: f64,
     since_timer_ms: f64,
     prerender_ready: bool,
+    /// When the page last changed its DOM or finished a fetch/XHR, in ms since navigation start.
+    #[serde(default)]
+    content_at_ms: f64,
+    /// When the load event's handlers finished, in ms since navigation start (0 before that).
+    #[serde(default)]
+    load_end_ms: f64,
+}
+
+impl PageState {
+    /// When the page was complete by its own clock: its content last changed, or it loaded.
+    fn complete_at_ms(&self) -> u64 {
+        self.content_at_ms.max(self.load_end_ms).max(0.0) as u64
+    }
 }
 
 impl PageState {
@@ -426,13 +530,8 @@ async fn evaluate(page: &Page, expression: &str) -> Result<Option<serde_json::Va
 
 /// What the serialisation script returns.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct Snapshot {
     html: String,
-    status_metas: Vec<String>,
-    header_metas: Vec<String>,
-    body_text_length: u64,
-    body_elements: u64,
     url: String,
 }
 
@@ -444,14 +543,19 @@ async fn serialize(page: &Page) -> Result<Snapshot, RenderError> {
         .map_err(|e| RenderError::Page(format!("unexpected serialisation result: {e}")))
 }
 
-/// Applies the quality gate and the status and header rules to a serialised page.
-fn judge(origin_status: Option<u16>, snapshot: Snapshot) -> Result<Rendered, RenderError> {
+/// Applies the quality gate and the status and header rules to a processed page that Chromium
+/// showed at `final_url`.
+fn judge(
+    origin_status: Option<u16>,
+    final_url: &str,
+    page: output::Processed,
+) -> Result<Rendered, RenderError> {
     let Some(origin_status) = origin_status else {
         return Err(RenderError::Navigation(
             "no response for the main document".into(),
         ));
     };
-    if snapshot.url.starts_with("chrome-error:") {
+    if final_url.starts_with("chrome-error:") {
         // Chromium shows its own error page, for example for an error status with an empty body.
         return Err(RenderError::Navigation(format!(
             "chromium showed an error page (origin status {origin_status})"
@@ -460,24 +564,22 @@ fn judge(origin_status: Option<u16>, snapshot: Snapshot) -> Result<Rendered, Ren
     if origin_status >= 500 {
         return Err(RenderError::Status(origin_status));
     }
-    let status = effective_status(
-        origin_status,
-        snapshot.status_metas.first().map(String::as_str),
-    );
+    let status = effective_status(origin_status, page.status_meta.as_deref());
     if !is_storable_status(status) {
         return Err(RenderError::Status(status));
     }
-    if snapshot.body_text_length == 0 && snapshot.body_elements == 0 {
+    if page.visible_text == 0 && page.body_elements == 0 {
         return Err(RenderError::EmptyPage);
     }
-    if snapshot.html.len() > MAX_HTML_BYTES {
-        return Err(RenderError::TooLarge(snapshot.html.len()));
+    if page.html.len() > MAX_HTML_BYTES {
+        return Err(RenderError::TooLarge(page.html.len()));
     }
     Ok(Rendered {
-        headers: allowed_headers(&snapshot.header_metas, status),
-        html: snapshot.html,
+        headers: allowed_headers(&page.header_metas, status),
+        html: page.html,
         status,
-        final_url: snapshot.url,
+        final_url: final_url.to_owned(),
+        page_ms: None,
     })
 }
 
@@ -566,22 +668,8 @@ fn redirect_entry(redirect: &Redirect, render_url: &str, page_url: &str) -> Opti
         .ok()?
         .join(&redirect.location)
         .ok()?;
-    if !matches!(target.scheme(), "http" | "https") {
-        return None;
-    }
-    let origin = url::Url::parse(render_url).ok()?;
+    let location = to_public(&target, render_url, page_url)?;
     let public = url::Url::parse(page_url).ok()?;
-    let mut location = target.clone();
-    if target.host_str() == origin.host_str() {
-        location.set_scheme(public.scheme()).ok()?;
-        location.set_host(public.host_str()).ok()?;
-        location.set_port(public.port()).ok()?;
-    }
-    let without_fragment = |u: &url::Url| {
-        let mut u = u.clone();
-        u.set_fragment(None);
-        u
-    };
     if without_fragment(&location) == without_fragment(&public) {
         return None;
     }
@@ -593,6 +681,7 @@ fn redirect_entry(redirect: &Redirect, render_url: &str, page_url: &str) -> Opti
         status: redirect.status,
         headers: vec![("Location".to_owned(), location.to_string())],
         final_url: redirect.from.clone(),
+        page_ms: None,
     })
 }
 
@@ -665,6 +754,22 @@ impl Tracker {
                     && event.frame_id.as_ref() == Some(&self.main_frame)
                 {
                     self.main_status = u16::try_from(event.response.status).ok();
+                    // The egress proxy answered instead of the origin: the origin is refused or
+                    // unreachable, and its answer is no page to keep.
+                    if let Some(kind) = header(event.response.headers.inner(), EGRESS_HEADER) {
+                        let what = match kind.as_str() {
+                            "refused" => {
+                                "the origin's address is outside the public internet and the allowed networks"
+                            }
+                            "timeout" => "the origin did not answer in time",
+                            "unreachable" => "the origin is unreachable",
+                            _ => "the origin could not be reached",
+                        };
+                        self.navigation_error.get_or_insert(format!(
+                            "{what} (egress proxy: {kind}, status {})",
+                            event.response.status
+                        ));
+                    }
                 }
                 if !self.ignored.contains(&event.request_id) {
                     self.last_network_activity = now;
@@ -980,49 +1085,71 @@ mod tests {
 
     #[test]
     fn the_quality_gate() {
-        let snapshot = |html: &str, text: u64, elements: u64, status_metas: &[&str]| Snapshot {
-            html: html.into(),
-            status_metas: status_metas.iter().map(|s| s.to_string()).collect(),
+        let page = |text: usize, elements: usize, status_meta: Option<&str>| output::Processed {
+            html: "<!DOCTYPE html><html><body>hi</body></html>".into(),
+            status_meta: status_meta.map(str::to_owned),
             header_metas: vec![],
-            body_text_length: text,
+            visible_text: text,
             body_elements: elements,
-            url: "http://origin/".into(),
         };
-        let page = "<!DOCTYPE html><html><body>hi</body></html>";
+        let url = "http://origin/";
+        assert_eq!(judge(Some(200), url, page(2, 0, None)).unwrap().status, 200);
         assert_eq!(
-            judge(Some(200), snapshot(page, 2, 0, &[])).unwrap().status,
-            200
-        );
-        assert_eq!(
-            judge(Some(200), snapshot(page, 0, 1, &["404"]))
+            judge(Some(200), url, page(0, 1, Some("404")))
                 .unwrap()
                 .status,
             404
         );
-        assert_eq!(
-            judge(Some(404), snapshot(page, 2, 0, &[])).unwrap().status,
-            404
-        );
+        assert_eq!(judge(Some(404), url, page(2, 0, None)).unwrap().status, 404);
         assert!(matches!(
-            judge(Some(200), snapshot(page, 0, 0, &[])),
+            judge(Some(200), url, page(0, 0, None)),
             Err(RenderError::EmptyPage)
         ));
         assert!(matches!(
-            judge(Some(503), snapshot(page, 2, 0, &[])),
+            judge(Some(503), url, page(2, 0, None)),
             Err(RenderError::Status(503))
         ));
         assert!(matches!(
-            judge(Some(200), snapshot(page, 2, 0, &["500"])),
+            judge(Some(200), url, page(2, 0, Some("500"))),
             Err(RenderError::Status(500))
         ));
         assert!(matches!(
-            judge(Some(429), snapshot(page, 2, 0, &[])),
+            judge(Some(429), url, page(2, 0, None)),
             Err(RenderError::Status(429))
         ));
         assert!(matches!(
-            judge(None, snapshot(page, 2, 0, &[])),
+            judge(None, url, page(2, 0, None)),
             Err(RenderError::Navigation(_))
         ));
+        assert!(matches!(
+            judge(Some(200), "chrome-error://chromewebdata/", page(2, 0, None)),
+            Err(RenderError::Navigation(_))
+        ));
+    }
+
+    #[test]
+    fn a_base_only_when_the_page_moved() {
+        let render = "http://origin.internal:8080/shop/list?a=1";
+        let public = "https://www.example.com/shop/list?a=1";
+        assert_eq!(base_href(render, render, public), None);
+        assert_eq!(
+            base_href(
+                "http://origin.internal:8080/shop/list?a=1#top",
+                render,
+                public
+            ),
+            None
+        );
+        assert_eq!(
+            base_href(
+                "http://origin.internal:8080/shop/list/page-2",
+                render,
+                public
+            )
+            .as_deref(),
+            Some("https://www.example.com/shop/list/page-2")
+        );
+        assert_eq!(base_href("about:blank", render, public), None);
     }
 
     #[test]
@@ -1037,6 +1164,8 @@ mod tests {
                 since_mutation_ms,
                 since_timer_ms,
                 prerender_ready,
+                content_at_ms: 0.0,
+                load_end_ms: 0.0,
             };
         assert!(state(0, 0, 50.0, 50.0, true).is_ready(quiet));
         assert!(state(0, 0, 500.0, f64::INFINITY, true).is_ready(quiet));

@@ -1,6 +1,7 @@
 //! The worker's configuration, read once from `KILN_*` environment variables.
 
 use anyhow::{Context, bail};
+use kiln_core::AllowedNets;
 use kiln_queue::QueueSettings;
 use kiln_store::StoreSettings;
 use std::net::SocketAddr;
@@ -36,6 +37,15 @@ pub struct Settings {
     /// `KILN_WORKER_RECYCLE_AFTER`: renders after which a browser is replaced by a fresh process
     /// (default 50).
     pub recycle_after: u64,
+    /// `KILN_WORKER_RECYCLE_MINUTES`: age after which a browser is replaced (default 30).
+    pub recycle_age: Duration,
+    /// `KILN_WORKER_RECYCLE_MEMORY_MB`: memory (proportional set size of all its processes) above
+    /// which a browser is replaced (default 1536).
+    pub recycle_memory_mb: u64,
+    /// `KILN_ALLOWED_PRIVATE_NETS`: private networks renders may reach anyway (comma-separated
+    /// CIDRs, default none), for origins on a private network. Everything else private, loopback,
+    /// link-local or otherwise non-public is refused by the egress proxy.
+    pub allowed_private_nets: AllowedNets,
     /// `KILN_WORKER_ADMIN_LISTEN`: health endpoints (default `127.0.0.1:9101`; port 0 picks one).
     pub admin_listen: SocketAddr,
     /// `KILN_WORKER_NAME`: the queue consumer's name, unique per process (default
@@ -61,6 +71,9 @@ impl std::fmt::Debug for Settings {
             .field("browsers", &self.browsers)
             .field("tabs_per_browser", &self.tabs_per_browser)
             .field("recycle_after", &self.recycle_after)
+            .field("recycle_age", &self.recycle_age)
+            .field("recycle_memory_mb", &self.recycle_memory_mb)
+            .field("allowed_private_nets", &self.allowed_private_nets)
             .field("admin_listen", &self.admin_listen)
             .field("worker_name", &self.worker_name)
             .field("render_quiet", &self.render_quiet)
@@ -138,6 +151,8 @@ impl Settings {
             "json" => LogFormat::Json,
             other => bail!("KILN_LOG_FORMAT must be `json` or `pretty`, not `{other}`"),
         };
+        let allowed_private_nets = AllowedNets::parse(&text("KILN_ALLOWED_PRIVATE_NETS", "")?)
+            .context("KILN_ALLOWED_PRIVATE_NETS")?;
         let as_usize =
             |name: &str, n: u64| usize::try_from(n).with_context(|| format!("{name} is too large"));
 
@@ -152,6 +167,9 @@ impl Settings {
                 count("KILN_WORKER_TABS_PER_BROWSER", 4)?,
             )?,
             recycle_after: count("KILN_WORKER_RECYCLE_AFTER", 50)?,
+            recycle_age: Duration::from_secs(60 * count("KILN_WORKER_RECYCLE_MINUTES", 30)?),
+            recycle_memory_mb: count("KILN_WORKER_RECYCLE_MEMORY_MB", 1536)?,
+            allowed_private_nets,
             admin_listen,
             worker_name,
             render_quiet: millis("KILN_RENDER_QUIET_MS", 50)?,
@@ -181,6 +199,9 @@ impl Settings {
             browsers: self.browsers,
             tabs_per_browser: self.tabs_per_browser,
             recycle_after: self.recycle_after,
+            recycle_age: self.recycle_age,
+            recycle_memory_mb: self.recycle_memory_mb,
+            extra_args: Vec::new(),
             profile_dir: self.profile_dir.clone(),
         }
     }

@@ -30,6 +30,7 @@ fn job(path: &str) -> RenderJob {
         render_timeout_ms: 1000,
         enqueued_at: 0,
         request_id: Some(path.to_owned()),
+        blocking: Default::default(),
     }
 }
 

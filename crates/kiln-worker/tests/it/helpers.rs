@@ -159,6 +159,8 @@ pub async fn spawn_unready_app(overrides: &[(&str, &str)]) -> TestApp {
         ),
         ("KILN_WORKER_BROWSERS", "1".to_owned()),
         ("KILN_WORKER_TABS_PER_BROWSER", "2".to_owned()),
+        // The test origin is on 127.0.0.1; everything else private stays refused.
+        ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -245,6 +247,7 @@ impl TestApp {
             render_timeout_ms: 10_000,
             enqueued_at: 0,
             request_id: Some(format!("req-{}", uuid::Uuid::new_v4().simple())),
+            blocking: Default::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The worker end to end: real Redis, real Chromium, a real origin, jobs through the queue.
 
+mod corpus;
 mod helpers;
 mod origin;
 
@@ -201,7 +202,7 @@ async fn a_dead_origin_fails_without_storing() {
     let job = app.job(&dead, Desktop);
     let rendered = app.run(job).await;
     assert!(
-        rendered.failure().contains("ERR_CONNECTION_REFUSED"),
+        rendered.failure().contains("the origin is unreachable"),
         "{}",
         rendered.failure()
     );

@@ -1,0 +1,1 @@
+window.trackingLoaded = 'tracking-script-body';

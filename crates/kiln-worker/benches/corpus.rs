@@ -1,0 +1,274 @@
+//! The render engine's figures on the corpus: for each page, the median cold render and what it
+//! adds to the page's own completion time; renders per second at concurrency 4; and the worker's
+//! and Chromium's memory before and after many renders.
+//!
+//! `cargo bench -p kiln-worker --bench corpus -- [--runs N] [--throughput N] [--soak N] [--out FILE]`
+//! (`scripts/bench-render.sh` runs it with the figures the README reports). Timings on a shared
+//! machine are noisy: medians, not single runs, and nothing here is asserted.
+
+use futures::StreamExt;
+use kiln_core::{DeviceClass, ResourceBlocking};
+use kiln_egress::{EgressProxy, EgressSettings};
+use kiln_testkit::corpus;
+use kiln_worker::render::{self, RenderRequest};
+use kiln_worker::{BrowserPool, PoolSettings};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Pages whose figures mean something for speed (the SSRF probes are about safety).
+const SKIPPED: &[&str] = &["ssrf-fetch", "ssrf-file", "ssrf-iframe"];
+/// The mix for throughput and memory: typical single-page-app pages.
+const MIX: &[&str] = &[
+    "script-built",
+    "delayed-fetch",
+    "late-meta",
+    "json-ld",
+    "chained",
+    "shadow",
+];
+
+struct Args {
+    runs: usize,
+    throughput: usize,
+    soak: usize,
+    out: Option<String>,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        runs: 10,
+        throughput: 200,
+        soak: 1000,
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().expect("a value after the flag");
+        match arg.as_str() {
+            "--runs" => args.runs = value().parse().expect("--runs N"),
+            "--throughput" => args.throughput = value().parse().expect("--throughput N"),
+            "--soak" => args.soak = value().parse().expect("--soak N"),
+            "--out" => args.out = Some(value()),
+            // `cargo bench` passes `--bench`.
+            _ => {}
+        }
+    }
+    args
+}
+
+struct Sample {
+    total: Duration,
+    page_ms: Option<u64>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    let internal = corpus::internal_server().await;
+    let origin = corpus::corpus_origin(&internal).await;
+    let react = corpus::framework_origin("react").await;
+    let vue = corpus::framework_origin("vue").await;
+    let proxy = EgressProxy::start(EgressSettings {
+        allowed: kiln_core::AllowedNets::parse("127.0.0.1/32").expect("a valid net"),
+        ..EgressSettings::default()
+    })
+    .await
+    .expect("the egress proxy starts");
+    let profile = tempfile::tempdir().expect("a temporary directory");
+    let pool = BrowserPool::start(PoolSettings {
+        chrome_path: std::env::var("KILN_CHROME_PATH")
+            .unwrap_or_else(|_| "/usr/bin/chromium".into())
+            .into(),
+        browsers: 1,
+        tabs_per_browser: 4,
+        recycle_after: 50,
+        recycle_age: Duration::from_secs(1800),
+        recycle_memory_mb: 1536,
+        extra_args: proxy.chromium_args(),
+        profile_dir: profile.path().to_owned(),
+    });
+    while pool.alive_browsers() == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut pages: Vec<(String, String)> = corpus::page_names()
+        .into_iter()
+        .filter(|name| !SKIPPED.contains(&name.as_str()))
+        .map(|name| (name.clone(), origin.url(&format!("/{name}"))))
+        .collect();
+    pages.push(("react /products/2".into(), react.url("/products/2")));
+    pages.push(("vue /products/2".into(), vue.url("/products/2")));
+
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "# Render engine benchmark\n\nOne browser, 4 warm tabs, the egress proxy on, {} runs per page \
+         (one at a time, each in a fresh browser context). *Page* is when the page itself was \
+         complete (its last DOM change, fetch or load event, by its own clock); *overhead* is what \
+         the render took beyond that (tab checkout, set-up, readiness detection, serialisation and \
+         clean-up).\n",
+        args.runs
+    );
+    let _ = writeln!(
+        report,
+        "| page | median render ms | median page ms | median overhead ms |\n|---|---:|---:|---:|"
+    );
+    let mut overheads = Vec::new();
+    for (name, url) in &pages {
+        // One render first, so that the origin and Chromium's code caches are as warm as in production.
+        let _ = render_one(&pool, url).await;
+        let mut samples = Vec::new();
+        for _ in 0..args.runs {
+            match render_one(&pool, url).await {
+                Ok(sample) => samples.push(sample),
+                Err(error) => eprintln!("{name}: {error}"),
+            }
+        }
+        let totals: Vec<f64> = samples.iter().map(|s| ms(s.total)).collect();
+        let page: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| s.page_ms.map(|p| p as f64))
+            .collect();
+        let overhead: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| s.page_ms.map(|p| ms(s.total) - p as f64))
+            .collect();
+        overheads.extend(overhead.iter().copied());
+        let line = format!(
+            "| {name} | {:.0} | {:.0} | {:.0} |",
+            median(&totals),
+            median(&page),
+            median(&overhead)
+        );
+        eprintln!("{line}");
+        let _ = writeln!(report, "{line}");
+    }
+    let _ = writeln!(
+        report,
+        "\nMedian overhead over all {} renders: **{:.0} ms** (p90 {:.0} ms).\n",
+        overheads.len(),
+        median(&overheads),
+        percentile(&overheads, 0.9)
+    );
+
+    let mix: Vec<String> = MIX.iter().map(|p| origin.url(&format!("/{p}"))).collect();
+    let started = Instant::now();
+    let done = render_mix(&pool, &mix, args.throughput).await;
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    let line = format!(
+        "Throughput at concurrency 4 on this machine: **{rate:.1} renders/s** ({done} of {} renders of the mix {MIX:?} succeeded).\n",
+        args.throughput
+    );
+    eprintln!("{line}");
+    let _ = writeln!(report, "{line}");
+
+    if args.soak > 0 {
+        let before = memory(&pool);
+        let started = Instant::now();
+        let ok = render_mix(&pool, &mix, args.soak).await;
+        // Let the last recycled browser's replacement settle before measuring.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = memory(&pool);
+        let line = format!(
+            "Memory over {} renders ({ok} succeeded, {:.0} s; browsers recycled every 50 renders): \
+             worker {:.0} MB → {:.0} MB RSS, Chromium {:.0} MB → {:.0} MB (proportional set size of \
+             all its processes).\n",
+            args.soak,
+            started.elapsed().as_secs_f64(),
+            before.0,
+            after.0,
+            before.1,
+            after.1
+        );
+        eprintln!("{line}");
+        let _ = writeln!(report, "{line}");
+    }
+    pool.shutdown().await;
+    proxy.shutdown().await;
+
+    println!("{report}");
+    if let Some(out) = args.out {
+        std::fs::write(&out, &report).expect("the report file is writable");
+        eprintln!("written to {out}");
+    }
+}
+
+/// Renders `count` pages of `mix`, four at a time; returns how many succeeded.
+async fn render_mix(pool: &BrowserPool, mix: &[String], count: usize) -> usize {
+    futures::stream::iter((0..count).map(|i| {
+        let pool = pool.clone();
+        let url = mix[i % mix.len()].clone();
+        async move { render_one(&pool, &url).await.is_ok() }
+    }))
+    .buffer_unordered(4)
+    .filter(|ok| futures::future::ready(*ok))
+    .count()
+    .await
+}
+
+async fn render_one(pool: &BrowserPool, url: &str) -> Result<Sample, String> {
+    let started = Instant::now();
+    let lease = pool
+        .checkout(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = RenderRequest {
+        url,
+        page_url: url,
+        device: DeviceClass::Desktop,
+        cap: Duration::from_secs(10),
+        quiet: Duration::from_millis(50),
+        blocking: ResourceBlocking::default(),
+    };
+    let dead = lease.browser_dead();
+    let rendered = render::render(lease.page(), &request, &dead)
+        .await
+        .map_err(|e| e.to_string())?;
+    let total = started.elapsed();
+    drop(lease);
+    Ok(Sample {
+        total,
+        page_ms: rendered.page_ms,
+    })
+}
+
+/// The worker's resident size and Chromium's memory, in MB.
+fn memory(pool: &BrowserPool) -> (f64, f64) {
+    let worker = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l[6..]
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .unwrap_or(0.0)
+        / 1024.0;
+    let chromium: u64 = pool
+        .browser_pids()
+        .into_iter()
+        .map(kiln_worker::group_memory_bytes)
+        .sum();
+    (worker, chromium as f64 / (1024.0 * 1024.0))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
