@@ -64,6 +64,13 @@ struct Sample {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let internal = corpus::internal_server().await;
     let origin = corpus::corpus_origin(&internal).await;
     let react = corpus::framework_origin("react").await;
@@ -119,6 +126,7 @@ async fn main() {
         let _ = render_one(&pool, url).await;
         let mut samples = Vec::new();
         for _ in 0..args.runs {
+            settle(&pool).await;
             match render_one(&pool, url).await {
                 Ok(sample) => samples.push(sample),
                 Err(error) => eprintln!("{name}: {error}"),
@@ -206,10 +214,21 @@ async fn render_mix(pool: &BrowserPool, mix: &[String], count: usize) -> usize {
     .await
 }
 
+/// Waits until the pool has all its warm tabs again: each sequential render starts on an idle
+/// machine, as a cold render on a quiet worker does (tab creation in the background would
+/// otherwise be counted as the page's own time).
+async fn settle(pool: &BrowserPool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.warm_tabs() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 async fn render_one(pool: &BrowserPool, url: &str) -> Result<Sample, String> {
     let started = Instant::now();
     let lease = pool
-        .checkout(Duration::from_secs(30))
+        .checkout(Duration::from_secs(30), DeviceClass::Desktop)
         .await
         .map_err(|e| e.to_string())?;
     let request = RenderRequest {
@@ -221,7 +240,7 @@ async fn render_one(pool: &BrowserPool, url: &str) -> Result<Sample, String> {
         blocking: ResourceBlocking::default(),
     };
     let dead = lease.browser_dead();
-    let rendered = render::render(lease.page(), &request, &dead)
+    let rendered = render::render(lease.page(), lease.prepared(), &request, &dead)
         .await
         .map_err(|e| e.to_string())?;
     let total = started.elapsed();

@@ -150,7 +150,7 @@ impl Inner {
         let cap = Duration::from_millis(job.render_timeout_ms).clamp(MIN_CAP, MAX_CAP);
         let mut lease = self
             .pool
-            .checkout(cap.max(MIN_CHECKOUT_WAIT))
+            .checkout(cap.max(MIN_CHECKOUT_WAIT), job.device)
             .await
             .map_err(|error| RenderError::NoBrowser(error.to_string()))?;
         tracing::Span::current().record("render.browser", lease.browser_id());
@@ -167,7 +167,7 @@ impl Inner {
         // will not return, which means the page or the browser hangs.
         let result = match tokio::time::timeout(
             cap + WATCHDOG_MARGIN,
-            render::render(lease.page(), &request, &dead),
+            render::render(lease.page(), lease.prepared(), &request, &dead),
         )
         .await
         {

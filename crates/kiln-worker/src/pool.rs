@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::process::{ChromeProcess, become_subreaper, group_memory_bytes};
+use crate::render::{self, Prepared};
+use kiln_core::{DeviceClass, ResourceBlocking};
 
 /// How long Chromium may take to start and announce its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -126,6 +128,8 @@ struct Instance {
 struct InstanceState {
     warm: Vec<Tab>,
     creating: usize,
+    /// Tabs being created for mobile renders (the others are for desktop).
+    creating_mobile: usize,
     in_use: usize,
     /// Tabs handed out so far.
     renders: u64,
@@ -135,10 +139,11 @@ struct InstanceState {
     retiring: bool,
 }
 
-/// A page in a browser context of its own.
+/// A page in a browser context of its own, set up ahead of demand for one device class.
 struct Tab {
     context: BrowserContextId,
     page: Page,
+    prepared: Prepared,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,6 +187,16 @@ impl BrowserPool {
             .count()
     }
 
+    /// Warm tabs ready for renders, over all browsers.
+    pub fn warm_tabs(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|slot| lock(slot).clone())
+            .map(|instance| lock(&instance.state).warm.len())
+            .sum()
+    }
+
     /// The main process ids of the browsers currently serving, for diagnostics and tests.
     pub fn browser_pids(&self) -> Vec<u32> {
         self.inner
@@ -191,8 +206,8 @@ impl BrowserPool {
             .collect()
     }
 
-    /// Takes a warm tab, waiting up to `wait` for one.
-    pub async fn checkout(&self, wait: Duration) -> Result<Lease, PoolError> {
+    /// Takes a warm tab, set up for `device` if one is, waiting up to `wait` for any.
+    pub async fn checkout(&self, wait: Duration, device: DeviceClass) -> Result<Lease, PoolError> {
         let deadline = Instant::now() + wait;
         loop {
             let notified = self.inner.tab_ready.notified();
@@ -202,7 +217,7 @@ impl BrowserPool {
             if self.inner.shutdown.is_cancelled() {
                 return Err(PoolError::ShuttingDown);
             }
-            if let Some(lease) = self.try_checkout() {
+            if let Some(lease) = self.try_checkout(device) {
                 return Ok(lease);
             }
             tokio::select! {
@@ -213,9 +228,24 @@ impl BrowserPool {
         }
     }
 
-    fn try_checkout(&self) -> Option<Lease> {
-        let slots = &self.inner.slots;
+    fn try_checkout(&self, device: DeviceClass) -> Option<Lease> {
         let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
+        // A tab already set up for the device first; any tab otherwise (the render sets it up).
+        for matching in [true, false] {
+            if let Some(lease) = self.try_checkout_from(start, device, matching) {
+                return Some(lease);
+            }
+        }
+        None
+    }
+
+    fn try_checkout_from(
+        &self,
+        start: usize,
+        device: DeviceClass,
+        matching: bool,
+    ) -> Option<Lease> {
+        let slots = &self.inner.slots;
         for i in 0..slots.len() {
             let Some(instance) = lock(&slots[(start + i) % slots.len()]).clone() else {
                 continue;
@@ -225,7 +255,11 @@ impl BrowserPool {
                 if !instance.accepting(&state, self.inner.settings.recycle_after) {
                     continue;
                 }
-                let Some(tab) = state.warm.pop() else {
+                let found = state
+                    .warm
+                    .iter()
+                    .rposition(|tab| !matching || tab.prepared.device == Some(device));
+                let Some(tab) = found.map(|i| state.warm.remove(i)) else {
                     continue;
                 };
                 state.in_use += 1;
@@ -270,6 +304,14 @@ impl Lease {
             .as_ref()
             .expect("a lease holds its tab until dropped")
             .page
+    }
+
+    /// What the tab has been set up for.
+    pub fn prepared(&self) -> Prepared {
+        self.tab
+            .as_ref()
+            .expect("a lease holds its tab until dropped")
+            .prepared
     }
 
     /// The id of the browser this tab belongs to, for logs.
@@ -412,7 +454,7 @@ impl Instance {
         self.changed.notify_one();
     }
 
-    async fn new_tab(&self) -> Result<Tab, CdpError> {
+    async fn new_tab(&self, device: DeviceClass) -> Result<Tab, CdpError> {
         let context = self
             .browser
             .execute(CreateBrowserContextParams::default())
@@ -424,8 +466,24 @@ impl Instance {
             .browser_context_id(context.clone())
             .build()
             .map_err(CdpError::msg)?;
-        match self.browser.new_page(params).await {
-            Ok(page) => Ok(Tab { context, page }),
+        let opened = match self.browser.new_page(params).await {
+            Ok(page) => render::prepare(
+                &page,
+                Prepared::default(),
+                device,
+                &ResourceBlocking::default(),
+            )
+            .await
+            .map(|prepared| (page, prepared))
+            .map_err(|e| CdpError::msg(e.to_string())),
+            Err(error) => Err(error),
+        };
+        match opened {
+            Ok((page, prepared)) => Ok(Tab {
+                context,
+                page,
+                prepared,
+            }),
             Err(error) => {
                 let _ = self
                     .browser
@@ -506,6 +564,8 @@ impl std::fmt::Display for Retirement {
 /// Keeps a browser's warm tabs topped up until it has to go, and says why it has to.
 async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
     let tabs = inner.settings.tabs_per_browser.max(1);
+    // Age and memory are checked on this schedule however busy the browser is.
+    let mut next_health = Instant::now() + HEALTH_INTERVAL;
     loop {
         let changed = instance.changed.notified();
         {
@@ -531,18 +591,35 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
             let missing = target
                 .saturating_sub(state.warm.len() + state.creating)
                 .min(MAX_PARALLEL_CREATES.saturating_sub(state.creating));
-            state.creating += missing;
             for _ in 0..missing {
+                // Both device classes kept warm, evenly: Google crawls mobile-first, others desktop.
+                let mobile = state.creating_mobile
+                    + state
+                        .warm
+                        .iter()
+                        .filter(|t| t.prepared.device == Some(DeviceClass::Mobile))
+                        .count();
+                let desktop = state.creating + state.warm.len() - mobile;
+                let device = if mobile < desktop {
+                    DeviceClass::Mobile
+                } else {
+                    DeviceClass::Desktop
+                };
+                state.creating += 1;
+                if device == DeviceClass::Mobile {
+                    state.creating_mobile += 1;
+                }
                 inner
                     .tasks
-                    .spawn(create_tab(inner.clone(), instance.clone()));
+                    .spawn(create_tab(inner.clone(), instance.clone(), device));
             }
         }
         tokio::select! {
             _ = changed => {}
             _ = instance.dead.cancelled() => {}
             _ = inner.shutdown.cancelled() => {}
-            _ = tokio::time::sleep(HEALTH_INTERVAL) => {
+            _ = tokio::time::sleep_until(next_health) => {
+                next_health = Instant::now() + HEALTH_INTERVAL;
                 let limit = inner.settings.recycle_memory_mb.saturating_mul(1024 * 1024);
                 let pid = instance.process.pid();
                 let used = tokio::task::spawn_blocking(move || group_memory_bytes(pid))
@@ -556,11 +633,14 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
     }
 }
 
-async fn create_tab(inner: Arc<Inner>, instance: Arc<Instance>) {
+async fn create_tab(inner: Arc<Inner>, instance: Arc<Instance>, device: DeviceClass) {
     let started = Instant::now();
-    let created = tokio::time::timeout(TAB_CREATE_TIMEOUT, instance.new_tab()).await;
+    let created = tokio::time::timeout(TAB_CREATE_TIMEOUT, instance.new_tab(device)).await;
     let mut state = lock(&instance.state);
     state.creating = state.creating.saturating_sub(1);
+    if device == DeviceClass::Mobile {
+        state.creating_mobile = state.creating_mobile.saturating_sub(1);
+    }
     match created {
         Ok(Ok(tab)) => {
             tracing::trace!(

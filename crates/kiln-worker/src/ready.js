@@ -165,6 +165,123 @@
     };
   }
 
+  // Animation frames scheduled from outside an animation frame (or a few frames deep) are waited
+  // for like short timers: libraries defer DOM and head updates to the next frame. Deeper chains are
+  // animations that never end.
+  const nativeRequestAnimationFrame = window.requestAnimationFrame;
+  const nativeCancelAnimationFrame = window.cancelAnimationFrame;
+  const pendingFrames = new Set();
+  let frameDepth = 0;
+  if (typeof nativeRequestAnimationFrame === 'function') {
+    window.requestAnimationFrame = function requestAnimationFrame(callback) {
+      if (typeof callback !== 'function') {
+        return nativeRequestAnimationFrame.call(window, callback);
+      }
+      const ownDepth = frameDepth + 1;
+      const counted = ownDepth <= MAX_COUNTED_DEPTH;
+      let id;
+      id = nativeRequestAnimationFrame.call(window, function (time) {
+        pendingFrames.delete(id);
+        const outer = frameDepth;
+        frameDepth = ownDepth;
+        try {
+          return callback.call(this, time);
+        } finally {
+          frameDepth = outer;
+          if (counted) {
+            lastTimer = now();
+          }
+        }
+      });
+      if (counted) {
+        pendingFrames.add(id);
+      }
+      return id;
+    };
+    window.cancelAnimationFrame = function cancelAnimationFrame(id) {
+      pendingFrames.delete(id);
+      return nativeCancelAnimationFrame.call(window, id);
+    };
+  }
+
+  // Schedulers (React's among them) run their work in slices posted through a MessageChannel: a
+  // posted message counts as a pending timer until a handler receives it (or it is a second old:
+  // a port nobody listens to must not hold the page forever).
+  const MAX_MESSAGE_WAIT_MS = 1000;
+  const postedMessages = [];
+  const deliveredEvents = new WeakSet();
+  const PortProto = window.MessagePort && window.MessagePort.prototype;
+  if (PortProto && typeof PortProto.postMessage === 'function') {
+    const delivered = (event) => {
+      if (event && typeof event === 'object' && !deliveredEvents.has(event)) {
+        deliveredEvents.add(event);
+        postedMessages.shift();
+      }
+    };
+    const wrapHandler = (handler) => function (event) {
+      delivered(event);
+      try {
+        return handler.apply(this, arguments);
+      } finally {
+        lastTimer = now();
+      }
+    };
+    const nativePost = PortProto.postMessage;
+    PortProto.postMessage = function postMessage(...args) {
+      postedMessages.push(now());
+      lastTimer = now();
+      return nativePost.apply(this, args);
+    };
+    const onmessage = Object.getOwnPropertyDescriptor(PortProto, 'onmessage');
+    if (onmessage && onmessage.set && onmessage.get) {
+      const wrapped = new WeakMap();
+      Object.defineProperty(PortProto, 'onmessage', {
+        configurable: true,
+        enumerable: onmessage.enumerable,
+        get() {
+          const current = onmessage.get.call(this);
+          return (current && wrapped.get(current)) || current;
+        },
+        set(handler) {
+          if (typeof handler === 'function') {
+            const inner = wrapHandler(handler);
+            wrapped.set(inner, handler);
+            onmessage.set.call(this, inner);
+          } else {
+            onmessage.set.call(this, handler);
+          }
+        },
+      });
+    }
+    const nativeAdd = PortProto.addEventListener;
+    const nativeRemove = PortProto.removeEventListener;
+    if (typeof nativeAdd === 'function' && typeof nativeRemove === 'function') {
+      // One wrapper per listener, so that removing the listener removes its wrapper.
+      const wrappers = new WeakMap();
+      PortProto.addEventListener = function addEventListener(type, listener, options) {
+        if (type === 'message' && typeof listener === 'function') {
+          let inner = wrappers.get(listener);
+          if (!inner) {
+            inner = wrapHandler(listener);
+            wrappers.set(listener, inner);
+          }
+          return nativeAdd.call(this, type, inner, options);
+        }
+        return nativeAdd.call(this, type, listener, options);
+      };
+      PortProto.removeEventListener = function removeEventListener(type, listener, options) {
+        const inner = type === 'message' && listener && wrappers.get(listener);
+        return nativeRemove.call(this, type, inner || listener, options);
+      };
+    }
+  }
+  function pendingMessages(at) {
+    while (postedMessages.length && at - postedMessages[0] >= MAX_MESSAGE_WAIT_MS) {
+      postedMessages.shift();
+    }
+    return postedMessages.length;
+  }
+
   window.setTimeout = setTimeout;
   window.clearTimeout = clearTimeout;
   window.setInterval = setInterval;
@@ -192,7 +309,7 @@
         }
       }
       return {
-        timers: pending.size,
+        timers: pending.size + pendingFrames.size + pendingMessages(at),
         requests: young,
         sinceMutationMs: at - lastMutation,
         sinceTimerMs: at - lastTimer,

@@ -76,6 +76,11 @@ const SERIALIZE_JS: &str = r#"(() => {
   return { html: doctype + '<' + root.localName + attributes + '>' + inner + '</' + root.localName + '>', url: location.href };
 })()"#;
 
+/// The shortest gap between two looks at the page's state.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(4);
+/// How often the page is looked at while it waits for something with no known end (a timer, a
+/// request, `prerenderReady`).
+const WAITING_CHECK_INTERVAL: Duration = Duration::from_millis(15);
 /// Requests in flight longer than this are long-polls (or hung): readiness does not wait for them.
 const LONG_REQUEST: Duration = Duration::from_secs(2);
 /// Reading the finished page gets this long of its own, beyond the readiness cap.
@@ -183,10 +188,11 @@ fn cdp_error(error: CdpError) -> RenderError {
     }
 }
 
-/// Renders `request.url` in `page`, a blank page in a fresh browser context. `browser_dead` is
-/// cancelled if the browser dies meanwhile.
+/// Renders `request.url` in `page`, a blank page in a fresh browser context, set up as `prepared`
+/// says. `browser_dead` is cancelled if the browser dies meanwhile.
 pub async fn render(
     page: &Page,
+    prepared: Prepared,
     request: &RenderRequest<'_>,
     browser_dead: &CancellationToken,
 ) -> Result<Rendered, RenderError> {
@@ -199,19 +205,21 @@ pub async fn render(
 
     // Listeners first: nothing the navigation causes may be missed.
     let mut events = subscribe(page).await?;
-    prepare(page, request.device, &request.blocking).await?;
+    prepare(page, prepared, request.device, &request.blocking).await?;
     let main_frame = match page.mainframe().await.map_err(cdp_error)? {
         Some(frame) => frame,
         // A top-level target's main frame has the target's id.
         None => FrameId::new(page.target_id().inner().clone()),
     };
     let mut tracker = Tracker::new(main_frame, request.quiet, started);
+    let prepared_ms = started.elapsed().as_millis() as u64;
 
     let navigate = page.execute(NavigateParams::new(request.url));
     tokio::pin!(navigate);
     let mut navigating = true;
-    let mut poll = tokio::time::interval((request.quiet / 2).max(Duration::from_millis(5)));
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Checks are scheduled for the moment the page could first count as ready (the quiet window
+    // after its last activity), not on a fixed tick, so readiness is seen within a few ms of it.
+    let mut next_check = Instant::now() + request.quiet;
 
     loop {
         tokio::select! {
@@ -241,9 +249,11 @@ pub async fn render(
                 }
             }
             // Time alone can settle the network (a long-poll turning two seconds old), so the check
-            // runs on every tick rather than as a precondition of the branch.
-            _ = poll.tick() => {
-                if !tracker.network_settled(Instant::now()) {
+            // runs on a timer rather than as a precondition of the branch.
+            _ = tokio::time::sleep_until(next_check) => {
+                let now = Instant::now();
+                if let Some(wait) = tracker.until_network_settles(now) {
+                    next_check = now + wait.clamp(MIN_CHECK_INTERVAL, request.quiet);
                     continue;
                 }
                 // Evaluating takes about a millisecond; one that outlasts the cap by a second means
@@ -253,6 +263,10 @@ pub async fn render(
                     .map_err(|_| RenderError::Hung)??;
                 let now = Instant::now();
                 let ready = state.as_ref().is_some_and(|state| state.is_ready(request.quiet) && tracker.document_loaded(state, now));
+                let wait = state
+                    .as_ref()
+                    .and_then(|state| state.until_quiet(request.quiet))
+                    .unwrap_or(WAITING_CHECK_INTERVAL);
                 if state.is_some() {
                     tracker.page_state = state;
                 }
@@ -260,9 +274,10 @@ pub async fn render(
                 while let Some(Some(event)) = events.next().now_or_never() {
                     tracker.on_event(event, page, Instant::now());
                 }
-                if ready && tracker.network_settled(Instant::now()) {
+                if ready && tracker.until_network_settles(Instant::now()).is_none() {
                     break;
                 }
+                next_check = Instant::now() + wait.clamp(MIN_CHECK_INTERVAL, request.quiet);
             }
         }
         if tracker.crashed {
@@ -280,8 +295,10 @@ pub async fn render(
             return Ok(rendered);
         }
     }
+    let ready_ms = started.elapsed().as_millis() as u64;
     tracing::debug!(
-        ready_ms = started.elapsed().as_millis() as u64,
+        prepared_ms,
+        ready_ms,
         requests = tracker.requests_seen,
         state = ?tracker.page_state,
         "page ready"
@@ -298,6 +315,11 @@ pub async fn render(
         },
     )
     .map_err(|e| RenderError::Page(e.to_string()))?;
+    tracing::debug!(
+        serialized_ms = started.elapsed().as_millis() as u64,
+        bytes = processed.html.len(),
+        "page serialised"
+    );
     let visible_text = processed.visible_text;
     let mut rendered = judge(tracker.main_status, &snapshot.url, processed)?;
     rendered.page_ms = tracker.page_state.as_ref().map(PageState::complete_at_ms);
@@ -413,48 +435,76 @@ async fn subscribe(page: &Page) -> Result<SelectAll<BoxStream<'static, Event>>, 
     Ok(futures::stream::select_all(streams))
 }
 
-/// Device emulation, resource blocking and the readiness tracker, all set before navigating.
-async fn prepare(
+/// What a tab has been set up for. Setting a tab up costs Chromium up to ~100 ms (device emulation
+/// waits for a frame), so the pool does it when it opens a tab, ahead of demand, and a render only
+/// redoes what its job needs differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prepared {
+    /// The device the tab emulates, once set.
+    pub device: Option<DeviceClass>,
+    /// The blocking the tab's request interception applies, once set.
+    pub blocking: Option<ResourceBlocking>,
+    /// Whether the readiness tracker and crash reports are installed.
+    pub tracker: bool,
+}
+
+/// Brings `page`, set up as `prepared` says, to `device` and `blocking`, returning what it now is.
+/// Each step that is already in place is skipped.
+pub async fn prepare(
     page: &Page,
+    prepared: Prepared,
     device: DeviceClass,
     blocking: &ResourceBlocking,
-) -> Result<(), RenderError> {
-    let (width, height) = device.viewport();
-    let mobile = device == DeviceClass::Mobile;
-    let mut metrics = SetDeviceMetricsOverrideParams::new(
-        i64::from(width),
-        i64::from(height),
-        if mobile { 2.0 } else { 1.0 },
-        mobile,
-    );
-    metrics.screen_orientation = Some(if mobile {
-        ScreenOrientation::new(ScreenOrientationType::PortraitPrimary, 0)
-    } else {
-        ScreenOrientation::new(ScreenOrientationType::LandscapePrimary, 90)
-    });
-    let mut touch = SetTouchEmulationEnabledParams::new(mobile);
-    if mobile {
-        touch.max_touch_points = Some(5);
+) -> Result<Prepared, RenderError> {
+    let mut steps: Vec<futures::future::BoxFuture<'_, Result<(), CdpError>>> = Vec::new();
+    if prepared.device != Some(device) {
+        let (width, height) = device.viewport();
+        let mobile = device == DeviceClass::Mobile;
+        let mut metrics = SetDeviceMetricsOverrideParams::new(
+            i64::from(width),
+            i64::from(height),
+            if mobile { 2.0 } else { 1.0 },
+            mobile,
+        );
+        metrics.screen_orientation = Some(if mobile {
+            ScreenOrientation::new(ScreenOrientationType::PortraitPrimary, 0)
+        } else {
+            ScreenOrientation::new(ScreenOrientationType::LandscapePrimary, 90)
+        });
+        let mut touch = SetTouchEmulationEnabledParams::new(mobile);
+        if mobile {
+            touch.max_touch_points = Some(5);
+        }
+        let user_agent = SetUserAgentOverrideParams::new(device.render_user_agent());
+        steps.push(page.execute(metrics).map_ok(drop).boxed());
+        steps.push(page.execute(touch).map_ok(drop).boxed());
+        steps.push(page.execute(user_agent).map_ok(drop).boxed());
     }
-    let user_agent = SetUserAgentOverrideParams::new(device.render_user_agent());
-    let fetch = fetch::EnableParams {
-        patterns: Some(blocking::patterns(blocking)),
-        ..Default::default()
-    };
-    let tracker = AddScriptToEvaluateOnNewDocumentParams::new(READY_JS);
-
-    futures::try_join!(
-        page.execute(metrics).map_ok(drop),
-        page.execute(touch).map_ok(drop),
-        page.execute(user_agent).map_ok(drop),
-        page.execute(fetch).map_ok(drop),
-        page.execute(tracker).map_ok(drop),
+    if prepared.blocking.as_ref() != Some(blocking) {
+        let fetch = fetch::EnableParams {
+            patterns: Some(blocking::patterns(blocking)),
+            ..Default::default()
+        };
+        steps.push(page.execute(fetch).map_ok(drop).boxed());
+    }
+    if !prepared.tracker {
+        let tracker = AddScriptToEvaluateOnNewDocumentParams::new(READY_JS);
+        steps.push(page.execute(tracker).map_ok(drop).boxed());
         // Reports renderer crashes (Inspector.targetCrashed).
-        page.execute(inspector::EnableParams::default())
-            .map_ok(drop),
-    )
-    .map_err(cdp_error)?;
-    Ok(())
+        steps.push(
+            page.execute(inspector::EnableParams::default())
+                .map_ok(drop)
+                .boxed(),
+        );
+    }
+    futures::future::try_join_all(steps)
+        .await
+        .map_err(cdp_error)?;
+    Ok(Prepared {
+        device: Some(device),
+        blocking: Some(*blocking),
+        tracker: true,
+    })
 }
 
 /// What `__kilnState()` reports, plus what the worker asks beside it.
@@ -487,6 +537,18 @@ impl PageState {
 }
 
 impl PageState {
+    /// How long until the page's quiet window could be over, if nothing but time is missing.
+    fn until_quiet(&self, quiet: Duration) -> Option<Duration> {
+        if !self.tracked || self.timers > 0 || self.requests > 0 || !self.prerender_ready {
+            return None;
+        }
+        let quiet_ms = quiet.as_secs_f64() * 1000.0;
+        let since = self.since_mutation_ms.min(self.since_timer_ms);
+        Some(Duration::from_secs_f64(
+            ((quiet_ms - since).max(0.0)) / 1000.0,
+        ))
+    }
+
     /// The page's side of readiness, the document's load aside.
     fn is_ready(&self, quiet: Duration) -> bool {
         let quiet_ms = quiet.as_secs_f64() * 1000.0;
@@ -873,11 +935,13 @@ impl Tracker {
 
     /// The browser's side of readiness: the main document's response has arrived, no request
     /// younger than the long-poll limit is in flight, and the network has been quiet for the quiet
-    /// window.
-    fn network_settled(&self, now: Instant) -> bool {
-        self.main_status.is_some()
-            && self.pending_requests(now) == 0
-            && now.duration_since(self.last_network_activity) >= self.quiet
+    /// window. `None` once settled; otherwise how long to wait before looking again.
+    fn until_network_settles(&self, now: Instant) -> Option<Duration> {
+        if self.main_status.is_none() || self.pending_requests(now) > 0 {
+            return Some(WAITING_CHECK_INTERVAL);
+        }
+        let quiet_for = now.duration_since(self.last_network_activity);
+        (quiet_for < self.quiet).then(|| self.quiet - quiet_for)
     }
 
     /// Whether the document counts as loaded: its load event has fired, or it has been parsed and

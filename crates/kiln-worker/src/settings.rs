@@ -37,7 +37,7 @@ pub struct Settings {
     /// `KILN_WORKER_RECYCLE_AFTER`: renders after which a browser is replaced by a fresh process
     /// (default 50).
     pub recycle_after: u64,
-    /// `KILN_WORKER_RECYCLE_MINUTES`: age after which a browser is replaced (default 30).
+    /// `KILN_WORKER_RECYCLE_AGE_SECS`: age after which a browser is replaced (default 1800).
     pub recycle_age: Duration,
     /// `KILN_WORKER_RECYCLE_MEMORY_MB`: memory (proportional set size of all its processes) above
     /// which a browser is replaced (default 1536).
@@ -167,7 +167,7 @@ impl Settings {
                 count("KILN_WORKER_TABS_PER_BROWSER", 4)?,
             )?,
             recycle_after: count("KILN_WORKER_RECYCLE_AFTER", 50)?,
-            recycle_age: Duration::from_secs(60 * count("KILN_WORKER_RECYCLE_MINUTES", 30)?),
+            recycle_age: Duration::from_secs(count("KILN_WORKER_RECYCLE_AGE_SECS", 1800)?),
             recycle_memory_mb: count("KILN_WORKER_RECYCLE_MEMORY_MB", 1536)?,
             allowed_private_nets,
             admin_listen,
@@ -277,6 +277,9 @@ mod tests {
             ("KILN_WORKER_BROWSERS", "3"),
             ("KILN_WORKER_TABS_PER_BROWSER", "2"),
             ("KILN_WORKER_RECYCLE_AFTER", "7"),
+            ("KILN_WORKER_RECYCLE_AGE_SECS", "90"),
+            ("KILN_WORKER_RECYCLE_MEMORY_MB", "800"),
+            ("KILN_ALLOWED_PRIVATE_NETS", "10.0.0.0/8, 127.0.0.1"),
             ("KILN_WORKER_ADMIN_LISTEN", "0.0.0.0:0"),
             ("KILN_WORKER_NAME", "w-1"),
             ("KILN_RENDER_QUIET_MS", "120"),
@@ -289,6 +292,11 @@ mod tests {
         assert_eq!(s.chrome_path, PathBuf::from("/opt/chrome/chrome"));
         assert_eq!((s.browsers, s.tabs_per_browser, s.concurrency()), (3, 2, 6));
         assert_eq!(s.recycle_after, 7);
+        assert_eq!(s.recycle_age, Duration::from_secs(90));
+        assert_eq!(s.recycle_memory_mb, 800);
+        assert!(s.allowed_private_nets.permits("10.1.2.3".parse().unwrap()));
+        assert!(s.allowed_private_nets.permits("127.0.0.1".parse().unwrap()));
+        assert!(!s.allowed_private_nets.permits("127.0.0.2".parse().unwrap()));
         assert_eq!(s.admin_listen.port(), 0);
         assert_eq!(s.worker_name, "w-1");
         assert_eq!(s.render_quiet, Duration::from_millis(120));
@@ -306,6 +314,9 @@ mod tests {
             ("KILN_WORKER_BROWSERS", "two"),
             ("KILN_WORKER_TABS_PER_BROWSER", "-1"),
             ("KILN_WORKER_RECYCLE_AFTER", "0"),
+            ("KILN_WORKER_RECYCLE_AGE_SECS", "soon"),
+            ("KILN_WORKER_RECYCLE_MEMORY_MB", "0"),
+            ("KILN_ALLOWED_PRIVATE_NETS", "lan"),
             ("KILN_REDIS_TIMEOUT_MS", "fast"),
             ("KILN_RENDER_QUIET_MS", "0"),
             ("KILN_WORKER_ADMIN_LISTEN", "localhost"),

@@ -239,6 +239,31 @@ async fn browsers_are_recycled_and_leave_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_past_their_age_or_memory_limit_are_replaced_while_idle() {
+    for limit in [
+        ("KILN_WORKER_RECYCLE_AGE_SECS", "1"),
+        // Any Chromium uses more than a megabyte.
+        ("KILN_WORKER_RECYCLE_MEMORY_MB", "1"),
+    ] {
+        let app = spawn_app_with(&[limit]).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while app.mains_seen().len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{limit:?}: browsers seen {:?}",
+                app.mains_seen()
+            );
+            app.chromium_processes();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Renders go on through the replacements.
+        let rendered = app.render("/app", Desktop).await;
+        assert!(rendered.html().contains("Hello from the fixture API"));
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_from_a_killed_browser() {
     let app = spawn_app().await;
     let mains = app.mains_seen();
