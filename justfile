@@ -19,6 +19,7 @@ lint:
 
 # Run the benchmarks and write docs/benchmarks/.
 bench:
+    scripts/bench-render.sh
     scripts/bench.sh
 
 # CI's whole run.

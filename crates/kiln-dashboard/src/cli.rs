@@ -9,7 +9,7 @@ use crate::origin::Origin;
 use crate::state::{App, connect_db};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kiln_core::{DomainSettings, Hostname};
+use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
 
 /// Kiln's control plane: keeps domains in Postgres and publishes them to Redis for the gateways.
 ///
@@ -67,6 +67,11 @@ pub struct AddArgs {
     /// How long a bot waits for a render on a cache miss [default: 20000].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub bot_wait_ms: Option<u64>,
+    /// What renders do not download: a comma-separated list of images, media, fonts, stylesheets
+    /// and trackers (known analytics, ads and tag-manager hosts), or `none`
+    /// [default: images,media,fonts,trackers].
+    #[arg(long, value_parser = parse_blocking)]
+    pub block: Option<ResourceBlocking>,
     /// Succeed (and republish) if the same registration already exists.
     #[arg(long)]
     pub if_not_exists: bool,
@@ -79,9 +84,37 @@ impl AddArgs {
             cache_ttl_secs: self.cache_ttl_secs.unwrap_or(defaults.cache_ttl_secs),
             render_timeout_ms: self.render_timeout_ms.unwrap_or(defaults.render_timeout_ms),
             bot_wait_ms: self.bot_wait_ms.unwrap_or(defaults.bot_wait_ms),
+            blocking: self.block.unwrap_or(defaults.blocking),
             ..defaults
         }
     }
+}
+
+/// Parses `--block`: the kinds of resources renders skip.
+fn parse_blocking(list: &str) -> Result<ResourceBlocking, String> {
+    let mut blocking = ResourceBlocking {
+        images: false,
+        media: false,
+        fonts: false,
+        stylesheets: false,
+        trackers: false,
+    };
+    for kind in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match kind {
+            "none" => {}
+            "images" => blocking.images = true,
+            "media" => blocking.media = true,
+            "fonts" => blocking.fonts = true,
+            "stylesheets" => blocking.stylesheets = true,
+            "trackers" => blocking.trackers = true,
+            other => {
+                return Err(format!(
+                    "`{other}` is not one of images, media, fonts, stylesheets, trackers, none"
+                ));
+            }
+        }
+    }
+    Ok(blocking)
 }
 
 /// Runs a parsed command line.
@@ -220,6 +253,21 @@ mod tests {
             DomainSettings::default().render_timeout_ms
         );
         assert_eq!(settings.bot_wait_ms, DomainSettings::default().bot_wait_ms);
+        assert_eq!(settings.blocking, ResourceBlocking::default());
+    }
+
+    #[test]
+    fn what_renders_block_is_a_list() {
+        let blocking = parse_blocking("images, stylesheets").unwrap();
+        assert!(blocking.images && blocking.stylesheets);
+        assert!(!blocking.fonts && !blocking.media && !blocking.trackers);
+        let none = parse_blocking("none").unwrap();
+        assert!(!none.images && !none.trackers);
+        assert!(
+            parse_blocking("images,scripts")
+                .unwrap_err()
+                .contains("`scripts`")
+        );
     }
 
     #[test]

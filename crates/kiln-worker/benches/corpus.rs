@@ -67,7 +67,10 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // chromiumoxide 0.9.1 cannot parse a few of Chromium's newer messages; harmless.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,chromiumoxide::handler=error")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -196,7 +199,10 @@ async fn main() {
 
     println!("{report}");
     if let Some(out) = args.out {
+        // `cargo bench` runs in the package's directory: relative paths are the repository's.
+        let out = kiln_testkit::repo_root().join(out);
         std::fs::write(&out, &report).expect("the report file is writable");
+        let out = out.display();
         eprintln!("written to {out}");
     }
 }

@@ -23,6 +23,8 @@ const MIN_CAP: Duration = Duration::from_secs(1);
 const MAX_CAP: Duration = Duration::from_secs(120);
 /// The watchdog fires this long after the cap: a render still running then has a hung browser.
 const WATCHDOG_MARGIN: Duration = Duration::from_secs(10);
+/// How long a tab has to answer its health check before use.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The shortest a job waits for a free tab (it waits up to its cap otherwise), which rides out a
 /// browser being recycled.
 const MIN_CHECKOUT_WAIT: Duration = Duration::from_secs(5);
@@ -148,11 +150,27 @@ impl Inner {
 
     async fn render_once(&self, job: &RenderJob) -> Result<Rendered, RenderError> {
         let cap = Duration::from_millis(job.render_timeout_ms).clamp(MIN_CAP, MAX_CAP);
-        let mut lease = self
-            .pool
-            .checkout(cap.max(MIN_CHECKOUT_WAIT), job.device)
-            .await
-            .map_err(|error| RenderError::NoBrowser(error.to_string()))?;
+        let checkout_deadline = Instant::now() + cap.max(MIN_CHECKOUT_WAIT);
+        // The health check before use: a tab whose browser does not answer at once is given back
+        // (its browser replaced) and another taken, without spending the render's retry.
+        let mut lease = loop {
+            let mut lease = self
+                .pool
+                .checkout(
+                    checkout_deadline.saturating_duration_since(Instant::now()),
+                    job.device,
+                )
+                .await
+                .map_err(|error| RenderError::NoBrowser(error.to_string()))?;
+            if lease.is_responsive(HEALTH_CHECK_TIMEOUT).await {
+                break lease;
+            }
+            tracing::warn!(
+                render.browser = lease.browser_id(),
+                "a browser failed its health check; replacing it"
+            );
+            lease.mark_broken("the browser failed its health check");
+        };
         tracing::Span::current().record("render.browser", lease.browser_id());
         let request = RenderRequest {
             url: &job.render_url,

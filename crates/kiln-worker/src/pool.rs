@@ -15,6 +15,7 @@ use chromiumoxide::cdp::browser_protocol::browser::{BrowserContextId, CloseParam
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
 };
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::error::CdpError;
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::{Browser, Page};
@@ -322,6 +323,16 @@ impl Lease {
     /// Cancelled if the browser dies while the tab is in use.
     pub fn browser_dead(&self) -> CancellationToken {
         self.instance.dead.clone()
+    }
+
+    /// Whether the tab's renderer answers a trivial evaluation within `timeout` (about a
+    /// millisecond when healthy).
+    pub async fn is_responsive(&self, timeout: Duration) -> bool {
+        if self.instance.dead.is_cancelled() {
+            return false;
+        }
+        let probe = self.page().execute(EvaluateParams::new("1"));
+        matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(_)))
     }
 
     /// Has the browser replaced once this lease is returned.
