@@ -15,8 +15,8 @@ use kiln_worker::{BrowserPool, PoolSettings};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-/// Pages whose figures mean something for speed (the SSRF probes are about safety).
-const SKIPPED: &[&str] = &["ssrf-fetch", "ssrf-file", "ssrf-iframe"];
+/// Pages whose figures mean something for speed (the SSRF probes are about safety; `wiped` must fail).
+const SKIPPED: &[&str] = &["ssrf-fetch", "ssrf-file", "ssrf-iframe", "wiped"];
 /// The mix for throughput and memory: typical single-page-app pages.
 const MIX: &[&str] = &[
     "script-built",

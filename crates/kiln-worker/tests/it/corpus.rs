@@ -239,6 +239,16 @@ async fn statuses_and_headers_from_the_origin_and_meta_tags() {
     let missing = corpus.render("/missing").await;
     assert_eq!(missing.status(), 404, "the origin's 404 is kept");
     assert!(missing.html().contains("We could not find that page"));
+
+    // A render that lost the origin's content is not a page: retried once, then failed.
+    let wiped = corpus.render("/wiped").await;
+    assert!(
+        wiped.failure().contains("nearly empty"),
+        "{}",
+        wiped.failure()
+    );
+    assert!(wiped.entry.is_none());
+    assert_eq!(corpus.origin.hits.get("/wiped"), 2, "one retry");
     corpus.shutdown().await;
 }
 
