@@ -8,6 +8,7 @@
 pub mod asset;
 pub mod device;
 pub mod domain;
+pub mod headers;
 pub mod host;
 pub mod job;
 pub mod key;
@@ -17,6 +18,7 @@ pub mod url;
 pub use asset::is_asset_path;
 pub use device::DeviceClass;
 pub use domain::{DomainConfig, DomainSettings, ResourceBlocking};
+pub use headers::{HOP_BY_HOP, connection_tokens, strip_hop_by_hop};
 pub use host::{Hostname, HostnameError};
 pub use job::{RenderJob, RenderOutcome};
 pub use key::CacheKey;

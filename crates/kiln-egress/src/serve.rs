@@ -4,7 +4,7 @@
 use crate::error::{EgressError, ProxyBody};
 use crate::gate::{Gate, Target};
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -12,6 +12,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use kiln_core::{connection_tokens, strip_hop_by_hop};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,20 +21,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-
-/// Headers that describe one connection rather than the message (RFC 9110 §7.6.1), plus the
-/// pre-standard `Proxy-Connection` that browsers still send to proxies.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// One proxy instance's request handling, shared by all of its client connections.
 pub(crate) struct Proxy {
@@ -252,29 +239,6 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .flatten()
 }
 
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|token| !token.is_empty())
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the `Connection` header names are hop-by-hop too.
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-}
-
 /// The forwarding client's connector: every new upstream connection goes through the gate, which
 /// resolves once and connects to a vetted address. The client never resolves anything itself.
 #[derive(Clone)]
@@ -304,6 +268,7 @@ impl tower::Service<Uri> for VettingConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs

@@ -11,13 +11,13 @@
 
 use crate::error::GatewayError;
 use axum::body::Body;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
-use kiln_core::{AllowedNets, DomainConfig};
+use kiln_core::{AllowedNets, DomainConfig, strip_hop_by_hop};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,20 +25,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus Kiln's own
-/// classification header, which never leaves Kiln.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 pub struct OriginClient {
     client: Client<Connector, Body>,
@@ -166,23 +152,6 @@ fn join_upgraded(
     });
     let (parts, _) = origin_response.into_parts();
     Response::from_parts(parts, Body::empty())
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the `Connection` header names are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
