@@ -15,6 +15,8 @@ use kiln_worker::{BrowserPool, PoolSettings};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+/// Warm tabs of the one browser, as many as the throughput run's concurrency.
+const TABS: usize = 4;
 /// Pages whose figures mean something for speed (the SSRF probes are about safety; `wiped` must fail).
 const SKIPPED: &[&str] = &["ssrf-fetch", "ssrf-file", "ssrf-iframe", "wiped"];
 /// The mix for throughput and memory: typical single-page-app pages.
@@ -90,7 +92,7 @@ async fn main() {
             .unwrap_or_else(|_| "/usr/bin/chromium".into())
             .into(),
         browsers: 1,
-        tabs_per_browser: 4,
+        tabs_per_browser: TABS,
         recycle_after: 50,
         recycle_age: Duration::from_secs(1800),
         recycle_memory_mb: 1536,
@@ -225,7 +227,7 @@ async fn render_mix(pool: &BrowserPool, mix: &[String], count: usize) -> usize {
 /// otherwise be counted as the page's own time).
 async fn settle(pool: &BrowserPool) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while pool.warm_tabs() < 4 && Instant::now() < deadline {
+    while pool.warm_tabs() < TABS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
