@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::process::{ChromeProcess, become_subreaper, group_memory_bytes};
+use crate::process::{ChromeProcess, become_subreaper, group_memory_bytes, sweep_orphans};
 use crate::render::{self, Prepared};
 use kiln_core::{DeviceClass, ResourceBlocking};
 
@@ -158,6 +158,13 @@ impl BrowserPool {
     /// tells when one is up, and [`checkout`](Self::checkout) waits for a tab.
     pub fn start(settings: PoolSettings) -> Self {
         become_subreaper();
+        let orphans = sweep_orphans(&settings.profile_dir);
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "cleared browsers left behind by a worker that died"
+            );
+        }
         let slots = (0..settings.browsers.max(1))
             .map(|_| Mutex::new(None))
             .collect();

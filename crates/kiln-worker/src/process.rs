@@ -14,6 +14,7 @@
 //! rest.
 
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -112,6 +113,56 @@ pub struct ChromeProcess {
     /// Set once [`terminate`](Self::terminate) has seen every process go.
     terminated: AtomicBool,
     profile: Mutex<Option<TempDir>>,
+    /// The profile's lock, held while this browser is ours.
+    _lock: Flock<std::fs::File>,
+}
+
+/// The file in each profile directory that its worker holds locked.
+const PROFILE_LOCK: &str = "kiln-worker.lock";
+/// A profile directory without its lock file is taken for one being created, unless it is older.
+const UNLOCKED_PROFILE_GRACE: Duration = Duration::from_secs(60);
+
+/// Kills the browsers a dead worker left behind under `profile_root` and deletes their profiles.
+/// A profile is orphaned when nobody holds its lock: several workers may share the directory, and
+/// a live worker's browsers are never touched. Returns how many orphaned profiles were cleared.
+pub fn sweep_orphans(profile_root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(profile_root) else {
+        return 0;
+    };
+    let mut cleared = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let dir = entry.path();
+        let is_profile = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with("kiln-chromium-"));
+        if !is_profile || !dir.is_dir() {
+            continue;
+        }
+        let orphaned = match std::fs::File::open(dir.join(PROFILE_LOCK)) {
+            Ok(file) => Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok(),
+            Err(_) => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > UNLOCKED_PROFILE_GRACE),
+        };
+        if !orphaned {
+            continue;
+        }
+        let marker = dir.display().to_string();
+        let pids = processes_mentioning(&marker);
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(profile = %marker, %error, "could not delete an orphaned browser profile");
+        }
+        tracing::warn!(profile = %marker, processes = pids.len(), "killed the browser a dead worker left behind");
+        cleared += 1;
+    }
+    cleared
 }
 
 /// Makes this process the reaper of its orphaned descendants. Chromium's helpers (zygotes,
@@ -139,6 +190,23 @@ impl ChromeProcess {
             .map_err(|source| LaunchError::Profile {
                 dir: profile_root.to_owned(),
                 source,
+            })?;
+        // Held for as long as this browser is ours: a worker that dies without cleaning up (SIGKILL,
+        // OOM) releases it with its last breath, which is how the next worker knows the browser is
+        // an orphan (see `sweep_orphans`). The descriptor is close-on-exec, so Chromium does not
+        // inherit it.
+        let lock = std::fs::File::create(profile.path().join(PROFILE_LOCK))
+            .map_err(|source| LaunchError::Profile {
+                dir: profile.path().to_owned(),
+                source,
+            })
+            .and_then(|file| {
+                Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+                    LaunchError::Profile {
+                        dir: profile.path().to_owned(),
+                        source: errno.into(),
+                    }
+                })
             })?;
 
         let mut command = tokio::process::Command::new(chrome);
@@ -188,6 +256,7 @@ impl ChromeProcess {
             escapees: Mutex::new(BTreeSet::new()),
             terminated: AtomicBool::new(false),
             profile: Mutex::new(Some(profile)),
+            _lock: lock,
         };
 
         let Some(stderr) = stderr else {

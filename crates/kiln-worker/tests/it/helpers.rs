@@ -113,7 +113,10 @@ pub struct TestApp {
     pub origin: Origin,
     queue: RenderQueue,
     pub admin_port: u16,
-    profile_dir: tempfile::TempDir,
+    /// Deleted (with anything left in it) when the test ends.
+    _profile_dir: tempfile::TempDir,
+    /// Where the worker creates browser profiles: `profile_dir`, unless the test chose another.
+    profile_root: PathBuf,
     http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     app: Option<JoinHandle<anyhow::Result<()>>>,
@@ -185,7 +188,12 @@ pub async fn spawn_unready_app(overrides: &[(&str, &str)]) -> TestApp {
         origin,
         queue,
         admin_port,
-        profile_dir,
+        profile_root: overrides
+            .iter()
+            .find(|(name, _)| *name == "KILN_WORKER_PROFILE_DIR")
+            .map(|(_, dir)| PathBuf::from(dir))
+            .unwrap_or_else(|| profile_dir.path().to_owned()),
+        _profile_dir: profile_dir,
         http: reqwest::Client::new(),
         shutdown: Some(shutdown),
         app: Some(app),
@@ -303,7 +311,7 @@ impl TestApp {
     /// Pids of the live processes started with this test's profile directory, remembering their
     /// process groups and which of them are browser main processes.
     pub fn chromium_processes(&self) -> Vec<i32> {
-        let root = self.profile_dir.path().display().to_string();
+        let root = self.profile_root.display().to_string();
         let mut pids = Vec::new();
         for (pid, cmdline) in processes() {
             // Chromium's own processes name the profile in `--user-data-dir`, Crashpad's handlers
@@ -370,7 +378,7 @@ impl TestApp {
             "processes (state in the second field) left in chromium's process groups"
         );
         assert_eq!(
-            dir_entries(self.profile_dir.path()),
+            dir_entries(&self.profile_root),
             Vec::<PathBuf>::new(),
             "profile directories left behind"
         );

@@ -264,6 +264,61 @@ async fn browsers_past_their_age_or_memory_limit_are_replaced_while_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_left_by_a_dead_worker_are_cleared_at_start_and_live_ones_kept() {
+    use nix::fcntl::{Flock, FlockArg};
+    let root = tempfile::tempdir().unwrap();
+    // What a worker killed with SIGKILL leaves: a running Chromium whose profile nobody has locked.
+    let orphan_profile = root.path().join("kiln-chromium-orphan");
+    std::fs::create_dir(&orphan_profile).unwrap();
+    std::fs::write(orphan_profile.join("kiln-worker.lock"), "").unwrap();
+    let mut orphan = std::process::Command::new(
+        std::env::var("KILN_CHROME_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+    )
+    .args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        &format!("--user-data-dir={}", orphan_profile.display()),
+        "about:blank",
+    ])
+    .env("XDG_CONFIG_HOME", orphan_profile.join("config"))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // Another worker's live profile, locked by its owner (this test).
+    let live_profile = root.path().join("kiln-chromium-live");
+    std::fs::create_dir(&live_profile).unwrap();
+    let lock = std::fs::File::create(live_profile.join("kiln-worker.lock")).unwrap();
+    let held = Flock::lock(lock, FlockArg::LockExclusiveNonblock).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let app = spawn_app_with(&[("KILN_WORKER_PROFILE_DIR", root.path().to_str().unwrap())]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while orphan.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphaned browser still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!orphan_profile.exists(), "the orphan's profile is deleted");
+    assert!(
+        live_profile.exists(),
+        "a live worker's profile is left alone"
+    );
+    let rendered = app.render("/app", Desktop).await;
+    assert!(rendered.html().contains("Hello from the fixture API"));
+    drop(held);
+    std::fs::remove_dir_all(&live_profile).unwrap();
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_from_a_killed_browser() {
     let app = spawn_app().await;
     let mains = app.mains_seen();
