@@ -11,6 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The flags a test's own Chromium needs here: headless, as root (no sandbox), and never reaching
+/// for the internet at start.
+pub const CHROMIUM_TEST_FLAGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// A free TCP port on 127.0.0.1 (free at the time of asking).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -469,16 +469,8 @@ pub async fn chromium_dump_dom(args: &[String], url: &str) -> String {
             .as_nanos()
     ));
     let output = tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=3000",
-        ])
+        .args(kiln_testkit::CHROMIUM_TEST_FLAGS)
+        .arg("--virtual-time-budget=3000")
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg("--dump-dom")

@@ -274,17 +274,9 @@ async fn browsers_left_by_a_dead_worker_are_cleared_at_start_and_live_ones_kept(
     let mut orphan = std::process::Command::new(
         std::env::var("KILN_CHROME_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into()),
     )
-    .args([
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        &format!("--user-data-dir={}", orphan_profile.display()),
-        "about:blank",
-    ])
+    .args(kiln_testkit::CHROMIUM_TEST_FLAGS)
+    .arg(format!("--user-data-dir={}", orphan_profile.display()))
+    .arg("about:blank")
     .env("XDG_CONFIG_HOME", orphan_profile.join("config"))
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
