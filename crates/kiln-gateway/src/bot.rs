@@ -69,7 +69,10 @@ pub async fn serve(
 
     let started = Instant::now();
     let budget = Duration::from_millis(domain.settings.bot_wait_ms);
-    let lock_ttl = budget + Duration::from_millis(domain.settings.render_timeout_ms) + LOCK_MARGIN;
+    // The worker may try a render twice (one retry after a timeout or a bad result), so the lock
+    // outlives two renders; the worker releases it as soon as the outcome is announced.
+    let lock_ttl =
+        budget + 2 * Duration::from_millis(domain.settings.render_timeout_ms) + LOCK_MARGIN;
     match app.store.try_lock_render(&key, request_id, lock_ttl).await {
         Ok(true) => {
             let job = RenderJob {
