@@ -52,7 +52,7 @@ const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
 /// How long a retiring browser waits for its in-flight renders. Each render has a watchdog of its
 /// own, so this is only a backstop.
 const MAX_DRAIN: Duration = Duration::from_secs(120);
-/// How often a browser's age and memory are checked.
+/// How often a browser's memory is checked.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long SIGTERM has before SIGKILL follows.
 const TERMINATE_GRACE: Duration = Duration::from_secs(3);
@@ -582,8 +582,10 @@ impl std::fmt::Display for Retirement {
 /// Keeps a browser's warm tabs topped up until it has to go, and says why it has to.
 async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
     let tabs = inner.settings.tabs_per_browser.max(1);
-    // Age and memory are checked on this schedule however busy the browser is.
+    // Memory is checked on this schedule however busy the browser is.
     let mut next_health = Instant::now() + HEALTH_INTERVAL;
+    // `None` for an age limit too far away to represent: never.
+    let aged_at = instance.started.checked_add(inner.settings.recycle_age);
     loop {
         let changed = instance.changed.notified();
         {
@@ -636,6 +638,13 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
             _ = changed => {}
             _ = instance.dead.cancelled() => {}
             _ = inner.shutdown.cancelled() => {}
+            // The age limit is checked at the top of the loop: wake for it on time.
+            _ = async {
+                match aged_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = tokio::time::sleep_until(next_health) => {
                 next_health = Instant::now() + HEALTH_INTERVAL;
                 let limit = inner.settings.recycle_memory_mb.saturating_mul(1024 * 1024);
