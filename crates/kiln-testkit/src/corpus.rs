@@ -104,7 +104,7 @@ pub async fn internal_server() -> Server {
 /// The corpus origin on 127.0.0.1. `internal` is the server SSRF probes aim at.
 pub async fn corpus_origin(internal: &Server) -> Server {
     let pages = Arc::new(Pages {
-        dir: crate::repo_root().join("crates/kiln-testkit/corpus"),
+        dir: corpus_dir(),
         internal_base: internal.base(),
         internal_port: internal.addr.port(),
     });
@@ -112,7 +112,7 @@ pub async fn corpus_origin(internal: &Server) -> Server {
     let app = Router::new()
         .route("/", get(|| async { Html(index()) }))
         .route("/{page}", get(page).with_state(pages.clone()))
-        .route("/corpus/{file}", get(script).with_state(pages))
+        .route("/corpus/{file}", get(script).with_state(pages.clone()))
         .route("/api/delay/{ms}/{name}", get(delayed))
         .route(
             "/api/chain/1",
@@ -132,15 +132,7 @@ pub async fn corpus_origin(internal: &Server) -> Server {
         .route("/api/events", get(hang))
         .route("/ws", get(hang))
         .route("/slow/{file}", get(slow_asset))
-        .route(
-            "/missing",
-            get(|| async {
-                (
-                    StatusCode::NOT_FOUND,
-                    Html(std::fs::read_to_string(corpus_file("missing.html")).unwrap_or_default()),
-                )
-            }),
-        )
+        .route("/missing", get(missing).with_state(pages))
         .route(
             "/redirect-internal",
             get(move || async move { redirect(&internal_secret_url) }),
@@ -172,8 +164,7 @@ pub async fn framework_origin(name: &str) -> Server {
 
 /// The corpus pages, by name, for benchmarks and indexes.
 pub fn page_names() -> Vec<String> {
-    let dir = crate::repo_root().join("crates/kiln-testkit/corpus");
-    let mut names: Vec<String> = std::fs::read_dir(dir)
+    let mut names: Vec<String> = std::fs::read_dir(corpus_dir())
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
@@ -196,10 +187,8 @@ struct Pages {
     internal_port: u16,
 }
 
-fn corpus_file(name: &str) -> PathBuf {
-    crate::repo_root()
-        .join("crates/kiln-testkit/corpus")
-        .join(name)
+fn corpus_dir() -> PathBuf {
+    crate::repo_root().join("crates/kiln-testkit/corpus")
 }
 
 fn index() -> String {
@@ -224,6 +213,13 @@ async fn page(State(pages): State<Arc<Pages>>, Path(name): Path<String>) -> Resp
         .into_response(),
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// The corpus's `missing` page with the origin's own 404.
+async fn missing(pages: State<Arc<Pages>>) -> Response {
+    let mut response = page(pages, Path("missing".to_owned())).await;
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
 }
 
 async fn script(State(pages): State<Arc<Pages>>, Path(file): Path<String>) -> Response {

@@ -35,7 +35,7 @@
   const requests = new Map();
   let nextRequest = 1;
   // The nesting depth of the timer callback running right now (0 outside any timer callback).
-  let depth = 0;
+  const timerChain = { depth: 0 };
   let lastMutation = now();
   // When a counted timer's callback last finished (long ago to begin with; finite, so that the
   // state survives JSON).
@@ -43,32 +43,47 @@
   // When the last fetch/XHR call (or the reading of its body) finished.
   let lastRequestEnd = 0;
 
+  // Schedules `callback` with `schedule` (which is given the wrapped callback and returns an id) as
+  // one link of `chain`: readiness waits for it (`pending` holds its id until it runs) if
+  // `waitable` and the chain is not nested too deep; the callbacks it schedules in turn are one
+  // level deeper.
+  function scheduleInChain(chain, pending, waitable, schedule, callback) {
+    const ownDepth = chain.depth + 1;
+    const counted = waitable && ownDepth <= MAX_COUNTED_DEPTH;
+    let id;
+    id = schedule(function (...runArgs) {
+      pending.delete(id);
+      const outer = chain.depth;
+      chain.depth = ownDepth;
+      try {
+        return callback.apply(this, runArgs);
+      } finally {
+        chain.depth = outer;
+        if (counted) {
+          lastTimer = now();
+        }
+      }
+    });
+    if (counted) {
+      pending.add(id);
+    }
+    return id;
+  }
+
   function setTimeout(handler, delay, ...args) {
     if (typeof handler !== 'function') {
       // String handlers are rare and evaluated by the browser itself; they are not tracked.
       return nativeSetTimeout.call(window, handler, delay, ...args);
     }
-    const ownDepth = depth + 1;
-    const counted = (Number(delay) || 0) <= MAX_COUNTED_DELAY_MS && ownDepth <= MAX_COUNTED_DEPTH;
-    let id;
-    const run = function () {
-      pending.delete(id);
-      const outer = depth;
-      depth = ownDepth;
-      try {
+    return scheduleInChain(
+      timerChain,
+      pending,
+      (Number(delay) || 0) <= MAX_COUNTED_DELAY_MS,
+      (run) => nativeSetTimeout.call(window, run, delay),
+      function () {
         return handler.apply(this, args);
-      } finally {
-        depth = outer;
-        if (counted) {
-          lastTimer = now();
-        }
-      }
-    };
-    id = nativeSetTimeout.call(window, run, delay);
-    if (counted) {
-      pending.add(id);
-    }
-    return id;
+      },
+    );
   }
 
   function clearTimeout(id) {
@@ -83,12 +98,12 @@
       return nativeSetInterval.call(window, handler, delay, ...args);
     }
     const run = function () {
-      const outer = depth;
-      depth = MAX_COUNTED_DEPTH;
+      const outer = timerChain.depth;
+      timerChain.depth = MAX_COUNTED_DEPTH;
       try {
         return handler.apply(this, args);
       } finally {
-        depth = outer;
+        timerChain.depth = outer;
       }
     };
     return nativeSetInterval.call(window, run, delay);
@@ -111,19 +126,24 @@
     };
   }
 
+  // Calls `native`, counting the call as a request until the promise it returns settles.
+  function trackedCall(native, self, args) {
+    const done = trackRequest();
+    let result;
+    try {
+      result = native.apply(self, args);
+    } catch (error) {
+      done();
+      throw error;
+    }
+    Promise.resolve(result).then(done, done);
+    return result;
+  }
+
   const nativeFetch = window.fetch;
   if (typeof nativeFetch === 'function') {
     window.fetch = function fetch(...args) {
-      const done = trackRequest();
-      let result;
-      try {
-        result = nativeFetch.apply(this, args);
-      } catch (error) {
-        done();
-        throw error;
-      }
-      Promise.resolve(result).then(done, done);
-      return result;
+      return trackedCall(nativeFetch, this, args);
     };
   }
 
@@ -136,16 +156,7 @@
         continue;
       }
       ResponseProto[name] = function (...args) {
-        const done = trackRequest();
-        let result;
-        try {
-          result = native.apply(this, args);
-        } catch (error) {
-          done();
-          throw error;
-        }
-        Promise.resolve(result).then(done, done);
-        return result;
+        return trackedCall(native, this, args);
       };
     }
   }
@@ -171,32 +182,19 @@
   const nativeRequestAnimationFrame = window.requestAnimationFrame;
   const nativeCancelAnimationFrame = window.cancelAnimationFrame;
   const pendingFrames = new Set();
-  let frameDepth = 0;
+  const frameChain = { depth: 0 };
   if (typeof nativeRequestAnimationFrame === 'function') {
     window.requestAnimationFrame = function requestAnimationFrame(callback) {
       if (typeof callback !== 'function') {
         return nativeRequestAnimationFrame.call(window, callback);
       }
-      const ownDepth = frameDepth + 1;
-      const counted = ownDepth <= MAX_COUNTED_DEPTH;
-      let id;
-      id = nativeRequestAnimationFrame.call(window, function (time) {
-        pendingFrames.delete(id);
-        const outer = frameDepth;
-        frameDepth = ownDepth;
-        try {
-          return callback.call(this, time);
-        } finally {
-          frameDepth = outer;
-          if (counted) {
-            lastTimer = now();
-          }
-        }
-      });
-      if (counted) {
-        pendingFrames.add(id);
-      }
-      return id;
+      return scheduleInChain(
+        frameChain,
+        pendingFrames,
+        true,
+        (run) => nativeRequestAnimationFrame.call(window, run),
+        callback,
+      );
     };
     window.cancelAnimationFrame = function cancelAnimationFrame(id) {
       pendingFrames.delete(id);

@@ -534,9 +534,7 @@ impl PageState {
     fn complete_at_ms(&self) -> u64 {
         self.content_at_ms.max(self.load_end_ms).max(0.0) as u64
     }
-}
 
-impl PageState {
     /// How long until the page's quiet window could be over, if nothing but time is missing.
     fn until_quiet(&self, quiet: Duration) -> Option<Duration> {
         if !self.tracked || self.timers > 0 || self.requests > 0 || !self.prerender_ready {
@@ -549,15 +547,10 @@ impl PageState {
         ))
     }
 
-    /// The page's side of readiness, the document's load aside.
+    /// The page's side of readiness, the document's load aside: nothing pending and the quiet
+    /// window over.
     fn is_ready(&self, quiet: Duration) -> bool {
-        let quiet_ms = quiet.as_secs_f64() * 1000.0;
-        self.tracked
-            && self.timers == 0
-            && self.requests == 0
-            && self.since_mutation_ms >= quiet_ms
-            && self.since_timer_ms >= quiet_ms
-            && self.prerender_ready
+        self.until_quiet(quiet) == Some(Duration::ZERO)
     }
 }
 
