@@ -1,0 +1,1 @@
+//! Sitemap reading (work in progress).

@@ -1,0 +1,1 @@
+//! Domain ownership verification (work in progress).
