@@ -2,6 +2,7 @@
 
 use crate::{Hostname, NormalizedUrl};
 use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
 
 /// Everything a gateway or worker needs to know about one customer domain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,17 @@ pub struct DomainSettings {
     pub ignored_query_params: Vec<String>,
     /// What renders do not download.
     pub blocking: ResourceBlocking,
+    /// Whether phones and desktops get separate renders. When off, every bot gets the desktop render,
+    /// so each URL is rendered and cached once.
+    pub device_variants: bool,
+    /// Extra bot User-Agent patterns for this domain (case-insensitive substrings). A request the
+    /// edge took for a person's whose User-Agent contains one takes the bot path.
+    pub bot_user_agents: Vec<String>,
+    /// Path globs (`*` matches anything, `/` included; everything else is literal) of the pages
+    /// rendered for bots. Empty means every page.
+    pub include_paths: Vec<String>,
+    /// Path globs of pages never rendered: bots asking for them are proxied to the origin.
+    pub exclude_paths: Vec<String>,
 }
 
 /// What a render does not download. Bots read the document, not its pixels: images, media and fonts
@@ -70,8 +82,126 @@ impl Default for DomainSettings {
                 .map(String::from)
                 .to_vec(),
             blocking: ResourceBlocking::default(),
+            device_variants: true,
+            bot_user_agents: Vec::new(),
+            include_paths: Vec::new(),
+            exclude_paths: Vec::new(),
         }
     }
+}
+
+/// Why a domain's settings were refused. The message names the setting (with the entry's index for
+/// lists) and the rule it breaks, so that it can be shown to the customer as it is:
+/// `cache_ttl_secs must be between 1 and 31536000`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {rule}")]
+pub struct SettingsError {
+    /// The setting at fault: `bot_wait_ms`, or `bot_user_agents[2]` for one entry of a list.
+    pub field: String,
+    /// What the setting must be, phrased to follow its name.
+    pub rule: String,
+}
+
+impl DomainSettings {
+    pub const CACHE_TTL_SECS: RangeInclusive<u64> = 1..=31_536_000;
+    /// The bounds the worker clamps a render's budget to anyway: under a second no page loads, and
+    /// two minutes is as long as any bot waits.
+    pub const RENDER_TIMEOUT_MS: RangeInclusive<u64> = 1_000..=120_000;
+    /// Zero is allowed: such a domain never holds a bot back, it renders for the next one.
+    pub const BOT_WAIT_MS: RangeInclusive<u64> = 0..=120_000;
+    /// The most entries any list setting may have.
+    pub const MAX_LIST_LEN: usize = 100;
+
+    /// Checks every setting against its bounds, returning the first that breaks one. The dashboard
+    /// refuses such settings; gateways and workers still cope with any published record.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        in_range("cache_ttl_secs", self.cache_ttl_secs, Self::CACHE_TTL_SECS)?;
+        in_range(
+            "render_timeout_ms",
+            self.render_timeout_ms,
+            Self::RENDER_TIMEOUT_MS,
+        )?;
+        in_range("bot_wait_ms", self.bot_wait_ms, Self::BOT_WAIT_MS)?;
+        each(
+            "ignored_query_params",
+            &self.ignored_query_params,
+            is_query_param_pattern,
+            "must be 1 to 100 of the characters A-Z a-z 0-9 - . _ ~ [ ], optionally followed by *",
+        )?;
+        each(
+            "bot_user_agents",
+            &self.bot_user_agents,
+            is_user_agent_pattern,
+            "must be 2 to 200 printable ASCII characters, neither starting nor ending with a space",
+        )?;
+        for (field, list) in [
+            ("include_paths", &self.include_paths),
+            ("exclude_paths", &self.exclude_paths),
+        ] {
+            each(
+                field,
+                list,
+                is_path_pattern,
+                "must start with / or *, be at most 512 characters long and contain no control characters",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn in_range(field: &str, value: u64, range: RangeInclusive<u64>) -> Result<(), SettingsError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(SettingsError {
+        field: field.to_owned(),
+        rule: format!("must be between {} and {}", range.start(), range.end()),
+    })
+}
+
+fn each(
+    field: &str,
+    list: &[String],
+    valid: fn(&str) -> bool,
+    rule: &str,
+) -> Result<(), SettingsError> {
+    if list.len() > DomainSettings::MAX_LIST_LEN {
+        return Err(SettingsError {
+            field: field.to_owned(),
+            rule: format!("must have at most {} entries", DomainSettings::MAX_LIST_LEN),
+        });
+    }
+    match list.iter().position(|entry| !valid(entry)) {
+        None => Ok(()),
+        Some(index) => Err(SettingsError {
+            field: format!("{field}[{index}]"),
+            rule: rule.to_owned(),
+        }),
+    }
+}
+
+/// A query parameter name, or a prefix of names when it ends in `*`. The characters are those a name
+/// is made of in practice (RFC 3986's unreserved ones and the brackets of `filter[]`), so that a
+/// pattern can never contain the `&` and `=` that separate parameters.
+fn is_query_param_pattern(pattern: &str) -> bool {
+    let name = pattern.strip_suffix('*').unwrap_or(pattern);
+    (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~[]".contains(&b))
+}
+
+fn is_user_agent_pattern(pattern: &str) -> bool {
+    (2..=200).contains(&pattern.len())
+        && pattern.bytes().all(|b| (b' '..=b'~').contains(&b))
+        && !pattern.starts_with(' ')
+        && !pattern.ends_with(' ')
+}
+
+fn is_path_pattern(pattern: &str) -> bool {
+    (pattern.starts_with('/') || pattern.starts_with('*'))
+        && pattern.len() <= 512
+        && !pattern.chars().any(char::is_control)
 }
 
 impl DomainConfig {
@@ -101,6 +231,183 @@ mod tests {
         };
         let url = NormalizedUrl::from_stored("https://shop.com/p/3?a=1".into());
         assert_eq!(domain.origin_url_for(&url), "http://127.0.0.1:5173/p/3?a=1");
+    }
+
+    #[test]
+    fn settings_survive_a_json_round_trip() {
+        let settings = DomainSettings {
+            cache_ttl_secs: 60,
+            render_timeout_ms: 5_000,
+            bot_wait_ms: 0,
+            ignored_query_params: vec!["ref".into()],
+            blocking: ResourceBlocking {
+                stylesheets: true,
+                ..ResourceBlocking::default()
+            },
+            device_variants: false,
+            bot_user_agents: vec!["MyCrawler".into()],
+            include_paths: vec!["/blog/*".into()],
+            exclude_paths: vec!["*.pdf".into(), "/admin*".into()],
+        };
+        let json = serde_json::to_string(&settings).unwrap();
+        let back: DomainSettings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, settings);
+        assert!(json.contains(r#""device_variants":false"#), "{json}");
+        assert!(
+            json.contains(r#""exclude_paths":["*.pdf","/admin*"]"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn settings_published_before_the_new_fields_take_their_defaults() {
+        let json = r#"{"cache_ttl_secs":60,"render_timeout_ms":5000,"bot_wait_ms":100,
+            "ignored_query_params":["utm_*"],
+            "blocking":{"images":true,"media":true,"fonts":true,"stylesheets":false,"trackers":true}}"#;
+        let parsed: DomainSettings = serde_json::from_str(json).unwrap();
+        assert!(parsed.device_variants);
+        assert!(parsed.bot_user_agents.is_empty());
+        assert!(parsed.include_paths.is_empty());
+        assert!(parsed.exclude_paths.is_empty());
+        assert_eq!(parsed.cache_ttl_secs, 60);
+        assert_eq!(parsed.bot_wait_ms, 100);
+    }
+
+    #[test]
+    fn validation_bounds() {
+        #[track_caller]
+        fn check(change: impl FnOnce(&mut DomainSettings), expected: Option<&str>) {
+            let mut settings = DomainSettings::default();
+            change(&mut settings);
+            let got = settings.validate().err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), expected, "{settings:?}");
+        }
+        fn strings(list: &[&str]) -> Vec<String> {
+            list.iter().map(|s| s.to_string()).collect()
+        }
+        let many = |entry: &str, n: usize| vec![entry.to_owned(); n];
+
+        check(|_| {}, None);
+        check(|s| s.cache_ttl_secs = 1, None);
+        check(|s| s.cache_ttl_secs = 31_536_000, None);
+        check(
+            |s| s.cache_ttl_secs = 0,
+            Some("cache_ttl_secs must be between 1 and 31536000"),
+        );
+        check(
+            |s| s.cache_ttl_secs = 31_536_001,
+            Some("cache_ttl_secs must be between 1 and 31536000"),
+        );
+        check(|s| s.render_timeout_ms = 1_000, None);
+        check(|s| s.render_timeout_ms = 120_000, None);
+        check(
+            |s| s.render_timeout_ms = 999,
+            Some("render_timeout_ms must be between 1000 and 120000"),
+        );
+        check(
+            |s| s.render_timeout_ms = 120_001,
+            Some("render_timeout_ms must be between 1000 and 120000"),
+        );
+        check(|s| s.bot_wait_ms = 0, None);
+        check(|s| s.bot_wait_ms = 120_000, None);
+        check(
+            |s| s.bot_wait_ms = 120_001,
+            Some("bot_wait_ms must be between 0 and 120000"),
+        );
+
+        let query_rule =
+            "must be 1 to 100 of the characters A-Z a-z 0-9 - . _ ~ [ ], optionally followed by *";
+        check(
+            |s| s.ignored_query_params = strings(&["utm_*", "a", "filter[]", "x-y.z~"]),
+            None,
+        );
+        check(|s| s.ignored_query_params = many("p", 100), None);
+        check(
+            |s| s.ignored_query_params = vec!["n".repeat(100) + "*"],
+            None,
+        );
+        check(
+            |s| s.ignored_query_params = many("p", 101),
+            Some("ignored_query_params must have at most 100 entries"),
+        );
+        for bad in ["", "*", "a*b", "**", "a=b", "a&b", "a b", "é", "a\n"] {
+            check(
+                |s| s.ignored_query_params = strings(&["ok", bad]),
+                Some(&format!("ignored_query_params[1] {query_rule}")),
+            );
+        }
+        check(
+            |s| s.ignored_query_params = vec!["n".repeat(101)],
+            Some(&format!("ignored_query_params[0] {query_rule}")),
+        );
+
+        let agent_rule =
+            "must be 2 to 200 printable ASCII characters, neither starting nor ending with a space";
+        check(
+            |s| s.bot_user_agents = strings(&["ab", "Screaming Frog", "My-Bot/1.0 (+https://x)"]),
+            None,
+        );
+        check(|s| s.bot_user_agents = vec!["b".repeat(200)], None);
+        check(
+            |s| s.bot_user_agents = many("bot", 101),
+            Some("bot_user_agents must have at most 100 entries"),
+        );
+        for bad in ["", "a", " bot", "bot ", "bot\t", "bøt", "bot\u{7f}"] {
+            check(
+                |s| s.bot_user_agents = vec![bad.to_owned()],
+                Some(&format!("bot_user_agents[0] {agent_rule}")),
+            );
+        }
+        check(
+            |s| s.bot_user_agents = vec!["b".repeat(201)],
+            Some(&format!("bot_user_agents[0] {agent_rule}")),
+        );
+
+        let path_rule = "must start with / or *, be at most 512 characters long and contain no control characters";
+        check(
+            |s| {
+                s.include_paths = strings(&["/", "/blog/*", "*"]);
+                s.exclude_paths = strings(&["*.pdf", "/admin*", "/café/*"]);
+            },
+            None,
+        );
+        check(
+            |s| s.exclude_paths = vec![format!("/{}", "a".repeat(511))],
+            None,
+        );
+        check(
+            |s| s.include_paths = many("/a", 101),
+            Some("include_paths must have at most 100 entries"),
+        );
+        check(
+            |s| s.exclude_paths = many("/a", 101),
+            Some("exclude_paths must have at most 100 entries"),
+        );
+        for bad in ["", "blog/*", ".pdf", "/a\nb", "/a\u{0}", "/\u{85}"] {
+            check(
+                |s| s.include_paths = strings(&["/ok", bad]),
+                Some(&format!("include_paths[1] {path_rule}")),
+            );
+            check(
+                |s| s.exclude_paths = vec![bad.to_owned()],
+                Some(&format!("exclude_paths[0] {path_rule}")),
+            );
+        }
+        check(
+            |s| s.exclude_paths = vec![format!("/{}", "a".repeat(512))],
+            Some(&format!("exclude_paths[0] {path_rule}")),
+        );
+    }
+
+    #[test]
+    fn settings_errors_name_the_field() {
+        let settings = DomainSettings {
+            bot_user_agents: vec!["ok-bot".into(), "x".into()],
+            ..DomainSettings::default()
+        };
+        let error = settings.validate().unwrap_err();
+        assert_eq!(error.field, "bot_user_agents[1]");
+        assert!(error.rule.starts_with("must be 2 to 200"), "{error}");
     }
 
     #[test]

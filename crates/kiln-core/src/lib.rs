@@ -13,16 +13,18 @@ pub mod host;
 pub mod job;
 pub mod key;
 pub mod net;
+pub mod rules;
 pub mod url;
 
 pub use asset::is_asset_path;
 pub use device::DeviceClass;
-pub use domain::{DomainConfig, DomainSettings, ResourceBlocking};
+pub use domain::{DomainConfig, DomainSettings, ResourceBlocking, SettingsError};
 pub use headers::{HOP_BY_HOP, connection_tokens, strip_hop_by_hop};
 pub use host::{Hostname, HostnameError};
 pub use job::{RenderJob, RenderOutcome};
 pub use key::CacheKey;
 pub use net::{AllowedNets, NetError, is_public_ip};
+pub use rules::{BotAgents, PathPattern, PathRules};
 pub use url::{NormalizedUrl, UrlError, rebase_origin};
 
 /// Milliseconds since the Unix epoch, the one time format used in stored records and jobs.

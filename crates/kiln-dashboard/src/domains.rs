@@ -27,6 +27,8 @@ pub enum DomainError {
     ConflictDiffers { host: Hostname, origin: String },
     #[error("{0} is not registered")]
     NotRegistered(Hostname),
+    #[error("no such domain")]
+    NotFound,
     #[error(transparent)]
     Origin(#[from] OriginError),
     #[error(transparent)]
@@ -209,6 +211,121 @@ pub async fn remove_domain(
             Err(DomainError::NotRegistered(host.clone()))
         }
     }
+}
+
+/// Registers a domain for a tenant, unverified: people are proxied at once, bots get renders once
+/// DNS proves ownership.
+pub async fn create_for_tenant(
+    app: &App,
+    tenant_id: Uuid,
+    host: Hostname,
+    origin: Origin,
+    settings: DomainSettings,
+    actor: &str,
+) -> Result<DomainRecord, DomainError> {
+    let request = AddDomain {
+        tenant_id,
+        host,
+        origin,
+        settings,
+        verified: false,
+        if_not_exists: false,
+    };
+    Ok(add_domain(app, request, actor).await?.record().clone())
+}
+
+/// Changes a domain's origin (checked like a new one) and settings, then republishes it.
+pub async fn update(
+    app: &App,
+    current: &DomainRecord,
+    origin: Option<Origin>,
+    settings: DomainSettings,
+    actor: &str,
+) -> Result<DomainRecord, DomainError> {
+    let origin = match origin {
+        Some(origin) if origin.as_str() != current.origin => {
+            origin.check_addresses(&app.allowed_nets).await?;
+            origin.as_str().to_owned()
+        }
+        _ => current.origin.clone(),
+    };
+    let record = app
+        .db
+        .update_domain(current.tenant_id, current.id, &origin, &settings, actor)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    publish(app, &record).await?;
+    tracing::info!(domain.host = %record.host, domain.id = %record.id, "domain updated");
+    Ok(record)
+}
+
+/// Removes one of a tenant's domains, withdraws it from the gateways and purges its cached pages.
+pub async fn delete(
+    app: &App,
+    tenant_id: Uuid,
+    id: Uuid,
+    actor: &str,
+) -> Result<DomainRecord, DomainError> {
+    let record = app
+        .db
+        .delete_domain_of(tenant_id, id, actor)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    let publish_error = |source| DomainError::Publish {
+        host: record.host.clone(),
+        source,
+    };
+    app.store
+        .remove_domain(&record.host)
+        .await
+        .map_err(publish_error)?;
+    let purged = app
+        .store
+        .purge_domain(&record.id.to_string())
+        .await
+        .map_err(publish_error)?;
+    tracing::info!(domain.host = %record.host, domain.id = %record.id, cache.purged = purged, "domain removed");
+    Ok(record)
+}
+
+/// The DNS name whose TXT record proves ownership of `host`.
+pub fn challenge_name(host: &Hostname) -> String {
+    format!("_kiln-challenge.{host}")
+}
+
+/// Checks a tenant's domain's DNS and records what was found; a domain that proves ownership
+/// becomes verified and is republished, so gateways start rendering for its bots.
+pub async fn verify(
+    app: &App,
+    verifier: &kiln_verify::Verifier,
+    cname_target: &Hostname,
+    tenant_id: Uuid,
+    id: Uuid,
+    actor: &str,
+) -> Result<DomainRecord, DomainError> {
+    let current = app
+        .db
+        .domain_of(tenant_id, id)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    let verification = verifier
+        .check(&current.host, cname_target, &current.verification_token)
+        .await;
+    let result = serde_json::json!({
+        "verified": verification.verified(),
+        "method": verification.verified_by,
+        "explanation": verification.explanation(),
+    });
+    let record = app
+        .db
+        .record_verification(tenant_id, id, verification.verified(), &result, actor)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    if record.verified != current.verified {
+        publish(app, &record).await?;
+        tracing::info!(domain.host = %record.host, "domain verified");
+    }
+    Ok(record)
 }
 
 /// What [`publish_all`] did.

@@ -1,8 +1,13 @@
-//! The dashboard's HTTP service (`kiln-dashboard serve`): health and readiness endpoints and a
-//! placeholder home page. The REST API and the web UI will be mounted here.
+//! The dashboard's HTTP service (`kiln-dashboard serve`): the REST API under `/api/v1`, health and
+//! readiness endpoints and a placeholder home page (the web UI will be mounted here).
 
-use crate::{App, Settings, domains};
+use crate::accounts::SessionKeys;
+use crate::api::{self, ApiContext};
+use crate::api::auth::AccountLimiter;
+use crate::sitemaps::SitemapFetcher;
+use crate::{App, Settings, activity, cache, domains};
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,6 +18,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// How often the render log and usage counters are copied from Redis into Postgres.
+const COPY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long each readiness check may take before it counts as failed.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,6 +48,56 @@ impl Application {
         domains::publish_all(&app)
             .await
             .context("failed to republish the domains to Redis")?;
+        let secret = settings.session_secret.as_ref().context(
+            "KILN_SESSION_SECRET is not set; the dashboard signs session cookies with it \
+             (generate one with `openssl rand -base64 48`)",
+        )?;
+        let cname_target = settings.cname_target.clone().context(
+            "KILN_CNAME_TARGET is not set; name the hostname customers point their domains' CNAME \
+             records at, e.g. edge.kiln.example.com",
+        )?;
+        let queue_settings = kiln_queue::QueueSettings::new(
+            settings.redis_url.expose_secret(),
+            settings.redis_prefix.clone(),
+            Duration::from_secs(2),
+        );
+        let queue = kiln_queue::RenderQueue::connect(&queue_settings)
+            .await
+            .context("failed to connect to the render queue (KILN_REDIS_URL)")?;
+        let verifier = kiln_verify::Verifier::new(&kiln_verify::VerifierSettings {
+            nameserver: settings.dns_server,
+            ..Default::default()
+        })
+        .context("failed to set up the DNS resolver for domain verification (KILN_DNS_SERVER)")?;
+        let abandoned = app
+            .db
+            .fail_abandoned_warm_jobs(cache::ABANDONED_WARM_SECS)
+            .await
+            .context("failed to tidy up interrupted warm jobs")?;
+        if abandoned > 0 {
+            tracing::warn!(warm.failed = abandoned, "marked warm jobs interrupted by a stop as failed");
+        }
+        let ctx = Arc::new(ApiContext {
+            app: app.clone(),
+            sessions: SessionKeys::new(secret, settings.session_ttl),
+            secure_cookies: settings.public_url.scheme() == "https",
+            verifier,
+            cname_target,
+            queue,
+            account_limiter: AccountLimiter::new(),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            sitemaps: SitemapFetcher::new(settings.allowed_private_nets.clone())
+                .context("failed to build the sitemap HTTP client")?,
+        });
+        tokio::spawn(activity::run_copier(app.clone(), COPY_INTERVAL));
+        let limiter_ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                ticker.tick().await;
+                limiter_ctx.account_limiter.retain_recent();
+            }
+        });
 
         let listener = TcpListener::bind(settings.listen).await.with_context(|| {
             format!(
@@ -53,7 +111,7 @@ impl Application {
         Ok(Application {
             listener,
             address,
-            router: router(app),
+            router: router(app, ctx),
         })
     }
 
@@ -76,8 +134,12 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(http.address = %self.address, "dashboard listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop)
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop)
             .await
             .context("the HTTP server failed")?;
         tracing::info!("dashboard stopped");
@@ -85,12 +147,13 @@ impl Application {
     }
 }
 
-fn router(app: App) -> Router {
+fn router(app: App, ctx: api::Ctx) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState(Arc::new(app)))
+        .nest("/api/v1", api::router(ctx))
 }
 
 /// A placeholder until the web UI exists.
@@ -148,7 +211,8 @@ async fn check<E: std::error::Error>(
     Some(failure)
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -6,12 +6,18 @@
 //! [`domains`], shared by the command line today and the REST API later; [`cli`] and [`http`] only
 //! parse input and print or serve results.
 
+pub mod accounts;
+pub mod activity;
+pub mod api;
+pub mod api_keys;
+pub mod cache;
 pub mod cli;
 pub mod db;
 pub mod domains;
 pub mod http;
 pub mod origin;
 pub mod settings;
+pub mod sitemaps;
 pub mod state;
 
 pub use settings::{LogFormat, Settings};

@@ -4,9 +4,11 @@
 //! [`Settings::from_lookup`] a table of variables.
 
 use anyhow::{Context, bail};
-use kiln_core::AllowedNets;
+use kiln_core::{AllowedNets, Hostname};
 use secrecy::SecretString;
 use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
 
 /// Everything the dashboard needs to know about its surroundings.
 ///
@@ -25,6 +27,24 @@ pub struct Settings {
     pub allowed_private_nets: AllowedNets,
     /// `KILN_DASHBOARD_LISTEN` (default `127.0.0.1:3001`): the address `serve` listens on.
     pub listen: SocketAddr,
+    /// `KILN_SESSION_SECRET` (required by `serve`): the key that signs session tokens (HS256), at
+    /// least 32 characters; generate one with `openssl rand -base64 48`. Changing it logs everyone out.
+    pub session_secret: Option<SecretString>,
+    /// `KILN_SESSION_TTL_SECS` (default 1800): how long a session token lives. Tokens are renewed
+    /// while in use, so this is the idle time after which a user must log in again.
+    pub session_ttl: Duration,
+    /// `KILN_DASHBOARD_PUBLIC_URL` (default `http://` + the listen address): where users reach the
+    /// dashboard. With `https://`, session cookies are marked `Secure`.
+    pub public_url: Url,
+    /// `KILN_CNAME_TARGET` (e.g. `edge.kiln.example.com`): the hostname customers point their
+    /// domains' CNAME records at. Unset, domains can only be verified with a TXT record.
+    pub cname_target: Option<Hostname>,
+    /// `KILN_DNS_SERVER` (default: the system resolver): the DNS server (`ip:port`) that domain
+    /// verification asks.
+    pub dns_server: Option<SocketAddr>,
+    /// `KILN_TRUSTED_PROXIES` (default empty): CIDRs of reverse proxies in front of the dashboard
+    /// whose `X-Forwarded-For` is believed when rate-limiting by client address.
+    pub trusted_proxies: AllowedNets,
     /// `KILN_LOG_FORMAT` (`pretty` or `json`, default `pretty`): how logs are written to stderr.
     pub log_format: LogFormat,
     /// `RUST_LOG` (default `info,sqlx=warn`): which logs are written, in `tracing_subscriber::EnvFilter`
@@ -44,6 +64,9 @@ pub enum LogFormat {
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_REDIS_PREFIX: &str = "kiln:";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 1800;
+/// The shortest session secret accepted: 256 bits of base64 or hex text.
+pub const MIN_SESSION_SECRET_LEN: usize = 32;
 /// sqlx logs "relation already exists, skipping" notices at `info` on every migration run: noise.
 pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
 
@@ -71,9 +94,51 @@ impl Settings {
             AllowedNets::parse(&var("KILN_ALLOWED_PRIVATE_NETS").unwrap_or_default())
                 .context("KILN_ALLOWED_PRIVATE_NETS is invalid")?;
         let listen = var("KILN_DASHBOARD_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen.trim().parse().with_context(|| {
+        let listen: SocketAddr = listen.trim().parse().with_context(|| {
             format!("KILN_DASHBOARD_LISTEN `{listen}` is not an address such as 127.0.0.1:3001 or 0.0.0.0:3001")
         })?;
+        let session_secret = match var("KILN_SESSION_SECRET") {
+            Some(secret) if secret.trim().len() < MIN_SESSION_SECRET_LEN => bail!(
+                "KILN_SESSION_SECRET is too short ({} characters); use at least {MIN_SESSION_SECRET_LEN}, \
+                 e.g. the output of `openssl rand -base64 48`",
+                secret.trim().len()
+            ),
+            Some(secret) => Some(SecretString::from(secret.trim().to_owned())),
+            None => None,
+        };
+        let session_ttl = match var("KILN_SESSION_TTL_SECS") {
+            None => Duration::from_secs(DEFAULT_SESSION_TTL_SECS),
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(secs) if (60..=86_400).contains(&secs) => Duration::from_secs(secs),
+                _ => bail!(
+                    "KILN_SESSION_TTL_SECS `{value}` is not a number of seconds between 60 and 86400"
+                ),
+            },
+        };
+        let public_url = match var("KILN_DASHBOARD_PUBLIC_URL") {
+            None => Url::parse(&format!("http://{listen}")).context("the listen address is not a URL host")?,
+            Some(value) => match Url::parse(value.trim()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+                _ => bail!(
+                    "KILN_DASHBOARD_PUBLIC_URL `{value}` is not an http(s) URL such as https://kiln.example.com"
+                ),
+            },
+        };
+        let cname_target = var("KILN_CNAME_TARGET")
+            .map(|value| {
+                Hostname::parse(&value)
+                    .with_context(|| format!("KILN_CNAME_TARGET `{value}` is not a hostname"))
+            })
+            .transpose()?;
+        let dns_server = var("KILN_DNS_SERVER")
+            .map(|value| {
+                value.trim().parse::<SocketAddr>().with_context(|| {
+                    format!("KILN_DNS_SERVER `{value}` is not an address such as 127.0.0.1:53")
+                })
+            })
+            .transpose()?;
+        let trusted_proxies = AllowedNets::parse(&var("KILN_TRUSTED_PROXIES").unwrap_or_default())
+            .context("KILN_TRUSTED_PROXIES is invalid")?;
         let log_format = match var("KILN_LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -87,6 +152,12 @@ impl Settings {
             redis_prefix,
             allowed_private_nets,
             listen,
+            session_secret,
+            session_ttl,
+            public_url,
+            cname_target,
+            dns_server,
+            trusted_proxies,
             log_format,
             log_filter,
         })

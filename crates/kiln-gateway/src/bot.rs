@@ -11,7 +11,7 @@ use crate::state::AppState;
 use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use kiln_core::{CacheKey, DeviceClass, DomainConfig, NormalizedUrl, RenderJob, RenderOutcome};
-use kiln_store::PageEntry;
+use kiln_store::{PageEntry, UsageKind};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,7 +46,12 @@ pub async fn serve(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let device = DeviceClass::from_user_agent(user_agent);
+    // One render per URL for domains that serve phones and desktops the same page.
+    let device = if domain.settings.device_variants {
+        DeviceClass::from_user_agent(user_agent)
+    } else {
+        DeviceClass::Desktop
+    };
     let key = CacheKey::new(&domain.id, device, &url);
     let head = req.method() == Method::HEAD;
 
@@ -55,7 +60,10 @@ pub async fn serve(
     let mut registered = None;
     let mut waiter = loop {
         match app.store.get_page(&key).await {
-            Ok(Some(entry)) => return Ok(page_response(&entry, "HIT", None, head)),
+            Ok(Some(entry)) => {
+                count(app, domain, UsageKind::Hit);
+                return Ok(page_response(&entry, "HIT", None, head));
+            }
             Ok(None) => match registered {
                 Some(waiter) => break waiter,
                 None => registered = Some(app.waiters.register(&key.page_key())),
@@ -86,6 +94,8 @@ pub async fn serve(
                 enqueued_at: unix_millis(),
                 request_id: Some(request_id.to_owned()),
                 blocking: domain.settings.blocking,
+                purpose: kiln_core::job::RenderPurpose::Bot,
+                user_agent: RenderJob::user_agent_for_job(user_agent),
             };
             if let Err(error) = app.queue.push(job).await {
                 tracing::warn!(%error, "could not enqueue a render; serving the origin");
@@ -105,6 +115,7 @@ pub async fn serve(
         Some(RenderOutcome::Stored { .. }) => match app.store.get_page(&key).await {
             Ok(Some(entry)) => {
                 let waited = started.elapsed().as_millis() as u64;
+                count(app, domain, UsageKind::Miss);
                 Ok(page_response(&entry, "MISS", Some(waited), head))
             }
             Ok(None) | Err(_) => bypass(app, domain, req, peer).await,
@@ -130,11 +141,19 @@ async fn bypass(
     req: Request<Body>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, GatewayError> {
+    count(app, domain, UsageKind::Bypass);
     let mut response = app.origin.forward(domain, req, peer).await?;
     response
         .headers_mut()
         .insert("x-kiln-cache", HeaderValue::from_static("BYPASS"));
     Ok(response)
+}
+
+/// Counts the bot response for the domain's usage (in memory; flushed to Redis every second) and
+/// notes it in the request's span.
+fn count(app: &AppState, domain: &DomainConfig, kind: UsageKind) {
+    app.usage.record(&domain.id, kind);
+    tracing::Span::current().record("cache.status", kind.as_str());
 }
 
 fn page_response(

@@ -1,21 +1,44 @@
 //! The gateway's in-memory mirror of the published domains, so that resolving a `Host` costs no
 //! Redis round trip. It is loaded at start, updated by domain-change events and fully re-read after
 //! a reconnect and periodically, in case an event was missed.
+//!
+//! Each domain's path rules and bot patterns are compiled here, once per published version, so that
+//! requests only match against them.
 
-use kiln_core::{DomainConfig, Hostname};
+use kiln_core::{BotAgents, DomainConfig, Hostname, PathRules};
 use kiln_store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+/// A published domain with its settings compiled for matching.
+#[derive(Debug)]
+pub struct Domain {
+    pub config: DomainConfig,
+    /// Which paths are rendered for bots (`include_paths`, `exclude_paths`).
+    pub paths: PathRules,
+    /// The domain's own bot User-Agent patterns (`bot_user_agents`).
+    pub bot_agents: BotAgents,
+}
+
+impl Domain {
+    pub fn new(config: DomainConfig) -> Self {
+        Domain {
+            paths: config.settings.path_rules(),
+            bot_agents: config.settings.bot_agents(),
+            config,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Directory {
-    domains: RwLock<HashMap<Hostname, Arc<DomainConfig>>>,
+    domains: RwLock<HashMap<Hostname, Arc<Domain>>>,
     loaded: AtomicBool,
 }
 
 impl Directory {
-    pub fn get(&self, host: &Hostname) -> Option<Arc<DomainConfig>> {
+    pub fn get(&self, host: &Hostname) -> Option<Arc<Domain>> {
         self.domains
             .read()
             .expect("directory lock poisoned")
@@ -31,10 +54,19 @@ impl Directory {
     pub async fn reload(&self, store: &Store) -> kiln_store::Result<usize> {
         let all = store.all_domains().await?;
         let count = all.len();
-        let all = all
-            .into_iter()
-            .map(|(host, domain)| (host, Arc::new(domain)))
-            .collect();
+        // A periodic re-read mostly finds what is already here: keep those domains as compiled.
+        let all = {
+            let current = self.domains.read().expect("directory lock poisoned");
+            all.into_iter()
+                .map(|(host, config)| {
+                    let domain = match current.get(&host) {
+                        Some(known) if known.config == config => Arc::clone(known),
+                        _ => Arc::new(Domain::new(config)),
+                    };
+                    (host, domain)
+                })
+                .collect()
+        };
         *self.domains.write().expect("directory lock poisoned") = all;
         self.loaded.store(true, Ordering::Release);
         Ok(count)
@@ -44,7 +76,8 @@ impl Directory {
         let Ok(host) = Hostname::parse(host) else {
             return Ok(());
         };
-        let domain = store.get_domain(&host).await?;
+        // Compiled before the lock is taken, so requests never wait for a domain's patterns.
+        let domain = store.get_domain(&host).await?.map(Domain::new);
         let mut domains = self.domains.write().expect("directory lock poisoned");
         match domain {
             Some(domain) => domains.insert(host, Arc::new(domain)),

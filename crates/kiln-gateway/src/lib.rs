@@ -12,6 +12,7 @@ mod proxy;
 mod routes;
 pub mod settings;
 mod state;
+mod usage;
 mod waiters;
 
 pub use settings::Settings;
@@ -30,6 +31,9 @@ use tokio::net::TcpListener;
 
 /// How often the domain directory is re-read in full, in case an event was missed.
 const DIRECTORY_RESYNC: Duration = Duration::from_secs(30);
+
+/// How often usage counts are written to Redis.
+const USAGE_FLUSH: Duration = Duration::from_secs(1);
 
 pub struct Application {
     listener: TcpListener,
@@ -57,6 +61,7 @@ impl Application {
             queue,
             directory: Default::default(),
             waiters: Default::default(),
+            usage: Default::default(),
             origin: proxy::OriginClient::new(
                 settings.allowed_private_nets.clone(),
                 settings.origin_connect_timeout,
@@ -98,6 +103,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let shutdown: Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
         let events = tokio::spawn(follow_events(Arc::clone(&self.app)));
+        let (stop_usage, usage_stopped) = tokio::sync::oneshot::channel();
+        let usage = tokio::spawn(flush_usage(Arc::clone(&self.app), usage_stopped));
 
         let main = Router::new()
             .fallback(routes::handle)
@@ -112,6 +119,9 @@ impl Application {
         tracing::info!("gateway ready");
         let result = tokio::try_join!(main.into_future(), admin.into_future());
         events.abort();
+        // The last requests have been answered: write their counts before going.
+        let _ = stop_usage.send(());
+        let _ = usage.await;
         result.context("the gateway server failed")?;
         Ok(())
     }
@@ -146,6 +156,36 @@ async fn follow_events(app: AppState) {
             Err(error) => tracing::warn!(%error, "could not subscribe to events; retrying"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Writes usage counts every [`USAGE_FLUSH`] until `stop`, then once more. A flush is never cut
+/// short: the stop is only looked at between flushes, so no taken batch is lost.
+async fn flush_usage(app: AppState, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    let mut tick = tokio::time::interval(USAGE_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => break,
+        }
+        match app.usage.flush(&app.store).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("usage counts are being written again");
+            }
+            Ok(()) => {}
+            // Said once per outage, not once a second; the counts wait in memory meanwhile.
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "could not write usage counts; keeping them for later");
+            }
+            Err(_) => {}
+        }
+    }
+    if let Err(error) = app.usage.flush(&app.store).await {
+        tracing::warn!(%error, "could not write the last usage counts");
     }
 }
 

@@ -1,4 +1,8 @@
 //! Request routing: which domain, and whether the request takes the bot path or the human path.
+//!
+//! A request is a bot's when the edge says so (`X-Is-Bot: 1`) or its User-Agent contains one of the
+//! domain's own bot patterns. A bot's GET or HEAD for a page (not an asset) of a verified domain
+//! takes the bot path if the domain's path rules render that path; everything else is proxied.
 
 use crate::bot;
 use crate::error::GatewayError;
@@ -8,6 +12,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, header};
 use kiln_core::{Hostname, is_asset_path};
+use kiln_store::UsageKind;
 use std::net::SocketAddr;
 use tracing::Instrument;
 
@@ -24,6 +29,9 @@ pub async fn handle(
         http.path = %req.uri().path(),
         http.host = tracing::field::Empty,
         client.kind = tracing::field::Empty,
+        bot.source = tracing::field::Empty,
+        bot.passthrough = tracing::field::Empty,
+        cache.status = tracing::field::Empty,
     );
     let mut response = route(&app, req, peer, &request_id)
         .instrument(span.clone())
@@ -62,21 +70,57 @@ async fn route(
         .get(&host)
         .ok_or_else(|| GatewayError::UnknownHost(host.to_string()))?;
 
-    let is_bot = req
+    // The edge's verdict, or the domain's own patterns for what the edge took for a person.
+    let bot_source = if req
         .headers()
         .get("x-is-bot")
-        .is_some_and(|v| v.as_bytes() == b"1");
-    let renderable =
-        matches!(*req.method(), Method::GET | Method::HEAD) && !is_asset_path(req.uri().path());
-    if is_bot && renderable && domain.verified {
-        tracing::Span::current().record("client.kind", "bot");
-        return bot::serve(app, &domain, req, peer, request_id).await;
+        .is_some_and(|v| v.as_bytes() == b"1")
+    {
+        Some("edge")
+    } else if domain.bot_agents.matches(user_agent(&req)) {
+        Some("domain")
+    } else {
+        None
+    };
+    let span = tracing::Span::current();
+    let Some(bot_source) = bot_source else {
+        span.record("client.kind", "person");
+        return app.origin.forward(&domain.config, req, peer).await;
+    };
+    span.record("bot.source", bot_source);
+
+    // Why a bot's request is proxied like a person's, if it is.
+    let passthrough = if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        Some("method")
+    } else if is_asset_path(req.uri().path()) {
+        Some("asset")
+    } else if !domain.config.verified {
+        Some("unverified")
+    } else if !domain.paths.renders(req.uri().path()) {
+        // Only this one is counted: the customer chose it, and the dashboard shows what it spared.
+        app.usage.record(&domain.config.id, UsageKind::Passthrough);
+        Some("path_rules")
+    } else {
+        None
+    };
+    match passthrough {
+        None => {
+            span.record("client.kind", "bot");
+            bot::serve(app, &domain.config, req, peer, request_id).await
+        }
+        Some(reason) => {
+            span.record("client.kind", "bot-passthrough");
+            span.record("bot.passthrough", reason);
+            app.origin.forward(&domain.config, req, peer).await
+        }
     }
-    tracing::Span::current().record(
-        "client.kind",
-        if is_bot { "bot-passthrough" } else { "person" },
-    );
-    app.origin.forward(&domain, req, peer).await
+}
+
+fn user_agent(req: &Request<Body>) -> &str {
+    req.headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// The edge's request id when it sent a sane one, else a fresh one.

@@ -2,6 +2,7 @@
 
 use crate::directory::Directory;
 use crate::proxy::OriginClient;
+use crate::usage::Usage;
 use crate::waiters::Waiters;
 use kiln_queue::RenderQueue;
 use kiln_store::Store;
@@ -15,4 +16,6 @@ pub struct App {
     pub directory: Directory,
     pub waiters: Arc<Waiters>,
     pub origin: OriginClient,
+    /// Bot responses counted since the last flush to Redis.
+    pub usage: Usage,
 }

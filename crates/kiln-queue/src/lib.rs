@@ -1,4 +1,9 @@
-//! The render queue: gateways push [`RenderJob`]s, workers consume them.
+//! The render queues: gateways (and the dashboard) push [`RenderJob`]s, workers consume them.
+//!
+//! Two queues, so that cache warming never starves bots: [`QueueKind::Render`] (`<prefix>render`)
+//! takes bots' renders and previews, [`QueueKind::Warm`] (`<prefix>warm`) takes warm jobs. A worker
+//! runs one consumer per queue, each with its own concurrency, so however long the warm queue
+//! grows, it only ever occupies the warm consumer's few slots.
 //!
 //! Architecture invariant: this is the only crate that knows apalis. The queue's name is always set
 //! explicitly (apalis defaults to the job type's Rust path, so a rename would silently move the queue),
@@ -39,7 +44,25 @@ pub enum QueueError {
     Worker(String),
 }
 
-/// Where the queue lives.
+/// Which of the two queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueueKind {
+    /// Bots' renders and dashboard previews: someone is waiting.
+    Render,
+    /// Cache warming: nobody is waiting, so it must never delay the other queue.
+    Warm,
+}
+
+impl QueueKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueKind::Render => "render",
+            QueueKind::Warm => "warm",
+        }
+    }
+}
+
+/// Where the queues live.
 #[derive(Clone, Debug)]
 pub struct QueueSettings {
     pub redis_url: String,
@@ -66,20 +89,27 @@ impl QueueSettings {
         }
     }
 
-    /// The apalis queue name. apalis-redis parses its event channels by splitting on `:`, so the
-    /// queue name must not contain one: `kiln:` becomes `kiln.render`.
+    /// The render queue's apalis name (see [`QueueSettings::queue_name_of`]).
     pub fn queue_name(&self) -> String {
-        format!("{}render", self.prefix.replace(':', "."))
+        self.queue_name_of(QueueKind::Render)
     }
 
-    /// The channel that wakes idle workers (the one apalis-redis itself uses for new jobs).
-    fn wake_channel(&self) -> String {
-        format!("tasks:{}:available", self.config().active_jobs_list())
+    /// A queue's apalis name. apalis-redis parses its event channels by splitting on `:`, so the
+    /// name must not contain one: with the prefix `kiln:`, the queues are `kiln.render` and
+    /// `kiln.warm`.
+    pub fn queue_name_of(&self, kind: QueueKind) -> String {
+        format!("{}{}", self.prefix.replace(':', "."), kind.as_str())
     }
 
-    fn config(&self) -> Config {
+    /// The channel that wakes a queue's idle workers (the one apalis-redis itself uses for new
+    /// jobs).
+    fn wake_channel(&self, kind: QueueKind) -> String {
+        format!("tasks:{}:available", self.config(kind).active_jobs_list())
+    }
+
+    fn config(&self, kind: QueueKind) -> Config {
         Config::default()
-            .queue(self.queue_name())
+            .queue(self.queue_name_of(kind))
             .heartbeat_interval(Duration::from_secs(5))
             .missed_heartbeats(3)
             // Finished jobs are not kept: outcomes are recorded by Kiln itself.
@@ -97,30 +127,57 @@ impl QueueSettings {
     }
 }
 
-/// The producing side of the queue, used by gateways (and later by the dashboard for warming).
+/// The producing side of the queues, used by gateways (bots' renders) and the dashboard (warming,
+/// previews).
 #[derive(Clone)]
 pub struct RenderQueue {
-    storage: RedisStorage<RenderJob>,
+    render: Producer,
+    warm: Producer,
     conn: ConnectionManager,
-    wake_channel: String,
     timeout: Duration,
+}
+
+/// One queue's storage and the channel that wakes its consumers.
+#[derive(Clone)]
+struct Producer {
+    storage: RedisStorage<RenderJob>,
+    wake_channel: String,
 }
 
 impl RenderQueue {
     pub async fn connect(settings: &QueueSettings) -> Result<Self, QueueError> {
         let conn = settings.connection().await?;
+        let producer = |kind| Producer {
+            storage: RedisStorage::new(conn.clone()).with_config(settings.config(kind)),
+            wake_channel: settings.wake_channel(kind),
+        };
         Ok(RenderQueue {
-            storage: RedisStorage::new(conn.clone()).with_config(settings.config()),
+            render: producer(QueueKind::Render),
+            warm: producer(QueueKind::Warm),
             conn,
-            wake_channel: settings.wake_channel(),
             timeout: settings.command_timeout,
         })
     }
 
-    /// Enqueues a render job.
+    /// Enqueues a job on the render queue: a bot's render or a preview.
     pub async fn push(&self, job: RenderJob) -> Result<(), QueueError> {
+        self.push_to(QueueKind::Render, job).await
+    }
+
+    /// Enqueues a warm job (purpose [`Warm`](kiln_core::job::RenderPurpose::Warm)) on the warm
+    /// queue, which never delays the render queue.
+    pub async fn push_warm(&self, job: RenderJob) -> Result<(), QueueError> {
+        self.push_to(QueueKind::Warm, job).await
+    }
+
+    /// Enqueues a job on the queue `kind`.
+    pub async fn push_to(&self, kind: QueueKind, job: RenderJob) -> Result<(), QueueError> {
+        let producer = match kind {
+            QueueKind::Render => &self.render,
+            QueueKind::Warm => &self.warm,
+        };
         let task = TaskBuilder::new(job).max_attempts(MAX_ATTEMPTS).build();
-        let mut storage = self.storage.clone();
+        let mut storage = producer.storage.clone();
         match tokio::time::timeout(self.timeout, storage.push_task(task)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(QueueError::Push(error.to_string())),
@@ -129,7 +186,7 @@ impl RenderQueue {
         // The job is stored; a lost wake-up only delays it until the next poll.
         let mut conn = self.conn.clone();
         let mut wake = redis::cmd("PUBLISH");
-        wake.arg(&self.wake_channel).arg("1");
+        wake.arg(&producer.wake_channel).arg("1");
         let woken = tokio::time::timeout(self.timeout, wake.query_async::<i64>(&mut conn)).await;
         if let Ok(Err(error)) = woken {
             tracing::debug!(%error, "could not wake the workers; they will find the job on their next poll");
@@ -156,21 +213,20 @@ async fn run_job(job: RenderJob, handler: Data<SharedHandler>) -> Result<(), Box
     Ok(())
 }
 
-/// Runs a queue consumer named `name` (unique per process) with up to `concurrency` jobs in flight,
-/// until `shutdown` completes; in-flight jobs are then allowed to finish.
+/// Runs a consumer of the queue `kind`, named `name` (unique per process and queue), with up to
+/// `concurrency` jobs in flight, until `shutdown` completes; in-flight jobs are then allowed to
+/// finish.
 pub async fn run_worker(
     settings: &QueueSettings,
+    kind: QueueKind,
     name: &str,
     concurrency: usize,
     handler: Arc<dyn JobHandler>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), QueueError> {
     let conn = settings.connection().await?;
-    let config = settings.config();
-    let wake = wake_stream(
-        settings.redis_url.clone(),
-        format!("tasks:{}:available", config.active_jobs_list()),
-    );
+    let config = settings.config(kind);
+    let wake = wake_stream(settings.redis_url.clone(), settings.wake_channel(kind));
     let storage = RedisStorage::<RenderJob>::new(conn).with_config(config);
     let backend = PollWith::new(
         storage,

@@ -10,11 +10,19 @@
 
 mod events;
 mod pages;
+mod preview;
+mod render_log;
 mod settings;
+mod usage;
+mod warm;
 
 pub use events::{StoreEvent, Subscription};
-pub use pages::{PageEntry, PageMeta};
+pub use pages::{MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
+pub use preview::{PREVIEW_TTL_SECS, PreviewResult};
+pub use render_log::{RENDER_LOG_MAX_LEN, RenderLogEntry, RenderLogOutcome, RenderLogPurpose};
 pub use settings::StoreSettings;
+pub use usage::{USAGE_RETENTION_SECS, UsageCounts, UsageKind, usage_day};
+pub use warm::{WARM_PROGRESS_TTL_SECS, WarmProgress};
 
 use fred::prelude::*;
 use kiln_core::{CacheKey, DomainConfig, Hostname, RenderOutcome};
@@ -28,6 +36,8 @@ pub enum StoreError {
     Redis(#[from] fred::error::Error),
     #[error("a stored record is malformed: {0}")]
     Corrupt(String),
+    #[error("the listing cursor is not one this store handed out")]
+    InvalidCursor,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -5,6 +5,7 @@
 //! Architecture invariant: used only as a dev-dependency (and by benchmarks).
 
 pub mod corpus;
+pub mod dns;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,1 +1,16 @@
-//! Domain ownership verification (work in progress).
+//! Domain ownership verification: before Kiln renders a customer's hostname for bots, DNS must show
+//! that the customer controls it, by a CNAME to Kiln's edge, a TXT record holding the domain's token,
+//! or (for apex domains) addresses that are all the edge's.
+//!
+//! [`Verifier::check`] asks DNS afresh every time and never fails: a DNS outage is a finding, so the
+//! answer is "not verified, because the lookup failed", never "no record".
+
+mod error;
+mod verification;
+mod verifier;
+
+pub use error::VerifyError;
+pub use verification::{
+    Answer, Findings, LookupFailure, Method, Verification, canonical_name, challenge_name,
+};
+pub use verifier::{Verifier, VerifierSettings};

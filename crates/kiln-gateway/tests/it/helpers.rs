@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use kiln_core::{DomainConfig, DomainSettings, Hostname};
+use kiln_core::{CacheKey, DeviceClass, DomainConfig, DomainSettings, Hostname, NormalizedUrl};
 use kiln_gateway::{Application, Settings};
-use kiln_store::{Store, StoreSettings};
+use kiln_store::{PageEntry, Store, StoreSettings, UsageCounts, UsageKind, usage_day};
 use kiln_testkit::RedisServer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,10 @@ pub struct TestOrigin {
     pub log: OriginLog,
     _stop: oneshot::Sender<()>,
 }
+
+pub const GOOGLEBOT: &str =
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+pub const GOOGLEBOT_SMARTPHONE: &str = "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
 pub const PAGE: &str = "<!doctype html><html><head><title>Origin page</title></head><body><div id=app></div></body></html>";
 
@@ -145,8 +149,11 @@ pub struct TestGateway {
     pub redis: RedisServer,
     pub store: Store,
     pub origin: TestOrigin,
+    /// `shop.test` as published.
+    pub domain: DomainConfig,
     pub client: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 pub fn settings(redis: &RedisServer, prefix: &str) -> Settings {
@@ -182,14 +189,12 @@ impl TestGateway {
             .await
             .unwrap();
         let origin = TestOrigin::start().await;
-        store
-            .put_domain(&domain("shop.test", origin.port, domain_settings))
-            .await
-            .unwrap();
+        let domain = domain("shop.test", origin.port, domain_settings);
+        store.put_domain(&domain).await.unwrap();
         let app = Application::build(settings(&redis, &prefix)).await.unwrap();
         let port = app.port();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
+        let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::builder()
@@ -202,9 +207,81 @@ impl TestGateway {
             redis,
             store,
             origin,
+            domain,
             client,
-            _stop: stop,
+            stop: Some(stop),
+            server: Some(server),
         }
+    }
+
+    /// Shuts the gateway down gracefully, as SIGTERM would, and waits until it is gone.
+    pub async fn shut_down(&mut self) {
+        drop(self.stop.take());
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("the gateway did not stop")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Stores a render of `path` on `shop.test` for `device`, as a worker would.
+    pub async fn cache_page(&self, path: &str, device: DeviceClass, html: &str) {
+        let url = NormalizedUrl::from_request(
+            "http",
+            &self.domain.host,
+            path,
+            &self.domain.settings.ignored_query_params,
+        )
+        .unwrap();
+        let key = CacheKey::new(&self.domain.id, device, &url);
+        // Built from JSON so that fields added to the metadata later take their defaults here too.
+        let meta = serde_json::from_value(serde_json::json!({
+            "status": 200,
+            "headers": [],
+            "url": url.as_str(),
+            "rendered_at": 0,
+            "render_ms": 5,
+        }))
+        .unwrap();
+        let entry = PageEntry {
+            html: Bytes::from(html.to_owned()),
+            meta,
+        };
+        self.store.put_page(&key, &entry, 60).await.unwrap();
+    }
+
+    /// Republishes `shop.test` with `settings`, as the dashboard does when a customer saves them.
+    pub async fn change_settings(&mut self, settings: DomainSettings) {
+        self.domain.settings = settings;
+        self.store.put_domain(&self.domain).await.unwrap();
+    }
+
+    /// The usage counters of `shop.test` for the last minute's days (a test running over midnight
+    /// counts on two), as the dashboard reads them.
+    pub async fn recent_usage(&self) -> UsageCounts {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut days = vec![usage_day(now - 60_000), usage_day(now)];
+        days.dedup();
+        let mut total = UsageCounts::default();
+        for day in days {
+            if let Some(counts) = self
+                .store
+                .usage_for_day(&day)
+                .await
+                .unwrap()
+                .remove(&self.domain.id)
+            {
+                for kind in UsageKind::ALL {
+                    total.add(kind, counts.get(kind));
+                }
+            }
+        }
+        total
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -223,15 +300,26 @@ impl TestGateway {
             )
     }
 
+    /// A GET for `path` on `shop.test` that the edge took for a person's, from `user_agent`.
+    pub fn person_as(&self, path: &str, user_agent: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(self.url(path))
+            .header("host", "shop.test")
+            .header("x-is-bot", "0")
+            .header("user-agent", user_agent)
+    }
+
     /// A request for `path` on `shop.test`, as the edge would send it for Googlebot.
     pub fn bot(&self, path: &str) -> reqwest::RequestBuilder {
+        self.bot_as(path, GOOGLEBOT)
+    }
+
+    /// A request for `path` on `shop.test`, as the edge would send it for a bot it recognised.
+    pub fn bot_as(&self, path: &str, user_agent: &str) -> reqwest::RequestBuilder {
         self.client
             .get(self.url(path))
             .header("host", "shop.test")
             .header("x-is-bot", "1")
-            .header(
-                "user-agent",
-                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-            )
+            .header("user-agent", user_agent)
     }
 }

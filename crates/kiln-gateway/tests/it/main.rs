@@ -1,7 +1,9 @@
 //! The gateway against a real Redis and a real (test) origin: host routing, the human proxy's
 //! fidelity and failure modes, and the bot path's fall-backs when no render arrives.
 
+mod domain_settings;
 mod helpers;
+mod usage;
 
 use helpers::{PAGE, TestGateway, domain};
 use kiln_core::DomainSettings;

@@ -1,9 +1,10 @@
-//! The render queue against a real Redis: jobs pushed by a producer reach a consumer, and an idle
-//! consumer is woken by the push rather than by its (here deliberately slow) fallback poll.
+//! The render queues against a real Redis: jobs pushed by a producer reach a consumer of their
+//! queue and no other, an idle consumer is woken by the push rather than by its (here deliberately
+//! slow) fallback poll, and a busy warm queue does not hold up the render queue.
 
 use futures::future::BoxFuture;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl, RenderJob};
-use kiln_queue::{JobHandler, QueueSettings, RenderQueue, run_worker};
+use kiln_queue::{JobHandler, QueueKind, QueueSettings, RenderQueue, run_worker};
 use kiln_testkit::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,8 @@ fn job(path: &str) -> RenderJob {
         enqueued_at: 0,
         request_id: Some(path.to_owned()),
         blocking: Default::default(),
+        purpose: Default::default(),
+        user_agent: None,
     }
 }
 
@@ -52,6 +55,7 @@ async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
     let consumer = tokio::spawn(async move {
         run_worker(
             &consumer_settings,
+            QueueKind::Render,
             "test-consumer",
             2,
             Arc::new(Forward(tx)),
@@ -85,4 +89,119 @@ async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
         .expect("the consumer stops")
         .unwrap()
         .unwrap();
+}
+
+#[test]
+fn queue_names_come_from_the_prefix_without_colons() {
+    let settings = QueueSettings::new("redis://127.0.0.1:1", "kiln:", Duration::from_secs(1));
+    assert_eq!(settings.queue_name(), "kiln.render");
+    assert_eq!(settings.queue_name_of(QueueKind::Render), "kiln.render");
+    assert_eq!(settings.queue_name_of(QueueKind::Warm), "kiln.warm");
+}
+
+/// Forwards each job, then holds it until told to let go: a consumer whose slots are all busy.
+struct Hold {
+    jobs: mpsc::UnboundedSender<RenderJob>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl JobHandler for Hold {
+    fn handle(&self, job: RenderJob) -> BoxFuture<'static, ()> {
+        let _ = self.jobs.send(job);
+        let release = self.release.clone();
+        Box::pin(async move {
+            let _permit = release.acquire().await;
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
+    let redis = RedisServer::start();
+    let settings = QueueSettings::new(
+        redis.url(),
+        kiln_testkit::unique_prefix(),
+        Duration::from_secs(1),
+    );
+    let queue = RenderQueue::connect(&settings).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+
+    // The warm consumer has one slot, held by whatever job it takes first.
+    let (warm_tx, mut warm_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let warm = tokio::spawn({
+        let settings = settings.clone();
+        let handler = Arc::new(Hold {
+            jobs: warm_tx,
+            release: release.clone(),
+        });
+        let stopped = until_stopped();
+        async move { run_worker(&settings, QueueKind::Warm, "warm", 1, handler, stopped).await }
+    });
+    let (render_tx, mut render_rx) = mpsc::unbounded_channel();
+    let render = tokio::spawn({
+        let settings = settings.clone();
+        let stopped = until_stopped();
+        async move {
+            run_worker(
+                &settings,
+                QueueKind::Render,
+                "render",
+                2,
+                Arc::new(Forward(render_tx)),
+                stopped,
+            )
+            .await
+        }
+    });
+
+    for i in 0..5 {
+        queue.push_warm(job(&format!("/warm/{i}"))).await.unwrap();
+    }
+    let warm_jobs: Vec<RenderJob> = (0..5).map(|i| job(&format!("/warm/{i}"))).collect();
+    let first_warm = tokio::time::timeout(Duration::from_secs(20), warm_rx.recv())
+        .await
+        .expect("the warm consumer got nothing")
+        .unwrap();
+    assert!(warm_jobs.contains(&first_warm), "{first_warm:?}");
+
+    // With the warm consumer busy and four warm jobs waiting, renders still go straight through,
+    // and none of the warm jobs reaches the render consumer.
+    for i in 0..3 {
+        queue.push(job(&format!("/bot/{i}"))).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), render_rx.recv())
+            .await
+            .expect("a render waited behind warm jobs")
+            .unwrap();
+        assert_eq!(got, job(&format!("/bot/{i}")));
+    }
+    assert!(warm_rx.try_recv().is_err(), "the warm consumer took a second job at once");
+
+    // Let the warm jobs run: the other four arrive, one slot at a time.
+    release.add_permits(5);
+    let mut seen = vec![first_warm];
+    for _ in 1..5 {
+        let got = tokio::time::timeout(Duration::from_secs(20), warm_rx.recv())
+            .await
+            .expect("a warm job never arrived")
+            .unwrap();
+        assert!(warm_jobs.contains(&got) && !seen.contains(&got), "{got:?}");
+        seen.push(got);
+    }
+    assert!(render_rx.try_recv().is_err(), "a warm job reached the render consumer");
+
+    let _ = stop.send(true);
+    for consumer in [warm, render] {
+        tokio::time::timeout(Duration::from_secs(30), consumer)
+            .await
+            .expect("a consumer did not stop")
+            .unwrap()
+            .unwrap();
+    }
 }

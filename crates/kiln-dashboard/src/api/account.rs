@@ -1,0 +1,183 @@
+//! `/api/v1/auth/…`: sign-up, log-in, log-out, the current user, password changes.
+
+use super::auth::{SessionUser, append_cookie, cleared_cookie, session_cookie};
+use super::error::{ApiError, ApiJson};
+use super::state::Ctx;
+use crate::accounts::{self, AccountError, Email};
+use crate::db::UserRecord;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    #[schema(example = "jane@example.com")]
+    pub email: String,
+    /// At least 10 characters and hard to guess.
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// The logged-in user.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub email: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(user: &UserRecord) -> Self {
+        UserView {
+            id: user.id,
+            tenant_id: user.tenant_id,
+            email: user.email.clone(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PasswordChanged {
+    /// How many other sessions were logged out.
+    pub sessions_revoked: u64,
+}
+
+impl From<AccountError> for ApiError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::InvalidEmail(_) | AccountError::WeakPassword(_) => {
+                ApiError::invalid(error.to_string())
+            }
+            AccountError::EmailTaken => ApiError::conflict(error.to_string()),
+            AccountError::InvalidCredentials
+            | AccountError::WrongCurrentPassword
+            | AccountError::SessionEnded => ApiError::unauthorized(error.to_string()),
+            AccountError::Db(error) => error.into(),
+            AccountError::Hashing(_) => ApiError::internal(&error),
+        }
+    }
+}
+
+/// Creates an account (a tenant and its user) and logs it in.
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 201, description = "Account created; the session cookie is set", body = UserView),
+        (status = 409, description = "The email is taken", body = super::ErrorBody),
+        (status = 422, description = "Invalid email or weak password", body = super::ErrorBody),
+        (status = 429, description = "Too many attempts", body = super::ErrorBody),
+    ))]
+pub async fn sign_up(
+    State(ctx): State<Ctx>,
+    ApiJson(input): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let email = Email::parse(&input.email)?;
+    let user = accounts::sign_up(&ctx.app, &email, &input.password).await?;
+    let (_, token) = accounts::start_session(&ctx.app, &ctx.sessions, &user).await?;
+    let mut response = (StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response();
+    append_cookie(&mut response, session_cookie(&ctx, token));
+    Ok(response)
+}
+
+/// Logs in with email and password; sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = UserView),
+        (status = 401, description = "Wrong email or password", body = super::ErrorBody),
+        (status = 422, description = "Malformed email", body = super::ErrorBody),
+        (status = 429, description = "Too many attempts for this account or address", body = super::ErrorBody),
+    ))]
+pub async fn log_in(
+    State(ctx): State<Ctx>,
+    ApiJson(input): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let email = Email::parse(&input.email).map_err(|_| AccountError::InvalidCredentials)?;
+    ctx.account_limiter
+        .check(email.as_str())
+        .map_err(ApiError::too_many)?;
+    let user = match accounts::authenticate(&ctx.app, &email, &input.password).await {
+        Ok(user) => user,
+        Err(error) => {
+            tracing::info!(auth.outcome = "refused", "log-in refused");
+            return Err(error.into());
+        }
+    };
+    let (_, token) = accounts::start_session(&ctx.app, &ctx.sessions, &user).await?;
+    tracing::info!(user.id = %user.id, "logged in");
+    let mut response = axum::Json(UserView::from(&user)).into_response();
+    append_cookie(&mut response, session_cookie(&ctx, token));
+    Ok(response)
+}
+
+/// Ends the current session and clears the cookie.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Not logged in", body = super::ErrorBody),
+        (status = 403, description = "Called with an API key", body = super::ErrorBody),
+    ))]
+pub async fn log_out(State(ctx): State<Ctx>, who: SessionUser) -> Result<Response, ApiError> {
+    ctx.app
+        .db
+        .revoke_session(who.caller.tenant_id, who.session_id)
+        .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    append_cookie(&mut response, cleared_cookie(&ctx));
+    Ok(response)
+}
+
+/// The logged-in user.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 401, description = "Not logged in", body = super::ErrorBody),
+        (status = 403, description = "Called with an API key", body = super::ErrorBody),
+    ))]
+pub async fn me(who: SessionUser) -> axum::Json<UserView> {
+    axum::Json(UserView::from(&who.user))
+}
+
+/// Changes the password; every other session is logged out.
+#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = PasswordChange,
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Changed", body = PasswordChanged),
+        (status = 401, description = "Not logged in, or the current password is wrong", body = super::ErrorBody),
+        (status = 403, description = "Called with an API key", body = super::ErrorBody),
+        (status = 422, description = "The new password is too weak", body = super::ErrorBody),
+        (status = 429, description = "Too many attempts", body = super::ErrorBody),
+    ))]
+pub async fn change_password(
+    State(ctx): State<Ctx>,
+    who: SessionUser,
+    ApiJson(input): ApiJson<PasswordChange>,
+) -> Result<axum::Json<PasswordChanged>, ApiError> {
+    ctx.account_limiter
+        .check(&who.user.email)
+        .map_err(ApiError::too_many)?;
+    let sessions_revoked = accounts::change_password(
+        &ctx.app,
+        &who.user,
+        who.session_id,
+        &input.current_password,
+        &input.new_password,
+    )
+    .await?;
+    Ok(axum::Json(PasswordChanged { sessions_revoked }))
+}

@@ -1,0 +1,234 @@
+//! `/api/v1/renders` and `/api/v1/usage`: what was rendered, and how bots were served.
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiQuery};
+use super::state::Ctx;
+use crate::activity::{self, ActivityError};
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use time::{Date, Duration, OffsetDateTime};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+impl From<ActivityError> for ApiError {
+    fn from(error: ActivityError) -> Self {
+        match error {
+            ActivityError::Db(error) => error.into(),
+            ActivityError::Store(_) => {
+                tracing::warn!(%error, "reading activity from Redis failed");
+                ApiError::unavailable(error.to_string())
+            }
+        }
+    }
+}
+
+/// Brings the copy up to date before a read; if Redis is down, what Postgres has is served.
+async fn catch_up(ctx: &Ctx) -> Result<(), ApiError> {
+    match activity::copy_render_log(&ctx.app).await {
+        Err(ActivityError::Db(error)) => return Err(error.into()),
+        Err(error) => tracing::warn!(%error, "serving the render log without the latest entries"),
+        Ok(_) => {}
+    }
+    match activity::snapshot_usage(&ctx.app).await {
+        Err(ActivityError::Db(error)) => return Err(error.into()),
+        Err(error) => tracing::warn!(%error, "serving usage without the latest counts"),
+        Ok(()) => {}
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RendersQuery {
+    pub domain_id: Uuid,
+    /// From the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Entries per response (1–500, default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RenderEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub url: String,
+    #[schema(example = "desktop")]
+    pub device: String,
+    /// `bot`, `warm` or `preview`.
+    pub purpose: String,
+    /// `stored`, `rendered` (a preview) or `failed`.
+    pub outcome: String,
+    pub status: Option<i32>,
+    /// Why a render failed.
+    pub reason: Option<String>,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    /// The bot whose request caused the render.
+    pub bot: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RenderLog {
+    pub renders: Vec<RenderEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// The domain's render log, newest first.
+#[utoipa::path(get, path = "/api/v1/renders", tag = "activity", params(RendersQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Renders", body = RenderLog),
+        (status = 400, description = "Invalid query", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+    ))]
+pub async fn renders(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<RendersQuery>,
+) -> Result<axum::Json<RenderLog>, ApiError> {
+    ctx.app
+        .db
+        .domain_of(caller.tenant_id, query.domain_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("domain"))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
+    }
+    catch_up(&ctx).await?;
+    let records = ctx
+        .app
+        .db
+        .renders_of(
+            caller.tenant_id,
+            query.domain_id,
+            query.cursor.as_deref(),
+            i64::from(limit),
+        )
+        .await?;
+    let next_cursor = (records.len() == limit as usize)
+        .then(|| records.last().map(|r| r.stream_id.clone()))
+        .flatten();
+    let renders = records
+        .into_iter()
+        .map(|r| RenderEntry {
+            at: r.at,
+            url: r.url,
+            device: r.device,
+            purpose: r.purpose,
+            outcome: r.outcome,
+            status: r.status,
+            reason: r.reason,
+            duration_ms: r.duration_ms,
+            bytes: r.bytes,
+            bot: r.user_agent,
+        })
+        .collect();
+    Ok(axum::Json(RenderLog {
+        renders,
+        next_cursor,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// One domain; all of the account's when left out.
+    pub domain_id: Option<Uuid>,
+    /// First day (UTC, `YYYY-MM-DD`); default 29 days before `to`.
+    #[param(value_type = Option<String>, format = Date, example = "2026-11-01")]
+    pub from: Option<String>,
+    /// Last day (UTC, `YYYY-MM-DD`); default today.
+    #[param(value_type = Option<String>, format = Date, example = "2026-11-30")]
+    pub to: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageDay {
+    pub domain_id: Uuid,
+    #[schema(value_type = String, format = Date, example = "2026-11-22")]
+    pub day: String,
+    /// Bots served from the cache.
+    pub cache_hits: i64,
+    /// Bots that waited for a render.
+    pub cache_misses: i64,
+    /// Bots served the origin's page (render too slow or failed).
+    pub bypasses: i64,
+    /// Bot requests proxied because the path is excluded from rendering.
+    pub passthroughs: i64,
+    /// Renders stored (bot misses and warming).
+    pub renders: i64,
+    pub failed_renders: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Usage {
+    pub days: Vec<UsageDay>,
+}
+
+fn parse_day(name: &str, value: Option<&str>) -> Result<Option<Date>, ApiError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    value
+        .map(|v| {
+            Date::parse(v, &format).map_err(|_| {
+                ApiError::bad_request(format!("`{name}` must be a date such as 2026-11-22"))
+            })
+        })
+        .transpose()
+}
+
+/// Renders and cache hits per domain per UTC day (days without traffic are left out).
+#[utoipa::path(get, path = "/api/v1/usage", tag = "activity", params(UsageQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Usage", body = Usage),
+        (status = 400, description = "Invalid query", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+    ))]
+pub async fn usage(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UsageQuery>,
+) -> Result<axum::Json<Usage>, ApiError> {
+    if let Some(id) = query.domain_id {
+        ctx.app
+            .db
+            .domain_of(caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("domain"))?;
+    }
+    let to = parse_day("to", query.to.as_deref())?
+        .unwrap_or_else(|| OffsetDateTime::now_utc().date());
+    let from = parse_day("from", query.from.as_deref())?.unwrap_or(to - Duration::days(29));
+    if from > to {
+        return Err(ApiError::bad_request("`from` is after `to`"));
+    }
+    if (to - from).whole_days() > 366 {
+        return Err(ApiError::bad_request("ask for at most 366 days at a time"));
+    }
+    catch_up(&ctx).await?;
+    let records = ctx
+        .app
+        .db
+        .usage_of(caller.tenant_id, query.domain_id, from, to)
+        .await?;
+    let days = records
+        .into_iter()
+        .map(|r| UsageDay {
+            domain_id: r.domain_id,
+            day: r.day.to_string(),
+            cache_hits: r.hits,
+            cache_misses: r.misses,
+            bypasses: r.bypasses,
+            passthroughs: r.passthroughs,
+            renders: r.renders,
+            failed_renders: r.failed_renders,
+        })
+        .collect();
+    Ok(axum::Json(Usage { days }))
+}

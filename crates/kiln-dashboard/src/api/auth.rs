@@ -1,0 +1,354 @@
+//! Who is calling: an API key (`Authorization: Bearer kiln_live_…`) or a session cookie, resolved
+//! once per request by [`authenticate`] and read by the [`Caller`] and [`SessionUser`] extractors.
+//! Also the log-in rate limits and the client address they key on.
+
+use super::ApiError;
+use super::state::Ctx;
+use crate::accounts::{self, AccountError};
+use crate::api_keys;
+use crate::db::UserRecord;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use kiln_core::AllowedNets;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const SESSION_COOKIE: &str = "kiln_session";
+
+/// An authenticated caller. Every tenant-owned query takes `tenant_id` from here, never from input.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub tenant_id: Uuid,
+    pub principal: Principal,
+}
+
+#[derive(Clone, Debug)]
+pub enum Principal {
+    User {
+        user: Box<UserRecord>,
+        session_id: Uuid,
+    },
+    ApiKey {
+        id: Uuid,
+    },
+}
+
+impl Caller {
+    /// Who did it, as the audit log records it.
+    pub fn actor(&self) -> String {
+        match &self.principal {
+            Principal::User { user, .. } => format!("user:{}", user.id),
+            Principal::ApiKey { id } => format!("api_key:{id}"),
+        }
+    }
+}
+
+/// What the authentication middleware found.
+#[derive(Clone, Debug)]
+enum Auth {
+    Anonymous,
+    Refused(&'static str),
+    Unavailable,
+    Caller(Caller),
+}
+
+/// A request from a logged-in user (a session, not an API key): what managing keys and the
+/// password requires, so that a leaked key cannot mint more keys.
+pub struct SessionUser {
+    pub caller: Caller,
+    pub user: UserRecord,
+    pub session_id: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Auth>() {
+            Some(Auth::Caller(caller)) => Ok(caller.clone()),
+            Some(Auth::Refused(reason)) => Err(ApiError::unauthorized(*reason)),
+            Some(Auth::Unavailable) => Err(ApiError::unavailable(
+                "the database is unavailable, so the request cannot be authenticated",
+            )),
+            Some(Auth::Anonymous) | None => Err(ApiError::unauthorized(
+                "authenticate with `Authorization: Bearer <API key>` or log in",
+            )),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match &caller.principal {
+            Principal::User { user, session_id } => Ok(SessionUser {
+                user: (**user).clone(),
+                session_id: *session_id,
+                caller: caller.clone(),
+            }),
+            Principal::ApiKey { .. } => Err(ApiError::forbidden(
+                "this endpoint needs a logged-in user; API keys cannot manage keys or passwords",
+            )),
+        }
+    }
+}
+
+/// Resolves the caller before the handler runs, and renews a session token past half its life on
+/// the way out.
+pub async fn authenticate(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
+    let (auth, renewal) = resolve(&ctx, req.headers()).await;
+    req.extensions_mut().insert(auth);
+    let mut response = next.run(req).await;
+    let handler_set_cookie = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(SESSION_COOKIE.as_bytes()));
+    if let Some(token) = renewal
+        && !handler_set_cookie
+    {
+        append_cookie(&mut response, session_cookie(&ctx, token));
+    }
+    response
+}
+
+async fn resolve(ctx: &Ctx, headers: &HeaderMap) -> (Auth, Option<String>) {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let key = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|key| api_keys::looks_like_key(key));
+        let Some(key) = key else {
+            return (
+                Auth::Refused("the Authorization header must be `Bearer kiln_live_…`"),
+                None,
+            );
+        };
+        return match ctx.app.db.use_api_key(&api_keys::hash(key)).await {
+            Ok(Some(record)) => (
+                Auth::Caller(Caller {
+                    tenant_id: record.tenant_id,
+                    principal: Principal::ApiKey { id: record.id },
+                }),
+                None,
+            ),
+            Ok(None) => (
+                Auth::Refused("the API key is not valid or has been revoked"),
+                None,
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "cannot check an API key");
+                (Auth::Unavailable, None)
+            }
+        };
+    }
+
+    let Some(token) = session_token(headers) else {
+        return (Auth::Anonymous, None);
+    };
+    let Some(claims) = ctx.sessions.verify(&token) else {
+        return (
+            Auth::Refused("the session has expired or is not valid; log in again"),
+            None,
+        );
+    };
+    match accounts::resume_session(&ctx.app, &claims).await {
+        Ok((session, user)) => {
+            let renewal = if ctx.sessions.due_for_renewal(&claims) {
+                ctx.sessions.issue(&session).ok()
+            } else {
+                None
+            };
+            let caller = Caller {
+                tenant_id: user.tenant_id,
+                principal: Principal::User {
+                    user: Box::new(user),
+                    session_id: session.id,
+                },
+            };
+            (Auth::Caller(caller), renewal)
+        }
+        Err(AccountError::SessionEnded) => (
+            Auth::Refused("the session has ended; log in again"),
+            None,
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "cannot check a session");
+            (Auth::Unavailable, None)
+        }
+    }
+}
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| Cookie::parse(pair.trim()).ok())
+        .find(|cookie| cookie.name() == SESSION_COOKIE)
+        .map(|cookie| cookie.value().to_owned())
+}
+
+/// The session cookie: `HttpOnly` (no script can read it), `SameSite=Lax` (not sent on cross-site
+/// POSTs), `Secure` when the dashboard is served over https.
+pub fn session_cookie(ctx: &Ctx, token: String) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, token))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(ctx.secure_cookies)
+        .max_age(time::Duration::seconds(ctx.sessions.ttl().as_secs() as i64))
+        .build()
+}
+
+/// A cookie that deletes the session cookie.
+pub fn cleared_cookie(ctx: &Ctx) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, ""))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(ctx.secure_cookies)
+        .max_age(time::Duration::ZERO)
+        .build()
+}
+
+pub fn append_cookie(response: &mut Response, cookie: Cookie<'static>) {
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+// ---- rate limits ----------------------------------------------------------------------------
+
+/// The address a request came from. Behind a reverse proxy in `KILN_TRUSTED_PROXIES`, the
+/// rightmost `X-Forwarded-For` hop that is not itself a trusted proxy; otherwise the peer. (The
+/// leftmost entry is whatever the client wrote, so trusting it would give each forged value a fresh
+/// rate-limit bucket.)
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &AllowedNets) -> IpAddr {
+    if !trusted.permits(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|hop| !trusted.permits(*hop))
+        .unwrap_or(peer)
+}
+
+/// tower_governor's key: the client address as [`client_ip`] sees it.
+#[derive(Clone, Debug)]
+pub struct ClientIpKey {
+    pub trusted: AllowedNets,
+}
+
+impl tower_governor::key_extractor::KeyExtractor for ClientIpKey {
+    type Key = IpAddr;
+
+    fn extract<T>(
+        &self,
+        req: &axum::http::Request<T>,
+    ) -> Result<Self::Key, tower_governor::GovernorError> {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)?;
+        Ok(client_ip(peer, req.headers(), &self.trusted))
+    }
+}
+
+/// Log-in attempts per account, beside the per-address limit tower_governor applies to the auth
+/// endpoints: an attacker spreading guesses over many addresses still gets few per account.
+pub struct AccountLimiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl AccountLimiter {
+    /// Ten attempts at once, then one every 30 seconds.
+    pub fn new() -> Self {
+        let quota = Quota::with_period(Duration::from_secs(30))
+            .expect("the period is not zero")
+            .allow_burst(NonZeroU32::new(10).expect("ten is not zero"));
+        AccountLimiter {
+            limiter: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// `Err(seconds to wait)` when the account has had too many attempts.
+    pub fn check(&self, email: &str) -> Result<(), u64> {
+        self.limiter.check_key(&email.to_owned()).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+
+    /// Forgets accounts whose buckets are full again, so memory stays bounded.
+    pub fn retain_recent(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+impl Default for AccountLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_forwarded_headers_only_from_trusted_proxies() {
+        let trusted = AllowedNets::parse("10.0.0.0/8").unwrap();
+        let check = |peer: &str, xff: Option<&str>, expected: &str| {
+            let mut headers = HeaderMap::new();
+            if let Some(xff) = xff {
+                headers.insert("x-forwarded-for", HeaderValue::from_str(xff).unwrap());
+            }
+            assert_eq!(
+                client_ip(peer.parse().unwrap(), &headers, &trusted),
+                expected.parse::<IpAddr>().unwrap(),
+                "{peer} {xff:?}"
+            );
+        };
+        check("203.0.113.9", Some("1.2.3.4"), "203.0.113.9");
+        check("10.0.0.2", Some("1.2.3.4"), "1.2.3.4");
+        check("10.0.0.2", Some("6.6.6.6, 1.2.3.4"), "1.2.3.4");
+        check("10.0.0.2", Some("6.6.6.6, 1.2.3.4, 10.0.0.7"), "1.2.3.4");
+        check("10.0.0.2", Some("garbage"), "10.0.0.2");
+        check("10.0.0.2", None, "10.0.0.2");
+    }
+
+    #[test]
+    fn accounts_are_limited_independently() {
+        let limiter = AccountLimiter::new();
+        for _ in 0..10 {
+            assert!(limiter.check("a@example.com").is_ok());
+        }
+        let wait = limiter.check("a@example.com").unwrap_err();
+        assert!((1..=30).contains(&wait), "{wait}");
+        assert!(limiter.check("b@example.com").is_ok());
+    }
+}

@@ -1,0 +1,395 @@
+//! `/api/v1/cache…` and `/api/v1/render`: purge, warm, list and preview.
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::state::Ctx;
+use crate::cache::{self, CacheError, Purge};
+use crate::db::WarmJobRecord;
+use axum::extract::State;
+use axum::http::StatusCode;
+use kiln_core::DeviceClass;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+impl From<CacheError> for ApiError {
+    fn from(error: CacheError) -> Self {
+        match error {
+            CacheError::InvalidUrls(_) | CacheError::Invalid(_) => {
+                ApiError::invalid(error.to_string())
+            }
+            CacheError::DomainNotFound => ApiError::not_found("domain"),
+            CacheError::WarmNotFound => ApiError::not_found("warm job"),
+            CacheError::NotVerified(_) => {
+                ApiError::new(StatusCode::CONFLICT, "domain_not_verified", error.to_string())
+            }
+            CacheError::PreviewTimeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "render_timeout", error.to_string())
+            }
+            CacheError::Db(error) => error.into(),
+            CacheError::Store(_) | CacheError::Queue(_) => {
+                tracing::warn!(error = %crate::http::error_chain(&error), "cache operation failed");
+                ApiError::unavailable(error.to_string())
+            }
+        }
+    }
+}
+
+/// What to purge: exactly one of `urls`, `domain_id` + `prefix`, or `domain_id` + `all: true`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// Up to 1,000 absolute URLs on the account's domains; every device variant and both http and
+    /// https spellings of each are purged.
+    #[schema(max_items = 1000, example = json!(["https://shop.example.com/products/3"]))]
+    pub urls: Option<Vec<String>>,
+    pub domain_id: Option<Uuid>,
+    /// Purge the domain's pages whose path starts with this, e.g. `/blog/`.
+    #[schema(example = "/blog/")]
+    pub prefix: Option<String>,
+    /// Purge every page of the domain.
+    pub all: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PurgeResult {
+    /// How many cache entries were removed.
+    pub purged: u64,
+}
+
+/// Removes cached pages, so that the next bot gets a fresh render.
+#[utoipa::path(post, path = "/api/v1/cache/purge", tag = "cache", request_body = PurgeRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Purged", body = PurgeResult),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = super::ErrorBody),
+    ))]
+pub async fn purge(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiJson(input): ApiJson<PurgeRequest>,
+) -> Result<axum::Json<PurgeResult>, ApiError> {
+    let purge = match input {
+        PurgeRequest {
+            urls: Some(urls),
+            domain_id: None,
+            prefix: None,
+            all: None,
+        } => Purge::Urls(urls),
+        PurgeRequest {
+            urls: None,
+            domain_id: Some(domain_id),
+            prefix: Some(prefix),
+            all: None | Some(false),
+        } => Purge::Prefix { domain_id, prefix },
+        PurgeRequest {
+            urls: None,
+            domain_id: Some(domain_id),
+            prefix: None,
+            all: Some(true),
+        } => Purge::All { domain_id },
+        _ => {
+            return Err(ApiError::invalid(
+                "send exactly one of {\"urls\": [...]}, {\"domain_id\": ..., \"prefix\": \"/path/\"} \
+                 or {\"domain_id\": ..., \"all\": true}",
+            ));
+        }
+    };
+    let purged = cache::purge(&ctx.app, caller.tenant_id, purge, &caller.actor()).await?;
+    Ok(axum::Json(PurgeResult { purged }))
+}
+
+/// What to warm: `urls`, or `domain_id` + `sitemap_url`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarmRequest {
+    /// Up to 1,000 absolute URLs on the account's verified domains.
+    #[schema(max_items = 1000, example = json!(["https://shop.example.com/products/3"]))]
+    pub urls: Option<Vec<String>>,
+    pub domain_id: Option<Uuid>,
+    /// A sitemap (or sitemap index; gzip accepted) on the domain's hostname. Kiln reads it from the
+    /// domain's origin.
+    #[schema(example = "https://shop.example.com/sitemap.xml")]
+    pub sitemap_url: Option<String>,
+}
+
+/// A warm job and its progress.
+#[derive(Serialize, ToSchema)]
+pub struct WarmView {
+    pub id: Uuid,
+    /// `collecting` (reading the sitemap), `rendering`, `done` or `failed`.
+    #[schema(example = "rendering")]
+    pub state: String,
+    pub domain_id: Option<Uuid>,
+    pub sitemap_url: Option<String>,
+    /// Renders in the job (URLs × device variants).
+    pub total: u64,
+    /// Renders not finished yet.
+    pub queued: u64,
+    pub done: u64,
+    pub failed: u64,
+    /// Sitemap entries left out, with reasons.
+    pub skipped: serde_json::Value,
+    /// Why the job failed, when it did.
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl WarmView {
+    fn new(job: &WarmJobRecord, done: u64, failed: u64) -> Self {
+        let total = u64::try_from(job.total).unwrap_or(0);
+        let finished = done + failed;
+        let state = match job.state.as_str() {
+            "rendering" if finished >= total => "done",
+            other => other,
+        };
+        WarmView {
+            id: job.id,
+            state: state.to_owned(),
+            domain_id: job.domain_id,
+            sitemap_url: job.sitemap_url.clone(),
+            total,
+            queued: total.saturating_sub(finished),
+            done,
+            failed,
+            skipped: job.skipped.clone(),
+            error: job.error.clone(),
+            created_at: job.created_at,
+        }
+    }
+}
+
+/// Renders pages ahead of bots. Returns at once with a job id; see `GET /api/v1/cache/warm/{id}`.
+#[utoipa::path(post, path = "/api/v1/cache/warm", tag = "cache", request_body = WarmRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 202, description = "Queued", body = WarmView),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 409, description = "The domain is not verified", body = super::ErrorBody),
+        (status = 422, description = "Invalid request", body = super::ErrorBody),
+    ))]
+pub async fn warm(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiJson(input): ApiJson<WarmRequest>,
+) -> Result<(StatusCode, axum::Json<WarmView>), ApiError> {
+    let actor = caller.actor();
+    let job = match input {
+        WarmRequest {
+            urls: Some(urls),
+            domain_id: None,
+            sitemap_url: None,
+        } => cache::warm_urls(&ctx.app, &ctx.queue, caller.tenant_id, &urls, &actor).await?,
+        WarmRequest {
+            urls: None,
+            domain_id: Some(domain_id),
+            sitemap_url: Some(sitemap_url),
+        } => {
+            cache::warm_sitemap(
+                &ctx.app,
+                &ctx.queue,
+                &ctx.sitemaps,
+                caller.tenant_id,
+                domain_id,
+                &sitemap_url,
+                &actor,
+            )
+            .await?
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "send either {\"urls\": [...]} or {\"domain_id\": ..., \"sitemap_url\": \"...\"}",
+            ));
+        }
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(WarmView::new(&job, 0, 0))))
+}
+
+/// A warm job's progress.
+#[utoipa::path(get, path = "/api/v1/cache/warm/{id}", tag = "cache",
+    params(("id" = Uuid, Path, description = "The warm job's id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The job", body = WarmView),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such warm job in this account", body = super::ErrorBody),
+    ))]
+pub async fn warm_status(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::Json<WarmView>, ApiError> {
+    let status = cache::warm_status(&ctx.app, caller.tenant_id, id).await?;
+    Ok(axum::Json(WarmView::new(&status.job, status.done, status.failed)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CacheQuery {
+    pub domain_id: Uuid,
+    /// Only pages whose path starts with this.
+    #[param(example = "/blog/")]
+    pub prefix: Option<String>,
+    /// From the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Pages per response (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CachedPage {
+    pub url: String,
+    #[schema(example = "desktop")]
+    pub device: String,
+    pub status: u16,
+    pub bytes: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub rendered_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CacheListing {
+    pub pages: Vec<CachedPage>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+pub(super) fn from_millis(ms: u64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The domain's cached pages, by path.
+#[utoipa::path(get, path = "/api/v1/cache", tag = "cache", params(CacheQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Cached pages", body = CacheListing),
+        (status = 400, description = "Invalid query", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+    ))]
+pub async fn list(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<CacheQuery>,
+) -> Result<axum::Json<CacheListing>, ApiError> {
+    let domain = ctx
+        .app
+        .db
+        .domain_of(caller.tenant_id, query.domain_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("domain"))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be between 1 and 1000"));
+    }
+    let prefix = query.prefix.unwrap_or_default();
+    let listing = ctx
+        .app
+        .store
+        .list_pages(
+            &domain.id.to_string(),
+            &prefix,
+            query.cursor.as_deref(),
+            limit as usize,
+        )
+        .await
+        .map_err(|error| match error {
+            kiln_store::StoreError::InvalidCursor => {
+                ApiError::bad_request("`cursor` is not one this API returned")
+            }
+            other => CacheError::Store(other).into(),
+        })?;
+    let pages = listing
+        .pages
+        .into_iter()
+        .map(|page| CachedPage {
+            url: page.url,
+            device: page.device.as_str().to_owned(),
+            status: page.status,
+            bytes: page.bytes,
+            rendered_at: from_millis(page.rendered_at),
+            expires_at: from_millis(page.expires_at),
+        })
+        .collect();
+    Ok(axum::Json(CacheListing {
+        pages,
+        next_cursor: listing.next_cursor,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RenderQuery {
+    /// An absolute URL on one of the account's verified domains.
+    #[param(example = "https://shop.example.com/products/3")]
+    pub url: String,
+    /// `desktop` (default) or `mobile`.
+    pub device: Option<Device>,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    Desktop,
+    Mobile,
+}
+
+/// A fresh render, as a bot would get it.
+#[derive(Serialize, ToSchema)]
+pub struct RenderView {
+    /// The URL as Kiln normalises it (the cache key's URL).
+    pub url: String,
+    pub device: String,
+    pub status: u16,
+    /// The headers the page would be served with.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub render_ms: u64,
+    /// Why the render failed; null when it succeeded.
+    pub error: Option<String>,
+}
+
+/// Renders one URL now and returns what a bot would get, without storing it in the cache.
+#[utoipa::path(get, path = "/api/v1/render", tag = "cache", params(RenderQuery),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The render (see `error` for a failed one)", body = RenderView),
+        (status = 400, description = "Invalid query", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 409, description = "The domain is not verified", body = super::ErrorBody),
+        (status = 422, description = "The URL is not on the account's domains", body = super::ErrorBody),
+        (status = 503, description = "The render queue is unavailable", body = super::ErrorBody),
+        (status = 504, description = "No worker finished the render in time", body = super::ErrorBody),
+    ))]
+pub async fn render(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<RenderQuery>,
+) -> Result<axum::Json<RenderView>, ApiError> {
+    let device = match query.device.unwrap_or(Device::Desktop) {
+        Device::Desktop => DeviceClass::Desktop,
+        Device::Mobile => DeviceClass::Mobile,
+    };
+    let (url, result) =
+        cache::preview(&ctx.app, &ctx.queue, caller.tenant_id, &query.url, device).await?;
+    Ok(axum::Json(RenderView {
+        url: url.to_string(),
+        device: device.as_str().to_owned(),
+        status: result.status,
+        headers: result.headers,
+        body: result.html,
+        render_ms: result.render_ms,
+        error: result.error,
+    }))
+}

@@ -1,0 +1,439 @@
+//! `/api/v1/domains`: a tenant's domains, their settings and their ownership verification.
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ApiPath};
+use super::state::Ctx;
+use crate::db::DomainRecord;
+use crate::domains::{self, DomainError};
+use crate::origin::{Origin, OriginError};
+use axum::extract::State;
+use axum::http::StatusCode;
+use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A domain to add.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDomainInput {
+    /// The hostname visitors use, e.g. `shop.example.com` or `bücher.example`: no scheme, port,
+    /// path or wildcard. Internationalised names are stored in punycode.
+    #[schema(example = "shop.example.com")]
+    pub hostname: String,
+    /// Where Kiln fetches pages: `http(s)://host[:port]`, no path.
+    #[schema(example = "https://origin.shop.example.com")]
+    pub origin: String,
+    /// Settings other than the defaults.
+    pub settings: Option<SettingsInput>,
+}
+
+/// Changes to a domain: fields left out stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainPatch {
+    #[schema(example = "https://origin.shop.example.com")]
+    pub origin: Option<String>,
+    pub settings: Option<SettingsInput>,
+}
+
+/// Per-domain settings; fields left out keep their current (or default) values.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsInput {
+    /// How long a render is served from the cache, in seconds.
+    #[schema(minimum = 1, maximum = 31536000)]
+    pub cache_ttl_secs: Option<u64>,
+    /// The longest a render may take, in milliseconds.
+    #[schema(minimum = 1000, maximum = 120000)]
+    pub render_timeout_ms: Option<u64>,
+    /// How long a bot waits for a render on a cache miss before it gets the origin's page.
+    #[schema(minimum = 0, maximum = 120000)]
+    pub bot_wait_ms: Option<u64>,
+    /// Whether phones get their own renders (mobile viewport and User-Agent).
+    pub device_variants: Option<bool>,
+    /// What renders do not download.
+    pub blocking: Option<BlockingInput>,
+    /// Query parameters that never change the page; a trailing `*` makes a prefix (`utm_*`).
+    pub ignored_query_params: Option<Vec<String>>,
+    /// Extra bot User-Agent patterns (case-insensitive substrings) beyond the edge's list.
+    pub bot_user_agents: Option<Vec<String>>,
+    /// Only paths matching one of these glob patterns (`*` = anything) are rendered; empty = all.
+    pub include_paths: Option<Vec<String>>,
+    /// Paths matching one of these glob patterns are never rendered.
+    pub exclude_paths: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BlockingInput {
+    pub images: Option<bool>,
+    pub media: Option<bool>,
+    pub fonts: Option<bool>,
+    pub stylesheets: Option<bool>,
+    /// Known analytics, advertising and tag-manager hosts.
+    pub trackers: Option<bool>,
+}
+
+impl SettingsInput {
+    /// `base` with the given fields replaced, checked against the settings' bounds.
+    pub fn apply(self, base: &DomainSettings) -> Result<DomainSettings, ApiError> {
+        let mut settings = base.clone();
+        let SettingsInput {
+            cache_ttl_secs,
+            render_timeout_ms,
+            bot_wait_ms,
+            device_variants,
+            blocking,
+            ignored_query_params,
+            bot_user_agents,
+            include_paths,
+            exclude_paths,
+        } = self;
+        set(&mut settings.cache_ttl_secs, cache_ttl_secs);
+        set(&mut settings.render_timeout_ms, render_timeout_ms);
+        set(&mut settings.bot_wait_ms, bot_wait_ms);
+        set(&mut settings.device_variants, device_variants);
+        set(&mut settings.ignored_query_params, ignored_query_params);
+        set(&mut settings.bot_user_agents, bot_user_agents);
+        set(&mut settings.include_paths, include_paths);
+        set(&mut settings.exclude_paths, exclude_paths);
+        if let Some(blocking) = blocking {
+            let b = &mut settings.blocking;
+            set(&mut b.images, blocking.images);
+            set(&mut b.media, blocking.media);
+            set(&mut b.fonts, blocking.fonts);
+            set(&mut b.stylesheets, blocking.stylesheets);
+            set(&mut b.trackers, blocking.trackers);
+        }
+        settings
+            .validate()
+            .map_err(|error| ApiError::invalid(format!("settings: {error}")))?;
+        Ok(settings)
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+/// A domain as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct DomainView {
+    pub id: Uuid,
+    /// In punycode for internationalised names.
+    #[schema(example = "shop.example.com")]
+    pub hostname: String,
+    #[schema(example = "https://origin.shop.example.com")]
+    pub origin: String,
+    /// Whether Kiln renders for bots on this domain (ownership proven).
+    pub verified: bool,
+    pub verification: VerificationView,
+    pub settings: SettingsView,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// How to prove ownership, and what the last check found.
+#[derive(Serialize, ToSchema)]
+pub struct VerificationView {
+    #[schema(example = "pending")]
+    pub status: VerificationStatus,
+    /// Point the hostname's CNAME here.
+    #[schema(example = "edge.kiln.example.com")]
+    pub cname_target: String,
+    /// Or publish this TXT record.
+    pub txt_record: TxtRecord,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub verified_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub checked_at: Option<OffsetDateTime>,
+    /// What the last check found, for a person.
+    pub last_check: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationStatus {
+    Verified,
+    Pending,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TxtRecord {
+    #[schema(example = "_kiln-challenge.shop.example.com")]
+    pub name: String,
+    pub value: String,
+}
+
+/// A domain's settings, every field present.
+#[derive(Serialize, ToSchema)]
+pub struct SettingsView {
+    pub cache_ttl_secs: u64,
+    pub render_timeout_ms: u64,
+    pub bot_wait_ms: u64,
+    pub device_variants: bool,
+    pub blocking: BlockingView,
+    pub ignored_query_params: Vec<String>,
+    pub bot_user_agents: Vec<String>,
+    pub include_paths: Vec<String>,
+    pub exclude_paths: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BlockingView {
+    pub images: bool,
+    pub media: bool,
+    pub fonts: bool,
+    pub stylesheets: bool,
+    pub trackers: bool,
+}
+
+impl From<&DomainSettings> for SettingsView {
+    fn from(s: &DomainSettings) -> Self {
+        let ResourceBlocking {
+            images,
+            media,
+            fonts,
+            stylesheets,
+            trackers,
+        } = s.blocking;
+        SettingsView {
+            cache_ttl_secs: s.cache_ttl_secs,
+            render_timeout_ms: s.render_timeout_ms,
+            bot_wait_ms: s.bot_wait_ms,
+            device_variants: s.device_variants,
+            blocking: BlockingView {
+                images,
+                media,
+                fonts,
+                stylesheets,
+                trackers,
+            },
+            ignored_query_params: s.ignored_query_params.clone(),
+            bot_user_agents: s.bot_user_agents.clone(),
+            include_paths: s.include_paths.clone(),
+            exclude_paths: s.exclude_paths.clone(),
+        }
+    }
+}
+
+impl DomainView {
+    pub fn new(record: &DomainRecord, cname_target: &Hostname) -> Self {
+        DomainView {
+            id: record.id,
+            hostname: record.host.to_string(),
+            origin: record.origin.clone(),
+            verified: record.verified,
+            verification: VerificationView {
+                status: if record.verified {
+                    VerificationStatus::Verified
+                } else {
+                    VerificationStatus::Pending
+                },
+                cname_target: cname_target.to_string(),
+                txt_record: TxtRecord {
+                    name: domains::challenge_name(&record.host),
+                    value: record.verification_token.clone(),
+                },
+                verified_at: record.verified_at,
+                checked_at: record.verification_checked_at,
+                last_check: record.verification_result.clone(),
+            },
+            settings: SettingsView::from(&record.settings),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DomainList {
+    pub domains: Vec<DomainView>,
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match &error {
+            DomainError::Conflict(_) | DomainError::ConflictDiffers { .. } => {
+                ApiError::conflict(error.to_string())
+            }
+            DomainError::NotRegistered(_) | DomainError::NotFound => ApiError::not_found("domain"),
+            DomainError::Origin(OriginError::Unresolvable { .. }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "origin_unresolvable",
+                error.to_string(),
+            ),
+            DomainError::Origin(_) => ApiError::invalid(error.to_string()),
+            DomainError::Db(_) => match error {
+                DomainError::Db(error) => error.into(),
+                _ => unreachable!("matched above"),
+            },
+            DomainError::Publish { .. } | DomainError::Store(_) => {
+                tracing::error!(error = %crate::http::error_chain(&error), "redis update failed");
+                ApiError::unavailable(error.to_string())
+            }
+        }
+    }
+}
+
+pub(super) fn parse_hostname(input: &str) -> Result<Hostname, ApiError> {
+    Hostname::parse(input).map_err(|error| ApiError::invalid(format!("hostname: {error}")))
+}
+
+pub(super) fn parse_origin(input: &str) -> Result<Origin, ApiError> {
+    Origin::parse(input).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+/// Adds a domain. It starts unverified: people are proxied at once, bots get renders once the
+/// hostname's DNS proves ownership (see `POST /api/v1/domains/{id}/verify`).
+#[utoipa::path(post, path = "/api/v1/domains", tag = "domains", request_body = NewDomainInput,
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "Added", body = DomainView),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 409, description = "The hostname is registered already", body = super::ErrorBody),
+        (status = 422, description = "Invalid hostname, origin or settings", body = super::ErrorBody),
+    ))]
+pub async fn create(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiJson(input): ApiJson<NewDomainInput>,
+) -> Result<(StatusCode, axum::Json<DomainView>), ApiError> {
+    let host = parse_hostname(&input.hostname)?;
+    let origin = parse_origin(&input.origin)?;
+    let settings = input
+        .settings
+        .unwrap_or_default()
+        .apply(&DomainSettings::default())?;
+    let record =
+        domains::create_for_tenant(&ctx.app, caller.tenant_id, host, origin, settings, &caller.actor())
+            .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(DomainView::new(&record, &ctx.cname_target)),
+    ))
+}
+
+/// The account's domains, by hostname.
+#[utoipa::path(get, path = "/api/v1/domains", tag = "domains",
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The domains", body = DomainList),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+    ))]
+pub async fn list(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+) -> Result<axum::Json<DomainList>, ApiError> {
+    let records = ctx.app.db.domains_of(caller.tenant_id).await?;
+    let domains = records
+        .iter()
+        .map(|record| DomainView::new(record, &ctx.cname_target))
+        .collect();
+    Ok(axum::Json(DomainList { domains }))
+}
+
+/// One domain.
+#[utoipa::path(get, path = "/api/v1/domains/{id}", tag = "domains",
+    params(("id" = Uuid, Path, description = "The domain's id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The domain", body = DomainView),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+    ))]
+pub async fn get(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::Json<DomainView>, ApiError> {
+    let record = ctx
+        .app
+        .db
+        .domain_of(caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("domain"))?;
+    Ok(axum::Json(DomainView::new(&record, &ctx.cname_target)))
+}
+
+/// Changes a domain's origin or settings. Gateways and workers see the change within a second.
+#[utoipa::path(patch, path = "/api/v1/domains/{id}", tag = "domains", request_body = DomainPatch,
+    params(("id" = Uuid, Path, description = "The domain's id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Changed", body = DomainView),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 422, description = "Invalid origin or settings", body = super::ErrorBody),
+    ))]
+pub async fn update(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(patch): ApiJson<DomainPatch>,
+) -> Result<axum::Json<DomainView>, ApiError> {
+    let current = ctx
+        .app
+        .db
+        .domain_of(caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("domain"))?;
+    let origin = patch.origin.as_deref().map(parse_origin).transpose()?;
+    let settings = patch
+        .settings
+        .unwrap_or_default()
+        .apply(&current.settings)?;
+    let record = domains::update(&ctx.app, &current, origin, settings, &caller.actor()).await?;
+    Ok(axum::Json(DomainView::new(&record, &ctx.cname_target)))
+}
+
+/// Removes a domain: gateways stop serving it and its cached pages are purged.
+#[utoipa::path(delete, path = "/api/v1/domains/{id}", tag = "domains",
+    params(("id" = Uuid, Path, description = "The domain's id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+    ))]
+pub async fn delete(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    domains::delete(&ctx.app, caller.tenant_id, id, &caller.actor()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Checks the domain's DNS now: verified when its CNAME points at the CNAME target, or
+/// `_kiln-challenge.<hostname>` has a TXT record with the domain's token.
+#[utoipa::path(post, path = "/api/v1/domains/{id}/verify", tag = "domains",
+    params(("id" = Uuid, Path, description = "The domain's id")),
+    security(("api_key" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The domain after the check; `verification.last_check` says what was found", body = DomainView),
+        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+    ))]
+pub async fn verify(
+    State(ctx): State<Ctx>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::Json<DomainView>, ApiError> {
+    let record = domains::verify(
+        &ctx.app,
+        &ctx.verifier,
+        &ctx.cname_target,
+        caller.tenant_id,
+        id,
+        &caller.actor(),
+    )
+    .await?;
+    Ok(axum::Json(DomainView::new(&record, &ctx.cname_target)))
+}

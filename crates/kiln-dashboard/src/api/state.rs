@@ -1,0 +1,27 @@
+//! What every API handler works with.
+
+use super::auth::AccountLimiter;
+use crate::App;
+use crate::accounts::SessionKeys;
+use crate::sitemaps::SitemapFetcher;
+use kiln_core::{AllowedNets, Hostname};
+use kiln_queue::RenderQueue;
+use kiln_verify::Verifier;
+use std::sync::Arc;
+
+/// The API's shared state. Cheap to clone.
+pub type Ctx = Arc<ApiContext>;
+
+pub struct ApiContext {
+    pub app: App,
+    pub sessions: SessionKeys,
+    /// Whether cookies get `Secure` (the dashboard's public URL is https).
+    pub secure_cookies: bool,
+    pub verifier: Verifier,
+    /// What customers point their CNAME records at.
+    pub cname_target: Hostname,
+    pub queue: RenderQueue,
+    pub account_limiter: AccountLimiter,
+    pub trusted_proxies: AllowedNets,
+    pub sitemaps: SitemapFetcher,
+}

@@ -1,0 +1,112 @@
+//! API keys: `kiln_live_` followed by 32 random base-62 characters (190 bits), shown once at
+//! creation and stored only as a SHA-256 hash beside a visible prefix.
+
+use crate::App;
+use crate::db::{ApiKeyRecord, DbError, NewApiKey};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub const KEY_PREFIX: &str = "kiln_live_";
+const RANDOM_LEN: usize = 32;
+/// How many random characters the stored, visible prefix keeps (`kiln_live_ab12cd34`).
+const VISIBLE_LEN: usize = 8;
+pub const MAX_NAME_LEN: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key name must be 1 to {MAX_NAME_LEN} characters, without control characters")]
+    InvalidName,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(String),
+}
+
+/// A freshly created key: the only time its secret exists outside the caller's hands.
+pub struct CreatedKey {
+    pub record: ApiKeyRecord,
+    pub secret: String,
+}
+
+/// The SHA-256 of a presented key, as stored.
+pub fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Whether `value` has the shape of a Kiln API key (so that anything else can be refused without a
+/// database round trip).
+pub fn looks_like_key(value: &str) -> bool {
+    value
+        .strip_prefix(KEY_PREFIX)
+        .is_some_and(|rest| rest.len() == RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+fn generate() -> Result<String, KeyError> {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut key = String::from(KEY_PREFIX);
+    let mut byte = [0u8; 1];
+    while key.len() < KEY_PREFIX.len() + RANDOM_LEN {
+        getrandom::fill(&mut byte).map_err(|e| KeyError::Random(e.to_string()))?;
+        // Rejection sampling: 248 = 4 × 62, so accepted bytes map onto the alphabet uniformly.
+        if byte[0] < 248 {
+            key.push(ALPHABET[(byte[0] % 62) as usize] as char);
+        }
+    }
+    Ok(key)
+}
+
+pub async fn create(
+    app: &App,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    name: &str,
+    actor: &str,
+) -> Result<CreatedKey, KeyError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
+    {
+        return Err(KeyError::InvalidName);
+    }
+    let secret = generate()?;
+    let prefix = &secret[..KEY_PREFIX.len() + VISIBLE_LEN];
+    let new = NewApiKey {
+        id: Uuid::now_v7(),
+        tenant_id,
+        created_by: user_id,
+        name,
+        prefix,
+        key_hash: &hash(&secret),
+    };
+    let record = app.db.insert_api_key(&new, actor).await?;
+    tracing::info!(api_key.id = %record.id, api_key.prefix = %record.prefix, "API key created");
+    Ok(CreatedKey { record, secret })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_have_the_documented_shape_and_differ() {
+        let a = generate().unwrap();
+        let b = generate().unwrap();
+        assert!(looks_like_key(&a), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), KEY_PREFIX.len() + RANDOM_LEN);
+        assert_ne!(hash(&a), hash(&b));
+    }
+
+    #[test]
+    fn only_well_formed_keys_look_like_keys() {
+        let cases = [
+            ("kiln_live_0123456789abcdefABCDEF0123456789", true),
+            ("kiln_live_0123456789abcdefABCDEF012345678", false),
+            ("kiln_test_0123456789abcdefABCDEF0123456789", false),
+            ("kiln_live_0123456789abcdefABCDEF012345678!", false),
+            ("", false),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(looks_like_key(value), expected, "{value}");
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! A tenant's cache: purging, warming, listing and preview renders.
+//!
+//! Every URL a tenant sends is mapped onto one of its own domains before anything happens: a URL on
+//! another host is refused by name, whoever owns that host. Renders go through the render queue to
+//! the workers (warms on their own low-priority queue, so a big sitemap never delays a bot's render).
+
+use crate::App;
+use crate::db::{DbError, DomainRecord, WarmJobRecord};
+use crate::sitemaps::SitemapFetcher;
+use kiln_core::job::RenderPurpose;
+use kiln_core::{CacheKey, DeviceClass, Hostname, NormalizedUrl, RenderJob, UnixMillis};
+use kiln_queue::{QueueError, RenderQueue};
+use kiln_store::{PreviewResult, StoreError};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// The most URLs one purge or warm request may name.
+pub const MAX_URLS: usize = 1000;
+/// How many problems an error message lists before it says "and N more".
+const MAX_PROBLEMS_LISTED: usize = 10;
+/// How long reading a sitemap (all its children included) may take.
+const SITEMAP_DEADLINE: Duration = Duration::from_secs(120);
+/// A warm job still reading its sitemap after this long was abandoned by a stopped dashboard.
+pub const ABANDONED_WARM_SECS: i64 = 2 * SITEMAP_DEADLINE.as_secs() as i64;
+/// How long a preview may wait in the queue on top of its own render budget.
+const PREVIEW_QUEUE_MARGIN: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{0}")]
+    InvalidUrls(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such domain")]
+    DomainNotFound,
+    #[error("no such warm job")]
+    WarmNotFound,
+    #[error(
+        "{0} is not verified yet; verify it (POST /api/v1/domains/{{id}}/verify) before rendering its pages"
+    )]
+    NotVerified(Hostname),
+    #[error("the render did not finish within {0} s; the workers may be busy or stopped")]
+    PreviewTimeout(u64),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("the cache is unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("the render queue is unavailable: {0}")]
+    Queue(#[from] QueueError),
+}
+
+/// A URL mapped onto the tenant's domain that serves it.
+struct PageRef<'a> {
+    domain: &'a DomainRecord,
+    url: NormalizedUrl,
+}
+
+/// The tenant's domains by hostname.
+async fn domains_by_host(app: &App, tenant_id: Uuid) -> Result<Vec<DomainRecord>, CacheError> {
+    Ok(app.db.domains_of(tenant_id).await?)
+}
+
+/// Maps every URL onto one of `domains`, normalised the way the gateway normalises a bot's
+/// request; all problems are reported together.
+fn resolve_urls<'a>(
+    domains: &'a [DomainRecord],
+    urls: &[String],
+) -> Result<Vec<PageRef<'a>>, CacheError> {
+    if urls.is_empty() {
+        return Err(CacheError::Invalid("`urls` is empty".to_owned()));
+    }
+    if urls.len() > MAX_URLS {
+        return Err(CacheError::Invalid(format!(
+            "`urls` has {} entries; send at most {MAX_URLS} per request",
+            urls.len()
+        )));
+    }
+    let by_host: HashMap<&Hostname, &DomainRecord> = domains.iter().map(|d| (&d.host, d)).collect();
+    let mut pages = Vec::with_capacity(urls.len());
+    let mut problems = Vec::new();
+    for (index, raw) in urls.iter().enumerate() {
+        match resolve_url(&by_host, raw) {
+            Ok(page) => pages.push(page),
+            Err(problem) => problems.push(format!("urls[{index}] `{}`: {problem}", shorten(raw))),
+        }
+    }
+    if problems.is_empty() {
+        Ok(pages)
+    } else {
+        Err(CacheError::InvalidUrls(list_problems(&problems)))
+    }
+}
+
+fn resolve_url<'a>(
+    by_host: &HashMap<&Hostname, &'a DomainRecord>,
+    raw: &str,
+) -> Result<PageRef<'a>, String> {
+    let parsed = url::Url::parse(raw.trim()).map_err(|e| format!("not an absolute URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("the scheme `{}` is not http or https", parsed.scheme()));
+    }
+    let host = parsed
+        .host_str()
+        .and_then(|h| Hostname::parse(h).ok())
+        .ok_or("the URL has no valid hostname")?;
+    let domain = by_host
+        .get(&host)
+        .ok_or_else(|| format!("{host} is not one of this account's domains"))?;
+    let mut target = parsed.path().to_owned();
+    if let Some(query) = parsed.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let url = NormalizedUrl::from_request(
+        parsed.scheme(),
+        &domain.host,
+        &target,
+        &domain.settings.ignored_query_params,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(PageRef { domain, url })
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= 120 {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(120).collect::<String>())
+    }
+}
+
+fn list_problems(problems: &[String]) -> String {
+    let mut message = problems
+        .iter()
+        .take(MAX_PROBLEMS_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > MAX_PROBLEMS_LISTED {
+        message.push_str(&format!(
+            "; and {} more",
+            problems.len() - MAX_PROBLEMS_LISTED
+        ));
+    }
+    message
+}
+
+/// The device classes a domain keeps renders for.
+fn devices(domain: &DomainRecord) -> &'static [DeviceClass] {
+    if domain.settings.device_variants {
+        &[DeviceClass::Desktop, DeviceClass::Mobile]
+    } else {
+        &[DeviceClass::Desktop]
+    }
+}
+
+/// Every cache entry that can hold `url`: each device, and both schemes (a bot may have asked over
+/// http or https; a purge means the page, not one spelling of it).
+fn entry_keys(page: &PageRef<'_>) -> Vec<CacheKey> {
+    let path = page.url.path_and_query();
+    let id = page.domain.id.to_string();
+    let mut keys = Vec::with_capacity(4);
+    for scheme in ["https", "http"] {
+        let url = NormalizedUrl::from_stored(format!("{scheme}://{}{path}", page.domain.host));
+        for device in [DeviceClass::Desktop, DeviceClass::Mobile] {
+            keys.push(CacheKey::new(&id, device, &url));
+        }
+    }
+    keys
+}
+
+/// What a purge removes.
+pub enum Purge {
+    Urls(Vec<String>),
+    Prefix { domain_id: Uuid, prefix: String },
+    All { domain_id: Uuid },
+}
+
+/// Removes cached pages; returns how many entries existed and are gone.
+pub async fn purge(
+    app: &App,
+    tenant_id: Uuid,
+    purge: Purge,
+    actor: &str,
+) -> Result<u64, CacheError> {
+    let (purged, target, details) = match purge {
+        Purge::Urls(urls) => {
+            let domains = domains_by_host(app, tenant_id).await?;
+            let pages = resolve_urls(&domains, &urls)?;
+            let keys: Vec<CacheKey> = pages.iter().flat_map(entry_keys).collect();
+            let purged = app.store.purge_pages(&keys).await?;
+            let details = serde_json::json!({ "urls": urls.len(), "purged": purged });
+            (purged, "urls".to_owned(), details)
+        }
+        Purge::Prefix { domain_id, prefix } => {
+            if !prefix.starts_with('/') {
+                return Err(CacheError::Invalid(format!(
+                    "`prefix` must start with `/`, e.g. /blog/ (got `{}`)",
+                    shorten(&prefix)
+                )));
+            }
+            let domain = own_domain(app, tenant_id, domain_id).await?;
+            let purged = app
+                .store
+                .purge_prefix(&domain.id.to_string(), &prefix)
+                .await?;
+            let details = serde_json::json!({ "prefix": prefix, "purged": purged });
+            (purged, domain.host.to_string(), details)
+        }
+        Purge::All { domain_id } => {
+            let domain = own_domain(app, tenant_id, domain_id).await?;
+            let purged = app.store.purge_domain(&domain.id.to_string()).await?;
+            let details = serde_json::json!({ "all": true, "purged": purged });
+            (purged, domain.host.to_string(), details)
+        }
+    };
+    app.db
+        .audit(tenant_id, actor, crate::db::action::CACHE_PURGE, &target, details)
+        .await?;
+    tracing::info!(cache.purged = purged, "cache purged");
+    Ok(purged)
+}
+
+async fn own_domain(app: &App, tenant_id: Uuid, id: Uuid) -> Result<DomainRecord, CacheError> {
+    app.db
+        .domain_of(tenant_id, id)
+        .await?
+        .ok_or(CacheError::DomainNotFound)
+}
+
+fn render_job(
+    domain: &DomainRecord,
+    url: NormalizedUrl,
+    device: DeviceClass,
+    purpose: RenderPurpose,
+) -> RenderJob {
+    let config = domain.config();
+    RenderJob {
+        key: CacheKey::new(&config.id, device, &url),
+        tenant_id: config.tenant_id.clone(),
+        render_url: config.origin_url_for(&url),
+        page_url: url,
+        device,
+        cache_ttl_secs: config.settings.cache_ttl_secs,
+        render_timeout_ms: config.settings.render_timeout_ms,
+        enqueued_at: unix_millis(),
+        request_id: None,
+        blocking: config.settings.blocking,
+        purpose,
+        user_agent: None,
+    }
+}
+
+fn unix_millis() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts warming a list of URLs (on any of the tenant's verified domains): one render per URL and
+/// device class the domain serves. Returns the job.
+pub async fn warm_urls(
+    app: &App,
+    queue: &RenderQueue,
+    tenant_id: Uuid,
+    urls: &[String],
+    actor: &str,
+) -> Result<WarmJobRecord, CacheError> {
+    let domains = domains_by_host(app, tenant_id).await?;
+    let pages = resolve_urls(&domains, urls)?;
+    if let Some(page) = pages.iter().find(|page| !page.domain.verified) {
+        return Err(CacheError::NotVerified(page.domain.host.clone()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let renders: Vec<(&DomainRecord, NormalizedUrl, DeviceClass)> = pages
+        .iter()
+        .flat_map(|page| {
+            devices(page.domain)
+                .iter()
+                .map(move |device| (page.domain, page.url.clone(), *device))
+        })
+        .filter(|(domain, url, device)| seen.insert((domain.id, url.clone(), *device)))
+        .collect();
+    let single_domain = pages
+        .first()
+        .map(|p| p.domain.id)
+        .filter(|id| pages.iter().all(|p| p.domain.id == *id));
+    let job = app
+        .db
+        .insert_warm_job(&WarmJobRecord {
+            id: Uuid::now_v7(),
+            tenant_id,
+            domain_id: single_domain,
+            sitemap_url: None,
+            state: "rendering".to_owned(),
+            total: renders.len() as i32,
+            skipped: serde_json::json!([]),
+            error: None,
+            actor: actor.to_owned(),
+            created_at: time::OffsetDateTime::now_utc(),
+        })
+        .await?;
+    enqueue_warm(queue, &job, renders).await?;
+    Ok(job)
+}
+
+async fn enqueue_warm(
+    queue: &RenderQueue,
+    job: &WarmJobRecord,
+    renders: Vec<(&DomainRecord, NormalizedUrl, DeviceClass)>,
+) -> Result<(), CacheError> {
+    let purpose = RenderPurpose::Warm {
+        job_id: job.id.to_string(),
+    };
+    for (domain, url, device) in renders {
+        queue
+            .push_warm(render_job(domain, url, device, purpose.clone()))
+            .await?;
+    }
+    tracing::info!(warm.id = %job.id, warm.total = job.total, "warm job queued");
+    Ok(())
+}
+
+/// Starts warming from a sitemap of one of the tenant's verified domains. The sitemap is read in
+/// the background (it can be large and nested); the job reports `collecting` until it has been.
+pub async fn warm_sitemap(
+    app: &App,
+    queue: &RenderQueue,
+    fetcher: &SitemapFetcher,
+    tenant_id: Uuid,
+    domain_id: Uuid,
+    sitemap_url: &str,
+    actor: &str,
+) -> Result<WarmJobRecord, CacheError> {
+    let domain = own_domain(app, tenant_id, domain_id).await?;
+    if !domain.verified {
+        return Err(CacheError::NotVerified(domain.host.clone()));
+    }
+    let root = url::Url::parse(sitemap_url.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| {
+            CacheError::Invalid(format!(
+                "`sitemap_url` `{}` is not an absolute http(s) URL",
+                shorten(sitemap_url)
+            ))
+        })?;
+    if root.host_str().and_then(|h| Hostname::parse(h).ok()).as_ref() != Some(&domain.host) {
+        return Err(CacheError::Invalid(format!(
+            "`sitemap_url` must be on {} (the domain's hostname); Kiln reads it from the domain's origin",
+            domain.host
+        )));
+    }
+    let job = app
+        .db
+        .insert_warm_job(&WarmJobRecord {
+            id: Uuid::now_v7(),
+            tenant_id,
+            domain_id: Some(domain.id),
+            sitemap_url: Some(root.to_string()),
+            state: "collecting".to_owned(),
+            total: 0,
+            skipped: serde_json::json!([]),
+            error: None,
+            actor: actor.to_owned(),
+            created_at: time::OffsetDateTime::now_utc(),
+        })
+        .await?;
+    let (app, queue, fetcher, returned) = (app.clone(), queue.clone(), fetcher.clone(), job.clone());
+    tokio::spawn(async move {
+        if let Err(error) = collect_and_enqueue(&app, &queue, &fetcher, &domain, &job, &root).await
+        {
+            let message = error.to_string();
+            tracing::warn!(warm.id = %job.id, %message, "sitemap warm failed");
+            if let Err(error) = app.db.warm_job_failed(job.id, &message).await {
+                tracing::error!(warm.id = %job.id, %error, "could not record a failed warm job");
+            }
+        }
+    });
+    Ok(returned)
+}
+
+async fn collect_and_enqueue(
+    app: &App,
+    queue: &RenderQueue,
+    fetcher: &SitemapFetcher,
+    domain: &DomainRecord,
+    job: &WarmJobRecord,
+    root: &url::Url,
+) -> Result<(), CacheError> {
+    let fetcher = fetcher.for_domain(domain);
+    let limits = kiln_sitemap::Limits::default();
+    let collected = tokio::time::timeout(
+        SITEMAP_DEADLINE,
+        kiln_sitemap::collect(&fetcher, root, &limits),
+    )
+    .await
+    .map_err(|_| {
+        CacheError::Invalid(format!(
+            "reading the sitemap took longer than {} s",
+            SITEMAP_DEADLINE.as_secs()
+        ))
+    })?
+    .map_err(|e| CacheError::Invalid(e.to_string()))?;
+
+    let mut skipped: Vec<serde_json::Value> = collected
+        .skipped
+        .iter()
+        .map(|s| serde_json::json!({ "url": s.url, "reason": s.reason.to_string() }))
+        .collect();
+    let mut renders = Vec::new();
+    let by_host: HashMap<&Hostname, &DomainRecord> = HashMap::from([(&domain.host, domain)]);
+    for url in &collected.urls {
+        match resolve_url(&by_host, url.as_str()) {
+            Ok(page) => {
+                for device in devices(domain) {
+                    renders.push((domain, page.url.clone(), *device));
+                }
+            }
+            Err(reason) => skipped.push(serde_json::json!({ "url": url.as_str(), "reason": reason })),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    renders.retain(|(_, url, device)| seen.insert((url.clone(), *device)));
+    if collected.truncated {
+        skipped.push(serde_json::json!({
+            "url": root.as_str(),
+            "reason": format!("the sitemap lists more than {} URLs; the rest were left out", limits.max_urls),
+        }));
+    }
+    let skipped = serde_json::Value::Array(skipped);
+    app.db
+        .warm_job_collected(job.id, renders.len() as i32, &skipped)
+        .await?;
+    let job = WarmJobRecord {
+        total: renders.len() as i32,
+        ..job.clone()
+    };
+    enqueue_warm(queue, &job, renders).await
+}
+
+/// A warm job with its progress.
+pub struct WarmStatus {
+    pub job: WarmJobRecord,
+    pub done: u64,
+    pub failed: u64,
+}
+
+pub async fn warm_status(app: &App, tenant_id: Uuid, id: Uuid) -> Result<WarmStatus, CacheError> {
+    let job = app
+        .db
+        .warm_job_of(tenant_id, id)
+        .await?
+        .ok_or(CacheError::WarmNotFound)?;
+    let progress = app.store.warm_progress(&job.id.to_string()).await?;
+    Ok(WarmStatus {
+        job,
+        done: progress.done,
+        failed: progress.failed,
+    })
+}
+
+/// A fresh render of one URL, exactly as a bot would get it, without touching the cache.
+pub async fn preview(
+    app: &App,
+    queue: &RenderQueue,
+    tenant_id: Uuid,
+    url: &str,
+    device: DeviceClass,
+) -> Result<(NormalizedUrl, PreviewResult), CacheError> {
+    let domains = domains_by_host(app, tenant_id).await?;
+    let mut pages = resolve_urls(&domains, &[url.to_owned()])?;
+    let page = pages.remove(0);
+    if !page.domain.verified {
+        return Err(CacheError::NotVerified(page.domain.host.clone()));
+    }
+    let reply_to = Uuid::new_v4().to_string();
+    let budget = Duration::from_millis(page.domain.settings.render_timeout_ms) * 2;
+    let job = render_job(
+        page.domain,
+        page.url.clone(),
+        device,
+        RenderPurpose::Preview {
+            reply_to: reply_to.clone(),
+        },
+    );
+    queue.push(job).await?;
+    let wait = budget + PREVIEW_QUEUE_MARGIN;
+    match app.store.take_preview(&reply_to, wait).await? {
+        Some(result) => Ok((page.url, result)),
+        None => Err(CacheError::PreviewTimeout(wait.as_secs())),
+    }
+}

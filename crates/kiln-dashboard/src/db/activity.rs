@@ -1,0 +1,316 @@
+//! What happens to a tenant's pages: warm jobs, the render log and daily usage.
+
+use super::{AuditEvent, Db, DbError, action, insert_audit};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+/// A row of `warm_jobs`.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct WarmJobRecord {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub domain_id: Option<Uuid>,
+    pub sitemap_url: Option<String>,
+    pub state: String,
+    pub total: i32,
+    pub skipped: serde_json::Value,
+    pub error: Option<String>,
+    pub actor: String,
+    pub created_at: OffsetDateTime,
+}
+
+const WARM_COLUMNS: &str =
+    "id, tenant_id, domain_id, sitemap_url, state, total, skipped, error, actor, created_at";
+
+/// One entry of the workers' render log, about to be copied into `renders`.
+#[derive(Clone, Debug)]
+pub struct NewRender {
+    pub stream_id: String,
+    pub domain_id: Uuid,
+    pub at: OffsetDateTime,
+    pub url: String,
+    pub device: String,
+    pub purpose: String,
+    pub outcome: String,
+    pub status: Option<i32>,
+    pub reason: Option<String>,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    pub user_agent: Option<String>,
+}
+
+/// A row of `renders`.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct RenderRecord {
+    pub stream_id: String,
+    pub domain_id: Uuid,
+    pub at: OffsetDateTime,
+    pub url: String,
+    pub device: String,
+    pub purpose: String,
+    pub outcome: String,
+    pub status: Option<i32>,
+    pub reason: Option<String>,
+    pub duration_ms: i64,
+    pub bytes: i64,
+    pub user_agent: Option<String>,
+}
+
+/// One domain's day, as the usage endpoint reports it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct UsageRecord {
+    pub domain_id: Uuid,
+    pub day: Date,
+    pub hits: i64,
+    pub misses: i64,
+    pub bypasses: i64,
+    pub passthroughs: i64,
+    pub renders: i64,
+    pub failed_renders: i64,
+}
+
+/// One domain's counters for one day, read from Redis.
+#[derive(Clone, Debug)]
+pub struct UsageSnapshot {
+    pub domain_id: Uuid,
+    pub hits: i64,
+    pub misses: i64,
+    pub bypasses: i64,
+    pub passthroughs: i64,
+}
+
+impl Db {
+    /// Creates a warm job with its audit event.
+    pub async fn insert_warm_job(&self, job: &WarmJobRecord) -> Result<WarmJobRecord, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let record: WarmJobRecord = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO warm_jobs (id, tenant_id, domain_id, sitemap_url, state, total, skipped, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {WARM_COLUMNS}"
+        )))
+        .bind(job.id)
+        .bind(job.tenant_id)
+        .bind(job.domain_id)
+        .bind(&job.sitemap_url)
+        .bind(&job.state)
+        .bind(job.total)
+        .bind(&job.skipped)
+        .bind(&job.actor)
+        .fetch_one(&mut *tx)
+        .await?;
+        let target = record.id.to_string();
+        let event = AuditEvent {
+            tenant_id: record.tenant_id,
+            actor: &record.actor,
+            action: action::CACHE_WARM,
+            target: &target,
+            before: None,
+            after: Some(serde_json::json!({
+                "domain_id": record.domain_id,
+                "sitemap_url": record.sitemap_url,
+                "total": record.total,
+            })),
+        };
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// A sitemap has been read: the job now renders `total` pages.
+    pub async fn warm_job_collected(
+        &self,
+        id: Uuid,
+        total: i32,
+        skipped: &serde_json::Value,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE warm_jobs SET state = 'rendering', total = $2, skipped = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(total)
+        .bind(skipped)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn warm_job_failed(&self, id: Uuid, error: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE warm_jobs SET state = 'failed', error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks as failed the jobs still reading their sitemap long after any read could have ended:
+    /// their dashboard stopped while reading.
+    pub async fn fail_abandoned_warm_jobs(&self, older_than_secs: i64) -> Result<u64, DbError> {
+        let failed = sqlx::query(
+            "UPDATE warm_jobs SET state = 'failed', \
+             error = 'the dashboard stopped while reading the sitemap; start the warm again' \
+             WHERE state = 'collecting' AND created_at < now() - make_interval(secs => $1)",
+        )
+        .bind(older_than_secs as f64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(failed)
+    }
+
+    pub async fn warm_job_of(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<WarmJobRecord>, DbError> {
+        let record = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {WARM_COLUMNS} FROM warm_jobs WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(record)
+    }
+
+    /// Where copying the render log stopped (`"0"` before the first copy).
+    pub async fn render_log_cursor(&self) -> Result<String, DbError> {
+        let last: Option<String> =
+            sqlx::query_scalar("SELECT last_id FROM render_log_cursor WHERE singleton")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(last.unwrap_or_else(|| "0".to_owned()))
+    }
+
+    /// Stores a batch of render log entries and advances the cursor to `last_id`, atomically. The
+    /// tenant of each entry is taken from its domain, not from the log; entries of domains that no
+    /// longer exist are dropped.
+    pub async fn insert_renders(&self, renders: &[NewRender], last_id: &str) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        for render in renders {
+            sqlx::query(
+                "INSERT INTO renders (stream_id, tenant_id, domain_id, at, url, device, purpose, \
+                 outcome, status, reason, duration_ms, bytes, user_agent) \
+                 SELECT $1, d.tenant_id, d.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+                 FROM domains d WHERE d.id = $2 ON CONFLICT (stream_id) DO NOTHING",
+            )
+            .bind(&render.stream_id)
+            .bind(render.domain_id)
+            .bind(render.at)
+            .bind(&render.url)
+            .bind(&render.device)
+            .bind(&render.purpose)
+            .bind(&render.outcome)
+            .bind(render.status)
+            .bind(&render.reason)
+            .bind(render.duration_ms)
+            .bind(render.bytes)
+            .bind(&render.user_agent)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO render_log_cursor (singleton, last_id) VALUES (true, $1) \
+             ON CONFLICT (singleton) DO UPDATE SET last_id = excluded.last_id",
+        )
+        .bind(last_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The render log of one of the tenant's domains, newest first, continuing after `before`
+    /// (a stream id) when given.
+    pub async fn renders_of(
+        &self,
+        tenant_id: Uuid,
+        domain_id: Uuid,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RenderRecord>, DbError> {
+        let records = sqlx::query_as(
+            "SELECT stream_id, domain_id, at, url, device, purpose, outcome, status, reason, \
+             duration_ms, bytes, user_agent FROM renders \
+             WHERE tenant_id = $1 AND domain_id = $2 \
+             AND ($3::text IS NULL OR (at, stream_id) < \
+                  (SELECT at, stream_id FROM renders WHERE stream_id = $3 AND tenant_id = $1)) \
+             ORDER BY at DESC, stream_id DESC LIMIT $4",
+        )
+        .bind(tenant_id)
+        .bind(domain_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(records)
+    }
+
+    /// Stores a snapshot of one day's counters, never lowering a stored count.
+    pub async fn upsert_usage(
+        &self,
+        day: Date,
+        rows: &[UsageSnapshot],
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO usage_daily (domain_id, day, tenant_id, hits, misses, bypasses, passthroughs) \
+                 SELECT d.id, $2, d.tenant_id, $3, $4, $5, $6 FROM domains d WHERE d.id = $1 \
+                 ON CONFLICT (domain_id, day) DO UPDATE SET \
+                 hits = GREATEST(usage_daily.hits, excluded.hits), \
+                 misses = GREATEST(usage_daily.misses, excluded.misses), \
+                 bypasses = GREATEST(usage_daily.bypasses, excluded.bypasses), \
+                 passthroughs = GREATEST(usage_daily.passthroughs, excluded.passthroughs)",
+            )
+            .bind(row.domain_id)
+            .bind(day)
+            .bind(row.hits)
+            .bind(row.misses)
+            .bind(row.bypasses)
+            .bind(row.passthroughs)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Bot traffic and renders per domain per day between `from` and `to` (inclusive), for the
+    /// tenant's domains (or one of them).
+    pub async fn usage_of(
+        &self,
+        tenant_id: Uuid,
+        domain_id: Option<Uuid>,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<UsageRecord>, DbError> {
+        let records = sqlx::query_as(
+            "WITH u AS ( \
+                 SELECT domain_id, day, hits, misses, bypasses, passthroughs FROM usage_daily \
+                 WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
+                 AND day BETWEEN $3 AND $4), \
+             r AS ( \
+                 SELECT domain_id, (at AT TIME ZONE 'UTC')::date AS day, \
+                 count(*) FILTER (WHERE outcome = 'stored') AS renders, \
+                 count(*) FILTER (WHERE outcome <> 'stored') AS failed_renders \
+                 FROM renders WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
+                 AND purpose <> 'preview' \
+                 AND at >= $3::date AT TIME ZONE 'UTC' AND at < ($4::date + 1) AT TIME ZONE 'UTC' \
+                 GROUP BY 1, 2) \
+             SELECT coalesce(u.domain_id, r.domain_id) AS domain_id, coalesce(u.day, r.day) AS day, \
+             coalesce(u.hits, 0) AS hits, coalesce(u.misses, 0) AS misses, \
+             coalesce(u.bypasses, 0) AS bypasses, coalesce(u.passthroughs, 0) AS passthroughs, \
+             coalesce(r.renders, 0) AS renders, \
+             coalesce(r.failed_renders, 0) AS failed_renders \
+             FROM u FULL JOIN r ON u.domain_id = r.domain_id AND u.day = r.day \
+             ORDER BY 2, 1",
+        )
+        .bind(tenant_id)
+        .bind(domain_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(records)
+    }
+}

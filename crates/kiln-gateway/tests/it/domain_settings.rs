@@ -1,0 +1,221 @@
+//! Per-domain settings on the bot path: the domain's own bot patterns, the paths it renders, and one
+//! render per URL when it does not tell phones from desktops; all in force as soon as published.
+
+use crate::helpers::{GOOGLEBOT, GOOGLEBOT_SMARTPHONE, PAGE, TestGateway};
+use kiln_core::{CacheKey, DeviceClass, DomainSettings, NormalizedUrl};
+use reqwest::{Method, StatusCode};
+use std::time::{Duration, Instant};
+
+const RENDERED: &str = "<!doctype html><html><head><title>Rendered</title></head><body><h1>Rendered</h1></body></html>";
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The `X-Kiln-Cache` a response carries, if any.
+fn cache_status(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("x-kiln-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_domain_bot_pattern_sends_a_request_the_edge_took_for_a_person_down_the_bot_path() {
+    let gw = TestGateway::start(DomainSettings {
+        bot_user_agents: strings(&["MyCrawler", "Screaming Frog"]),
+        ..DomainSettings::default()
+    })
+    .await;
+    gw.cache_page("/products/1", DeviceClass::Desktop, RENDERED)
+        .await;
+
+    for agent in [
+        "Mozilla/5.0 (compatible; mycrawler/2.0)",
+        "Screaming Frog SEO Spider/19.0",
+    ] {
+        let response = gw.person_as("/products/1", agent).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(cache_status(&response).as_deref(), Some("HIT"), "{agent}");
+        assert_eq!(response.text().await.unwrap(), RENDERED);
+    }
+    assert_eq!(gw.origin.log.count(), 0, "the crawlers got the render");
+
+    let person = gw.person(Method::GET, "/products/1").send().await.unwrap();
+    assert_eq!(cache_status(&person), None);
+    assert_eq!(person.text().await.unwrap(), PAGE);
+    assert_eq!(gw.origin.log.count(), 1, "people still reach the origin");
+}
+
+#[tokio::test]
+async fn bots_asking_for_excluded_paths_are_proxied_like_people() {
+    // A long budget: were the path taken for rendering, the bot would wait and come back marked.
+    let gw = TestGateway::start(DomainSettings {
+        exclude_paths: strings(&["/admin*", "*/print"]),
+        bot_wait_ms: 5_000,
+        ..DomainSettings::default()
+    })
+    .await;
+    gw.cache_page("/admin/users", DeviceClass::Desktop, RENDERED)
+        .await;
+    gw.cache_page("/products/1", DeviceClass::Desktop, RENDERED)
+        .await;
+
+    let started = Instant::now();
+    for path in ["/admin", "/admin/users?page=2", "/products/1/print"] {
+        let response = gw.bot(path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(cache_status(&response), None, "{path}");
+        assert_eq!(response.text().await.unwrap(), PAGE, "{path}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "no bot waited");
+    let seen: Vec<String> = gw
+        .origin
+        .log
+        .requests()
+        .iter()
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert_eq!(seen, ["/admin", "/admin/users?page=2", "/products/1/print"]);
+
+    let rendered = gw.bot("/products/1").send().await.unwrap();
+    assert_eq!(cache_status(&rendered).as_deref(), Some("HIT"));
+    assert_eq!(gw.origin.log.count(), 3);
+}
+
+#[tokio::test]
+async fn with_an_include_list_only_those_paths_are_rendered() {
+    let gw = TestGateway::start(DomainSettings {
+        include_paths: strings(&["/", "/blog/*"]),
+        exclude_paths: strings(&["/blog/drafts/*"]),
+        ..DomainSettings::default()
+    })
+    .await;
+    for path in ["/", "/blog/hello", "/blog/drafts/next", "/shop"] {
+        gw.cache_page(path, DeviceClass::Desktop, RENDERED).await;
+    }
+
+    for (path, rendered) in [
+        ("/", true),
+        ("/blog/hello", true),
+        ("/blog/drafts/next", false),
+        ("/shop", false),
+        ("/blog", false),
+    ] {
+        let response = gw.bot(path).send().await.unwrap();
+        let expected = rendered.then_some("HIT");
+        assert_eq!(cache_status(&response).as_deref(), expected, "{path}");
+        let body = response.text().await.unwrap();
+        assert_eq!(body, if rendered { RENDERED } else { PAGE }, "{path}");
+    }
+    assert_eq!(gw.origin.log.count(), 3);
+}
+
+#[tokio::test]
+async fn without_device_variants_phones_and_desktops_share_one_render() {
+    let gw = TestGateway::start(DomainSettings {
+        device_variants: false,
+        bot_wait_ms: 200,
+        ..DomainSettings::default()
+    })
+    .await;
+    gw.cache_page("/products/1", DeviceClass::Desktop, RENDERED)
+        .await;
+    let phone = gw
+        .bot_as("/products/1", GOOGLEBOT_SMARTPHONE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_status(&phone).as_deref(), Some("HIT"));
+    assert_eq!(phone.text().await.unwrap(), RENDERED);
+
+    // An uncached page asked for by both: the one render is the desktop one (no worker runs here,
+    // so both bots fall back to the origin, and the render lock they took is still held).
+    for agent in [GOOGLEBOT_SMARTPHONE, GOOGLEBOT] {
+        let response = gw.bot_as("/products/2", agent).send().await.unwrap();
+        assert_eq!(cache_status(&response).as_deref(), Some("BYPASS"));
+    }
+    let key = |device| {
+        let url = NormalizedUrl::from_request("http", &gw.domain.host, "/products/2", &[]).unwrap();
+        CacheKey::new(&gw.domain.id, device, &url)
+    };
+    let ttl = Duration::from_secs(60);
+    assert!(
+        !gw.store
+            .try_lock_render(&key(DeviceClass::Desktop), "test", ttl)
+            .await
+            .unwrap(),
+        "the desktop render was asked for"
+    );
+    assert!(
+        gw.store
+            .try_lock_render(&key(DeviceClass::Mobile), "test", ttl)
+            .await
+            .unwrap(),
+        "no mobile render was asked for"
+    );
+}
+
+#[tokio::test]
+async fn with_device_variants_phones_get_their_own_render() {
+    // The control for the test above: the same request misses the desktop entry by default.
+    let gw = TestGateway::start(DomainSettings {
+        bot_wait_ms: 100,
+        ..DomainSettings::default()
+    })
+    .await;
+    gw.cache_page("/products/1", DeviceClass::Desktop, RENDERED)
+        .await;
+    let phone = gw
+        .bot_as("/products/1", GOOGLEBOT_SMARTPHONE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_status(&phone).as_deref(), Some("BYPASS"));
+    gw.cache_page("/products/1", DeviceClass::Mobile, "mobile")
+        .await;
+    let phone = gw
+        .bot_as("/products/1", GOOGLEBOT_SMARTPHONE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(phone.text().await.unwrap(), "mobile");
+}
+
+#[tokio::test]
+async fn changed_settings_take_effect_as_soon_as_they_are_published() {
+    let mut gw = TestGateway::start(DomainSettings::default()).await;
+    gw.cache_page("/admin", DeviceClass::Desktop, RENDERED)
+        .await;
+    let before = gw.bot("/admin").send().await.unwrap();
+    assert_eq!(cache_status(&before).as_deref(), Some("HIT"));
+    let crawler = "Mozilla/5.0 (compatible; MyCrawler/1.0)";
+    let person = gw.person_as("/admin", crawler).send().await.unwrap();
+    assert_eq!(cache_status(&person), None);
+
+    gw.change_settings(DomainSettings {
+        exclude_paths: strings(&["/admin*"]),
+        bot_user_agents: strings(&["mycrawler"]),
+        include_paths: strings(&["/blog/*", "/admin"]),
+        ..DomainSettings::default()
+    })
+    .await;
+    // Well under the directory's 30 s full re-read: the change event did it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let bot = gw.bot("/admin").send().await.unwrap();
+        if cache_status(&bot).is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new exclude list never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The bot patterns were rebuilt with the path rules.
+    gw.cache_page("/blog/a", DeviceClass::Desktop, RENDERED)
+        .await;
+    let crawled = gw.person_as("/blog/a", crawler).send().await.unwrap();
+    assert_eq!(cache_status(&crawled).as_deref(), Some("HIT"));
+}

@@ -1,0 +1,8 @@
+//! The store against a real Redis.
+
+mod helpers;
+mod pages;
+mod preview;
+mod render_log;
+mod usage;
+mod warm;

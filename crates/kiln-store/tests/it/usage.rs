@@ -1,0 +1,117 @@
+//! Usage counters: key layout, sums per domain and kind, lifetime.
+
+use crate::helpers::start;
+use fred::prelude::*;
+use kiln_store::{USAGE_RETENTION_SECS, UsageCounts, UsageKind};
+
+#[tokio::test]
+async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
+    let t = start().await;
+    let day = "2025-03-04";
+    t.store
+        .add_usage(
+            day,
+            &[
+                ("d1".into(), UsageKind::Hit, 3),
+                ("d1".into(), UsageKind::Miss, 1),
+                ("d2".into(), UsageKind::Hit, 5),
+                ("d2".into(), UsageKind::Bypass, 0),
+            ],
+        )
+        .await
+        .unwrap();
+    t.store
+        .add_usage(
+            day,
+            &[
+                ("d1".into(), UsageKind::Hit, 2),
+                ("d1".into(), UsageKind::Render, 1),
+                ("d2".into(), UsageKind::Passthrough, 4),
+            ],
+        )
+        .await
+        .unwrap();
+    t.store
+        .add_usage("2025-03-05", &[("d1".into(), UsageKind::Hit, 7)])
+        .await
+        .unwrap();
+
+    let usage = t.store.usage_for_day(day).await.unwrap();
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    assert_eq!(
+        usage["d1"],
+        UsageCounts {
+            hits: 5,
+            misses: 1,
+            renders: 1,
+            ..UsageCounts::default()
+        }
+    );
+    assert_eq!(
+        usage["d2"],
+        UsageCounts {
+            hits: 5,
+            passthroughs: 4,
+            ..UsageCounts::default()
+        }
+    );
+    assert_eq!(
+        t.store.usage_for_day("2025-03-05").await.unwrap()["d1"].hits,
+        7
+    );
+    assert!(
+        t.store
+            .usage_for_day("2025-03-06")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The layout the dashboard and the docs rely on: one hash per day, `{domain}:{kind}` fields,
+    // zero counts never written, and a lifetime of 40 days.
+    let key = format!("{}usage:{day}", t.prefix);
+    let mut fields: Vec<String> = t.raw.hkeys(&key).await.unwrap();
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["d1:hit", "d1:miss", "d1:render", "d2:hit", "d2:passthrough"]
+    );
+    let ttl: i64 = t.raw.ttl(&key).await.unwrap();
+    assert!(
+        (USAGE_RETENTION_SECS - 10..=USAGE_RETENTION_SECS).contains(&ttl),
+        "ttl {ttl}"
+    );
+}
+
+#[tokio::test]
+async fn empty_batches_write_nothing_and_unknown_fields_are_skipped() {
+    let t = start().await;
+    let day = "2025-01-01";
+    t.store.add_usage(day, &[]).await.unwrap();
+    t.store
+        .add_usage(day, &[("d1".into(), UsageKind::Hit, 0)])
+        .await
+        .unwrap();
+    let key = format!("{}usage:{day}", t.prefix);
+    let exists: u32 = t.raw.exists(&key).await.unwrap();
+    assert_eq!(exists, 0, "a batch of zeros creates no key");
+
+    // Fields written by a later version (a new kind) or by hand do not break reading.
+    let _: () = t
+        .raw
+        .hset(
+            &key,
+            [
+                ("d1:hit", "2"),
+                ("d1:teleport", "9"),
+                ("junk", "1"),
+                ("d:2:miss", "3"),
+            ],
+        )
+        .await
+        .unwrap();
+    let usage = t.store.usage_for_day(day).await.unwrap();
+    assert_eq!(usage["d1"].hits, 2);
+    assert_eq!(usage["d:2"].misses, 3, "domain ids may contain ':'");
+    assert_eq!(usage.len(), 2, "{usage:?}");
+}

@@ -1,0 +1,14 @@
+//! Why a [`Verifier`](crate::Verifier) could not be set up. Failed lookups are not errors: they are
+//! findings of a [`Verification`](crate::Verification).
+
+use hickory_resolver::net::NetError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the DNS timeout must be longer than zero")]
+    ZeroTimeout,
+    #[error("failed to read the system DNS configuration (/etc/resolv.conf)")]
+    SystemConfig(#[source] NetError),
+    #[error("failed to set up the DNS resolver")]
+    Resolver(#[source] NetError),
+}
