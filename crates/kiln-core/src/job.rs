@@ -79,7 +79,8 @@ impl RenderJob {
     /// or nothing for an empty one.
     pub fn user_agent_for_job(user_agent: &str) -> Option<String> {
         let user_agent = user_agent.trim();
-        (!user_agent.is_empty()).then(|| user_agent.chars().take(MAX_JOB_USER_AGENT_CHARS).collect())
+        (!user_agent.is_empty())
+            .then(|| user_agent.chars().take(MAX_JOB_USER_AGENT_CHARS).collect())
     }
 }
 

@@ -93,13 +93,25 @@ impl AllowedNets {
             .map(AllowedNets)
     }
 
-    /// Whether Kiln may connect to `ip`.
+    /// Whether Kiln may connect to `ip`: a public address or one in the listed networks.
     pub fn permits(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        is_public_ip(ip) || self.0.iter().any(|net| net.contains(&ip))
+        let ip = unmap(ip);
+        is_public_ip(ip) || self.contains(ip)
+    }
+
+    /// Whether `ip` is in one of the listed networks (public or not), e.g. for a list of trusted
+    /// proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = unmap(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `::ffff:a.b.c.d` is `a.b.c.d`.
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 

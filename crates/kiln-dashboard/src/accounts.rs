@@ -284,8 +284,12 @@ impl SessionKeys {
             iat: now,
             exp,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.inner.encoding)
-            .map_err(|e| AccountError::Hashing(format!("signing a session token: {e}")))
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.inner.encoding,
+        )
+        .map_err(|e| AccountError::Hashing(format!("signing a session token: {e}")))
     }
 
     /// The claims of a genuine, unexpired token; `None` for anything else (tampered, expired,
@@ -460,7 +464,11 @@ mod tests {
         pub fn encode(bytes: &[u8]) -> String {
             let mut out = String::new();
             for chunk in bytes.chunks(3) {
-                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 for i in 0..=chunk.len() {
                     out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);

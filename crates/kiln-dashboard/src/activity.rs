@@ -43,10 +43,9 @@ pub async fn copy_render_log(app: &App) -> Result<usize, ActivityError> {
             .into_iter()
             .filter_map(|(stream_id, entry)| {
                 let domain_id = Uuid::parse_str(&entry.domain_id).ok()?;
-                let at = OffsetDateTime::from_unix_timestamp_nanos(
-                    i128::from(entry.at) * 1_000_000,
-                )
-                .ok()?;
+                let at =
+                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.at) * 1_000_000)
+                        .ok()?;
                 Some(NewRender {
                     stream_id,
                     domain_id,
@@ -139,7 +138,8 @@ mod tests {
     fn day_keys_match_the_gateways() {
         let day = Date::from_calendar_date(2026, time::Month::March, 7).unwrap();
         assert_eq!(day_key(day), "2026-03-07");
-        let millis = OffsetDateTime::new_utc(day, time::Time::MIDNIGHT).unix_timestamp() as u64 * 1000;
+        let millis =
+            OffsetDateTime::new_utc(day, time::Time::MIDNIGHT).unix_timestamp() as u64 * 1000;
         assert_eq!(kiln_store::usage_day(millis), day_key(day));
     }
 }

@@ -36,9 +36,9 @@ pub fn hash(key: &str) -> [u8; 32] {
 /// Whether `value` has the shape of a Kiln API key (so that anything else can be refused without a
 /// database round trip).
 pub fn looks_like_key(value: &str) -> bool {
-    value
-        .strip_prefix(KEY_PREFIX)
-        .is_some_and(|rest| rest.len() == RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    value.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
+        rest.len() == RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 fn generate() -> Result<String, KeyError> {

@@ -98,7 +98,10 @@ fn resolve_url<'a>(
 ) -> Result<PageRef<'a>, String> {
     let parsed = url::Url::parse(raw.trim()).map_err(|e| format!("not an absolute URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("the scheme `{}` is not http or https", parsed.scheme()));
+        return Err(format!(
+            "the scheme `{}` is not http or https",
+            parsed.scheme()
+        ));
     }
     let host = parsed
         .host_str()
@@ -216,7 +219,13 @@ pub async fn purge(
         }
     };
     app.db
-        .audit(tenant_id, actor, crate::db::action::CACHE_PURGE, &target, details)
+        .audit(
+            tenant_id,
+            actor,
+            crate::db::action::CACHE_PURGE,
+            &target,
+            details,
+        )
         .await?;
     tracing::info!(cache.purged = purged, "cache purged");
     Ok(purged)
@@ -346,7 +355,12 @@ pub async fn warm_sitemap(
                 shorten(sitemap_url)
             ))
         })?;
-    if root.host_str().and_then(|h| Hostname::parse(h).ok()).as_ref() != Some(&domain.host) {
+    if root
+        .host_str()
+        .and_then(|h| Hostname::parse(h).ok())
+        .as_ref()
+        != Some(&domain.host)
+    {
         return Err(CacheError::Invalid(format!(
             "`sitemap_url` must be on {} (the domain's hostname); Kiln reads it from the domain's origin",
             domain.host
@@ -367,7 +381,8 @@ pub async fn warm_sitemap(
             created_at: time::OffsetDateTime::now_utc(),
         })
         .await?;
-    let (app, queue, fetcher, returned) = (app.clone(), queue.clone(), fetcher.clone(), job.clone());
+    let (app, queue, fetcher, returned) =
+        (app.clone(), queue.clone(), fetcher.clone(), job.clone());
     tokio::spawn(async move {
         if let Err(error) = collect_and_enqueue(&app, &queue, &fetcher, &domain, &job, &root).await
         {
@@ -418,7 +433,9 @@ async fn collect_and_enqueue(
                     renders.push((domain, page.url.clone(), *device));
                 }
             }
-            Err(reason) => skipped.push(serde_json::json!({ "url": url.as_str(), "reason": reason })),
+            Err(reason) => {
+                skipped.push(serde_json::json!({ "url": url.as_str(), "reason": reason }))
+            }
         }
     }
     let mut seen = std::collections::HashSet::new();

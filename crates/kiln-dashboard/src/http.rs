@@ -2,17 +2,17 @@
 //! readiness endpoints and a placeholder home page (the web UI will be mounted here).
 
 use crate::accounts::SessionKeys;
-use crate::api::{self, ApiContext};
 use crate::api::auth::AccountLimiter;
+use crate::api::{self, ApiContext};
 use crate::sitemaps::SitemapFetcher;
 use crate::{App, Settings, activity, cache, domains};
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
+use secrecy::ExposeSecret;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,7 +75,10 @@ impl Application {
             .await
             .context("failed to tidy up interrupted warm jobs")?;
         if abandoned > 0 {
-            tracing::warn!(warm.failed = abandoned, "marked warm jobs interrupted by a stop as failed");
+            tracing::warn!(
+                warm.failed = abandoned,
+                "marked warm jobs interrupted by a stop as failed"
+            );
         }
         let ctx = Arc::new(ApiContext {
             app: app.clone(),
@@ -140,8 +143,8 @@ impl Application {
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop)
-            .await
-            .context("the HTTP server failed")?;
+        .await
+        .context("the HTTP server failed")?;
         tracing::info!("dashboard stopped");
         Ok(())
     }

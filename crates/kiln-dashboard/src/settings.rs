@@ -116,7 +116,8 @@ impl Settings {
             },
         };
         let public_url = match var("KILN_DASHBOARD_PUBLIC_URL") {
-            None => Url::parse(&format!("http://{listen}")).context("the listen address is not a URL host")?,
+            None => Url::parse(&format!("http://{listen}"))
+                .context("the listen address is not a URL host")?,
             Some(value) => match Url::parse(value.trim()) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
                 _ => bail!(

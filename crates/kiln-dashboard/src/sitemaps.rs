@@ -40,7 +40,11 @@ impl SitemapFetcher {
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(FETCH_TIMEOUT)
-            .user_agent(concat!("Kiln/", env!("CARGO_PKG_VERSION"), " (sitemap reader)"))
+            .user_agent(concat!(
+                "Kiln/",
+                env!("CARGO_PKG_VERSION"),
+                " (sitemap reader)"
+            ))
             .build()?;
         Ok(SitemapFetcher { client, allowed })
     }
@@ -80,13 +84,12 @@ impl DomainFetcher {
         if let Some(url::Host::Ipv6(ip)) = parsed.host() {
             self.check_ip(IpAddr::V6(ip))?;
         }
-        let response = self
-            .fetcher
-            .client
-            .get(parsed)
-            .send()
-            .await
-            .map_err(|e| FetchError(format!("the origin did not answer: {}", crate::http::error_chain(&e))))?;
+        let response = self.fetcher.client.get(parsed).send().await.map_err(|e| {
+            FetchError(format!(
+                "the origin did not answer: {}",
+                crate::http::error_chain(&e)
+            ))
+        })?;
         let status = response.status();
         if status.is_redirection() {
             let to = response
@@ -145,9 +148,8 @@ impl Resolve for GuardedResolver {
         let allowed = self.allowed.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| !allowed.permits(a.ip())) {
                 return Err(format!(
                     "{host} resolves to {}, which is not a public address (see KILN_ALLOWED_PRIVATE_NETS)",

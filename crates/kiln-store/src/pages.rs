@@ -283,8 +283,9 @@ impl Store {
 
     /// Lists the domain's cached pages whose path (with query) starts with `path_prefix` (`""` or
     /// `"/"`: all of them), ordered by path, then device. At most `limit` pages per call (clamped
-    /// to 1..=[`MAX_LIST_LIMIT`]); pass the returned cursor to continue. A page may hold fewer
-    /// pages than `limit` and still have a cursor (when many stale index entries were skipped).
+    /// to 1..=[`MAX_LIST_LIMIT`]); pass the returned cursor to continue. A call may return fewer
+    /// than `limit` pages and still a cursor (when it skipped many stale index entries), or an
+    /// empty last page after a cursor (when the entries after it expired meanwhile).
     pub async fn list_pages(
         &self,
         domain_id: &str,
@@ -517,7 +518,11 @@ mod tests {
     #[test]
     fn prefix_ranges() {
         let check = |prefix: &str, min: &[u8], max: &[u8]| {
-            assert_eq!(lex_range(prefix), (min.to_vec(), max.to_vec()), "{prefix:?}");
+            assert_eq!(
+                lex_range(prefix),
+                (min.to_vec(), max.to_vec()),
+                "{prefix:?}"
+            );
         };
         check("", b"-", b"+");
         check("/", b"-", b"+");
@@ -530,11 +535,21 @@ mod tests {
         let url = NormalizedUrl::from_stored("https://a.test/a".into());
         let key = CacheKey::new("d", DeviceClass::Mobile, &url);
         let member = |path: &str| index_member(path, &key);
-        let mut members = vec![member("/a/b"), member("/a?x=1"), member("/a"), member("/ab")];
+        let mut members = vec![
+            member("/a/b"),
+            member("/a?x=1"),
+            member("/a"),
+            member("/ab"),
+        ];
         members.sort();
         assert_eq!(
             members,
-            vec![member("/a"), member("/a/b"), member("/a?x=1"), member("/ab")]
+            vec![
+                member("/a"),
+                member("/a/b"),
+                member("/a?x=1"),
+                member("/ab")
+            ]
         );
         let expected = format!("/a\0mobile:{}", key.url_hash);
         assert_eq!(member("/a"), expected.as_bytes());
@@ -542,7 +557,8 @@ mod tests {
 
     #[test]
     fn page_key_endings() {
-        let check = |rest: &str, expected: bool| assert_eq!(is_device_and_hash(rest), expected, "{rest}");
+        let check =
+            |rest: &str, expected: bool| assert_eq!(is_device_and_hash(rest), expected, "{rest}");
         check("desktop:0123abcd", true);
         check("mobile:ffff", true);
         check("tablet:ffff", false);

@@ -9,9 +9,9 @@
 use crate::{Result, Store, StoreError};
 use fred::prelude::*;
 use fred::types::streams::{XCap, XCapKind, XCapTrim};
+use kiln_core::DeviceClass;
 use kiln_core::UnixMillis;
 use kiln_core::job::RenderPurpose;
-use kiln_core::DeviceClass;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 

@@ -5,6 +5,11 @@
 //! `{domain_id}:{kind}` (`hit`, `miss`, `bypass`, `passthrough`, `render`). Gateways and workers add
 //! their counts in batches; every batch renews the day's lifetime of [`USAGE_RETENTION_SECS`], so a
 //! day is kept for 40 days after its last count.
+//!
+//! A command that timed out may still be applied: the client replays what it had buffered once it
+//! reconnects. A writer that retries failed batches therefore numbers them ([`UsageBatch`]): Redis
+//! remembers the last number applied per writer, in `{prefix}usage:applied:{writer}`, and ignores a
+//! batch it has already seen, so a batch counts once however often it is sent.
 
 use crate::{Result, Store};
 use fred::prelude::*;
@@ -14,6 +19,32 @@ use std::collections::{BTreeMap, HashMap};
 
 /// How long a day's counters are kept after they last changed: a month of history and some margin.
 pub const USAGE_RETENTION_SECS: i64 = 40 * 24 * 60 * 60;
+
+/// How long Redis remembers a writer's last applied batch after it last wrote: far longer than a
+/// replayed command can lag behind, and short enough that writers that are gone leave nothing.
+const APPLIED_MARKER_SECS: i64 = 24 * 60 * 60;
+
+/// Applies a numbered batch unless its writer's marker says it (or a later one) was applied.
+/// KEYS: the writer's marker, then one key per day. ARGV: the batch number, the days' lifetime, the
+/// marker's lifetime, then per day the number of fields followed by (field, increment) pairs.
+const LUA_ADD_BATCH: &str = r#"
+local seq = tonumber(ARGV[1])
+if seq <= tonumber(redis.call('GET', KEYS[1]) or '0') then
+  return 0
+end
+local at = 4
+for k = 2, #KEYS do
+  local fields = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, fields do
+    redis.call('HINCRBY', KEYS[k], ARGV[at], ARGV[at + 1])
+    at = at + 2
+  end
+  redis.call('EXPIRE', KEYS[k], ARGV[2])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"#;
 
 /// What a counter counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -102,6 +133,19 @@ impl UsageCounts {
     }
 }
 
+/// Counts from one writer, numbered so that they are applied at most once however often they are
+/// sent. A writer sends batch `n + 1` only once batch `n` is known to be applied (an `Ok` from
+/// [`Store::add_usage_batch`]); until then it resends batch `n` exactly as it was.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageBatch {
+    /// A name no other writer uses, ever: a gateway picks a random one at start.
+    pub writer: String,
+    /// The batch's number, from 1 upwards.
+    pub seq: u64,
+    /// Counts by day (`YYYY-MM-DD`): domain id, kind, how many.
+    pub days: BTreeMap<String, Vec<(String, UsageKind, u64)>>,
+}
+
 /// The UTC day `at` falls on, as `YYYY-MM-DD`: the day part of a usage key.
 pub fn usage_day(at: UnixMillis) -> String {
     let seconds = i64::try_from(at / 1000).unwrap_or(i64::MAX);
@@ -123,8 +167,8 @@ impl Store {
 
     /// Adds `counts` (domain id, kind, how many) to the counters of `day` (`YYYY-MM-DD`, see
     /// [`usage_day`]) in one transaction: one round trip, and either every count lands or none does.
-    /// A caller that retries after an error may count a batch twice if the error came after Redis
-    /// applied it (a timeout on the reply); counts are meant for dashboards, not invoices.
+    /// An error does not prove nothing landed (a command that timed out may be applied later), so a
+    /// caller that retries should send a [`UsageBatch`] instead.
     pub async fn add_usage(&self, day: &str, counts: &[(String, UsageKind, u64)]) -> Result<()> {
         let counts: Vec<_> = counts.iter().filter(|(_, _, n)| *n > 0).collect();
         if counts.is_empty() {
@@ -141,6 +185,32 @@ impl Store {
         let _: () = tx.expire(&key, USAGE_RETENTION_SECS, None).await?;
         let _: () = tx.exec(true).await?;
         Ok(())
+    }
+
+    /// Applies `batch` in one round trip, atomically, unless it or a later batch of its writer was
+    /// applied already. Returns whether this call applied it; either way the batch is now counted
+    /// once.
+    pub async fn add_usage_batch(&self, batch: &UsageBatch) -> Result<bool> {
+        let mut keys = vec![self.key(&format!("usage:applied:{}", batch.writer))];
+        let mut args: Vec<Value> = vec![
+            i64::try_from(batch.seq).unwrap_or(i64::MAX).into(),
+            USAGE_RETENTION_SECS.into(),
+            APPLIED_MARKER_SECS.into(),
+        ];
+        for (day, counts) in &batch.days {
+            let counts: Vec<_> = counts.iter().filter(|(_, _, n)| *n > 0).collect();
+            if counts.is_empty() {
+                continue;
+            }
+            keys.push(self.usage_key(day));
+            args.push((counts.len() as i64).into());
+            for (domain_id, kind, count) in counts {
+                args.push(format!("{domain_id}:{kind}").into());
+                args.push(i64::try_from(*count).unwrap_or(i64::MAX).into());
+            }
+        }
+        let applied: i64 = self.pool.eval(LUA_ADD_BATCH, keys, args).await?;
+        Ok(applied == 1)
     }
 
     /// Every domain's counters for `day` (`YYYY-MM-DD`), by domain id. Fields this version does not

@@ -89,7 +89,10 @@ impl DnsRecord {
                 format!("txt-record={},{}", config_name(name), quoted(value))
             }
             DnsRecord::SplitTxt { name, strings } => {
-                assert!(!strings.is_empty(), "a TXT record needs at least one string");
+                assert!(
+                    !strings.is_empty(),
+                    "a TXT record needs at least one string"
+                );
                 let strings: Vec<String> = strings.iter().map(|s| quoted(s)).collect();
                 format!("txt-record={},{}", config_name(name), strings.join(","))
             }
@@ -249,7 +252,10 @@ impl DnsServer {
         }
         let _ = child.kill();
         let _ = child.wait();
-        Err(format!("dnsmasq did not answer on {} within 10 s", self.addr()))
+        Err(format!(
+            "dnsmasq did not answer on {} within 10 s",
+            self.addr()
+        ))
     }
 }
 
@@ -283,7 +289,9 @@ fn answers_queries(addr: SocketAddr) -> bool {
     );
     let query = query_packet(id, "ready.kiln-testkit.invalid");
     if socket.connect(addr).is_err()
-        || socket.set_read_timeout(Some(Duration::from_millis(200))).is_err()
+        || socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .is_err()
         || socket.send(&query).is_err()
     {
         return false;
@@ -404,12 +412,30 @@ mod tests {
     #[test]
     fn writes_records_as_dnsmasq_config() {
         let cases = [
-            (DnsRecord::a("edge.kiln.example", "10.0.0.1"), "host-record=edge.kiln.example,10.0.0.1"),
-            (DnsRecord::a("edge.kiln.example", "fd00::1"), "host-record=edge.kiln.example,fd00::1"),
-            (DnsRecord::cname("Shop.example.com.", "edge.kiln.example"), "cname=Shop.example.com.,edge.kiln.example"),
-            (DnsRecord::txt("_c.example", "a, b # c"), r#"txt-record=_c.example,"a, b # c""#),
-            (DnsRecord::txt("_c.example", r#"say "hi" \o/"#), r#"txt-record=_c.example,"say \"hi\" \\o/""#),
-            (DnsRecord::split_txt("_c.example", &["kiln-", "verify"]), r#"txt-record=_c.example,"kiln-","verify""#),
+            (
+                DnsRecord::a("edge.kiln.example", "10.0.0.1"),
+                "host-record=edge.kiln.example,10.0.0.1",
+            ),
+            (
+                DnsRecord::a("edge.kiln.example", "fd00::1"),
+                "host-record=edge.kiln.example,fd00::1",
+            ),
+            (
+                DnsRecord::cname("Shop.example.com.", "edge.kiln.example"),
+                "cname=Shop.example.com.,edge.kiln.example",
+            ),
+            (
+                DnsRecord::txt("_c.example", "a, b # c"),
+                r#"txt-record=_c.example,"a, b # c""#,
+            ),
+            (
+                DnsRecord::txt("_c.example", r#"say "hi" \o/"#),
+                r#"txt-record=_c.example,"say \"hi\" \\o/""#,
+            ),
+            (
+                DnsRecord::split_txt("_c.example", &["kiln-", "verify"]),
+                r#"txt-record=_c.example,"kiln-","verify""#,
+            ),
         ];
         for (record, expected) in cases {
             assert_eq!(record.config_line(), expected, "{record:?}");
@@ -426,12 +452,15 @@ mod tests {
     fn answers_servfail_with_the_question() {
         // id 0xabcd, RD, one question for "a.b" A IN, plus one additional byte run (EDNS).
         let query = [
-            0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, 1, b'a', 1, b'b', 0, 0, 1, 0, 1, 0, 0, 41,
+            0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, 1, b'a', 1, b'b', 0, 0, 1, 0, 1, 0, 0,
+            41,
         ];
         let reply = servfail_reply(&query).expect("a reply");
         assert_eq!(
             reply,
-            [0xab, 0xcd, 0x81, 0x82, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 1, b'b', 0, 0, 1, 0, 1]
+            [
+                0xab, 0xcd, 0x81, 0x82, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 1, b'b', 0, 0, 1, 0, 1
+            ]
         );
         assert_eq!(servfail_reply(&query[..10]), None, "too short");
         assert_eq!(servfail_reply(&reply), None, "a response, not a query");

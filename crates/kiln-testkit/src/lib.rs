@@ -6,6 +6,7 @@
 
 pub mod corpus;
 pub mod dns;
+pub mod postgres;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -212,11 +212,14 @@ impl Verification {
             ),
             Method::Address => {
                 let addresses = self.findings.host_addresses.records();
-                let list = join_clauses(&addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>());
+                let list =
+                    join_clauses(&addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>());
                 if addresses.len() == 1 {
                     format!("{host} is verified: its address {list} is an address of {target}.")
                 } else {
-                    format!("{host} is verified: its addresses {list} are all addresses of {target}.")
+                    format!(
+                        "{host} is verified: its addresses {list} are all addresses of {target}."
+                    )
                 }
             }
         }
@@ -258,9 +261,10 @@ impl Verification {
     fn cname_clause(&self) -> Clause {
         let (host, target) = (&self.host, &self.cname_target);
         match &self.findings.cname {
-            Answer::Found { records } if records.len() == 1 => {
-                Clause::fact(format!("{host} has a CNAME to {} instead of {target}", records[0]))
-            }
+            Answer::Found { records } if records.len() == 1 => Clause::fact(format!(
+                "{host} has a CNAME to {} instead of {target}",
+                records[0]
+            )),
             Answer::Found { records } => Clause::fact(format!(
                 "{host} has a CNAME chain ({}) that does not reach {target}",
                 records.join(" → ")
@@ -277,13 +281,13 @@ impl Verification {
         let (challenge, token) = (&self.challenge_name, &self.token);
         match &self.findings.challenge_txt {
             Answer::Found { records } if records.len() == 1 => Clause::fact(format!(
-                "{challenge} has the TXT record {:?} instead of {token}",
-                records[0]
+                "{challenge} has the TXT record {} instead of {token}",
+                quoted(&records[0])
             )),
             Answer::Found { records } => {
                 const SHOWN: usize = 3;
                 let mut shown: Vec<String> =
-                    records.iter().take(SHOWN).map(|v| format!("{v:?}")).collect();
+                    records.iter().take(SHOWN).map(|v| quoted(v)).collect();
                 if records.len() > SHOWN {
                     shown.push(format!("{} more", records.len() - SHOWN));
                 }
@@ -371,14 +375,28 @@ fn decide(target: &str, token: &str, findings: &Findings) -> Option<Method> {
     if !token.is_empty() && findings.challenge_txt.records().iter().any(|v| v == token) {
         return Some(Method::Txt);
     }
-    // `Found` is never empty, so a host without addresses cannot pass vacuously.
+    // A host without addresses must not pass vacuously (`Found` is never empty when built by
+    // `from_records`, but its fields are public).
     if let (Answer::Found { records: ours }, Answer::Found { records: theirs }) =
         (&findings.host_addresses, &findings.target_addresses)
+        && !ours.is_empty()
         && ours.iter().all(|a| theirs.contains(a))
     {
         return Some(Method::Address);
     }
     None
+}
+
+/// A TXT value as an explanation shows it: quoted, control characters escaped, and cut short, since
+/// the record is the customer's and may be long (SPF records, keys).
+fn quoted(value: &str) -> String {
+    const SHOWN_CHARS: usize = 60;
+    if value.chars().count() <= SHOWN_CHARS {
+        format!("{value:?}")
+    } else {
+        let start: String = value.chars().take(SHOWN_CHARS).collect();
+        format!("{start:?}…")
+    }
 }
 
 /// "a", "a and b", "a, b and c".
@@ -407,16 +425,12 @@ mod tests {
         Hostname::parse(name).unwrap()
     }
 
-    fn found<T>(records: Vec<T>) -> Answer<T> {
-        Answer::from_records(records)
-    }
-
     fn names(names: &[&str]) -> Answer<String> {
-        found(names.iter().map(|n| (*n).to_owned()).collect())
+        Answer::from_records(names.iter().map(|n| (*n).to_owned()).collect())
     }
 
     fn ips(ips: &[&str]) -> Answer<IpAddr> {
-        found(ips.iter().map(|ip| ip.parse().unwrap()).collect())
+        Answer::from_records(ips.iter().map(|ip| ip.parse().unwrap()).collect())
     }
 
     fn timeout<T>() -> Answer<T> {
@@ -425,12 +439,36 @@ mod tests {
         }
     }
 
+    /// A host that does not exist, and a target with an IPv4 and an IPv6 address.
     fn nothing() -> Findings {
         Findings {
             cname: Answer::NoSuchName,
             challenge_txt: Answer::NoSuchName,
             host_addresses: Answer::NoSuchName,
             target_addresses: ips(&["192.0.2.1", "2001:db8::1"]),
+        }
+    }
+
+    fn cname(chain: &[&str]) -> Findings {
+        Findings {
+            cname: names(chain),
+            ..nothing()
+        }
+    }
+
+    fn txt(values: &[&str]) -> Findings {
+        Findings {
+            challenge_txt: names(values),
+            ..nothing()
+        }
+    }
+
+    /// A host without a CNAME, with these addresses.
+    fn apex(addresses: &[&str]) -> Findings {
+        Findings {
+            cname: Answer::NoRecords,
+            host_addresses: ips(addresses),
+            ..nothing()
         }
     }
 
@@ -445,23 +483,74 @@ mod tests {
 
     #[test]
     fn decides_the_method() {
+        let both = Findings {
+            challenge_txt: names(&["kiln-verify-abc"]),
+            ..cname(&["edge.kiln.example"])
+        };
+        let target_unknown = Findings {
+            target_addresses: Answer::NoRecords,
+            ..apex(&["192.0.2.1"])
+        };
+        let target_failed = Findings {
+            target_addresses: timeout(),
+            ..apex(&["192.0.2.1"])
+        };
+        let host_failed = Findings {
+            host_addresses: timeout(),
+            ..apex(&[])
+        };
+        let empty_found = Findings {
+            host_addresses: Answer::Found { records: vec![] },
+            ..apex(&[])
+        };
         let cases: Vec<(&str, Findings, Option<Method>)> = vec![
             ("nothing", nothing(), None),
-            ("direct cname", Findings { cname: names(&["edge.kiln.example"]), ..nothing() }, Some(Method::Cname)),
-            ("cname chain", Findings { cname: names(&["www.cdn.example", "edge.kiln.example"]), ..nothing() }, Some(Method::Cname)),
-            ("cname case and dot", Findings { cname: names(&["Edge.KILN.example."]), ..nothing() }, Some(Method::Cname)),
-            ("wrong cname", Findings { cname: names(&["x.example.net"]), ..nothing() }, None),
-            ("cname to a sub-name of the target", Findings { cname: names(&["a.edge.kiln.example"]), ..nothing() }, None),
-            ("txt", Findings { challenge_txt: names(&["other", "kiln-verify-abc"]), ..nothing() }, Some(Method::Txt)),
-            ("txt with extra spaces", Findings { challenge_txt: names(&[" kiln-verify-abc"]), ..nothing() }, None),
-            ("txt prefix", Findings { challenge_txt: names(&["kiln-verify-ab"]), ..nothing() }, None),
-            ("cname wins over txt", Findings { cname: names(&["edge.kiln.example"]), challenge_txt: names(&["kiln-verify-abc"]), ..nothing() }, Some(Method::Cname)),
-            ("all addresses are the target's", Findings { host_addresses: ips(&["2001:db8::1", "192.0.2.1"]), ..nothing() }, Some(Method::Address)),
-            ("one address is foreign", Findings { host_addresses: ips(&["192.0.2.1", "198.51.100.7"]), ..nothing() }, None),
-            ("target has no addresses", Findings { host_addresses: ips(&["192.0.2.1"]), target_addresses: Answer::NoRecords, ..nothing() }, None),
-            ("target lookup failed", Findings { host_addresses: ips(&["192.0.2.1"]), target_addresses: timeout(), ..nothing() }, None),
-            ("host has no addresses", Findings { host_addresses: Answer::NoRecords, ..nothing() }, None),
-            ("host lookup failed", Findings { host_addresses: timeout(), ..nothing() }, None),
+            (
+                "direct cname",
+                cname(&["edge.kiln.example"]),
+                Some(Method::Cname),
+            ),
+            (
+                "chain",
+                cname(&["cdn.example", "edge.kiln.example"]),
+                Some(Method::Cname),
+            ),
+            (
+                "case and dot",
+                cname(&["Edge.KILN.example."]),
+                Some(Method::Cname),
+            ),
+            ("wrong cname", cname(&["x.example.net"]), None),
+            (
+                "cname below the target",
+                cname(&["a.edge.kiln.example"]),
+                None,
+            ),
+            ("txt", txt(&["other", "kiln-verify-abc"]), Some(Method::Txt)),
+            ("txt with a space", txt(&[" kiln-verify-abc"]), None),
+            ("txt prefix", txt(&["kiln-verify-ab"]), None),
+            ("txt in other case", txt(&["KILN-VERIFY-ABC"]), None),
+            ("cname wins over txt", both, Some(Method::Cname)),
+            (
+                "all the target's",
+                apex(&["2001:db8::1", "192.0.2.1"]),
+                Some(Method::Address),
+            ),
+            (
+                "some of the target's",
+                apex(&["192.0.2.1"]),
+                Some(Method::Address),
+            ),
+            (
+                "one foreign address",
+                apex(&["192.0.2.1", "198.51.100.7"]),
+                None,
+            ),
+            ("no host addresses", apex(&[]), None),
+            ("an empty list of host addresses", empty_found, None),
+            ("target has no addresses", target_unknown, None),
+            ("target lookup failed", target_failed, None),
+            ("host lookup failed", host_failed, None),
         ];
         for (name, findings, expected) in cases {
             assert_eq!(judge(findings).verified_by, expected, "{name}");
@@ -474,7 +563,7 @@ mod tests {
             host("shop.example.com"),
             host("edge.kiln.example"),
             String::new(),
-            Findings { challenge_txt: names(&[""]), ..nothing() },
+            txt(&[""]),
         );
         assert!(!verification.verified());
     }
@@ -494,12 +583,14 @@ mod tests {
 
     #[test]
     fn merges_address_answers() {
+        let v4 = || ips(&["192.0.2.1"]);
+        let v6 = || ips(&["2001:db8::1"]);
         let cases: Vec<(Answer<IpAddr>, Answer<IpAddr>, Answer<IpAddr>)> = vec![
-            (ips(&["192.0.2.1"]), ips(&["2001:db8::1"]), ips(&["192.0.2.1", "2001:db8::1"])),
-            (ips(&["192.0.2.1"]), Answer::NoRecords, ips(&["192.0.2.1"])),
-            (Answer::NoRecords, ips(&["2001:db8::1"]), ips(&["2001:db8::1"])),
-            (ips(&["192.0.2.1"]), timeout(), timeout()),
-            (timeout(), ips(&["2001:db8::1"]), timeout()),
+            (v4(), v6(), ips(&["192.0.2.1", "2001:db8::1"])),
+            (v4(), Answer::NoRecords, v4()),
+            (Answer::NoRecords, v6(), v6()),
+            (v4(), timeout(), timeout()),
+            (timeout(), v6(), timeout()),
             (Answer::NoRecords, Answer::NoRecords, Answer::NoRecords),
             (Answer::NoSuchName, Answer::NoRecords, Answer::NoSuchName),
             (Answer::NoRecords, Answer::NoSuchName, Answer::NoSuchName),
@@ -513,68 +604,130 @@ mod tests {
 
     #[test]
     fn explains_in_one_sentence() {
-        let remedy = "add a CNAME record pointing at edge.kiln.example (an ALIAS record at a zone apex) \
-                      or a TXT record at _kiln-challenge.shop.example.com with the value kiln-verify-abc.";
+        let remedy = "add a CNAME record pointing at edge.kiln.example (an ALIAS record at a zone \
+                      apex) or a TXT record at _kiln-challenge.shop.example.com with the value \
+                      kiln-verify-abc.";
+        let no_txt = "_kiln-challenge.shop.example.com has no TXT record";
+        let no_cname = Findings {
+            cname: Answer::NoRecords,
+            challenge_txt: Answer::NoSuchName,
+            host_addresses: Answer::NoRecords,
+            ..nothing()
+        };
+        let target_unknown = Findings {
+            target_addresses: Answer::NoSuchName,
+            ..apex(&["198.51.100.7"])
+        };
+        let cname_timeout = Findings {
+            cname: timeout(),
+            ..nothing()
+        };
+        let servfail = Findings::all_failed(LookupFailure::ServerError {
+            code: "SERVFAIL".to_owned(),
+        });
         let cases: Vec<(Findings, String)> = vec![
             (
-                Findings { cname: Answer::NoRecords, challenge_txt: Answer::NoSuchName, host_addresses: Answer::NoRecords, ..nothing() },
-                format!("shop.example.com has no CNAME record and _kiln-challenge.shop.example.com has no TXT record; {remedy}"),
+                no_cname,
+                format!("shop.example.com has no CNAME record and {no_txt}; {remedy}"),
             ),
             (
                 nothing(),
-                format!("shop.example.com does not exist in DNS and _kiln-challenge.shop.example.com has no TXT record; {remedy}"),
+                format!("shop.example.com does not exist in DNS and {no_txt}; {remedy}"),
             ),
             (
-                Findings { cname: names(&["x.example.net"]), host_addresses: ips(&["198.51.100.7"]), ..nothing() },
-                format!("shop.example.com has a CNAME to x.example.net instead of edge.kiln.example and _kiln-challenge.shop.example.com has no TXT record; {remedy}"),
+                cname(&["x.example.net"]),
+                format!(
+                    "shop.example.com has a CNAME to x.example.net instead of edge.kiln.example \
+                     and {no_txt}; {remedy}"
+                ),
             ),
             (
-                Findings { cname: names(&["a.example", "b.example"]), ..nothing() },
-                format!("shop.example.com has a CNAME chain (a.example → b.example) that does not reach edge.kiln.example and _kiln-challenge.shop.example.com has no TXT record; {remedy}"),
+                cname(&["a.example", "b.example"]),
+                format!(
+                    "shop.example.com has a CNAME chain (a.example → b.example) that does not \
+                     reach edge.kiln.example and {no_txt}; {remedy}"
+                ),
             ),
             (
-                Findings { challenge_txt: names(&["kiln-verify-old"]), ..nothing() },
-                format!("shop.example.com does not exist in DNS and _kiln-challenge.shop.example.com has the TXT record \"kiln-verify-old\" instead of kiln-verify-abc; {remedy}"),
+                txt(&["kiln-verify-old"]),
+                format!(
+                    "shop.example.com does not exist in DNS and _kiln-challenge.shop.example.com \
+                     has the TXT record \"kiln-verify-old\" instead of kiln-verify-abc; {remedy}"
+                ),
             ),
             (
-                Findings { challenge_txt: names(&["a", "b", "c", "d", "e"]), ..nothing() },
-                format!("shop.example.com does not exist in DNS and _kiln-challenge.shop.example.com has the TXT records \"a\", \"b\", \"c\" and 2 more, none of which is kiln-verify-abc; {remedy}"),
+                txt(&["a", "b", "c", "d", "e"]),
+                format!(
+                    "shop.example.com does not exist in DNS and _kiln-challenge.shop.example.com \
+                     has the TXT records \"a\", \"b\", \"c\" and 2 more, none of which is \
+                     kiln-verify-abc; {remedy}"
+                ),
             ),
             (
-                Findings { cname: Answer::NoRecords, host_addresses: ips(&["192.0.2.1", "198.51.100.7"]), ..nothing() },
-                format!("shop.example.com has no CNAME record, _kiln-challenge.shop.example.com has no TXT record and shop.example.com's address 198.51.100.7 is not an address of edge.kiln.example; {remedy}"),
+                apex(&["192.0.2.1", "198.51.100.7"]),
+                format!(
+                    "shop.example.com has no CNAME record, {no_txt} and shop.example.com's \
+                     address 198.51.100.7 is not an address of edge.kiln.example; {remedy}"
+                ),
             ),
             (
-                Findings { cname: Answer::NoRecords, host_addresses: ips(&["198.51.100.7", "198.51.100.8"]), ..nothing() },
-                format!("shop.example.com has no CNAME record, _kiln-challenge.shop.example.com has no TXT record and shop.example.com's addresses 198.51.100.7 and 198.51.100.8 are not addresses of edge.kiln.example; {remedy}"),
+                apex(&["198.51.100.7", "198.51.100.8"]),
+                format!(
+                    "shop.example.com has no CNAME record, {no_txt} and shop.example.com's \
+                     addresses 198.51.100.7 and 198.51.100.8 are not addresses of \
+                     edge.kiln.example; {remedy}"
+                ),
             ),
             (
-                Findings { cname: Answer::NoRecords, host_addresses: ips(&["198.51.100.7"]), target_addresses: Answer::NoSuchName, ..nothing() },
-                format!("shop.example.com has no CNAME record, _kiln-challenge.shop.example.com has no TXT record and edge.kiln.example has no addresses to compare with shop.example.com's; {remedy}"),
+                target_unknown,
+                format!(
+                    "shop.example.com has no CNAME record, {no_txt} and edge.kiln.example has no \
+                     addresses to compare with shop.example.com's; {remedy}"
+                ),
             ),
             (
-                Findings { cname: timeout(), ..nothing() },
-                format!("Looking up the CNAME record of shop.example.com failed (the DNS server did not answer in time) and _kiln-challenge.shop.example.com has no TXT record; try again in a few minutes or {remedy}"),
+                txt(&[&"v=spf1 include:_spf.example.com ".repeat(4), "new\nline"]),
+                format!(
+                    "shop.example.com does not exist in DNS and _kiln-challenge.shop.example.com \
+                     has the TXT records \"v=spf1 include:_spf.example.com v=spf1 \
+                     include:_spf.example.\"… and \"new\\nline\", none of which is \
+                     kiln-verify-abc; {remedy}"
+                ),
             ),
             (
-                Findings::all_failed(LookupFailure::ServerError { code: "SERVFAIL".to_owned() }),
-                "Looking up the DNS records of shop.example.com failed (the DNS server answered SERVFAIL), so Kiln could not check the domain; try again in a few minutes.".to_owned(),
+                cname_timeout,
+                format!(
+                    "Looking up the CNAME record of shop.example.com failed (the DNS server did \
+                     not answer in time) and {no_txt}; try again in a few minutes or {remedy}"
+                ),
             ),
             (
-                Findings { cname: names(&["edge.kiln.example"]), ..nothing() },
+                servfail,
+                "Looking up the DNS records of shop.example.com failed (the DNS server answered \
+                 SERVFAIL), so Kiln could not check the domain; try again in a few minutes."
+                    .to_owned(),
+            ),
+            (
+                cname(&["edge.kiln.example"]),
                 "shop.example.com is verified: its CNAME points at edge.kiln.example.".to_owned(),
             ),
             (
-                Findings { cname: names(&["www.cdn.example", "edge.kiln.example"]), ..nothing() },
-                "shop.example.com is verified: its CNAME chain (www.cdn.example → edge.kiln.example) leads to edge.kiln.example.".to_owned(),
+                cname(&["www.cdn.example", "edge.kiln.example"]),
+                "shop.example.com is verified: its CNAME chain (www.cdn.example → \
+                 edge.kiln.example) leads to edge.kiln.example."
+                    .to_owned(),
             ),
             (
-                Findings { challenge_txt: names(&["kiln-verify-abc"]), ..nothing() },
-                "shop.example.com is verified: _kiln-challenge.shop.example.com has a TXT record with the domain's token.".to_owned(),
+                txt(&["kiln-verify-abc"]),
+                "shop.example.com is verified: _kiln-challenge.shop.example.com has a TXT record \
+                 with the domain's token."
+                    .to_owned(),
             ),
             (
-                Findings { host_addresses: ips(&["192.0.2.1"]), ..nothing() },
-                "shop.example.com is verified: its address 192.0.2.1 is an address of edge.kiln.example.".to_owned(),
+                apex(&["192.0.2.1"]),
+                "shop.example.com is verified: its address 192.0.2.1 is an address of \
+                 edge.kiln.example."
+                    .to_owned(),
             ),
         ];
         for (findings, expected) in cases {
@@ -587,14 +740,17 @@ mod tests {
     fn serialises_for_the_dashboard() {
         let verification = judge(Findings {
             cname: Answer::NoRecords,
-            challenge_txt: names(&["kiln-verify-abc"]),
             host_addresses: timeout(),
-            ..nothing()
+            ..txt(&["kiln-verify-abc"])
         });
         let json = serde_json::to_value(&verification).unwrap();
+        assert_eq!(json["host"], "shop.example.com");
         assert_eq!(json["verified_by"], "txt");
         assert_eq!(json["challenge_name"], "_kiln-challenge.shop.example.com");
-        assert_eq!(json["findings"]["cname"], serde_json::json!({"outcome": "no_records"}));
+        assert_eq!(
+            json["findings"]["cname"],
+            serde_json::json!({"outcome": "no_records"})
+        );
         assert_eq!(
             json["findings"]["challenge_txt"],
             serde_json::json!({"outcome": "found", "records": ["kiln-verify-abc"]})
@@ -602,6 +758,10 @@ mod tests {
         assert_eq!(
             json["findings"]["host_addresses"],
             serde_json::json!({"outcome": "failed", "failure": {"kind": "timeout"}})
+        );
+        assert_eq!(
+            json["findings"]["target_addresses"],
+            serde_json::json!({"outcome": "found", "records": ["192.0.2.1", "2001:db8::1"]})
         );
     }
 }

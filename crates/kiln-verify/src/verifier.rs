@@ -92,7 +92,12 @@ impl Verifier {
     /// Checks whether DNS shows that the owner of `host` points it at Kiln (`cname_target`) or
     /// published `token`. Asks the DNS server afresh on every call; never fails, never panics: DNS
     /// trouble is reported in the returned [`Verification`].
-    pub async fn check(&self, host: &Hostname, cname_target: &Hostname, token: &str) -> Verification {
+    pub async fn check(
+        &self,
+        host: &Hostname,
+        cname_target: &Hostname,
+        token: &str,
+    ) -> Verification {
         let started = Instant::now();
         let findings = match self.resolver() {
             Ok(resolver) => find(&resolver, host, cname_target).await,
@@ -116,9 +121,12 @@ impl Verifier {
     /// A resolver with an empty cache: built per check, it cannot serve one check's answers to the
     /// next. Building one allocates but does no IO.
     fn resolver(&self) -> Result<TokioResolver, NetError> {
-        TokioResolver::builder_with_config(self.inner.config.clone(), TokioRuntimeProvider::default())
-            .with_options(self.inner.options.clone())
-            .build()
+        TokioResolver::builder_with_config(
+            self.inner.config.clone(),
+            TokioRuntimeProvider::default(),
+        )
+        .with_options(self.inner.options.clone())
+        .build()
     }
 }
 
@@ -191,7 +199,9 @@ async fn txt_values(resolver: &TokioResolver, name: &str) -> Answer<String> {
             records
                 .into_iter()
                 .filter_map(|data| match data {
-                    RData::TXT(txt) => Some(String::from_utf8_lossy(&txt.txt_data.concat()).into_owned()),
+                    RData::TXT(txt) => {
+                        Some(String::from_utf8_lossy(&txt.txt_data.concat()).into_owned())
+                    }
                     _ => None,
                 })
                 .collect(),
@@ -212,7 +222,9 @@ async fn addresses(resolver: &TokioResolver, name: &str) -> Answer<IpAddr> {
         _ => None,
     };
     let keep_ips = |answer: Answer<RData>| match answer {
-        Answer::Found { records } => Answer::from_records(records.into_iter().filter_map(ip).collect()),
+        Answer::Found { records } => {
+            Answer::from_records(records.into_iter().filter_map(ip).collect())
+        }
         other => other.map_empty(),
     };
     keep_ips(v4).merge(keep_ips(v6))
@@ -313,39 +325,51 @@ mod tests {
     use crate::verification::{Answer, LookupFailure};
 
     fn no_records(code: ResponseCode) -> NetError {
-        NetError::Dns(DnsError::NoRecordsFound(NoRecords::new(Query::default(), code)))
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords::new(
+            Query::default(),
+            code,
+        )))
+    }
+
+    fn failed(failure: LookupFailure) -> Answer<()> {
+        Answer::Failed { failure }
+    }
+
+    fn server_error(code: &str) -> Answer<()> {
+        failed(LookupFailure::ServerError {
+            code: code.to_owned(),
+        })
     }
 
     #[test]
     fn tells_missing_records_from_failed_lookups() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        let rcode = |code| NetError::Dns(DnsError::ResponseCode(code));
         let cases: Vec<(NetError, Answer<()>)> = vec![
             (no_records(ResponseCode::NXDomain), Answer::NoSuchName),
             (no_records(ResponseCode::NoError), Answer::NoRecords),
-            (NetError::Timeout, Answer::Failed { failure: LookupFailure::Timeout }),
+            (NetError::Timeout, failed(LookupFailure::Timeout)),
             (
                 io::Error::from(io::ErrorKind::TimedOut).into(),
-                Answer::Failed { failure: LookupFailure::Timeout },
+                failed(LookupFailure::Timeout),
+            ),
+            (rcode(ResponseCode::ServFail), server_error("SERVFAIL")),
+            (rcode(ResponseCode::Refused), server_error("REFUSED")),
+            (
+                rcode(ResponseCode::Unknown(3841)),
+                server_error("response code 3841"),
             ),
             (
-                NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)),
-                Answer::Failed { failure: LookupFailure::ServerError { code: "SERVFAIL".to_owned() } },
-            ),
-            (
-                NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)),
-                Answer::Failed { failure: LookupFailure::ServerError { code: "REFUSED".to_owned() } },
-            ),
-            (
-                NetError::Dns(DnsError::ResponseCode(ResponseCode::Unknown(3841))),
-                Answer::Failed { failure: LookupFailure::ServerError { code: "response code 3841".to_owned() } },
-            ),
-            (
-                NetError::Io(Arc::new(io::Error::from(io::ErrorKind::ConnectionRefused))),
-                Answer::Failed { failure: LookupFailure::Unreachable { message: refused.to_string() } },
+                NetError::Io(Arc::new(refused())),
+                failed(LookupFailure::Unreachable {
+                    message: refused().to_string(),
+                }),
             ),
             (
                 NetError::Msg("garbled".to_owned()),
-                Answer::Failed { failure: LookupFailure::Other { message: "garbled".to_owned() } },
+                failed(LookupFailure::Other {
+                    message: "garbled".to_owned(),
+                }),
             ),
         ];
         for (error, expected) in cases {

@@ -1,14 +1,26 @@
-//! The render job: take a tab, render, store the page, tell the waiting gateways, release the lock.
+//! The render job: take a tab, render (once more if the first try failed in a way a second may not),
+//! then do what the job's purpose asks with the result, and log the render.
 //!
-//! The job never fails as far as the queue is concerned (see `kiln-queue` on retries): every outcome,
-//! good or bad, is recorded and announced here. Each job runs on a task of its own, tracked so that
+//! What becomes of a render depends on why it was asked for, one file per purpose: `bot.rs` (store,
+//! announce, release the gateway's lock), `warm.rs` (store, announce a stored page, count the
+//! result for the warm job; no lock was taken) and `preview.rs` (store nothing, reply to the
+//! dashboard). Every finished render gets one entry in the render log; writing it (like the warm
+//! counts and preview replies) is best effort: a failure is logged and never fails the render.
+//!
+//! The job never fails as far as the queue is concerned (see `kiln-queue` on retries): every
+//! outcome, good or bad, is recorded here. Each job runs on a task of its own, tracked so that
 //! shutdown can wait for it even if the queue stops polling the job's future.
+
+mod bot;
+mod preview;
+mod warm;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use kiln_core::job::RenderPurpose;
 use kiln_core::{RenderJob, RenderOutcome, UnixMillis};
 use kiln_queue::JobHandler;
-use kiln_store::{PageEntry, PageMeta, Store};
+use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, Store};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -28,8 +40,11 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The shortest a job waits for a free tab (it waits up to its cap otherwise), which rides out a
 /// browser being recycled.
 const MIN_CHECKOUT_WAIT: Duration = Duration::from_secs(5);
+/// The shortest a warm job waits for a free tab: nobody waits for it, and while bots keep every
+/// tab busy it should wait its turn rather than count as failed.
+const MIN_WARM_CHECKOUT_WAIT: Duration = Duration::from_secs(60);
 
-/// Renders jobs from the queue.
+/// Renders jobs from the queues.
 #[derive(Clone)]
 pub struct RenderHandler {
     inner: Arc<Inner>,
@@ -68,6 +83,7 @@ impl JobHandler for RenderHandler {
             "render",
             render.url = %job.render_url,
             render.device = %job.device,
+            render.purpose = job.purpose.as_str(),
             request_id = job.request_id.as_deref().unwrap_or(""),
             render.duration_ms = field::Empty,
             render.page_ms = field::Empty,
@@ -87,6 +103,34 @@ impl JobHandler for RenderHandler {
     }
 }
 
+/// What the render log records of a finished render.
+struct Finished {
+    outcome: RenderLogOutcome,
+    status: Option<u16>,
+    reason: Option<String>,
+    bytes: u64,
+}
+
+impl Finished {
+    /// The record of a render whose page was stored or not, as `outcome` says.
+    fn from_outcome(outcome: &RenderOutcome, bytes: u64, error_status: Option<u16>) -> Self {
+        match outcome {
+            RenderOutcome::Stored { status, .. } => Finished {
+                outcome: RenderLogOutcome::Stored,
+                status: Some(*status),
+                reason: None,
+                bytes,
+            },
+            RenderOutcome::Failed { reason } => Finished {
+                outcome: RenderLogOutcome::Failed,
+                status: error_status,
+                reason: Some(reason.clone()),
+                bytes: 0,
+            },
+        }
+    }
+}
+
 impl Inner {
     async fn run(&self, job: RenderJob) {
         let started = Instant::now();
@@ -94,44 +138,102 @@ impl Inner {
         let render_ms = started.elapsed().as_millis() as u64;
         let span = tracing::Span::current();
         span.record("render.duration_ms", render_ms);
+        if let Ok(rendered) = &result {
+            span.record("render.status", rendered.status);
+            if let Some(page_ms) = rendered.page_ms {
+                span.record("render.page_ms", page_ms);
+            }
+        }
 
-        let outcome = match result {
-            Ok(rendered) => {
-                span.record("render.status", rendered.status);
-                if let Some(page_ms) = rendered.page_ms {
-                    span.record("render.page_ms", page_ms);
-                }
-                let status = rendered.status;
-                match self.store_page(&job, rendered, render_ms).await {
-                    Ok(()) => RenderOutcome::Stored { status, render_ms },
-                    Err(error) => RenderOutcome::Failed {
-                        reason: format!("could not store the page: {error}"),
-                    },
-                }
+        let finished = match &job.purpose {
+            RenderPurpose::Bot => self.finish_bot(&job, result, render_ms).await,
+            RenderPurpose::Warm { job_id } => {
+                self.finish_warm(&job, job_id, result, render_ms).await
             }
-            Err(error) => RenderOutcome::Failed {
-                reason: error.to_string(),
-            },
+            RenderPurpose::Preview { reply_to } => {
+                self.finish_preview(&job, reply_to, result, render_ms).await
+            }
         };
-        match &outcome {
-            RenderOutcome::Stored { status, .. } => {
-                span.record("render.outcome", "stored");
-                tracing::info!(
-                    render.status = status,
-                    render.duration_ms = render_ms,
-                    "render stored"
-                );
+        match &finished.reason {
+            None => {
+                span.record("render.outcome", outcome_name(finished.outcome));
+                if finished.outcome == RenderLogOutcome::Stored {
+                    tracing::info!(
+                        render.status = finished.status,
+                        render.duration_ms = render_ms,
+                        "render stored"
+                    );
+                } else {
+                    tracing::info!(
+                        render.status = finished.status,
+                        render.duration_ms = render_ms,
+                        "render finished; nothing stored"
+                    );
+                }
             }
-            RenderOutcome::Failed { reason } => {
+            Some(reason) => {
                 span.record("render.outcome", "failed");
                 tracing::warn!(render.duration_ms = render_ms, %reason, "render failed");
             }
         }
+        self.log_render(&job, &finished, render_ms).await;
+    }
+
+    /// Stores a successful render; the outcome to announce, and what the log records.
+    async fn store_result(
+        &self,
+        job: &RenderJob,
+        result: Result<Rendered, RenderError>,
+        render_ms: u64,
+    ) -> (RenderOutcome, Finished) {
+        match result {
+            Ok(rendered) => {
+                let status = rendered.status;
+                let html = public_html(job, &rendered);
+                let bytes = html.len() as u64;
+                let outcome = match self.store_page(job, rendered, html, render_ms).await {
+                    Ok(()) => RenderOutcome::Stored { status, render_ms },
+                    Err(error) => RenderOutcome::Failed {
+                        reason: format!("could not store the page: {error}"),
+                    },
+                };
+                let finished = Finished::from_outcome(&outcome, bytes, Some(status));
+                (outcome, finished)
+            }
+            Err(error) => {
+                let outcome = RenderOutcome::Failed {
+                    reason: error.to_string(),
+                };
+                let finished = Finished::from_outcome(&outcome, 0, error.status());
+                (outcome, finished)
+            }
+        }
+    }
+
+    async fn announce(&self, job: &RenderJob, outcome: RenderOutcome) {
         if let Err(error) = self.store.announce_render(&job.key, outcome).await {
             tracing::error!(%error, "could not announce the render's outcome");
         }
-        if let Err(error) = self.store.release_render_lock(&job.key).await {
-            tracing::error!(%error, "could not release the render lock");
+    }
+
+    /// Appends the render to the render log; a failure to do so is only worth a warning.
+    async fn log_render(&self, job: &RenderJob, finished: &Finished, render_ms: u64) {
+        let entry = RenderLogEntry {
+            at: unix_millis(),
+            domain_id: job.key.domain_id.clone(),
+            tenant_id: job.tenant_id.clone(),
+            url: job.page_url.as_str().to_owned(),
+            device: job.device,
+            purpose: (&job.purpose).into(),
+            outcome: finished.outcome,
+            status: finished.status,
+            reason: finished.reason.clone(),
+            duration_ms: render_ms,
+            bytes: finished.bytes,
+            user_agent: job.user_agent.clone(),
+        };
+        if let Err(error) = self.store.log_render(&entry).await {
+            tracing::warn!(%error, "could not add the render to the render log");
         }
     }
 
@@ -150,7 +252,11 @@ impl Inner {
 
     async fn render_once(&self, job: &RenderJob) -> Result<Rendered, RenderError> {
         let cap = Duration::from_millis(job.render_timeout_ms).clamp(MIN_CAP, MAX_CAP);
-        let checkout_deadline = Instant::now() + cap.max(MIN_CHECKOUT_WAIT);
+        let min_wait = match job.purpose {
+            RenderPurpose::Warm { .. } => MIN_WARM_CHECKOUT_WAIT,
+            RenderPurpose::Bot | RenderPurpose::Preview { .. } => MIN_CHECKOUT_WAIT,
+        };
+        let checkout_deadline = Instant::now() + cap.max(min_wait);
         // The health check before use: a tab whose browser does not answer at once is given back
         // (its browser replaced) and another taken, without spending the render's retry.
         let mut lease = loop {
@@ -204,10 +310,9 @@ impl Inner {
         &self,
         job: &RenderJob,
         rendered: Rendered,
+        html: String,
         render_ms: u64,
     ) -> Result<(), kiln_store::StoreError> {
-        // The page was rendered on the origin: absolute links to it become links to the public host.
-        let html = kiln_core::rebase_origin(&rendered.html, job.origin_base(), job.page_url.base());
         let entry = PageEntry {
             html: Bytes::from(html),
             meta: PageMeta {
@@ -216,11 +321,27 @@ impl Inner {
                 url: job.page_url.as_str().to_owned(),
                 rendered_at: unix_millis(),
                 render_ms,
+                // Set by the store from the TTL.
+                expires_at: 0,
             },
         };
         self.store
             .put_page(&job.key, &entry, job.cache_ttl_secs)
             .await
+    }
+}
+
+/// The page as bots get it: rendered on the origin, so absolute links to the origin become links
+/// to the public host.
+fn public_html(job: &RenderJob, rendered: &Rendered) -> String {
+    kiln_core::rebase_origin(&rendered.html, job.origin_base(), job.page_url.base())
+}
+
+fn outcome_name(outcome: RenderLogOutcome) -> &'static str {
+    match outcome {
+        RenderLogOutcome::Stored => "stored",
+        RenderLogOutcome::Rendered => "rendered",
+        RenderLogOutcome::Failed => "failed",
     }
 }
 

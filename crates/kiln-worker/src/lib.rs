@@ -1,5 +1,10 @@
-//! Kiln's render worker: takes render jobs from the queue, renders them in headless Chromium, stores
-//! the pages in Redis and announces each outcome to the waiting gateways.
+//! Kiln's render worker: takes render jobs from the queues, renders them in headless Chromium, stores
+//! the pages in Redis and announces each outcome to the waiting gateways (or, for a preview, replies
+//! to the dashboard), and logs every render.
+//!
+//! Two queue consumers share one browser pool: the render queue's (bots and previews) with one slot
+//! per tab, and the warm queue's with `KILN_WORKER_WARM_CONCURRENCY` slots, so cache warming never
+//! takes more than those few tabs however many warm jobs wait.
 //!
 //! Architecture invariant: the worker talks to Redis only through `kiln-store` and `kiln-queue`, and
 //! to Chromium only through the pool. A render never touches a browser context another render used,
@@ -23,6 +28,7 @@ pub use settings::{LogFormat, Settings};
 
 use anyhow::Context;
 use kiln_egress::{EgressProxy, EgressSettings};
+use kiln_queue::{QueueKind, QueueSettings};
 use kiln_store::Store;
 use std::future::Future;
 use std::sync::Arc;
@@ -79,6 +85,7 @@ impl Application {
             egress.proxy = %egress.proxy_url(),
             browsers = settings.browsers,
             tabs_per_browser = settings.tabs_per_browser,
+            warm_concurrency = settings.warm_concurrency,
             "worker started"
         );
         Ok(Application {
@@ -103,7 +110,7 @@ impl Application {
 
     /// Takes jobs until `shutdown` completes; then stops taking jobs, lets the renders in flight
     /// finish (each is bounded by its cap and watchdog), closes every browser and returns once their
-    /// processes are gone. Redis outages do not stop the worker: the queue consumer is restarted
+    /// processes are gone. Redis outages do not stop the worker: the queue consumers are restarted
     /// until shutdown.
     pub async fn run_until_stopped(
         self,
@@ -140,48 +147,30 @@ impl Application {
 
         let handler = RenderHandler::new(pool.clone(), store, settings.render_quiet);
         let queue_settings = settings.queue_settings();
-        // The consumer stops when Redis goes away; it is restarted (with backoff) until shutdown,
-        // under a new name each time: jobs the old consumer held are then orphaned, and re-queued
-        // by the queue's heartbeat check instead of being left to a consumer that is gone.
-        let mut backoff = QUEUE_RESTART_BACKOFF;
-        for attempt in 0u64.. {
-            let name = match attempt {
-                0 => settings.worker_name.clone(),
-                n => format!("{}.{n}", settings.worker_name),
-            };
-            let started = tokio::time::Instant::now();
-            let consumed = kiln_queue::run_worker(
+        let render = consume(
+            &queue_settings,
+            QueueKind::Render,
+            settings.worker_name.clone(),
+            settings.concurrency(),
+            &handler,
+            &stop,
+        );
+        let warm = async {
+            if settings.warm_concurrency == 0 {
+                tracing::info!("KILN_WORKER_WARM_CONCURRENCY is 0: not taking warm jobs");
+                return;
+            }
+            consume(
                 &queue_settings,
-                &name,
-                settings.concurrency(),
-                Arc::new(handler.clone()),
-                stop.clone().cancelled_owned(),
+                QueueKind::Warm,
+                format!("{}.warm", settings.worker_name),
+                settings.warm_concurrency,
+                &handler,
+                &stop,
             )
-            .await;
-            if stop.is_cancelled() {
-                if let Err(error) = consumed {
-                    tracing::warn!(%error, "the queue consumer stopped with an error during shutdown");
-                }
-                break;
-            }
-            if started.elapsed() > QUEUE_HEALTHY_RUN {
-                backoff = QUEUE_RESTART_BACKOFF;
-            }
-            match consumed {
-                Ok(()) => tracing::warn!(
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "the queue consumer stopped; restarting it"
-                ),
-                Err(error) => {
-                    tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "the queue consumer failed; restarting it")
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.cancelled() => break,
-            }
-            backoff = (backoff * 2).min(QUEUE_MAX_BACKOFF);
-        }
+            .await
+        };
+        tokio::join!(render, warm);
         stop.cancel();
 
         handler.wait_idle().await;
@@ -194,5 +183,60 @@ impl Application {
         }
         tracing::info!("worker stopped");
         Ok(())
+    }
+}
+
+/// Runs a consumer of the queue `kind` until `stop` is cancelled. The consumer stops when Redis goes
+/// away; it is restarted (with backoff) until then, under a new name each time: jobs the old
+/// consumer held are then orphaned, and re-queued by the queue's heartbeat check instead of being
+/// left to a consumer that is gone.
+async fn consume(
+    settings: &QueueSettings,
+    kind: QueueKind,
+    base_name: String,
+    concurrency: usize,
+    handler: &RenderHandler,
+    stop: &CancellationToken,
+) {
+    let mut backoff = QUEUE_RESTART_BACKOFF;
+    for attempt in 0u64.. {
+        let name = match attempt {
+            0 => base_name.clone(),
+            n => format!("{base_name}.{n}"),
+        };
+        let started = tokio::time::Instant::now();
+        let consumed = kiln_queue::run_worker(
+            settings,
+            kind,
+            &name,
+            concurrency,
+            Arc::new(handler.clone()),
+            stop.clone().cancelled_owned(),
+        )
+        .await;
+        if stop.is_cancelled() {
+            if let Err(error) = consumed {
+                tracing::warn!(queue = kind.as_str(), %error, "the queue consumer stopped with an error during shutdown");
+            }
+            return;
+        }
+        if started.elapsed() > QUEUE_HEALTHY_RUN {
+            backoff = QUEUE_RESTART_BACKOFF;
+        }
+        match consumed {
+            Ok(()) => tracing::warn!(
+                queue = kind.as_str(),
+                retry_in_ms = backoff.as_millis() as u64,
+                "the queue consumer stopped; restarting it"
+            ),
+            Err(error) => {
+                tracing::error!(queue = kind.as_str(), %error, retry_in_ms = backoff.as_millis() as u64, "the queue consumer failed; restarting it")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(QUEUE_MAX_BACKOFF);
     }
 }

@@ -161,6 +161,14 @@ impl RenderError {
         matches!(self, RenderError::BrowserCrashed(_) | RenderError::Hung)
     }
 
+    /// The origin's status, when that is what failed the render.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RenderError::Status(status) => Some(*status),
+            _ => None,
+        }
+    }
+
     /// Whether a second try may well succeed: the browser failed, or the page came out wrong in a
     /// way a flaky script or a slow moment explains. An origin's answer (its status, a refused
     /// connection) or an oversized page would only come out the same again.

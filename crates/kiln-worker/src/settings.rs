@@ -31,9 +31,13 @@ pub struct Settings {
     pub chrome_path: PathBuf,
     /// `KILN_WORKER_BROWSERS`: how many Chromium processes to keep running (default 1).
     pub browsers: usize,
-    /// `KILN_WORKER_TABS_PER_BROWSER`: concurrent renders per browser (default 4). The queue
-    /// consumer takes `browsers × tabs_per_browser` jobs at once.
+    /// `KILN_WORKER_TABS_PER_BROWSER`: concurrent renders per browser (default 4). The render
+    /// queue's consumer takes `browsers × tabs_per_browser` jobs at once.
     pub tabs_per_browser: usize,
+    /// `KILN_WORKER_WARM_CONCURRENCY`: how many cache-warming jobs run at once (default 1; 0: this
+    /// worker takes no warm jobs). They share the browsers with bots' renders, so keep it below
+    /// the number of tabs.
+    pub warm_concurrency: usize,
     /// `KILN_WORKER_RECYCLE_AFTER`: renders after which a browser is replaced by a fresh process
     /// (default 50).
     pub recycle_after: u64,
@@ -70,6 +74,7 @@ impl std::fmt::Debug for Settings {
             .field("chrome_path", &self.chrome_path)
             .field("browsers", &self.browsers)
             .field("tabs_per_browser", &self.tabs_per_browser)
+            .field("warm_concurrency", &self.warm_concurrency)
             .field("recycle_after", &self.recycle_after)
             .field("recycle_age", &self.recycle_age)
             .field("recycle_memory_mb", &self.recycle_memory_mb)
@@ -155,6 +160,13 @@ impl Settings {
             .context("KILN_ALLOWED_PRIVATE_NETS")?;
         let as_usize =
             |name: &str, n: u64| usize::try_from(n).with_context(|| format!("{name} is too large"));
+        // Unlike the counts above, zero is meaningful here: no warm consumer at all.
+        let warm_concurrency = match get("KILN_WORKER_WARM_CONCURRENCY")? {
+            None => 1,
+            Some(value) => value.parse::<u64>().with_context(|| {
+                format!("KILN_WORKER_WARM_CONCURRENCY must be a whole number, not `{value}`")
+            })?,
+        };
 
         Ok(Settings {
             redis_url,
@@ -166,6 +178,7 @@ impl Settings {
                 "KILN_WORKER_TABS_PER_BROWSER",
                 count("KILN_WORKER_TABS_PER_BROWSER", 4)?,
             )?,
+            warm_concurrency: as_usize("KILN_WORKER_WARM_CONCURRENCY", warm_concurrency)?,
             recycle_after: count("KILN_WORKER_RECYCLE_AFTER", 50)?,
             recycle_age: Duration::from_secs(count("KILN_WORKER_RECYCLE_AGE_SECS", 1800)?),
             recycle_memory_mb: count("KILN_WORKER_RECYCLE_MEMORY_MB", 1536)?,
@@ -178,7 +191,7 @@ impl Settings {
         })
     }
 
-    /// How many jobs the queue consumer runs at once: one per tab of every browser.
+    /// How many jobs the render queue's consumer runs at once: one per tab of every browser.
     pub fn concurrency(&self) -> usize {
         self.browsers.saturating_mul(self.tabs_per_browser).max(1)
     }
@@ -252,11 +265,22 @@ mod tests {
         assert_eq!(s.redis_timeout, Duration::from_millis(500));
         assert_eq!(s.chrome_path, PathBuf::from("/usr/bin/chromium"));
         assert_eq!((s.browsers, s.tabs_per_browser, s.concurrency()), (1, 4, 4));
+        assert_eq!(s.warm_concurrency, 1);
         assert_eq!(s.recycle_after, 50);
         assert_eq!(s.admin_listen, "127.0.0.1:9101".parse().unwrap());
         assert_eq!(s.render_quiet, Duration::from_millis(50));
         assert_eq!(s.log_format, LogFormat::Pretty);
         assert!(s.worker_name.contains(&format!("-{}-", std::process::id())));
+    }
+
+    #[test]
+    fn zero_warm_concurrency_turns_the_warm_consumer_off() {
+        assert_eq!(
+            from(&[("KILN_WORKER_WARM_CONCURRENCY", "0")])
+                .unwrap()
+                .warm_concurrency,
+            0
+        );
     }
 
     #[test]
@@ -276,6 +300,7 @@ mod tests {
             ("KILN_CHROME_PATH", "/opt/chrome/chrome"),
             ("KILN_WORKER_BROWSERS", "3"),
             ("KILN_WORKER_TABS_PER_BROWSER", "2"),
+            ("KILN_WORKER_WARM_CONCURRENCY", "3"),
             ("KILN_WORKER_RECYCLE_AFTER", "7"),
             ("KILN_WORKER_RECYCLE_AGE_SECS", "90"),
             ("KILN_WORKER_RECYCLE_MEMORY_MB", "800"),
@@ -291,6 +316,7 @@ mod tests {
         assert_eq!(s.redis_timeout, Duration::from_millis(75));
         assert_eq!(s.chrome_path, PathBuf::from("/opt/chrome/chrome"));
         assert_eq!((s.browsers, s.tabs_per_browser, s.concurrency()), (3, 2, 6));
+        assert_eq!(s.warm_concurrency, 3);
         assert_eq!(s.recycle_after, 7);
         assert_eq!(s.recycle_age, Duration::from_secs(90));
         assert_eq!(s.recycle_memory_mb, 800);
@@ -313,6 +339,8 @@ mod tests {
             ("KILN_WORKER_BROWSERS", "0"),
             ("KILN_WORKER_BROWSERS", "two"),
             ("KILN_WORKER_TABS_PER_BROWSER", "-1"),
+            ("KILN_WORKER_WARM_CONCURRENCY", "-1"),
+            ("KILN_WORKER_WARM_CONCURRENCY", "some"),
             ("KILN_WORKER_RECYCLE_AFTER", "0"),
             ("KILN_WORKER_RECYCLE_AGE_SECS", "soon"),
             ("KILN_WORKER_RECYCLE_MEMORY_MB", "0"),

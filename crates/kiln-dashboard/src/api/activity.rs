@@ -202,8 +202,8 @@ pub async fn usage(
             .await?
             .ok_or_else(|| ApiError::not_found("domain"))?;
     }
-    let to = parse_day("to", query.to.as_deref())?
-        .unwrap_or_else(|| OffsetDateTime::now_utc().date());
+    let to =
+        parse_day("to", query.to.as_deref())?.unwrap_or_else(|| OffsetDateTime::now_utc().date());
     let from = parse_day("from", query.from.as_deref())?.unwrap_or(to - Duration::days(29));
     if from > to {
         return Err(ApiError::bad_request("`from` is after `to`"));

@@ -180,10 +180,9 @@ async fn resolve(ctx: &Ctx, headers: &HeaderMap) -> (Auth, Option<String>) {
             };
             (Auth::Caller(caller), renewal)
         }
-        Err(AccountError::SessionEnded) => (
-            Auth::Refused("the session has ended; log in again"),
-            None,
-        ),
+        Err(AccountError::SessionEnded) => {
+            (Auth::Refused("the session has ended; log in again"), None)
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot check a session");
             (Auth::Unavailable, None)
@@ -238,7 +237,7 @@ pub fn append_cookie(response: &mut Response, cookie: Cookie<'static>) {
 /// leftmost entry is whatever the client wrote, so trusting it would give each forged value a fresh
 /// rate-limit bucket.)
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &AllowedNets) -> IpAddr {
-    if !trusted.permits(peer) {
+    if !trusted.contains(peer) {
         return peer;
     }
     let hops: Vec<IpAddr> = headers
@@ -250,7 +249,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &AllowedNets) -> Ip
         .collect();
     hops.into_iter()
         .rev()
-        .find(|hop| !trusted.permits(*hop))
+        .find(|hop| !trusted.contains(*hop))
         .unwrap_or(peer)
 }
 
@@ -295,12 +294,14 @@ impl AccountLimiter {
 
     /// `Err(seconds to wait)` when the account has had too many attempts.
     pub fn check(&self, email: &str) -> Result<(), u64> {
-        self.limiter.check_key(&email.to_owned()).map_err(|not_until| {
-            not_until
-                .wait_time_from(DefaultClock::default().now())
-                .as_secs()
-                .max(1)
-        })
+        self.limiter
+            .check_key(&email.to_owned())
+            .map_err(|not_until| {
+                not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .as_secs()
+                    .max(1)
+            })
     }
 
     /// Forgets accounts whose buckets are full again, so memory stays bounded.

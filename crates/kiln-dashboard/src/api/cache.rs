@@ -21,12 +21,16 @@ impl From<CacheError> for ApiError {
             }
             CacheError::DomainNotFound => ApiError::not_found("domain"),
             CacheError::WarmNotFound => ApiError::not_found("warm job"),
-            CacheError::NotVerified(_) => {
-                ApiError::new(StatusCode::CONFLICT, "domain_not_verified", error.to_string())
-            }
-            CacheError::PreviewTimeout(_) => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "render_timeout", error.to_string())
-            }
+            CacheError::NotVerified(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "domain_not_verified",
+                error.to_string(),
+            ),
+            CacheError::PreviewTimeout(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "render_timeout",
+                error.to_string(),
+            ),
             CacheError::Db(error) => error.into(),
             CacheError::Store(_) | CacheError::Queue(_) => {
                 tracing::warn!(error = %crate::http::error_chain(&error), "cache operation failed");
@@ -225,7 +229,11 @@ pub async fn warm_status(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<WarmView>, ApiError> {
     let status = cache::warm_status(&ctx.app, caller.tenant_id, id).await?;
-    Ok(axum::Json(WarmView::new(&status.job, status.done, status.failed)))
+    Ok(axum::Json(WarmView::new(
+        &status.job,
+        status.done,
+        status.failed,
+    )))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -311,9 +311,15 @@ pub async fn create(
         .settings
         .unwrap_or_default()
         .apply(&DomainSettings::default())?;
-    let record =
-        domains::create_for_tenant(&ctx.app, caller.tenant_id, host, origin, settings, &caller.actor())
-            .await?;
+    let record = domains::create_for_tenant(
+        &ctx.app,
+        caller.tenant_id,
+        host,
+        origin,
+        settings,
+        &caller.actor(),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(DomainView::new(&record, &ctx.cname_target)),

@@ -54,7 +54,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
@@ -152,7 +156,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(error) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the request body is not valid JSON: {}", source_text(&error)),
+            format!(
+                "the request body is not valid JSON: {}",
+                source_text(&error)
+            ),
         ),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -116,8 +116,8 @@ pub fn router(ctx: Ctx) -> Router {
             limiter.retain_recent();
         }
     });
-    let limited = tower_governor::GovernorLayer::new(per_address).error_handler(|error| {
-        match error {
+    let limited =
+        tower_governor::GovernorLayer::new(per_address).error_handler(|error| match error {
             tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
                 ApiError::too_many(wait_time).into_response()
             }
@@ -130,8 +130,7 @@ pub fn router(ctx: Ctx) -> Router {
                 )
                 .into_response()
             }
-        }
-    });
+        });
     let auth_routes = Router::new()
         .route("/auth/signup", post(account::sign_up))
         .route("/auth/login", post(account::log_in))

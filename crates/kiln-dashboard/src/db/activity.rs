@@ -184,7 +184,11 @@ impl Db {
     /// Stores a batch of render log entries and advances the cursor to `last_id`, atomically. The
     /// tenant of each entry is taken from its domain, not from the log; entries of domains that no
     /// longer exist are dropped.
-    pub async fn insert_renders(&self, renders: &[NewRender], last_id: &str) -> Result<(), DbError> {
+    pub async fn insert_renders(
+        &self,
+        renders: &[NewRender],
+        last_id: &str,
+    ) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         for render in renders {
             sqlx::query(
@@ -246,11 +250,7 @@ impl Db {
     }
 
     /// Stores a snapshot of one day's counters, never lowering a stored count.
-    pub async fn upsert_usage(
-        &self,
-        day: Date,
-        rows: &[UsageSnapshot],
-    ) -> Result<(), DbError> {
+    pub async fn upsert_usage(&self, day: Date, rows: &[UsageSnapshot]) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
         for row in rows {
             sqlx::query(

@@ -118,13 +118,15 @@ impl Db {
                 insert_audit(&mut tx, event).await?;
                 Some(record)
             }
-            None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2"
-            )))
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?,
+            None => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id = $2"
+                )))
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
         };
         tx.commit().await?;
         Ok(record)

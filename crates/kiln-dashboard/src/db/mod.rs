@@ -480,7 +480,10 @@ pub(crate) struct AuditEvent<'a> {
     pub after: Option<serde_json::Value>,
 }
 
-pub(crate) async fn insert_audit(tx: &mut sqlx::PgConnection, event: AuditEvent<'_>) -> Result<(), DbError> {
+pub(crate) async fn insert_audit(
+    tx: &mut sqlx::PgConnection,
+    event: AuditEvent<'_>,
+) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO audit_events (tenant_id, actor, action, target, before, after) \
          VALUES ($1, $2, $3, $4, $5, $6)",

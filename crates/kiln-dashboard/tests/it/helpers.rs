@@ -1,254 +1,31 @@
 //! Real Postgres and Redis for the dashboard's integration tests.
 //!
 //! Every test gets its own `redis-server` (killed when the test's [`TestApp`] is dropped) and its own
-//! database, so tests run in parallel without seeing each other's data.
-//!
-//! Postgres: if `KILN_TEST_DATABASE_URL` names a server (e.g. `postgres://postgres@127.0.0.1:5433/postgres`,
-//! a role allowed to create databases), each test creates a fresh database there and drops it at the end.
-//! Otherwise the first test in the process starts a throwaway cluster (`initdb` + `pg_ctl` from the
-//! newest `/usr/lib/postgresql/*/bin`, as the `postgres` user when running as root, because Postgres
-//! refuses to run as root) in a temporary directory on a free port. The cluster is shared by the tests
-//! of the process; a detached watchdog stops it and deletes its directory once the process has exited.
-//! (nextest runs every test in its own process, so there each test has its own cluster: about a second
-//! of start-up.)
+//! database (see `kiln_testkit::postgres`), so tests run in parallel without seeing each other's data.
 
 use kiln_core::{AllowedNets, DomainConfig, DomainSettings, Hostname};
 use kiln_dashboard::domains::{self, AddDomain, Added, DomainError};
 use kiln_dashboard::http::Application;
 use kiln_dashboard::origin::Origin;
 use kiln_dashboard::{App, LogFormat, Settings};
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use sqlx::PgPool;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
+
+/// What the test dashboards tell customers to point their CNAME records at.
+pub const CNAME_TARGET: &str = "edge.kiln.test";
 
 /// The audit actor the tests act as.
 pub const TEST_ACTOR: &str = "test";
 
 // ---- Redis ---------------------------------------------------------------------------------------
 
-pub use kiln_testkit::{RedisServer, free_port};
+pub use kiln_testkit::RedisServer;
 
 // ---- Postgres ------------------------------------------------------------------------------------
 
-/// The Postgres server the tests create their databases in, and whether it is the caller's.
-struct PgServer {
-    url: String,
-    external: bool,
-}
-
-fn pg_server() -> &'static PgServer {
-    static SERVER: OnceLock<PgServer> = OnceLock::new();
-    SERVER.get_or_init(|| match std::env::var("KILN_TEST_DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => PgServer {
-            url: url.trim().to_owned(),
-            external: true,
-        },
-        _ => PgServer {
-            url: start_cluster(),
-            external: false,
-        },
-    })
-}
-
-fn postgres_bin() -> PathBuf {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("Postgres is not installed in /usr/lib/postgresql; install it or set KILN_TEST_DATABASE_URL")
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .expect("no Postgres with initdb under /usr/lib/postgresql")
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("Uid:"))?;
-            Some(line.split_whitespace().nth(1)? == "0")
-        })
-        .unwrap_or(false)
-}
-
-/// A command that runs as the `postgres` user when we are root, and as ourselves otherwise.
-fn pg_command(program: &Path) -> Command {
-    if running_as_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-fn run(command: &mut Command, what: &str) {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Starts a throwaway cluster and returns the URL of its `postgres` database.
-fn start_cluster() -> String {
-    let bin = postgres_bin();
-    let dir = std::env::temp_dir().join(format!(
-        "kiln-dashboard-pg-{}-{}",
-        std::process::id(),
-        Uuid::new_v4().simple()
-    ));
-    let data = dir.join("data");
-    let pg_ctl = bin.join("pg_ctl");
-    std::fs::create_dir_all(&dir).expect("failed to create the cluster directory");
-    // Stops the cluster and removes its directory once this process is gone, however it ends.
-    // `setsid --fork` puts the watchdog in its own session, so a runner that kills our process group
-    // does not take it along, and returns at once, so it leaves no zombie behind.
-    let stop = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         {runuser} {pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
-        pid = std::process::id(),
-        runuser = if running_as_root() {
-            "runuser -u postgres --"
-        } else {
-            ""
-        },
-        pg_ctl = pg_ctl.display(),
-        data = data.display(),
-        dir = dir.display(),
-    );
-    let watchdog = Command::new("setsid")
-        .args(["--fork", "sh", "-c", &stop])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("failed to start the cluster's watchdog");
-    assert!(
-        watchdog.success(),
-        "the cluster's watchdog did not start: {watchdog}"
-    );
-
-    if running_as_root() {
-        run(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir),
-            "chown of the cluster directory",
-        );
-    }
-    run(
-        pg_command(&bin.join("initdb")).arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-locale",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]),
-        "initdb",
-    );
-
-    let log = dir.join("postgres.log");
-    for _ in 0..5 {
-        let port = free_port();
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {dir} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=200",
-            dir = dir.display()
-        );
-        let started = pg_command(&pg_ctl)
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "30", "-o", &options, "start"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if started {
-            return format!("postgres://postgres@127.0.0.1:{port}/postgres");
-        }
-    }
-    panic!(
-        "the throwaway Postgres cluster did not start; its log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-}
-
-/// A fresh, empty database on the test server.
-pub struct TestDatabase {
-    pub name: String,
-    pub url: String,
-    server_url: String,
-    external: bool,
-}
-
-impl TestDatabase {
-    pub async fn create() -> Self {
-        let server = pg_server();
-        let name = format!("kiln_test_{}", Uuid::new_v4().simple());
-        let mut connection = PgConnection::connect(&server.url)
-            .await
-            .expect("failed to connect to the test Postgres");
-        connection
-            .execute(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
-            .await
-            .expect("failed to create the test database");
-        let _ = connection.close().await;
-        let mut url = url::Url::parse(&server.url).expect("the test Postgres URL is malformed");
-        url.set_path(&name);
-        TestDatabase {
-            url: url.to_string(),
-            name,
-            server_url: server.url.clone(),
-            external: server.external,
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    /// Drops the database on a server that outlives the tests; a throwaway cluster goes as a whole.
-    fn drop(&mut self) {
-        if !self.external {
-            return;
-        }
-        let (server_url, name) = (self.server_url.clone(), self.name.clone());
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut connection = PgConnection::connect(&server_url).await.ok()?;
-                connection
-                    .execute(AssertSqlSafe(format!(
-                        r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
-                    )))
-                    .await
-                    .ok()
-            })
-        });
-        let _ = cleanup.join();
-    }
-}
+pub use kiln_testkit::postgres::TestDatabase;
 
 // ---- the app under test --------------------------------------------------------------------------
 
@@ -277,6 +54,12 @@ pub async fn spawn_app_allowing(nets: &str) -> TestApp {
         redis_prefix: "kiln:".to_owned(),
         allowed_private_nets: AllowedNets::parse(nets).expect("bad test nets"),
         listen: "127.0.0.1:0".parse().unwrap(),
+        session_secret: Some("test-session-secret-0123456789abcdef".to_owned().into()),
+        session_ttl: Duration::from_secs(1800),
+        public_url: "http://127.0.0.1:3001".parse().unwrap(),
+        cname_target: Some(Hostname::parse(CNAME_TARGET).unwrap()),
+        dns_server: None,
+        trusted_proxies: AllowedNets::default(),
         log_format: LogFormat::Pretty,
         log_filter: "info".to_owned(),
     };
@@ -500,4 +283,182 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("{path} answered {status} with non-JSON {text:?}: {e}"));
         (status, body)
     }
+}
+
+// ---- the REST API --------------------------------------------------------------------------------
+
+/// A strong password for test accounts.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A client of a running dashboard's REST API, holding a session cookie or an API key.
+#[derive(Clone)]
+pub struct ApiClient {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub session: Option<String>,
+    pub key: Option<String>,
+}
+
+/// A response: status, `Set-Cookie` values and the JSON body (`Null` when empty).
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub cookies: Vec<String>,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl ApiResponse {
+    /// The error code of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl ApiClient {
+    pub fn new(server: &TestServer) -> Self {
+        ApiClient {
+            base: server.base.clone(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            session: None,
+            key: None,
+        }
+    }
+
+    pub fn with_key(&self, key: &str) -> Self {
+        ApiClient {
+            session: None,
+            key: Some(key.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> ApiResponse {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(session) = &self.session {
+            request = request.header("cookie", format!("kiln_session={session}"));
+        }
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.finish(request).await
+    }
+
+    pub async fn raw(&self, request: reqwest::RequestBuilder) -> ApiResponse {
+        self.finish(request).await
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        request
+    }
+
+    async fn finish(&self, request: reqwest::RequestBuilder) -> ApiResponse {
+        let response = request.send().await.expect("the API request failed");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let cookies = headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let text = response.text().await.expect("failed to read the body");
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{status} with a non-JSON body {text:?}: {e}"))
+        };
+        ApiResponse {
+            status,
+            cookies,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> ApiResponse {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> ApiResponse {
+        self.send(reqwest::Method::POST, path, Some(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: serde_json::Value) -> ApiResponse {
+        self.send(reqwest::Method::PATCH, path, Some(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> ApiResponse {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Signs up (and so logs in) as `email`.
+    pub async fn sign_up(&mut self, email: &str) -> ApiResponse {
+        let response = self
+            .post(
+                "/api/v1/auth/signup",
+                serde_json::json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(response.status, 201, "sign-up failed: {:?}", response.body);
+        self.session = Some(session_from(&response));
+        response
+    }
+
+    /// Signs up as `email` and returns a client authenticated with a fresh API key of that account.
+    pub async fn account_with_key(server: &TestServer, email: &str) -> ApiClient {
+        let mut session = ApiClient::new(server);
+        session.sign_up(email).await;
+        let created = session
+            .post("/api/v1/api-keys", serde_json::json!({ "name": "tests" }))
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        session.with_key(created.body["secret"].as_str().unwrap())
+    }
+
+    /// Adds a domain and returns its JSON.
+    pub async fn add_domain(&self, host: &str, origin: &str) -> serde_json::Value {
+        let response = self
+            .post(
+                "/api/v1/domains",
+                serde_json::json!({ "hostname": host, "origin": origin }),
+            )
+            .await;
+        assert_eq!(
+            response.status, 201,
+            "adding {host} failed: {:?}",
+            response.body
+        );
+        response.body
+    }
+}
+
+/// The session token a response's `Set-Cookie` carries.
+pub fn session_from(response: &ApiResponse) -> String {
+    response
+        .cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("kiln_session="))
+        .and_then(|rest| rest.split(';').next())
+        .expect("no session cookie was set")
+        .to_owned()
 }

@@ -1,6 +1,8 @@
 //! The whole request path, through the nginx edge: bots get what Chromium rendered, people get the
-//! origin's bytes, a second bot is served from the cache, and every fall-back answers.
+//! origin's bytes, a second bot is served from the cache, and every fall-back answers. The control
+//! plane's tests, with the dashboard running too, are in `control_plane.rs`.
 
+mod control_plane;
 mod helpers;
 
 use helpers::{CHROME, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, Stack};

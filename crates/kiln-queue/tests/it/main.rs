@@ -181,7 +181,10 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
             .unwrap();
         assert_eq!(got, job(&format!("/bot/{i}")));
     }
-    assert!(warm_rx.try_recv().is_err(), "the warm consumer took a second job at once");
+    assert!(
+        warm_rx.try_recv().is_err(),
+        "the warm consumer took a second job at once"
+    );
 
     // Let the warm jobs run: the other four arrive, one slot at a time.
     release.add_permits(5);
@@ -194,7 +197,10 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
         assert!(warm_jobs.contains(&got) && !seen.contains(&got), "{got:?}");
         seen.push(got);
     }
-    assert!(render_rx.try_recv().is_err(), "a warm job reached the render consumer");
+    assert!(
+        render_rx.try_recv().is_err(),
+        "a warm job reached the render consumer"
+    );
 
     let _ = stop.send(true);
     for consumer in [warm, render] {

@@ -55,7 +55,12 @@ impl TestStore {
     }
 
     /// Every page listed under `prefix`, `limit` at a time, and how many calls that took.
-    async fn list_all(&self, domain: &str, prefix: &str, limit: usize) -> (Vec<PageSummary>, usize) {
+    async fn list_all(
+        &self,
+        domain: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> (Vec<PageSummary>, usize) {
         let mut pages = Vec::new();
         let mut cursor: Option<String> = None;
         for calls in 1.. {
@@ -157,7 +162,10 @@ async fn pages_are_listed_by_path_prefix_in_path_order_across_pages() {
         ]
         .concat()
     );
-    assert_eq!(t.listed("d1", "/blog/a?").await, vec![(full("/blog/a?x=1"), Desktop)]);
+    assert_eq!(
+        t.listed("d1", "/blog/a?").await,
+        vec![(full("/blog/a?x=1"), Desktop)]
+    );
     assert_eq!(t.listed("d1", "/nothing").await, vec![]);
     assert_eq!(t.listed("d3", "").await, vec![]);
 
@@ -171,7 +179,10 @@ async fn pages_are_listed_by_path_prefix_in_path_order_across_pages() {
     let (pages, calls) = t.list_all("d1", "", 4).await;
     assert_eq!(calls, 3);
     assert_eq!(
-        pages.into_iter().map(|p| (p.url, p.device)).collect::<Vec<_>>(),
+        pages
+            .into_iter()
+            .map(|p| (p.url, p.device))
+            .collect::<Vec<_>>(),
         everything
     );
 
@@ -235,7 +246,10 @@ async fn expired_pages_leave_the_listing_and_the_index() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while t.exists(&short).await || t.exists(&also_short).await {
-        assert!(Instant::now() < deadline, "the short-lived pages never expired");
+        assert!(
+            Instant::now() < deadline,
+            "the short-lived pages never expired"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // As soon as Redis has expired the hashes, the listing no longer shows them, and the index
@@ -270,7 +284,12 @@ async fn expired_pages_leave_the_listing_and_the_index() {
         .pexpire_time(format!("{}pages:d1:by-path", t.prefix))
         .await
         .unwrap();
-    let next = t.store.get_page(&key("d1", "/next", Desktop)).await.unwrap().unwrap();
+    let next = t
+        .store
+        .get_page(&key("d1", "/next", Desktop))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(index_expiry as u64, next.meta.expires_at);
 }
 
@@ -300,7 +319,10 @@ async fn purging_keys_counts_what_existed_and_touches_nothing_else() {
         .purge_pages(&[a.clone(), never_stored, a.clone(), other.clone()])
         .await
         .unwrap();
-    assert_eq!(purged, 2, "a and d2's /a existed; duplicates and absentees do not count");
+    assert_eq!(
+        purged, 2,
+        "a and d2's /a existed; duplicates and absentees do not count"
+    );
     assert!(!t.exists(&a).await);
     assert!(!t.exists(&other).await);
     assert!(t.exists(&a_mobile).await);
@@ -371,7 +393,10 @@ async fn purges_handle_thousands_of_pages_in_batches() {
     assert!(pages.windows(2).all(|w| w[0].url < w[1].url));
 
     assert_eq!(t.store.purge_pages(&keys[..1_200]).await.unwrap(), 1_200);
-    assert_eq!(t.store.purge_prefix("d1", "/p/").await.unwrap(), (N - 1_200) as u64);
+    assert_eq!(
+        t.store.purge_prefix("d1", "/p/").await.unwrap(),
+        (N - 1_200) as u64
+    );
     assert_eq!(t.listed("d1", "").await, vec![(full("/q"), Desktop)]);
     assert_eq!(t.index_sizes("d1").await, (1, 1));
 }
@@ -379,11 +404,18 @@ async fn purges_handle_thousands_of_pages_in_batches() {
 #[tokio::test]
 async fn purging_a_domain_also_finds_entries_written_before_the_index() {
     let t = start().await;
-    let indexed = [t.put("d1", "/a", Desktop).await, t.put("d1", "/b", Mobile).await];
+    let indexed = [
+        t.put("d1", "/a", Desktop).await,
+        t.put("d1", "/b", Mobile).await,
+    ];
     // Entries as the store wrote them before it kept an index: no index member, no `index` field.
     let mut unindexed = Vec::new();
     for i in 0..1_100 {
-        let key = key("d1", &format!("/old/{i}"), if i % 2 == 0 { Desktop } else { Mobile });
+        let key = key(
+            "d1",
+            &format!("/old/{i}"),
+            if i % 2 == 0 { Desktop } else { Mobile },
+        );
         let _: () = t
             .raw
             .hset(

@@ -19,16 +19,29 @@ fn result(html: &str) -> PreviewResult {
 #[tokio::test]
 async fn a_reply_put_is_taken_once() {
     let t = start().await;
-    t.store.put_preview("r1", &result("<p>one</p>")).await.unwrap();
+    t.store
+        .put_preview("r1", &result("<p>one</p>"))
+        .await
+        .unwrap();
     let ttl: i64 = t.raw.ttl(format!("{}preview:r1", t.prefix)).await.unwrap();
     assert!((1..=PREVIEW_TTL_SECS).contains(&ttl), "{ttl}");
 
-    let taken = t.store.take_preview("r1", Duration::from_secs(5)).await.unwrap();
+    let taken = t
+        .store
+        .take_preview("r1", Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(taken, Some(result("<p>one</p>")));
     // Taken means gone; another reply id never sees it.
-    assert_eq!(t.store.take_preview("r1", Duration::ZERO).await.unwrap(), None);
+    assert_eq!(
+        t.store.take_preview("r1", Duration::ZERO).await.unwrap(),
+        None
+    );
     t.store.put_preview("r2", &result("two")).await.unwrap();
-    assert_eq!(t.store.take_preview("r1", Duration::ZERO).await.unwrap(), None);
+    assert_eq!(
+        t.store.take_preview("r1", Duration::ZERO).await.unwrap(),
+        None
+    );
     assert_eq!(
         t.store.take_preview("r2", Duration::ZERO).await.unwrap(),
         Some(result("two"))
@@ -43,7 +56,10 @@ async fn a_reply_put_is_taken_once() {
     };
     t.store.put_preview("r3", &failed).await.unwrap();
     assert_eq!(
-        t.store.take_preview("r3", Duration::from_secs(1)).await.unwrap(),
+        t.store
+            .take_preview("r3", Duration::from_secs(1))
+            .await
+            .unwrap(),
         Some(failed)
     );
 }
@@ -70,10 +86,16 @@ async fn a_waiting_taker_gets_a_reply_put_later_while_the_store_stays_usable() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let clients: String = t.raw.info(Some(InfoKind::Clients)).await.unwrap();
-        if clients.lines().any(|line| line.trim() == "blocked_clients:1") {
+        if clients
+            .lines()
+            .any(|line| line.trim() == "blocked_clients:1")
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "the taker never blocked: {clients}");
+        assert!(
+            Instant::now() < deadline,
+            "the taker never blocked: {clients}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The blocked wait holds a connection of its own: the store's others still answer.

@@ -2,7 +2,8 @@
 
 use crate::helpers::start;
 use fred::prelude::*;
-use kiln_store::{USAGE_RETENTION_SECS, UsageCounts, UsageKind};
+use kiln_store::{USAGE_RETENTION_SECS, UsageBatch, UsageCounts, UsageKind};
+use std::collections::BTreeMap;
 
 #[tokio::test]
 async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
@@ -114,4 +115,68 @@ async fn empty_batches_write_nothing_and_unknown_fields_are_skipped() {
     assert_eq!(usage["d1"].hits, 2);
     assert_eq!(usage["d:2"].misses, 3, "domain ids may contain ':'");
     assert_eq!(usage.len(), 2, "{usage:?}");
+}
+
+#[tokio::test]
+async fn a_numbered_batch_counts_once_however_often_it_is_sent() {
+    let t = start().await;
+    let batch = |seq: u64, hits: u64| UsageBatch {
+        writer: "gw-1".into(),
+        seq,
+        days: BTreeMap::from([
+            (
+                "2025-03-04".to_owned(),
+                vec![("d1".to_owned(), UsageKind::Hit, hits)],
+            ),
+            (
+                "2025-03-05".to_owned(),
+                vec![("d1".to_owned(), UsageKind::Miss, 1)],
+            ),
+        ]),
+    };
+    let counts = async |day: &str| t.store.usage_for_day(day).await.unwrap()["d1"];
+
+    assert!(t.store.add_usage_batch(&batch(1, 2)).await.unwrap());
+    assert!(
+        !t.store.add_usage_batch(&batch(1, 2)).await.unwrap(),
+        "a resend"
+    );
+    assert_eq!(counts("2025-03-04").await.hits, 2);
+    assert_eq!(counts("2025-03-05").await.misses, 1);
+
+    assert!(t.store.add_usage_batch(&batch(2, 3)).await.unwrap());
+    assert!(
+        !t.store.add_usage_batch(&batch(1, 2)).await.unwrap(),
+        "a replay of an older batch"
+    );
+    assert_eq!(counts("2025-03-04").await.hits, 5);
+    assert_eq!(counts("2025-03-05").await.misses, 2);
+
+    // Another writer's numbers are its own.
+    let other = UsageBatch {
+        writer: "gw-2".into(),
+        ..batch(1, 10)
+    };
+    assert!(t.store.add_usage_batch(&other).await.unwrap());
+    assert_eq!(counts("2025-03-04").await.hits, 15);
+
+    for (key, lifetime) in [
+        (
+            format!("{}usage:2025-03-05", t.prefix),
+            USAGE_RETENTION_SECS,
+        ),
+        (format!("{}usage:applied:gw-1", t.prefix), 24 * 60 * 60),
+    ] {
+        let ttl: i64 = t.raw.ttl(&key).await.unwrap();
+        assert!(
+            (lifetime - 10..=lifetime).contains(&ttl),
+            "{key}: ttl {ttl}"
+        );
+    }
+    let marker: String = t
+        .raw
+        .get(format!("{}usage:applied:gw-1", t.prefix))
+        .await
+        .unwrap();
+    assert_eq!(marker, "2");
 }

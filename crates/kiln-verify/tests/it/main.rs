@@ -78,7 +78,8 @@ async fn a_cname_verifies_even_when_the_target_has_no_addresses() {
 #[tokio::test]
 async fn verified_by_the_token_among_other_txt_records() {
     let dns = spawn_dns(&[
-        DnsRecord::txt(CHALLENGE, "google-site-verification=abc"),
+        // Quotes, commas, `#` and backslashes reach the verifier as written.
+        DnsRecord::txt(CHALLENGE, r#"note: "a, b" # c \ d"#),
         DnsRecord::txt(CHALLENGE, TOKEN),
         DnsRecord::txt(CHALLENGE, "kiln-verify-old"),
         // A TXT record on the host itself is not the challenge.
@@ -93,7 +94,7 @@ async fn verified_by_the_token_among_other_txt_records() {
     values.sort();
     assert_eq!(
         values,
-        ["google-site-verification=abc", "kiln-verify-3f9a1c", "kiln-verify-old"]
+        [TOKEN, "kiln-verify-old", r#"note: "a, b" # c \ d"#]
     );
     assert_eq!(
         verification.explanation(),
@@ -135,7 +136,10 @@ async fn verified_by_the_addresses_of_an_apex_domain() {
     addresses.sort();
     assert_eq!(
         addresses,
-        [EDGE_V4.parse().unwrap(), EDGE_V6.parse::<std::net::IpAddr>().unwrap()]
+        [
+            EDGE_V4.parse().unwrap(),
+            EDGE_V6.parse::<std::net::IpAddr>().unwrap()
+        ]
     );
     assert_eq!(
         both.explanation(),
@@ -214,7 +218,10 @@ async fn a_wrong_token_is_not_verified_and_is_named() {
     let verification = dns.check(HOST).await;
 
     assert_not_verified(&verification);
-    assert_eq!(verification.findings.challenge_txt, names(&["kiln-verify-0000"]));
+    assert_eq!(
+        verification.findings.challenge_txt,
+        names(&["kiln-verify-0000"])
+    );
     let explanation = verification.explanation();
     assert!(
         explanation.contains(
@@ -265,7 +272,10 @@ async fn a_host_with_other_records_only_has_no_cname() {
 async fn a_dns_server_that_is_down_fails_the_lookup_not_the_record() {
     let mut dns = spawn_dns(&[DnsRecord::cname(HOST, TARGET)]);
     let addr = dns.server.addr();
-    assert!(dns.check(HOST).await.verified(), "verified while the server is up");
+    assert!(
+        dns.check(HOST).await.verified(),
+        "verified while the server is up"
+    );
     dns.server.stop();
     let verifier = verifier_for(addr, Duration::from_millis(500));
 
@@ -273,8 +283,16 @@ async fn a_dns_server_that_is_down_fails_the_lookup_not_the_record() {
 
     assert_not_verified(&verification);
     let failed = |answer: &Answer<String>| matches!(answer, Answer::Failed { .. });
-    assert!(failed(&verification.findings.cname), "{:?}", verification.findings);
-    assert!(failed(&verification.findings.challenge_txt), "{:?}", verification.findings);
+    assert!(
+        failed(&verification.findings.cname),
+        "{:?}",
+        verification.findings
+    );
+    assert!(
+        failed(&verification.findings.challenge_txt),
+        "{:?}",
+        verification.findings
+    );
     assert!(matches!(
         verification.findings.host_addresses,
         Answer::Failed { .. }
@@ -284,7 +302,10 @@ async fn a_dns_server_that_is_down_fails_the_lookup_not_the_record() {
         explanation.starts_with("Looking up the DNS records of shop.example.com failed ("),
         "{explanation}"
     );
-    assert!(explanation.ends_with("try again in a few minutes."), "{explanation}");
+    assert!(
+        explanation.ends_with("try again in a few minutes."),
+        "{explanation}"
+    );
     assert!(!explanation.contains("no CNAME"), "{explanation}");
 }
 
@@ -300,7 +321,10 @@ async fn a_servfail_fails_the_lookup_not_the_record() {
         code: "SERVFAIL".to_owned(),
     };
     assert_eq!(verification.findings.cname.failure(), Some(&servfail));
-    assert_eq!(verification.findings.challenge_txt.failure(), Some(&servfail));
+    assert_eq!(
+        verification.findings.challenge_txt.failure(),
+        Some(&servfail)
+    );
     assert_eq!(
         verification.explanation(),
         "Looking up the DNS records of shop.example.com failed (the DNS server answered \
@@ -355,9 +379,15 @@ async fn names_compare_without_case_or_trailing_dot() {
     let verifier = verifier_for(server.addr(), Duration::from_secs(3));
     let target = hostname("Edge.Kiln.Example.");
 
-    let by_cname = verifier.check(&hostname("SHOP.example.com."), &target, TOKEN).await;
-    let by_txt = verifier.check(&hostname("other.EXAMPLE.com"), &target, TOKEN).await;
-    let by_address = verifier.check(&hostname("example.com."), &target, TOKEN).await;
+    let by_cname = verifier
+        .check(&hostname("SHOP.example.com."), &target, TOKEN)
+        .await;
+    let by_txt = verifier
+        .check(&hostname("other.EXAMPLE.com"), &target, TOKEN)
+        .await;
+    let by_address = verifier
+        .check(&hostname("example.com."), &target, TOKEN)
+        .await;
 
     assert_eq!(by_cname.verified_by, Some(Method::Cname));
     assert_eq!(by_cname.findings.cname, names(&[TARGET]));

@@ -2,8 +2,8 @@
 //! through the real path: jobs go through the queue, outcomes come back on the event channel.
 
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl, RenderJob, RenderOutcome};
-use kiln_queue::RenderQueue;
-use kiln_store::{PageEntry, Store, StoreEvent, Subscription};
+use kiln_queue::{QueueKind, RenderQueue};
+use kiln_store::{PageEntry, RenderLogEntry, Store, StoreEvent, Subscription};
 use kiln_worker::{Application, Settings};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -256,6 +256,8 @@ impl TestApp {
             enqueued_at: 0,
             request_id: Some(format!("req-{}", uuid::Uuid::new_v4().simple())),
             blocking: Default::default(),
+            purpose: Default::default(),
+            user_agent: None,
         }
     }
 
@@ -272,22 +274,57 @@ impl TestApp {
         outcome
     }
 
-    /// Pushes `job` through the queue, listening for its announcement.
+    /// Pushes `job` through the render queue, listening for its announcement.
     pub async fn start(&self, job: RenderJob) -> PendingRender {
+        self.start_on(QueueKind::Render, job).await
+    }
+
+    /// Pushes `job` through the queue `kind`, listening for its announcement.
+    pub async fn start_on(&self, kind: QueueKind, job: RenderJob) -> PendingRender {
         let events = self.store.subscribe().await.unwrap();
         let key = job.key.clone();
         let started = Instant::now();
-        // The queue's connection notices a Redis restart on its first command, which then fails.
-        let mut attempts = 0;
-        while let Err(error) = self.queue.push(job.clone()).await {
-            attempts += 1;
-            assert!(attempts < 5, "could not push a job: {error}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.push(kind, job).await;
         PendingRender {
             events,
             key,
             started,
+        }
+    }
+
+    /// Pushes `job` on the queue `kind`.
+    pub async fn push(&self, kind: QueueKind, job: RenderJob) {
+        // The queue's connection notices a Redis restart on its first command, which then fails.
+        let mut attempts = 0;
+        while let Err(error) = self.queue.push_to(kind, job.clone()).await {
+            attempts += 1;
+            assert!(attempts < 5, "could not push a job: {error}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The render log once it holds at least `count` entries (the worker logs a render just after
+    /// its outcome is out).
+    pub async fn render_log(&self, count: usize) -> Vec<RenderLogEntry> {
+        let deadline = Instant::now() + RENDER_DEADLINE;
+        loop {
+            let entries: Vec<RenderLogEntry> = self
+                .store
+                .read_render_log("0", 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, entry)| entry)
+                .collect();
+            if entries.len() >= count {
+                return entries;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the render log has {} entries, not {count}: {entries:?}",
+                entries.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 

@@ -3,6 +3,7 @@
 mod corpus;
 mod helpers;
 mod origin;
+mod purposes;
 
 use helpers::{spawn_app, spawn_app_with, spawn_unready_app};
 use kiln_core::DeviceClass::{Desktop, Mobile};
