@@ -28,6 +28,7 @@ export KILN_ALLOWED_PRIVATE_NETS="127.0.0.1/32"
 export KILN_GATEWAY_LISTEN="127.0.0.1:3000" KILN_GATEWAY_ADMIN_LISTEN="127.0.0.1:9100"
 export KILN_WORKER_ADMIN_LISTEN="127.0.0.1:9101" KILN_DASHBOARD_LISTEN="127.0.0.1:3001"
 export KILN_DEMO_LISTEN="127.0.0.1:5173" KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"
+export KILN_CNAME_TARGET="${KILN_CNAME_TARGET:-edge.kiln.localhost}"
 export RUST_LOG="${RUST_LOG:-info}"
 
 stop_services() {
@@ -77,6 +78,14 @@ mkdir -p "$RUN/logs" "$RUN/pids"
 trap 'echo; log "stopping"; stop_services; exit 0' INT TERM
 trap 'stop_services' EXIT
 
+# The key that signs dashboard sessions: made once and kept beside the database, so that logins
+# survive a restart of the stack.
+SECRET_FILE="$(dirname "$PG_DIR")/session-secret"
+mkdir -p "$(dirname "$SECRET_FILE")"
+[ -s "$SECRET_FILE" ] || (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$SECRET_FILE")
+KILN_SESSION_SECRET="$(cat "$SECRET_FILE")"
+export KILN_SESSION_SECRET
+
 log "starting Redis on 127.0.0.1:$REDIS_PORT and Postgres on 127.0.0.1:$PG_PORT"
 start_redis "$RUN/redis" "$REDIS_PORT"
 mkdir -p "$(dirname "$PG_DIR")" && chmod 755 "$(dirname "$PG_DIR")"
@@ -116,6 +125,13 @@ cat <<MSG
 
   In a browser: http://$DEMO_HOST:$EDGE_PORT/   Dashboard: http://127.0.0.1:3001/
   Health: http://127.0.0.1:9100/readyz (gateway), http://127.0.0.1:9101/readyz (worker)
+
+  The REST API (OpenAPI document: http://127.0.0.1:3001/api/v1/openapi.json):
+    curl -si -c /tmp/kiln.cookies -H 'content-type: application/json' \
+      -d '{"email":"you@example.com","password":"correct horse battery staple"}' \
+      http://127.0.0.1:3001/api/v1/auth/signup
+    curl -s -b /tmp/kiln.cookies -H 'content-type: application/json' -d '{"name":"cli"}' \
+      http://127.0.0.1:3001/api/v1/api-keys        # prints the key once: use it as a Bearer token
 
 MSG
 

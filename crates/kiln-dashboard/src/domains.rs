@@ -289,9 +289,7 @@ pub async fn delete(
 }
 
 /// The DNS name whose TXT record proves ownership of `host`.
-pub fn challenge_name(host: &Hostname) -> String {
-    format!("_kiln-challenge.{host}")
-}
+pub use kiln_verify::challenge_name;
 
 /// Checks a tenant's domain's DNS and records what was found; a domain that proves ownership
 /// becomes verified and is republished, so gateways start rendering for its bots.
@@ -315,6 +313,7 @@ pub async fn verify(
         "verified": verification.verified(),
         "method": verification.verified_by,
         "explanation": verification.explanation(),
+        "findings": verification.findings,
     });
     let record = app
         .db
@@ -326,6 +325,53 @@ pub async fn verify(
         tracing::info!(domain.host = %record.host, "domain verified");
     }
     Ok(record)
+}
+
+/// The audit actor of the background verifier.
+pub const VERIFIER_ACTOR: &str = "system:verifier";
+/// How long after registration the background verifier keeps checking a domain.
+const VERIFY_WINDOW_SECS: i64 = 7 * 24 * 3600;
+/// How often it checks each pending domain.
+const VERIFY_EVERY_SECS: i64 = 60;
+
+/// Checks pending domains again in the background, so a customer who added the DNS record does not
+/// have to come back and ask: each unverified domain is checked about once a minute during its first
+/// week.
+pub async fn run_background_verifier(
+    app: App,
+    verifier: kiln_verify::Verifier,
+    cname_target: Hostname,
+) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(15));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let pending = match app
+            .db
+            .domains_to_verify(VERIFY_WINDOW_SECS, VERIFY_EVERY_SECS, 50)
+            .await
+        {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list domains awaiting verification");
+                continue;
+            }
+        };
+        for domain in pending {
+            let checked = verify(
+                &app,
+                &verifier,
+                &cname_target,
+                domain.tenant_id,
+                domain.id,
+                VERIFIER_ACTOR,
+            )
+            .await;
+            if let Err(error) = checked {
+                tracing::warn!(domain.host = %domain.host, %error, "background verification failed");
+            }
+        }
+    }
 }
 
 /// What [`publish_all`] did.

@@ -93,6 +93,11 @@ impl Application {
                 .context("failed to build the sitemap HTTP client")?,
         });
         tokio::spawn(activity::run_copier(app.clone(), COPY_INTERVAL));
+        tokio::spawn(domains::run_background_verifier(
+            app.clone(),
+            ctx.verifier.clone(),
+            ctx.cname_target.clone(),
+        ));
         let limiter_ctx = ctx.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(60));

@@ -415,6 +415,32 @@ impl Db {
         Ok(record)
     }
 
+    /// Unverified domains registered within `window_secs` and not checked in the last
+    /// `recheck_secs`, oldest check first: what the background verifier looks at. (A system job, so
+    /// it spans tenants; each result is recorded under the domain's own tenant.)
+    pub async fn domains_to_verify(
+        &self,
+        window_secs: i64,
+        recheck_secs: i64,
+        limit: i64,
+    ) -> Result<Vec<DomainRecord>, DbError> {
+        let records = sqlx::query_as(concat!(
+            "SELECT ",
+            domain_columns!(),
+            " FROM domains WHERE NOT verified \
+             AND created_at > now() - make_interval(secs => $1) \
+             AND (verification_checked_at IS NULL \
+                  OR verification_checked_at < now() - make_interval(secs => $2)) \
+             ORDER BY verification_checked_at NULLS FIRST LIMIT $3"
+        ))
+        .bind(window_secs as f64)
+        .bind(recheck_secs as f64)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(records)
+    }
+
     /// Records an event that changes no row (a purge, a warm).
     pub async fn audit(
         &self,

@@ -1096,3 +1096,42 @@ async fn the_openapi_document_describes_every_endpoint() {
     assert_eq!(schemes["api_key"]["scheme"], "bearer");
     assert_eq!(schemes["session"]["in"], "cookie");
 }
+
+#[tokio::test]
+async fn pending_domains_are_verified_in_the_background() {
+    let dns = DnsServer::start(&[
+        DnsRecord::a(CNAME_TARGET, "127.0.0.1"),
+        DnsRecord::cname("shop.example.com", CNAME_TARGET),
+    ]);
+    let dns_addr = dns.addr();
+    let (app, server) = server_with(|app| app.settings.dns_server = Some(dns_addr)).await;
+    let client = ApiClient::account_with_key(&server, "jane@example.com").await;
+    let domain = client.add_domain("shop.example.com", ORIGIN).await;
+    assert_eq!(domain["verified"], false);
+    let path = format!("/api/v1/domains/{}", domain["id"].as_str().unwrap());
+    // The background verifier looks every 15 s; nobody calls /verify here.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let current = client.get(&path).await;
+        if current.body["verified"] == true {
+            assert_eq!(
+                current.body["verification"]["last_check"]["method"],
+                "cname"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never verified: {:?}",
+            current.body
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(app.redis_domain("shop.example.com").await.unwrap().verified);
+    let actor: String =
+        sqlx::query_scalar("SELECT actor FROM audit_events WHERE action = 'domain.verify'")
+            .fetch_one(&app.pg)
+            .await
+            .unwrap();
+    assert_eq!(actor, "system:verifier");
+}

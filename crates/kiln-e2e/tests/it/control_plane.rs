@@ -772,3 +772,37 @@ async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
         "nothing of A's was rendered for Bob"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_warm_excluded() {
+    let platform = Platform::start().await;
+    let host = "scratch.e2e.test";
+    let tenant = platform.api.tenant("owner@scratch.example").await;
+    let domain = platform
+        .verified_domain(
+            &tenant,
+            host,
+            json!({ "device_variants": false, "exclude_paths": ["/about*"] }),
+        )
+        .await;
+    let id = str_of(&domain, "id");
+    let (status, job) = tenant
+        .warm(&json!({ "urls": [format!("http://{host}/about"), format!("http://{host}/products/1")] }))
+        .await;
+    eprintln!("SCRATCH {status} {job}");
+    if status == StatusCode::ACCEPTED {
+        let job = tenant.finished_warm(str_of(&job, "id")).await;
+        eprintln!("SCRATCH {job}");
+    }
+    eprintln!("SCRATCH about hits {}", platform.site.hits("/about"));
+    eprintln!("SCRATCH cached {:?}", tenant.cached_pages(id).await);
+    let (c, _) = platform.bot_get(host, "/about").await;
+    eprintln!("SCRATCH bot about cache={c:?}");
+    let (status, preview) = tenant
+        .render(&[("url", &format!("http://{host}/about"))])
+        .await;
+    eprintln!(
+        "SCRATCH preview {status} status={} err={}",
+        preview["status"], preview["error"]
+    );
+}
