@@ -7,7 +7,7 @@
 //! a repeat stores nothing twice).
 
 use crate::App;
-use crate::db::{DbError, NewRender, UsageSnapshot};
+use crate::db::{DbError, RenderRecord, UsageSnapshot};
 use kiln_store::{RenderLogOutcome, RenderLogPurpose, StoreError};
 use std::sync::LazyLock;
 use time::{Date, Duration, OffsetDateTime};
@@ -39,14 +39,14 @@ pub async fn copy_render_log(app: &App) -> Result<usize, ActivityError> {
             return Ok(copied);
         };
         let last_id = last_id.clone();
-        let renders: Vec<NewRender> = entries
+        let renders: Vec<RenderRecord> = entries
             .into_iter()
             .filter_map(|(stream_id, entry)| {
                 let domain_id = Uuid::parse_str(&entry.domain_id).ok()?;
                 let at =
                     OffsetDateTime::from_unix_timestamp_nanos(i128::from(entry.at) * 1_000_000)
                         .ok()?;
-                Some(NewRender {
+                Some(RenderRecord {
                     stream_id,
                     domain_id,
                     at,

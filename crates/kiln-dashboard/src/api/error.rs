@@ -6,9 +6,25 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use utoipa::ToSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoResponses, ToSchema};
+
+/// The errors any endpoint that reads a JSON body may answer besides its own (a body that does not
+/// match the expected shape is each endpoint's own 422): list `JsonBodyErrors` in its
+/// `responses(...)`.
+#[derive(IntoResponses)]
+pub enum JsonBodyErrors {
+    /// The request body is not valid JSON (`invalid_json`)
+    #[response(status = 400)]
+    InvalidJson(ErrorBody),
+    /// The request body is larger than 9 MiB (`body_too_large`)
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The request body was not sent as `Content-Type: application/json` (`unsupported_media_type`)
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+}
 
 /// Every error the API returns.
 #[derive(Debug)]
@@ -213,6 +229,18 @@ where
             ))),
         }
     }
+}
+
+/// For an optional query parameter: `name=` with an empty value is a value (an invalid one, for a
+/// number, id, date or choice), not a parameter left out, so that `?limit=` is refused instead of
+/// meaning the default. (serde_html_form reads an empty value as `None` for an `Option`.) Use with
+/// `#[serde(default, deserialize_with = "super::error::given")]`.
+pub fn given<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// `axum::extract::Path` whose rejections are 404s: an id that cannot exist names nothing.

@@ -22,24 +22,7 @@ pub struct WarmJobRecord {
 const WARM_COLUMNS: &str =
     "id, tenant_id, domain_id, sitemap_url, state, total, skipped, error, actor, created_at";
 
-/// One entry of the workers' render log, about to be copied into `renders`.
-#[derive(Clone, Debug)]
-pub struct NewRender {
-    pub stream_id: String,
-    pub domain_id: Uuid,
-    pub at: OffsetDateTime,
-    pub url: String,
-    pub device: String,
-    pub purpose: String,
-    pub outcome: String,
-    pub status: Option<i32>,
-    pub reason: Option<String>,
-    pub duration_ms: i64,
-    pub bytes: i64,
-    pub user_agent: Option<String>,
-}
-
-/// A row of `renders`.
+/// A row of `renders`: one entry of the workers' render log.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct RenderRecord {
     pub stream_id: String,
@@ -186,7 +169,7 @@ impl Db {
     /// longer exist are dropped.
     pub async fn insert_renders(
         &self,
-        renders: &[NewRender],
+        renders: &[RenderRecord],
         last_id: &str,
     ) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;

@@ -29,7 +29,7 @@ mod activity;
 mod keys;
 
 pub use accounts::{NewUser, SessionRecord, USERS_EMAIL_KEY, UserRecord};
-pub use activity::{NewRender, RenderRecord, UsageRecord, UsageSnapshot, WarmJobRecord};
+pub use activity::{RenderRecord, UsageRecord, UsageSnapshot, WarmJobRecord};
 pub use keys::{ApiKeyRecord, NewApiKey};
 
 /// Audit actions recorded by this module.
@@ -294,16 +294,7 @@ impl Db {
         actor: &str,
     ) -> Result<Option<DomainRecord>, DbError> {
         let mut tx = self.pool.begin().await?;
-        let before: Option<DomainRecord> = sqlx::query_as(concat!(
-            "SELECT ",
-            domain_columns!(),
-            " FROM domains WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(before) = before else {
+        let Some(before) = lock_domain(&mut tx, tenant_id, id).await? else {
             return Ok(None);
         };
         let after: DomainRecord = sqlx::query_as(concat!(
@@ -318,15 +309,7 @@ impl Db {
         .fetch_one(&mut *tx)
         .await?;
         if before.audit_view() != after.audit_view() {
-            let event = AuditEvent {
-                tenant_id,
-                actor,
-                action: action::DOMAIN_UPDATE,
-                target: after.host.as_str(),
-                before: Some(before.audit_view()),
-                after: Some(after.audit_view()),
-            };
-            insert_audit(&mut tx, event).await?;
+            audit_domain_change(&mut tx, actor, action::DOMAIN_UPDATE, &before, &after).await?;
         }
         tx.commit().await?;
         Ok(Some(after))
@@ -344,16 +327,7 @@ impl Db {
         actor: &str,
     ) -> Result<Option<DomainRecord>, DbError> {
         let mut tx = self.pool.begin().await?;
-        let before: Option<DomainRecord> = sqlx::query_as(concat!(
-            "SELECT ",
-            domain_columns!(),
-            " FROM domains WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(before) = before else {
+        let Some(before) = lock_domain(&mut tx, tenant_id, id).await? else {
             return Ok(None);
         };
         let after: DomainRecord = sqlx::query_as(concat!(
@@ -370,15 +344,7 @@ impl Db {
         .fetch_one(&mut *tx)
         .await?;
         if before.verified != after.verified {
-            let event = AuditEvent {
-                tenant_id,
-                actor,
-                action: action::DOMAIN_VERIFY,
-                target: after.host.as_str(),
-                before: Some(before.audit_view()),
-                after: Some(after.audit_view()),
-            };
-            insert_audit(&mut tx, event).await?;
+            audit_domain_change(&mut tx, actor, action::DOMAIN_VERIFY, &before, &after).await?;
         }
         tx.commit().await?;
         Ok(Some(after))
@@ -494,6 +460,43 @@ pub struct AuditRecord {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
     pub created_at: OffsetDateTime,
+}
+
+/// Locks one of the tenant's domains for the rest of the transaction, so concurrent changes to it
+/// are serialised.
+async fn lock_domain(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<DomainRecord>, DbError> {
+    let record = sqlx::query_as(concat!(
+        "SELECT ",
+        domain_columns!(),
+        " FROM domains WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(tx)
+    .await?;
+    Ok(record)
+}
+
+async fn audit_domain_change(
+    tx: &mut sqlx::PgConnection,
+    actor: &str,
+    action: &str,
+    before: &DomainRecord,
+    after: &DomainRecord,
+) -> Result<(), DbError> {
+    let event = AuditEvent {
+        tenant_id: after.tenant_id,
+        actor,
+        action,
+        target: after.host.as_str(),
+        before: Some(before.audit_view()),
+        after: Some(after.audit_view()),
+    };
+    insert_audit(tx, event).await
 }
 
 /// A row of `audit_events`.

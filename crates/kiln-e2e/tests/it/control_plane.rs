@@ -3,8 +3,8 @@
 //! log and usage) and what bots then get through the real edge, gateway and worker.
 
 use crate::helpers::{
-    AUDIT_TOOL, CNAME_TARGET, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, PASSWORD, Platform, cache_status,
-    first_showing, gzip, session_cookie, utc_today,
+    AUDIT_TOOL, CHROME, CNAME_TARGET, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, PASSWORD, Platform, Site,
+    cache_status, first_showing, gzip, session_cookie, utc_today,
 };
 use kiln_testkit::dns::DnsRecord;
 use reqwest::StatusCode;
@@ -232,6 +232,33 @@ async fn settings_changes_reach_the_gateway_within_a_second() {
     );
     assert_eq!(cache_status(&as_bot), "HIT");
     assert!(as_bot.text().await.unwrap().contains("<h1>"));
+
+    // A new origin: people and renders go there from then on.
+    let moved = Site::start(format!("http://127.0.0.1:{}", platform.stack.demo_port)).await;
+    let (status, changed) = tenant
+        .update_domain(id, &json!({ "origin": moved.base() }))
+        .await;
+    let since = Instant::now();
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["origin"], moved.base());
+    let (sent, _) = first_showing(
+        since,
+        || platform.get(host, "/products/1", CHROME),
+        |_| moved.hits("/products/1") > 0,
+    )
+    .await;
+    assert!(
+        sent <= PROPAGATION,
+        "the origin change took {sent:?} to reach the gateway"
+    );
+    let before = platform.site.hits("/products/5");
+    assert_eq!(platform.bot_get(host, "/products/5").await.0, "MISS");
+    assert_eq!(
+        moved.hits("/products/5"),
+        1,
+        "the worker renders from the new origin"
+    );
+    assert_eq!(platform.site.hits("/products/5"), before);
 
     // Usage shows the one request the path rule spared a render.
     let usage = tenant
@@ -773,11 +800,15 @@ async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
     );
 }
 
+// Fails today: `warm_urls` and `collect_and_enqueue` in crates/kiln-dashboard/src/cache.rs never
+// consult the domain's path rules (`DomainSettings::path_rules()`), so an excluded page is rendered
+// and stored although bots are always proxied for it.
+#[ignore = "kiln-dashboard warms paths its exclude_paths/include_paths keep from rendering"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scratch_warm_excluded() {
+async fn a_sitemap_warm_leaves_out_paths_the_domain_never_renders() {
     let platform = Platform::start().await;
-    let host = "scratch.e2e.test";
-    let tenant = platform.api.tenant("owner@scratch.example").await;
+    let host = "rules.e2e.test";
+    let tenant = platform.api.tenant("owner@rules.example").await;
     let domain = platform
         .verified_domain(
             &tenant,
@@ -786,23 +817,40 @@ async fn scratch_warm_excluded() {
         )
         .await;
     let id = str_of(&domain, "id");
-    let (status, job) = tenant
-        .warm(&json!({ "urls": [format!("http://{host}/about"), format!("http://{host}/products/1")] }))
-        .await;
-    eprintln!("SCRATCH {status} {job}");
-    if status == StatusCode::ACCEPTED {
-        let job = tenant.finished_warm(str_of(&job, "id")).await;
-        eprintln!("SCRATCH {job}");
-    }
-    eprintln!("SCRATCH about hits {}", platform.site.hits("/about"));
-    eprintln!("SCRATCH cached {:?}", tenant.cached_pages(id).await);
-    let (c, _) = platform.bot_get(host, "/about").await;
-    eprintln!("SCRATCH bot about cache={c:?}");
-    let (status, preview) = tenant
-        .render(&[("url", &format!("http://{host}/about"))])
-        .await;
-    eprintln!(
-        "SCRATCH preview {status} status={} err={}",
-        preview["status"], preview["error"]
+    platform.site.serve(
+        "/sitemap.xml",
+        StatusCode::OK,
+        "application/xml",
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+  <url><loc>http://{host}/products/1</loc></url>
+  <url><loc>http://{host}/about</loc></url>
+</urlset>"#
+        )
+        .into_bytes(),
     );
+
+    let (status, job) = tenant
+        .warm(&json!({ "domain_id": id, "sitemap_url": format!("http://{host}/sitemap.xml") }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job = tenant.finished_warm(str_of(&job, "id")).await;
+    assert_eq!(
+        platform.site.hits("/about"),
+        0,
+        "exclude_paths: \"Paths matching one of these glob patterns are never rendered\"; {job}"
+    );
+    assert_eq!(
+        tenant.cached_pages(id).await,
+        [(format!("http://{host}/products/1"), "desktop".to_owned())]
+    );
+    assert_eq!(job["total"], 1, "{job}");
+    let skipped: Vec<&str> = job["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| str_of(s, "url"))
+        .collect();
+    assert_eq!(skipped, [format!("http://{host}/about")], "{job}");
 }

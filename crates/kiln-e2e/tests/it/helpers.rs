@@ -523,6 +523,10 @@ impl Tenant {
             .await
     }
 
+    pub async fn domains(&self) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, "/domains", &[], None).await
+    }
+
     pub async fn domain(&self, id: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::GET, &format!("/domains/{id}"), &[], None)
             .await
@@ -641,6 +645,11 @@ impl Tenant {
             None,
         )
         .await
+    }
+
+    /// Usage of all the account's domains.
+    pub async fn usage_of_all(&self) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, "/usage", &[], None).await
     }
 
     /// Polls `request` until `ready` holds for its 200 answer (20 s at most) and returns that answer.
