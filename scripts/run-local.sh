@@ -101,7 +101,18 @@ start() { # name command...
 
 start demo "$BIN/kiln-demo"
 wait_tcp 5173 30 || die "the demo origin did not start (see $RUN/logs/demo.log)"
-"$BIN/kiln-dashboard" domain add --host "$DEMO_HOST" --origin "http://127.0.0.1:5173" --if-not-exists
+# A demo account that owns the demo domain, so the REST API shows it. Its password is made once and
+# kept beside the database.
+DEMO_EMAIL=demo@kiln.localhost
+PASSWORD_FILE="$(dirname "$PG_DIR")/demo-password"
+[ -s "$PASSWORD_FILE" ] || (umask 077 && echo "kiln-demo-$(head -c 12 /dev/urandom | base64 -w0 | tr '+/' '-_')" >"$PASSWORD_FILE")
+"$BIN/kiln-dashboard" account add --email "$DEMO_EMAIL" --if-not-exists <"$PASSWORD_FILE"
+if ! "$BIN/kiln-dashboard" domain add --host "$DEMO_HOST" --origin "http://127.0.0.1:5173" \
+       --owner "$DEMO_EMAIL" --if-not-exists; then
+  # Registered by an older version of this script (to the operator): give it to the demo account.
+  "$BIN/kiln-dashboard" domain remove --host "$DEMO_HOST"
+  "$BIN/kiln-dashboard" domain add --host "$DEMO_HOST" --origin "http://127.0.0.1:5173" --owner "$DEMO_EMAIL"
+fi
 start worker "$BIN/kiln-worker"
 start gateway "$BIN/kiln-gateway"
 start dashboard "$BIN/kiln-dashboard" serve
@@ -126,12 +137,13 @@ cat <<MSG
   In a browser: http://$DEMO_HOST:$EDGE_PORT/   Dashboard: http://127.0.0.1:3001/
   Health: http://127.0.0.1:9100/readyz (gateway), http://127.0.0.1:9101/readyz (worker)
 
-  The REST API (OpenAPI document: http://127.0.0.1:3001/api/v1/openapi.json):
-    curl -si -c /tmp/kiln.cookies -H 'content-type: application/json' \
-      -d '{"email":"you@example.com","password":"correct horse battery staple"}' \
-      http://127.0.0.1:3001/api/v1/auth/signup
+  The REST API (OpenAPI document: http://127.0.0.1:3001/api/v1/openapi.json). The demo account
+  $DEMO_EMAIL (password: $(cat "$PASSWORD_FILE")) owns $DEMO_HOST:
+    curl -s -c /tmp/kiln.cookies -H 'content-type: application/json' \
+      -d '{"email":"$DEMO_EMAIL","password":"$(cat "$PASSWORD_FILE")"}' http://127.0.0.1:3001/api/v1/auth/login
     curl -s -b /tmp/kiln.cookies -H 'content-type: application/json' -d '{"name":"cli"}' \
-      http://127.0.0.1:3001/api/v1/api-keys        # prints the key once: use it as a Bearer token
+      http://127.0.0.1:3001/api/v1/api-keys        # prints a key once: use it as a Bearer token
+    curl -s -H "authorization: Bearer <key>" http://127.0.0.1:3001/api/v1/domains
 
 MSG
 

@@ -2,6 +2,7 @@
 //! starts the HTTP service, and prints results to stdout (logs go to stderr).
 
 use crate::Settings;
+use crate::accounts::{self, AccountError, Email};
 use crate::db::DomainRecord;
 use crate::domains::{self, AddDomain, Added, CLI_ACTOR};
 use crate::http::Application;
@@ -33,6 +34,23 @@ pub enum Command {
     /// Register, list and remove domains.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Create customer accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account (a tenant and its user). The password is read from the first line of
+    /// standard input, so it never appears in the process list or shell history.
+    Add {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+        /// Succeed if an account with this email exists already (its password is left alone).
+        #[arg(long)]
+        if_not_exists: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +93,10 @@ pub struct AddArgs {
     /// Succeed (and republish) if the same registration already exists.
     #[arg(long)]
     pub if_not_exists: bool,
+    /// Give the domain to this account (by email) instead of the operator; it is verified all the
+    /// same, since the operator vouches for it.
+    #[arg(long)]
+    pub owner: Option<String>,
 }
 
 impl AddArgs {
@@ -146,6 +168,15 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let settings = args.settings();
             let mut request = AddDomain::by_operator(args.host, args.origin, settings);
             request.if_not_exists = args.if_not_exists;
+            if let Some(owner) = &args.owner {
+                let email = Email::parse(owner)?;
+                let user = app
+                    .db
+                    .user_by_email(email.as_str())
+                    .await?
+                    .with_context(|| format!("no account has the email {email}; create it with `kiln-dashboard account add`"))?;
+                request.tenant_id = user.tenant_id;
+            }
             match domains::add_domain(&app, request, CLI_ACTOR).await? {
                 Added::Created(record) => {
                     println!(
@@ -159,6 +190,25 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                         record.host, record.origin
                     );
                 }
+            }
+        }
+        Command::Account(AccountCommand::Add {
+            email,
+            if_not_exists,
+        }) => {
+            let email = Email::parse(&email)?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("failed to read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let app = App::connect(&settings).await?;
+            match accounts::sign_up(&app, &email, password).await {
+                Ok(user) => println!("created the account {email} (tenant {})", user.tenant_id),
+                Err(AccountError::EmailTaken) if if_not_exists => {
+                    println!("the account {email} exists already")
+                }
+                Err(error) => return Err(error.into()),
             }
         }
         Command::Domain(DomainCommand::List) => {

@@ -78,8 +78,10 @@ impl From<AccountError> for ApiError {
     responses(
         (status = 201, description = "Account created; the session cookie is set", body = UserView),
         (status = 409, description = "The email is taken", body = super::ErrorBody),
-        (status = 422, description = "Invalid email or weak password", body = super::ErrorBody),
-        (status = 429, description = "Too many attempts", body = super::ErrorBody),
+        (status = 422, description = "Invalid email or weak password, or a body of the wrong shape", body = super::ErrorBody),
+        (status = 429, description = "Too many attempts from this address", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        super::JsonBodyErrors,
     ))]
 pub async fn sign_up(
     State(ctx): State<Ctx>,
@@ -97,9 +99,11 @@ pub async fn sign_up(
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = UserView),
-        (status = 401, description = "Wrong email or password", body = super::ErrorBody),
-        (status = 422, description = "Malformed email", body = super::ErrorBody),
-        (status = 429, description = "Too many attempts for this account or address", body = super::ErrorBody),
+        (status = 401, description = "Wrong email or password (a malformed email is a wrong one)", body = super::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = super::ErrorBody),
+        (status = 429, description = "Too many attempts for this account or address", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        super::JsonBodyErrors,
     ))]
 pub async fn log_in(
     State(ctx): State<Ctx>,
@@ -160,8 +164,10 @@ pub async fn me(who: SessionUser) -> axum::Json<UserView> {
         (status = 200, description = "Changed", body = PasswordChanged),
         (status = 401, description = "Not logged in, or the current password is wrong", body = super::ErrorBody),
         (status = 403, description = "Called with an API key", body = super::ErrorBody),
-        (status = 422, description = "The new password is too weak", body = super::ErrorBody),
-        (status = 429, description = "Too many attempts", body = super::ErrorBody),
+        (status = 422, description = "The new password is too weak, or a body of the wrong shape", body = super::ErrorBody),
+        (status = 429, description = "Too many attempts for this account", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        super::JsonBodyErrors,
     ))]
 pub async fn change_password(
     State(ctx): State<Ctx>,

@@ -46,7 +46,19 @@ pub struct RendersQuery {
     pub cursor: Option<String>,
     /// Entries per response (1–500, default 100).
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "super::error::given")]
     pub limit: Option<u32>,
+}
+
+/// Whether `cursor` can be a render log cursor: the Redis stream id of the previous page's last
+/// entry, `<milliseconds>-<sequence>`. Anything else is refused before it reaches a query.
+fn is_stream_id(cursor: &str) -> bool {
+    let number = |part: &str| {
+        (1..=20).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    cursor
+        .split_once('-')
+        .is_some_and(|(ms, seq)| number(ms) && number(seq))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -98,6 +110,9 @@ pub async fn renders(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
     }
+    if query.cursor.as_deref().is_some_and(|c| !is_stream_id(c)) {
+        return Err(ApiError::bad_request("`cursor` is not one this API returned"));
+    }
     catch_up(&ctx).await?;
     let records = ctx
         .app
@@ -138,12 +153,15 @@ pub async fn renders(
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// One domain; all of the account's when left out.
+    #[serde(default, deserialize_with = "super::error::given")]
     pub domain_id: Option<Uuid>,
     /// First day (UTC, `YYYY-MM-DD`); default 29 days before `to`.
     #[param(value_type = Option<String>, format = Date, example = "2026-11-01")]
+    #[serde(default, deserialize_with = "super::error::given")]
     pub from: Option<String>,
     /// Last day (UTC, `YYYY-MM-DD`); default today.
     #[param(value_type = Option<String>, format = Date, example = "2026-11-30")]
+    #[serde(default, deserialize_with = "super::error::given")]
     pub to: Option<String>,
 }
 
@@ -231,4 +249,29 @@ pub async fn usage(
         })
         .collect();
     Ok(axum::Json(Usage { days }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stream_ids_are_cursors() {
+        let check = |cursor: &str, expected: bool| {
+            assert_eq!(is_stream_id(cursor), expected, "{cursor:?}");
+        };
+        check("1700000000000-0", true);
+        check("1700000000000-12", true);
+        check("0-1", true);
+        check("", false);
+        check("-", false);
+        check("1700000000000", false);
+        check("1700000000000-", false);
+        check("-0", false);
+        check("1700000000000-0-1", false);
+        check("17000a0000000-0", false);
+        check("1700000000000-0\0", false);
+        check(" 1700000000000-0", false);
+        check("123456789012345678901-0", false);
+    }
 }

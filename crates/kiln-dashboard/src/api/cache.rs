@@ -70,6 +70,7 @@ pub struct PurgeResult {
         (status = 401, description = "Not authenticated", body = super::ErrorBody),
         (status = 404, description = "No such domain in this account", body = super::ErrorBody),
         (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = super::ErrorBody),
+        super::JsonBodyErrors,
     ))]
 pub async fn purge(
     State(ctx): State<Ctx>,
@@ -88,7 +89,16 @@ pub async fn purge(
             domain_id: Some(domain_id),
             prefix: Some(prefix),
             all: None | Some(false),
-        } => Purge::Prefix { domain_id, prefix },
+        } => {
+            // Cached paths are normalised, with control characters percent-encoded, so such a
+            // prefix could match nothing; and Postgres cannot store a NUL in the audit log.
+            if prefix.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "`prefix` must not contain control characters; percent-encode them as in the URL",
+                ));
+            }
+            Purge::Prefix { domain_id, prefix }
+        }
         PurgeRequest {
             urls: None,
             domain_id: Some(domain_id),
@@ -175,7 +185,8 @@ impl WarmView {
         (status = 401, description = "Not authenticated", body = super::ErrorBody),
         (status = 404, description = "No such domain in this account", body = super::ErrorBody),
         (status = 409, description = "The domain is not verified", body = super::ErrorBody),
-        (status = 422, description = "Invalid request", body = super::ErrorBody),
+        (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = super::ErrorBody),
+        super::JsonBodyErrors,
     ))]
 pub async fn warm(
     State(ctx): State<Ctx>,
@@ -248,6 +259,7 @@ pub struct CacheQuery {
     pub cursor: Option<String>,
     /// Pages per response (1–1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "super::error::given")]
     pub limit: Option<u32>,
 }
 
@@ -343,6 +355,8 @@ pub struct RenderQuery {
     #[param(example = "https://shop.example.com/products/3")]
     pub url: String,
     /// `desktop` (default) or `mobile`.
+    #[param(inline)]
+    #[serde(default, deserialize_with = "super::error::given")]
     pub device: Option<Device>,
 }
 

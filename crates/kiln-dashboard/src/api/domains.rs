@@ -298,7 +298,8 @@ pub(super) fn parse_origin(input: &str) -> Result<Origin, ApiError> {
         (status = 201, description = "Added", body = DomainView),
         (status = 401, description = "Not authenticated", body = super::ErrorBody),
         (status = 409, description = "The hostname is registered already", body = super::ErrorBody),
-        (status = 422, description = "Invalid hostname, origin or settings", body = super::ErrorBody),
+        (status = 422, description = "Invalid hostname, origin or settings, or a body of the wrong shape", body = super::ErrorBody),
+        super::JsonBodyErrors,
     ))]
 pub async fn create(
     State(ctx): State<Ctx>,
@@ -376,7 +377,8 @@ pub async fn get(
         (status = 200, description = "Changed", body = DomainView),
         (status = 401, description = "Not authenticated", body = super::ErrorBody),
         (status = 404, description = "No such domain in this account", body = super::ErrorBody),
-        (status = 422, description = "Invalid origin or settings", body = super::ErrorBody),
+        (status = 422, description = "Invalid origin or settings, or a body of the wrong shape", body = super::ErrorBody),
+        super::JsonBodyErrors,
     ))]
 pub async fn update(
     State(ctx): State<Ctx>,

@@ -80,7 +80,8 @@ impl From<KeyError> for ApiError {
         (status = 201, description = "Created; `secret` is shown only now", body = CreatedKeyView),
         (status = 401, description = "Not logged in", body = super::ErrorBody),
         (status = 403, description = "Called with an API key", body = super::ErrorBody),
-        (status = 422, description = "Invalid name", body = super::ErrorBody),
+        (status = 422, description = "Invalid name, or a body of the wrong shape", body = super::ErrorBody),
+        super::JsonBodyErrors,
     ))]
 pub async fn create(
     State(ctx): State<Ctx>,

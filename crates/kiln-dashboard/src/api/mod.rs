@@ -15,7 +15,7 @@ pub mod error;
 pub mod keys;
 pub mod state;
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, JsonBodyErrors};
 pub use state::{ApiContext, Ctx};
 
 use axum::Router;

@@ -1135,3 +1135,36 @@ async fn pending_domains_are_verified_in_the_background() {
             .unwrap();
     assert_eq!(actor, "system:verifier");
 }
+
+#[tokio::test]
+async fn sign_up_and_log_in_are_rate_limited_per_client_address() {
+    let (_app, server) = server().await;
+    let client = ApiClient::new(&server);
+    // Twenty requests at once from one address (whatever they carry), then one every 3 s.
+    let mut statuses = Vec::new();
+    for attempt in 0..22 {
+        let path = if attempt % 2 == 0 {
+            "/api/v1/auth/login"
+        } else {
+            "/api/v1/auth/signup"
+        };
+        let response = client
+            .post(
+                path,
+                json!({ "email": format!("user{attempt}@example.com"), "password": "x" }),
+            )
+            .await;
+        statuses.push(response.status);
+        if response.status == 429 {
+            assert_eq!(response.code(), "rate_limited");
+            assert!(response.headers.contains_key("retry-after"));
+        }
+    }
+    let first_limited = statuses.iter().position(|s| *s == 429);
+    assert!(
+        matches!(first_limited, Some(20 | 21)),
+        "the 21st request should be refused: {statuses:?}"
+    );
+    // Other endpoints are not limited by it.
+    assert_eq!(client.get("/api/v1/openapi.json").await.status, 200);
+}

@@ -213,6 +213,30 @@ impl TestApp {
             .await
     }
 
+    /// Runs the binary with `input` on its standard input.
+    pub async fn cli_with_input(&self, args: &[&str], input: &str) -> CliOutput {
+        use tokio::io::AsyncWriteExt;
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln-dashboard"));
+        command
+            .args(args)
+            .env("KILN_DATABASE_URL", &self.database.url)
+            .env("KILN_REDIS_URL", self.redis.url())
+            .env("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("failed to run the CLI");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        drop(stdin);
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("the CLI did not finish within 60 s")
+            .expect("failed to run the CLI");
+        CliOutput::from(output)
+    }
+
     /// Runs the binary with exactly these `KILN_*` variables (plus this app's Redis and allowed nets).
     pub async fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln-dashboard"));

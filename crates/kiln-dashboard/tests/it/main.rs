@@ -575,3 +575,91 @@ async fn the_command_line_needs_a_database_url() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn the_command_line_creates_accounts_and_gives_them_domains() {
+    let test = spawn_app().await;
+    let created = test
+        .cli_with_input(
+            &["account", "add", "--email", "Shop@Example.com"],
+            "correct horse battery staple\n",
+        )
+        .await;
+    assert_eq!(created.code, Some(0), "{created:?}");
+    assert!(
+        created
+            .stdout
+            .contains("created the account shop@example.com"),
+        "{created:?}"
+    );
+
+    let again = test
+        .cli_with_input(
+            &["account", "add", "--email", "shop@example.com"],
+            "another strong passphrase\n",
+        )
+        .await;
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("already exists"), "{again:?}");
+    let idempotent = test
+        .cli_with_input(
+            &[
+                "account",
+                "add",
+                "--email",
+                "shop@example.com",
+                "--if-not-exists",
+            ],
+            "another strong passphrase\n",
+        )
+        .await;
+    assert_eq!(idempotent.code, Some(0), "{idempotent:?}");
+    let weak = test
+        .cli_with_input(
+            &["account", "add", "--email", "b@example.com"],
+            "password\n",
+        )
+        .await;
+    assert_eq!(weak.code, Some(1));
+    assert!(weak.stderr.contains("too"), "{weak:?}");
+
+    let owned = test
+        .cli(&[
+            "domain",
+            "add",
+            "--host",
+            "shop.example.com",
+            "--origin",
+            "http://127.0.0.1:5173",
+            "--owner",
+            "shop@example.com",
+        ])
+        .await;
+    assert_eq!(owned.code, Some(0), "{owned:?}");
+    let tenant: uuid::Uuid =
+        sqlx::query_scalar("SELECT tenant_id FROM users WHERE email = 'shop@example.com'")
+            .fetch_one(&test.pg)
+            .await
+            .unwrap();
+    let domain = test.redis_domain("shop.example.com").await.unwrap();
+    assert_eq!(domain.tenant_id, tenant.to_string());
+    assert!(domain.verified, "the operator vouches for it");
+
+    let unknown = test
+        .cli(&[
+            "domain",
+            "add",
+            "--host",
+            "other.example.com",
+            "--origin",
+            "http://127.0.0.1:5173",
+            "--owner",
+            "nobody@example.com",
+        ])
+        .await;
+    assert_eq!(unknown.code, Some(1));
+    assert!(
+        unknown.stderr.contains("no account has the email"),
+        "{unknown:?}"
+    );
+}

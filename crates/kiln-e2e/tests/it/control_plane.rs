@@ -395,6 +395,11 @@ async fn warming_from_a_sitemap_index_renders_each_page_once_and_bots_hit() {
         }
     }
     assert!(cursor.is_none(), "the listing never ended");
+    let (status, products) = tenant
+        .cache(&[("domain_id", id), ("prefix", "/products/")])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{products}");
+    assert_eq!(products["pages"].as_array().unwrap().len(), 3, "{products}");
     paged.sort();
     let urls: Vec<String> = expected.iter().map(|(url, _)| url.clone()).collect();
     assert_eq!(paged, urls);
@@ -480,7 +485,15 @@ async fn a_warm_counts_a_page_that_fails_to_render_as_failed() {
         assert_eq!(render["purpose"], "warm", "{render}");
         assert_eq!(render["status"], 500, "{render}");
         assert!(render["reason"].is_string(), "{render}");
+        assert!(render["bot"].is_null(), "no bot asked for a warm: {render}");
     }
+
+    // A preview of the failing page answers 200 with the failure in the body.
+    let (status, preview) = tenant.render(&[("url", &urls[1])]).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["status"], 500, "{preview}");
+    assert!(preview["error"].is_string(), "{preview}");
+    assert_eq!(platform.site.hits("/broken"), 3);
 
     // A bot asking for the failing page gets a render that fails too, and then the origin's own
     // answer.
@@ -494,7 +507,7 @@ async fn a_warm_counts_a_page_that_fails_to_render_as_failed() {
     assert!(bot.text().await.unwrap().contains("Internal error"));
     assert_eq!(
         platform.site.hits("/broken"),
-        4,
+        5,
         "the bot's render and its fall-back"
     );
 
@@ -537,8 +550,13 @@ async fn a_preview_render_returns_the_rendered_page_and_stores_nothing() {
         "scripts are removed: {body}"
     );
 
-    let (status, mobile) = tenant.render(&[("url", &url), ("device", "mobile")]).await;
+    // Tracking parameters are dropped as for bots: the same page.
+    let tracked = format!("{url}?utm_source=newsletter");
+    let (status, mobile) = tenant
+        .render(&[("url", &tracked), ("device", "mobile")])
+        .await;
     assert_eq!(status, StatusCode::OK, "{mobile}");
+    assert_eq!(mobile["url"], url);
     assert_eq!(mobile["device"], "mobile");
     assert!(str_of(&mobile, "body").contains(PRODUCT_3_H1));
     assert_eq!(platform.site.hits("/products/3"), 2, "one load per preview");
@@ -783,6 +801,34 @@ async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
         };
         assert_eq!(*status, expected, "{what}");
     }
+
+    // Bob's own listings show nothing of Alice's.
+    let (status, bobs) = bob.domains().await;
+    assert_eq!(status, StatusCode::OK);
+    let hosts: Vec<&str> = bobs["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| str_of(d, "hostname"))
+        .collect();
+    assert_eq!(hosts, [host_b]);
+    let alices_usage = alice
+        .poll(
+            || alice.usage(id_a),
+            |usage| usage["days"].as_array().is_some_and(|d| !d.is_empty()),
+        )
+        .await;
+    assert_eq!(alices_usage["days"][0]["domain_id"], id_a);
+    let (status, bobs_usage) = bob.usage_of_all().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        bobs_usage["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|day| day["domain_id"] != id_a),
+        "{bobs_usage}"
+    );
 
     // A's domain, cache and origin are as they were.
     let (status, still) = alice.domain(id_a).await;

@@ -321,12 +321,13 @@ impl Platform {
         }
     }
 
-    /// Adds DNS records to those dnsmasq serves.
+    /// Adds DNS records to those dnsmasq serves. Needs the multi-threaded runtime every test here
+    /// uses, since restarting dnsmasq blocks the calling thread for a moment.
     pub fn add_dns(&self, records: &[DnsRecord]) {
         let mut dns = self.dns.lock().unwrap_or_else(|e| e.into_inner());
         dns.records.extend_from_slice(records);
         let Dns { server, records } = &mut *dns;
-        // Restarting dnsmasq blocks for a moment; let the runtime move other tasks off this thread.
+        // Let the runtime move other tasks off this thread while dnsmasq restarts.
         tokio::task::block_in_place(|| server.set_records(records));
     }
 
@@ -380,8 +381,9 @@ pub fn cache_status(response: &reqwest::Response) -> String {
 }
 
 /// Sends requests made by `send` every 20 ms until `shows` holds for one, for at most 20 s; returns
-/// that response and how long after `since` it was *sent*. A request sent at that moment was routed
-/// with whatever changed, so the time is an upper bound on how long the change took to arrive.
+/// that response and how long after `since` it was *sent*. That request was routed with whatever
+/// changed a moment after it was sent (the edge's hop), so the time bounds how long the change took
+/// to arrive, whatever the request itself then took (a render, say).
 pub async fn first_showing(
     since: Instant,
     send: impl Fn() -> reqwest::RequestBuilder,
