@@ -149,6 +149,16 @@ fn list_problems(problems: &[String]) -> String {
     message
 }
 
+/// Why a warm leaves out a page the domain's path rules exclude.
+const EXCLUDED: &str =
+    "the domain's include_paths/exclude_paths leave it out: bots are proxied to the origin for it";
+
+/// The path of a normalised URL, without its query: what path rules match.
+fn path_of(url: &NormalizedUrl) -> &str {
+    let path = url.path_and_query();
+    path.split_once('?').map_or(path, |(path, _)| path)
+}
+
 /// The device classes a domain keeps renders for.
 fn devices(domain: &DomainRecord) -> &'static [DeviceClass] {
     if domain.settings.device_variants {
@@ -281,6 +291,21 @@ pub async fn warm_urls(
     if let Some(page) = pages.iter().find(|page| !page.domain.verified) {
         return Err(CacheError::NotVerified(page.domain.host.clone()));
     }
+    let mut rules = HashMap::new();
+    let mut skipped = Vec::new();
+    let pages: Vec<&PageRef<'_>> = pages
+        .iter()
+        .filter(|page| {
+            let rules = rules
+                .entry(page.domain.id)
+                .or_insert_with(|| page.domain.settings.path_rules());
+            let rendered = rules.renders(path_of(&page.url));
+            if !rendered {
+                skipped.push(serde_json::json!({ "url": page.url.as_str(), "reason": EXCLUDED }));
+            }
+            rendered
+        })
+        .collect();
     let mut seen = std::collections::HashSet::new();
     let renders: Vec<(&DomainRecord, NormalizedUrl, DeviceClass)> = pages
         .iter()
@@ -304,7 +329,7 @@ pub async fn warm_urls(
             sitemap_url: None,
             state: "rendering".to_owned(),
             total: renders.len() as i32,
-            skipped: serde_json::json!([]),
+            skipped: serde_json::Value::Array(skipped),
             error: None,
             actor: actor.to_owned(),
             created_at: time::OffsetDateTime::now_utc(),
@@ -426,8 +451,12 @@ async fn collect_and_enqueue(
         .collect();
     let mut renders = Vec::new();
     let by_host: HashMap<&Hostname, &DomainRecord> = HashMap::from([(&domain.host, domain)]);
+    let rules = domain.settings.path_rules();
     for url in &collected.urls {
         match resolve_url(&by_host, url.as_str()) {
+            Ok(page) if !rules.renders(path_of(&page.url)) => {
+                skipped.push(serde_json::json!({ "url": url.as_str(), "reason": EXCLUDED }));
+            }
             Ok(page) => {
                 for device in devices(domain) {
                     renders.push((domain, page.url.clone(), *device));
@@ -491,6 +520,12 @@ pub async fn preview(
     let page = pages.remove(0);
     if !page.domain.verified {
         return Err(CacheError::NotVerified(page.domain.host.clone()));
+    }
+    if !page.domain.settings.path_rules().renders(path_of(&page.url)) {
+        return Err(CacheError::Invalid(format!(
+            "{}: {EXCLUDED}, so there is no render to preview",
+            page.url
+        )));
     }
     let reply_to = Uuid::new_v4().to_string();
     let budget = Duration::from_millis(page.domain.settings.render_timeout_ms) * 2;

@@ -1,10 +1,11 @@
 //! The REST API's one error shape, `{"error": {"code": "...", "message": "..."}}`, and the extractors
 //! that turn rejected input (bad JSON, unknown fields, bad query strings, oversized bodies) into it.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -145,7 +146,10 @@ impl From<crate::db::DbError> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejections are [`ApiError`]s.
+/// A JSON object request body, whose rejections are [`ApiError`]s. Beyond what `axum::Json`
+/// checks, it refuses two things serde lets through that the API cannot use: a JSON array in place
+/// of the object (serde reads `[a, b]` as a struct's fields in order) and a string with a NUL
+/// character in it (Postgres cannot store one, so it would fail as a 500 deep inside).
 pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -156,10 +160,82 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(unsupported_media_type());
         }
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&body).map_err(json_rejection)?;
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("the request body must be a JSON object"));
+        }
+        if has_nul_escape(&body) {
+            return Err(ApiError::invalid(
+                "the request body has a string with a NUL character (\\u0000) in it",
+            ));
+        }
+        Ok(ApiJson(value))
+    }
+}
+
+/// Whether the request says its body is JSON, as `axum::Json` decides it: `application/json` or
+/// `application/<anything>+json`, with any parameters.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", subtype)) => {
+            subtype == "json" || (subtype.len() > "+json".len() && subtype.ends_with("+json"))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a valid JSON text has a `\u0000` escape, i.e. a string with a NUL in it. (A raw control
+/// character is not valid JSON, so the escape is the only way to write one.)
+fn has_nul_escape(json: &[u8]) -> bool {
+    let mut rest = json;
+    while let Some(at) = rest.iter().position(|&b| b == b'\\') {
+        if rest[at + 1..].starts_with(b"u0000") {
+            return true;
+        }
+        // Skip the escaped character too: in `\\u0000` the second backslash is the escaped one.
+        rest = rest.get(at + 2..).unwrap_or_default();
+    }
+    false
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the request body as JSON with `Content-Type: application/json`",
+    )
+}
+
+fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is larger than {} bytes",
+                super::MAX_BODY_BYTES
+            ),
+        )
+    } else {
+        ApiError::bad_request(format!("the request body could not be read: {rejection}"))
     }
 }
 
@@ -177,25 +253,8 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
                 source_text(&error)
             ),
         ),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the request body as JSON with `Content-Type: application/json`",
-        ),
-        JsonRejection::BytesRejection(error) => {
-            if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!(
-                        "the request body is larger than {} bytes",
-                        super::MAX_BODY_BYTES
-                    ),
-                )
-            } else {
-                ApiError::bad_request(format!("the request body could not be read: {error}"))
-            }
-        }
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
+        JsonRejection::BytesRejection(error) => bytes_rejection(error),
         other => ApiError::bad_request(other.body_text()),
     }
 }
@@ -278,4 +337,47 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this endpoint does not support that method",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_as_axum_does() {
+        let check = |content_type: Option<&str>, expected: bool| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = content_type {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            }
+            assert_eq!(json_content_type(&headers), expected, "{content_type:?}");
+        };
+        check(Some("application/json"), true);
+        check(Some("application/json; charset=utf-8"), true);
+        check(Some("Application/JSON"), true);
+        check(Some("application/merge-patch+json"), true);
+        check(Some("application/+json"), false);
+        check(Some("application/jsonx"), false);
+        check(Some("text/json"), false);
+        check(Some("text/plain"), false);
+        check(Some("application/x-www-form-urlencoded"), false);
+        check(Some(""), false);
+        check(None, false);
+    }
+
+    #[test]
+    fn nul_escapes_are_found_only_where_they_are() {
+        let check = |json: &str, expected: bool| {
+            assert_eq!(has_nul_escape(json.as_bytes()), expected, "{json}");
+        };
+        check(r#"{"name": "a\u0000b"}"#, true);
+        check(r#"{"name": "\u0000"}"#, true);
+        check(r#"{"a\u0000": 1}"#, true);
+        check(r#"{"name": "a\\u0000b"}"#, false);
+        check(r#"{"name": "a\\\u0000b"}"#, true);
+        check(r#"{"name": "a\u0001b"}"#, false);
+        check(r#"{"name": "\"\\"}"#, false);
+        check(r#"{"name": "plain"}"#, false);
+        check("", false);
+    }
 }

@@ -846,10 +846,6 @@ async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
     );
 }
 
-// Fails today: `warm_urls` and `collect_and_enqueue` in crates/kiln-dashboard/src/cache.rs never
-// consult the domain's path rules (`DomainSettings::path_rules()`), so an excluded page is rendered
-// and stored although bots are always proxied for it.
-#[ignore = "kiln-dashboard warms paths its exclude_paths/include_paths keep from rendering"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sitemap_warm_leaves_out_paths_the_domain_never_renders() {
     let platform = Platform::start().await;
@@ -899,4 +895,19 @@ async fn a_sitemap_warm_leaves_out_paths_the_domain_never_renders() {
         .map(|s| str_of(s, "url"))
         .collect();
     assert_eq!(skipped, [format!("http://{host}/about")], "{job}");
+
+    // A list of URLs leaves it out the same way, and there is no preview of it.
+    let (status, job) = tenant
+        .warm(&json!({ "urls": [format!("http://{host}/about"), format!("http://{host}/products/1")] }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["total"], 1, "{job}");
+    assert_eq!(
+        job["skipped"][0]["url"],
+        format!("http://{host}/about"),
+        "{job}"
+    );
+    let job = tenant.finished_warm(str_of(&job, "id")).await;
+    assert_eq!(job["done"], 1, "{job}");
+    assert_eq!(platform.site.hits("/about"), 0, "{job}");
 }
