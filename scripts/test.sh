@@ -5,7 +5,9 @@
 #
 # Installs the Debian packages it lacks, starts a throwaway Postgres cluster for the tests (each test
 # creates its own database in it; Redis and nginx are started per test by the tests themselves), runs
-# the tests with cargo-nextest when it is installed (cargo test otherwise), and cleans up.
+# the tests with cargo-nextest when it is installed (cargo test otherwise), and cleans up. Then it
+# fuzzes the dashboard's REST API against its OpenAPI document (scripts/schemathesis.sh, a minute or
+# two); KILN_SKIP_SCHEMATHESIS=1 skips that on a developer's machine, never in CI (CI=true).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -28,4 +30,11 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
   cargo test --workspace --locked --no-fail-fast "$@"
+fi
+
+if [ "${KILN_SKIP_SCHEMATHESIS:-0}" = 1 ] && [ "${CI:-}" != true ]; then
+  log "skipping the API fuzzing (KILN_SKIP_SCHEMATHESIS=1)"
+else
+  log "fuzzing the dashboard's REST API (scripts/schemathesis.sh)"
+  "$KILN_ROOT/scripts/schemathesis.sh"
 fi

@@ -521,7 +521,12 @@ pub async fn preview(
     if !page.domain.verified {
         return Err(CacheError::NotVerified(page.domain.host.clone()));
     }
-    if !page.domain.settings.path_rules().renders(path_of(&page.url)) {
+    if !page
+        .domain
+        .settings
+        .path_rules()
+        .renders(path_of(&page.url))
+    {
         return Err(CacheError::Invalid(format!(
             "{}: {EXCLUDED}, so there is no render to preview",
             page.url

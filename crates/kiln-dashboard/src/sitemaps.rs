@@ -4,48 +4,48 @@
 //! to the same path on the domain's registered origin, like a render would. Every address the
 //! origin resolves to is checked when connecting (public, or in `KILN_ALLOWED_PRIVATE_NETS`), since
 //! DNS may have changed since the domain was registered; redirects are not followed.
+//!
+//! The client is hyper with rustls (ring), the same stack as the gateway's origin client.
 
 use crate::db::DomainRecord;
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use http::{Request, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use kiln_core::AllowedNets;
+use kiln_egress::GuardedResolver;
 use kiln_sitemap::{Fetch, FetchError};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Duration;
 use url::Url;
 
 /// How long one sitemap file may take to arrive.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+const USER_AGENT: &str = concat!("Kiln/", env!("CARGO_PKG_VERSION"), " (sitemap reader)");
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 
 /// An HTTP client for sitemaps. Cheap to clone.
 #[derive(Clone)]
 pub struct SitemapFetcher {
-    client: reqwest::Client,
+    client: Client<Connector, Empty<Bytes>>,
     allowed: AllowedNets,
 }
 
 impl SitemapFetcher {
     pub fn new(allowed: AllowedNets) -> anyhow::Result<Self> {
-        // reqwest is built without a default TLS provider; use ring, as the gateway does. Installing
-        // twice is harmless (the first wins).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allowed: allowed.clone(),
-            }))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(FETCH_TIMEOUT)
-            .user_agent(concat!(
-                "Kiln/",
-                env!("CARGO_PKG_VERSION"),
-                " (sitemap reader)"
-            ))
-            .build()?;
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(allowed.clone()));
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(https);
         Ok(SitemapFetcher { client, allowed })
     }
 
@@ -78,42 +78,57 @@ impl DomainFetcher {
         let origin_url = format!("{}{target}", self.origin.trim_end_matches('/'));
         let parsed = Url::parse(&origin_url).map_err(|e| FetchError(e.to_string()))?;
         // An IP-literal origin never reaches the resolver, so it is checked here.
-        if let Some(url::Host::Ipv4(ip)) = parsed.host() {
-            self.check_ip(IpAddr::V4(ip))?;
+        match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
+            Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
+            _ => {}
         }
-        if let Some(url::Host::Ipv6(ip)) = parsed.host() {
-            self.check_ip(IpAddr::V6(ip))?;
-        }
-        let response = self.fetcher.client.get(parsed).send().await.map_err(|e| {
-            FetchError(format!(
-                "the origin did not answer: {}",
-                crate::http::error_chain(&e)
-            ))
-        })?;
-        let status = response.status();
-        if status.is_redirection() {
-            let to = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?");
-            return Err(FetchError(format!(
-                "the origin redirects it ({status}) to {to}; give the final sitemap URL"
-            )));
-        }
-        if !status.is_success() {
-            return Err(FetchError(format!("the origin answered {status}")));
-        }
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| FetchError(format!("reading the body failed: {e}")))?;
-            if body.len() + chunk.len() > max_bytes {
-                return Err(FetchError(format!("it is larger than {max_bytes} bytes")));
+        let request = Request::get(origin_url.as_str())
+            .header(header::USER_AGENT, USER_AGENT)
+            .body(Empty::new())
+            .map_err(|e| FetchError(e.to_string()))?;
+        let response = tokio::time::timeout(FETCH_TIMEOUT, async {
+            let response = self.fetcher.client.request(request).await.map_err(|e| {
+                FetchError(format!(
+                    "the origin did not answer: {}",
+                    crate::http::error_chain(&e)
+                ))
+            })?;
+            let status = response.status();
+            if status.is_redirection() {
+                let to = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+                    .to_owned();
+                return Err(FetchError(format!(
+                    "the origin redirects it ({status}) to {to}; give the final sitemap URL"
+                )));
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(body))
+            if !status.is_success() {
+                return Err(FetchError(format!("the origin answered {status}")));
+            }
+            Limited::new(response.into_body(), max_bytes)
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        FetchError(format!("it is larger than {max_bytes} bytes"))
+                    } else {
+                        FetchError(format!("reading it failed: {e}"))
+                    }
+                })
+        })
+        .await
+        .map_err(|_| {
+            FetchError(format!(
+                "the origin did not send it within {} s",
+                FETCH_TIMEOUT.as_secs()
+            ))
+        })??;
+        Ok(response)
     }
 
     fn check_ip(&self, ip: IpAddr) -> Result<(), FetchError> {
@@ -134,31 +149,5 @@ impl Fetch for DomainFetcher {
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<Bytes, FetchError>> {
         Box::pin(self.get(url, max_bytes))
-    }
-}
-
-/// Resolves with the system resolver and refuses the name if any address is not allowed: a
-/// hostname that resolves partly to an internal address is treated as hostile, not filtered.
-struct GuardedResolver {
-    allowed: AllowedNets,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allowed = self.allowed.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| !allowed.permits(a.ip())) {
-                return Err(format!(
-                    "{host} resolves to {}, which is not a public address (see KILN_ALLOWED_PRIVATE_NETS)",
-                    bad.ip()
-                )
-                .into());
-            }
-            let addrs: Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
     }
 }

@@ -15,13 +15,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use kiln_core::{AllowedNets, DomainConfig, strip_hop_by_hop};
-use std::future::Future;
+use kiln_egress::GuardedResolver;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
@@ -37,7 +34,7 @@ impl OriginClient {
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver { allowed });
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(allowed));
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
@@ -175,43 +172,4 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Resolves origin hostnames and keeps only addresses Kiln may connect to.
-#[derive(Clone)]
-pub struct GuardedResolver {
-    allowed: AllowedNets,
-}
-
-impl tower::Service<Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let allowed = self.allowed.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let permitted: Vec<SocketAddr> = addrs
-                .iter()
-                .copied()
-                .filter(|a| allowed.permits(a.ip()))
-                .collect();
-            if permitted.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{host} resolves only to addresses outside the public internet and KILN_ALLOWED_PRIVATE_NETS"
-                    ),
-                ));
-            }
-            Ok(permitted.into_iter())
-        })
-    }
 }

@@ -53,9 +53,8 @@ pub struct RendersQuery {
 /// Whether `cursor` can be a render log cursor: the Redis stream id of the previous page's last
 /// entry, `<milliseconds>-<sequence>`. Anything else is refused before it reaches a query.
 fn is_stream_id(cursor: &str) -> bool {
-    let number = |part: &str| {
-        (1..=20).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
-    };
+    let number =
+        |part: &str| (1..=20).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
     cursor
         .split_once('-')
         .is_some_and(|(ms, seq)| number(ms) && number(seq))
@@ -111,7 +110,9 @@ pub async fn renders(
         return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
     }
     if query.cursor.as_deref().is_some_and(|c| !is_stream_id(c)) {
-        return Err(ApiError::bad_request("`cursor` is not one this API returned"));
+        return Err(ApiError::bad_request(
+            "`cursor` is not one this API returned",
+        ));
     }
     catch_up(&ctx).await?;
     let records = ctx

@@ -932,6 +932,7 @@ async fn bad_input_gets_a_4xx_in_the_one_error_shape() {
     let (_app, server) = server().await;
     let client = ApiClient::account_with_key(&server, "jane@example.com").await;
     let domain = client.add_domain("shop.example.com", ORIGIN).await;
+    let domain_id = domain["id"].as_str().unwrap();
     let raw = |method: reqwest::Method, path: &str| client.request(method, path);
 
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str, &str)> = vec![
@@ -1038,6 +1039,53 @@ async fn bad_input_gets_a_4xx_in_the_one_error_shape() {
             "does not support",
         ),
         (
+            "an array where an object belongs",
+            raw(reqwest::Method::PATCH, &format!("/api/v1/domains/{domain_id}"))
+                .json(&json!([null, null])),
+            422,
+            "invalid_body",
+            "must be a JSON object",
+        ),
+        (
+            "a NUL in a string",
+            raw(reqwest::Method::POST, "/api/v1/domains").json(&json!({
+                "hostname": "a.example.com", "origin": ORIGIN,
+                "settings": { "bot_user_agents": ["Kiln\u{0}Bot"] }
+            })),
+            422,
+            "invalid_body",
+            "NUL character",
+        ),
+        (
+            "a control character in a purge prefix",
+            raw(reqwest::Method::POST, "/api/v1/cache/purge")
+                .json(&json!({ "domain_id": domain["id"], "prefix": "/blog\u{1}" })),
+            422,
+            "invalid_body",
+            "control characters",
+        ),
+        (
+            "an empty number in the query",
+            raw(reqwest::Method::GET, &format!("/api/v1/cache?domain_id={domain_id}&limit=")),
+            400,
+            "bad_request",
+            "query string",
+        ),
+        (
+            "an empty date in the query",
+            raw(reqwest::Method::GET, "/api/v1/usage?to="),
+            400,
+            "bad_request",
+            "must be a date",
+        ),
+        (
+            "a render log cursor the API never returned",
+            raw(reqwest::Method::GET, &format!("/api/v1/renders?domain_id={domain_id}&cursor=%00")),
+            400,
+            "bad_request",
+            "`cursor` is not one this API returned",
+        ),
+        (
             "warming an unverified domain",
             raw(reqwest::Method::POST, "/api/v1/cache/warm")
                 .json(&json!({ "urls": ["https://shop.example.com/"] })),
@@ -1095,6 +1143,52 @@ async fn the_openapi_document_describes_every_endpoint() {
     let schemes = &document.body["components"]["securitySchemes"];
     assert_eq!(schemes["api_key"]["scheme"], "bearer");
     assert_eq!(schemes["session"]["in"], "cookie");
+
+    // Every JSON body can be refused as not JSON, too large, not sent as JSON or of the wrong shape.
+    let mut with_body = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation.get("requestBody").is_none() {
+                continue;
+            }
+            with_body += 1;
+            for status in ["400", "413", "415", "422"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    assert_eq!(with_body, 8);
+
+    // Every reference resolves.
+    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("$ref", Value::String(target)) => found.push(target),
+                        _ => refs(value, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| refs(item, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&document.body, &mut found);
+    assert!(found.len() > 20, "{found:?}");
+    for target in found {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{target} is not a schema reference"));
+        assert!(
+            document.body["components"]["schemas"].get(name).is_some(),
+            "{target} does not resolve"
+        );
+    }
 }
 
 #[tokio::test]
