@@ -516,8 +516,9 @@ pub async fn preview(
     device: DeviceClass,
 ) -> Result<(NormalizedUrl, PreviewResult), CacheError> {
     let domains = domains_by_host(app, tenant_id).await?;
-    let mut pages = resolve_urls(&domains, &[url.to_owned()])?;
-    let page = pages.remove(0);
+    let by_host: HashMap<&Hostname, &DomainRecord> = domains.iter().map(|d| (&d.host, d)).collect();
+    let page = resolve_url(&by_host, url)
+        .map_err(|problem| CacheError::InvalidUrls(format!("url `{}`: {problem}", shorten(url))))?;
     if !page.domain.verified {
         return Err(CacheError::NotVerified(page.domain.host.clone()));
     }
