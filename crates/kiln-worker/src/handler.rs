@@ -33,8 +33,9 @@ use crate::render::{self, RenderError, RenderRequest, Rendered};
 /// Bounds on the cap a job may ask for: a zero or absurd value must not break the worker.
 const MIN_CAP: Duration = Duration::from_secs(1);
 const MAX_CAP: Duration = Duration::from_secs(120);
-/// The watchdog fires this long after the cap: a render still running then has a hung browser.
-const WATCHDOG_MARGIN: Duration = Duration::from_secs(10);
+/// The watchdog fires this long after the cap: a render still running then has a hung browser. It
+/// leaves room for reading a large page on a loaded machine (see `render::SERIALIZE_TIMEOUT`).
+const WATCHDOG_MARGIN: Duration = Duration::from_secs(20);
 /// How long a tab has to answer its health check before use.
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The shortest a job waits for a free tab (it waits up to its cap otherwise), which rides out a

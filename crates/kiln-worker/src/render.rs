@@ -83,8 +83,10 @@ const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(4);
 const WAITING_CHECK_INTERVAL: Duration = Duration::from_millis(15);
 /// Requests in flight longer than this are long-polls (or hung): readiness does not wait for them.
 const LONG_REQUEST: Duration = Duration::from_secs(2);
-/// Reading the finished page gets this long of its own, beyond the readiness cap.
-const SERIALIZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reading the finished page gets this long of its own, beyond the readiness cap. A 3 MB DOM takes
+/// about 0.3 s on an idle machine but ten times that on a loaded one; only a renderer that is truly
+/// stuck should hit this.
+const SERIALIZE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A rendered page with less visible text than this is compared with the origin's page...
 const NEARLY_EMPTY_TEXT: usize = 16;
 /// ...and fails the quality gate if the origin's has at least this much.
