@@ -29,3 +29,10 @@ pub use url::{NormalizedUrl, UrlError, rebase_origin};
 
 /// Milliseconds since the Unix epoch, the one time format used in stored records and jobs.
 pub type UnixMillis = u64;
+
+/// The current time as [`UnixMillis`] (0 if the clock is before 1970).
+pub fn unix_millis_now() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as UnixMillis)
+}

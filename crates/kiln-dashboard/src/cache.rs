@@ -8,11 +8,11 @@ use crate::App;
 use crate::db::{DbError, DomainRecord, WarmJobRecord};
 use crate::sitemaps::SitemapFetcher;
 use kiln_core::job::RenderPurpose;
-use kiln_core::{CacheKey, DeviceClass, Hostname, NormalizedUrl, RenderJob, UnixMillis};
+use kiln_core::{CacheKey, DeviceClass, Hostname, NormalizedUrl, RenderJob};
 use kiln_queue::{QueueError, RenderQueue};
 use kiln_store::{PreviewResult, StoreError};
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// The most URLs one purge or warm request may name.
@@ -263,18 +263,12 @@ fn render_job(
         device,
         cache_ttl_secs: config.settings.cache_ttl_secs,
         render_timeout_ms: config.settings.render_timeout_ms,
-        enqueued_at: unix_millis(),
+        enqueued_at: kiln_core::unix_millis_now(),
         request_id: None,
         blocking: config.settings.blocking,
         purpose,
         user_agent: None,
     }
-}
-
-fn unix_millis() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Starts warming a list of URLs (on any of the tenant's verified domains): one render per URL and

@@ -13,7 +13,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use kiln_core::{CacheKey, DeviceClass, DomainConfig, NormalizedUrl, RenderJob, RenderOutcome};
 use kiln_store::{PageEntry, UsageKind};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Extra lifetime of a render lock beyond the render's own budget: queueing and storing.
 const LOCK_MARGIN: Duration = Duration::from_secs(5);
@@ -91,7 +91,7 @@ pub async fn serve(
                 device,
                 cache_ttl_secs: domain.settings.cache_ttl_secs,
                 render_timeout_ms: domain.settings.render_timeout_ms,
-                enqueued_at: unix_millis(),
+                enqueued_at: kiln_core::unix_millis_now(),
                 request_id: Some(request_id.to_owned()),
                 blocking: domain.settings.blocking,
                 purpose: kiln_core::job::RenderPurpose::Bot,
@@ -167,7 +167,7 @@ fn page_response(
     for (name, value) in &entry.meta.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    let age = unix_millis().saturating_sub(entry.meta.rendered_at) / 1000;
+    let age = kiln_core::unix_millis_now().saturating_sub(entry.meta.rendered_at) / 1000;
     builder = builder
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::CONTENT_LENGTH, entry.html.len())
@@ -194,10 +194,4 @@ fn page_response(
             })
             .expect("static response parts are valid")
     })
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

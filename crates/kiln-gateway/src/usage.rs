@@ -10,7 +10,6 @@
 use kiln_store::{Store, UsageBatch, UsageCounts, UsageKind, usage_day};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The most (day, domain) pairs counted while a batch waits to be confirmed: about 15 MB at worst
 /// (twice that with the waiting batch), and far more domains than one gateway serves in the days an
@@ -115,7 +114,7 @@ impl Usage {
 
     /// Counts one bot response for `domain_id`, today.
     pub fn record(&self, domain_id: &str, kind: UsageKind) {
-        self.record_at(unix_millis(), domain_id, kind);
+        self.record_at(kiln_core::unix_millis_now(), domain_id, kind);
     }
 
     fn record_at(&self, at: u64, domain_id: &str, kind: UsageKind) {
@@ -167,12 +166,6 @@ impl Usage {
         let pending = self.pending.lock().expect("usage lock poisoned");
         (pending.pairs, pending.unconfirmed.is_some())
     }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

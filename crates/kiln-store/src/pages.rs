@@ -32,7 +32,6 @@ use fred::prelude::*;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One cached render.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,7 +254,8 @@ impl Store {
     /// Stores a page entry for `ttl_secs`, replacing any previous one and updating the domain's
     /// index atomically. `entry.meta.expires_at` is set from the TTL.
     pub async fn put_page(&self, key: &CacheKey, entry: &PageEntry, ttl_secs: u64) -> Result<()> {
-        let expires_at = unix_millis().saturating_add(ttl_secs.max(1).saturating_mul(1000));
+        let expires_at =
+            kiln_core::unix_millis_now().saturating_add(ttl_secs.max(1).saturating_mul(1000));
         let meta = PageMeta {
             expires_at,
             ..entry.meta.clone()
@@ -502,13 +502,6 @@ fn glob_escape(text: &str) -> String {
         out.push(c);
     }
     out
-}
-
-pub(crate) fn unix_millis() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as UnixMillis)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -18,11 +18,11 @@ mod warm;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use kiln_core::job::RenderPurpose;
-use kiln_core::{RenderJob, RenderOutcome, UnixMillis};
+use kiln_core::{RenderJob, RenderOutcome};
 use kiln_queue::JobHandler;
 use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, Store};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
@@ -220,7 +220,7 @@ impl Inner {
     /// Appends the render to the render log; a failure to do so is only worth a warning.
     async fn log_render(&self, job: &RenderJob, finished: &Finished, render_ms: u64) {
         let entry = RenderLogEntry {
-            at: unix_millis(),
+            at: kiln_core::unix_millis_now(),
             domain_id: job.key.domain_id.clone(),
             tenant_id: job.tenant_id.clone(),
             url: job.page_url.as_str().to_owned(),
@@ -320,7 +320,7 @@ impl Inner {
                 status: rendered.status,
                 headers: rendered.headers,
                 url: job.page_url.as_str().to_owned(),
-                rendered_at: unix_millis(),
+                rendered_at: kiln_core::unix_millis_now(),
                 render_ms,
                 // Set by the store from the TTL.
                 expires_at: 0,
@@ -344,11 +344,4 @@ fn outcome_name(outcome: RenderLogOutcome) -> &'static str {
         RenderLogOutcome::Rendered => "rendered",
         RenderLogOutcome::Failed => "failed",
     }
-}
-
-fn unix_millis() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as UnixMillis)
-        .unwrap_or(0)
 }
