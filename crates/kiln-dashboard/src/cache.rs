@@ -56,9 +56,9 @@ struct PageRef<'a> {
     url: NormalizedUrl,
 }
 
-/// The tenant's domains by hostname.
-async fn domains_by_host(app: &App, tenant_id: Uuid) -> Result<Vec<DomainRecord>, CacheError> {
-    Ok(app.db.domains_of(tenant_id).await?)
+/// `domains` keyed by hostname, for [`resolve_url`].
+fn by_host(domains: &[DomainRecord]) -> HashMap<&Hostname, &DomainRecord> {
+    domains.iter().map(|d| (&d.host, d)).collect()
 }
 
 /// Maps every URL onto one of `domains`, normalised the way the gateway normalises a bot's
@@ -76,7 +76,7 @@ fn resolve_urls<'a>(
             urls.len()
         )));
     }
-    let by_host: HashMap<&Hostname, &DomainRecord> = domains.iter().map(|d| (&d.host, d)).collect();
+    let by_host = by_host(domains);
     let mut pages = Vec::with_capacity(urls.len());
     let mut problems = Vec::new();
     for (index, raw) in urls.iter().enumerate() {
@@ -199,7 +199,7 @@ pub async fn purge(
 ) -> Result<u64, CacheError> {
     let (purged, target, details) = match purge {
         Purge::Urls(urls) => {
-            let domains = domains_by_host(app, tenant_id).await?;
+            let domains = app.db.domains_of(tenant_id).await?;
             let pages = resolve_urls(&domains, &urls)?;
             let keys: Vec<CacheKey> = pages.iter().flat_map(entry_keys).collect();
             let purged = app.store.purge_pages(&keys).await?;
@@ -280,7 +280,7 @@ pub async fn warm_urls(
     urls: &[String],
     actor: &str,
 ) -> Result<WarmJobRecord, CacheError> {
-    let domains = domains_by_host(app, tenant_id).await?;
+    let domains = app.db.domains_of(tenant_id).await?;
     let pages = resolve_urls(&domains, urls)?;
     if let Some(page) = pages.iter().find(|page| !page.domain.verified) {
         return Err(CacheError::NotVerified(page.domain.host.clone()));
@@ -444,7 +444,7 @@ async fn collect_and_enqueue(
         .map(|s| serde_json::json!({ "url": s.url, "reason": s.reason.to_string() }))
         .collect();
     let mut renders = Vec::new();
-    let by_host: HashMap<&Hostname, &DomainRecord> = HashMap::from([(&domain.host, domain)]);
+    let by_host = by_host(std::slice::from_ref(domain));
     let rules = domain.settings.path_rules();
     for url in &collected.urls {
         match resolve_url(&by_host, url.as_str()) {
@@ -509,9 +509,8 @@ pub async fn preview(
     url: &str,
     device: DeviceClass,
 ) -> Result<(NormalizedUrl, PreviewResult), CacheError> {
-    let domains = domains_by_host(app, tenant_id).await?;
-    let by_host: HashMap<&Hostname, &DomainRecord> = domains.iter().map(|d| (&d.host, d)).collect();
-    let page = resolve_url(&by_host, url)
+    let domains = app.db.domains_of(tenant_id).await?;
+    let page = resolve_url(&by_host(&domains), url)
         .map_err(|problem| CacheError::InvalidUrls(format!("url `{}`: {problem}", shorten(url))))?;
     if !page.domain.verified {
         return Err(CacheError::NotVerified(page.domain.host.clone()));

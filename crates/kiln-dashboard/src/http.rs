@@ -98,14 +98,6 @@ impl Application {
             ctx.verifier.clone(),
             ctx.cname_target.clone(),
         ));
-        let limiter_ctx = ctx.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                ticker.tick().await;
-                limiter_ctx.account_limiter.retain_recent();
-            }
-        });
 
         let listener = TcpListener::bind(settings.listen).await.with_context(|| {
             format!(

@@ -108,12 +108,15 @@ pub fn router(ctx: Ctx) -> Router {
         .finish()
         .expect("the rate limit's period and burst are not zero");
     let per_address = Arc::new(per_address);
+    // Both limiters forget clients whose buckets are full again, so memory stays bounded.
     let limiter = per_address.limiter().clone();
+    let accounts = ctx.clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             ticker.tick().await;
             limiter.retain_recent();
+            accounts.account_limiter.retain_recent();
         }
     });
     let limited =
