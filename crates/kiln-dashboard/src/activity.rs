@@ -1,5 +1,6 @@
-//! The render log and daily usage: copied from Redis (where workers and gateways write them, since
-//! neither talks to Postgres) into Postgres, where they are kept and queried per tenant.
+//! The render log and usage (per day, and per hour for the charts of the last 24 hours): copied from
+//! Redis (where workers and gateways write them, since neither talks to Postgres) into Postgres,
+//! where they are kept and queried per tenant.
 //!
 //! Copying runs every few seconds in the background and once more before each read, so a tenant
 //! always sees what has happened up to the moment it asks. The render log is copied at least once
@@ -8,14 +9,24 @@
 
 use crate::App;
 use crate::db::{DbError, RenderRecord, UsageSnapshot};
-use kiln_store::{RenderLogOutcome, RenderLogPurpose, StoreError};
+use kiln_store::{RenderLogOutcome, RenderLogPurpose, StoreError, UsageCounts, UsageHours};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 use time::{Date, Duration, OffsetDateTime};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 /// How many log entries one round trip copies.
 const BATCH: usize = 500;
+
+/// How long hourly usage is kept in Postgres: the charts show 24 hours, and a month is there for
+/// whoever wants to look further back. Daily usage is kept for good.
+pub const USAGE_HOURLY_RETENTION: Duration = Duration::days(35);
+
+/// The hour (since the Unix epoch) in which this process last deleted expired hourly usage: once
+/// an hour is enough, and spares Postgres a scan every few seconds.
+static USAGE_PRUNED_HOUR: AtomicI64 = AtomicI64::new(i64::MIN);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivityError {
@@ -90,26 +101,69 @@ fn day_key(day: Date) -> String {
     )
 }
 
-/// Snapshots today's and yesterday's counters (yesterday's last minutes land after midnight).
-pub async fn snapshot_usage(app: &App) -> Result<(), ActivityError> {
-    let today = OffsetDateTime::now_utc().date();
-    for day in [today - Duration::days(1), today] {
-        let counts = app.store.usage_for_day(&day_key(day)).await?;
-        let rows: Vec<UsageSnapshot> = counts
-            .into_iter()
-            .filter_map(|(domain_id, counts)| {
-                Some(UsageSnapshot {
-                    domain_id: Uuid::parse_str(&domain_id).ok()?,
-                    hits: i64::try_from(counts.hits).unwrap_or(i64::MAX),
-                    misses: i64::try_from(counts.misses).unwrap_or(i64::MAX),
-                    bypasses: i64::try_from(counts.bypasses).unwrap_or(i64::MAX),
-                    passthroughs: i64::try_from(counts.passthroughs).unwrap_or(i64::MAX),
+fn snapshot(domain_id: Uuid, counts: &UsageCounts) -> UsageSnapshot {
+    UsageSnapshot {
+        domain_id,
+        hits: i64::try_from(counts.hits).unwrap_or(i64::MAX),
+        misses: i64::try_from(counts.misses).unwrap_or(i64::MAX),
+        bypasses: i64::try_from(counts.bypasses).unwrap_or(i64::MAX),
+        passthroughs: i64::try_from(counts.passthroughs).unwrap_or(i64::MAX),
+    }
+}
+
+/// The rows of `usage_hourly` for the hours of `day`: one per domain and hour with bot traffic.
+fn hourly_rows(
+    day: Date,
+    hours: &BTreeMap<String, UsageHours>,
+) -> Vec<(OffsetDateTime, UsageSnapshot)> {
+    let midnight = day.midnight().assume_utc();
+    hours
+        .iter()
+        .filter_map(|(domain_id, hours)| Some((Uuid::parse_str(domain_id).ok()?, hours)))
+        .flat_map(|(domain_id, hours)| {
+            (0i64..)
+                .zip(hours)
+                .map(move |(hour, counts)| {
+                    (midnight + Duration::hours(hour), snapshot(domain_id, counts))
                 })
+                .filter(|(_, row)| row.hits + row.misses + row.bypasses + row.passthroughs > 0)
+        })
+        .collect()
+}
+
+/// Snapshots today's and yesterday's counters, the days' totals and their hours (yesterday's last
+/// minutes land after midnight), and once an hour deletes hourly counters older than
+/// [`USAGE_HOURLY_RETENTION`].
+pub async fn snapshot_usage(app: &App) -> Result<(), ActivityError> {
+    let now = OffsetDateTime::now_utc();
+    let today = now.date();
+    for day in [today - Duration::days(1), today] {
+        let usage = app.store.day_usage(&day_key(day)).await?;
+        let rows: Vec<UsageSnapshot> = usage
+            .totals
+            .iter()
+            .filter_map(|(domain_id, counts)| {
+                Some(snapshot(Uuid::parse_str(domain_id).ok()?, counts))
             })
             .collect();
         if !rows.is_empty() {
             app.db.upsert_usage(day, &rows).await?;
         }
+        app.db
+            .upsert_usage_hourly(&hourly_rows(day, &usage.hours))
+            .await?;
+    }
+    let hour = now.unix_timestamp().div_euclid(3600);
+    if USAGE_PRUNED_HOUR.swap(hour, Ordering::Relaxed) != hour {
+        let pruned = app
+            .db
+            .delete_usage_hourly_before(now - USAGE_HOURLY_RETENTION)
+            .await;
+        if pruned.is_err() {
+            // Try again on the next round rather than in an hour.
+            USAGE_PRUNED_HOUR.store(i64::MIN, Ordering::Relaxed);
+        }
+        pruned?;
     }
     Ok(())
 }
@@ -141,5 +195,46 @@ mod tests {
         let millis =
             OffsetDateTime::new_utc(day, time::Time::MIDNIGHT).unix_timestamp() as u64 * 1000;
         assert_eq!(kiln_store::usage_day(millis), day_key(day));
+    }
+
+    #[test]
+    fn hourly_rows_are_the_hours_with_bot_traffic() {
+        let day = Date::from_calendar_date(2026, time::Month::March, 7).unwrap();
+        let domain = Uuid::from_u128(7);
+        let mut hours = [UsageCounts::default(); 24];
+        hours[0].hits = 2;
+        hours[13].bypasses = 1;
+        hours[13].passthroughs = 4;
+        hours[23].misses = u64::MAX;
+        // Renders are not bot traffic and have no column; an hour with only them has no row.
+        hours[5].renders = 3;
+        let usage = BTreeMap::from([
+            (domain.to_string(), hours),
+            ("not-a-uuid".to_owned(), hours),
+        ]);
+
+        let rows = hourly_rows(day, &usage);
+
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|(hour, row)| {
+                assert_eq!(row.domain_id, domain);
+                (
+                    *hour,
+                    [row.hits, row.misses, row.bypasses, row.passthroughs],
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (time::macros::datetime!(2026-03-07 00:00 UTC), [2, 0, 0, 0]),
+                (time::macros::datetime!(2026-03-07 13:00 UTC), [0, 0, 1, 4]),
+                (
+                    time::macros::datetime!(2026-03-07 23:00 UTC),
+                    [0, i64::MAX, 0, 0]
+                ),
+            ]
+        );
     }
 }

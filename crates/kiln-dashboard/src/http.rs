@@ -1,16 +1,16 @@
 //! The dashboard's HTTP service (`kiln-dashboard serve`): the REST API under `/api/v1`, health and
-//! readiness endpoints and a placeholder home page (the web UI will be mounted here).
+//! readiness endpoints, and the web dashboard's pages at the root.
 
 use crate::accounts::SessionKeys;
 use crate::api::auth::AccountLimiter;
 use crate::api::{self, ApiContext};
 use crate::sitemaps::SitemapFetcher;
-use crate::{App, Settings, activity, cache, domains};
+use crate::{App, Settings, activity, cache, domains, web};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Json};
+use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -80,6 +80,9 @@ impl Application {
                 "marked warm jobs interrupted by a stop as failed"
             );
         }
+        let account_limiter = AccountLimiter::new();
+        let address_limits =
+            api::address_limits(settings.trusted_proxies.clone(), account_limiter.clone());
         let ctx = Arc::new(ApiContext {
             app: app.clone(),
             sessions: SessionKeys::new(secret, settings.session_ttl),
@@ -87,7 +90,9 @@ impl Application {
             verifier,
             cname_target,
             queue,
-            account_limiter: AccountLimiter::new(),
+            account_limiter,
+            address_limits,
+            csrf: crate::web::csrf::CsrfKey::derive(secret),
             trusted_proxies: settings.trusted_proxies.clone(),
             sitemaps: SitemapFetcher::new(settings.allowed_private_nets.clone())
                 .context("failed to build the sitemap HTTP client")?,
@@ -149,28 +154,12 @@ impl Application {
 
 fn router(app: App, ctx: api::Ctx) -> Router {
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState(Arc::new(app)))
-        .nest("/api/v1", api::router(ctx))
-}
-
-/// A placeholder until the web UI exists.
-const INDEX_HTML: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Kiln dashboard</title></head>
-<body>
-<h1>Kiln</h1>
-<p>The Kiln dashboard is running. Its web interface is not built yet; domains are managed with
-<code>kiln-dashboard domain</code>.</p>
-<p><a href="/readyz">Readiness</a></p>
-</body>
-</html>
-"#;
-
-async fn index() -> Html<&'static str> {
-    Html(INDEX_HTML)
+        .nest("/api/v1", api::router(ctx.clone()))
+        .merge(web::router(ctx))
+        .layer(axum::middleware::from_fn(web::security_headers))
 }
 
 /// Liveness: the process answers.

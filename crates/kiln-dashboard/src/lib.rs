@@ -11,6 +11,7 @@ pub mod activity;
 pub mod api;
 pub mod api_keys;
 pub mod cache;
+pub mod charts;
 pub mod cli;
 pub mod db;
 pub mod domains;
@@ -19,6 +20,8 @@ pub mod origin;
 pub mod settings;
 pub mod sitemaps;
 pub mod state;
+pub mod stats;
+pub mod web;
 
 pub use settings::{LogFormat, Settings};
 pub use state::App;

@@ -3,20 +3,21 @@
 //!
 //! A batch that could not be confirmed is resent as it was, under the same number, until Redis
 //! confirms it; Redis applies each number once, so a batch whose first sending timed out but landed
-//! anyway is not counted twice. Meanwhile new counts collect in memory. What is kept is bounded by
-//! the number of (day, domain) pairs, not by traffic: during an outage every known pair keeps
-//! counting, and only counts for pairs beyond [`MAX_PENDING`] are dropped (and logged).
+//! anyway is not counted twice. Meanwhile new counts collect in memory, by UTC hour (Redis keeps
+//! each day's totals and its hours, for the dashboard's charts). What is kept is bounded by the
+//! number of (hour, domain) pairs, not by traffic: during an outage every known pair keeps counting,
+//! and only counts for pairs beyond [`MAX_PENDING`] are dropped (and logged).
 
-use kiln_store::{Store, UsageBatch, UsageCounts, UsageKind, usage_day};
+use kiln_store::{Store, UsageBatch, UsageCounts, UsageHour, UsageKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-/// The most (day, domain) pairs counted while a batch waits to be confirmed: about 15 MB at worst
-/// (twice that with the waiting batch), and far more domains than one gateway serves in the days an
-/// outage could last.
+/// The most (hour, domain) pairs counted while a batch waits to be confirmed: about 15 MB at worst
+/// (twice that with the waiting batch). That is a day's outage for 4 000 domains busy around the
+/// clock, far more than one gateway serves.
 pub const MAX_PENDING: usize = 100_000;
 
-const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+const HOUR_MS: u64 = 60 * 60 * 1000;
 
 pub struct Usage {
     /// This gateway process's name for numbering its batches.
@@ -29,11 +30,11 @@ pub struct Usage {
 
 #[derive(Default)]
 struct Pending {
-    /// Counts not yet in a batch, by day (days since the Unix epoch, UTC) and domain id.
-    days: BTreeMap<u64, HashMap<String, UsageCounts>>,
-    /// How many (day, domain) pairs `days` holds.
+    /// Counts not yet in a batch, by hour (hours since the Unix epoch) and domain id.
+    hours: BTreeMap<u64, HashMap<String, UsageCounts>>,
+    /// How many (hour, domain) pairs `hours` holds.
     pairs: usize,
-    /// Counts dropped because `days` was full, since the last flush reported them.
+    /// Counts dropped because `hours` was full, since the last flush reported them.
     dropped: u64,
     /// A batch sent without confirmation: it may or may not have been applied.
     unconfirmed: Option<UsageBatch>,
@@ -42,8 +43,8 @@ struct Pending {
 }
 
 impl Pending {
-    fn add(&mut self, capacity: usize, day: u64, domain_id: &str, kind: UsageKind) {
-        let domains = self.days.entry(day).or_default();
+    fn add(&mut self, capacity: usize, hour: u64, domain_id: &str, kind: UsageKind) {
+        let domains = self.hours.entry(hour).or_default();
         let counts = match domains.get_mut(domain_id) {
             Some(counts) => counts,
             None if self.pairs < capacity => {
@@ -53,7 +54,7 @@ impl Pending {
             None => {
                 self.dropped = self.dropped.saturating_add(1);
                 if domains.is_empty() {
-                    self.days.remove(&day);
+                    self.hours.remove(&hour);
                 }
                 return;
             }
@@ -66,14 +67,14 @@ impl Pending {
         if let Some(batch) = self.unconfirmed.take() {
             return Some((batch, true));
         }
-        if self.days.is_empty() {
+        if self.hours.is_empty() {
             return None;
         }
         self.seq += 1;
         self.pairs = 0;
-        let days = std::mem::take(&mut self.days)
+        let hours = std::mem::take(&mut self.hours)
             .into_iter()
-            .map(|(day, domains)| {
+            .map(|(hour, domains)| {
                 let counts = domains
                     .into_iter()
                     .flat_map(|(domain_id, counts)| {
@@ -83,13 +84,13 @@ impl Pending {
                     })
                     .filter(|(_, _, count)| *count > 0)
                     .collect();
-                (usage_day(day * DAY_MS), counts)
+                (UsageHour::at(hour * HOUR_MS), counts)
             })
             .collect();
         let batch = UsageBatch {
             writer: writer.to_owned(),
             seq: self.seq,
-            days,
+            hours,
         };
         Some((batch, false))
     }
@@ -102,7 +103,7 @@ impl Default for Usage {
 }
 
 impl Usage {
-    /// Counts that keep at most `capacity` (day, domain) pairs while they cannot be written.
+    /// Counts that keep at most `capacity` (hour, domain) pairs while they cannot be written.
     pub fn with_capacity(capacity: usize) -> Self {
         Usage {
             writer: format!("gateway-{}", uuid::Uuid::new_v4().simple()),
@@ -112,7 +113,7 @@ impl Usage {
         }
     }
 
-    /// Counts one bot response for `domain_id`, today.
+    /// Counts one bot response for `domain_id`, now.
     pub fn record(&self, domain_id: &str, kind: UsageKind) {
         self.record_at(kiln_core::unix_millis_now(), domain_id, kind);
     }
@@ -120,7 +121,7 @@ impl Usage {
     fn record_at(&self, at: u64, domain_id: &str, kind: UsageKind) {
         self.pending.lock().expect("usage lock poisoned").add(
             self.capacity,
-            at / DAY_MS,
+            at / HOUR_MS,
             domain_id,
             kind,
         );
@@ -160,7 +161,7 @@ impl Usage {
         }
     }
 
-    /// How many (day, domain) pairs wait for a batch, and whether a batch waits for confirmation.
+    /// How many (hour, domain) pairs wait for a batch, and whether a batch waits for confirmation.
     #[cfg(test)]
     fn waiting(&self) -> (usize, bool) {
         let pending = self.pending.lock().expect("usage lock poisoned");
@@ -176,6 +177,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     const DAY_1: u64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    const DAY_MS: u64 = 24 * HOUR_MS;
 
     #[test]
     fn counts_beyond_capacity_are_dropped_but_known_pairs_keep_counting() {
@@ -183,17 +185,61 @@ mod tests {
         usage.record_at(DAY_1, "a", UsageKind::Hit);
         usage.record_at(DAY_1, "b", UsageKind::Hit);
         usage.record_at(DAY_1, "c", UsageKind::Hit);
-        usage.record_at(DAY_1 + DAY_MS, "a", UsageKind::Hit);
-        usage.record_at(DAY_1, "a", UsageKind::Miss);
+        usage.record_at(DAY_1 + HOUR_MS, "a", UsageKind::Hit);
+        usage.record_at(DAY_1 + HOUR_MS - 1, "a", UsageKind::Miss);
         let pending = usage.pending.lock().unwrap();
         assert_eq!(pending.pairs, 2);
         assert_eq!(pending.dropped, 2);
-        assert_eq!(pending.days.len(), 1, "no empty day is left behind");
-        let day = &pending.days[&(DAY_1 / DAY_MS)];
-        assert_eq!(day["a"].hits, 1);
-        assert_eq!(day["a"].misses, 1);
-        assert_eq!(day["b"].hits, 1);
-        assert!(!day.contains_key("c"));
+        assert_eq!(pending.hours.len(), 1, "no empty hour is left behind");
+        let hour = &pending.hours[&(DAY_1 / HOUR_MS)];
+        assert_eq!(hour["a"].hits, 1);
+        assert_eq!(hour["a"].misses, 1);
+        assert_eq!(hour["b"].hits, 1);
+        assert!(!hour.contains_key("c"));
+    }
+
+    #[test]
+    fn batches_carry_the_utc_hour_of_each_count() {
+        let mut pending = Pending::default();
+        for (at, domain_id, kind) in [
+            (DAY_1 - 1, "a", UsageKind::Hit),
+            (DAY_1, "a", UsageKind::Hit),
+            (DAY_1 + 1, "a", UsageKind::Hit),
+            (DAY_1 + 13 * HOUR_MS + 59 * 60_000, "a", UsageKind::Miss),
+            (DAY_1 + 13 * HOUR_MS, "b", UsageKind::Bypass),
+        ] {
+            pending.add(10, at / HOUR_MS, domain_id, kind);
+        }
+        let (batch, _) = pending.next_batch("w").unwrap();
+        let mut hours: Vec<(String, Vec<(String, UsageKind, u64)>)> = batch
+            .hours
+            .into_iter()
+            .map(|(hour, mut counts)| {
+                counts.sort();
+                (hour.to_string(), counts)
+            })
+            .collect();
+        hours.sort();
+        assert_eq!(
+            hours,
+            [
+                (
+                    "2024-12-31T23".to_owned(),
+                    vec![("a".to_owned(), UsageKind::Hit, 1)]
+                ),
+                (
+                    "2025-01-01T00".to_owned(),
+                    vec![("a".to_owned(), UsageKind::Hit, 2)]
+                ),
+                (
+                    "2025-01-01T13".to_owned(),
+                    vec![
+                        ("a".to_owned(), UsageKind::Miss, 1),
+                        ("b".to_owned(), UsageKind::Bypass, 1)
+                    ]
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -204,7 +250,7 @@ mod tests {
         assert!(!resent);
         assert_eq!(first.seq, 1);
         assert_eq!(
-            first.days["1970-01-02"],
+            first.hours[&UsageHour::new("1970-01-01", 1).unwrap()],
             [("a".to_owned(), UsageKind::Hit, 1)]
         );
         pending.unconfirmed = Some(first.clone());
@@ -225,7 +271,7 @@ mod tests {
         let store = Store::connect(settings).await.unwrap();
         let usage = Usage::default();
         usage.record_at(DAY_1, "d1", UsageKind::Hit);
-        usage.record_at(DAY_1, "d1", UsageKind::Hit);
+        usage.record_at(DAY_1 + 5 * HOUR_MS, "d1", UsageKind::Hit);
         usage.record_at(DAY_1 + DAY_MS, "d1", UsageKind::Bypass);
 
         redis.stop();
@@ -254,9 +300,13 @@ mod tests {
         // A replay may go out on another pooled connection: give a straggler a moment to land (an
         // absence cannot be polled for).
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let first = store.usage_for_day("2025-01-01").await.unwrap();
-        assert_eq!(first["d1"].hits, 3);
-        let second = store.usage_for_day("2025-01-02").await.unwrap();
-        assert_eq!(second["d1"].bypasses, 1);
+        let first = store.day_usage("2025-01-01").await.unwrap();
+        assert_eq!(first.totals["d1"].hits, 3);
+        let hits: Vec<u64> = first.hours["d1"].iter().map(|c| c.hits).collect();
+        assert_eq!(hits[..6], [2, 0, 0, 0, 0, 1], "{hits:?}");
+        assert_eq!(hits.iter().sum::<u64>(), 3);
+        let second = store.day_usage("2025-01-02").await.unwrap();
+        assert_eq!(second.totals["d1"].bypasses, 1);
+        assert_eq!(second.hours["d1"][0].bypasses, 1);
     }
 }

@@ -21,7 +21,10 @@ pub use pages::{MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
 pub use preview::{PREVIEW_TTL_SECS, PreviewResult};
 pub use render_log::{RENDER_LOG_MAX_LEN, RenderLogEntry, RenderLogOutcome, RenderLogPurpose};
 pub use settings::StoreSettings;
-pub use usage::{USAGE_RETENTION_SECS, UsageBatch, UsageCounts, UsageKind, usage_day};
+pub use usage::{
+    DayUsage, USAGE_RETENTION_SECS, UsageBatch, UsageCounts, UsageHour, UsageHours, UsageKind,
+    usage_day,
+};
 pub use warm::{WARM_PROGRESS_TTL_SECS, WarmProgress};
 
 use fred::prelude::*;

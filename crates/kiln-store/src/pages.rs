@@ -317,6 +317,18 @@ impl Store {
         parse_listing(reply)
     }
 
+    /// How many live entries the domain has cached (every device variant counts), judged by
+    /// their expiry times against `now` (milliseconds since the epoch). Entries gone for other
+    /// reasons (eviction) are counted until a listing or write trims them.
+    pub async fn count_pages(&self, domain_id: &str, now: UnixMillis) -> Result<u64> {
+        let (_, by_expiry) = self.index_keys(domain_id);
+        let count: u64 = self
+            .pool
+            .zcount(by_expiry, now as f64 + 1.0, f64::INFINITY)
+            .await?;
+        Ok(count)
+    }
+
     /// Deletes the entries for `keys` (of any domains) and their index entries, in batches.
     /// Returns how many entries existed and were deleted.
     pub async fn purge_pages(&self, keys: &[CacheKey]) -> Result<u64> {

@@ -1,10 +1,13 @@
 //! Usage counters: how many bot requests each domain served from the cache, waited for, or sent to
-//! the origin, and how many renders it cost, per UTC day.
+//! the origin, and how many renders it cost, per UTC day and per UTC hour.
 //!
-//! One hash per day, `{prefix}usage:{YYYY-MM-DD}`, with one field per domain and kind,
-//! `{domain_id}:{kind}` (`hit`, `miss`, `bypass`, `passthrough`, `render`). Gateways and workers add
-//! their counts in batches; every batch renews the day's lifetime of [`USAGE_RETENTION_SECS`], so a
-//! day is kept for 40 days after its last count.
+//! One hash per day, `{prefix}usage:{YYYY-MM-DD}`, with one field per domain and kind for the day's
+//! total, `{domain_id}:{kind}` (`hit`, `miss`, `bypass`, `passthrough`, `render`), and one per domain,
+//! kind and hour of the day for the same counts by hour, `{domain_id}:{kind}:{HH}` (`00` to `23`).
+//! Every count lands in both in the same atomic write, so the hours of a day add up to its total
+//! (except for counts written before hour fields existed, which only have a total). Gateways and
+//! workers add their counts in batches; every batch renews the day's lifetime of
+//! [`USAGE_RETENTION_SECS`], so a day is kept for 40 days after its last count.
 //!
 //! A command that timed out may still be applied: the client replays what it had buffered once it
 //! reconnects. A writer that retries failed batches therefore numbers them ([`UsageBatch`]): Redis
@@ -142,16 +145,72 @@ pub struct UsageBatch {
     pub writer: String,
     /// The batch's number, from 1 upwards.
     pub seq: u64,
-    /// Counts by day (`YYYY-MM-DD`): domain id, kind, how many.
-    pub days: BTreeMap<String, Vec<(String, UsageKind, u64)>>,
+    /// Counts by UTC hour: domain id, kind, how many. Each count is added to its day's total and to
+    /// its hour.
+    pub hours: BTreeMap<UsageHour, Vec<(String, UsageKind, u64)>>,
 }
 
-/// The UTC day `at` falls on, as `YYYY-MM-DD`: the day part of a usage key.
-pub fn usage_day(at: UnixMillis) -> String {
+/// An hour of a UTC day: where a count lands. Ordered by time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UsageHour {
+    day: String,
+    hour: u8,
+}
+
+impl UsageHour {
+    /// The hour `at` falls in.
+    pub fn at(at: UnixMillis) -> Self {
+        let time = utc(at);
+        UsageHour {
+            day: day_string(time.date()),
+            hour: time.hour(),
+        }
+    }
+
+    /// Hour `hour` (0 to 23) of `day` (`YYYY-MM-DD`, as [`usage_day`] makes it); `None` for an hour
+    /// past 23.
+    pub fn new(day: &str, hour: u8) -> Option<Self> {
+        (usize::from(hour) < HOURS_PER_DAY).then(|| UsageHour {
+            day: day.to_owned(),
+            hour,
+        })
+    }
+
+    /// The day, `YYYY-MM-DD`: the day part of the usage key.
+    pub fn day(&self) -> &str {
+        &self.day
+    }
+
+    /// The hour of the day, 0 to 23.
+    pub fn hour(&self) -> u8 {
+        self.hour
+    }
+}
+
+impl std::fmt::Display for UsageHour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}T{:02}", self.day, self.hour)
+    }
+}
+
+const HOURS_PER_DAY: usize = 24;
+
+/// One domain's counters for each hour of a day, hour 0 first.
+pub type UsageHours = [UsageCounts; HOURS_PER_DAY];
+
+/// One UTC day's counters, by domain id: the day's totals and the same counts hour by hour.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DayUsage {
+    pub totals: BTreeMap<String, UsageCounts>,
+    pub hours: BTreeMap<String, UsageHours>,
+}
+
+fn utc(at: UnixMillis) -> time::OffsetDateTime {
     let seconds = i64::try_from(at / 1000).unwrap_or(i64::MAX);
-    let date = time::OffsetDateTime::from_unix_timestamp(seconds)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .date();
+    time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn day_string(date: time::Date) -> String {
     format!(
         "{:04}-{:02}-{:02}",
         date.year(),
@@ -160,27 +219,61 @@ pub fn usage_day(at: UnixMillis) -> String {
     )
 }
 
+/// The UTC day `at` falls on, as `YYYY-MM-DD`: the day part of a usage key.
+pub fn usage_day(at: UnixMillis) -> String {
+    day_string(utc(at).date())
+}
+
+/// The fields one count goes to: the day's total and its hour.
+fn count_fields(hour: u8, domain_id: &str, kind: UsageKind) -> [String; 2] {
+    [
+        format!("{domain_id}:{kind}"),
+        format!("{domain_id}:{kind}:{hour:02}"),
+    ]
+}
+
+/// What a field of a day's hash counts: the domain, the kind, and the hour for an hour field. `None`
+/// for fields this version does not know (a kind added later, or written by hand).
+fn parse_field(field: &str) -> Option<(&str, UsageKind, Option<usize>)> {
+    let (rest, last) = field.rsplit_once(':')?;
+    if let Some(kind) = UsageKind::parse(last) {
+        return Some((rest, kind, None));
+    }
+    // Exactly two digits: a domain id ending in a kind is never read as an hour field.
+    if last.len() != 2 || !last.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let hour: usize = last.parse().ok()?;
+    let (domain_id, kind) = rest.rsplit_once(':')?;
+    let kind = UsageKind::parse(kind)?;
+    (hour < HOURS_PER_DAY).then_some((domain_id, kind, Some(hour)))
+}
+
 impl Store {
     fn usage_key(&self, day: &str) -> String {
         self.key(&format!("usage:{day}"))
     }
 
-    /// Adds `counts` (domain id, kind, how many) to the counters of `day` (`YYYY-MM-DD`, see
-    /// [`usage_day`]) in one transaction: one round trip, and either every count lands or none does.
-    /// An error does not prove nothing landed (a command that timed out may be applied later), so a
+    /// Adds `counts` (domain id, kind, how many) to the counters of `hour` (its day's totals and the
+    /// hour's) in one transaction: one round trip, and either every count lands or none does. An
+    /// error does not prove nothing landed (a command that timed out may be applied later), so a
     /// caller that retries should send a [`UsageBatch`] instead.
-    pub async fn add_usage(&self, day: &str, counts: &[(String, UsageKind, u64)]) -> Result<()> {
+    pub async fn add_usage(
+        &self,
+        hour: &UsageHour,
+        counts: &[(String, UsageKind, u64)],
+    ) -> Result<()> {
         let counts: Vec<_> = counts.iter().filter(|(_, _, n)| *n > 0).collect();
         if counts.is_empty() {
             return Ok(());
         }
-        let key = self.usage_key(day);
+        let key = self.usage_key(&hour.day);
         let tx = self.pool.next().multi();
         for (domain_id, kind, count) in counts {
             let increment = i64::try_from(*count).unwrap_or(i64::MAX);
-            let _: () = tx
-                .hincrby(&key, format!("{domain_id}:{kind}"), increment)
-                .await?;
+            for field in count_fields(hour.hour, domain_id, *kind) {
+                let _: () = tx.hincrby(&key, field, increment).await?;
+            }
         }
         let _: () = tx.expire(&key, USAGE_RETENTION_SECS, None).await?;
         let _: () = tx.exec(true).await?;
@@ -197,38 +290,62 @@ impl Store {
             USAGE_RETENTION_SECS.into(),
             APPLIED_MARKER_SECS.into(),
         ];
-        for (day, counts) in &batch.days {
-            let counts: Vec<_> = counts.iter().filter(|(_, _, n)| *n > 0).collect();
-            if counts.is_empty() {
-                continue;
+        // One key per day, however many of its hours the batch holds: the hours of a day add to
+        // one total per field.
+        let mut days: BTreeMap<&str, BTreeMap<String, i64>> = BTreeMap::new();
+        for (hour, counts) in &batch.hours {
+            for (domain_id, kind, count) in counts.iter().filter(|(_, _, n)| *n > 0) {
+                let increment = i64::try_from(*count).unwrap_or(i64::MAX);
+                let fields = days.entry(&hour.day).or_default();
+                for field in count_fields(hour.hour, domain_id, *kind) {
+                    let total = fields.entry(field).or_default();
+                    *total = total.saturating_add(increment);
+                }
             }
+        }
+        for (day, fields) in days {
             keys.push(self.usage_key(day));
-            args.push((counts.len() as i64).into());
-            for (domain_id, kind, count) in counts {
-                args.push(format!("{domain_id}:{kind}").into());
-                args.push(i64::try_from(*count).unwrap_or(i64::MAX).into());
+            args.push((fields.len() as i64).into());
+            for (field, increment) in fields {
+                args.push(field.into());
+                args.push(increment.into());
             }
         }
         let applied: i64 = self.pool.eval(LUA_ADD_BATCH, keys, args).await?;
         Ok(applied == 1)
     }
 
-    /// Every domain's counters for `day` (`YYYY-MM-DD`), by domain id. Fields this version does not
+    /// Every domain's totals for `day` (`YYYY-MM-DD`), by domain id. Fields this version does not
     /// know (a kind added later) are skipped.
     pub async fn usage_for_day(&self, day: &str) -> Result<BTreeMap<String, UsageCounts>> {
+        Ok(self.day_usage(day).await?.totals)
+    }
+
+    /// Every domain's counts for each hour of `day` (`YYYY-MM-DD`), by domain id; domains with no
+    /// hour fields (only counts from before hours were counted) are left out.
+    pub async fn usage_hours_for_day(&self, day: &str) -> Result<BTreeMap<String, UsageHours>> {
+        Ok(self.day_usage(day).await?.hours)
+    }
+
+    /// Both the totals and the hours of `day` (`YYYY-MM-DD`), from one read of the day's hash.
+    pub async fn day_usage(&self, day: &str) -> Result<DayUsage> {
         let fields: HashMap<String, i64> = self.pool.hgetall(self.usage_key(day)).await?;
-        let mut usage: BTreeMap<String, UsageCounts> = BTreeMap::new();
-        for (field, count) in fields {
-            let Some((domain_id, kind)) = field.rsplit_once(':') else {
+        let mut usage = DayUsage::default();
+        for (field, count) in &fields {
+            let Some((domain_id, kind, hour)) = parse_field(field) else {
                 continue;
             };
-            let Some(kind) = UsageKind::parse(kind) else {
-                continue;
-            };
-            usage
-                .entry(domain_id.to_owned())
-                .or_default()
-                .add(kind, u64::try_from(count).unwrap_or(0));
+            let count = u64::try_from(*count).unwrap_or(0);
+            match hour {
+                None => usage.totals.entry(domain_id.to_owned()).or_default(),
+                Some(hour) => {
+                    &mut usage
+                        .hours
+                        .entry(domain_id.to_owned())
+                        .or_insert_with(|| [UsageCounts::default(); HOURS_PER_DAY])[hour]
+                }
+            }
+            .add(kind, count);
         }
         Ok(usage)
     }
@@ -253,6 +370,55 @@ mod tests {
         check(1_735_689_599_999, "2024-12-31");
         check(1_735_689_600_000, "2025-01-01");
         check(253_402_300_799_000, "9999-12-31");
+    }
+
+    #[test]
+    fn hours_are_utc_hours_of_the_usage_day() {
+        #[track_caller]
+        fn check(at: UnixMillis, expected: &str) {
+            let hour = UsageHour::at(at);
+            assert_eq!(hour.to_string(), expected, "{at}");
+            assert_eq!(hour.day(), usage_day(at), "{at}");
+        }
+        check(0, "1970-01-01T00");
+        check(3_599_999, "1970-01-01T00");
+        check(3_600_000, "1970-01-01T01");
+        check(86_399_999, "1970-01-01T23");
+        check(86_400_000, "1970-01-02T00");
+        check(1_709_251_199_999, "2024-02-29T23");
+        check(1_735_732_800_000, "2025-01-01T12");
+        assert_eq!(UsageHour::new("2025-01-01", 23).unwrap().hour(), 23);
+        assert_eq!(UsageHour::new("2025-01-01", 24), None);
+        assert!(UsageHour::new("2025-01-01", 23) < UsageHour::new("2025-01-02", 0));
+        assert!(UsageHour::new("2025-01-01", 2) < UsageHour::new("2025-01-01", 10));
+    }
+
+    #[test]
+    fn fields_name_the_domain_the_kind_and_maybe_the_hour() {
+        #[track_caller]
+        fn check(field: &str, expected: Option<(&str, UsageKind, Option<usize>)>) {
+            assert_eq!(parse_field(field), expected, "{field}");
+        }
+        check("d1:hit", Some(("d1", UsageKind::Hit, None)));
+        check("d1:hit:00", Some(("d1", UsageKind::Hit, Some(0))));
+        check("d1:render:23", Some(("d1", UsageKind::Render, Some(23))));
+        check("d:2:miss", Some(("d:2", UsageKind::Miss, None)));
+        check("d:2:miss:07", Some(("d:2", UsageKind::Miss, Some(7))));
+        // A domain id that looks like a total field stays a domain id.
+        check("d1:hit:bypass", Some(("d1:hit", UsageKind::Bypass, None)));
+        check("d1:hit:24", None);
+        check("d1:hit:7", None);
+        check("d1:hit:007", None);
+        check("d1:teleport:07", None);
+        check("d1:teleport", None);
+        check("07", None);
+        check(":07", None);
+        check("junk", None);
+        for kind in UsageKind::ALL {
+            let [total, hour] = count_fields(5, "d:1", kind);
+            assert_eq!(parse_field(&total), Some(("d:1", kind, None)));
+            assert_eq!(parse_field(&hour), Some(("d:1", kind, Some(5))));
+        }
     }
 
     #[test]

@@ -191,13 +191,18 @@ async fn resolve(ctx: &Ctx, headers: &HeaderMap) -> (Auth, Option<String>) {
 }
 
 fn session_token(headers: &HeaderMap) -> Option<String> {
+    request_cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of the request's cookie `name`.
+pub fn request_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| Cookie::parse(pair.trim()).ok())
-        .find(|cookie| cookie.name() == SESSION_COOKIE)
+        .find(|cookie| cookie.name() == name)
         .map(|cookie| cookie.value().to_owned())
 }
 
@@ -277,8 +282,10 @@ impl tower_governor::key_extractor::KeyExtractor for ClientIpKey {
 
 /// Log-in attempts per account, beside the per-address limit tower_governor applies to the auth
 /// endpoints: an attacker spreading guesses over many addresses still gets few per account.
+/// Cheap to clone: clones share the buckets.
+#[derive(Clone)]
 pub struct AccountLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: std::sync::Arc<DefaultKeyedRateLimiter<String>>,
 }
 
 impl AccountLimiter {
@@ -288,7 +295,7 @@ impl AccountLimiter {
             .expect("the period is not zero")
             .allow_burst(NonZeroU32::new(10).expect("ten is not zero"));
         AccountLimiter {
-            limiter: RateLimiter::keyed(quota),
+            limiter: std::sync::Arc::new(RateLimiter::keyed(quota)),
         }
     }
 

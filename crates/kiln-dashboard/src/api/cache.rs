@@ -154,7 +154,7 @@ pub struct WarmView {
 }
 
 impl WarmView {
-    fn new(job: &WarmJobRecord, done: u64, failed: u64) -> Self {
+    pub fn new(job: &WarmJobRecord, done: u64, failed: u64) -> Self {
         let total = u64::try_from(job.total).unwrap_or(0);
         let finished = done + failed;
         let state = match job.state.as_str() {
@@ -283,7 +283,7 @@ pub struct CacheListing {
     pub next_cursor: Option<String>,
 }
 
-pub(super) fn from_millis(ms: u64) -> OffsetDateTime {
+pub(crate) fn from_millis(ms: u64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

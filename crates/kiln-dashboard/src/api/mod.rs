@@ -95,32 +95,44 @@ impl Modify for Security {
     }
 }
 
-/// The `/api/v1` routes.
-pub fn router(ctx: Ctx) -> Router {
-    // Sign-up and log-in are limited per client address (a burst of 20, then one every 3 s); log-in
-    // is also limited per account (see `auth::AccountLimiter`).
-    let per_address = tower_governor::governor::GovernorConfigBuilder::default()
+/// Per-address limits on signing up and logging in, shared by the REST API and the web forms.
+pub type AddressLimits = tower_governor::governor::GovernorConfig<
+    auth::ClientIpKey,
+    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+>;
+
+/// Sign-up and log-in are limited per client address (a burst of 20, then one every 3 s); log-in
+/// is also limited per account (see [`auth::AccountLimiter`]). Both limiters forget clients whose
+/// buckets are full again, once a minute, so memory stays bounded.
+pub fn address_limits(
+    trusted_proxies: kiln_core::AllowedNets,
+    accounts: auth::AccountLimiter,
+) -> Arc<AddressLimits> {
+    let limits = tower_governor::governor::GovernorConfigBuilder::default()
         .key_extractor(auth::ClientIpKey {
-            trusted: ctx.trusted_proxies.clone(),
+            trusted: trusted_proxies,
         })
         .period(std::time::Duration::from_secs(3))
         .burst_size(20)
         .finish()
         .expect("the rate limit's period and burst are not zero");
-    let per_address = Arc::new(per_address);
-    // Both limiters forget clients whose buckets are full again, so memory stays bounded.
-    let limiter = per_address.limiter().clone();
-    let accounts = ctx.clone();
+    let limits = Arc::new(limits);
+    let limiter = limits.limiter().clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             ticker.tick().await;
             limiter.retain_recent();
-            accounts.account_limiter.retain_recent();
+            accounts.retain_recent();
         }
     });
+    limits
+}
+
+/// The `/api/v1` routes.
+pub fn router(ctx: Ctx) -> Router {
     let limited =
-        tower_governor::GovernorLayer::new(per_address).error_handler(|error| match error {
+        tower_governor::GovernorLayer::new(ctx.address_limits.clone()).error_handler(|error| match error {
             tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
                 ApiError::too_many(wait_time).into_response()
             }

@@ -24,4 +24,8 @@ pub struct ApiContext {
     pub account_limiter: AccountLimiter,
     pub trusted_proxies: AllowedNets,
     pub sitemaps: SitemapFetcher,
+    /// Per-address limits on signing up and logging in (the API's and the web forms').
+    pub address_limits: Arc<super::AddressLimits>,
+    /// Signs the web dashboard's CSRF tokens.
+    pub csrf: crate::web::csrf::CsrfKey,
 }

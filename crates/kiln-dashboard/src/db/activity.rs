@@ -1,7 +1,10 @@
-//! What happens to a tenant's pages: warm jobs, the render log and daily usage.
+//! What happens to a tenant's pages: warm jobs, the render log, daily and hourly usage, and the
+//! buckets of the dashboard's charts.
 
 use super::{AuditEvent, Db, DbError, action, insert_audit};
-use time::{Date, OffsetDateTime};
+use crate::stats::Bucket;
+use std::collections::HashMap;
+use time::{Date, Duration, OffsetDateTime, Time};
 use uuid::Uuid;
 
 /// A row of `warm_jobs`.
@@ -295,5 +298,205 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         Ok(records)
+    }
+
+}
+
+/// A chart bucket as [`chart_buckets_sql`] selects it: start, renders, failed renders, hits,
+/// misses, bypasses, p50 and p95 render time.
+type BucketRow = (
+    OffsetDateTime,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<f64>,
+    Option<f64>,
+);
+
+fn bucket(row: BucketRow) -> Bucket {
+    let (start, renders, failed_renders, hits, misses, bypasses, p50_ms, p95_ms) = row;
+    Bucket {
+        start,
+        renders,
+        failed_renders,
+        hits,
+        misses,
+        bypasses,
+        p50_ms,
+        p95_ms,
+    }
+}
+
+/// The query behind a chart: renders per `$unit` (`'hour'` or `'day'`, in UTC) from `$3` up to `$4`
+/// for tenant `$1` and optionally domain `$2`, joined with `$usage`, a query of the bot traffic per
+/// bucket (`start`, `hits`, `misses`, `bypasses`). Renders that did not store a page (failed ones;
+/// previews, which are left out, are the others) count as failed, as in [`Db::usage_of`].
+macro_rules! chart_buckets_sql {
+    ($unit:literal, $usage:literal) => {
+        concat!(
+            "WITH r AS ( \
+                 SELECT date_trunc('",
+            $unit,
+            "', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start, \
+                 count(*) FILTER (WHERE outcome = 'stored') AS renders, \
+                 count(*) FILTER (WHERE outcome <> 'stored') AS failed_renders, \
+                 percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms::float8) \
+                     FILTER (WHERE outcome = 'stored') AS p50_ms, \
+                 percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms::float8) \
+                     FILTER (WHERE outcome = 'stored') AS p95_ms \
+                 FROM renders WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
+                 AND purpose <> 'preview' AND at >= $3 AND at < $4 \
+                 GROUP BY 1), \
+             u AS (",
+            $usage,
+            ") \
+             SELECT coalesce(r.start, u.start) AS start, \
+             coalesce(r.renders, 0) AS renders, coalesce(r.failed_renders, 0) AS failed_renders, \
+             coalesce(u.hits, 0) AS hits, coalesce(u.misses, 0) AS misses, \
+             coalesce(u.bypasses, 0) AS bypasses, r.p50_ms, r.p95_ms \
+             FROM r FULL JOIN u ON r.start = u.start ORDER BY 1"
+        )
+    };
+}
+
+impl Db {
+    /// Stores a snapshot of hourly counters, each row with the start of its UTC hour, never lowering a
+    /// stored count; rows of domains that no longer exist are dropped. One statement for all rows (the
+    /// copier sends two days of hours for every counted domain every few seconds), and rows that
+    /// did not grow are not rewritten.
+    pub async fn upsert_usage_hourly(
+        &self,
+        rows: &[(OffsetDateTime, UsageSnapshot)],
+    ) -> Result<(), DbError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut domain_ids = Vec::with_capacity(rows.len());
+        let mut hours = Vec::with_capacity(rows.len());
+        let mut hits = Vec::with_capacity(rows.len());
+        let mut misses = Vec::with_capacity(rows.len());
+        let mut bypasses = Vec::with_capacity(rows.len());
+        let mut passthroughs = Vec::with_capacity(rows.len());
+        for (hour, row) in rows {
+            domain_ids.push(row.domain_id);
+            hours.push(*hour);
+            hits.push(row.hits);
+            misses.push(row.misses);
+            bypasses.push(row.bypasses);
+            passthroughs.push(row.passthroughs);
+        }
+        // Grouped, so that a row given twice cannot make the upsert touch one row twice (an error).
+        sqlx::query(
+            "INSERT INTO usage_hourly (domain_id, hour, tenant_id, hits, misses, bypasses, passthroughs) \
+             SELECT d.id, u.hour, d.tenant_id, max(u.hits), max(u.misses), max(u.bypasses), \
+             max(u.passthroughs) \
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                         $6::bigint[]) AS u (domain_id, hour, hits, misses, bypasses, passthroughs) \
+             JOIN domains d ON d.id = u.domain_id \
+             GROUP BY d.id, u.hour, d.tenant_id \
+             ON CONFLICT (domain_id, hour) DO UPDATE SET \
+             hits = GREATEST(usage_hourly.hits, excluded.hits), \
+             misses = GREATEST(usage_hourly.misses, excluded.misses), \
+             bypasses = GREATEST(usage_hourly.bypasses, excluded.bypasses), \
+             passthroughs = GREATEST(usage_hourly.passthroughs, excluded.passthroughs) \
+             WHERE excluded.hits > usage_hourly.hits OR excluded.misses > usage_hourly.misses \
+             OR excluded.bypasses > usage_hourly.bypasses \
+             OR excluded.passthroughs > usage_hourly.passthroughs",
+        )
+        .bind(&domain_ids)
+        .bind(&hours)
+        .bind(&hits)
+        .bind(&misses)
+        .bind(&bypasses)
+        .bind(&passthroughs)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the hourly counters of hours that started before `before`; returns how many rows went.
+    pub async fn delete_usage_hourly_before(&self, before: OffsetDateTime) -> Result<u64, DbError> {
+        let deleted = sqlx::query("DELETE FROM usage_hourly WHERE hour < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
+    /// Renders and bot traffic of the tenant's domains (or one of them) per UTC hour, for the hours
+    /// that start in `from..to`: only hours with something to show, oldest first. Preview renders
+    /// are left out; render times are those of successful renders.
+    pub async fn hourly_buckets(
+        &self,
+        tenant_id: Uuid,
+        domain_id: Option<Uuid>,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Bucket>, DbError> {
+        let rows: Vec<BucketRow> = sqlx::query_as(chart_buckets_sql!(
+            "hour",
+            "SELECT hour AS start, sum(hits)::bigint AS hits, sum(misses)::bigint AS misses, \
+             sum(bypasses)::bigint AS bypasses FROM usage_hourly \
+             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
+             AND hour >= $3 AND hour < $4 GROUP BY hour"
+        ))
+        .bind(tenant_id)
+        .bind(domain_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(bucket).collect())
+    }
+
+    /// Renders and bot traffic of the tenant's domains (or one of them) per UTC day, `from` to `to`
+    /// inclusive, as [`Db::hourly_buckets`] does per hour.
+    pub async fn daily_buckets(
+        &self,
+        tenant_id: Uuid,
+        domain_id: Option<Uuid>,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<Bucket>, DbError> {
+        let start = |day: Date| day.with_time(Time::MIDNIGHT).assume_utc();
+        let rows: Vec<BucketRow> = sqlx::query_as(chart_buckets_sql!(
+            "day",
+            "SELECT day::timestamp AT TIME ZONE 'UTC' AS start, sum(hits)::bigint AS hits, \
+             sum(misses)::bigint AS misses, sum(bypasses)::bigint AS bypasses FROM usage_daily \
+             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
+             AND day >= $5 AND day <= $6 GROUP BY day"
+        ))
+        .bind(tenant_id)
+        .bind(domain_id)
+        .bind(start(from))
+        .bind(start(to) + Duration::DAY)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(bucket).collect())
+    }
+
+    /// Per domain of the tenant, its cache hits and its lookups (hits, misses and bypasses) over the
+    /// last 7 UTC days, today included. Domains without bot traffic in that time are absent.
+    pub async fn domain_hit_ratios(
+        &self,
+        tenant_id: Uuid,
+    ) -> Result<HashMap<Uuid, (i64, i64)>, DbError> {
+        let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+            "SELECT domain_id, sum(hits)::bigint, sum(hits + misses + bypasses)::bigint \
+             FROM usage_daily WHERE tenant_id = $1 \
+             AND day > (now() AT TIME ZONE 'UTC')::date - 7 GROUP BY domain_id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(domain_id, hits, lookups)| (domain_id, (hits, lookups)))
+            .collect())
     }
 }

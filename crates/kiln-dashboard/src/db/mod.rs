@@ -27,10 +27,12 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 mod accounts;
 mod activity;
 mod keys;
+mod render_log;
 
 pub use accounts::{NewUser, SessionRecord, USERS_EMAIL_KEY, UserRecord};
 pub use activity::{RenderRecord, UsageRecord, UsageSnapshot, WarmJobRecord};
 pub use keys::{ApiKeyRecord, NewApiKey};
+pub use render_log::RenderFilter;
 
 /// Audit actions recorded by this module.
 pub mod action {

@@ -5,4 +5,5 @@ mod pages;
 mod preview;
 mod render_log;
 mod usage;
+mod usage_hours;
 mod warm;

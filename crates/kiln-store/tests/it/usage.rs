@@ -2,8 +2,13 @@
 
 use crate::helpers::start;
 use fred::prelude::*;
-use kiln_store::{USAGE_RETENTION_SECS, UsageBatch, UsageCounts, UsageKind};
+use kiln_store::{USAGE_RETENTION_SECS, UsageBatch, UsageCounts, UsageHour, UsageKind};
 use std::collections::BTreeMap;
+
+/// Hour `hour` of `day`.
+pub fn at(day: &str, hour: u8) -> UsageHour {
+    UsageHour::new(day, hour).unwrap()
+}
 
 #[tokio::test]
 async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
@@ -11,7 +16,7 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
     let day = "2025-03-04";
     t.store
         .add_usage(
-            day,
+            &at(day, 0),
             &[
                 ("d1".into(), UsageKind::Hit, 3),
                 ("d1".into(), UsageKind::Miss, 1),
@@ -23,7 +28,7 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
         .unwrap();
     t.store
         .add_usage(
-            day,
+            &at(day, 13),
             &[
                 ("d1".into(), UsageKind::Hit, 2),
                 ("d1".into(), UsageKind::Render, 1),
@@ -33,7 +38,7 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
         .await
         .unwrap();
     t.store
-        .add_usage("2025-03-05", &[("d1".into(), UsageKind::Hit, 7)])
+        .add_usage(&at("2025-03-05", 0), &[("d1".into(), UsageKind::Hit, 7)])
         .await
         .unwrap();
 
@@ -68,14 +73,37 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
             .is_empty()
     );
 
-    // The layout the dashboard and the docs rely on: one hash per day, `{domain}:{kind}` fields,
-    // zero counts never written, and a lifetime of 40 days.
+    // The layout the dashboard and the docs rely on: one hash per day, `{domain}:{kind}` fields for
+    // the day and `{domain}:{kind}:{HH}` for its hours, zero counts never written, and a lifetime of
+    // 40 days.
     let key = format!("{}usage:{day}", t.prefix);
-    let mut fields: Vec<String> = t.raw.hkeys(&key).await.unwrap();
-    fields.sort();
+    let mut fields: BTreeMap<String, i64> = t.raw.hgetall(&key).await.unwrap();
+    let totals: Vec<_> = fields
+        .iter()
+        .filter(|(field, _)| field.matches(':').count() == 1)
+        .map(|(field, count)| (field.as_str(), *count))
+        .collect();
     assert_eq!(
-        fields,
-        ["d1:hit", "d1:miss", "d1:render", "d2:hit", "d2:passthrough"]
+        totals,
+        [
+            ("d1:hit", 5),
+            ("d1:miss", 1),
+            ("d1:render", 1),
+            ("d2:hit", 5),
+            ("d2:passthrough", 4)
+        ]
+    );
+    fields.retain(|field, _| field.matches(':').count() == 2);
+    assert_eq!(
+        fields.into_iter().collect::<Vec<_>>(),
+        [
+            ("d1:hit:00".to_owned(), 3),
+            ("d1:hit:13".to_owned(), 2),
+            ("d1:miss:00".to_owned(), 1),
+            ("d1:render:13".to_owned(), 1),
+            ("d2:hit:00".to_owned(), 5),
+            ("d2:passthrough:13".to_owned(), 4)
+        ]
     );
     let ttl: i64 = t.raw.ttl(&key).await.unwrap();
     assert!(
@@ -88,9 +116,9 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
 async fn empty_batches_write_nothing_and_unknown_fields_are_skipped() {
     let t = start().await;
     let day = "2025-01-01";
-    t.store.add_usage(day, &[]).await.unwrap();
+    t.store.add_usage(&at(day, 0), &[]).await.unwrap();
     t.store
-        .add_usage(day, &[("d1".into(), UsageKind::Hit, 0)])
+        .add_usage(&at(day, 0), &[("d1".into(), UsageKind::Hit, 0)])
         .await
         .unwrap();
     let key = format!("{}usage:{day}", t.prefix);
@@ -123,13 +151,13 @@ async fn a_numbered_batch_counts_once_however_often_it_is_sent() {
     let batch = |seq: u64, hits: u64| UsageBatch {
         writer: "gw-1".into(),
         seq,
-        days: BTreeMap::from([
+        hours: BTreeMap::from([
             (
-                "2025-03-04".to_owned(),
+                at("2025-03-04", 23),
                 vec![("d1".to_owned(), UsageKind::Hit, hits)],
             ),
             (
-                "2025-03-05".to_owned(),
+                at("2025-03-05", 0),
                 vec![("d1".to_owned(), UsageKind::Miss, 1)],
             ),
         ]),

@@ -1,0 +1,183 @@
+//! The numbers behind the dashboard's charts: renders, cache hit ratio and render times of a
+//! tenant's domains over the last 24 hours (by UTC hour) and the last 30 days (by UTC day).
+//!
+//! Renders and render times come from the render log (`renders`), bot traffic from the counters
+//! copied out of Redis (`usage_hourly`, `usage_daily`). Callers that want the latest minutes copy
+//! both first (see [`crate::activity`]).
+
+use crate::db::{Db, DbError};
+use std::collections::HashMap;
+use time::{Duration, OffsetDateTime, UtcOffset};
+use uuid::Uuid;
+
+/// How many hourly buckets [`Charts::hours`] holds.
+pub const HOURS: usize = 24;
+/// How many daily buckets [`Charts::days`] holds.
+pub const DAYS: usize = 30;
+
+/// One hour or one day of a chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket {
+    /// The start of the hour or day, in UTC.
+    pub start: OffsetDateTime,
+    /// Renders that stored a page. Previews are not counted.
+    pub renders: i64,
+    /// Renders that failed (or whose page could not be stored).
+    pub failed_renders: i64,
+    /// Bots served from the cache.
+    pub hits: i64,
+    /// Bots that waited for a render and got it.
+    pub misses: i64,
+    /// Bots that got the origin's page although it renders.
+    pub bypasses: i64,
+    /// The median render time of the stored renders; `None` without any.
+    pub p50_ms: Option<f64>,
+    /// The 95th percentile render time of the stored renders; `None` without any.
+    pub p95_ms: Option<f64>,
+}
+
+impl Bucket {
+    /// A bucket in which nothing happened.
+    pub fn empty(start: OffsetDateTime) -> Self {
+        Bucket {
+            start,
+            renders: 0,
+            failed_renders: 0,
+            hits: 0,
+            misses: 0,
+            bypasses: 0,
+            p50_ms: None,
+            p95_ms: None,
+        }
+    }
+
+    /// The share of bot lookups served from the cache, 0 to 1: hits over hits, misses and bypasses.
+    /// `None` when no bot asked.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self
+            .hits
+            .saturating_add(self.misses)
+            .saturating_add(self.bypasses);
+        (lookups > 0).then(|| self.hits as f64 / lookups as f64)
+    }
+}
+
+/// What the dashboard's charts show.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Charts {
+    /// Exactly [`HOURS`] hours, oldest first; the last is the current hour.
+    pub hours: Vec<Bucket>,
+    /// Exactly [`DAYS`] days, oldest first; the last is today (UTC).
+    pub days: Vec<Bucket>,
+}
+
+/// The charts of the tenant's domains, or of one of them, as of `now`. Hours and days without any
+/// activity are there, with zero counts.
+pub async fn charts(
+    db: &Db,
+    tenant_id: Uuid,
+    domain_id: Option<Uuid>,
+    now: OffsetDateTime,
+) -> Result<Charts, DbError> {
+    let now = now.to_offset(UtcOffset::UTC);
+    let first_hour = now.truncate_to_hour() - Duration::hours(HOURS as i64 - 1);
+    let first_day = now.truncate_to_day() - Duration::days(DAYS as i64 - 1);
+    let (hours, days) = tokio::try_join!(
+        db.hourly_buckets(
+            tenant_id,
+            domain_id,
+            first_hour,
+            first_hour + Duration::hours(HOURS as i64),
+        ),
+        db.daily_buckets(tenant_id, domain_id, first_day.date(), now.date()),
+    )?;
+    Ok(Charts {
+        hours: fill(first_hour, Duration::HOUR, HOURS, hours),
+        days: fill(first_day, Duration::DAY, DAYS, days),
+    })
+}
+
+/// `count` buckets `step` apart from `first`: those `found` has, and empty ones between them.
+/// Found buckets that start elsewhere are ignored.
+fn fill(first: OffsetDateTime, step: Duration, count: usize, found: Vec<Bucket>) -> Vec<Bucket> {
+    let mut found: HashMap<i64, Bucket> = found
+        .into_iter()
+        .map(|bucket| (bucket.start.unix_timestamp(), bucket))
+        .collect();
+    (0..count)
+        .map(|i| {
+            let start = first + step * i as i32;
+            match found.remove(&start.unix_timestamp()) {
+                Some(bucket) => Bucket { start, ..bucket },
+                None => Bucket::empty(start),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_hit_ratio_counts_hits_among_lookups() {
+        #[track_caller]
+        fn check(hits: i64, misses: i64, bypasses: i64, expected: Option<f64>) {
+            let bucket = Bucket {
+                hits,
+                misses,
+                bypasses,
+                ..Bucket::empty(OffsetDateTime::UNIX_EPOCH)
+            };
+            assert_eq!(bucket.hit_ratio(), expected, "{hits}/{misses}/{bypasses}");
+        }
+        check(0, 0, 0, None);
+        check(3, 0, 0, Some(1.0));
+        check(0, 2, 2, Some(0.0));
+        check(1, 2, 1, Some(0.25));
+        check(9, 1, 0, Some(0.9));
+        check(i64::MAX, i64::MAX, 0, Some(1.0));
+    }
+
+    #[test]
+    fn gaps_are_filled_with_empty_buckets() {
+        let first = datetime!(2025-01-01 22:00 UTC);
+        let at = |hours: i64| first + Duration::hours(hours);
+        let busy = |start, renders| Bucket {
+            renders,
+            p50_ms: Some(10.0),
+            ..Bucket::empty(start)
+        };
+        let found = vec![
+            busy(at(0), 1),
+            busy(at(3), 2),
+            // Outside the range, or not on a bucket's start: ignored.
+            busy(at(-1), 7),
+            busy(at(4), 7),
+            busy(at(1) + Duration::MINUTE, 7),
+        ];
+        let filled = fill(first, Duration::HOUR, 4, found);
+        assert_eq!(
+            filled.iter().map(|b| b.start).collect::<Vec<_>>(),
+            [at(0), at(1), at(2), at(3)]
+        );
+        assert_eq!(
+            filled.iter().map(|b| b.renders).collect::<Vec<_>>(),
+            [1, 0, 0, 2]
+        );
+        assert_eq!(filled[1], Bucket::empty(at(1)));
+        assert_eq!(filled[3].p50_ms, Some(10.0));
+        assert_eq!(
+            filled[2].start,
+            datetime!(2025-01-02 00:00 UTC),
+            "hours run across midnight"
+        );
+
+        // A start in another offset is the same instant.
+        let found = vec![busy(datetime!(2025-01-02 01:00 +01:00), 5)];
+        let filled = fill(first, Duration::HOUR, 4, found);
+        assert_eq!(filled[2].renders, 5);
+        assert_eq!(filled[2].start.offset(), UtcOffset::UTC);
+    }
+}

@@ -1,0 +1,510 @@
+//! The domain pages: the list, adding one, its DNS set-up, settings and removal.
+
+use super::format;
+use super::{Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render};
+use crate::api::Ctx;
+use crate::db::DomainRecord;
+use crate::domains::{self, DomainError};
+use crate::origin::Origin;
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A row of the domain list.
+pub struct DomainRow {
+    pub id: Uuid,
+    pub hostname: String,
+    pub origin: String,
+    pub verified: bool,
+    /// Cached pages, or `None` when Redis did not answer.
+    pub pages: Option<u64>,
+    /// The last seven days' cache hit ratio.
+    pub hit_ratio: String,
+}
+
+#[derive(Template)]
+#[template(path = "domains.html")]
+struct ListPage {
+    chrome: Chrome,
+    domains: Vec<DomainRow>,
+    redis_down: bool,
+}
+
+#[derive(Template)]
+#[template(path = "domain_new.html")]
+struct NewPage {
+    chrome: Chrome,
+    hostname: String,
+    origin: String,
+    errors: FieldErrors,
+}
+
+/// How to prove ownership of a domain, and what the last check found.
+pub struct Dns {
+    pub cname_target: String,
+    pub txt_name: String,
+    pub txt_value: String,
+    pub checked: Option<String>,
+    pub verified_at: Option<String>,
+    pub explanation: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "domain.html")]
+struct DomainPage {
+    chrome: Chrome,
+    domain: DomainRecord,
+    dns: Dns,
+    pages: Option<u64>,
+    form: SettingsForm,
+    errors: FieldErrors,
+}
+
+/// The settings form, as sent (every field a string, so a mistyped value is shown back as typed).
+#[derive(Deserialize, Default)]
+pub struct SettingsForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub origin: String,
+    #[serde(default)]
+    pub cache_ttl_secs: String,
+    #[serde(default)]
+    pub render_timeout_ms: String,
+    #[serde(default)]
+    pub bot_wait_ms: String,
+    pub device_variants: Option<String>,
+    pub block_images: Option<String>,
+    pub block_media: Option<String>,
+    pub block_fonts: Option<String>,
+    pub block_stylesheets: Option<String>,
+    pub block_trackers: Option<String>,
+    #[serde(default)]
+    pub ignored_query_params: String,
+    #[serde(default)]
+    pub bot_user_agents: String,
+    #[serde(default)]
+    pub include_paths: String,
+    #[serde(default)]
+    pub exclude_paths: String,
+}
+
+fn checked(on: bool) -> Option<String> {
+    on.then(|| "on".to_owned())
+}
+
+impl SettingsForm {
+    fn of(record: &DomainRecord) -> Self {
+        let s = &record.settings;
+        let ResourceBlocking {
+            images,
+            media,
+            fonts,
+            stylesheets,
+            trackers,
+        } = s.blocking;
+        SettingsForm {
+            csrf: String::new(),
+            origin: record.origin.clone(),
+            cache_ttl_secs: s.cache_ttl_secs.to_string(),
+            render_timeout_ms: s.render_timeout_ms.to_string(),
+            bot_wait_ms: s.bot_wait_ms.to_string(),
+            device_variants: checked(s.device_variants),
+            block_images: checked(images),
+            block_media: checked(media),
+            block_fonts: checked(fonts),
+            block_stylesheets: checked(stylesheets),
+            block_trackers: checked(trackers),
+            ignored_query_params: s.ignored_query_params.join("\n"),
+            bot_user_agents: s.bot_user_agents.join("\n"),
+            include_paths: s.include_paths.join("\n"),
+            exclude_paths: s.exclude_paths.join("\n"),
+        }
+    }
+
+    /// The settings the form describes, checked as the REST API checks them; each problem is
+    /// reported against its field.
+    fn settings(&self, errors: &mut FieldErrors) -> Option<DomainSettings> {
+        let mut number = |field: &'static str, text: &str| match text.trim().parse::<u64>() {
+            Ok(value) => value,
+            Err(_) => {
+                errors.add(field, "must be a whole number");
+                0
+            }
+        };
+        let settings = DomainSettings {
+            cache_ttl_secs: number("cache_ttl_secs", &self.cache_ttl_secs),
+            render_timeout_ms: number("render_timeout_ms", &self.render_timeout_ms),
+            bot_wait_ms: number("bot_wait_ms", &self.bot_wait_ms),
+            device_variants: self.device_variants.is_some(),
+            blocking: ResourceBlocking {
+                images: self.block_images.is_some(),
+                media: self.block_media.is_some(),
+                fonts: self.block_fonts.is_some(),
+                stylesheets: self.block_stylesheets.is_some(),
+                trackers: self.block_trackers.is_some(),
+            },
+            ignored_query_params: lines(&self.ignored_query_params),
+            bot_user_agents: lines(&self.bot_user_agents),
+            include_paths: lines(&self.include_paths),
+            exclude_paths: lines(&self.exclude_paths),
+        };
+        if !errors.is_empty() {
+            return None;
+        }
+        match settings.validate() {
+            Ok(()) => Some(settings),
+            Err(error) => {
+                // `bot_user_agents[2]` is line 3 of the `bot_user_agents` box.
+                let (field, line) = match error.field.split_once('[') {
+                    Some((field, rest)) => (
+                        field,
+                        rest.trim_end_matches(']')
+                            .parse::<usize>()
+                            .ok()
+                            .map(|i| i + 1),
+                    ),
+                    None => (error.field.as_str(), None),
+                };
+                let message = match line {
+                    Some(line) => format!("line {line} {}", error.rule),
+                    None => error.rule.clone(),
+                };
+                errors.add(field_name(field), message);
+                None
+            }
+        }
+    }
+}
+
+/// The form's name for a settings field (the names are the same; this keeps them `'static`).
+fn field_name(field: &str) -> &'static str {
+    const FIELDS: [&str; 7] = [
+        "cache_ttl_secs",
+        "render_timeout_ms",
+        "bot_wait_ms",
+        "ignored_query_params",
+        "bot_user_agents",
+        "include_paths",
+        "exclude_paths",
+    ];
+    FIELDS
+        .into_iter()
+        .find(|name| *name == field)
+        .unwrap_or("form")
+}
+
+/// One entry per non-blank line.
+fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(super) async fn own_domain(ctx: &Ctx, user: &WebUser, id: Uuid) -> Result<DomainRecord, Response> {
+    ctx.app
+        .db
+        .domain_of(user.tenant_id, id)
+        .await
+        .map_err(fail)?
+        .ok_or_else(|| fail(DomainError::NotFound))
+}
+
+/// The domain's cached page count, or `None` when Redis does not answer (the page still shows).
+pub(super) async fn page_count(ctx: &Ctx, id: Uuid) -> Option<u64> {
+    match ctx
+        .app
+        .store
+        .count_pages(&id.to_string(), kiln_core::unix_millis_now())
+        .await
+    {
+        Ok(count) => Some(count),
+        Err(error) => {
+            tracing::warn!(%error, "cannot count cached pages");
+            None
+        }
+    }
+}
+
+pub async fn list(State(ctx): State<Ctx>, user: WebUser) -> PageResult {
+    let records = ctx.app.db.domains_of(user.tenant_id).await.map_err(fail)?;
+    let ratios = ctx
+        .app
+        .db
+        .domain_hit_ratios(user.tenant_id)
+        .await
+        .map_err(fail)?;
+    let counts = futures::future::join_all(records.iter().map(|r| page_count(&ctx, r.id))).await;
+    let redis_down = counts.iter().any(Option::is_none);
+    let domains = records
+        .into_iter()
+        .zip(counts)
+        .map(|(record, pages)| {
+            let ratio = ratios
+                .get(&record.id)
+                .filter(|(_, lookups)| *lookups > 0)
+                .map(|(hits, lookups)| *hits as f64 / *lookups as f64);
+            DomainRow {
+                id: record.id,
+                hostname: record.host.to_string(),
+                origin: record.origin,
+                verified: record.verified,
+                pages,
+                hit_ratio: format::percent(ratio),
+            }
+        })
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &ListPage {
+            chrome: user.chrome(Nav::Domains),
+            domains,
+            redis_down,
+        },
+    ))
+}
+
+pub async fn new_page(user: WebUser) -> Response {
+    render(
+        StatusCode::OK,
+        &NewPage {
+            chrome: user.chrome(Nav::Domains),
+            hostname: String::new(),
+            origin: String::new(),
+            errors: FieldErrors::default(),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NewDomainForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    hostname: String,
+    #[serde(default)]
+    origin: String,
+}
+
+pub async fn create(
+    State(ctx): State<Ctx>,
+    user: WebUser,
+    WebForm(form): WebForm<NewDomainForm>,
+) -> PageResult {
+    user.check_csrf(&ctx, &form.csrf)?;
+    let mut errors = FieldErrors::default();
+    let host = Hostname::parse(form.hostname.trim())
+        .map_err(|error| errors.add("hostname", error.to_string()))
+        .ok();
+    let origin = Origin::parse(form.origin.trim())
+        .map_err(|error| errors.add("origin", error.to_string()))
+        .ok();
+    if let (Some(host), Some(origin)) = (host, origin) {
+        let created = domains::create_for_tenant(
+            &ctx.app,
+            user.tenant_id,
+            host,
+            origin,
+            DomainSettings::default(),
+            &user.actor,
+        )
+        .await;
+        match created {
+            Ok(record) => {
+                let message = format!(
+                    "Added {}. Create the DNS record below to prove it is yours; bots get \
+                     rendered pages once it is verified.",
+                    record.host
+                );
+                return Ok(redirect_with(&format!("/domains/{}", record.id), &message));
+            }
+            Err(error @ (DomainError::Conflict(_) | DomainError::ConflictDiffers { .. })) => {
+                errors.add("hostname", error.to_string());
+            }
+            Err(DomainError::Origin(error)) => errors.add("origin", error.to_string()),
+            Err(error) => return Err(fail(error)),
+        }
+    }
+    let status = StatusCode::UNPROCESSABLE_ENTITY;
+    Ok(render(
+        status,
+        &NewPage {
+            chrome: user.chrome(Nav::Domains),
+            hostname: form.hostname,
+            origin: form.origin,
+            errors,
+        },
+    ))
+}
+
+fn dns(ctx: &Ctx, record: &DomainRecord) -> Dns {
+    let explanation = record
+        .verification_result
+        .as_ref()
+        .and_then(|result| result.get("explanation"))
+        .and_then(|text| text.as_str())
+        .map(str::to_owned);
+    let now = OffsetDateTime::now_utc();
+    Dns {
+        cname_target: ctx.cname_target.to_string(),
+        txt_name: domains::challenge_name(&record.host),
+        txt_value: record.verification_token.clone(),
+        checked: record
+            .verification_checked_at
+            .map(|at| format::relative(at, now)),
+        verified_at: record.verified_at.map(format::when),
+        explanation,
+    }
+}
+
+async fn domain_page(
+    ctx: &Ctx,
+    user: &WebUser,
+    domain: DomainRecord,
+    form: SettingsForm,
+    errors: FieldErrors,
+    status: StatusCode,
+) -> Response {
+    let pages = page_count(ctx, domain.id).await;
+    render(
+        status,
+        &DomainPage {
+            chrome: user.chrome(Nav::Domains),
+            dns: dns(ctx, &domain),
+            domain,
+            pages,
+            form,
+            errors,
+        },
+    )
+}
+
+pub async fn show(State(ctx): State<Ctx>, user: WebUser, Path(id): Path<Uuid>) -> PageResult {
+    let domain = own_domain(&ctx, &user, id).await?;
+    let form = SettingsForm::of(&domain);
+    Ok(domain_page(&ctx, &user, domain, form, FieldErrors::default(), StatusCode::OK).await)
+}
+
+pub async fn update(
+    State(ctx): State<Ctx>,
+    user: WebUser,
+    Path(id): Path<Uuid>,
+    WebForm(form): WebForm<SettingsForm>,
+) -> PageResult {
+    user.check_csrf(&ctx, &form.csrf)?;
+    let domain = own_domain(&ctx, &user, id).await?;
+    let mut errors = FieldErrors::default();
+    let origin = Origin::parse(form.origin.trim())
+        .map_err(|error| errors.add("origin", error.to_string()))
+        .ok();
+    let settings = form.settings(&mut errors);
+    if let (Some(origin), Some(settings)) = (origin, settings) {
+        match domains::update(&ctx.app, &domain, Some(origin), settings, &user.actor).await {
+            Ok(record) => {
+                let message = format!(
+                    "Saved the settings of {}. Gateways use them within a second.",
+                    record.host
+                );
+                return Ok(redirect_with(&format!("/domains/{id}"), &message));
+            }
+            Err(DomainError::Origin(error)) => errors.add("origin", error.to_string()),
+            Err(error) => return Err(fail(error)),
+        }
+    }
+    Ok(domain_page(
+        &ctx,
+        &user,
+        domain,
+        form,
+        errors,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await)
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn verify(
+    State(ctx): State<Ctx>,
+    user: WebUser,
+    Path(id): Path<Uuid>,
+    WebForm(form): WebForm<CsrfForm>,
+) -> PageResult {
+    user.check_csrf(&ctx, &form.csrf)?;
+    let record = domains::verify(
+        &ctx.app,
+        &ctx.verifier,
+        &ctx.cname_target,
+        user.tenant_id,
+        id,
+        &user.actor,
+    )
+    .await
+    .map_err(fail)?;
+    let message = if record.verified {
+        format!("{} is verified: bots now get rendered pages.", record.host)
+    } else {
+        format!(
+            "{} is not verified yet. {}",
+            record.host,
+            dns(&ctx, &record).explanation.unwrap_or_default()
+        )
+    };
+    Ok(redirect_with(&format!("/domains/{id}"), &message))
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+pub async fn delete(
+    State(ctx): State<Ctx>,
+    user: WebUser,
+    Path(id): Path<Uuid>,
+    WebForm(form): WebForm<DeleteForm>,
+) -> PageResult {
+    user.check_csrf(&ctx, &form.csrf)?;
+    let domain = own_domain(&ctx, &user, id).await?;
+    if !form.confirm.trim().eq_ignore_ascii_case(domain.host.as_str()) {
+        let mut errors = FieldErrors::default();
+        errors.add(
+            "confirm",
+            format!("type {} to confirm the removal", domain.host),
+        );
+        let settings = SettingsForm::of(&domain);
+        return Ok(domain_page(
+            &ctx,
+            &user,
+            domain,
+            settings,
+            errors,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await);
+    }
+    let record = domains::delete(&ctx.app, user.tenant_id, id, &user.actor)
+        .await
+        .map_err(fail)?;
+    Ok(redirect_with(
+        "/domains",
+        &format!(
+            "Removed {}: bots and people on it are no longer served, and its cache is purged.",
+            record.host
+        ),
+    ))
+}
