@@ -124,9 +124,16 @@ fn hourly_rows(
             (0i64..)
                 .zip(hours)
                 .map(move |(hour, counts)| {
-                    (midnight + Duration::hours(hour), snapshot(domain_id, counts))
+                    (
+                        midnight + Duration::hours(hour),
+                        snapshot(domain_id, counts),
+                    )
                 })
-                .filter(|(_, row)| row.hits + row.misses + row.bypasses + row.passthroughs > 0)
+                .filter(|(_, row)| {
+                    [row.hits, row.misses, row.bypasses, row.passthroughs]
+                        .iter()
+                        .any(|&count| count > 0)
+                })
         })
         .collect()
 }

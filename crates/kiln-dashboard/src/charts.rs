@@ -160,7 +160,9 @@ pub fn line_chart(frame: &Frame<'_>, series: &[Series<'_>], unit: Unit) -> Strin
     let highest = series
         .iter()
         .flat_map(|s| (0..n).filter_map(move |i| value(s, i)))
-        .fold(None, |max: Option<f64>, v| Some(max.map_or(v, |m| m.max(v))));
+        .fold(None, |max: Option<f64>, v| {
+            Some(max.map_or(v, |m| m.max(v)))
+        });
     let has_data = highest.is_some();
     let max = match unit {
         Unit::Percent => 100.0,
@@ -186,7 +188,10 @@ pub fn line_chart(frame: &Frame<'_>, series: &[Series<'_>], unit: Unit) -> Strin
         let y = |v: f64| BOTTOM - scale(v.min(max), max);
         for (k, s) in series.iter().enumerate() {
             let (class, colour) = SERIES[k % SERIES.len()];
-            let _ = write!(svg, r#"<g class="{class}" fill="{colour}" stroke="{colour}">"#);
+            let _ = write!(
+                svg,
+                r#"<g class="{class}" fill="{colour}" stroke="{colour}">"#
+            );
             // One polyline per run of values without a gap.
             let mut run: Vec<String> = Vec::new();
             for i in 0..=n {
@@ -363,7 +368,7 @@ fn close(mut svg: String, frame: &Frame<'_>, has_data: bool) -> String {
     let every = frame.label_every.max(1);
     svg.push_str(r#"<g class="axis" fill="currentColor" text-anchor="middle">"#);
     for (i, label) in frame.labels.iter().enumerate() {
-        if (n - 1 - i) % every == 0 {
+        if (n - 1 - i).is_multiple_of(every) {
             let _ = write!(
                 svg,
                 r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
@@ -457,7 +462,7 @@ fn line_summary(series: &Series<'_>, labels: &[String], unit: Unit) -> String {
             .zip(series.values)
             .filter_map(|(label, v)| Some((label, v.filter(|v| v.is_finite())?)))
     };
-    let latest = values().last();
+    let latest = values().next_back();
     let highest = values().fold(None, |best: Option<(&String, f64)>, (label, v)| {
         if best.is_none_or(|(_, b)| v > b) {
             Some((label, v))
@@ -541,12 +546,15 @@ mod tests {
         while let Some(start) = rest.find(['<', '&']) {
             let (text, tail) = rest.split_at(start);
             assert!(!text.contains('>'), "a stray '>' in {text:?}");
-            if tail.starts_with('&') {
+            if let Some(after) = tail.strip_prefix('&') {
                 assert!(entity_ok(tail), "an unescaped '&' at {tail:.40}");
-                rest = &tail[1..];
+                rest = after;
                 continue;
             }
-            assert!(!open.is_empty() || start == 0, "text outside the root: {text:?}");
+            assert!(
+                !open.is_empty() || start == 0,
+                "text outside the root: {text:?}"
+            );
             let end = tail.find('>').expect("an unclosed tag");
             let tag = &tail[1..end];
             rest = &tail[end + 1..];
@@ -575,9 +583,15 @@ mod tests {
                 );
                 let close = value.find('"').expect("an unterminated attribute value");
                 let value_text = &value[..close];
-                assert!(!value_text.contains('<'), "'<' in an attribute: {value_text}");
+                assert!(
+                    !value_text.contains('<'),
+                    "'<' in an attribute: {value_text}"
+                );
                 for (i, _) in value_text.match_indices('&') {
-                    assert!(entity_ok(&value_text[i..]), "an unescaped '&' in {value_text}");
+                    assert!(
+                        entity_ok(&value_text[i..]),
+                        "an unescaped '&' in {value_text}"
+                    );
                 }
                 attributes = &value[close + 1..];
             }
@@ -604,7 +618,9 @@ mod tests {
             .filter_map(|tag| {
                 let tag = &tag[..tag.find('>').unwrap()];
                 let start = tag.find(&format!(" {attribute}=\""))? + attribute.len() + 3;
-                tag[start..start + tag[start..].find('"').unwrap()].parse().ok()
+                tag[start..start + tag[start..].find('"').unwrap()]
+                    .parse()
+                    .ok()
             })
             .collect()
     }
@@ -691,7 +707,10 @@ mod tests {
             );
             assert!(svg.contains(r#"role="img""#) && svg.contains(r#"width="100%""#));
             assert!(svg.contains(r#"viewBox="0 0 480 200""#));
-            assert!(!svg.contains("<rect") && !svg.contains("<polyline"), "{svg}");
+            assert!(
+                !svg.contains("<rect") && !svg.contains("<polyline"),
+                "{svg}"
+            );
         }
         // A zero hit ratio is data, not the lack of it.
         let svg = line_chart(&frame, &[zero], Unit::Percent);
@@ -733,14 +752,27 @@ mod tests {
             .collect();
         assert_eq!(heights[2..], expected[..]);
         let ys = attribute_values(&svg, "rect", "y");
-        assert_eq!(ys[2], r1(BOTTOM - 0.4 * plot), "the lower part sits on the axis");
-        assert_eq!(ys[3], r1(BOTTOM - 0.5 * plot), "the upper part on the lower");
+        assert_eq!(
+            ys[2],
+            r1(BOTTOM - 0.4 * plot),
+            "the lower part sits on the axis"
+        );
+        assert_eq!(
+            ys[3],
+            r1(BOTTOM - 0.5 * plot),
+            "the upper part on the lower"
+        );
         assert!(texts(&svg).contains(&"100"), "{:?}", texts(&svg));
-        assert!(svg.contains("<title>03:00: 70 stored, 10 failed</title>"), "{svg}");
+        assert!(
+            svg.contains("<title>03:00: 70 stored, 10 failed</title>"),
+            "{svg}"
+        );
         assert!(svg.contains(r##"class="series-a" fill="#2b6cb0""##));
         assert!(svg.contains(r##"class="series-b" fill="#d9534f""##));
         assert!(
-            svg.contains("stored: 110 in all, most 70 (03:00). failed: 40 in all, most 20 (02:00)."),
+            svg.contains(
+                "stored: 110 in all, most 70 (03:00). failed: 40 in all, most 20 (02:00)."
+            ),
             "{svg}"
         );
     }
@@ -770,7 +802,10 @@ mod tests {
         );
         assert_eq!(svg.matches("<polyline").count(), 1, "the lone 25% is a dot");
         assert!(texts(&svg).contains(&"100%"));
-        assert!(!svg.contains("class=\"legend\""), "one series needs no legend");
+        assert!(
+            !svg.contains("class=\"legend\""),
+            "one series needs no legend"
+        );
         // Every second label, counting back from the newest.
         assert_eq!(
             texts(&svg)
@@ -889,7 +924,10 @@ mod tests {
         }
         assert!(renders.contains("<title>Renders per hour, last 24 hours</title>"));
         assert!(renders.contains("<title>23:00: 3 stored, 1 failed</title>"));
-        assert!(ratio.contains("<title>23:00: hit ratio 75%</title>"), "{ratio}");
+        assert!(
+            ratio.contains("<title>23:00: hit ratio 75%</title>"),
+            "{ratio}"
+        );
         assert!(times.contains("<title>23:00: p95 1.5 s</title>"), "{times}");
 
         let days: Vec<Bucket> = (0..30)

@@ -338,12 +338,10 @@ impl Store {
             let count = u64::try_from(*count).unwrap_or(0);
             match hour {
                 None => usage.totals.entry(domain_id.to_owned()).or_default(),
-                Some(hour) => {
-                    &mut usage
-                        .hours
-                        .entry(domain_id.to_owned())
-                        .or_insert_with(|| [UsageCounts::default(); HOURS_PER_DAY])[hour]
-                }
+                Some(hour) => &mut usage
+                    .hours
+                    .entry(domain_id.to_owned())
+                    .or_insert_with(|| [UsageCounts::default(); HOURS_PER_DAY])[hour],
             }
             .add(kind, count);
         }

@@ -132,18 +132,20 @@ pub fn address_limits(
 /// The `/api/v1` routes.
 pub fn router(ctx: Ctx) -> Router {
     let limited =
-        tower_governor::GovernorLayer::new(ctx.address_limits.clone()).error_handler(|error| match error {
-            tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
-                ApiError::too_many(wait_time).into_response()
-            }
-            other => {
-                tracing::warn!(error = %other, "rate limiter failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the client address could not be determined",
-                )
-                .into_response()
+        tower_governor::GovernorLayer::new(ctx.address_limits.clone()).error_handler(|error| {
+            match error {
+                tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
+                    ApiError::too_many(wait_time).into_response()
+                }
+                other => {
+                    tracing::warn!(error = %other, "rate limiter failed");
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the client address could not be determined",
+                    )
+                    .into_response()
+                }
             }
         });
     let auth_routes = Router::new()

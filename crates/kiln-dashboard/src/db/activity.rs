@@ -299,7 +299,6 @@ impl Db {
         .await?;
         Ok(records)
     }
-
 }
 
 /// A chart bucket as [`chart_buckets_sql`] selects it: start, renders, failed renders, hits,

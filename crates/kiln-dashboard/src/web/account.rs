@@ -350,4 +350,3 @@ pub async fn change_password(
     };
     Ok(render(status, &page))
 }
-

@@ -130,9 +130,7 @@ impl ActivityQuery {
 }
 
 fn chosen(value: &str, allowed: &[&str]) -> Option<String> {
-    allowed
-        .contains(&value)
-        .then(|| value.to_owned())
+    allowed.contains(&value).then(|| value.to_owned())
 }
 
 pub async fn page(
@@ -211,7 +209,10 @@ mod tests {
         let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
         assert_eq!(bot_name("bot", Some(google)), "Googlebot");
         assert_eq!(bot_name("warm", None), "warming");
-        assert_eq!(bot_name("bot", Some("SomeNewCrawler/1.0")), "SomeNewCrawler/1.0");
+        assert_eq!(
+            bot_name("bot", Some("SomeNewCrawler/1.0")),
+            "SomeNewCrawler/1.0"
+        );
         assert_eq!(bot_name("bot", None), "bot");
     }
 }

@@ -227,7 +227,11 @@ pub async fn purge(
             }
         }
         "all" => {
-            if form.confirm.trim().eq_ignore_ascii_case(domain.host.as_str()) {
+            if form
+                .confirm
+                .trim()
+                .eq_ignore_ascii_case(domain.host.as_str())
+            {
                 Some(Purge::All { domain_id: id })
             } else {
                 errors.add(
@@ -302,7 +306,10 @@ pub async fn warm(
             None
         }
         (false, false) => {
-            errors.add("urls", "warm either from the URL list or from a sitemap, not both");
+            errors.add(
+                "urls",
+                "warm either from the URL list or from a sitemap, not both",
+            );
             None
         }
     };
@@ -314,7 +321,11 @@ pub async fn warm(
             ));
         }
         Some(Err(error @ (CacheError::InvalidUrls(_) | CacheError::Invalid(_)))) => {
-            let field = if urls.is_empty() { "sitemap_url" } else { "urls" };
+            let field = if urls.is_empty() {
+                "sitemap_url"
+            } else {
+                "urls"
+            };
             errors.add(field, error.to_string());
         }
         Some(Err(error @ CacheError::NotVerified(_))) => errors.add("urls", error.to_string()),
@@ -477,7 +488,10 @@ pub async fn preview(
     if !on_domain {
         errors.add(
             "url",
-            format!("give an absolute URL on {}, e.g. https://{}/", domain.host, domain.host),
+            format!(
+                "give an absolute URL on {}, e.g. https://{}/",
+                domain.host, domain.host
+            ),
         );
     } else {
         match cache::preview(&ctx.app, &ctx.queue, user.tenant_id, url, device).await {

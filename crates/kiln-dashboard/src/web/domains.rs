@@ -208,7 +208,11 @@ fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) async fn own_domain(ctx: &Ctx, user: &WebUser, id: Uuid) -> Result<DomainRecord, Response> {
+pub(super) async fn own_domain(
+    ctx: &Ctx,
+    user: &WebUser,
+    id: Uuid,
+) -> Result<DomainRecord, Response> {
     ctx.app
         .db
         .domain_of(user.tenant_id, id)
@@ -389,7 +393,15 @@ async fn domain_page(
 pub async fn show(State(ctx): State<Ctx>, user: WebUser, Path(id): Path<Uuid>) -> PageResult {
     let domain = own_domain(&ctx, &user, id).await?;
     let form = SettingsForm::of(&domain);
-    Ok(domain_page(&ctx, &user, domain, form, FieldErrors::default(), StatusCode::OK).await)
+    Ok(domain_page(
+        &ctx,
+        &user,
+        domain,
+        form,
+        FieldErrors::default(),
+        StatusCode::OK,
+    )
+    .await)
 }
 
 pub async fn update(
@@ -480,7 +492,11 @@ pub async fn delete(
 ) -> PageResult {
     user.check_csrf(&ctx, &form.csrf)?;
     let domain = own_domain(&ctx, &user, id).await?;
-    if !form.confirm.trim().eq_ignore_ascii_case(domain.host.as_str()) {
+    if !form
+        .confirm
+        .trim()
+        .eq_ignore_ascii_case(domain.host.as_str())
+    {
         let mut errors = FieldErrors::default();
         errors.add(
             "confirm",

@@ -81,7 +81,15 @@ pub async fn create(
     user.check_csrf(&ctx, &form.csrf)?;
     let mut errors = FieldErrors::default();
     let mut created = None;
-    match api_keys::create(&ctx.app, user.tenant_id, user.user.id, &form.name, &user.actor).await {
+    match api_keys::create(
+        &ctx.app,
+        user.tenant_id,
+        user.user.id,
+        &form.name,
+        &user.actor,
+    )
+    .await
+    {
         Ok(key) => created = Some((key.record.name, key.secret)),
         Err(error @ KeyError::InvalidName) => errors.add("name", error.to_string()),
         Err(error) => return Err(fail(error)),

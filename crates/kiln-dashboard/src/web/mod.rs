@@ -51,23 +51,24 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 pub fn router(ctx: Ctx) -> Router {
     // Logging in and signing up share the REST API's per-address buckets, so a script cannot get
     // twice the attempts by alternating between the form and the API.
-    let limited = tower_governor::GovernorLayer::new(ctx.address_limits.clone()).error_handler(
-        |error| match error {
-            tower_governor::GovernorError::TooManyRequests { wait_time, .. } => error_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many attempts",
-                &format!("Too many attempts from your address; try again in {wait_time} s."),
-            ),
-            other => {
-                tracing::warn!(error = %other, "rate limiter failed");
-                error_page(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Something went wrong",
-                    "Your address could not be determined.",
-                )
+    let limited =
+        tower_governor::GovernorLayer::new(ctx.address_limits.clone()).error_handler(|error| {
+            match error {
+                tower_governor::GovernorError::TooManyRequests { wait_time, .. } => error_page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many attempts",
+                    &format!("Too many attempts from your address; try again in {wait_time} s."),
+                ),
+                other => {
+                    tracing::warn!(error = %other, "rate limiter failed");
+                    error_page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Something went wrong",
+                        "Your address could not be determined.",
+                    )
+                }
             }
-        },
-    );
+        });
     let auth_forms = Router::new()
         .route("/login", post(account::log_in))
         .route("/signup", post(account::sign_up))

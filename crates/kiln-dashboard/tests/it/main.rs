@@ -3,6 +3,7 @@
 
 mod api;
 mod helpers;
+mod stats;
 mod web;
 
 use helpers::{TEST_ACTOR, spawn_app, spawn_app_allowing};

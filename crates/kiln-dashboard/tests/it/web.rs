@@ -139,7 +139,11 @@ async fn pages_need_a_log_in_and_return_to_where_the_user_was_going() {
     let out = web.post("/logout", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert_eq!(out.location(), "/login");
-    assert!(!web.cookies.contains_key("kiln_session"), "{:?}", web.cookies);
+    assert!(
+        !web.cookies.contains_key("kiln_session"),
+        "{:?}",
+        web.cookies
+    );
 
     let gated = web.get("/keys?x=1").await;
     assert_eq!(gated.status, StatusCode::SEE_OTHER);
@@ -200,7 +204,11 @@ async fn pages_need_a_log_in_and_return_to_where_the_user_was_going() {
     assert_eq!(web.get("/keys").await.status, StatusCode::OK);
 
     // `next` never leads off the site.
-    for next in ["//evil.example/", "https://evil.example/", "/\\evil.example"] {
+    for next in [
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+    ] {
         let page = web.get("/login").await;
         assert_eq!(page.status, StatusCode::SEE_OTHER, "logged in already");
         web.cookies.remove("kiln_session");
@@ -238,7 +246,10 @@ async fn state_changing_forms_need_the_sessions_csrf_token_and_a_same_site_origi
     let other = WebClient::new(&server).sign_up("other@example.com").await;
     let theirs = other.csrf();
     let foreign = web
-        .post("/domains", &[&domain[..], &[("csrf", theirs.as_str())]].concat())
+        .post(
+            "/domains",
+            &[&domain[..], &[("csrf", theirs.as_str())]].concat(),
+        )
         .await;
     assert_eq!(
         foreign.status,
@@ -268,7 +279,11 @@ async fn state_changing_forms_need_the_sessions_csrf_token_and_a_same_site_origi
         .await;
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
     let shown = web.get(added.location()).await;
-    assert!(shown.body.contains("Added shop.example.com."), "{}", shown.body);
+    assert!(
+        shown.body.contains("Added shop.example.com."),
+        "{}",
+        shown.body
+    );
     assert!(shown.body.contains("_kiln-challenge.shop.example.com"));
     // The flash is shown once.
     let again = web.get(added.location()).await;
@@ -311,7 +326,9 @@ async fn every_response_carries_the_security_headers_and_pages_escape_what_users
         refused
             .body
             .contains("&#60;script&#62;alert(1)&#60;/script&#62;")
-            || refused.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            || refused
+                .body
+                .contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{}",
         refused.body
     );
@@ -358,9 +375,20 @@ async fn every_response_carries_the_security_headers_and_pages_escape_what_users
         .to_owned();
     let css = web.get(&css_path).await;
     assert_eq!(css.status, StatusCode::OK);
-    assert_eq!(css.headers["cache-control"], "public, max-age=31536000, immutable");
-    assert!(css.headers["content-type"].to_str().unwrap().starts_with("text/css"));
-    assert_eq!(web.get("/static/kiln.0000.css").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        css.headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        css.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    assert_eq!(
+        web.get("/static/kiln.0000.css").await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -382,7 +410,11 @@ async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
         )
         .await;
     assert_eq!(weak.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(weak.body.contains(r#"id="password-error""#), "{}", weak.body);
+    assert!(
+        weak.body.contains(r#"id="password-error""#),
+        "{}",
+        weak.body
+    );
     assert!(weak.body.contains(r#"value="new@example.com""#));
     let differ = web
         .post(
@@ -425,9 +457,16 @@ async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(bad.body.contains(r#"id="cache_ttl_secs-error""#), "{}", bad.body);
+    assert!(
+        bad.body.contains(r#"id="cache_ttl_secs-error""#),
+        "{}",
+        bad.body
+    );
     assert!(bad.body.contains("Must be a whole number"));
-    assert!(bad.body.contains(r#"value="a day""#), "the typed value is kept");
+    assert!(
+        bad.body.contains(r#"value="a day""#),
+        "the typed value is kept"
+    );
     assert!(bad.body.contains("/admin/*\nno-slash"));
 
     let out_of_range = web
@@ -465,10 +504,7 @@ async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
         )
         .await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
-    let domain = t
-        .redis_domain("shop.example.com")
-        .await
-        .expect("published");
+    let domain = t.redis_domain("shop.example.com").await.expect("published");
     assert_eq!(domain.settings.cache_ttl_secs, 600);
     assert_eq!(domain.settings.exclude_paths, ["/admin/*"]);
     assert!(domain.settings.device_variants);
@@ -537,7 +573,10 @@ async fn another_tenants_domain_is_not_found_on_every_page() {
         ("/settings", vec![("origin", "http://127.0.0.1:9")]),
         ("/verify", vec![]),
         ("/delete", vec![("confirm", "shop.example.com")]),
-        ("/purge", vec![("scope", "all"), ("confirm", "shop.example.com")]),
+        (
+            "/purge",
+            vec![("scope", "all"), ("confirm", "shop.example.com")],
+        ),
         ("/warm", vec![("urls", "https://shop.example.com/")]),
     ] {
         let form = [&form[..], &[("csrf", csrf.as_str())]].concat();

@@ -3,6 +3,7 @@
 //! plane's tests, with the dashboard running too, are in `control_plane.rs`.
 
 mod control_plane;
+mod dashboard_ui;
 mod helpers;
 
 use helpers::{CHROME, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, Stack};

@@ -56,7 +56,11 @@ async fn a_resent_batch_counts_once_in_its_hours_as_in_its_day() {
     );
     assert_eq!(d1[9].hits, 3);
     let untouched = (0..24).filter(|h| ![0, 9].contains(h));
-    assert!(untouched.map(|h| d1[h]).all(|c| c == UsageCounts::default()));
+    assert!(
+        untouched
+            .map(|h| d1[h])
+            .all(|c| c == UsageCounts::default())
+    );
     assert_eq!(hours["d2"][9].bypasses, 4);
     assert_eq!(hours["d2"][9].passthroughs, 0);
     assert_eq!(hours["d2"][23].hits, 1);
@@ -132,5 +136,12 @@ async fn days_without_hour_fields_have_totals_only() {
     assert_eq!(d1[5].hits, 1);
     assert_eq!(d1.iter().map(|c| c.hits).sum::<u64>(), 1);
 
-    assert!(t.store.day_usage("2025-01-02").await.unwrap().hours.is_empty());
+    assert!(
+        t.store
+            .day_usage("2025-01-02")
+            .await
+            .unwrap()
+            .hours
+            .is_empty()
+    );
 }
