@@ -17,6 +17,10 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Refresh docs/screenshots/ from the dashboard's browser test.
+screenshots:
+    scripts/screenshots.sh
+
 # Run the benchmarks and write docs/benchmarks/.
 bench:
     scripts/bench-render.sh

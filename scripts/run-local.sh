@@ -134,7 +134,8 @@ cat <<MSG
   A person gets the origin's bytes (the empty single-page-app shell):
     curl -si -H 'Host: $DEMO_HOST' http://127.0.0.1:$EDGE_PORT/products/3
 
-  In a browser: http://$DEMO_HOST:$EDGE_PORT/   Dashboard: http://127.0.0.1:3001/
+  In a browser: http://$DEMO_HOST:$EDGE_PORT/ (the demo site)
+  The dashboard: http://127.0.0.1:3001/ (log in as $DEMO_EMAIL, password: $(cat "$PASSWORD_FILE"))
   Health: http://127.0.0.1:9100/readyz (gateway), http://127.0.0.1:9101/readyz (worker)
 
   The REST API (OpenAPI document: http://127.0.0.1:3001/api/v1/openapi.json). The demo account
