@@ -211,7 +211,8 @@ mod tests {
             pending.add(10, at / HOUR_MS, domain_id, kind);
         }
         let (batch, _) = pending.next_batch("w").unwrap();
-        let mut hours: Vec<(String, Vec<(String, UsageKind, u64)>)> = batch
+        type Counts = Vec<(String, UsageKind, u64)>;
+        let mut hours: Vec<(String, Counts)> = batch
             .hours
             .into_iter()
             .map(|(hour, mut counts)| {

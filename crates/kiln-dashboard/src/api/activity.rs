@@ -23,7 +23,7 @@ impl From<ActivityError> for ApiError {
 }
 
 /// Brings the copy up to date before a read; if Redis is down, what Postgres has is served.
-async fn catch_up(ctx: &Ctx) -> Result<(), ApiError> {
+pub(crate) async fn catch_up(ctx: &Ctx) -> Result<(), ApiError> {
     match activity::copy_render_log(&ctx.app).await {
         Err(ActivityError::Db(error)) => return Err(error.into()),
         Err(error) => tracing::warn!(%error, "serving the render log without the latest entries"),
@@ -52,7 +52,7 @@ pub struct RendersQuery {
 
 /// Whether `cursor` can be a render log cursor: the Redis stream id of the previous page's last
 /// entry, `<milliseconds>-<sequence>`. Anything else is refused before it reaches a query.
-fn is_stream_id(cursor: &str) -> bool {
+pub(crate) fn is_stream_id(cursor: &str) -> bool {
     let number =
         |part: &str| (1..=20).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
     cursor

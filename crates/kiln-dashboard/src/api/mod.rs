@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod activity;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod domains;
@@ -62,6 +63,7 @@ pub const MAX_BODY_BYTES: usize = 9 * 1024 * 1024;
         cache::render,
         activity::renders,
         activity::usage,
+        audit::list,
     ),
     modifiers(&Security),
     tags(
@@ -175,6 +177,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/render", get(cache::render))
         .route("/renders", get(activity::renders))
         .route("/usage", get(activity::usage))
+        .route("/audit", get(audit::list))
         .route("/openapi.json", get(openapi))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)

@@ -143,6 +143,25 @@ impl Db {
         Ok(failed)
     }
 
+    /// The domain's most recent warm jobs, newest first.
+    pub async fn recent_warm_jobs(
+        &self,
+        tenant_id: Uuid,
+        domain_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<WarmJobRecord>, DbError> {
+        let records = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {WARM_COLUMNS} FROM warm_jobs WHERE tenant_id = $1 AND domain_id = $2 \
+             ORDER BY created_at DESC LIMIT $3"
+        )))
+        .bind(tenant_id)
+        .bind(domain_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(records)
+    }
+
     pub async fn warm_job_of(
         &self,
         tenant_id: Uuid,

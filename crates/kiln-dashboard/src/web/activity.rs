@@ -152,14 +152,17 @@ pub async fn page(
         purpose: chosen(&query.purpose, &["bot", "warm", "preview"]),
         user_agent: Some(query.bot.trim().to_owned()).filter(|bot| !bot.is_empty()),
     };
+    // Renders logged in the last few seconds are copied in first, as the API does.
+    crate::api::activity::catch_up(&ctx).await.map_err(fail)?;
+    let before = query
+        .before
+        .as_deref()
+        .filter(|cursor| crate::api::activity::is_stream_id(cursor));
     let now = OffsetDateTime::now_utc();
     let (renders, charts) = tokio::join!(
-        ctx.app.db.renders_matching(
-            user.tenant_id,
-            &filter,
-            query.before.as_deref(),
-            PAGE_SIZE + 1
-        ),
+        ctx.app
+            .db
+            .renders_matching(user.tenant_id, &filter, before, PAGE_SIZE + 1),
         crate::stats::charts(&ctx.app.db, user.tenant_id, domain_id, now),
     );
     let renders = renders.map_err(fail)?;
@@ -200,23 +203,6 @@ pub async fn page(
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::bot_name;
-
-    #[test]
-    fn renders_name_who_caused_them() {
-        let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-        assert_eq!(bot_name("bot", Some(google)), "Googlebot");
-        assert_eq!(bot_name("warm", None), "warming");
-        assert_eq!(
-            bot_name("bot", Some("SomeNewCrawler/1.0")),
-            "SomeNewCrawler/1.0"
-        );
-        assert_eq!(bot_name("bot", None), "bot");
-    }
-}
-
 /// The three charts for each period: renders, hit ratio, render time.
 fn chart_views(charts: &crate::stats::Charts) -> (Vec<ChartView>, Vec<ChartView>) {
     use crate::charts::{Period, hit_ratio_chart, render_time_chart, renders_chart};
@@ -240,4 +226,21 @@ fn chart_views(charts: &crate::stats::Charts) -> (Vec<ChartView>, Vec<ChartView>
         views(&charts.hours, Period::Hours),
         views(&charts.days, Period::Days),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bot_name;
+
+    #[test]
+    fn renders_name_who_caused_them() {
+        let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        assert_eq!(bot_name("bot", Some(google)), "Googlebot");
+        assert_eq!(bot_name("warm", None), "warming");
+        assert_eq!(
+            bot_name("bot", Some("SomeNewCrawler/1.0")),
+            "SomeNewCrawler/1.0"
+        );
+        assert_eq!(bot_name("bot", None), "bot");
+    }
 }

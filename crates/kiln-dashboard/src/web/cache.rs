@@ -30,9 +30,58 @@ pub struct PageRow {
     pub expires: String,
 }
 
+/// A recent warm job, as the cache page lists it.
+pub struct WarmRow {
+    pub id: Uuid,
+    pub started: String,
+    pub source: String,
+    pub state: String,
+    pub progress: String,
+}
+
+/// The domain's last few warm jobs with their progress (a job whose progress Redis cannot tell is
+/// shown without it).
+async fn recent_warms(ctx: &Ctx, user: &WebUser, domain: &DomainRecord) -> Vec<WarmRow> {
+    let now = OffsetDateTime::now_utc();
+    let jobs = match ctx
+        .app
+        .db
+        .recent_warm_jobs(user.tenant_id, domain.id, 5)
+        .await
+    {
+        Ok(jobs) => jobs,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list warm jobs");
+            return Vec::new();
+        }
+    };
+    let mut rows = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let progress = ctx.app.store.warm_progress(&job.id.to_string()).await.ok();
+        let (done, failed) = progress.map_or((0, 0), |p| (p.done, p.failed));
+        let view = WarmView::new(&job, done, failed);
+        let source = match &view.sitemap_url {
+            Some(sitemap) => sitemap.clone(),
+            None => format!("{} URLs", view.total),
+        };
+        rows.push(WarmRow {
+            id: view.id,
+            started: format::relative(view.created_at, now),
+            source,
+            progress: format!(
+                "{} of {} rendered, {} failed",
+                view.done, view.total, view.failed
+            ),
+            state: view.state,
+        });
+    }
+    rows
+}
+
 #[derive(Template)]
 #[template(path = "cache.html")]
 struct CachePage {
+    warms: Vec<WarmRow>,
     chrome: Chrome,
     domain: DomainRecord,
     total: Option<u64>,
@@ -166,10 +215,12 @@ async fn cache_page(
         }
     };
     let total = page_count(ctx, domain.id).await;
+    let warms = recent_warms(ctx, user, &domain).await;
     render(
         extra.status,
         &CachePage {
             chrome: user.chrome(Nav::Domains),
+            warms,
             domain,
             total,
             search: query.q,

@@ -276,12 +276,22 @@ impl WebUser {
     }
 
     /// Refuses a form whose CSRF token is not this session's.
-    pub fn check_csrf(&self, ctx: &Ctx, token: &str) -> Result<(), Response> {
+    pub fn check_csrf(&self, ctx: &Ctx, token: &str) -> Result<(), CsrfRefused> {
         if ctx.csrf.verify_session(self.session_id, token) {
             Ok(())
         } else {
-            Err(csrf_refused())
+            Err(CsrfRefused)
         }
+    }
+}
+
+/// A form whose CSRF token was not its session's.
+#[derive(Debug)]
+pub struct CsrfRefused;
+
+impl From<CsrfRefused> for Response {
+    fn from(_: CsrfRefused) -> Response {
+        csrf_refused()
     }
 }
 

@@ -1134,6 +1134,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/api/v1/render", "get"),
         ("/api/v1/renders", "get"),
         ("/api/v1/usage", "get"),
+        ("/api/v1/audit", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -1261,4 +1262,67 @@ async fn sign_up_and_log_in_are_rate_limited_per_client_address() {
     );
     // Other endpoints are not limited by it.
     assert_eq!(client.get("/api/v1/openapi.json").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_audit_log_is_the_accounts_own_and_pages_back_in_time() {
+    let (_app, server) = server().await;
+    let owner = ApiClient::account_with_key(&server, "owner@example.com").await;
+    let other = ApiClient::account_with_key(&server, "other@example.com").await;
+    for host in ["a.example.com", "b.example.com", "c.example.com"] {
+        let added = owner
+            .post(
+                "/api/v1/domains",
+                json!({ "hostname": host, "origin": ORIGIN }),
+            )
+            .await;
+        assert_eq!(added.status, 201, "{:?}", added.body);
+    }
+
+    let first = owner.get("/api/v1/audit?limit=2").await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let events = first.body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["action"], "domain.add");
+    assert_eq!(events[0]["target"], "c.example.com");
+    assert!(
+        events[0]["actor"].as_str().unwrap().starts_with("api_key:"),
+        "{events:?}"
+    );
+    assert_eq!(events[0]["after"]["origin"], ORIGIN);
+    let cursor = first.body["next_cursor"].as_i64().expect("more to come");
+    let rest = owner
+        .get(&format!("/api/v1/audit?limit=100&cursor={cursor}"))
+        .await;
+    let targets: Vec<&str> = rest.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    // a.example.com, then the key's creation and the sign-up.
+    assert_eq!(targets[0], "a.example.com", "{targets:?}");
+    assert!(targets.contains(&"owner@example.com"), "{targets:?}");
+    assert_eq!(rest.body["next_cursor"], Value::Null);
+
+    // Another account sees none of it.
+    let theirs = other.get("/api/v1/audit").await;
+    assert!(
+        theirs.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| !e["target"].as_str().unwrap().ends_with("example.com")
+                || e["target"] == "other@example.com"),
+        "{:?}",
+        theirs.body
+    );
+    for bad in ["limit=0", "limit=501", "cursor=0", "cursor=x", "since=1"] {
+        let refused = owner.get(&format!("/api/v1/audit?{bad}")).await;
+        assert_eq!(refused.status, 400, "{bad}: {:?}", refused.body);
+    }
+    assert_eq!(
+        ApiClient::new(&server).get("/api/v1/audit").await.status,
+        401
+    );
 }

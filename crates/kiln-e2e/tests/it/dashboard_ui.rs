@@ -136,15 +136,6 @@ async fn type_into(page: &Page, selector: &str, text: &str) {
     field.type_str(text).await.expect(selector);
 }
 
-/// Sets a field's value at once (long or multi-line input).
-async fn set_value(page: &Page, selector: &str, text: &str) {
-    let js = format!(
-        "(document.querySelector('{selector}').value = {}, true)",
-        serde_json::to_string(text).unwrap()
-    );
-    eval::<bool>(page, &js).await;
-}
-
 async fn click(page: &Page, selector: &str) {
     page.find_element(selector)
         .await
@@ -360,12 +351,22 @@ async fn a_customer_manages_kiln_from_the_browser() {
     assert_eq!(redis_urls.len(), total - 2, "{redis_urls:?}");
     assert!(!redis_urls.contains(&target.as_str()), "{redis_urls:?}");
 
-    // ---- view as bot --------------------------------------------------------------------------
-    page.goto(format!("{base}/domains/{domain_id}/preview"))
-        .await
-        .unwrap();
+    // A bot is now served from what warming stored (counted for the hit-ratio chart below).
+    let (cache, _) = platform.bot_get(host, "/products/1").await;
+    assert_eq!(cache, "HIT");
+
+    // The warm job is listed as done.
+    let warm_state: String = text_of(&page, "#warm-jobs tbody tr .badge").await;
+    assert_eq!(warm_state, "done");
+
+    // ---- view as bot, from the cache list --------------------------------------------------------
+    let shown = format!("http://{host}/products/3");
+    click(&page, &format!("a[aria-label='View {shown} as a bot']")).await;
     wait_for_path(&page, &format!("/domains/{domain_id}/preview")).await;
-    set_value(&page, "#url", &format!("http://{host}/products/3")).await;
+    assert_eq!(
+        eval::<String>(&page, "document.querySelector('#url').value").await,
+        shown
+    );
     click(&page, "form[action$='/preview'] button").await;
     wait_until(
         &page,
@@ -453,10 +454,13 @@ async fn a_customer_manages_kiln_from_the_browser() {
     // ---- the remaining pages, for the screenshots and to see that they show their data ---------
     page.goto(format!("{base}/activity")).await.unwrap();
     wait_for_path(&page, "/activity").await;
-    // The render log reaches Postgres within the copier's few seconds.
+    // The page copies the latest renders in before reading; the bot's hit reaches the gateway's
+    // counters within a second or so.
+    assert!(eval::<bool>(&page, "!!document.querySelector('#render-log')").await);
+    let hit_ratio = "document.querySelectorAll('figure.chart svg')[1].textContent";
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !eval::<bool>(&page, "!!document.querySelector('#render-log')").await {
-        assert!(Instant::now() < deadline, "the render log stays empty");
+    while eval::<String>(&page, hit_ratio).await.contains("No data") {
+        assert!(Instant::now() < deadline, "the hit ratio chart stays empty");
         tokio::time::sleep(Duration::from_secs(1)).await;
         page.reload().await.unwrap();
         wait_for_path(&page, "/activity").await;
