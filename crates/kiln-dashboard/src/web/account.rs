@@ -2,7 +2,7 @@
 
 use super::csrf::{self, VISITOR_COOKIE};
 use super::{
-    Chrome, FieldErrors, Flash, Nav, PageResult, WebForm, WebUser, fail, is_local_path,
+    Chrome, CsrfForm, FieldErrors, Flash, Nav, PageResult, WebForm, WebUser, fail, is_local_path,
     redirect_with, render,
 };
 use crate::accounts::{self, AccountError, Email};
@@ -79,12 +79,6 @@ pub struct PasswordForm {
     new_password: String,
     #[serde(default)]
     new_password_confirm: String,
-    #[serde(default)]
-    csrf: String,
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
     #[serde(default)]
     csrf: String,
 }
@@ -275,7 +269,7 @@ pub async fn sign_up(
 pub async fn log_out(
     State(ctx): State<Ctx>,
     user: WebUser,
-    WebForm(form): WebForm<CsrfOnly>,
+    WebForm(form): WebForm<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&ctx, &form.csrf)?;
     ctx.app

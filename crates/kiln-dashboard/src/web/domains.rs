@@ -1,7 +1,9 @@
 //! The domain pages: the list, adding one, its DNS set-up, settings and removal.
 
 use super::format;
-use super::{Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render};
+use super::{
+    Chrome, CsrfForm, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render,
+};
 use crate::api::Ctx;
 use crate::db::DomainRecord;
 use crate::domains::{self, DomainError};
@@ -439,12 +441,6 @@ pub async fn update(
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await)
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn verify(

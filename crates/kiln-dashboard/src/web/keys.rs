@@ -1,7 +1,9 @@
 //! API keys: create (shown once), list, revoke.
 
 use super::format;
-use super::{Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render};
+use super::{
+    Chrome, CsrfForm, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render,
+};
 use crate::api::{ApiError, Ctx};
 use crate::api_keys::{self, KeyError};
 use askama::Template;
@@ -114,12 +116,6 @@ pub async fn create(
             errors,
         },
     ))
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub async fn revoke(

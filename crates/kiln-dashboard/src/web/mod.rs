@@ -356,6 +356,13 @@ pub fn is_local_path(target: &str) -> bool {
         && !target.chars().any(char::is_control)
 }
 
+/// A form that carries nothing but its CSRF token (a button).
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
 /// A form body. A malformed one gets an error page rather than a plain-text rejection.
 pub struct WebForm<T>(pub T);
 
