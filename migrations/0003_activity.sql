@@ -1,3 +1,5 @@
+-- What the dashboard's activity page reads: hourly bot traffic, and the render log by time.
+
 -- Bot traffic per domain per UTC hour, for the dashboard's charts of the last 24 hours.
 --
 -- Snapshotted like usage_daily, from the hour fields of the gateways' Redis counters
@@ -16,3 +18,7 @@ CREATE TABLE usage_hourly (
 );
 
 CREATE INDEX usage_hourly_tenant_idx ON usage_hourly (tenant_id, hour);
+
+-- The activity page lists and charts a whole tenant's renders by time (the older index leads with
+-- the domain, which serves one domain's log).
+CREATE INDEX renders_tenant_at_idx ON renders (tenant_id, at DESC);
