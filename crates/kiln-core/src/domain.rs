@@ -23,8 +23,12 @@ pub struct DomainConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DomainSettings {
-    /// How long a render is served from the cache.
+    /// How long a render is fresh: served from the cache as it is (`HIT`).
     pub cache_ttl_secs: u64,
+    /// How long after that a render is still served, at once, while one background render replaces
+    /// it (`STALE`; RFC 5861's stale-while-revalidate). A refresh that fails leaves the stale copy
+    /// in place, so it also covers an origin that is down (stale-if-error). 0 turns this off.
+    pub stale_ttl_secs: u64,
     /// The longest a single render may take in the browser.
     pub render_timeout_ms: u64,
     /// How long a bot waits for a render on a cache miss before it gets the origin's page.
@@ -76,6 +80,7 @@ impl Default for DomainSettings {
     fn default() -> Self {
         DomainSettings {
             cache_ttl_secs: 3600,
+            stale_ttl_secs: 7 * 24 * 3600,
             render_timeout_ms: 10_000,
             bot_wait_ms: 20_000,
             ignored_query_params: ["utm_*", "gclid", "fbclid", "msclkid"]
@@ -104,6 +109,8 @@ pub struct SettingsError {
 
 impl DomainSettings {
     pub const CACHE_TTL_SECS: RangeInclusive<u64> = 1..=31_536_000;
+    /// Up to a year; 0 serves nothing stale.
+    pub const STALE_TTL_SECS: RangeInclusive<u64> = 0..=31_536_000;
     /// The bounds the worker clamps a render's budget to anyway: under a second no page loads, and
     /// two minutes is as long as any bot waits.
     pub const RENDER_TIMEOUT_MS: RangeInclusive<u64> = 1_000..=120_000;
@@ -116,6 +123,7 @@ impl DomainSettings {
     /// refuses such settings; gateways and workers still cope with any published record.
     pub fn validate(&self) -> Result<(), SettingsError> {
         in_range("cache_ttl_secs", self.cache_ttl_secs, Self::CACHE_TTL_SECS)?;
+        in_range("stale_ttl_secs", self.stale_ttl_secs, Self::STALE_TTL_SECS)?;
         in_range(
             "render_timeout_ms",
             self.render_timeout_ms,
@@ -237,6 +245,7 @@ mod tests {
     fn settings_survive_a_json_round_trip() {
         let settings = DomainSettings {
             cache_ttl_secs: 60,
+            stale_ttl_secs: 0,
             render_timeout_ms: 5_000,
             bot_wait_ms: 0,
             ignored_query_params: vec!["ref".into()],
@@ -297,6 +306,12 @@ mod tests {
         check(
             |s| s.cache_ttl_secs = 31_536_001,
             Some("cache_ttl_secs must be between 1 and 31536000"),
+        );
+        check(|s| s.stale_ttl_secs = 0, None);
+        check(|s| s.stale_ttl_secs = 31_536_000, None);
+        check(
+            |s| s.stale_ttl_secs = 31_536_001,
+            Some("stale_ttl_secs must be between 0 and 31536000"),
         );
         check(|s| s.render_timeout_ms = 1_000, None);
         check(|s| s.render_timeout_ms = 120_000, None);

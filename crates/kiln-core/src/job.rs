@@ -16,6 +16,10 @@ pub struct RenderJob {
     pub render_url: String,
     pub device: DeviceClass,
     pub cache_ttl_secs: u64,
+    /// How long the page is served stale after `cache_ttl_secs` (jobs queued before this field
+    /// existed: not at all).
+    #[serde(default)]
+    pub stale_ttl_secs: u64,
     pub render_timeout_ms: u64,
     pub enqueued_at: UnixMillis,
     /// The id of the request that caused the render, carried into the worker's logs.
@@ -108,6 +112,7 @@ mod tests {
             page_url,
             device: DeviceClass::Desktop,
             cache_ttl_secs: 60,
+            stale_ttl_secs: 0,
             render_timeout_ms: 1000,
             enqueued_at: 0,
             request_id: None,

@@ -262,6 +262,7 @@ fn render_job(
         page_url: url,
         device,
         cache_ttl_secs: config.settings.cache_ttl_secs,
+        stale_ttl_secs: config.settings.stale_ttl_secs,
         render_timeout_ms: config.settings.render_timeout_ms,
         enqueued_at: kiln_core::unix_millis_now(),
         request_id: None,

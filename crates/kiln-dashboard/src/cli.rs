@@ -56,7 +56,7 @@ pub enum AccountCommand {
 #[derive(Debug, Subcommand)]
 pub enum DomainCommand {
     /// Register a domain for the operator tenant, verified, and publish it.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List every registered domain.
     List,
     /// Remove a domain and withdraw it from the gateways.
@@ -76,9 +76,13 @@ pub struct AddArgs {
     /// It must resolve only to public addresses or to networks in KILN_ALLOWED_PRIVATE_NETS.
     #[arg(long, value_parser = Origin::parse)]
     pub origin: Origin,
-    /// How long a render is served from the cache [default: 3600].
+    /// How long a render is fresh, served from the cache as it is [default: 3600].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_ttl_secs: Option<u64>,
+    /// How long after that a render is still served while a background render replaces it; 0
+    /// turns that off [default: 604800, a week].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub stale_ttl_secs: Option<u64>,
     /// The longest a render may take in the browser [default: 10000].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub render_timeout_ms: Option<u64>,
@@ -104,6 +108,7 @@ impl AddArgs {
         let defaults = DomainSettings::default();
         DomainSettings {
             cache_ttl_secs: self.cache_ttl_secs.unwrap_or(defaults.cache_ttl_secs),
+            stale_ttl_secs: self.stale_ttl_secs.unwrap_or(defaults.stale_ttl_secs),
             render_timeout_ms: self.render_timeout_ms.unwrap_or(defaults.render_timeout_ms),
             bot_wait_ms: self.bot_wait_ms.unwrap_or(defaults.bot_wait_ms),
             blocking: self.block.unwrap_or(defaults.blocking),

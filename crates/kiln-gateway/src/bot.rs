@@ -1,5 +1,11 @@
 //! The bot path: serve the cached render, or render once and wait, or fall back to the origin.
 //!
+//! A fresh entry is a `HIT`. An entry past its fresh TTL but inside its stale window is served at
+//! once as `STALE` while one background render (behind the same render lock) replaces it; if that
+//! render fails, the stale copy stays (stale-while-revalidate and stale-if-error, RFC 5861). A page
+//! whose render failed moments ago (a failure marker, see `kiln_store::failures`) is neither
+//! rendered again for a bot nor refreshed until the marker expires.
+//!
 //! A miss registers a waiter and then looks at the cache once more, so a render announced between the
 //! look-up and the wait still wakes it; a hit pays for none of that. One gateway wins the render lock
 //! and enqueues the job; every request for the same page, on any gateway, waits for the one
@@ -62,7 +68,12 @@ pub async fn serve(
         match app.store.get_page(&key).await {
             Ok(Some(entry)) => {
                 count(app, domain, UsageKind::Hit);
-                return Ok(page_response(&entry, "HIT", None, head));
+                if entry.meta.is_fresh(kiln_core::unix_millis_now()) {
+                    return Ok(page_response(&entry, "HIT", None, head));
+                }
+                let job = render_job(domain, &url, &key, device, user_agent, request_id);
+                refresh_in_background(app, job, refresh_lock_ttl(domain));
+                return Ok(page_response(&entry, "STALE", None, head));
             }
             Ok(None) => match registered {
                 Some(waiter) => break waiter,
@@ -75,6 +86,19 @@ pub async fn serve(
         }
     };
 
+    // A page that failed to render moments ago gets the origin's page at once.
+    match app.store.recent_failure(&key).await {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            tracing::info!(render.failure = %reason, "the page failed to render moments ago; serving the origin");
+            return bypass(app, domain, req, peer).await;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cache unavailable; serving the origin");
+            return bypass(app, domain, req, peer).await;
+        }
+    }
+
     let started = Instant::now();
     let budget = Duration::from_millis(domain.settings.bot_wait_ms);
     // The worker may try a render twice (one retry after a timeout or a bad result), so the lock
@@ -83,20 +107,7 @@ pub async fn serve(
         budget + 2 * Duration::from_millis(domain.settings.render_timeout_ms) + LOCK_MARGIN;
     match app.store.try_lock_render(&key, request_id, lock_ttl).await {
         Ok(true) => {
-            let job = RenderJob {
-                render_url: domain.origin_url_for(&url),
-                page_url: url,
-                key: key.clone(),
-                tenant_id: domain.tenant_id.clone(),
-                device,
-                cache_ttl_secs: domain.settings.cache_ttl_secs,
-                render_timeout_ms: domain.settings.render_timeout_ms,
-                enqueued_at: kiln_core::unix_millis_now(),
-                request_id: Some(request_id.to_owned()),
-                blocking: domain.settings.blocking,
-                purpose: kiln_core::job::RenderPurpose::Bot,
-                user_agent: RenderJob::user_agent_for_job(user_agent),
-            };
+            let job = render_job(domain, &url, &key, device, user_agent, request_id);
             if let Err(error) = app.queue.push(job).await {
                 tracing::warn!(%error, "could not enqueue a render; serving the origin");
                 let _ = app.store.release_render_lock(&key).await;
@@ -132,6 +143,70 @@ pub async fn serve(
             bypass(app, domain, req, peer).await
         }
     }
+}
+
+/// The job that renders `url` for `key` on a bot's behalf.
+fn render_job(
+    domain: &DomainConfig,
+    url: &NormalizedUrl,
+    key: &CacheKey,
+    device: DeviceClass,
+    user_agent: &str,
+    request_id: &str,
+) -> RenderJob {
+    RenderJob {
+        render_url: domain.origin_url_for(url),
+        page_url: url.clone(),
+        key: key.clone(),
+        tenant_id: domain.tenant_id.clone(),
+        device,
+        cache_ttl_secs: domain.settings.cache_ttl_secs,
+        stale_ttl_secs: domain.settings.stale_ttl_secs,
+        render_timeout_ms: domain.settings.render_timeout_ms,
+        enqueued_at: kiln_core::unix_millis_now(),
+        request_id: Some(request_id.to_owned()),
+        blocking: domain.settings.blocking,
+        purpose: kiln_core::job::RenderPurpose::Bot,
+        user_agent: RenderJob::user_agent_for_job(user_agent),
+    }
+}
+
+/// How long a background refresh holds the render lock at most: two renders (the worker retries
+/// once) and the queueing; the worker releases it as soon as it is done.
+fn refresh_lock_ttl(domain: &DomainConfig) -> Duration {
+    2 * Duration::from_millis(domain.settings.render_timeout_ms) + LOCK_MARGIN
+}
+
+/// Queues one render to replace a stale entry, unless one is under way (the render lock) or the
+/// page failed to render moments ago. Runs after the response has gone; failures only log.
+fn refresh_in_background(app: &AppState, job: RenderJob, lock_ttl: Duration) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let key = job.key.clone();
+        match app.store.recent_failure(&key).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot refresh a stale page: the cache is unavailable");
+                return;
+            }
+        }
+        let owner = job.request_id.clone().unwrap_or_default();
+        match app.store.try_lock_render(&key, &owner, lock_ttl).await {
+            Ok(true) => {
+                if let Err(error) = app.queue.push(job).await {
+                    tracing::warn!(%error, "could not enqueue the refresh of a stale page");
+                    let _ = app.store.release_render_lock(&key).await;
+                } else {
+                    tracing::debug!(cache.key = %key.page_key(), "refreshing a stale page");
+                }
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot refresh a stale page: the render lock is unavailable")
+            }
+        }
+    });
 }
 
 /// The origin's own response, marked as such.

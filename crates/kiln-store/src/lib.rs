@@ -9,6 +9,7 @@
 //! error as a cache miss: an outage of Redis must never turn into an outage of the customer's site.
 
 mod events;
+mod failures;
 mod pages;
 mod preview;
 mod render_log;
@@ -159,6 +160,15 @@ impl Store {
             )
             .await?;
         Ok(set.is_some())
+    }
+
+    /// Whether someone holds the render lock for `key`: a render of the page is under way.
+    pub async fn render_locked(&self, key: &CacheKey) -> Result<bool> {
+        let exists: u32 = self
+            .pool
+            .exists(self.key(&format!("lock:{}", key.page_key())))
+            .await?;
+        Ok(exists > 0)
     }
 
     /// Releases the render lock for `key`, whoever took it: the render it guarded is over.

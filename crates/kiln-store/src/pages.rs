@@ -49,10 +49,22 @@ pub struct PageMeta {
     pub url: String,
     pub rendered_at: UnixMillis,
     pub render_ms: u64,
-    /// When the entry expires. Set by [`Store::put_page`] from its TTL (whatever the caller put
-    /// here is replaced); 0 in entries stored before this field existed.
+    /// When the entry expires: the end of its stale window. Set by [`Store::put_page`] (whatever
+    /// the caller put here is replaced); 0 in entries stored before this field existed.
     #[serde(default)]
     pub expires_at: UnixMillis,
+    /// Until when the entry is fresh; after that, until `expires_at`, it is stale: served while a
+    /// new render replaces it. Set by [`Store::put_page`]; 0 in entries stored before this field
+    /// existed, which are fresh until they expire.
+    #[serde(default)]
+    pub fresh_until: UnixMillis,
+}
+
+impl PageMeta {
+    /// Whether the entry is still fresh at `now`.
+    pub fn is_fresh(&self, now: UnixMillis) -> bool {
+        self.fresh_until == 0 || now < self.fresh_until
+    }
 }
 
 /// One page of [`Store::list_pages`].
@@ -73,6 +85,8 @@ pub struct PageSummary {
     /// Length of the stored HTML.
     pub bytes: u64,
     pub rendered_at: UnixMillis,
+    /// Until when it is fresh (see [`PageMeta::fresh_until`]; `expires_at` for older entries).
+    pub fresh_until: UnixMillis,
     pub expires_at: UnixMillis,
 }
 
@@ -117,13 +131,14 @@ local function trim(by_path, by_expiry)
 end
 "#;
 
-/// KEYS: page, by-path, by-expiry. ARGV: meta, html, expires_at, member.
+/// KEYS: page, by-path, by-expiry, failure marker. ARGV: meta, html, expires_at, member.
 const LUA_PUT: &str = r#"
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'meta', ARGV[1], 'html', ARGV[2], 'index', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], 0, ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('DEL', KEYS[4])
 trim(KEYS[2], KEYS[3])
 -- The index lives as long as the domain's last-expiring page.
 local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
@@ -251,12 +266,21 @@ impl Store {
         Ok(Some(PageEntry { html, meta }))
     }
 
-    /// Stores a page entry for `ttl_secs`, replacing any previous one and updating the domain's
-    /// index atomically. `entry.meta.expires_at` is set from the TTL.
-    pub async fn put_page(&self, key: &CacheKey, entry: &PageEntry, ttl_secs: u64) -> Result<()> {
-        let expires_at =
-            kiln_core::unix_millis_now().saturating_add(ttl_secs.max(1).saturating_mul(1000));
+    /// Stores a page entry, fresh for `fresh_secs` and then stale for `stale_secs` more, replacing
+    /// any previous one, updating the domain's index and clearing a recorded failure of the page,
+    /// atomically. `entry.meta.fresh_until` and `expires_at` are set here.
+    pub async fn put_page(
+        &self,
+        key: &CacheKey,
+        entry: &PageEntry,
+        fresh_secs: u64,
+        stale_secs: u64,
+    ) -> Result<()> {
+        let fresh_until =
+            kiln_core::unix_millis_now().saturating_add(fresh_secs.max(1).saturating_mul(1000));
+        let expires_at = fresh_until.saturating_add(stale_secs.saturating_mul(1000));
         let meta = PageMeta {
+            fresh_until,
             expires_at,
             ..entry.meta.clone()
         };
@@ -274,7 +298,12 @@ impl Store {
             .pool
             .eval(
                 script(LUA_PUT),
-                vec![self.page_key(key), by_path, by_expiry],
+                vec![
+                    self.page_key(key),
+                    by_path,
+                    by_expiry,
+                    self.failure_key(key),
+                ],
                 args,
             )
             .await?;
@@ -353,6 +382,11 @@ impl Store {
                     .await?;
                 deleted += n;
             }
+        }
+        // A purged page gets a fresh render at once, even if its last one failed.
+        for batch in keys.chunks(PURGE_BATCH) {
+            let markers: Vec<String> = batch.iter().map(|key| self.failure_key(key)).collect();
+            let _: i64 = self.pool.del(markers).await?;
         }
         Ok(deleted)
     }
@@ -483,6 +517,11 @@ fn parse_listing(reply: Vec<Value>) -> Result<PageListing> {
             status: meta.status,
             bytes,
             rendered_at: meta.rendered_at,
+            fresh_until: if meta.fresh_until == 0 {
+                expires_at
+            } else {
+                meta.fresh_until
+            },
             expires_at,
         });
     }

@@ -322,12 +322,13 @@ impl Inner {
                 url: job.page_url.as_str().to_owned(),
                 rendered_at: kiln_core::unix_millis_now(),
                 render_ms,
-                // Set by the store from the TTL.
+                // Set by the store from the TTLs.
                 expires_at: 0,
+                fresh_until: 0,
             },
         };
         self.store
-            .put_page(&job.key, &entry, job.cache_ttl_secs)
+            .put_page(&job.key, &entry, job.cache_ttl_secs, job.stale_ttl_secs)
             .await
     }
 }

@@ -163,6 +163,11 @@ impl RenderError {
         matches!(self, RenderError::BrowserCrashed(_) | RenderError::Hung)
     }
 
+    /// Whether the worker had no browser free: nothing is known about the page.
+    pub fn is_capacity(&self) -> bool {
+        matches!(self, RenderError::NoBrowser(_))
+    }
+
     /// The origin's status, when that is what failed the render.
     pub fn status(&self) -> Option<u16> {
         match self {

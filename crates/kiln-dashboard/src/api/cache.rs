@@ -272,6 +272,10 @@ pub struct CachedPage {
     pub bytes: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub rendered_at: OffsetDateTime,
+    /// Until then bots get it as it is; after that, until `expires_at`, it is served stale while a
+    /// new render replaces it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub fresh_until: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
@@ -338,6 +342,7 @@ pub async fn list(
             status: page.status,
             bytes: page.bytes,
             rendered_at: from_millis(page.rendered_at),
+            fresh_until: from_millis(page.fresh_until),
             expires_at: from_millis(page.expires_at),
         })
         .collect();

@@ -42,9 +42,13 @@ pub struct DomainPatch {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsInput {
-    /// How long a render is served from the cache, in seconds.
+    /// How long a render is fresh (served from the cache as it is), in seconds.
     #[schema(minimum = 1, maximum = 31536000)]
     pub cache_ttl_secs: Option<u64>,
+    /// How long after that a render is still served, at once, while a background render replaces
+    /// it (and kept if that render fails), in seconds; 0 turns stale serving off.
+    #[schema(minimum = 0, maximum = 31536000)]
+    pub stale_ttl_secs: Option<u64>,
     /// The longest a render may take, in milliseconds.
     #[schema(minimum = 1000, maximum = 120000)]
     pub render_timeout_ms: Option<u64>,
@@ -82,6 +86,7 @@ impl SettingsInput {
         let mut settings = base.clone();
         let SettingsInput {
             cache_ttl_secs,
+            stale_ttl_secs,
             render_timeout_ms,
             bot_wait_ms,
             device_variants,
@@ -92,6 +97,7 @@ impl SettingsInput {
             exclude_paths,
         } = self;
         set(&mut settings.cache_ttl_secs, cache_ttl_secs);
+        set(&mut settings.stale_ttl_secs, stale_ttl_secs);
         set(&mut settings.render_timeout_ms, render_timeout_ms);
         set(&mut settings.bot_wait_ms, bot_wait_ms);
         set(&mut settings.device_variants, device_variants);
@@ -175,6 +181,7 @@ pub struct TxtRecord {
 #[derive(Serialize, ToSchema)]
 pub struct SettingsView {
     pub cache_ttl_secs: u64,
+    pub stale_ttl_secs: u64,
     pub render_timeout_ms: u64,
     pub bot_wait_ms: u64,
     pub device_variants: bool,
@@ -205,6 +212,7 @@ impl From<&DomainSettings> for SettingsView {
         } = s.blocking;
         SettingsView {
             cache_ttl_secs: s.cache_ttl_secs,
+            stale_ttl_secs: s.stale_ttl_secs,
             render_timeout_ms: s.render_timeout_ms,
             bot_wait_ms: s.bot_wait_ms,
             device_variants: s.device_variants,

@@ -27,6 +27,8 @@ pub struct PageRow {
     pub size: String,
     pub age: String,
     pub rendered_at: String,
+    /// `fresh for 40 min`, or `stale` (served while a new render replaces it).
+    pub freshness: String,
     pub expires: String,
 }
 
@@ -184,6 +186,13 @@ async fn cache_page(
                 .into_iter()
                 .map(|page| {
                     let rendered = crate::api::cache::from_millis(page.rendered_at);
+                    let fresh_until = crate::api::cache::from_millis(page.fresh_until);
+                    let freshness = if fresh_until > now {
+                        let left = (fresh_until - now).whole_seconds().max(0) as u64;
+                        format!("fresh for {}", format::span(left))
+                    } else {
+                        "stale".to_owned()
+                    };
                     PageRow {
                         url: page.url,
                         device: page.device.as_str(),
@@ -191,6 +200,7 @@ async fn cache_page(
                         size: format::bytes(page.bytes),
                         age: format::relative(rendered, now),
                         rendered_at: format::when(rendered),
+                        freshness,
                         expires: format::relative(
                             crate::api::cache::from_millis(page.expires_at),
                             now,

@@ -67,19 +67,19 @@ struct DomainPage {
     errors: FieldErrors,
 }
 
-/// The settings form, as sent (every field a string, so a mistyped value is shown back as typed).
+/// The settings form, as sent (every field a string, so a mistyped value is shown back as typed). A
+/// number field the form did not send at all (a page from before the setting existed) keeps its
+/// current value; one sent empty is an error.
 #[derive(Deserialize, Default)]
 pub struct SettingsForm {
     #[serde(default)]
     pub csrf: String,
     #[serde(default)]
     pub origin: String,
-    #[serde(default)]
-    pub cache_ttl_secs: String,
-    #[serde(default)]
-    pub render_timeout_ms: String,
-    #[serde(default)]
-    pub bot_wait_ms: String,
+    pub cache_ttl_secs: Option<String>,
+    pub stale_ttl_secs: Option<String>,
+    pub render_timeout_ms: Option<String>,
+    pub bot_wait_ms: Option<String>,
     pub device_variants: Option<String>,
     pub block_images: Option<String>,
     pub block_media: Option<String>,
@@ -94,6 +94,13 @@ pub struct SettingsForm {
     pub include_paths: String,
     #[serde(default)]
     pub exclude_paths: String,
+}
+
+impl SettingsForm {
+    /// A number field's text as typed (for the form's `value`).
+    pub fn text(field: &Option<String>) -> &str {
+        field.as_deref().unwrap_or("")
+    }
 }
 
 fn checked(on: bool) -> Option<String> {
@@ -113,9 +120,10 @@ impl SettingsForm {
         SettingsForm {
             csrf: String::new(),
             origin: record.origin.clone(),
-            cache_ttl_secs: s.cache_ttl_secs.to_string(),
-            render_timeout_ms: s.render_timeout_ms.to_string(),
-            bot_wait_ms: s.bot_wait_ms.to_string(),
+            cache_ttl_secs: Some(s.cache_ttl_secs.to_string()),
+            stale_ttl_secs: Some(s.stale_ttl_secs.to_string()),
+            render_timeout_ms: Some(s.render_timeout_ms.to_string()),
+            bot_wait_ms: Some(s.bot_wait_ms.to_string()),
             device_variants: checked(s.device_variants),
             block_images: checked(images),
             block_media: checked(media),
@@ -131,18 +139,23 @@ impl SettingsForm {
 
     /// The settings the form describes, checked as the REST API checks them; each problem is
     /// reported against its field.
-    fn settings(&self, errors: &mut FieldErrors) -> Option<DomainSettings> {
-        let mut number = |field: &'static str, text: &str| match text.trim().parse::<u64>() {
-            Ok(value) => value,
-            Err(_) => {
+    fn settings(&self, base: &DomainSettings, errors: &mut FieldErrors) -> Option<DomainSettings> {
+        let mut number = |field: &'static str, text: &Option<String>, current: u64| match text {
+            None => current,
+            Some(text) => text.trim().parse::<u64>().unwrap_or_else(|_| {
                 errors.add(field, "must be a whole number");
                 0
-            }
+            }),
         };
         let settings = DomainSettings {
-            cache_ttl_secs: number("cache_ttl_secs", &self.cache_ttl_secs),
-            render_timeout_ms: number("render_timeout_ms", &self.render_timeout_ms),
-            bot_wait_ms: number("bot_wait_ms", &self.bot_wait_ms),
+            cache_ttl_secs: number("cache_ttl_secs", &self.cache_ttl_secs, base.cache_ttl_secs),
+            stale_ttl_secs: number("stale_ttl_secs", &self.stale_ttl_secs, base.stale_ttl_secs),
+            render_timeout_ms: number(
+                "render_timeout_ms",
+                &self.render_timeout_ms,
+                base.render_timeout_ms,
+            ),
+            bot_wait_ms: number("bot_wait_ms", &self.bot_wait_ms, base.bot_wait_ms),
             device_variants: self.device_variants.is_some(),
             blocking: ResourceBlocking {
                 images: self.block_images.is_some(),
@@ -186,8 +199,9 @@ impl SettingsForm {
 
 /// The form's name for a settings field (the names are the same; this keeps them `'static`).
 fn field_name(field: &str) -> &'static str {
-    const FIELDS: [&str; 7] = [
+    const FIELDS: [&str; 8] = [
         "cache_ttl_secs",
+        "stale_ttl_secs",
         "render_timeout_ms",
         "bot_wait_ms",
         "ignored_query_params",
@@ -418,7 +432,7 @@ pub async fn update(
     let origin = Origin::parse(form.origin.trim())
         .map_err(|error| errors.add("origin", error.to_string()))
         .ok();
-    let settings = form.settings(&mut errors);
+    let settings = form.settings(&domain.settings, &mut errors);
     if let (Some(origin), Some(settings)) = (origin, settings) {
         match domains::update(&ctx.app, &domain, Some(origin), settings, &user.actor).await {
             Ok(record) => {

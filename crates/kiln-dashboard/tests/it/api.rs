@@ -821,9 +821,10 @@ async fn store_page(
             rendered_at: 1_700_000_000_000,
             render_ms: 42,
             expires_at: 0,
+            fresh_until: 0,
         },
     };
-    app.app.store.put_page(&key, &entry, 3600).await.unwrap();
+    app.app.store.put_page(&key, &entry, 3600, 0).await.unwrap();
 }
 
 async fn cached_urls(client: &ApiClient, domain: &Value) -> Vec<String> {

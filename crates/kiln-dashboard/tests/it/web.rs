@@ -499,6 +499,7 @@ async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
                 ("render_timeout_ms", "15000"),
                 ("bot_wait_ms", "5000"),
                 ("device_variants", "on"),
+                ("stale_ttl_secs", "0"),
                 ("exclude_paths", "/admin/*"),
             ],
         )
@@ -506,6 +507,7 @@ async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
     let domain = t.redis_domain("shop.example.com").await.expect("published");
     assert_eq!(domain.settings.cache_ttl_secs, 600);
+    assert_eq!(domain.settings.stale_ttl_secs, 0);
     assert_eq!(domain.settings.exclude_paths, ["/admin/*"]);
     assert!(domain.settings.device_variants);
     assert!(!domain.settings.blocking.images, "unticked boxes are off");

@@ -911,3 +911,81 @@ async fn a_sitemap_warm_leaves_out_paths_the_domain_never_renders() {
     assert_eq!(job["done"], 1, "{job}");
     assert_eq!(platform.site.hits("/about"), 0, "{job}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_pages_are_served_at_once_refreshed_and_kept_when_the_origin_fails() {
+    let platform = Platform::start().await;
+    let host = "stale.e2e.test";
+    let tenant = platform.api.tenant("owner@stale.example").await;
+    // Fresh for a second, then stale for the default week; one render per URL.
+    let domain = platform
+        .verified_domain(
+            &tenant,
+            host,
+            json!({ "cache_ttl_secs": 1, "device_variants": false }),
+        )
+        .await;
+    let path = "/products/3";
+    let key = kiln_core::CacheKey::new(
+        str_of(&domain, "id"),
+        kiln_core::DeviceClass::Desktop,
+        &kiln_core::NormalizedUrl::from_stored(format!("http://{host}{path}")),
+    );
+
+    let (cache, first) = platform.first_bot_render(host, path).await;
+    assert_eq!(cache, "MISS");
+    assert!(first.contains(PRODUCT_3_H1), "{first}");
+
+    // Stale: served at once, and one background render makes it fresh again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (cache, stale) = platform.bot_get(host, path).await;
+    assert_eq!(cache, "STALE");
+    assert_eq!(stale, first);
+    let (_, refreshed) = first_showing(
+        Instant::now(),
+        || platform.get(host, path, GOOGLEBOT),
+        |r| cache_status(r) == "HIT",
+    )
+    .await;
+    assert!(refreshed.text().await.unwrap().contains(PRODUCT_3_H1));
+
+    // Now the origin breaks: the refresh fails, the good copy stays and keeps being served, and
+    // the broken page is not rendered again on every bot's request.
+    platform.site.serve(
+        path,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "text/html",
+        b"<h1>Internal error</h1>".to_vec(),
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let loads_before = platform.site.hits(path);
+    let (cache, kept) = platform.bot_get(host, path).await;
+    assert_eq!(cache, "STALE");
+    assert!(kept.contains(PRODUCT_3_H1), "{kept}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while platform.store.recent_failure(&key).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the refresh never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let loads_after_refresh = platform.site.hits(path);
+    assert!(
+        loads_after_refresh > loads_before,
+        "the refresh loaded the page"
+    );
+    for _ in 0..5 {
+        let (cache, body) = platform.bot_get(host, path).await;
+        assert_eq!(cache, "STALE");
+        assert!(
+            body.contains(PRODUCT_3_H1),
+            "a failed refresh replaced the page: {body}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        platform.site.hits(path),
+        loads_after_refresh,
+        "the broken page was rendered again while its failure was fresh"
+    );
+    let entry = platform.store.get_page(&key).await.unwrap().expect("kept");
+    assert!(String::from_utf8_lossy(&entry.html).contains(PRODUCT_3_H1));
+}

@@ -226,8 +226,13 @@ impl TestGateway {
         }
     }
 
-    /// Stores a render of `path` on `shop.test` for `device`, as a worker would.
+    /// Stores a render of `path` on `shop.test` for `device`, as a worker would, fresh for a minute.
     pub async fn cache_page(&self, path: &str, device: DeviceClass, html: &str) {
+        self.cache_page_for(path, device, html, 60, 0).await;
+    }
+
+    /// The normalised URL and cache key of `path` on `shop.test` for `device`.
+    pub fn key(&self, path: &str, device: DeviceClass) -> (NormalizedUrl, CacheKey) {
         let url = NormalizedUrl::from_request(
             "http",
             &self.domain.host,
@@ -236,6 +241,19 @@ impl TestGateway {
         )
         .unwrap();
         let key = CacheKey::new(&self.domain.id, device, &url);
+        (url, key)
+    }
+
+    /// Stores a render of `path`, fresh for `fresh_secs` and then stale for `stale_secs`.
+    pub async fn cache_page_for(
+        &self,
+        path: &str,
+        device: DeviceClass,
+        html: &str,
+        fresh_secs: u64,
+        stale_secs: u64,
+    ) -> CacheKey {
+        let (url, key) = self.key(path, device);
         // Built from JSON so that fields added to the metadata later take their defaults here too.
         let meta = serde_json::from_value(serde_json::json!({
             "status": 200,
@@ -249,7 +267,11 @@ impl TestGateway {
             html: Bytes::from(html.to_owned()),
             meta,
         };
-        self.store.put_page(&key, &entry, 60).await.unwrap();
+        self.store
+            .put_page(&key, &entry, fresh_secs, stale_secs)
+            .await
+            .unwrap();
+        key
     }
 
     /// Republishes `shop.test` with `settings`, as the dashboard does when a customer saves them.

@@ -28,6 +28,7 @@ fn job(path: &str) -> RenderJob {
         page_url,
         device: DeviceClass::Desktop,
         cache_ttl_secs: 60,
+        stale_ttl_secs: 0,
         render_timeout_ms: 1000,
         enqueued_at: 0,
         request_id: Some(path.to_owned()),

@@ -36,6 +36,7 @@ fn entry(path: &str, device: DeviceClass, status: u16) -> PageEntry {
             rendered_at: 1_000 + path.len() as u64,
             render_ms: 42,
             expires_at: 0,
+            fresh_until: 0,
         },
     }
 }
@@ -48,7 +49,7 @@ impl TestStore {
     async fn put_for(&self, domain: &str, path: &str, device: DeviceClass, ttl: u64) -> CacheKey {
         let key = key(domain, path, device);
         self.store
-            .put_page(&key, &entry(path, device, 200), ttl)
+            .put_page(&key, &entry(path, device, 200), ttl, 0)
             .await
             .unwrap();
         key
@@ -204,7 +205,7 @@ async fn a_summary_describes_the_entry_and_names_its_key() {
     let before = now();
     let key = key("d1", "/p?q=1", Mobile);
     let stored = entry("/p?q=1", Mobile, 404);
-    t.store.put_page(&key, &stored, 120).await.unwrap();
+    t.store.put_page(&key, &stored, 120, 0).await.unwrap();
     let after = now();
 
     let listing = t.store.list_pages("d1", "/p", None, 10).await.unwrap();
@@ -461,4 +462,91 @@ async fn purging_a_domain_also_finds_entries_written_before_the_index() {
     assert_eq!(t.index_sizes("d1").await, (0, 0));
     assert_eq!(t.listed("d10", "").await.len(), 1);
     assert_eq!(t.store.purge_domain("d1").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_page_is_fresh_for_its_ttl_then_stale_until_its_stale_window_ends() {
+    let t = start().await;
+    let key = key("d1", "/a", DeviceClass::Desktop);
+    let before = now();
+    t.store
+        .put_page(&key, &entry("/a", DeviceClass::Desktop, 200), 60, 600)
+        .await
+        .unwrap();
+    let read = t.store.get_page(&key).await.unwrap().unwrap();
+    let fresh_until = read.meta.fresh_until;
+    assert!(
+        (before + 60_000..=now() + 60_000).contains(&fresh_until),
+        "{fresh_until}"
+    );
+    assert_eq!(read.meta.expires_at, fresh_until + 600_000);
+    assert!(read.meta.is_fresh(fresh_until - 1));
+    assert!(!read.meta.is_fresh(fresh_until));
+    // Redis keeps the entry through the stale window, and the listing says both times.
+    let expire_time: i64 = t
+        .raw
+        .pexpire_time(format!("{}{}", t.prefix, key.page_key()))
+        .await
+        .unwrap();
+    assert_eq!(expire_time as u64, read.meta.expires_at);
+    let listed = t.store.list_pages("d1", "", None, 10).await.unwrap();
+    assert_eq!(listed.pages[0].fresh_until, fresh_until);
+    assert_eq!(listed.pages[0].expires_at, read.meta.expires_at);
+
+    // Entries stored before freshness existed are fresh until they expire.
+    let mut old = read.meta.clone();
+    old.fresh_until = 0;
+    assert!(old.is_fresh(u64::MAX));
+}
+
+#[tokio::test]
+async fn a_failure_marker_lasts_its_ttl_and_a_stored_page_or_a_purge_clears_it() {
+    let t = start().await;
+    let key = key("d1", "/broken", DeviceClass::Desktop);
+    assert_eq!(t.store.recent_failure(&key).await.unwrap(), None);
+
+    t.store
+        .put_failure(&key, "the origin answered 500", Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.recent_failure(&key).await.unwrap().as_deref(),
+        Some("the origin answered 500")
+    );
+    // Markers are per page and device.
+    let other = self::key("d1", "/broken", DeviceClass::Mobile);
+    assert_eq!(t.store.recent_failure(&other).await.unwrap(), None);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.store.recent_failure(&key).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the marker never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    t.store
+        .put_failure(&key, "timeout", Duration::from_secs(60))
+        .await
+        .unwrap();
+    t.store
+        .put_page(&key, &entry("/broken", DeviceClass::Desktop, 200), 60, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.recent_failure(&key).await.unwrap(),
+        None,
+        "a stored page clears the marker"
+    );
+
+    t.store
+        .put_failure(&key, "timeout", Duration::from_secs(60))
+        .await
+        .unwrap();
+    t.store
+        .purge_pages(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.recent_failure(&key).await.unwrap(),
+        None,
+        "purging the page clears the marker"
+    );
 }

@@ -1,10 +1,16 @@
-//! A bot's render: a bot missed the cache and the gateway that won the render lock queued the job.
-//! Store the page, tell every waiting gateway, and release the lock.
+//! A bot's render: a bot missed the cache (or was served a stale copy) and the gateway that won the
+//! render lock queued the job. Store the page, tell every waiting gateway, and release the lock. A
+//! render that failed because of the page or its origin leaves a failure marker, so bots are not
+//! held back for the same broken page again for a while, and a stale copy stays as it is.
 
 use kiln_core::RenderJob;
+use std::time::Duration;
 
 use super::{Finished, Inner};
 use crate::render::{RenderError, Rendered};
+
+/// How long a page whose render failed is not rendered again for bots.
+pub const FAILURE_MARKER_TTL: Duration = Duration::from_secs(30);
 
 impl Inner {
     pub(super) async fn finish_bot(
@@ -13,7 +19,18 @@ impl Inner {
         result: Result<Rendered, RenderError>,
         render_ms: u64,
     ) -> Finished {
+        // Out of browsers is this worker's trouble, not the page's.
+        let page_failed = matches!(&result, Err(error) if !error.is_capacity());
         let (outcome, finished) = self.store_result(job, result, render_ms).await;
+        if page_failed
+            && let Some(reason) = &finished.reason
+            && let Err(error) = self
+                .store
+                .put_failure(&job.key, reason, FAILURE_MARKER_TTL)
+                .await
+        {
+            tracing::warn!(%error, "could not record the failed render");
+        }
         self.announce(job, outcome).await;
         if let Err(error) = self.store.release_render_lock(&job.key).await {
             tracing::error!(%error, "could not release the render lock");

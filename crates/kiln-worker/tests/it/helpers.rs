@@ -252,6 +252,7 @@ impl TestApp {
             render_url: render_url.to_owned(),
             device,
             cache_ttl_secs: 300,
+            stale_ttl_secs: 0,
             render_timeout_ms: 10_000,
             enqueued_at: 0,
             request_id: Some(format!("req-{}", uuid::Uuid::new_v4().simple())),
