@@ -139,9 +139,11 @@ fn is_ignored(name: &str, ignored: &[String]) -> bool {
     ignored
         .iter()
         .any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => {
-                name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
-            }
+            // Bytes, not a `str` slice: a name's first bytes may end inside a character.
+            Some(prefix) => name
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes())),
             None => name.eq_ignore_ascii_case(pattern),
         })
 }
@@ -211,6 +213,12 @@ mod tests {
             ("/p?q=a%20b", "https://shop.example.com/p?q=a+b"),
             ("/p?", "https://shop.example.com/p"),
             ("/100%", "https://shop.example.com/100%25"),
+            // A parameter name whose first bytes end inside a character (found by the property
+            // tests: the prefix match used to slice the name and panic).
+            (
+                "/p?%C3%A9t%C3%A9=1&utm_x=2",
+                "https://shop.example.com/p?%C3%A9t%C3%A9=1",
+            ),
         ];
         for (target, expected) in cases {
             assert_eq!(norm(target).as_deref(), Ok(expected), "{target}");
