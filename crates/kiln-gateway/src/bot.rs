@@ -13,11 +13,12 @@
 //! completes for the next bot.
 
 use crate::error::GatewayError;
+use crate::representation::{Negotiation, page_response};
 use crate::state::AppState;
 use axum::body::Body;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use kiln_core::{CacheKey, DeviceClass, DomainConfig, NormalizedUrl, RenderJob, RenderOutcome};
-use kiln_store::{PageEntry, UsageKind};
+use kiln_store::UsageKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,7 @@ pub async fn serve(
         DeviceClass::Desktop
     };
     let key = CacheKey::new(&domain.id, device, &url);
-    let head = req.method() == Method::HEAD;
+    let negotiation = Negotiation::of(req.headers(), req.method() == Method::HEAD);
 
     // A hit costs one Redis read and nothing else. A miss registers a waiter and looks once more
     // before it renders, so that a render announced between that look and the wait still wakes it.
@@ -67,13 +68,21 @@ pub async fn serve(
     let mut waiter = loop {
         match app.store.get_page(&key).await {
             Ok(Some(entry)) => {
+                let fresh = entry.meta.is_fresh(kiln_core::unix_millis_now());
+                let Some(response) = page_response(
+                    &entry,
+                    if fresh { "HIT" } else { "STALE" },
+                    None,
+                    &negotiation,
+                ) else {
+                    return bypass(app, domain, req, peer).await;
+                };
                 count(app, domain, UsageKind::Hit);
-                if entry.meta.is_fresh(kiln_core::unix_millis_now()) {
-                    return Ok(page_response(&entry, "HIT", None, head));
+                if !fresh {
+                    let job = render_job(domain, &url, &key, device, user_agent, request_id);
+                    refresh_in_background(app, job, refresh_lock_ttl(domain));
                 }
-                let job = render_job(domain, &url, &key, device, user_agent, request_id);
-                refresh_in_background(app, job, refresh_lock_ttl(domain));
-                return Ok(page_response(&entry, "STALE", None, head));
+                return Ok(response);
             }
             Ok(None) => match registered {
                 Some(waiter) => break waiter,
@@ -126,8 +135,13 @@ pub async fn serve(
         Some(RenderOutcome::Stored { .. }) => match app.store.get_page(&key).await {
             Ok(Some(entry)) => {
                 let waited = started.elapsed().as_millis() as u64;
-                count(app, domain, UsageKind::Miss);
-                Ok(page_response(&entry, "MISS", Some(waited), head))
+                match page_response(&entry, "MISS", Some(waited), &negotiation) {
+                    Some(response) => {
+                        count(app, domain, UsageKind::Miss);
+                        Ok(response)
+                    }
+                    None => bypass(app, domain, req, peer).await,
+                }
             }
             Ok(None) | Err(_) => bypass(app, domain, req, peer).await,
         },
@@ -229,44 +243,4 @@ async fn bypass(
 fn count(app: &AppState, domain: &DomainConfig, kind: UsageKind) {
     app.usage.record(&domain.id, kind);
     tracing::Span::current().record("cache.status", kind.as_str());
-}
-
-fn page_response(
-    entry: &PageEntry,
-    cache: &'static str,
-    render_ms: Option<u64>,
-    head: bool,
-) -> Response<Body> {
-    let status = StatusCode::from_u16(entry.meta.status).unwrap_or(StatusCode::OK);
-    let mut builder = Response::builder().status(status);
-    for (name, value) in &entry.meta.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let age = kiln_core::unix_millis_now().saturating_sub(entry.meta.rendered_at) / 1000;
-    builder = builder
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CONTENT_LENGTH, entry.html.len())
-        .header(header::AGE, age)
-        .header("x-kiln-cache", cache);
-    if let Some(ms) = render_ms {
-        builder = builder.header("x-kiln-render-ms", ms);
-    }
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from(entry.html.clone())
-    };
-    builder.body(body).unwrap_or_else(|error| {
-        tracing::error!(%error, "a stored page has unusable headers");
-        Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .header("x-kiln-cache", cache)
-            .body(if head {
-                Body::empty()
-            } else {
-                Body::from(entry.html.clone())
-            })
-            .expect("static response parts are valid")
-    })
 }

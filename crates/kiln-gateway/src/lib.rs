@@ -9,6 +9,7 @@ mod bot;
 mod directory;
 mod error;
 mod proxy;
+mod representation;
 mod routes;
 pub mod settings;
 mod state;

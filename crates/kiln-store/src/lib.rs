@@ -18,7 +18,7 @@ mod usage;
 mod warm;
 
 pub use events::{StoreEvent, Subscription};
-pub use pages::{MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
+pub use pages::{ContentEncoding, MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
 pub use preview::{PREVIEW_TTL_SECS, PreviewResult};
 pub use render_log::{RENDER_LOG_MAX_LEN, RenderLogEntry, RenderLogOutcome, RenderLogPurpose};
 pub use settings::StoreSettings;

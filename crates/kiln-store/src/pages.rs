@@ -58,6 +58,96 @@ pub struct PageMeta {
     /// existed, which are fresh until they expire.
     #[serde(default)]
     pub fresh_until: UnixMillis,
+    /// How `html` is stored (set by [`Store::put_page`]; identity in older entries).
+    #[serde(default)]
+    pub encoding: ContentEncoding,
+    /// The length of the HTML as rendered, before compression (0 in older entries, whose `html`
+    /// is that HTML).
+    #[serde(default)]
+    pub length: u64,
+    /// A validator of the rendered HTML for `ETag` (set by [`Store::put_page`]; empty in older
+    /// entries).
+    #[serde(default)]
+    pub etag: String,
+}
+
+/// How a page's HTML is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentEncoding {
+    #[default]
+    Identity,
+    Gzip,
+}
+
+/// Pages smaller than this are stored as they are: compressing them saves next to nothing.
+const COMPRESS_FROM: usize = 1024;
+
+impl PageEntry {
+    /// The HTML as rendered, decompressing it if it is stored compressed.
+    pub fn decoded(&self) -> Result<Bytes> {
+        match self.meta.encoding {
+            ContentEncoding::Identity => Ok(self.html.clone()),
+            ContentEncoding::Gzip => {
+                use std::io::Read;
+                let mut out = Vec::with_capacity(self.meta.length as usize);
+                flate2::read::GzDecoder::new(&self.html[..])
+                    .read_to_end(&mut out)
+                    .map_err(|e| StoreError::Corrupt(format!("page {}: {e}", self.meta.url)))?;
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+
+    /// The length of the HTML as rendered.
+    pub fn length(&self) -> u64 {
+        match self.meta.encoding {
+            ContentEncoding::Identity => self.html.len() as u64,
+            ContentEncoding::Gzip => self.meta.length,
+        }
+    }
+
+    /// The entry's `ETag` value (quoted, weak: the gzip and identity forms share it).
+    pub fn etag(&self) -> String {
+        if self.meta.etag.is_empty() {
+            format!("W/\"{}\"", validator(&self.html))
+        } else {
+            format!("W/\"{}\"", self.meta.etag)
+        }
+    }
+
+    /// The entry as stored: gzip-compressed when that is worth it, with its length and validator.
+    fn for_storage(&self) -> Result<(Bytes, PageMeta)> {
+        let mut meta = self.meta.clone();
+        if meta.encoding != ContentEncoding::Identity {
+            // Stored compressed already (copied from another entry).
+            return Ok((self.html.clone(), meta));
+        }
+        meta.length = self.html.len() as u64;
+        meta.etag = validator(&self.html);
+        if self.html.len() < COMPRESS_FROM {
+            return Ok((self.html.clone(), meta));
+        }
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(self.html.len() / 4),
+            flate2::Compression::default(),
+        );
+        encoder
+            .write_all(&self.html)
+            .and_then(|()| encoder.finish())
+            .map(|gz| {
+                meta.encoding = ContentEncoding::Gzip;
+                (Bytes::from(gz), meta)
+            })
+            .map_err(|e| StoreError::Corrupt(format!("compressing a page failed: {e}")))
+    }
+}
+
+/// 64 bits of the SHA-256 of `html`, in hex: changes whenever the page does.
+fn validator(html: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(html)[..8])
 }
 
 impl PageMeta {
@@ -279,10 +369,11 @@ impl Store {
         let fresh_until =
             kiln_core::unix_millis_now().saturating_add(fresh_secs.max(1).saturating_mul(1000));
         let expires_at = fresh_until.saturating_add(stale_secs.saturating_mul(1000));
+        let (html, meta) = entry.for_storage()?;
         let meta = PageMeta {
             fresh_until,
             expires_at,
-            ..entry.meta.clone()
+            ..meta
         };
         let path = NormalizedUrl::from_stored(meta.url.clone());
         let member = index_member(path.path_and_query(), key);
@@ -290,7 +381,7 @@ impl Store {
         let (by_path, by_expiry) = self.index_keys(&key.domain_id);
         let args: Vec<Value> = vec![
             Bytes::from(meta).into(),
-            entry.html.clone().into(),
+            html.into(),
             (expires_at as i64).into(),
             Bytes::from(member).into(),
         ];
@@ -511,6 +602,8 @@ fn parse_listing(reply: Vec<Value>) -> Result<PageListing> {
             .as_u64()
             .filter(|at| *at > 0)
             .unwrap_or(meta.expires_at);
+        // The rendered length, not the compressed one.
+        let bytes = if meta.length > 0 { meta.length } else { bytes };
         pages.push(PageSummary {
             url: meta.url,
             device,

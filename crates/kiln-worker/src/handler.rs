@@ -325,6 +325,9 @@ impl Inner {
                 // Set by the store from the TTLs.
                 expires_at: 0,
                 fresh_until: 0,
+                encoding: kiln_store::ContentEncoding::Identity,
+                length: 0,
+                etag: String::new(),
             },
         };
         self.store

@@ -822,6 +822,9 @@ async fn store_page(
             render_ms: 42,
             expires_at: 0,
             fresh_until: 0,
+            encoding: kiln_store::ContentEncoding::Identity,
+            length: 0,
+            etag: String::new(),
         },
     };
     app.app.store.put_page(&key, &entry, 3600, 0).await.unwrap();

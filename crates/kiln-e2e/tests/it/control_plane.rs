@@ -987,5 +987,5 @@ async fn stale_pages_are_served_at_once_refreshed_and_kept_when_the_origin_fails
         "the broken page was rendered again while its failure was fresh"
     );
     let entry = platform.store.get_page(&key).await.unwrap().expect("kept");
-    assert!(String::from_utf8_lossy(&entry.html).contains(PRODUCT_3_H1));
+    assert!(String::from_utf8_lossy(&entry.decoded().unwrap()).contains(PRODUCT_3_H1));
 }

@@ -115,3 +115,93 @@ async fn a_domain_without_a_stale_window_renders_again_once_the_page_expires() {
     let response = gw.bot("/products/3").send().await.unwrap();
     assert_eq!(response.headers()["x-kiln-cache"], "BYPASS");
 }
+
+#[tokio::test]
+async fn cached_pages_go_compressed_to_bots_that_take_gzip_and_answer_conditional_requests() {
+    use std::io::Read;
+    let gw = TestGateway::start(DomainSettings::default()).await;
+    let html: String = (0..500).map(|i| format!("<li>Item {i}</li>\n")).collect();
+    gw.cache_page_for("/list", DeviceClass::Desktop, &html, 60, 600)
+        .await;
+
+    let gzipped = gw
+        .bot("/list")
+        .header("accept-encoding", "br, gzip;q=0.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["x-kiln-cache"], "HIT");
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(gzipped.headers()["vary"], "Accept-Encoding");
+    let etag = gzipped.headers()["etag"].to_str().unwrap().to_owned();
+    let last_modified = gzipped.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let length: usize = gzipped.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = gzipped.bytes().await.unwrap();
+    assert_eq!(body.len(), length);
+    assert!(body.len() < html.len() / 3, "{} bytes", body.len());
+    let mut unzipped = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, html);
+
+    // A bot without gzip (or refusing it) gets the HTML itself, with the same validator.
+    for accept in [None, Some("identity"), Some("gzip;q=0")] {
+        let mut request = gw.bot("/list");
+        if let Some(accept) = accept {
+            request = request.header("accept-encoding", accept);
+        }
+        let plain = request.send().await.unwrap();
+        assert!(
+            !plain.headers().contains_key("content-encoding"),
+            "{accept:?}"
+        );
+        assert_eq!(plain.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(plain.text().await.unwrap(), html, "{accept:?}");
+    }
+
+    // Conditional requests: the same page again is 304 without a body.
+    for (name, value) in [
+        ("if-none-match", etag.clone()),
+        (
+            "if-none-match",
+            format!("\"other\", {}", etag.trim_start_matches("W/")),
+        ),
+        ("if-modified-since", last_modified.clone()),
+    ] {
+        let again = gw.bot("/list").header(name, &value).send().await.unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}: {value}");
+        assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(again.headers()["x-kiln-cache"], "HIT");
+        assert!(again.bytes().await.unwrap().is_empty());
+    }
+    let changed = gw
+        .bot("/list")
+        .header("if-none-match", "W/\"0000\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    // HEAD: the headers of the page, no body.
+    let head = gw
+        .client
+        .head(gw.url("/list"))
+        .header("host", "shop.test")
+        .header("x-is-bot", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        head.headers()["content-length"],
+        html.len().to_string().as_str()
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+}

@@ -37,6 +37,9 @@ fn entry(path: &str, device: DeviceClass, status: u16) -> PageEntry {
             render_ms: 42,
             expires_at: 0,
             fresh_until: 0,
+            encoding: kiln_store::ContentEncoding::Identity,
+            length: 0,
+            etag: String::new(),
         },
     }
 }
@@ -548,5 +551,53 @@ async fn a_failure_marker_lasts_its_ttl_and_a_stored_page_or_a_purge_clears_it()
         t.store.recent_failure(&key).await.unwrap(),
         None,
         "purging the page clears the marker"
+    );
+}
+
+#[tokio::test]
+async fn large_pages_are_stored_gzip_compressed_and_read_back_whole() {
+    let t = start().await;
+    let html: String = (0..800)
+        .map(|i| format!("<p class=\"item\">Product {i}</p>\n"))
+        .collect();
+    let mut big = entry("/big", DeviceClass::Desktop, 200);
+    big.html = Bytes::from(html.clone());
+    let big_key = key("d1", "/big", DeviceClass::Desktop);
+    t.store.put_page(&big_key, &big, 60, 60).await.unwrap();
+    let small_key = t.put("d1", "/small", DeviceClass::Desktop).await;
+
+    let read = t.store.get_page(&big_key).await.unwrap().unwrap();
+    assert_eq!(read.meta.encoding, kiln_store::ContentEncoding::Gzip);
+    assert!(
+        read.html.len() * 5 < html.len(),
+        "{} bytes",
+        read.html.len()
+    );
+    assert_eq!(read.decoded().unwrap(), html.as_bytes());
+    assert_eq!(read.length(), html.len() as u64);
+    let small = t.store.get_page(&small_key).await.unwrap().unwrap();
+    assert_eq!(small.meta.encoding, kiln_store::ContentEncoding::Identity);
+    assert_eq!(small.decoded().unwrap(), small.html);
+
+    // The validator follows the content: the same HTML gives the same ETag, other HTML another.
+    let etag = read.etag();
+    assert!(etag.starts_with("W/\"") && etag.len() > 8, "{etag}");
+    t.store.put_page(&big_key, &big, 60, 60).await.unwrap();
+    assert_eq!(
+        t.store.get_page(&big_key).await.unwrap().unwrap().etag(),
+        etag
+    );
+    big.html = Bytes::from(format!("{html}<p>one more</p>"));
+    t.store.put_page(&big_key, &big, 60, 60).await.unwrap();
+    assert_ne!(
+        t.store.get_page(&big_key).await.unwrap().unwrap().etag(),
+        etag
+    );
+
+    // The listing gives the rendered size, not the compressed one.
+    let listed = t.store.list_pages("d1", "/big", None, 10).await.unwrap();
+    assert_eq!(
+        listed.pages[0].bytes,
+        html.len() as u64 + "<p>one more</p>".len() as u64
     );
 }

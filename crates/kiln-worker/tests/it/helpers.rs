@@ -81,7 +81,7 @@ impl Outcome {
             .entry
             .as_ref()
             .unwrap_or_else(|| panic!("nothing was stored: {:?}", self.outcome));
-        String::from_utf8(entry.html.to_vec()).unwrap()
+        String::from_utf8(entry.decoded().unwrap().to_vec()).unwrap()
     }
 
     pub fn status(&self) -> u16 {

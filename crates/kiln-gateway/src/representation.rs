@@ -1,0 +1,216 @@
+//! How a cached page is sent: compressed or not, in full or as `304 Not Modified`.
+//!
+//! Pages are stored gzip-compressed (see `kiln_store::pages`); a bot that accepts gzip gets those
+//! bytes as they are (`Content-Encoding: gzip`, no work on the request path), any other gets them
+//! decompressed. Every page carries a weak `ETag` (one validator for both forms), `Last-Modified`
+//! (when it was rendered) and `Age`; a conditional request that still matches gets `304` with no
+//! body (RFC 9110 §13: `If-None-Match` wins over `If-Modified-Since`).
+
+use axum::body::Body;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use kiln_store::{ContentEncoding, PageEntry};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What the bot's request says about the responses it can use.
+#[derive(Clone, Debug, Default)]
+pub struct Negotiation {
+    accepts_gzip: bool,
+    if_none_match: Option<String>,
+    if_modified_since: Option<SystemTime>,
+    head: bool,
+}
+
+impl Negotiation {
+    pub fn of(headers: &HeaderMap, head: bool) -> Self {
+        let text = |name: header::HeaderName| {
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        };
+        Negotiation {
+            accepts_gzip: text(header::ACCEPT_ENCODING).is_some_and(|v| accepts_gzip(&v)),
+            if_none_match: text(header::IF_NONE_MATCH),
+            if_modified_since: headers
+                .get(header::IF_MODIFIED_SINCE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok()),
+            head,
+        }
+    }
+
+    /// Whether the bot's copy (named by its validators) is still the entry.
+    fn not_modified(&self, etag: &str, rendered: SystemTime) -> bool {
+        if let Some(tags) = &self.if_none_match {
+            return tags
+                .split(',')
+                .map(str::trim)
+                .any(|tag| tag == "*" || weak_eq(tag, etag));
+        }
+        match self.if_modified_since {
+            // HTTP dates have whole seconds.
+            Some(since) => whole_seconds(rendered) <= whole_seconds(since),
+            None => false,
+        }
+    }
+}
+
+/// Whether an `Accept-Encoding` value allows gzip: named with a non-zero quality, or not named and
+/// allowed by `*`.
+fn accepts_gzip(value: &str) -> bool {
+    let mut gzip = None;
+    let mut any = None;
+    for item in value.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match coding.as_str() {
+            "gzip" | "x-gzip" => gzip = Some(quality > 0.0),
+            "*" => any = Some(quality > 0.0),
+            _ => {}
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// Weak comparison (RFC 9110 §8.8.3.2): the opaque tags match, whether or not either is weak.
+fn weak_eq(a: &str, b: &str) -> bool {
+    let opaque = |tag: &str| tag.strip_prefix("W/").unwrap_or(tag).to_owned();
+    opaque(a) == opaque(b)
+}
+
+fn whole_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The response for a cached page, or `None` when the entry cannot be read (a corrupt compressed
+/// body), which the caller treats as a miss.
+pub fn page_response(
+    entry: &PageEntry,
+    cache: &'static str,
+    render_ms: Option<u64>,
+    negotiation: &Negotiation,
+) -> Option<Response<Body>> {
+    let etag = entry.etag();
+    let rendered = UNIX_EPOCH + Duration::from_millis(entry.meta.rendered_at);
+    let age = kiln_core::unix_millis_now().saturating_sub(entry.meta.rendered_at) / 1000;
+    let mut headers = HeaderMap::new();
+    let mut put = |name: header::HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    };
+    put(header::ETAG, etag.clone());
+    put(header::LAST_MODIFIED, httpdate::fmt_http_date(rendered));
+    put(header::AGE, age.to_string());
+    put(header::VARY, "Accept-Encoding".to_owned());
+    put(
+        header::HeaderName::from_static("x-kiln-cache"),
+        cache.to_owned(),
+    );
+    if let Some(ms) = render_ms {
+        put(
+            header::HeaderName::from_static("x-kiln-render-ms"),
+            ms.to_string(),
+        );
+    }
+
+    if negotiation.not_modified(&etag, rendered) {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.headers_mut() = headers;
+        return Some(response);
+    }
+
+    let (body, gzip) = match entry.meta.encoding {
+        ContentEncoding::Gzip if negotiation.accepts_gzip => (entry.html.clone(), true),
+        ContentEncoding::Gzip => match entry.decoded() {
+            Ok(html) => (html, false),
+            Err(error) => {
+                tracing::error!(%error, "a stored page cannot be decompressed");
+                return None;
+            }
+        },
+        ContentEncoding::Identity => (entry.html.clone(), false),
+    };
+    let status = StatusCode::from_u16(entry.meta.status).unwrap_or(StatusCode::OK);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    // The page's own headers first (the worker kept only those safe to serve), then Kiln's.
+    for (name, value) in &entry.meta.headers {
+        match (
+            header::HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(name), Ok(value)) => {
+                response.headers_mut().append(name, value);
+            }
+            _ => tracing::warn!(header = %name, "a stored page has an unusable header; left out"),
+        }
+    }
+    response.headers_mut().extend(headers);
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if gzip {
+        out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    if !negotiation.head {
+        *response.body_mut() = Body::from(body);
+    }
+    Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_is_read_with_its_qualities() {
+        for (value, gzip) in [
+            ("gzip", true),
+            ("gzip, deflate, br", true),
+            ("br;q=1.0, gzip;q=0.8, *;q=0.1", true),
+            ("GZIP", true),
+            ("x-gzip", true),
+            ("*", true),
+            ("gzip;q=0", false),
+            ("gzip;q=0, *", false),
+            ("identity", false),
+            ("br", false),
+            ("*;q=0", false),
+            ("", false),
+        ] {
+            assert_eq!(accepts_gzip(value), gzip, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn validators_compare_weakly_and_if_none_match_wins() {
+        let rendered = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let etag = "W/\"abc\"";
+        let with = |inm: Option<&str>, ims: Option<SystemTime>| Negotiation {
+            if_none_match: inm.map(str::to_owned),
+            if_modified_since: ims,
+            ..Negotiation::default()
+        };
+        assert!(with(Some("\"abc\""), None).not_modified(etag, rendered));
+        assert!(with(Some("\"x\", W/\"abc\""), None).not_modified(etag, rendered));
+        assert!(with(Some("*"), None).not_modified(etag, rendered));
+        assert!(!with(Some("\"abd\""), None).not_modified(etag, rendered));
+        let later = rendered + Duration::from_millis(1500);
+        assert!(with(None, Some(later)).not_modified(etag, rendered));
+        assert!(with(None, Some(rendered)).not_modified(etag, rendered));
+        assert!(!with(None, Some(rendered - Duration::from_secs(1))).not_modified(etag, rendered));
+        // A stale If-None-Match is not rescued by a matching date.
+        assert!(!with(Some("\"old\""), Some(later)).not_modified(etag, rendered));
+    }
+}
