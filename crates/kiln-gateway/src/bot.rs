@@ -18,6 +18,7 @@ use crate::state::AppState;
 use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response, header};
 use kiln_core::{CacheKey, DeviceClass, DomainConfig, NormalizedUrl, RenderJob, RenderOutcome};
+use kiln_queue::QueueKind;
 use kiln_store::UsageKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -192,7 +193,8 @@ fn refresh_lock_ttl(domain: &DomainConfig) -> Duration {
 }
 
 /// Queues one render to replace a stale entry, unless one is under way (the render lock) or the
-/// page failed to render moments ago. Runs after the response has gone; failures only log.
+/// page failed to render moments ago. Nobody waits for it, so it goes on the background queue with
+/// cache warming, behind every bot's render. Runs after the response has gone; failures only log.
 fn refresh_in_background(app: &AppState, job: RenderJob, lock_ttl: Duration) {
     let app = app.clone();
     tokio::spawn(async move {
@@ -208,7 +210,7 @@ fn refresh_in_background(app: &AppState, job: RenderJob, lock_ttl: Duration) {
         let owner = job.request_id.clone().unwrap_or_default();
         match app.store.try_lock_render(&key, &owner, lock_ttl).await {
             Ok(true) => {
-                if let Err(error) = app.queue.push(job).await {
+                if let Err(error) = app.queue.push_to(QueueKind::Warm, job).await {
                     tracing::warn!(%error, "could not enqueue the refresh of a stale page");
                     let _ = app.store.release_render_lock(&key).await;
                 } else {

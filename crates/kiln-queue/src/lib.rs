@@ -49,7 +49,8 @@ pub enum QueueError {
 pub enum QueueKind {
     /// Bots' renders and dashboard previews: someone is waiting.
     Render,
-    /// Cache warming: nobody is waiting, so it must never delay the other queue.
+    /// Background work — cache warming and refreshes of stale pages: nobody is waiting, so it must
+    /// never delay the other queue.
     Warm,
 }
 

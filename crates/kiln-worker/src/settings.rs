@@ -34,9 +34,9 @@ pub struct Settings {
     /// `KILN_WORKER_TABS_PER_BROWSER`: concurrent renders per browser (default 4). The render
     /// queue's consumer takes `browsers × tabs_per_browser` jobs at once.
     pub tabs_per_browser: usize,
-    /// `KILN_WORKER_WARM_CONCURRENCY`: how many cache-warming jobs run at once (default 1; 0: this
-    /// worker takes no warm jobs). They share the browsers with bots' renders, so keep it below
-    /// the number of tabs.
+    /// `KILN_WORKER_WARM_CONCURRENCY`: how many background jobs (cache warming, refreshes of stale
+    /// pages) run at once (default 1; 0: this worker takes none). They share the browsers with
+    /// bots' renders, so keep it below the number of tabs.
     pub warm_concurrency: usize,
     /// `KILN_WORKER_RECYCLE_AFTER`: renders after which a browser is replaced by a fresh process
     /// (default 50).
