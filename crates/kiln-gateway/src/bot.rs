@@ -21,6 +21,8 @@ use kiln_core::{CacheKey, DeviceClass, DomainConfig, NormalizedUrl, RenderJob, R
 use kiln_queue::QueueKind;
 use kiln_store::UsageKind;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Extra lifetime of a render lock beyond the render's own budget: queueing and storing.
@@ -63,13 +65,31 @@ pub async fn serve(
     let key = CacheKey::new(&domain.id, device, &url);
     let negotiation = Negotiation::of(req.headers(), req.method() == Method::HEAD);
 
-    // A hit costs one Redis read and nothing else. A miss registers a waiter and looks once more
-    // before it renders, so that a render announced between that look and the wait still wakes it.
+    // A hot page costs no Redis round trip at all (only while the event subscription is up: the
+    // events are what drop purged and re-rendered pages from memory).
+    let page_key = key.page_key();
+    if app.hot_live.load(Ordering::Acquire)
+        && let Some(entry) = app.hot.get(&page_key)
+        && entry.meta.is_fresh(kiln_core::unix_millis_now())
+        && let Some(response) = page_response(&entry, "HIT", None, &negotiation)
+    {
+        count(app, domain, UsageKind::Hit);
+        return Ok(response);
+    }
+
+    // Otherwise a hit costs one Redis read and nothing else. A miss registers a waiter and looks
+    // once more before it renders, so that a render announced between that look and the wait still
+    // wakes it.
     let mut registered = None;
     let mut waiter = loop {
+        let ticket = app.hot.ticket(&page_key);
         match app.store.get_page(&key).await {
             Ok(Some(entry)) => {
                 let fresh = entry.meta.is_fresh(kiln_core::unix_millis_now());
+                let entry = Arc::new(entry);
+                if fresh {
+                    app.hot.insert(&page_key, Arc::clone(&entry), ticket);
+                }
                 let Some(response) = page_response(
                     &entry,
                     if fresh { "HIT" } else { "STALE" },
@@ -87,7 +107,7 @@ pub async fn serve(
             }
             Ok(None) => match registered {
                 Some(waiter) => break waiter,
-                None => registered = Some(app.waiters.register(&key.page_key())),
+                None => registered = Some(app.waiters.register(&page_key)),
             },
             Err(error) => {
                 tracing::warn!(%error, "cache unavailable; serving the origin");

@@ -8,6 +8,7 @@ mod admin;
 mod bot;
 mod directory;
 mod error;
+mod hot;
 mod proxy;
 mod representation;
 mod routes;
@@ -63,6 +64,8 @@ impl Application {
             directory: Default::default(),
             waiters: Default::default(),
             usage: Default::default(),
+            hot: hot::HotCache::new(settings.hot_cache_bytes),
+            hot_live: Default::default(),
             origin: proxy::OriginClient::new(
                 settings.allowed_private_nets.clone(),
                 settings.origin_connect_timeout,
@@ -133,25 +136,47 @@ async fn follow_events(app: AppState) {
     loop {
         match app.store.subscribe().await {
             Ok(mut subscription) => {
-                // Anything published before the subscription took effect is picked up here.
+                // Anything published before the subscription took effect is picked up here; pages
+                // kept in memory while no events arrived may be outdated.
+                app.hot.invalidate_all();
+                app.hot_live
+                    .store(true, std::sync::atomic::Ordering::Release);
                 reload_directory(&app).await;
                 let mut resync = tokio::time::interval(DIRECTORY_RESYNC);
                 resync.tick().await;
                 loop {
                     tokio::select! {
                         event = subscription.next() => match event {
-                            Some(StoreEvent::Rendered { page_key, outcome }) => app.waiters.complete(&page_key, outcome),
+                            Some(StoreEvent::Rendered { page_key, outcome }) => {
+                                app.hot.invalidate(&page_key);
+                                app.waiters.complete(&page_key, outcome);
+                            }
+                            Some(StoreEvent::Purged { domain_id, page_keys }) => {
+                                if page_keys.is_empty() {
+                                    app.hot.invalidate_domain(&domain_id);
+                                } else {
+                                    for page_key in &page_keys {
+                                        app.hot.invalidate(page_key);
+                                    }
+                                }
+                            }
                             Some(StoreEvent::DomainChanged { host }) => {
                                 if let Err(error) = app.directory.refresh(&app.store, &host).await {
                                     tracing::warn!(%error, domain.host = %host, "could not refresh a domain");
                                 }
                             }
-                            Some(StoreEvent::Resync) => reload_directory(&app).await,
+                            Some(StoreEvent::Resync) => {
+                                app.hot.invalidate_all();
+                                reload_directory(&app).await;
+                            }
                             None => break,
                         },
                         _ = resync.tick() => reload_directory(&app).await,
                     }
                 }
+                // Without events nothing would tell the in-memory pages apart from purged ones.
+                app.hot_live
+                    .store(false, std::sync::atomic::Ordering::Release);
                 tracing::warn!("event subscription closed; resubscribing");
             }
             Err(error) => tracing::warn!(%error, "could not subscribe to events; retrying"),

@@ -25,6 +25,9 @@ pub struct Settings {
     pub allowed_private_nets: AllowedNets,
     /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
     pub log_json: bool,
+    /// `KILN_GATEWAY_HOT_CACHE_MB`: memory for the hottest pages, in front of Redis (default 64;
+    /// 0 turns it off).
+    pub hot_cache_bytes: u64,
 }
 
 impl Settings {
@@ -59,6 +62,10 @@ impl Settings {
             origin_response_timeout: millis("KILN_ORIGIN_TIMEOUT_MS", 30_000)?,
             allowed_private_nets: AllowedNets::parse(&var("KILN_ALLOWED_PRIVATE_NETS", ""))
                 .context("KILN_ALLOWED_PRIVATE_NETS")?,
+            hot_cache_bytes: var("KILN_GATEWAY_HOT_CACHE_MB", "64")
+                .parse::<u64>()
+                .map(|mb| mb.saturating_mul(1024 * 1024))
+                .context("KILN_GATEWAY_HOT_CACHE_MB must be a whole number of megabytes")?,
             log_json: match var("KILN_LOG_FORMAT", "pretty").as_str() {
                 "json" => true,
                 "pretty" => false,

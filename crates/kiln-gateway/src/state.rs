@@ -1,12 +1,14 @@
 //! Everything a request handler needs, shared behind one `Arc`.
 
 use crate::directory::Directory;
+use crate::hot::HotCache;
 use crate::proxy::OriginClient;
 use crate::usage::Usage;
 use crate::waiters::Waiters;
 use kiln_queue::RenderQueue;
 use kiln_store::Store;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 pub type AppState = Arc<App>;
 
@@ -18,4 +20,8 @@ pub struct App {
     pub origin: OriginClient,
     /// Bot responses counted since the last flush to Redis.
     pub usage: Usage,
+    /// The hottest pages in memory.
+    pub hot: HotCache,
+    /// Whether the event subscription is up; the in-memory pages are only used while it is.
+    pub hot_live: AtomicBool,
 }

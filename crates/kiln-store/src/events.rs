@@ -17,6 +17,14 @@ pub enum StoreEvent {
         page_key: String,
         outcome: RenderOutcome,
     },
+    /// Cached pages of the domain were purged: `page_keys` names them, or, when empty, any page
+    /// of the domain may be gone (a purge by prefix or of the whole domain). Gateways drop their
+    /// in-memory copies.
+    Purged {
+        domain_id: String,
+        #[serde(default)]
+        page_keys: Vec<String>,
+    },
     /// The subscription was re-established (or fell behind): events may have been missed, so anything
     /// mirrored from Redis should be re-read. Never published; produced locally.
     Resync,

@@ -191,6 +191,19 @@ impl Store {
         .await
     }
 
+    /// Tells every gateway that pages of `domain_id` were purged (all of them, when `page_keys` is
+    /// empty). Best effort: the pages are gone from Redis already, and a gateway that misses the
+    /// event drops its copies within its in-memory cache's lifetime anyway.
+    pub(crate) async fn announce_purge(&self, domain_id: &str, page_keys: Vec<String>) {
+        let event = StoreEvent::Purged {
+            domain_id: domain_id.to_owned(),
+            page_keys,
+        };
+        if let Err(error) = self.publish(&event).await {
+            tracing::warn!(%error, "could not announce a purge to the gateways");
+        }
+    }
+
     async fn publish(&self, event: &StoreEvent) -> Result<()> {
         let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _: u64 = self

@@ -479,6 +479,18 @@ impl Store {
             let markers: Vec<String> = batch.iter().map(|key| self.failure_key(key)).collect();
             let _: i64 = self.pool.del(markers).await?;
         }
+        let mut by_domain: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for key in keys {
+            by_domain
+                .entry(&key.domain_id)
+                .or_default()
+                .push(key.page_key());
+        }
+        for (domain_id, page_keys) in by_domain {
+            for batch in page_keys.chunks(PURGE_BATCH) {
+                self.announce_purge(domain_id, batch.to_vec()).await;
+            }
+        }
         Ok(deleted)
     }
 
@@ -506,6 +518,7 @@ impl Store {
                 .await?;
             deleted += n;
             if examined == 0 {
+                self.announce_purge(domain_id, Vec::new()).await;
                 return Ok(deleted);
             }
         }
@@ -542,6 +555,7 @@ impl Store {
                 deleted += n;
             }
             if next == "0" {
+                self.announce_purge(domain_id, Vec::new()).await;
                 return Ok(deleted);
             }
             cursor = next;

@@ -205,3 +205,98 @@ async fn cached_pages_go_compressed_to_bots_that_take_gzip_and_answer_conditiona
     );
     assert!(head.bytes().await.unwrap().is_empty());
 }
+
+/// Stores `html` for `path` in Redis without telling anyone (no event), as if it had changed behind
+/// the gateway's back.
+async fn overwrite_silently(gw: &TestGateway, path: &str, html: &str) {
+    gw.cache_page_for(path, DeviceClass::Desktop, html, 60, 0)
+        .await;
+}
+
+async fn body_of(gw: &TestGateway, path: &str) -> (String, String) {
+    let response = gw.bot(path).send().await.unwrap();
+    let cache = response
+        .headers()
+        .get("x-kiln-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (cache, response.text().await.unwrap())
+}
+
+/// Waits until `path` comes back as `expected`, for at most a second (the promise for purges and
+/// re-renders reaching every gateway's memory).
+async fn within_a_second(gw: &TestGateway, path: &str, expected: impl Fn(&str, &str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (cache, body) = body_of(gw, path).await;
+        if expected(&cache, &body) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {cache} {body:?} after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn hot_pages_are_served_from_memory_until_a_render_or_a_purge_drops_them_everywhere() {
+    let settings = DomainSettings {
+        bot_wait_ms: 100,
+        ..DomainSettings::default()
+    };
+    let gw = TestGateway::start(settings).await;
+    // Once the gateway follows the event channel, a page it served comes from memory: a change in
+    // Redis that nobody announced is not seen. (Each try uses a new page, untouched by the last.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    let path = loop {
+        attempt += 1;
+        let path = format!("/hot/{attempt}");
+        overwrite_silently(&gw, &path, "v1").await;
+        assert_eq!(body_of(&gw, &path).await, ("HIT".into(), "v1".into()));
+        overwrite_silently(&gw, &path, "v2").await;
+        if body_of(&gw, &path).await.1 == "v1" {
+            break path;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pages are never served from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let path = path.as_str();
+
+    // A finished render is announced: every gateway drops its copy.
+    let (_, key) = gw.key(path, DeviceClass::Desktop);
+    gw.store
+        .announce_render(
+            &key,
+            kiln_core::RenderOutcome::Stored {
+                status: 200,
+                render_ms: 5,
+            },
+        )
+        .await
+        .unwrap();
+    within_a_second(&gw, path, |_, body| body == "v2").await;
+
+    // A purge of the page: gone from memory too, so the bot is not served the purged copy.
+    gw.store
+        .purge_pages(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    within_a_second(&gw, path, |cache, body| cache == "BYPASS" && body == PAGE).await;
+
+    // A purge by prefix drops the domain's pages from memory.
+    overwrite_silently(&gw, path, "v3").await;
+    assert_eq!(body_of(&gw, path).await.1, "v3");
+    overwrite_silently(&gw, path, "v4").await;
+    assert_eq!(body_of(&gw, path).await.1, "v3", "served from memory");
+    gw.store
+        .purge_prefix(&gw.domain.id, "/nothing-cached-here/")
+        .await
+        .unwrap();
+    within_a_second(&gw, path, |_, body| body == "v4").await;
+}
