@@ -22,6 +22,10 @@ pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/
 
 pub struct Stack {
     pub edge: Edge,
+    /// The gateway behind the edge.
+    pub gateway: SocketAddr,
+    /// What every service of the stack was configured with, for starting more gateways.
+    vars: HashMap<&'static str, String>,
     pub demo: kiln_demo::Counters,
     pub demo_port: u16,
     pub client: reqwest::Client,
@@ -93,7 +97,7 @@ impl Stack {
                 .expect("publish the demo domain");
         }
 
-        let vars: HashMap<&str, String> = HashMap::from([
+        let vars: HashMap<&'static str, String> = HashMap::from([
             ("KILN_GATEWAY_LISTEN", "127.0.0.1:0".into()),
             ("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("KILN_WORKER_ADMIN_LISTEN", "127.0.0.1:0".into()),
@@ -159,6 +163,8 @@ impl Stack {
         let redis_url = redis.url();
         let stack = Stack {
             edge,
+            gateway: gateway_addr,
+            vars: vars.clone(),
             demo: counters,
             demo_port,
             client,
@@ -167,6 +173,32 @@ impl Stack {
             worker_done: Some(worker_done),
         };
         (stack, redis_url, prefix)
+    }
+
+    /// Starts another gateway on the stack's Redis (as a second gateway process would run) and
+    /// returns its address; it stops with the stack.
+    pub async fn another_gateway(&mut self) -> SocketAddr {
+        let vars = self.vars.clone();
+        let settings = kiln_gateway::Settings::from_lookup(|name| vars.get(name).cloned())
+            .expect("gateway settings");
+        let gateway = kiln_gateway::Application::build(settings)
+            .await
+            .expect("gateway");
+        let addr = SocketAddr::from(([127, 0, 0, 1], gateway.port()));
+        let (stop, signal) = stopper();
+        self._stops.push(stop);
+        tokio::spawn(gateway.run_until_stopped(signal));
+        addr
+    }
+
+    /// A GET for `path` on the demo domain sent straight to the gateway at `gateway`, marked as a
+    /// bot's the way the edge marks it.
+    pub fn bot_at(&self, gateway: SocketAddr, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("http://{gateway}{path}"))
+            .header("host", DEMO_HOST)
+            .header("x-is-bot", "1")
+            .header("user-agent", GOOGLEBOT)
     }
 
     /// A GET through the edge for `path` on the demo domain with `user_agent`.

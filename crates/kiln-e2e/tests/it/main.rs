@@ -198,3 +198,50 @@ async fn phones_and_desktops_get_separate_renders_and_a_missing_product_keeps_it
     );
     assert!(missing.text().await.unwrap().contains("Not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once() {
+    // One render per URL (no device variants), so every bot waits on the same one.
+    let settings = DomainSettings {
+        device_variants: false,
+        ..DomainSettings::default()
+    };
+    let mut stack = Stack::start(settings).await;
+    let first = stack.gateway;
+    let second = stack.another_gateway().await;
+    let path = "/products/2";
+
+    let started = Instant::now();
+    let requests = (0..200).map(|i| {
+        let gateway = if i % 2 == 0 { first } else { second };
+        let request = stack.bot_at(gateway, path);
+        async move {
+            let response = request.send().await.expect("the request failed");
+            let cache = response.headers()["x-kiln-cache"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (response.status(), cache, response.text().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let took = started.elapsed();
+
+    let loads = stack.demo.page_loads();
+    assert_eq!(loads, 1, "renders of one URL under a herd of 200 misses");
+    let mut by_cache: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (status, cache, body) in &answers {
+        assert_eq!(*status, StatusCode::OK);
+        assert!(
+            body.contains("<h1>"),
+            "a bot got no rendered product: {body}"
+        );
+        *by_cache.entry(cache.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        by_cache.get("BYPASS"),
+        None,
+        "every bot got the render: {by_cache:?}"
+    );
+    eprintln!("herd of 200 across 2 gateways: {loads} render, answers {by_cache:?}, in {took:?}");
+}
