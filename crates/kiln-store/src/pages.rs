@@ -452,43 +452,28 @@ impl Store {
     /// Deletes the entries for `keys` (of any domains) and their index entries, in batches.
     /// Returns how many entries existed and were deleted.
     pub async fn purge_pages(&self, keys: &[CacheKey]) -> Result<u64> {
-        let mut by_domain: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut by_domain: BTreeMap<&str, Vec<&CacheKey>> = BTreeMap::new();
         for key in keys {
-            by_domain
-                .entry(&key.domain_id)
-                .or_default()
-                .push(self.page_key(key));
+            by_domain.entry(&key.domain_id).or_default().push(key);
         }
         let mut deleted = 0;
-        for (domain_id, pages) in by_domain {
+        for (domain_id, keys) in by_domain {
             let (by_path, by_expiry) = self.index_keys(domain_id);
-            for batch in pages.chunks(PURGE_BATCH) {
+            for batch in keys.chunks(PURGE_BATCH) {
                 let mut script_keys = Vec::with_capacity(batch.len() + 2);
                 script_keys.push(by_path.clone());
                 script_keys.push(by_expiry.clone());
-                script_keys.extend(batch.iter().cloned());
+                script_keys.extend(batch.iter().map(|key| self.page_key(key)));
                 let n: u64 = self
                     .pool
                     .eval(LUA_PURGE_KEYS, script_keys, None::<Value>)
                     .await?;
                 deleted += n;
-            }
-        }
-        // A purged page gets a fresh render at once, even if its last one failed.
-        for batch in keys.chunks(PURGE_BATCH) {
-            let markers: Vec<String> = batch.iter().map(|key| self.failure_key(key)).collect();
-            let _: i64 = self.pool.del(markers).await?;
-        }
-        let mut by_domain: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for key in keys {
-            by_domain
-                .entry(&key.domain_id)
-                .or_default()
-                .push(key.page_key());
-        }
-        for (domain_id, page_keys) in by_domain {
-            for batch in page_keys.chunks(PURGE_BATCH) {
-                self.announce_purge(domain_id, batch.to_vec()).await;
+                // A purged page gets a fresh render at once, even if its last one failed.
+                let markers: Vec<String> = batch.iter().map(|key| self.failure_key(key)).collect();
+                let _: i64 = self.pool.del(markers).await?;
+                let page_keys = batch.iter().map(|key| key.page_key()).collect();
+                self.announce_purge(domain_id, page_keys).await;
             }
         }
         Ok(deleted)

@@ -3,7 +3,9 @@
 
 use super::domains::{own_domain, page_count};
 use super::format;
-use super::{Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render};
+use super::{
+    Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, lines, redirect_with, render,
+};
 use crate::api::Ctx;
 use crate::api::cache::WarmView;
 use crate::cache::{self, CacheError, Purge};
@@ -337,13 +339,7 @@ pub async fn warm(
 ) -> PageResult {
     user.check_csrf(&ctx, &form.csrf)?;
     let domain = own_domain(&ctx, &user, id).await?;
-    let urls: Vec<String> = form
-        .urls
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let urls = lines(&form.urls);
     let sitemap = form.sitemap_url.trim();
     let mut errors = FieldErrors::default();
     let started = match (urls.is_empty(), sitemap.is_empty()) {

@@ -2,7 +2,8 @@
 
 use super::format;
 use super::{
-    Chrome, CsrfForm, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render,
+    Chrome, CsrfForm, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, lines, redirect_with,
+    render,
 };
 use crate::api::Ctx;
 use crate::db::DomainRecord;
@@ -213,15 +214,6 @@ fn field_name(field: &str) -> &'static str {
         .into_iter()
         .find(|name| *name == field)
         .unwrap_or("form")
-}
-
-/// One entry per non-blank line.
-fn lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 pub(super) async fn own_domain(

@@ -457,6 +457,15 @@ pub fn fail(error: impl Into<ApiError>) -> Response {
     WebError(error.into()).into_response()
 }
 
+/// The entries of a one-per-line text box: each non-blank line, trimmed.
+pub fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 pub fn capitalise(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
