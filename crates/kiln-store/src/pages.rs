@@ -82,6 +82,9 @@ pub enum ContentEncoding {
 
 /// Pages smaller than this are stored as they are: compressing them saves next to nothing.
 const COMPRESS_FROM: usize = 1024;
+/// Pages at least this large are compressed on the blocking pool (a smaller one takes less time to
+/// compress than to hand over).
+const COMPRESS_OFF_THREAD_FROM: usize = 64 * 1024;
 
 impl PageEntry {
     /// The HTML as rendered, decompressing it if it is stored compressed.
@@ -356,6 +359,16 @@ impl Store {
         Ok(Some(PageEntry { html, meta }))
     }
 
+    /// Reads only the meta of the page entry for `key` (not its HTML), if one is cached.
+    pub async fn get_page_meta(&self, key: &CacheKey) -> Result<Option<PageMeta>> {
+        let meta: Option<Bytes> = self.pool.hget(self.page_key(key), "meta").await?;
+        meta.map(|meta| {
+            serde_json::from_slice(&meta)
+                .map_err(|e| StoreError::Corrupt(format!("page {}: {e}", key.page_key())))
+        })
+        .transpose()
+    }
+
     /// Stores a page entry, fresh for `fresh_secs` and then stale for `stale_secs` more, replacing
     /// any previous one, updating the domain's index and clearing a recorded failure of the page,
     /// atomically. `entry.meta.fresh_until` and `expires_at` are set here.
@@ -369,7 +382,15 @@ impl Store {
         let fresh_until =
             kiln_core::unix_millis_now().saturating_add(fresh_secs.max(1).saturating_mul(1000));
         let expires_at = fresh_until.saturating_add(stale_secs.saturating_mul(1000));
-        let (html, meta) = entry.for_storage()?;
+        let (html, meta) = if entry.html.len() < COMPRESS_OFF_THREAD_FROM {
+            entry.for_storage()?
+        } else {
+            // Compressing a large page is CPU work: off the runtime's threads.
+            let entry = entry.clone();
+            tokio::task::spawn_blocking(move || entry.for_storage())
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("compressing a page failed: {e}")))??
+        };
         let meta = PageMeta {
             fresh_until,
             expires_at,

@@ -134,6 +134,9 @@ impl Finished {
 
 impl Inner {
     async fn run(&self, job: RenderJob) {
+        if self.rendered_meanwhile(&job).await {
+            return;
+        }
         let started = Instant::now();
         let result = self.render_with_retry(&job).await;
         let render_ms = started.elapsed().as_millis() as u64;
@@ -178,6 +181,38 @@ impl Inner {
             }
         }
         self.log_render(&job, &finished, render_ms).await;
+    }
+
+    /// Whether a bot's render is not needed any more because the page is fresh in the cache: it was
+    /// missing or stale when the job was queued, and another render (a warm, or a refresh whose
+    /// lock was released just before this job's gateway took it) stored it since. The waiting
+    /// gateways are told and the lock released, as after a render. A warm is always rendered: it is
+    /// asked for to replace what is cached.
+    async fn rendered_meanwhile(&self, job: &RenderJob) -> bool {
+        if job.purpose != RenderPurpose::Bot {
+            return false;
+        }
+        let meta = match self.store.get_page_meta(&job.key).await {
+            Ok(Some(meta)) if meta.is_fresh(kiln_core::unix_millis_now()) => meta,
+            Ok(_) => return false,
+            Err(error) => {
+                tracing::debug!(%error, "could not check whether the page is fresh; rendering it");
+                return false;
+            }
+        };
+        tracing::info!(
+            render.rendered_at = meta.rendered_at,
+            "the page was rendered since the job was queued; not rendering it again"
+        );
+        let outcome = RenderOutcome::Stored {
+            status: meta.status,
+            render_ms: meta.render_ms,
+        };
+        self.announce(job, outcome).await;
+        if let Err(error) = self.store.release_render_lock(&job.key).await {
+            tracing::error!(%error, "could not release the render lock");
+        }
+        true
     }
 
     /// Stores a successful render; the outcome to announce, and what the log records.

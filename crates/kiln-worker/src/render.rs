@@ -323,12 +323,19 @@ pub async fn render(
         .await
         .map_err(|_| RenderError::Hung)??;
     let base = base_href(&snapshot.url, request.url, request.page_url);
-    let processed = output::process(
-        &snapshot.html,
-        &output::Options {
-            base_href: base.as_deref(),
-        },
-    )
+    // Rewriting a multi-megabyte page is CPU work: off the runtime's threads, so it does not hold up
+    // the CDP traffic of the renders beside it.
+    let html = snapshot.html;
+    let processed = tokio::task::spawn_blocking(move || {
+        output::process(
+            &html,
+            &output::Options {
+                base_href: base.as_deref(),
+            },
+        )
+    })
+    .await
+    .map_err(|e| RenderError::Page(format!("rewriting the page failed: {e}")))?
     .map_err(|e| RenderError::Page(e.to_string()))?;
     tracing::debug!(
         serialized_ms = started.elapsed().as_millis() as u64,

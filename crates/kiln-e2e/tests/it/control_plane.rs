@@ -948,6 +948,14 @@ async fn stale_pages_are_served_at_once_refreshed_and_kept_when_the_origin_fails
     )
     .await;
     assert!(refreshed.text().await.unwrap().contains(PRODUCT_3_H1));
+    // A bot that read the stale copy just before the refresh landed may have queued another
+    // refresh, which the worker drops as the page is fresh: let it settle before the origin breaks.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while platform.store.render_locked(&key).await.unwrap() {
+        assert!(Instant::now() < deadline, "a refresh never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Now the origin breaks: the refresh fails, the good copy stays and keeps being served, and
     // the broken page is not rendered again on every bot's request.
@@ -963,10 +971,14 @@ async fn stale_pages_are_served_at_once_refreshed_and_kept_when_the_origin_fails
     assert_eq!(cache, "STALE");
     assert!(kept.contains(PRODUCT_3_H1), "{kept}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while platform.store.recent_failure(&key).await.unwrap().is_none() {
+    let failure = loop {
+        if let Some(failure) = platform.store.recent_failure(&key).await.unwrap() {
+            break failure;
+        }
         assert!(Instant::now() < deadline, "the refresh never failed");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    assert!(failure.contains("500"), "{failure}");
     let loads_after_refresh = platform.site.hits(path);
     assert!(
         loads_after_refresh > loads_before,

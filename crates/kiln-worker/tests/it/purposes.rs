@@ -232,6 +232,55 @@ async fn previews_reply_and_store_announce_and_unlock_nothing() {
     app.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bots_render_of_a_page_made_fresh_meanwhile_is_not_done_again() {
+    let app = spawn_app().await;
+    let mut job = app.job(&app.origin.url("/app"), Desktop);
+    job.cache_ttl_secs = 2;
+    job.stale_ttl_secs = 60;
+    assert_eq!(app.run(job.clone()).await.status(), 200);
+    assert_eq!(app.origin.hits("/app"), 1);
+
+    // A second gateway queued the same page (it read the page missing or stale just before the
+    // first render landed): the worker answers from the fresh page and releases that lock.
+    assert!(
+        app.store
+            .try_lock_render(&job.key, "gateway-2", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let again = app.run(job.clone()).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        app.origin.hits("/app"),
+        1,
+        "a fresh page was rendered again"
+    );
+    assert!(
+        app.store
+            .try_lock_render(&job.key, "gateway-3", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "the lock was kept"
+    );
+    app.store.release_render_lock(&job.key).await.unwrap();
+
+    // A warm is asked for to replace the page: it renders.
+    let warmed = app
+        .start_on(QueueKind::Warm, warm(job.clone(), "warm-1"))
+        .await
+        .outcome(&app.store)
+        .await;
+    assert_eq!(warmed.status(), 200);
+    assert_eq!(app.origin.hits("/app"), 2);
+
+    // Once the page is stale, a bot's render (the refresh) renders.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(app.run(job.clone()).await.status(), 200);
+    assert_eq!(app.origin.hits("/app"), 3);
+    app.shutdown().await;
+}
+
 /// The page key of the first render announced on `events`.
 async fn first_announced(events: &mut kiln_store::Subscription) -> String {
     tokio::time::timeout(DEADLINE, async {
