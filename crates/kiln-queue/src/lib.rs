@@ -199,18 +199,19 @@ impl RenderQueue {
 /// What a worker does with each job. Implementations record every outcome themselves and never fail:
 /// see the crate documentation on retries.
 pub trait JobHandler: Send + Sync + 'static {
-    fn handle(&self, job: RenderJob) -> BoxFuture<'static, ()>;
+    /// Handles `job`, taken from the queue `queue`.
+    fn handle(&self, job: RenderJob, queue: QueueKind) -> BoxFuture<'static, ()>;
 }
 
 /// The handler as worker data. A named type rather than `Arc<dyn JobHandler>`: with the trait
 /// object's lifetime in `run_job`'s signature, the compiler cannot prove the worker's future `Send`
 /// (a higher-ranked lifetime error), so `run_worker` could not be spawned.
 #[derive(Clone)]
-struct SharedHandler(Arc<dyn JobHandler>);
+struct SharedHandler(Arc<dyn JobHandler>, QueueKind);
 
 async fn run_job(job: RenderJob, handler: Data<SharedHandler>) -> Result<(), BoxDynError> {
-    let SharedHandler(handler) = &*handler;
-    handler.handle(job).await;
+    let SharedHandler(handler, queue) = &*handler;
+    handler.handle(job, *queue).await;
     Ok(())
 }
 
@@ -239,7 +240,7 @@ pub async fn run_worker(
     let worker = WorkerBuilder::new(name)
         .backend(backend)
         .concurrency(concurrency.max(1))
-        .data(SharedHandler(handler))
+        .data(SharedHandler(handler, kind))
         .build(run_job);
     worker
         .run_until(async move {
@@ -249,6 +250,9 @@ pub async fn run_worker(
         .await
         .map_err(|e| QueueError::Worker(e.to_string()))
 }
+
+/// After a wake-up, the consumer is woken again this long after it, then this long after that.
+const FOLLOW_UP_WAKES: &[Duration] = &[Duration::from_millis(15), Duration::from_millis(60)];
 
 /// A stream that yields whenever a job is pushed, re-subscribing after connection loss.
 fn wake_stream(redis_url: String, channel: String) -> futures::channel::mpsc::Receiver<()> {
@@ -268,11 +272,38 @@ fn wake_stream(redis_url: String, channel: String) -> futures::channel::mpsc::Re
                     // Jobs pushed while we were not subscribed are found by this first poll.
                     let _ = tx.try_send(());
                     let mut messages = pubsub.on_message();
-                    while messages.next().await.is_some() {
-                        if tx.is_closed() {
-                            return;
+                    // A wake-up that arrives while the consumer is in the middle of a fetch is
+                    // spent on that fetch, which may have looked before the job was there: a
+                    // follow-up or two shortly after catches such a job, rather than the fallback
+                    // poll a second later.
+                    let mut follow_ups = FOLLOW_UP_WAKES.iter();
+                    let follow_up = tokio::time::sleep(Duration::ZERO);
+                    tokio::pin!(follow_up);
+                    let mut following_up = false;
+                    loop {
+                        tokio::select! {
+                            message = messages.next() => {
+                                if message.is_none() {
+                                    break;
+                                }
+                                if tx.is_closed() {
+                                    return;
+                                }
+                                let _ = tx.try_send(());
+                                follow_ups = FOLLOW_UP_WAKES.iter();
+                                if let Some(after) = follow_ups.next() {
+                                    follow_up.as_mut().reset(tokio::time::Instant::now() + *after);
+                                    following_up = true;
+                                }
+                            }
+                            () = &mut follow_up, if following_up => {
+                                let _ = tx.try_send(());
+                                match follow_ups.next() {
+                                    Some(after) => follow_up.as_mut().reset(tokio::time::Instant::now() + *after),
+                                    None => following_up = false,
+                                }
+                            }
                         }
-                        let _ = tx.try_send(());
                     }
                 }
                 Err(error) => {

@@ -236,7 +236,11 @@ async fn settle(pool: &BrowserPool) {
 async fn render_one(pool: &BrowserPool, url: &str) -> Result<Sample, String> {
     let started = Instant::now();
     let lease = pool
-        .checkout(Duration::from_secs(30), DeviceClass::Desktop)
+        .checkout(
+            Duration::from_secs(30),
+            DeviceClass::Desktop,
+            kiln_worker::Priority::Waiting,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let request = RenderRequest {

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use kiln_core::job::RenderPurpose;
 use kiln_core::{RenderJob, RenderOutcome};
-use kiln_queue::JobHandler;
+use kiln_queue::{JobHandler, QueueKind};
 use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
 
-use crate::pool::BrowserPool;
+use crate::pool::{BrowserPool, Priority};
 use crate::render::{self, RenderError, RenderRequest, Rendered};
 
 /// Bounds on the cap a job may ask for: a zero or absurd value must not break the worker.
@@ -41,9 +41,9 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The shortest a job waits for a free tab (it waits up to its cap otherwise), which rides out a
 /// browser being recycled.
 const MIN_CHECKOUT_WAIT: Duration = Duration::from_secs(5);
-/// The shortest a warm job waits for a free tab: nobody waits for it, and while bots keep every
-/// tab busy it should wait its turn rather than count as failed.
-const MIN_WARM_CHECKOUT_WAIT: Duration = Duration::from_secs(60);
+/// The shortest a background job (a warm, a refresh) waits for a free tab: nobody waits for it,
+/// and while bots keep every tab busy it should wait its turn rather than fail.
+const MIN_BACKGROUND_CHECKOUT_WAIT: Duration = Duration::from_secs(60);
 
 /// Renders jobs from the queues.
 #[derive(Clone)]
@@ -78,7 +78,7 @@ impl RenderHandler {
 }
 
 impl JobHandler for RenderHandler {
-    fn handle(&self, job: RenderJob) -> BoxFuture<'static, ()> {
+    fn handle(&self, job: RenderJob, queue: QueueKind) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
         let span = tracing::info_span!(
             "render",
@@ -95,7 +95,7 @@ impl JobHandler for RenderHandler {
         let task = self
             .inner
             .jobs
-            .spawn(async move { inner.run(job).await }.instrument(span));
+            .spawn(async move { inner.run(job, queue).await }.instrument(span));
         Box::pin(async move {
             if let Err(error) = task.await {
                 tracing::error!(%error, "a render job task failed");
@@ -133,12 +133,18 @@ impl Finished {
 }
 
 impl Inner {
-    async fn run(&self, job: RenderJob) {
+    async fn run(&self, job: RenderJob, queue: QueueKind) {
         if self.rendered_meanwhile(&job).await {
             return;
         }
         let started = Instant::now();
-        let result = self.render_with_retry(&job).await;
+        // Whatever comes from the background queue (warming, refreshes of stale pages) gives way
+        // to renders someone waits for.
+        let priority = match queue {
+            QueueKind::Render => Priority::Waiting,
+            QueueKind::Warm => Priority::Background,
+        };
+        let result = self.render_with_retry(&job, priority).await;
         let render_ms = started.elapsed().as_millis() as u64;
         let span = tracing::Span::current();
         span.record("render.duration_ms", render_ms);
@@ -276,21 +282,29 @@ impl Inner {
     /// Renders once, and once more (in a fresh tab, on a fresh browser if the browser was to
     /// blame) if the first try failed in a way a second may not: nothing that failed twice is
     /// stored.
-    async fn render_with_retry(&self, job: &RenderJob) -> Result<Rendered, RenderError> {
-        match self.render_once(job).await {
+    async fn render_with_retry(
+        &self,
+        job: &RenderJob,
+        priority: Priority,
+    ) -> Result<Rendered, RenderError> {
+        match self.render_once(job, priority).await {
             Err(error) if error.is_worth_retrying() => {
                 tracing::warn!(%error, "the render failed; trying once more");
-                self.render_once(job).await
+                self.render_once(job, priority).await
             }
             result => result,
         }
     }
 
-    async fn render_once(&self, job: &RenderJob) -> Result<Rendered, RenderError> {
+    async fn render_once(
+        &self,
+        job: &RenderJob,
+        priority: Priority,
+    ) -> Result<Rendered, RenderError> {
         let cap = Duration::from_millis(job.render_timeout_ms).clamp(MIN_CAP, MAX_CAP);
-        let min_wait = match job.purpose {
-            RenderPurpose::Warm { .. } => MIN_WARM_CHECKOUT_WAIT,
-            RenderPurpose::Bot | RenderPurpose::Preview { .. } => MIN_CHECKOUT_WAIT,
+        let min_wait = match priority {
+            Priority::Background => MIN_BACKGROUND_CHECKOUT_WAIT,
+            Priority::Waiting => MIN_CHECKOUT_WAIT,
         };
         let checkout_deadline = Instant::now() + cap.max(min_wait);
         // The health check before use: a tab whose browser does not answer at once is given back
@@ -301,6 +315,7 @@ impl Inner {
                 .checkout(
                     checkout_deadline.saturating_duration_since(Instant::now()),
                     job.device,
+                    priority,
                 )
                 .await
                 .map_err(|error| RenderError::NoBrowser(error.to_string()))?;

@@ -21,7 +21,7 @@ pub mod render;
 pub mod settings;
 
 pub use handler::RenderHandler;
-pub use pool::{BrowserPool, PoolSettings};
+pub use pool::{BrowserPool, PoolSettings, Priority};
 pub use process::group_memory_bytes;
 pub use render::{RenderError, Rendered};
 pub use settings::{LogFormat, Settings};

@@ -100,8 +100,11 @@ struct Inner {
     settings: PoolSettings,
     /// The browser currently serving each slot, if one is up.
     slots: Vec<Mutex<Option<Arc<Instance>>>>,
-    /// Woken whenever a warm tab becomes available.
+    /// Woken whenever a warm tab becomes available, or a waiting render stops waiting.
     tab_ready: Notify,
+    /// Checkouts of [`Priority::Waiting`] that are waiting for a tab: while there are any,
+    /// background checkouts take none.
+    waiting: AtomicUsize,
     shutdown: CancellationToken,
     /// Supervisors, tab creations and disposals, retirements: everything shutdown must wait for.
     tasks: TaskTracker,
@@ -153,6 +156,36 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Who asks for a tab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// A render someone waits for: a bot's, a preview.
+    Waiting,
+    /// Work nobody waits for (cache warming, refreshes of stale pages): it takes a tab only when no
+    /// waiting render wants one, so it delays a bot's render by one render at most (the one it
+    /// started before the bot came).
+    Background,
+}
+
+/// Counts a waiting checkout in [`Inner::waiting`] while it lives; when it ends (with a tab or
+/// without), background checkouts look again.
+struct WaitingCheckout<'a>(&'a Inner);
+
+impl<'a> WaitingCheckout<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.waiting.fetch_add(1, Ordering::AcqRel);
+        WaitingCheckout(inner)
+    }
+}
+
+impl Drop for WaitingCheckout<'_> {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.tab_ready.notify_waiters();
+        }
+    }
+}
+
 impl BrowserPool {
     /// Starts the pool. Browsers launch in the background; [`alive_browsers`](Self::alive_browsers)
     /// tells when one is up, and [`checkout`](Self::checkout) waits for a tab.
@@ -172,6 +205,7 @@ impl BrowserPool {
             settings,
             slots,
             tab_ready: Notify::new(),
+            waiting: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_browser_id: AtomicU64::new(1),
@@ -214,9 +248,16 @@ impl BrowserPool {
             .collect()
     }
 
-    /// Takes a warm tab, set up for `device` if one is, waiting up to `wait` for any.
-    pub async fn checkout(&self, wait: Duration, device: DeviceClass) -> Result<Lease, PoolError> {
+    /// Takes a warm tab, set up for `device` if one is, waiting up to `wait` for any. A checkout of
+    /// [`Priority::Background`] takes no tab while one of [`Priority::Waiting`] waits for one.
+    pub async fn checkout(
+        &self,
+        wait: Duration,
+        device: DeviceClass,
+        priority: Priority,
+    ) -> Result<Lease, PoolError> {
         let deadline = Instant::now() + wait;
+        let _waiting = (priority == Priority::Waiting).then(|| WaitingCheckout::new(&self.inner));
         loop {
             let notified = self.inner.tab_ready.notified();
             tokio::pin!(notified);
@@ -225,7 +266,11 @@ impl BrowserPool {
             if self.inner.shutdown.is_cancelled() {
                 return Err(PoolError::ShuttingDown);
             }
-            if let Some(lease) = self.try_checkout(device) {
+            let may_take = match priority {
+                Priority::Waiting => true,
+                Priority::Background => self.inner.waiting.load(Ordering::Acquire) == 0,
+            };
+            if may_take && let Some(lease) = self.try_checkout(device) {
                 return Ok(lease);
             }
             tokio::select! {

@@ -29,6 +29,8 @@ pub struct Stack {
     pub demo: kiln_demo::Counters,
     pub demo_port: u16,
     pub client: reqwest::Client,
+    /// The stack's Redis, as its services see it.
+    pub store: Store,
     _redis: RedisServer,
     _stops: Vec<oneshot::Sender<()>>,
     worker_done: Option<tokio::task::JoinHandle<WorkerExit>>,
@@ -168,6 +170,7 @@ impl Stack {
             demo: counters,
             demo_port,
             client,
+            store,
             _redis: redis,
             _stops: stops,
             worker_done: Some(worker_done),

@@ -228,7 +228,13 @@ async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once(
     let took = started.elapsed();
 
     let loads = stack.demo.page_loads();
-    assert_eq!(loads, 1, "renders of one URL under a herd of 200 misses");
+    let jobs = stack.store.read_render_log("0", 100).await.unwrap();
+    assert_eq!(
+        loads,
+        1,
+        "page loads of one URL under a herd of 200 misses, by {} render job(s): {jobs:?}",
+        jobs.len()
+    );
     let mut by_cache: std::collections::BTreeMap<&str, usize> = Default::default();
     for (status, cache, body) in &answers {
         assert_eq!(*status, StatusCode::OK);

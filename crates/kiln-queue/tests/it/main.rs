@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 struct Forward(mpsc::UnboundedSender<RenderJob>);
 
 impl JobHandler for Forward {
-    fn handle(&self, job: RenderJob) -> BoxFuture<'static, ()> {
+    fn handle(&self, job: RenderJob, _queue: QueueKind) -> BoxFuture<'static, ()> {
         let _ = self.0.send(job);
         Box::pin(async {})
     }
@@ -107,7 +107,7 @@ struct Hold {
 }
 
 impl JobHandler for Hold {
-    fn handle(&self, job: RenderJob) -> BoxFuture<'static, ()> {
+    fn handle(&self, job: RenderJob, _queue: QueueKind) -> BoxFuture<'static, ()> {
         let _ = self.jobs.send(job);
         let release = self.release.clone();
         Box::pin(async move {

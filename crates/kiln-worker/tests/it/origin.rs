@@ -114,6 +114,13 @@ impl Origin {
                 get(|| async { ([(header::CONTENT_TYPE, "image/png")], vec![0u8; 64]) }),
             )
             .route("/late", get(|| async { Html(LATE) }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Html("<!DOCTYPE html><html><body><h1>A slow page</h1><p>It took its time to arrive.</p></body></html>")
+                }),
+            )
             .route("/meta404", get(|| async { Html(META_404) }))
             .route(
                 "/missing",

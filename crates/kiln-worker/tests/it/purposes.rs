@@ -2,7 +2,7 @@
 //! unlocked; a warm render is stored, announced when stored, counted for its warm job and leaves
 //! locks alone; a preview is handed to the dashboard and nothing else. Every render is logged.
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 use kiln_core::DeviceClass::{Desktop, Mobile};
 use kiln_core::RenderJob;
 use kiln_core::job::RenderPurpose;
@@ -144,6 +144,66 @@ async fn warm_jobs_store_count_and_leave_the_render_lock_alone() {
     );
     assert!(outcomes[1..].contains(&("https://www.example.test/", RenderLogOutcome::Failed)));
     assert!(outcomes[1..].contains(&("https://www.example.test/broken", RenderLogOutcome::Failed)));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_warm_backlog_delays_a_bots_render_by_one_render_at_most() {
+    // One tab, and a warm consumer that keeps it busy with a backlog of slow pages.
+    let app = spawn_app_with(&[
+        ("KILN_WORKER_TABS_PER_BROWSER", "1"),
+        ("KILN_WORKER_WARM_CONCURRENCY", "1"),
+    ])
+    .await;
+    for i in 0..200 {
+        let job = app.job(&app.origin.url(&format!("/slow?n={i}")), Desktop);
+        app.push(QueueKind::Warm, warm(job, "backlog")).await;
+    }
+    let deadline = Instant::now() + DEADLINE;
+    while app.origin.hits("/slow") < 3 {
+        assert!(Instant::now() < deadline, "the backlog never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Bots' renders (and the background refreshes of stale pages, which come through the warm
+    // queue) arrive: each takes the tab as soon as the warm render in it is done.
+    for round in 0..3 {
+        let queued_at = kiln_core::unix_millis_now();
+        let bot = app.job(&app.origin.url("/app"), Desktop);
+        assert_eq!(app.run(bot.clone()).await.status(), 200);
+        // The render is logged just after it is announced.
+        let deadline = Instant::now() + DEADLINE;
+        let (log, bot_at) = loop {
+            let log = app.render_log(1).await;
+            let bot = log
+                .iter()
+                .find(|e| e.purpose == RenderLogPurpose::Bot && e.at >= queued_at);
+            if let Some(bot) = bot {
+                let at = bot.at;
+                break (log, at);
+            }
+            assert!(Instant::now() < deadline, "the bot's render was not logged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let warm_before = log
+            .iter()
+            .filter(|e| e.purpose == RenderLogPurpose::Warm && (queued_at..bot_at).contains(&e.at))
+            .count();
+        assert!(
+            warm_before <= 1,
+            "round {round}: {warm_before} warm renders finished while the bot's waited: {:?}",
+            log.iter()
+                .filter(|e| e.at + 3000 >= queued_at)
+                .map(|e| (e.purpose, e.at as i64 - queued_at as i64, e.duration_ms))
+                .collect::<Vec<_>>()
+        );
+    }
+    let progress = app.store.warm_progress("backlog").await.unwrap();
+    assert_eq!(progress.failed, 0, "{progress:?}");
+    assert!(
+        progress.done < 200,
+        "the backlog was done first: {progress:?}"
+    );
     app.shutdown().await;
 }
 
