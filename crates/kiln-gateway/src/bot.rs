@@ -68,7 +68,7 @@ pub async fn serve(
     // A hot page costs no Redis round trip at all (only while the event subscription is up: the
     // events are what drop purged and re-rendered pages from memory).
     let page_key = key.page_key();
-    if app.hot_live.load(Ordering::Acquire)
+    if app.events_live.load(Ordering::Acquire)
         && let Some(entry) = app.hot.get(&page_key)
         && entry.meta.is_fresh(kiln_core::unix_millis_now())
         && let Some(response) = page_response(&entry, "HIT", None, &negotiation)
@@ -152,6 +152,12 @@ pub async fn serve(
         }
     }
 
+    // Without the event subscription no announcement would wake this bot: it gets the origin's
+    // page now rather than after its whole budget (the render, if queued, still serves the next).
+    if !app.events_live.load(Ordering::Acquire) {
+        tracing::info!("the event channel is interrupted; serving the origin");
+        return bypass(app, domain, req, peer).await;
+    }
     match waiter.wait(budget).await {
         Some(RenderOutcome::Stored { .. }) => match app.store.get_page(&key).await {
             Ok(Some(entry)) => {

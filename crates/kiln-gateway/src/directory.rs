@@ -51,9 +51,23 @@ impl Directory {
         self.loaded.load(Ordering::Acquire)
     }
 
+    /// Replaces the directory with what Redis holds, except that an empty Redis never empties a
+    /// directory that has domains: that is a Redis that lost its data (restarted without
+    /// persistence, flushed), not a platform whose every domain was removed (removals come one by
+    /// one, as events). The known domains keep being served until the dashboard publishes again.
     pub async fn reload(&self, store: &Store) -> kiln_store::Result<usize> {
         let all = store.all_domains().await?;
         let count = all.len();
+        if all.is_empty() {
+            let known = self.domains.read().expect("directory lock poisoned").len();
+            if known > 0 {
+                tracing::warn!(
+                    domains.known = known,
+                    "Redis has no domains; it lost its data? keeping the domains known until they are published again"
+                );
+                return Ok(known);
+            }
+        }
         // A periodic re-read mostly finds what is already here: keep those domains as compiled.
         let all = {
             let current = self.domains.read().expect("directory lock poisoned");

@@ -65,7 +65,7 @@ impl Application {
             waiters: Default::default(),
             usage: Default::default(),
             hot: hot::HotCache::new(settings.hot_cache_bytes),
-            hot_live: Default::default(),
+            events_live: Default::default(),
             origin: proxy::OriginClient::new(
                 settings.allowed_private_nets.clone(),
                 settings.origin_connect_timeout,
@@ -139,7 +139,7 @@ async fn follow_events(app: AppState) {
                 // Anything published before the subscription took effect is picked up here; pages
                 // kept in memory while no events arrived may be outdated.
                 app.hot.invalidate_all();
-                app.hot_live
+                app.events_live
                     .store(true, std::sync::atomic::Ordering::Release);
                 reload_directory(&app).await;
                 let mut resync = tokio::time::interval(DIRECTORY_RESYNC);
@@ -167,16 +167,26 @@ async fn follow_events(app: AppState) {
                             }
                             Some(StoreEvent::Resync) => {
                                 app.hot.invalidate_all();
+                                app.events_live
+                                    .store(true, std::sync::atomic::Ordering::Release);
                                 reload_directory(&app).await;
+                            }
+                            Some(StoreEvent::Interrupted) => {
+                                if app.events_live.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                                    tracing::warn!("the event subscription was interrupted; bots get the origin's pages until it is back");
+                                }
+                                app.waiters.fail_all("the event channel is interrupted");
                             }
                             None => break,
                         },
                         _ = resync.tick() => reload_directory(&app).await,
                     }
                 }
-                // Without events nothing would tell the in-memory pages apart from purged ones.
-                app.hot_live
+                // Without events nothing would tell the in-memory pages apart from purged ones,
+                // and no render would be announced to the bots waiting.
+                app.events_live
                     .store(false, std::sync::atomic::Ordering::Release);
+                app.waiters.fail_all("the event subscription closed");
                 tracing::warn!("event subscription closed; resubscribing");
             }
             Err(error) => tracing::warn!(%error, "could not subscribe to events; retrying"),
@@ -254,4 +264,13 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// The `kiln-gateway` program: reads the settings from the environment, sets up logging and runs
+/// until SIGINT/SIGTERM.
+pub async fn run_from_env() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    init_tracing(settings.log_json);
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shutdown_signal()).await
 }

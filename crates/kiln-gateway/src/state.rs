@@ -22,6 +22,7 @@ pub struct App {
     pub usage: Usage,
     /// The hottest pages in memory.
     pub hot: HotCache,
-    /// Whether the event subscription is up; the in-memory pages are only used while it is.
-    pub hot_live: AtomicBool,
+    /// Whether the event subscription is up (connected): the in-memory pages are only used, and
+    /// bots only wait for renders, while it is, since only events tell of purges and renders.
+    pub events_live: AtomicBool,
 }

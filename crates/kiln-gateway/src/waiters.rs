@@ -44,6 +44,17 @@ impl Waiters {
         }
     }
 
+    /// Wakes everyone waiting for any page with a failure: the announcements they wait for can
+    /// no longer arrive (the event subscription was lost), so they should not wait out their budget.
+    pub fn fail_all(&self, reason: &str) {
+        let pending = std::mem::take(&mut *self.pending.lock().expect("waiters lock poisoned"));
+        for tx in pending.into_values() {
+            tx.send_replace(Some(RenderOutcome::Failed {
+                reason: reason.to_owned(),
+            }));
+        }
+    }
+
     /// How many pages have someone waiting.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -102,6 +113,23 @@ mod tests {
             status: 200,
             render_ms: 5,
         }
+    }
+
+    #[tokio::test]
+    async fn a_lost_subscription_fails_every_waiter_at_once() {
+        let waiters = Arc::new(Waiters::default());
+        let mut a = waiters.register("p1");
+        let mut b = waiters.register("p2");
+        waiters.fail_all("gone");
+        let failed = Some(RenderOutcome::Failed {
+            reason: "gone".into(),
+        });
+        assert_eq!(a.wait(Duration::from_secs(10)).await, failed);
+        assert_eq!(b.wait(Duration::from_secs(10)).await, failed);
+        assert!(waiters.is_empty());
+        // Later waiters wait for their own announcements again.
+        let mut c = waiters.register("p1");
+        assert_eq!(c.wait(Duration::from_millis(20)).await, None);
     }
 
     #[tokio::test]

@@ -28,6 +28,9 @@ pub enum StoreEvent {
     /// The subscription was re-established (or fell behind): events may have been missed, so anything
     /// mirrored from Redis should be re-read. Never published; produced locally.
     Resync,
+    /// The subscription's connection failed (Redis went away, most likely): no event arrives until
+    /// the next [`StoreEvent::Resync`]. Never published; produced locally.
+    Interrupted,
 }
 
 /// A live subscription to the event channel.
@@ -64,6 +67,7 @@ pub(crate) async fn subscribe(settings: &StoreSettings, channel: String) -> Resu
     let (tx, rx) = mpsc::channel(4096);
     let mut messages = client.message_rx();
     let mut reconnects = client.reconnect_rx();
+    let mut errors = client.error_rx();
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
@@ -87,6 +91,14 @@ pub(crate) async fn subscribe(settings: &StoreSettings, channel: String) -> Resu
                 },
                 reconnect = reconnects.recv() => match reconnect {
                     Ok(_) | Err(RecvError::Lagged(_)) => StoreEvent::Resync,
+                    Err(RecvError::Closed) => break,
+                },
+                error = errors.recv() => match error {
+                    Ok((error, _)) => {
+                        tracing::debug!(%error, "the event subscription's connection failed");
+                        StoreEvent::Interrupted
+                    }
+                    Err(RecvError::Lagged(_)) => StoreEvent::Interrupted,
                     Err(RecvError::Closed) => break,
                 },
             };

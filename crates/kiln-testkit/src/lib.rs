@@ -163,9 +163,31 @@ pub struct Edge {
 impl Edge {
     /// Starts nginx on a free port, forwarding to the gateway at `gateway`.
     pub fn start(gateway: SocketAddr) -> Self {
+        Self::start_with(&[gateway])
+    }
+
+    /// Starts nginx on a free port, balancing over the gateways at `gateways` (as a deployment with
+    /// several gateways lists them in its upstream block).
+    pub fn start_with(gateways: &[SocketAddr]) -> Self {
+        assert!(!gateways.is_empty(), "an edge needs a gateway");
         let nginx_dir = repo_root().join("nginx");
         let template = std::fs::read_to_string(nginx_dir.join("kiln.conf.template"))
             .expect("nginx/kiln.conf.template is missing");
+        // The upstream's `server ${KILN_GATEWAY_ADDR} …;` line, once per gateway.
+        let template = template
+            .lines()
+            .flat_map(|line| {
+                if line.contains("${KILN_GATEWAY_ADDR}") {
+                    gateways
+                        .iter()
+                        .map(|gateway| line.replace("${KILN_GATEWAY_ADDR}", &gateway.to_string()))
+                        .collect()
+                } else {
+                    vec![line.to_owned()]
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("kiln-edge-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("failed to create the edge's runtime directory");
@@ -173,7 +195,6 @@ impl Edge {
             &template,
             &[
                 ("KILN_EDGE_LISTEN", format!("127.0.0.1:{port}")),
-                ("KILN_GATEWAY_ADDR", gateway.to_string()),
                 ("KILN_NGINX_DIR", nginx_dir.display().to_string()),
                 ("KILN_EDGE_RUNTIME_DIR", dir.display().to_string()),
             ],

@@ -25,13 +25,13 @@ pub struct Stack {
     /// The gateway behind the edge.
     pub gateway: SocketAddr,
     /// What every service of the stack was configured with, for starting more gateways.
-    vars: HashMap<&'static str, String>,
+    pub vars: HashMap<&'static str, String>,
     pub demo: kiln_demo::Counters,
     pub demo_port: u16,
     pub client: reqwest::Client,
     /// The stack's Redis, as its services see it.
     pub store: Store,
-    _redis: RedisServer,
+    pub redis: RedisServer,
     _stops: Vec<oneshot::Sender<()>>,
     worker_done: Option<tokio::task::JoinHandle<WorkerExit>>,
 }
@@ -53,13 +53,21 @@ impl Stack {
     /// The platform with the demo domain (`demo.localhost`, verified, with `settings`) published
     /// straight into Redis, as an operator's `domain add` would.
     pub async fn start(settings: DomainSettings) -> Self {
-        Self::launch(Some(settings)).await.0
+        Self::launch(Some(settings), true).await.0
+    }
+
+    /// A stack with no worker: the test runs its own (as processes it can kill).
+    pub async fn start_without_worker(settings: DomainSettings) -> Self {
+        Self::launch(Some(settings), false).await.0
     }
 
     /// Starts Redis, the demo origin, a worker, a gateway and the edge; with `demo_settings`, the demo
     /// domain is published before the gateway starts. Also returns the Redis URL and key prefix, for
     /// a dashboard to share.
-    async fn launch(demo_settings: Option<DomainSettings>) -> (Self, String, String) {
+    async fn launch(
+        demo_settings: Option<DomainSettings>,
+        with_worker: bool,
+    ) -> (Self, String, String) {
         // `RUST_LOG=info cargo nextest run -p kiln-e2e` shows every service's logs for a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -114,21 +122,25 @@ impl Stack {
             ),
         ]);
 
-        let worker_settings =
-            kiln_worker::Settings::from_lookup(|name| Ok(vars.get(name).cloned()))
-                .expect("worker settings");
-        let worker = kiln_worker::Application::build(worker_settings)
-            .await
-            .expect("worker");
-        let worker_admin = worker.admin_port();
-        let (stop, signal) = stopper();
-        stops.push(stop);
-        let worker_done = tokio::spawn(async move {
-            worker
-                .run_until_stopped(signal)
+        let mut worker_done = None;
+        let mut worker_admin = None;
+        if with_worker {
+            let worker_settings =
+                kiln_worker::Settings::from_lookup(|name| Ok(vars.get(name).cloned()))
+                    .expect("worker settings");
+            let worker = kiln_worker::Application::build(worker_settings)
                 .await
-                .map_err(|e| format!("{e:#}"))
-        });
+                .expect("worker");
+            worker_admin = Some(worker.admin_port());
+            let (stop, signal) = stopper();
+            stops.push(stop);
+            worker_done = Some(tokio::spawn(async move {
+                worker
+                    .run_until_stopped(signal)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            }));
+        }
 
         let gateway_settings = kiln_gateway::Settings::from_lookup(|name| vars.get(name).cloned())
             .expect("gateway settings");
@@ -148,18 +160,8 @@ impl Stack {
             .unwrap();
 
         // A browser must be up before the first render can start.
-        wait_for_port(worker_admin, Duration::from_secs(10));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = client
-                .get(format!("http://127.0.0.1:{worker_admin}/readyz"))
-                .send()
-                .await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the worker never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(worker_admin) = worker_admin {
+            wait_until_ready(&client, worker_admin).await;
         }
 
         let redis_url = redis.url();
@@ -171,9 +173,9 @@ impl Stack {
             demo_port,
             client,
             store,
-            _redis: redis,
+            redis,
             _stops: stops,
-            worker_done: Some(worker_done),
+            worker_done,
         };
         (stack, redis_url, prefix)
     }
@@ -274,7 +276,7 @@ struct Dns {
 
 impl Platform {
     pub async fn start() -> Self {
-        let (stack, redis_url, prefix) = Stack::launch(None).await;
+        let (stack, redis_url, prefix) = Stack::launch(None, true).await;
         let site = Site::start(format!("http://127.0.0.1:{}", stack.demo_port)).await;
         let dns = DnsServer::start(&[]);
         let database = TestDatabase::create().await;
@@ -843,4 +845,22 @@ pub fn gzip(text: &str) -> Vec<u8> {
 /// Today's date in UTC (`YYYY-MM-DD`), the day usage is counted under.
 pub fn utc_today() -> String {
     time::OffsetDateTime::now_utc().date().to_string()
+}
+
+/// Waits (60 s at most) until the worker whose admin server listens on `admin_port` says it is ready
+/// (a browser is up).
+pub async fn wait_until_ready(client: &reqwest::Client, admin_port: u16) {
+    wait_for_port(admin_port, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client
+            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the worker never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -4,6 +4,7 @@
 
 mod control_plane;
 mod dashboard_ui;
+mod faults;
 mod helpers;
 
 use helpers::{CHROME, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, Stack};
