@@ -89,91 +89,158 @@ fn run(command: &mut Command, what: &str) {
 
 /// Starts a throwaway cluster and returns the URL of its `postgres` database.
 fn start_cluster() -> String {
-    let bin = postgres_bin();
-    let dir = std::env::temp_dir().join(format!(
-        "kiln-dashboard-pg-{}-{}",
-        std::process::id(),
-        Uuid::new_v4().simple()
-    ));
-    let data = dir.join("data");
-    let pg_ctl = bin.join("pg_ctl");
-    std::fs::create_dir_all(&dir).expect("failed to create the cluster directory");
-    // Stops the cluster and removes its directory once this process is gone, however it ends.
-    // `setsid --fork` puts the watchdog in its own session, so a runner that kills our process group
-    // does not take it along, and returns at once, so it leaves no zombie behind.
-    let stop = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         {runuser} {pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
-        pid = std::process::id(),
-        runuser = if running_as_root() {
-            "runuser -u postgres --"
-        } else {
-            ""
-        },
-        pg_ctl = pg_ctl.display(),
-        data = data.display(),
-        dir = dir.display(),
-    );
-    let watchdog = Command::new("setsid")
-        .args(["--fork", "sh", "-c", &stop])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("failed to start the cluster's watchdog");
-    assert!(
-        watchdog.success(),
-        "the cluster's watchdog did not start: {watchdog}"
-    );
+    Cluster::start().url
+}
 
-    if running_as_root() {
-        run(
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir),
-            "chown of the cluster directory",
-        );
-    }
-    run(
-        pg_command(&bin.join("initdb")).arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-locale",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]),
-        "initdb",
-    );
+/// A throwaway cluster's files and how to start it.
+struct Cluster {
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    options: String,
+    url: String,
+}
 
-    let log = dir.join("postgres.log");
-    for _ in 0..5 {
-        let port = free_port();
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {dir} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=200",
-            dir = dir.display()
+impl Cluster {
+    /// Creates a cluster in a temporary directory and starts it on a free port. It is stopped and
+    /// its directory deleted once this process has exited, however it ends.
+    fn start() -> Cluster {
+        let bin = postgres_bin();
+        let dir = std::env::temp_dir().join(format!(
+            "kiln-dashboard-pg-{}-{}",
+            std::process::id(),
+            Uuid::new_v4().simple()
+        ));
+        let data = dir.join("data");
+        let pg_ctl = bin.join("pg_ctl");
+        std::fs::create_dir_all(&dir).expect("failed to create the cluster directory");
+        // `setsid --fork` puts the watchdog in its own session, so a runner that kills our process
+        // group does not take it along, and returns at once, so it leaves no zombie behind.
+        let stop = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {runuser} {pg_ctl} -D {data} -m immediate stop; rm -rf {dir}",
+            pid = std::process::id(),
+            runuser = if running_as_root() {
+                "runuser -u postgres --"
+            } else {
+                ""
+            },
+            pg_ctl = pg_ctl.display(),
+            data = data.display(),
+            dir = dir.display(),
         );
-        let started = pg_command(&pg_ctl)
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "30", "-o", &options, "start"])
+        let watchdog = Command::new("setsid")
+            .args(["--fork", "sh", "-c", &stop])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .is_ok_and(|status| status.success());
-        if started {
-            return format!("postgres://postgres@127.0.0.1:{port}/postgres");
+            .expect("failed to start the cluster's watchdog");
+        assert!(
+            watchdog.success(),
+            "the cluster's watchdog did not start: {watchdog}"
+        );
+
+        if running_as_root() {
+            run(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir),
+                "chown of the cluster directory",
+            );
+        }
+        run(
+            pg_command(&bin.join("initdb")).arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-locale",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
+            "initdb",
+        );
+
+        let log = dir.join("postgres.log");
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cluster = Cluster {
+                pg_ctl: pg_ctl.clone(),
+                data: data.clone(),
+                log: log.clone(),
+                options: format!(
+                    "-c listen_addresses=127.0.0.1 -p {port} -k {dir} -c fsync=off \
+                     -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                    dir = dir.display()
+                ),
+                url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            };
+            if cluster.launch() {
+                return cluster;
+            }
+            cluster.url.clear();
+        }
+        panic!(
+            "the throwaway Postgres cluster did not start; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Starts the server; false if it did not come up (its port was taken, say).
+    fn launch(&self) -> bool {
+        pg_command(&self.pg_ctl)
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "30", "-o", &self.options, "start"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+}
+
+/// A Postgres server of a test's own, which the test may stop (as an outage would: every connection
+/// dropped) and start again on the same port.
+pub struct OwnPostgres {
+    cluster: Cluster,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        OwnPostgres {
+            cluster: Cluster::start(),
         }
     }
-    panic!(
-        "the throwaway Postgres cluster did not start; its log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> &str {
+        &self.cluster.url
+    }
+
+    /// Stops the server, disconnecting every client (`pg_ctl stop -m fast`; not `immediate`, which
+    /// with these test clusters' asynchronous commits would also lose the last transactions).
+    pub fn stop(&self) {
+        run(
+            pg_command(&self.cluster.pg_ctl)
+                .arg("-D")
+                .arg(&self.cluster.data)
+                .args(["-m", "fast", "-w", "stop"]),
+            "pg_ctl stop",
+        );
+    }
+
+    /// Starts the stopped server again, on the same port.
+    pub fn start_again(&self) {
+        assert!(
+            self.cluster.launch(),
+            "Postgres did not start again; its log:\n{}",
+            std::fs::read_to_string(&self.cluster.log).unwrap_or_default()
+        );
+    }
 }
 
 /// A fresh, empty database on the test server.
@@ -203,6 +270,18 @@ impl TestDatabase {
             name,
             server_url: server.url.clone(),
             external: server.external,
+        }
+    }
+}
+
+impl TestDatabase {
+    /// An existing database (of an [`OwnPostgres`], say), left as it is when dropped.
+    pub fn existing(url: &str) -> Self {
+        TestDatabase {
+            name: String::new(),
+            url: url.to_owned(),
+            server_url: url.to_owned(),
+            external: false,
         }
     }
 }

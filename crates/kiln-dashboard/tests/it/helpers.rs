@@ -46,7 +46,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// A test app whose `KILN_ALLOWED_PRIVATE_NETS` is `nets`.
 pub async fn spawn_app_allowing(nets: &str) -> TestApp {
-    let database = TestDatabase::create().await;
+    spawn_app_on(TestDatabase::create().await, nets).await
+}
+
+/// A test app on `database`, whose `KILN_ALLOWED_PRIVATE_NETS` is `nets`.
+pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
     let redis = RedisServer::start();
     let settings = Settings {
         database_url: database.url.clone().into(),

@@ -3,6 +3,7 @@
 
 mod api;
 mod helpers;
+mod outage;
 mod stats;
 mod web;
 
