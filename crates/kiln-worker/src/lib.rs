@@ -39,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 /// How long the queue consumer waits before restarting after a failure, at first and at most.
 const QUEUE_RESTART_BACKOFF: Duration = Duration::from_millis(500);
 const QUEUE_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a consumer waiting to restart looks whether Redis is back.
+const REDIS_PROBE: Duration = Duration::from_millis(200);
 /// A consumer that ran this long before failing starts the backoff over.
 const QUEUE_HEALTHY_RUN: Duration = Duration::from_secs(30);
 
@@ -145,7 +147,7 @@ impl Application {
             }
         });
 
-        let handler = RenderHandler::new(pool.clone(), store, settings.render_quiet);
+        let handler = RenderHandler::new(pool.clone(), store.clone(), settings.render_quiet);
         let queue_settings = settings.queue_settings();
         let render = consume(
             &queue_settings,
@@ -153,6 +155,7 @@ impl Application {
             settings.worker_name.clone(),
             settings.concurrency(),
             &handler,
+            &store,
             &stop,
         );
         let warm = async {
@@ -166,6 +169,7 @@ impl Application {
                 format!("{}.warm", settings.worker_name),
                 settings.warm_concurrency,
                 &handler,
+                &store,
                 &stop,
             )
             .await
@@ -196,6 +200,7 @@ async fn consume(
     base_name: String,
     concurrency: usize,
     handler: &RenderHandler,
+    store: &Store,
     stop: &CancellationToken,
 ) {
     let mut backoff = QUEUE_RESTART_BACKOFF;
@@ -233,11 +238,33 @@ async fn consume(
                 tracing::error!(queue = kind.as_str(), %error, retry_in_ms = backoff.as_millis() as u64, "the queue consumer failed; restarting it")
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.cancelled() => return,
+        if !sit_out(backoff, store, stop).await {
+            return;
         }
         backoff = (backoff * 2).min(QUEUE_MAX_BACKOFF);
+    }
+}
+
+/// Waits out a consumer's restart `backoff`, or less: once Redis, found down, answers again, the
+/// consumer starts again at once rather than sitting out a backoff grown during the outage. (A
+/// consumer that fails while Redis answers waits the whole backoff.) False if `stop` came first.
+async fn sit_out(backoff: Duration, store: &Store, stop: &CancellationToken) -> bool {
+    let until = tokio::time::Instant::now() + backoff;
+    let mut redis_was_down = false;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep((until - now).min(REDIS_PROBE)) => {}
+            _ = stop.cancelled() => return false,
+        }
+        match store.ping().await {
+            Ok(()) if redis_was_down => return true,
+            Ok(()) => {}
+            Err(_) => redis_was_down = true,
+        }
     }
 }
 
