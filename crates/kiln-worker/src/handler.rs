@@ -349,6 +349,18 @@ impl Inner {
             Ok(result) => result,
             Err(_) => Err(RenderError::Hung),
         };
+        // A page that never got ready may be the browser's fault: a browser that no longer answers
+        // at all (not just a page busy with its scripts) is replaced now, so the retry gets a
+        // fresh one instead of waiting on it.
+        let result = match result {
+            Err(RenderError::Timeout { .. })
+                if !lease.browser_answers(HEALTH_CHECK_TIMEOUT).await =>
+            {
+                tracing::warn!("the page timed out and its browser does not answer");
+                Err(RenderError::Hung)
+            }
+            result => result,
+        };
         if let Err(error) = &result
             && error.is_browser_fault()
         {

@@ -387,6 +387,16 @@ impl Lease {
         matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(_)))
     }
 
+    /// Whether the browser itself (not this tab's page, which may just be busy) answers within
+    /// `timeout`.
+    pub async fn browser_answers(&self, timeout: Duration) -> bool {
+        if self.instance.dead.is_cancelled() {
+            return false;
+        }
+        let probe = self.instance.browser.version();
+        matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(_)))
+    }
+
     /// Has the browser replaced once this lease is returned.
     pub fn mark_broken(&mut self, reason: impl Into<String>) {
         self.broken = Some(reason.into());

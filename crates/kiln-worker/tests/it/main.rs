@@ -328,6 +328,50 @@ async fn recovers_from_a_killed_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_killed_or_frozen_mid_render_is_replaced_and_the_render_retried() {
+    use nix::sys::signal::{Signal, kill};
+    let app = spawn_app().await;
+    for (signal, path) in [
+        (Signal::SIGKILL, "/slow?killed"),
+        (Signal::SIGSTOP, "/slow?frozen"),
+    ] {
+        app.chromium_processes();
+        let mains = app.mains_seen();
+        let mut job = app.job(&app.origin.url(path), Desktop);
+        // A short cap: a frozen browser's page runs out of it in 2 s, and a browser that then
+        // does not answer its health check is replaced at once.
+        job.render_timeout_ms = 2_000;
+        let hits = app.origin.hits("/slow");
+        let pending = app.start(job).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while app.origin.hits("/slow") == hits {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the render never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The page is being loaded: the browser dies (or stops answering) under it.
+        for main in &mains {
+            // The browsers of earlier rounds are gone already.
+            let _ = kill(nix::unistd::Pid::from_raw(*main), signal);
+        }
+        let rendered = pending.outcome(&app.store).await;
+        app.chromium_processes();
+        assert_eq!(rendered.status(), 200, "{signal}");
+        assert!(rendered.html().contains("A slow page"), "{signal}");
+        assert!(
+            app.mains_seen().len() > mains.len(),
+            "{signal}: no new browser"
+        );
+        assert_eq!(app.origin.hits("/slow"), hits + 2, "{signal}: retried once");
+    }
+    let (status, body) = app.get_admin("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_renders_in_flight_finish() {
     let mut app = spawn_app().await;
     let pending = app.start(app.job(&app.origin.url("/late"), Desktop)).await;
