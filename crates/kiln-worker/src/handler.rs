@@ -214,10 +214,7 @@ impl Inner {
             status: meta.status,
             render_ms: meta.render_ms,
         };
-        self.announce(job, outcome).await;
-        if let Err(error) = self.store.release_render_lock(&job.key).await {
-            tracing::error!(%error, "could not release the render lock");
-        }
+        self.announce_and_unlock(job, outcome).await;
         true
     }
 

@@ -308,22 +308,20 @@ async fn a_worker_killed_mid_render_leaves_no_bot_unanswered_and_its_job_is_done
     })
     .await;
     let profiles = tempfile::tempdir().unwrap();
-    let worker_vars = |admin: u16| {
+    // A worker process on the stack, its browser profiles in `profiles`, once it is ready.
+    let start_worker = async |name: &str| {
+        let admin = kiln_testkit::free_port();
         let mut vars = stack.vars.clone();
         vars.insert("KILN_WORKER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"));
         vars.insert(
             "KILN_WORKER_PROFILE_DIR",
             profiles.path().display().to_string(),
         );
-        vars
+        let worker = Service::start(env!("CARGO_BIN_EXE_e2e-worker"), name, &vars);
+        wait_until_ready(&stack.client, admin).await;
+        worker
     };
-    let admin = kiln_testkit::free_port();
-    let mut first = Service::start(
-        env!("CARGO_BIN_EXE_e2e-worker"),
-        "the first worker",
-        &worker_vars(admin),
-    );
-    wait_until_ready(&stack.client, admin).await;
+    let mut first = start_worker("the first worker").await;
 
     // A bot asks for a page; once the origin has served the render its page, the worker dies.
     let path = "/products/5";
@@ -340,13 +338,7 @@ async fn a_worker_killed_mid_render_leaves_no_bot_unanswered_and_its_job_is_done
     assert_eq!(first.exit_code(Duration::from_secs(10)), None, "killed");
 
     // Another worker comes up (reusing the profile directory, whose leftovers it clears).
-    let admin = kiln_testkit::free_port();
-    let mut second = Service::start(
-        env!("CARGO_BIN_EXE_e2e-worker"),
-        "the second worker",
-        &worker_vars(admin),
-    );
-    wait_until_ready(&stack.client, admin).await;
+    let mut second = start_worker("the second worker").await;
 
     // The bot was answered within its wait budget, with the origin's page.
     let response = bot.await.unwrap().expect("the bot's request failed");

@@ -3,7 +3,7 @@
 //! render that failed because of the page or its origin leaves a failure marker, so bots are not
 //! held back for the same broken page again for a while, and a stale copy stays as it is.
 
-use kiln_core::RenderJob;
+use kiln_core::{RenderJob, RenderOutcome};
 use std::time::Duration;
 
 use super::{Finished, Inner};
@@ -31,10 +31,16 @@ impl Inner {
         {
             tracing::warn!(%error, "could not record the failed render");
         }
+        self.announce_and_unlock(job, outcome).await;
+        finished
+    }
+
+    /// Tells the gateways waiting on the job's page what became of it, then releases the render
+    /// lock their gateway took.
+    pub(super) async fn announce_and_unlock(&self, job: &RenderJob, outcome: RenderOutcome) {
         self.announce(job, outcome).await;
         if let Err(error) = self.store.release_render_lock(&job.key).await {
             tracing::error!(%error, "could not release the render lock");
         }
-        finished
     }
 }
