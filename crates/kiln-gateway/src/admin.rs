@@ -1,4 +1,10 @@
-//! Health endpoints on the admin port: liveness, and readiness (Redis reachable, domains loaded).
+//! Health endpoints on the admin port: liveness, and readiness.
+//!
+//! Readiness means "send me traffic": the gateway is ready once it knows the domains it serves.
+//! A Redis outage does not make it unready, because it still serves everyone (people from the
+//! origin, bots from the origin with `BYPASS`) — were it to say otherwise, an outage of the shared
+//! Redis would take every gateway out of the load balancer at once and fail people's requests too.
+//! The body says whether Redis answers, for whoever looks.
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -13,14 +19,22 @@ pub fn router(app: AppState) -> Router {
 }
 
 async fn readyz(State(app): State<AppState>) -> (StatusCode, String) {
-    if let Err(error) = app.store.ping().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {error}\n"));
-    }
+    let redis = app.store.ping().await;
     if !app.directory.is_loaded() {
+        let why = match redis {
+            Ok(()) => String::new(),
+            Err(error) => format!(" (redis: {error})"),
+        };
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "domains not loaded yet\n".into(),
+            format!("domains not loaded yet{why}\n"),
         );
     }
-    (StatusCode::OK, "ready\n".into())
+    match redis {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(error) => (
+            StatusCode::OK,
+            format!("ready; redis: {error} (bots get the origin's pages until it answers)\n"),
+        ),
+    }
 }

@@ -26,6 +26,7 @@ use apalis_redis::{Config, RedisStorage};
 use futures::future::BoxFuture;
 use kiln_core::RenderJob;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,8 +114,15 @@ impl QueueSettings {
             .queue(self.queue_name_of(kind))
             .heartbeat_interval(Duration::from_secs(5))
             .missed_heartbeats(3)
-            // Finished jobs are not kept: outcomes are recorded by Kiln itself.
-            .persist_results(false)
+            // A consumer takes a job only when it has a free slot, so a job goes to whichever
+            // worker is free. (With apalis-redis's default of 10, one worker took ten jobs into its
+            // in-flight set while another stood idle.)
+            .batch_size(1)
+            // Finished jobs must be acknowledged: apalis-redis only then takes them out of the
+            // consumer's in-flight set. Without it, every job a consumer ever ran stayed there, and
+            // all of them ran again once the consumer was gone (a worker restarted, or a consumer
+            // restarted after a Redis outage). Their records are swept by `sweep_finished`.
+            .persist_results(true)
             .idempotency_ttl(Some(Duration::from_secs(60)))
     }
 
@@ -125,6 +133,26 @@ impl QueueSettings {
             .set_response_timeout(Some(self.command_timeout))
             .set_number_of_retries(2);
         Ok(ConnectionManager::new_with_config(client, config).await?)
+    }
+}
+
+/// How much work one queue holds, at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Jobs ready to be taken.
+    pub waiting: u64,
+    /// Jobs due later: new ones not yet promoted by a poll, and retries waiting out their delay.
+    pub scheduled: u64,
+    /// Jobs taken and not yet finished, by the consumer holding them (its name, e.g. `worker-a` or
+    /// `worker-a.warm`). A dead consumer's jobs stay here until the queue's heartbeat check hands
+    /// them back.
+    pub in_flight: BTreeMap<String, u64>,
+}
+
+impl QueueDepth {
+    /// Jobs not yet finished: waiting, scheduled or in flight.
+    pub fn unfinished(&self) -> u64 {
+        self.waiting + self.scheduled + self.in_flight.values().sum::<u64>()
     }
 }
 
@@ -173,10 +201,7 @@ impl RenderQueue {
 
     /// Enqueues a job on the queue `kind`.
     pub async fn push_to(&self, kind: QueueKind, job: RenderJob) -> Result<(), QueueError> {
-        let producer = match kind {
-            QueueKind::Render => &self.render,
-            QueueKind::Warm => &self.warm,
-        };
+        let producer = self.producer(kind);
         let task = TaskBuilder::new(job).max_attempts(MAX_ATTEMPTS).build();
         let mut storage = producer.storage.clone();
         match tokio::time::timeout(self.timeout, storage.push_task(task)).await {
@@ -193,6 +218,62 @@ impl RenderQueue {
             tracing::debug!(%error, "could not wake the workers; they will find the job on their next poll");
         }
         Ok(())
+    }
+}
+
+impl RenderQueue {
+    /// Sweeps away the records of the queue's finished jobs now (consumers also do it every
+    /// [`SWEEP_INTERVAL`]).
+    pub async fn sweep_finished(&self, kind: QueueKind) -> Result<Swept, QueueError> {
+        let config = self.producer(kind).storage.get_config().clone();
+        sweep(&config, self.timeout, &mut self.conn.clone()).await
+    }
+
+    fn producer(&self, kind: QueueKind) -> &Producer {
+        match kind {
+            QueueKind::Render => &self.render,
+            QueueKind::Warm => &self.warm,
+        }
+    }
+
+    /// How much work the queue `kind` holds: one round trip of plain reads (no script), so it is
+    /// cheap enough for a metrics scrape.
+    pub async fn depth(&self, kind: QueueKind) -> Result<QueueDepth, QueueError> {
+        let config = self.producer(kind).storage.get_config().clone();
+        let mut conn = self.conn.clone();
+        let read = async {
+            // apalis-redis registers each consumer by name in the workers set (and keeps it there
+            // after a clean stop); its jobs in flight are in `<inflight set>:<name>`.
+            let (consumers, waiting, scheduled): (Vec<String>, u64, u64) = redis::pipe()
+                .zrange(config.workers_set(), 0, -1)
+                .llen(config.active_jobs_list())
+                .zcard(config.scheduled_jobs_set())
+                .query_async(&mut conn)
+                .await?;
+            let mut sizes = redis::pipe();
+            for consumer in &consumers {
+                sizes.scard(format!("{}:{consumer}", config.inflight_jobs_set()));
+            }
+            let sizes: Vec<u64> = if consumers.is_empty() {
+                Vec::new()
+            } else {
+                sizes.query_async(&mut conn).await?
+            };
+            let in_flight = consumers
+                .into_iter()
+                .zip(sizes)
+                .filter(|(_, jobs)| *jobs > 0)
+                .collect();
+            Ok::<_, redis::RedisError>(QueueDepth {
+                waiting,
+                scheduled,
+                in_flight,
+            })
+        };
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(depth) => Ok(depth?),
+            Err(_) => Err(QueueError::Timeout(self.timeout)),
+        }
     }
 }
 
@@ -229,6 +310,11 @@ pub async fn run_worker(
     let conn = settings.connection().await?;
     let config = settings.config(kind);
     let wake = wake_stream(settings.redis_url.clone(), settings.wake_channel(kind));
+    let _sweeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sweep_periodically(
+        settings.clone(),
+        kind,
+        conn.clone(),
+    )));
     let storage = RedisStorage::<RenderJob>::new(conn).with_config(config);
     let backend = PollWith::new(
         storage,
@@ -249,6 +335,87 @@ pub async fn run_worker(
         })
         .await
         .map_err(|e| QueueError::Worker(e.to_string()))
+}
+
+/// How often a consumer sweeps away the records of finished jobs, and how many it removes at most
+/// per round trip.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+const SWEEP_BATCH: usize = 500;
+
+/// Removes what apalis-redis keeps of finished jobs: their ids from the done and dead sets, their
+/// data and their metadata. Kiln records each job's outcome itself (the render log), so nothing is
+/// lost; without the sweep, Redis would hold every job ever run. (apalis-redis's own `vacuum`
+/// reads the whole data hash, waiting jobs included, on every call; this reads only finished ones.)
+const SWEEP_SCRIPT: &str = r#"
+local removed = {0, 0}
+for i, set in ipairs({KEYS[1], KEYS[2]}) do
+    local ids = redis.call("SPOP", set, ARGV[1])
+    for _, id in ipairs(ids) do
+        redis.call("HDEL", KEYS[3], id)
+        redis.call("DEL", KEYS[4] .. ":" .. id)
+    end
+    removed[i] = #ids
+end
+return removed
+"#;
+
+/// How many finished jobs' records one sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Jobs that ran to the end.
+    pub done: u64,
+    /// Jobs the queue gave up on after too many attempts.
+    pub dead: u64,
+}
+
+/// Sweeps the records of the finished jobs of the queue configured by `config` (see
+/// [`SWEEP_SCRIPT`]) until none are left.
+async fn sweep(
+    config: &Config,
+    timeout: Duration,
+    conn: &mut ConnectionManager,
+) -> Result<Swept, QueueError> {
+    let script = redis::Script::new(SWEEP_SCRIPT);
+    let mut swept = Swept::default();
+    loop {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(config.done_jobs_set())
+            .key(config.dead_jobs_set())
+            .key(config.job_data_hash())
+            .key(config.job_meta_hash())
+            .arg(SWEEP_BATCH);
+        let (done, dead): (u64, u64) = tokio::time::timeout(timeout, invocation.invoke_async(conn))
+            .await
+            .map_err(|_| QueueError::Timeout(timeout))??;
+        swept.done += done;
+        swept.dead += dead;
+        if done < SWEEP_BATCH as u64 && dead < SWEEP_BATCH as u64 {
+            return Ok(swept);
+        }
+    }
+}
+
+/// What each consumer runs beside it: a sweep every [`SWEEP_INTERVAL`]. Several consumers sweeping
+/// at once is harmless (each finished job is popped by one of them).
+async fn sweep_periodically(settings: QueueSettings, kind: QueueKind, mut conn: ConnectionManager) {
+    let config = settings.config(kind);
+    let mut every = tokio::time::interval(SWEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match sweep(&config, settings.command_timeout, &mut conn).await {
+            Ok(Swept { dead: 0, .. }) => {}
+            Ok(Swept { dead, .. }) => tracing::warn!(
+                queue = kind.as_str(),
+                jobs = dead,
+                "jobs were given up by the queue after too many attempts"
+            ),
+            Err(error) => {
+                tracing::debug!(queue = kind.as_str(), %error, "could not sweep finished jobs")
+            }
+        }
+    }
 }
 
 /// After a wake-up, the consumer is woken again this long after it, then this long after that.

@@ -146,6 +146,7 @@ impl TestOrigin {
 
 pub struct TestGateway {
     pub port: u16,
+    pub admin_port: u16,
     pub redis: RedisServer,
     pub store: Store,
     pub origin: TestOrigin,
@@ -193,6 +194,7 @@ impl TestGateway {
         store.put_domain(&domain).await.unwrap();
         let app = Application::build(settings(&redis, &prefix)).await.unwrap();
         let port = app.port();
+        let admin_port = app.admin_port();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -204,6 +206,7 @@ impl TestGateway {
             .unwrap();
         TestGateway {
             port,
+            admin_port,
             redis,
             store,
             origin,

@@ -301,6 +301,18 @@ async fn people_are_served_and_bots_bypass_while_redis_is_down() {
         started.elapsed() < Duration::from_secs(5),
         "a Redis outage must not stall bots"
     );
+
+    // Still ready for traffic (every gateway shares the Redis: were they to turn unready, the load
+    // balancer would drop them all), saying what is missing.
+    let ready = gw
+        .client
+        .get(format!("http://127.0.0.1:{}/readyz", gw.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body = ready.text().await.unwrap();
+    assert!(body.starts_with("ready; redis:"), "{body}");
 }
 
 async fn wait_for_domain(gw: &TestGateway, host: &str) {

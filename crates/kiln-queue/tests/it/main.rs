@@ -1,6 +1,7 @@
 //! The render queues against a real Redis: jobs pushed by a producer reach a consumer of their
 //! queue and no other, an idle consumer is woken by the push rather than by its (here deliberately
-//! slow) fallback poll, and a busy warm queue does not hold up the render queue.
+//! slow) fallback poll, a busy warm queue does not hold up the render queue, and a queue's depth
+//! accounts for every job.
 
 use futures::future::BoxFuture;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl, RenderJob};
@@ -171,6 +172,15 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
         .expect("the warm consumer got nothing")
         .unwrap();
     assert!(warm_jobs.contains(&first_warm), "{first_warm:?}");
+    // The queue's depth accounts for all five: the one held (and any others the consumer fetched
+    // ahead) in flight under its name, the rest waiting.
+    let depth = queue.depth(QueueKind::Warm).await.unwrap();
+    assert_eq!(depth.unfinished(), 5, "{depth:?}");
+    assert!(
+        depth.in_flight.get("warm").copied().unwrap_or(0) >= 1,
+        "{depth:?}"
+    );
+    assert_eq!(depth.in_flight.len(), 1, "{depth:?}");
 
     // With the warm consumer busy and four warm jobs waiting, renders still go straight through,
     // and none of the warm jobs reaches the render consumer.
@@ -202,6 +212,47 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
         render_rx.try_recv().is_err(),
         "a warm job reached the render consumer"
     );
+    // Every job finished: nothing is left waiting or in flight on either queue.
+    let drained = tokio::time::Instant::now() + Duration::from_secs(10);
+    for kind in [QueueKind::Warm, QueueKind::Render] {
+        loop {
+            let depth = queue.depth(kind).await.unwrap();
+            if depth.unfinished() == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < drained, "{kind:?}: {depth:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // What the queue kept of the finished jobs (their data and metadata) is swept away. (Each
+    // consumer sweeps every 10 s too, so some may be gone already on a slow run.)
+    let mut redis = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for kind in [QueueKind::Warm, QueueKind::Render] {
+        let queue_name = settings.queue_name_of(kind);
+        let mut records = async || {
+            let data: u64 = redis::cmd("HLEN")
+                .arg(format!("{queue_name}:data"))
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let metadata: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{queue_name}:meta:*"))
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            (data, metadata.len() as u64)
+        };
+        let (data, metadata) = records().await;
+        assert_eq!(data, metadata, "{kind:?}");
+        let swept = queue.sweep_finished(kind).await.unwrap();
+        assert_eq!(swept.done, data, "{kind:?}");
+        assert_eq!(records().await, (0, 0), "{kind:?}");
+        eprintln!("{kind:?}: {} finished job(s) swept", swept.done);
+    }
 
     let _ = stop.send(true);
     for consumer in [warm, render] {
