@@ -65,16 +65,26 @@ pub async fn serve(
     let key = CacheKey::new(&domain.id, device, &url);
     let negotiation = Negotiation::of(req.headers(), req.method() == Method::HEAD);
 
-    // A hot page costs no Redis round trip at all (only while the event subscription is up: the
-    // events are what drop purged and re-rendered pages from memory).
+    // A hot page costs no Redis round trip at all. It is served while the event subscription is up
+    // (the events are what drop purged and re-rendered pages from memory), and also while Redis is
+    // unreachable: then nothing can be purged or re-rendered, and the copy in memory beats the
+    // origin's shell (stale-if-error from memory; everything in memory is dropped once the
+    // subscription is back).
     let page_key = key.page_key();
-    if app.events_live.load(Ordering::Acquire)
+    let redis_up = app.store.is_connected();
+    if (app.events_live.load(Ordering::Acquire) || !redis_up)
         && let Some(entry) = app.hot.get(&page_key)
         && entry.meta.is_fresh(kiln_core::unix_millis_now())
         && let Some(response) = page_response(&entry, "HIT", None, &negotiation)
     {
         count(app, domain, UsageKind::Hit);
         return Ok(response);
+    }
+    // With no connection to Redis, every command would only wait for its timeout: the origin's
+    // page, at once.
+    if !redis_up {
+        tracing::debug!("redis is unreachable; serving the origin");
+        return bypass(app, domain, req, peer).await;
     }
 
     // Otherwise a hit costs one Redis read and nothing else. A miss registers a waiter and looks

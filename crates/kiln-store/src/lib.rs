@@ -87,6 +87,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a connection to Redis is up right now: a local read, no round trip. False while the
+    /// client is (re)connecting, when a command would only wait for its timeout.
+    pub fn is_connected(&self) -> bool {
+        self.pool
+            .clients()
+            .iter()
+            .any(|client| client.is_connected())
+    }
+
     // ---- domain directory -------------------------------------------------------------------
 
     /// Publishes a domain's configuration for gateways and workers, and tells them it changed.

@@ -1,12 +1,14 @@
-//! Faults under a steady load of people and bots through the nginx edge, with real processes: Redis
-//! going away and coming back empty, a worker killed (`kill -9`) mid-render, and a rolling restart
-//! (SIGTERM) of every gateway behind the edge.
+//! Faults under a steady load of people and bots through the nginx edge, on the platform as it is
+//! deployed at scale ([`Cluster`]: two gateway processes behind the edge, two worker processes, one
+//! Redis): Redis going away and coming back empty, a worker killed (`kill -9`) mid-render, and a
+//! rolling restart (SIGTERM) of every gateway and every worker.
 //!
 //! Each test prints its figures (`cargo nextest run -p kiln-e2e faults --no-capture` shows them);
 //! the closing note of the issue quotes them. Everything runs on loopback and stops by itself.
 
 use crate::helpers::*;
 use kiln_core::DomainSettings;
+use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
 use reqwest::StatusCode;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// The pages the load asks for: bots get them rendered (or the origin's, while rendering is out),
 /// people get the origin's app shell.
@@ -33,8 +36,8 @@ const PATHS: &[&str] = &[
 struct Tally {
     people: usize,
     people_failed: Vec<String>,
-    /// Bots' answers by `X-Kiln-Cache` (`-` when there was none).
-    bots: BTreeMap<String, usize>,
+    /// Bots' answers by `X-Kiln-Cache` (`-` when there was none), with how long each took.
+    bots: BTreeMap<String, Vec<Duration>>,
     bots_failed: Vec<String>,
 }
 
@@ -42,23 +45,42 @@ impl Tally {
     fn merge(&mut self, other: Tally) {
         self.people += other.people;
         self.people_failed.extend(other.people_failed);
-        for (cache, count) in other.bots {
-            *self.bots.entry(cache).or_default() += count;
+        for (cache, times) in other.bots {
+            self.bots.entry(cache).or_default().extend(times);
         }
         self.bots_failed.extend(other.bots_failed);
     }
 
     fn bots_answered(&self) -> usize {
-        self.bots.values().sum()
+        self.bots.values().map(Vec::len).sum()
+    }
+
+    /// How many bots got `cache`.
+    fn bots_got(&self, cache: &str) -> usize {
+        self.bots.get(cache).map_or(0, Vec::len)
     }
 
     fn summary(&self) -> String {
+        let answers: Vec<String> = self
+            .bots
+            .iter()
+            .map(|(cache, times)| {
+                let mut times = times.clone();
+                times.sort();
+                format!(
+                    "{cache} {} (median {} ms, max {} ms)",
+                    times.len(),
+                    times[times.len() / 2].as_millis(),
+                    times[times.len() - 1].as_millis()
+                )
+            })
+            .collect();
         format!(
-            "people: {} answered, {} failed; bots: {} answered {:?}, {} failed",
+            "people: {} answered, {} failed; bots: {} answered [{}], {} failed",
             self.people,
             self.people_failed.len(),
             self.bots_answered(),
-            self.bots,
+            answers.join(", "),
             self.bots_failed.len()
         )
     }
@@ -84,11 +106,14 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let path = PATHS[turn % PATHS.len()];
                         turn += 1;
+                        let asked = Instant::now();
                         let answer = ask(&client, &edge, path, bot).await;
                         match (bot, answer) {
                             (false, Ok(_)) => tally.people += 1,
                             (false, Err(error)) => tally.people_failed.push(error),
-                            (true, Ok(cache)) => *tally.bots.entry(cache).or_default() += 1,
+                            (true, Ok(cache)) => {
+                                tally.bots.entry(cache).or_default().push(asked.elapsed())
+                            }
                             (true, Err(error)) => tally.bots_failed.push(error),
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -161,7 +186,8 @@ impl Service {
                 std::env::var("RUST_LOG").unwrap_or("warn".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Services log to stdout: shown with a failing test's output.
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             // Its own process group, so that a kill can take its browsers along.
             .process_group(0)
@@ -223,18 +249,19 @@ impl Drop for Service {
     }
 }
 
-/// The first answer to a bot's request for `path` whose `X-Kiln-Cache` satisfies `wanted`, and how
-/// long it took to come; panics after `timeout`.
+/// The first answer to a bot's request for `path` through the edge at `edge` whose `X-Kiln-Cache`
+/// satisfies `wanted`, and how long it took to come; panics after `timeout`.
 async fn until_bot_gets(
-    stack: &Stack,
+    client: &reqwest::Client,
+    edge: &str,
     path: &str,
     timeout: Duration,
     wanted: impl Fn(&str) -> bool,
 ) -> Duration {
     let started = Instant::now();
     loop {
-        if let Ok(response) = stack.get(path, GOOGLEBOT).send().await
-            && wanted(&cache_status(&response))
+        if let Ok(cache) = ask(client, edge, path, true).await
+            && wanted(&cache)
         {
             return started.elapsed();
         }
@@ -253,168 +280,370 @@ fn one_render_per_url() -> DomainSettings {
     }
 }
 
+// ---- the cluster ---------------------------------------------------------------------------------
+
+/// The platform as it is deployed at scale, each service a process of its own: two gateways behind
+/// the edge and two workers (one browser, two tabs each), sharing one Redis, in front of the demo
+/// origin. (The [`Stack`] underneath provides Redis, the origin and the published domain; its
+/// in-process gateway is not behind this edge.)
+struct Cluster {
+    stack: Stack,
+    edge: kiln_testkit::Edge,
+    gateways: Vec<(Service, u16)>,
+    workers: Vec<Service>,
+    /// The workers' browser profiles, shared as on one host.
+    profiles: TempDir,
+    queue: RenderQueue,
+}
+
+impl Cluster {
+    async fn start(settings: DomainSettings) -> Cluster {
+        let stack = Stack::start_without_worker(settings).await;
+        let queue = RenderQueue::connect(&QueueSettings::new(
+            stack.redis.url(),
+            stack.vars["KILN_REDIS_PREFIX"].clone(),
+            Duration::from_secs(2),
+        ))
+        .await
+        .expect("the queue");
+        let ports = [kiln_testkit::free_port(), kiln_testkit::free_port()];
+        let gateways = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let name = format!("gateway {i}");
+                (Service::gateway(&name, &stack.vars, *port), *port)
+            })
+            .collect();
+        let addresses: Vec<SocketAddr> = ports
+            .iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+            .collect();
+        let edge = kiln_testkit::Edge::start_with(&addresses);
+        let mut cluster = Cluster {
+            stack,
+            edge,
+            gateways,
+            workers: Vec::new(),
+            profiles: tempfile::tempdir().expect("a profile directory"),
+            queue,
+        };
+        for name in ["worker-a", "worker-b"] {
+            let worker = cluster.worker(name).await;
+            cluster.workers.push(worker);
+        }
+        cluster
+    }
+
+    /// A worker process named `name` (its queue consumers' names start with it), once ready.
+    async fn worker(&self, name: &str) -> Service {
+        let admin = kiln_testkit::free_port();
+        let mut vars = self.stack.vars.clone();
+        vars.insert("KILN_WORKER_NAME", name.to_owned());
+        vars.insert("KILN_WORKER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"));
+        vars.insert(
+            "KILN_WORKER_PROFILE_DIR",
+            self.profiles.path().display().to_string(),
+        );
+        let worker = Service::start(env!("CARGO_BIN_EXE_e2e-worker"), name, &vars);
+        wait_until_ready(&self.stack.client, admin).await;
+        worker
+    }
+
+    fn edge_url(&self) -> String {
+        self.edge.url("")
+    }
+
+    fn load(&self, people: usize, bots: usize) -> Load {
+        Load::start(&self.stack.client, self.edge_url(), people, bots)
+    }
+
+    /// Waits until a bot gets `path` from the cache.
+    async fn until_cached(&self, path: &str) -> Duration {
+        until_bot_gets(
+            &self.stack.client,
+            &self.edge_url(),
+            path,
+            Duration::from_secs(60),
+            |c| c == "HIT",
+        )
+        .await
+    }
+
+    /// The render queue's jobs in flight, by worker (consumer names start with the worker's name).
+    async fn renders_in_flight(&self) -> BTreeMap<String, u64> {
+        let depth = self
+            .queue
+            .depth(QueueKind::Render)
+            .await
+            .expect("queue depth");
+        let mut by_worker = BTreeMap::new();
+        for (consumer, jobs) in depth.in_flight {
+            let worker = consumer.split('.').next().unwrap_or(&consumer).to_owned();
+            *by_worker.entry(worker).or_default() += jobs;
+        }
+        by_worker
+    }
+
+    /// Waits until neither queue holds an unfinished job: nothing stuck.
+    async fn until_settled(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // (A read may fail once after a Redis restart, while the connection is made again.)
+            let depths = futures::future::try_join_all(
+                [QueueKind::Render, QueueKind::Warm].map(|kind| self.queue.depth(kind)),
+            )
+            .await;
+            if let Ok(depths) = &depths
+                && depths.iter().all(|depth| depth.unfinished() == 0)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "jobs still unfinished after {timeout:?}: {depths:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many times `path` was rendered (the render log's entries for it).
+    async fn renders_of(&self, path: &str) -> usize {
+        self.stack
+            .store
+            .read_render_log("0", 10_000)
+            .await
+            .expect("the render log")
+            .into_iter()
+            .filter(|(_, entry)| entry.url.ends_with(path))
+            .count()
+    }
+
+    /// Every page the load asks for, cached.
+    async fn warm(&self) {
+        for path in PATHS {
+            self.until_cached(path).await;
+        }
+    }
+}
+
 // ---- the faults ----------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_and_coming_back_empty_costs_people_nothing_and_bots_get_the_origin() {
-    let mut stack = Stack::start(one_render_per_url()).await;
-    until_bot_gets(&stack, "/products/1", Duration::from_secs(30), |c| {
-        c == "HIT"
-    })
-    .await;
+    let mut cluster = Cluster::start(one_render_per_url()).await;
+    cluster.warm().await;
 
-    let load = Load::start(&stack.client, stack.edge.url(""), 4, 4);
+    let load = cluster.load(4, 4);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stack.redis.stop();
+    cluster.stack.redis.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Back, but empty (no persistence): no pages, no queue, no domains in Redis.
-    stack.redis.restart();
+    cluster.stack.redis.restart();
     let back = Instant::now();
-    // Recovered: a page never rendered before is rendered for bots and then served from the cache.
-    until_bot_gets(&stack, "/products/9", Duration::from_secs(60), |c| {
-        c == "MISS" || c == "HIT"
-    })
+    // Recovered: a page never rendered before is rendered for a waiting bot ...
+    let recovered = until_bot_gets(
+        &cluster.stack.client,
+        &cluster.edge_url(),
+        "/products/6",
+        Duration::from_secs(60),
+        |c| c == "MISS" || c == "HIT",
+    )
     .await;
-    let recovered = back.elapsed();
+    // ... and every page the load asks for is in the cache again.
+    cluster.warm().await;
+    let all_cached = back.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tally = load.finish().await;
+    cluster.until_settled(Duration::from_secs(30)).await;
 
     eprintln!(
-        "FIGURES redis down 3 s and back empty: {}; rendering again {} ms after Redis returned",
+        "FIGURES redis down 3 s and back empty, 2 gateways and 2 workers: {}; a waiting bot's page rendered again {} ms after Redis returned, every page cached again after {} ms",
         tally.summary(),
-        recovered.as_millis()
+        recovered.as_millis(),
+        all_cached.as_millis(),
     );
     assert!(tally.people_failed.is_empty(), "{:?}", tally.people_failed);
     assert!(tally.bots_failed.is_empty(), "{:?}", tally.bots_failed);
     assert!(tally.people > 100, "{}", tally.summary());
     assert!(
-        tally.bots.get("BYPASS").copied().unwrap_or(0) > 0,
+        tally.bots_got("BYPASS") > 0,
         "bots got the origin's pages while Redis was away: {}",
         tally.summary()
     );
-    assert!(
-        tally.bots.get("HIT").copied().unwrap_or(0) > 0,
-        "{}",
-        tally.summary()
-    );
+    assert!(tally.bots_got("HIT") > 0, "{}", tally.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_render_leaves_no_bot_unanswered_and_its_job_is_done_by_another() {
     // Bots wait 5 s for a render here.
-    let stack = Stack::start_without_worker(DomainSettings {
-        bot_wait_ms: 5_000,
+    let budget = Duration::from_millis(5_000);
+    let mut cluster = Cluster::start(DomainSettings {
+        bot_wait_ms: budget.as_millis() as u64,
         ..one_render_per_url()
     })
     .await;
-    let profiles = tempfile::tempdir().unwrap();
-    // A worker process on the stack, its browser profiles in `profiles`, once it is ready.
-    let start_worker = async |name: &str| {
-        let admin = kiln_testkit::free_port();
-        let mut vars = stack.vars.clone();
-        vars.insert("KILN_WORKER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"));
-        vars.insert(
-            "KILN_WORKER_PROFILE_DIR",
-            profiles.path().display().to_string(),
-        );
-        let worker = Service::start(env!("CARGO_BIN_EXE_e2e-worker"), name, &vars);
-        wait_until_ready(&stack.client, admin).await;
-        worker
-    };
-    let mut first = start_worker("the first worker").await;
+    cluster.warm().await;
+    let load = cluster.load(4, 4);
 
-    // A bot asks for a page; once the origin has served the render its page, the worker dies.
+    // A bot asks for a page nobody has asked for; whichever worker takes its render dies mid-way,
+    // with its browser.
     let path = "/products/5";
-    let loads_before = stack.demo.page_loads();
     let asked = Instant::now();
-    let bot = tokio::spawn(stack.get(path, GOOGLEBOT).send());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stack.demo.page_loads() == loads_before {
-        assert!(Instant::now() < deadline, "the render never started");
+    let bot = tokio::spawn(
+        cluster
+            .stack
+            .client
+            .get(cluster.edge.url(path))
+            .header("host", DEMO_HOST)
+            .header("user-agent", GOOGLEBOT)
+            .send(),
+    );
+    let holder = loop {
+        if let Some(worker) = cluster.renders_in_flight().await.into_keys().next() {
+            break worker;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "no worker took the render"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    first.signal("KILL", true);
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let victim = cluster
+        .workers
+        .iter_mut()
+        .find(|worker| worker.name == holder)
+        .unwrap_or_else(|| panic!("{holder} is not one of the cluster's workers"));
+    victim.signal("KILL", true);
     let killed = Instant::now();
-    assert_eq!(first.exit_code(Duration::from_secs(10)), None, "killed");
-
-    // Another worker comes up (reusing the profile directory, whose leftovers it clears).
-    let mut second = start_worker("the second worker").await;
+    assert_eq!(victim.exit_code(Duration::from_secs(10)), None, "killed");
 
     // The bot was answered within its wait budget, with the origin's page.
     let response = bot.await.unwrap().expect("the bot's request failed");
     let answered = asked.elapsed();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(cache_status(&response), "BYPASS");
-    let budget = Duration::from_millis(5_000);
     assert!(
         answered < budget + Duration::from_secs(2),
         "the bot waited {answered:?}"
     );
 
-    // The job the dead worker held is taken over once its heartbeats stop, and stored.
-    let retried = until_bot_gets(&stack, path, Duration::from_secs(90), |c| c == "HIT").await;
+    // The other worker takes the job over once the dead one's heartbeats stop, and stores it.
+    cluster.until_cached(path).await;
     let taken_over = killed.elapsed();
-    // The dead worker logged nothing; the render log holds the job's run on the second.
-    let renders = stack
-        .store
-        .read_render_log("0", 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(_, entry)| entry.url.ends_with(path))
-        .count();
+    let tally = load.finish().await;
+    cluster.until_settled(Duration::from_secs(30)).await;
+    // The dead worker logged nothing; the render log holds the job's one run on the other.
+    let renders = cluster.renders_of(path).await;
     eprintln!(
-        "FIGURES worker killed mid-render: the bot answered (BYPASS) in {} ms; the page in the cache {} ms after the kill, by {renders} render(s) on the second worker",
+        "FIGURES {holder} killed mid-render, 2 gateways and 2 workers under load: {}; the waiting bot answered (BYPASS) in {} ms; the page in the cache {} ms after the kill, by {renders} render(s) on the other worker",
+        tally.summary(),
         answered.as_millis(),
         taken_over.as_millis(),
     );
-    assert!(retried > Duration::ZERO);
     assert_eq!(
         renders, 1,
         "the job was rendered {renders} times after the kill"
     );
+    assert!(tally.people_failed.is_empty(), "{:?}", tally.people_failed);
+    assert!(tally.bots_failed.is_empty(), "{:?}", tally.bots_failed);
 
-    // A SIGTERM stops the worker cleanly.
-    second.signal("TERM", false);
-    assert_eq!(second.exit_code(Duration::from_secs(60)), Some(0));
+    // The survivor stops cleanly on SIGTERM.
+    let survivor = cluster
+        .workers
+        .iter_mut()
+        .find(|worker| worker.name != holder)
+        .unwrap();
+    survivor.signal("TERM", false);
+    assert_eq!(survivor.exit_code(Duration::from_secs(60)), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_the_gateways_under_load_fails_no_request() {
-    let stack = Stack::start(one_render_per_url()).await;
-    let ports = [kiln_testkit::free_port(), kiln_testkit::free_port()];
-    let mut gateways: Vec<Service> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| Service::gateway(&format!("gateway {i}"), &stack.vars, *port))
-        .collect();
-    let addresses: Vec<SocketAddr> = ports
-        .iter()
-        .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
-        .collect();
-    let edge = kiln_testkit::Edge::start_with(&addresses);
-
-    let load = Load::start(&stack.client, edge.url(""), 4, 4);
+async fn a_rolling_restart_of_every_gateway_and_worker_under_load_fails_no_request() {
+    let mut cluster = Cluster::start(one_render_per_url()).await;
+    cluster.warm().await;
+    let load = cluster.load(4, 4);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut stops = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        // Stop one (it finishes what it has in flight and exits 0) and start its replacement on
-        // the same port, as an orchestrator rolls a deployment; the edge sends new requests to
-        // the other meanwhile.
-        gateways[i].signal("TERM", false);
+
+    // The gateways, one at a time, as an orchestrator rolls a deployment: each finishes what it has
+    // in flight and exits 0, and its replacement starts on the same port; meanwhile the edge sends
+    // new requests to the other.
+    let mut gateway_stops = Vec::new();
+    for i in 0..cluster.gateways.len() {
+        let (gateway, port) = &mut cluster.gateways[i];
+        gateway.signal("TERM", false);
         let stopping = Instant::now();
-        let code = gateways[i].exit_code(Duration::from_secs(60));
-        stops.push(stopping.elapsed());
-        assert_eq!(code, Some(0), "gateway {i} exited with {code:?}");
-        gateways[i] = Service::gateway(&format!("gateway {i}, replaced"), &stack.vars, *port);
+        let code = gateway.exit_code(Duration::from_secs(60));
+        gateway_stops.push(stopping.elapsed());
+        assert_eq!(code, Some(0), "{} exited with {code:?}", gateway.name);
+        *gateway = Service::gateway(
+            &format!("gateway {i}, replaced"),
+            &cluster.stack.vars,
+            *port,
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+
+    // Then the workers, each stopped while it renders a page a bot is waiting for: it finishes the
+    // render, hands back nothing unfinished, and exits 0.
+    let mut worker_stops = Vec::new();
+    let mut cold_pages = Vec::new();
+    for i in 0..cluster.workers.len() {
+        let name = cluster.workers[i].name.clone();
+        let asking = Instant::now();
+        while !cluster.renders_in_flight().await.contains_key(&name) {
+            assert!(
+                asking.elapsed() < Duration::from_secs(30),
+                "{name} never took a render"
+            );
+            let path = format!("/products/2?variant={}", cold_pages.len());
+            let request = cluster
+                .stack
+                .client
+                .get(cluster.edge.url(&path))
+                .header("host", DEMO_HOST)
+                .header("user-agent", GOOGLEBOT)
+                .send();
+            cold_pages.push((path, tokio::spawn(request)));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let worker = &mut cluster.workers[i];
+        worker.signal("TERM", false);
+        let stopping = Instant::now();
+        let code = worker.exit_code(Duration::from_secs(60));
+        worker_stops.push(stopping.elapsed());
+        assert_eq!(code, Some(0), "{name} exited with {code:?}");
+        let left = cluster.renders_in_flight().await;
+        assert!(
+            !left.contains_key(&name),
+            "{name} left jobs in flight: {left:?}"
+        );
+        cluster.workers[i] = cluster.worker(&format!("{name}-replaced")).await;
+    }
+
+    let mut cold_answers = BTreeMap::<String, usize>::new();
+    for (path, request) in &mut cold_pages {
+        let response = request
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        *cold_answers.entry(cache_status(&response)).or_default() += 1;
+    }
     let tally = load.finish().await;
+    cluster.until_settled(Duration::from_secs(30)).await;
+    // Every page asked for was rendered once, by whichever worker took it: none was lost with a
+    // stopping worker, none ran twice.
+    for (path, _) in &cold_pages {
+        cluster.until_cached(path).await;
+        assert_eq!(cluster.renders_of(path).await, 1, "{path}");
+    }
 
     eprintln!(
-        "FIGURES rolling restart of 2 gateways under load: {}; each stopped in {:?}",
+        "FIGURES rolling restart of 2 gateways, then 2 workers, under load: {}; gateways stopped in {gateway_stops:?}, workers (each with a render in flight) in {worker_stops:?}; the {} bots asking for new pages meanwhile got {cold_answers:?}",
         tally.summary(),
-        stops
+        cold_pages.len(),
     );
     assert!(tally.people_failed.is_empty(), "{:?}", tally.people_failed);
     assert!(tally.bots_failed.is_empty(), "{:?}", tally.bots_failed);
