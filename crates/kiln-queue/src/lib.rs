@@ -109,6 +109,11 @@ impl QueueSettings {
         format!("tasks:{}:available", self.config(kind).active_jobs_list())
     }
 
+    /// Where the start counts of the queue `kind`'s jobs are kept (see [`MAX_STARTS`]).
+    fn starts_prefix(&self, kind: QueueKind) -> String {
+        starts_prefix(&self.config(kind))
+    }
+
     fn config(&self, kind: QueueKind) -> Config {
         Config::default()
             .queue(self.queue_name_of(kind))
@@ -134,6 +139,10 @@ impl QueueSettings {
             .set_number_of_retries(2);
         Ok(ConnectionManager::new_with_config(client, config).await?)
     }
+}
+
+fn starts_prefix(config: &Config) -> String {
+    format!("{}:starts", config.queue)
 }
 
 /// How much work one queue holds, at one moment.
@@ -202,9 +211,22 @@ impl RenderQueue {
     /// Enqueues a job on the queue `kind`.
     pub async fn push_to(&self, kind: QueueKind, job: RenderJob) -> Result<(), QueueError> {
         let producer = self.producer(kind);
-        let task = TaskBuilder::new(job).max_attempts(MAX_ATTEMPTS).build();
-        let mut storage = producer.storage.clone();
-        match tokio::time::timeout(self.timeout, storage.push_task(task)).await {
+        // One more try after a failure: the first command on a connection that Redis dropped (it
+        // restarted, say) fails, and the connection is made again for the next.
+        let push = async {
+            let mut storage = producer.storage.clone();
+            let task = TaskBuilder::new(job.clone())
+                .max_attempts(MAX_ATTEMPTS)
+                .build();
+            if let Err(error) = storage.push_task(task).await {
+                tracing::debug!(%error, "pushing a job failed; trying once more");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let task = TaskBuilder::new(job).max_attempts(MAX_ATTEMPTS).build();
+                return storage.push_task(task).await;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout, push).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(QueueError::Push(error.to_string())),
             Err(_) => return Err(QueueError::Timeout(self.timeout)),
@@ -282,17 +304,78 @@ impl RenderQueue {
 pub trait JobHandler: Send + Sync + 'static {
     /// Handles `job`, taken from the queue `queue`.
     fn handle(&self, job: RenderJob, queue: QueueKind) -> BoxFuture<'static, ()>;
+
+    /// Records that `job` will not run: it has been started `starts` times, more than
+    /// [`MAX_STARTS`], and each time the consumer running it went away before it finished (most
+    /// likely the job itself brings its worker down). Whoever waits for its outcome must hear of
+    /// the failure.
+    fn give_up(&self, job: RenderJob, queue: QueueKind, starts: u64) -> BoxFuture<'static, ()>;
 }
+
+/// How many times a job may be started: a first run, and runs again after the consumers that had
+/// it went away mid-job (apalis-redis hands such jobs back without counting: it keeps no count of
+/// its own for them, so Kiln counts starts in `<queue>:starts:<task id>`).
+pub const MAX_STARTS: u64 = MAX_ATTEMPTS as u64;
+
+/// How long a job's start count is kept (the sweep removes it once the job is done).
+const STARTS_TTL_SECS: i64 = 24 * 60 * 60;
 
 /// The handler as worker data. A named type rather than `Arc<dyn JobHandler>`: with the trait
 /// object's lifetime in `run_job`'s signature, the compiler cannot prove the worker's future `Send`
 /// (a higher-ranked lifetime error), so `run_worker` could not be spawned.
 #[derive(Clone)]
-struct SharedHandler(Arc<dyn JobHandler>, QueueKind);
+struct SharedHandler {
+    handler: Arc<dyn JobHandler>,
+    queue: QueueKind,
+    /// Where start counts are kept, and a connection to count with.
+    starts: String,
+    conn: ConnectionManager,
+    timeout: Duration,
+}
 
-async fn run_job(job: RenderJob, handler: Data<SharedHandler>) -> Result<(), BoxDynError> {
-    let SharedHandler(handler, queue) = &*handler;
-    handler.handle(job, *queue).await;
+impl SharedHandler {
+    /// Counts a start of the task `id`; `None` if Redis did not answer (the job then runs: a
+    /// missed count only delays giving up on a poisonous job).
+    async fn count_start(&self, id: &TaskId) -> Option<u64> {
+        let key = format!("{}:{id}", self.starts);
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .incr(&key, 1u64)
+            .expire(&key, STARTS_TTL_SECS)
+            .ignore();
+        let count = pipe.query_async::<(u64,)>(&mut conn);
+        match tokio::time::timeout(self.timeout, count).await {
+            Ok(Ok((starts,))) => Some(starts),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not count a job's start; running it");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("could not count a job's start in time; running it");
+                None
+            }
+        }
+    }
+}
+
+async fn run_job(
+    job: RenderJob,
+    shared: Data<SharedHandler>,
+    id: TaskId,
+) -> Result<(), BoxDynError> {
+    match shared.count_start(&id).await {
+        Some(starts) if starts > MAX_STARTS => {
+            tracing::error!(
+                queue = shared.queue.as_str(),
+                task.id = %id,
+                starts,
+                "giving up a job whose consumers kept going away before it finished"
+            );
+            shared.handler.give_up(job, shared.queue, starts).await;
+        }
+        _ => shared.handler.handle(job, shared.queue).await,
+    }
     Ok(())
 }
 
@@ -310,6 +393,7 @@ pub async fn run_worker(
     let conn = settings.connection().await?;
     let config = settings.config(kind);
     let wake = wake_stream(settings.redis_url.clone(), settings.wake_channel(kind));
+    let sweep_conn = conn.clone();
     let _sweeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sweep_periodically(
         settings.clone(),
         kind,
@@ -326,7 +410,13 @@ pub async fn run_worker(
     let worker = WorkerBuilder::new(name)
         .backend(backend)
         .concurrency(concurrency.max(1))
-        .data(SharedHandler(handler, kind))
+        .data(SharedHandler {
+            handler,
+            queue: kind,
+            starts: settings.starts_prefix(kind),
+            conn: sweep_conn,
+            timeout: settings.command_timeout,
+        })
         .build(run_job);
     worker
         .run_until(async move {
@@ -343,7 +433,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 const SWEEP_BATCH: usize = 500;
 
 /// Removes what apalis-redis keeps of finished jobs: their ids from the done and dead sets, their
-/// data and their metadata. Kiln records each job's outcome itself (the render log), so nothing is
+/// data and their metadata; and Kiln's count of their starts. Kiln records each job's outcome itself (the render log), so nothing is
 /// lost; without the sweep, Redis would hold every job ever run. (apalis-redis's own `vacuum`
 /// reads the whole data hash, waiting jobs included, on every call; this reads only finished ones.)
 const SWEEP_SCRIPT: &str = r#"
@@ -352,7 +442,7 @@ for i, set in ipairs({KEYS[1], KEYS[2]}) do
     local ids = redis.call("SPOP", set, ARGV[1])
     for _, id in ipairs(ids) do
         redis.call("HDEL", KEYS[3], id)
-        redis.call("DEL", KEYS[4] .. ":" .. id)
+        redis.call("DEL", KEYS[4] .. ":" .. id, KEYS[5] .. ":" .. id)
     end
     removed[i] = #ids
 end
@@ -384,6 +474,7 @@ async fn sweep(
             .key(config.dead_jobs_set())
             .key(config.job_data_hash())
             .key(config.job_meta_hash())
+            .key(starts_prefix(config))
             .arg(SWEEP_BATCH);
         let (done, dead): (u64, u64) = tokio::time::timeout(timeout, invocation.invoke_async(conn))
             .await

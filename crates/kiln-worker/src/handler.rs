@@ -102,6 +102,30 @@ impl JobHandler for RenderHandler {
             }
         })
     }
+
+    /// A job given up is finished as a failed render, without rendering: logged as failed, and
+    /// whoever waits is told (the bots' gateways, a preview's dashboard, a warm's progress).
+    fn give_up(&self, job: RenderJob, _queue: QueueKind, starts: u64) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        let span = tracing::info_span!(
+            "render",
+            render.url = %job.render_url,
+            render.purpose = job.purpose.as_str(),
+            request_id = job.request_id.as_deref().unwrap_or(""),
+            render.duration_ms = field::Empty,
+            render.page_ms = field::Empty,
+            render.status = field::Empty,
+            render.outcome = field::Empty,
+        );
+        Box::pin(
+            async move {
+                inner
+                    .finish(&job, Err(RenderError::GivenUp(starts)), 0)
+                    .await;
+            }
+            .instrument(span),
+        )
+    }
 }
 
 /// What the render log records of a finished render.
@@ -146,6 +170,11 @@ impl Inner {
         };
         let result = self.render_with_retry(&job, priority).await;
         let render_ms = started.elapsed().as_millis() as u64;
+        self.finish(&job, result, render_ms).await;
+    }
+
+    /// Does what the job's purpose asks with the render's result, and logs it.
+    async fn finish(&self, job: &RenderJob, result: Result<Rendered, RenderError>, render_ms: u64) {
         let span = tracing::Span::current();
         span.record("render.duration_ms", render_ms);
         if let Ok(rendered) = &result {
@@ -156,12 +185,12 @@ impl Inner {
         }
 
         let finished = match &job.purpose {
-            RenderPurpose::Bot => self.finish_bot(&job, result, render_ms).await,
+            RenderPurpose::Bot => self.finish_bot(job, result, render_ms).await,
             RenderPurpose::Warm { job_id } => {
-                self.finish_warm(&job, job_id, result, render_ms).await
+                self.finish_warm(job, job_id, result, render_ms).await
             }
             RenderPurpose::Preview { reply_to } => {
-                self.finish_preview(&job, reply_to, result, render_ms).await
+                self.finish_preview(job, reply_to, result, render_ms).await
             }
         };
         match &finished.reason {
@@ -186,7 +215,7 @@ impl Inner {
                 tracing::warn!(render.duration_ms = render_ms, %reason, "render failed");
             }
         }
-        self.log_render(&job, &finished, render_ms).await;
+        self.log_render(job, &finished, render_ms).await;
     }
 
     /// Whether a bot's render is not needed any more because the page is fresh in the cache: it was

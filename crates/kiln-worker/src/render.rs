@@ -154,6 +154,10 @@ pub enum RenderError {
     Hung,
     #[error("no browser available: {0}")]
     NoBrowser(String),
+    #[error(
+        "given up after {0} starts: each time, the worker rendering it went away before it finished"
+    )]
+    GivenUp(u64),
 }
 
 impl RenderError {

@@ -239,10 +239,21 @@ impl Service {
 }
 
 impl Drop for Service {
+    /// Stops the process as an orchestrator would (SIGTERM: a worker closes its browsers, which
+    /// run in process groups of their own), and kills its group if it is still there after 10 s.
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = Command::new("kill")
+                .args(["-TERM", "--", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // (The group may be gone already: nothing to say then.)
+            let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .stderr(Stdio::null())
                 .status();
             let _ = self.child.wait();
         }
@@ -424,6 +435,17 @@ impl Cluster {
         for path in PATHS {
             self.until_cached(path).await;
         }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The workers close their browsers as they stop; a worker killed by a test could not, and
+        // its browsers (in process groups of their own) are found by their profile directories.
+        self.workers.clear();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.profiles.path().display().to_string()])
+            .status();
     }
 }
 

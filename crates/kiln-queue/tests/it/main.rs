@@ -5,7 +5,7 @@
 
 use futures::future::BoxFuture;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl, RenderJob};
-use kiln_queue::{JobHandler, QueueKind, QueueSettings, RenderQueue, run_worker};
+use kiln_queue::{JobHandler, MAX_STARTS, QueueKind, QueueSettings, RenderQueue, run_worker};
 use kiln_testkit::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,10 @@ impl JobHandler for Forward {
     fn handle(&self, job: RenderJob, _queue: QueueKind) -> BoxFuture<'static, ()> {
         let _ = self.0.send(job);
         Box::pin(async {})
+    }
+
+    fn give_up(&self, job: RenderJob, _queue: QueueKind, starts: u64) -> BoxFuture<'static, ()> {
+        panic!("gave up {job:?} after {starts} starts");
     }
 }
 
@@ -114,6 +118,10 @@ impl JobHandler for Hold {
         Box::pin(async move {
             let _permit = release.acquire().await;
         })
+    }
+
+    fn give_up(&self, job: RenderJob, _queue: QueueKind, starts: u64) -> BoxFuture<'static, ()> {
+        panic!("gave up {job:?} after {starts} starts");
     }
 }
 
@@ -239,18 +247,21 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
                 .query_async(&mut redis)
                 .await
                 .unwrap();
-            let metadata: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{queue_name}:meta:*"))
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            (data, metadata.len() as u64)
+            let mut keys = async |pattern: &str| {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{queue_name}:{pattern}:*"))
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                keys.len() as u64
+            };
+            (data, keys("meta").await, keys("starts").await)
         };
-        let (data, metadata) = records().await;
-        assert_eq!(data, metadata, "{kind:?}");
+        let (data, metadata, starts) = records().await;
+        assert_eq!((metadata, starts), (data, data), "{kind:?}");
         let swept = queue.sweep_finished(kind).await.unwrap();
         assert_eq!(swept.done, data, "{kind:?}");
-        assert_eq!(records().await, (0, 0), "{kind:?}");
+        assert_eq!(records().await, (0, 0, 0), "{kind:?}");
         eprintln!("{kind:?}: {} finished job(s) swept", swept.done);
     }
 
@@ -262,4 +273,105 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
             .unwrap()
             .unwrap();
     }
+}
+
+/// Passes on what it is given: jobs to handle, and jobs given up with their start counts.
+struct Record {
+    handled: mpsc::UnboundedSender<RenderJob>,
+    given_up: mpsc::UnboundedSender<(RenderJob, u64)>,
+}
+
+impl JobHandler for Record {
+    fn handle(&self, job: RenderJob, _queue: QueueKind) -> BoxFuture<'static, ()> {
+        let _ = self.handled.send(job);
+        Box::pin(async {})
+    }
+
+    fn give_up(&self, job: RenderJob, _queue: QueueKind, starts: u64) -> BoxFuture<'static, ()> {
+        let _ = self.given_up.send((job, starts));
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_consumers_keep_going_away_is_given_up_not_run_again() {
+    let redis = RedisServer::start();
+    let settings = QueueSettings::new(
+        redis.url(),
+        kiln_testkit::unique_prefix(),
+        Duration::from_secs(1),
+    );
+    let queue = RenderQueue::connect(&settings).await.unwrap();
+    queue.push(job("/poison")).await.unwrap();
+    queue.push(job("/fine")).await.unwrap();
+
+    // "/poison" has been started as often as a job may be, and each consumer that had it went away
+    // mid-job (apalis-redis hands such a job back to the queue as it was).
+    let queue_name = settings.queue_name_of(QueueKind::Render);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let jobs: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(format!("{queue_name}:data"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (poison_id, _) = jobs
+        .iter()
+        .find(|(_, data)| data.contains("/poison"))
+        .expect("the job is stored");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{queue_name}:starts:{poison_id}"))
+        .arg(MAX_STARTS)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (handled_tx, mut handled) = mpsc::unbounded_channel();
+    let (given_up_tx, mut given_up) = mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn({
+        let settings = settings.clone();
+        let handler = Arc::new(Record {
+            handled: handled_tx,
+            given_up: given_up_tx,
+        });
+        async move {
+            run_worker(
+                &settings,
+                QueueKind::Render,
+                "consumer",
+                2,
+                handler,
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+        }
+    });
+
+    // The handler hears that it is given up (so that whoever waits for it can be told), and it is
+    // not run; the other job runs as usual.
+    let (gone, starts) = tokio::time::timeout(Duration::from_secs(20), given_up.recv())
+        .await
+        .expect("the job was not given up")
+        .unwrap();
+    assert_eq!((gone, starts), (job("/poison"), MAX_STARTS + 1));
+    let ran = tokio::time::timeout(Duration::from_secs(20), handled.recv())
+        .await
+        .expect("the other job never ran")
+        .unwrap();
+    assert_eq!(ran, job("/fine"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(handled.try_recv().is_err(), "the given-up job ran");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), consumer)
+        .await
+        .expect("the consumer stops")
+        .unwrap()
+        .unwrap();
 }
