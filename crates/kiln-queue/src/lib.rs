@@ -509,8 +509,13 @@ async fn sweep_periodically(settings: QueueSettings, kind: QueueKind, mut conn: 
     }
 }
 
-/// After a wake-up, the consumer is woken again this long after it, then this long after that.
-const FOLLOW_UP_WAKES: &[Duration] = &[Duration::from_millis(15), Duration::from_millis(60)];
+/// After a wake-up, the consumer is woken again this long after it, then this long after that, and
+/// so on. (The last is for a loaded machine, where a fetch under way can outlast the first two.)
+const FOLLOW_UP_WAKES: &[Duration] = &[
+    Duration::from_millis(15),
+    Duration::from_millis(60),
+    Duration::from_millis(250),
+];
 
 /// A stream that yields whenever a job is pushed, re-subscribing after connection loss.
 fn wake_stream(redis_url: String, channel: String) -> futures::channel::mpsc::Receiver<()> {
