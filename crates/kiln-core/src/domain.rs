@@ -1,7 +1,8 @@
 //! The configuration of a registered domain, as the dashboard publishes it for gateways and workers.
 
-use crate::{Hostname, NormalizedUrl};
+use crate::{BotFamily, Hostname, NormalizedUrl};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 
 /// Everything a gateway or worker needs to know about one customer domain.
@@ -40,8 +41,12 @@ pub struct DomainSettings {
     /// Whether phones and desktops get separate renders. When off, every bot gets the desktop render,
     /// so each URL is rendered and cached once.
     pub device_variants: bool,
+    /// Which families of known bots get renders (all by default). A bot of another family is
+    /// proxied to the origin like a person.
+    pub bot_families: BTreeSet<BotFamily>,
     /// Extra bot User-Agent patterns for this domain (case-insensitive substrings). A request the
-    /// edge took for a person's whose User-Agent contains one takes the bot path.
+    /// edge took for a person's whose User-Agent contains one takes the bot path, whatever
+    /// `bot_families` says.
     pub bot_user_agents: Vec<String>,
     /// Path globs (`*` matches anything, `/` included; everything else is literal) of the pages
     /// rendered for bots. Empty means every page.
@@ -88,6 +93,7 @@ impl Default for DomainSettings {
                 .to_vec(),
             blocking: ResourceBlocking::default(),
             device_variants: true,
+            bot_families: BotFamily::ALL.into(),
             bot_user_agents: Vec::new(),
             include_paths: Vec::new(),
             exclude_paths: Vec::new(),
@@ -254,6 +260,7 @@ mod tests {
                 ..ResourceBlocking::default()
             },
             device_variants: false,
+            bot_families: [BotFamily::Search, BotFamily::Ai].into(),
             bot_user_agents: vec!["MyCrawler".into()],
             include_paths: vec!["/blog/*".into()],
             exclude_paths: vec!["*.pdf".into(), "/admin*".into()],
@@ -262,6 +269,10 @@ mod tests {
         let back: DomainSettings = serde_json::from_str(&json).unwrap();
         assert_eq!(back, settings);
         assert!(json.contains(r#""device_variants":false"#), "{json}");
+        assert!(json.contains(r#""bot_families":["search","ai"]"#), "{json}");
+        // Records published before the setting existed render for every family.
+        let old: DomainSettings = serde_json::from_str(r#"{"cache_ttl_secs":60}"#).unwrap();
+        assert_eq!(old.bot_families, BotFamily::ALL.into());
         assert!(
             json.contains(r#""exclude_paths":["*.pdf","/admin*"]"#),
             "{json}"

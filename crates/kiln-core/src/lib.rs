@@ -6,6 +6,7 @@
 //! test with plain tables of inputs and outputs.
 
 pub mod asset;
+pub mod bots;
 pub mod device;
 pub mod domain;
 pub mod headers;
@@ -17,6 +18,7 @@ pub mod rules;
 pub mod url;
 
 pub use asset::is_asset_path;
+pub use bots::{BotClassifier, BotFamily};
 pub use device::DeviceClass;
 pub use domain::{DomainConfig, DomainSettings, ResourceBlocking, SettingsError};
 pub use headers::{HOP_BY_HOP, connection_tokens, strip_hop_by_hop};

@@ -46,6 +46,11 @@ pub struct Application {
 impl Application {
     /// Connects to Redis, loads the domain directory and binds both ports (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The bot classifier's patterns are compiled once, off the runtime's threads (it is CPU
+        // work), before anything is served.
+        tokio::task::spawn_blocking(kiln_core::BotClassifier::shared)
+            .await
+            .context("compiling the bot patterns failed")?;
         let mut store_settings = StoreSettings::new(&settings.redis_url, &settings.redis_prefix);
         store_settings.command_timeout = settings.redis_timeout;
         let store = Store::connect(store_settings)
@@ -120,7 +125,13 @@ impl Application {
         .with_graceful_shutdown(shutdown.clone());
         let admin = axum::serve(self.admin_listener, admin::router(Arc::clone(&self.app)))
             .with_graceful_shutdown(shutdown.clone());
-        tracing::info!("gateway ready");
+        // Compiled by `build`, before any request.
+        let bots = kiln_core::BotClassifier::shared();
+        tracing::info!(
+            bots.version = bots.version(),
+            bots.patterns = bots.len(),
+            "gateway ready"
+        );
         let result = tokio::try_join!(main.into_future(), admin.into_future());
         events.abort();
         // The last requests have been answered: write their counts before going.

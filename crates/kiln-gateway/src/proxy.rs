@@ -77,6 +77,7 @@ impl OriginClient {
 
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove("x-is-bot");
+        parts.headers.remove("x-kiln-bot-family");
         let public_host = parts.headers.get(header::HOST).cloned();
         if let Ok(host) = HeaderValue::from_str(&origin_authority) {
             parts.headers.insert(header::HOST, host);

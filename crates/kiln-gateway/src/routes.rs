@@ -1,8 +1,11 @@
 //! Request routing: which domain, and whether the request takes the bot path or the human path.
 //!
 //! A request is a bot's when the edge says so (`X-Is-Bot: 1`) or its User-Agent contains one of the
-//! domain's own bot patterns. A bot's GET or HEAD for a page (not an asset) of a verified domain
-//! takes the bot path if the domain's path rules render that path; everything else is proxied.
+//! domain's own bot patterns. A request that did not come through the edge (no `X-Is-Bot` at all) is
+//! classified here with the edge's own data file (`nginx/bots.map`, see `kiln_core::bots`), so a
+//! gateway run on its own treats every client as the edge would. A bot's GET or HEAD for a page (not
+//! an asset) of a verified domain takes the bot path if its family is one the domain renders for and
+//! the domain's path rules render that path; everything else is proxied.
 
 use crate::bot;
 use crate::error::GatewayError;
@@ -11,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, header};
-use kiln_core::{Hostname, is_asset_path};
+use kiln_core::{BotClassifier, BotFamily, Hostname, is_asset_path};
 use kiln_store::UsageKind;
 use std::net::SocketAddr;
 use tracing::Instrument;
@@ -30,6 +33,7 @@ pub async fn handle(
         http.host = tracing::field::Empty,
         client.kind = tracing::field::Empty,
         bot.source = tracing::field::Empty,
+        bot.family = tracing::field::Empty,
         bot.passthrough = tracing::field::Empty,
         cache.status = tracing::field::Empty,
     );
@@ -70,24 +74,43 @@ async fn route(
         .get(&host)
         .ok_or_else(|| GatewayError::UnknownHost(host.to_string()))?;
 
-    // The edge's verdict, or the domain's own patterns for what the edge took for a person.
-    let bot_source = if req
-        .headers()
-        .get("x-is-bot")
-        .is_some_and(|v| v.as_bytes() == b"1")
-    {
-        Some("edge")
-    } else if domain.bot_agents.matches(user_agent(&req)) {
-        Some("domain")
-    } else {
-        None
+    // The edge's verdict (with the family it found), or the same classification here when the
+    // request did not come through the edge; then the domain's own patterns, for what either took
+    // for a person (those have no family: the domain asked for them).
+    let user_agent = user_agent(&req);
+    let classifier = BotClassifier::shared();
+    let edge_verdict = req.headers().get("x-is-bot").map(|v| v.as_bytes() == b"1");
+    let known_bot = match edge_verdict {
+        Some(true) => Some((
+            "edge",
+            req.headers()
+                .get("x-kiln-bot-family")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<BotFamily>().ok())
+                .or_else(|| classifier.classify(user_agent)),
+        )),
+        Some(false) => None,
+        // As the edge does: a bot fetching an asset is served like anyone else.
+        None => classifier
+            .classify(user_agent)
+            .filter(|_| !is_asset_path(req.uri().path()))
+            .map(|family| ("gateway", Some(family))),
     };
+    let bot = known_bot.or_else(|| {
+        domain
+            .bot_agents
+            .matches(user_agent)
+            .then_some(("domain", None))
+    });
     let span = tracing::Span::current();
-    let Some(bot_source) = bot_source else {
+    let Some((bot_source, family)) = bot else {
         span.record("client.kind", "person");
         return app.origin.forward(&domain.config, req, peer).await;
     };
     span.record("bot.source", bot_source);
+    if let Some(family) = family {
+        span.record("bot.family", family.as_str());
+    }
 
     // Why a bot's request is proxied like a person's, if it is.
     let passthrough = if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -96,6 +119,8 @@ async fn route(
         Some("asset")
     } else if !domain.config.verified {
         Some("unverified")
+    } else if family.is_some_and(|f| !domain.config.settings.bot_families.contains(&f)) {
+        Some("family")
     } else if !domain.paths.renders(req.uri().path()) {
         // Only this one is counted: the customer chose it, and the dashboard shows what it spared.
         app.usage.record(&domain.config.id, UsageKind::Passthrough);

@@ -8,8 +8,9 @@ use crate::domains::{self, DomainError};
 use crate::origin::{Origin, OriginError};
 use axum::extract::State;
 use axum::http::StatusCode;
-use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
+use kiln_core::{BotFamily, DomainSettings, Hostname, ResourceBlocking, SettingsError};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -61,12 +62,44 @@ pub struct SettingsInput {
     pub blocking: Option<BlockingInput>,
     /// Query parameters that never change the page; a trailing `*` makes a prefix (`utm_*`).
     pub ignored_query_params: Option<Vec<String>>,
-    /// Extra bot User-Agent patterns (case-insensitive substrings) beyond the edge's list.
+    /// Which families of known bots get renders (search, social, ai, seo, monitoring; all by
+    /// default). Bots of other families are proxied to the origin like people.
+    #[schema(value_type = Option<Vec<BotFamilyName>>)]
+    pub bot_families: Option<Vec<String>>,
+    /// Extra bot User-Agent patterns (case-insensitive substrings) beyond the edge's list; these
+    /// always get renders.
     pub bot_user_agents: Option<Vec<String>>,
     /// Only paths matching one of these glob patterns (`*` = anything) are rendered; empty = all.
     pub include_paths: Option<Vec<String>>,
     /// Paths matching one of these glob patterns are never rendered.
     pub exclude_paths: Option<Vec<String>>,
+}
+
+/// A family of known bots, as the edge's data file (`nginx/bots.map`) names them. (For the OpenAPI
+/// document only: the values are those of `kiln_core::BotFamily`.)
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum BotFamilyName {
+    Search,
+    Social,
+    Ai,
+    Seo,
+    Monitoring,
+}
+
+/// Reads a list of bot family names; the error names the entry (`bot_families[1]`).
+pub fn parse_bot_families(names: &[String]) -> Result<BTreeSet<BotFamily>, SettingsError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            name.trim().parse::<BotFamily>().map_err(|_| SettingsError {
+                field: format!("bot_families[{index}]"),
+                rule: "must be one of search, social, ai, seo, monitoring".into(),
+            })
+        })
+        .collect()
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -92,10 +125,15 @@ impl SettingsInput {
             device_variants,
             blocking,
             ignored_query_params,
+            bot_families,
             bot_user_agents,
             include_paths,
             exclude_paths,
         } = self;
+        if let Some(names) = bot_families {
+            settings.bot_families = parse_bot_families(&names)
+                .map_err(|error| ApiError::invalid(format!("settings: {error}")))?;
+        }
         set(&mut settings.cache_ttl_secs, cache_ttl_secs);
         set(&mut settings.stale_ttl_secs, stale_ttl_secs);
         set(&mut settings.render_timeout_ms, render_timeout_ms);
@@ -187,6 +225,8 @@ pub struct SettingsView {
     pub device_variants: bool,
     pub blocking: BlockingView,
     pub ignored_query_params: Vec<String>,
+    #[schema(value_type = Vec<BotFamilyName>)]
+    pub bot_families: Vec<String>,
     pub bot_user_agents: Vec<String>,
     pub include_paths: Vec<String>,
     pub exclude_paths: Vec<String>,
@@ -224,6 +264,7 @@ impl From<&DomainSettings> for SettingsView {
                 trackers,
             },
             ignored_query_params: s.ignored_query_params.clone(),
+            bot_families: s.bot_families.iter().map(|f| f.to_string()).collect(),
             bot_user_agents: s.bot_user_agents.clone(),
             include_paths: s.include_paths.clone(),
             exclude_paths: s.exclude_paths.clone(),

@@ -13,7 +13,7 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
+use kiln_core::{BotFamily, DomainSettings, Hostname, ResourceBlocking};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -87,6 +87,11 @@ pub struct SettingsForm {
     pub block_fonts: Option<String>,
     pub block_stylesheets: Option<String>,
     pub block_trackers: Option<String>,
+    pub family_search: Option<String>,
+    pub family_social: Option<String>,
+    pub family_ai: Option<String>,
+    pub family_seo: Option<String>,
+    pub family_monitoring: Option<String>,
     #[serde(default)]
     pub ignored_query_params: String,
     #[serde(default)]
@@ -131,6 +136,11 @@ impl SettingsForm {
             block_fonts: checked(fonts),
             block_stylesheets: checked(stylesheets),
             block_trackers: checked(trackers),
+            family_search: checked(s.bot_families.contains(&BotFamily::Search)),
+            family_social: checked(s.bot_families.contains(&BotFamily::Social)),
+            family_ai: checked(s.bot_families.contains(&BotFamily::Ai)),
+            family_seo: checked(s.bot_families.contains(&BotFamily::Seo)),
+            family_monitoring: checked(s.bot_families.contains(&BotFamily::Monitoring)),
             ignored_query_params: s.ignored_query_params.join("\n"),
             bot_user_agents: s.bot_user_agents.join("\n"),
             include_paths: s.include_paths.join("\n"),
@@ -166,6 +176,16 @@ impl SettingsForm {
                 trackers: self.block_trackers.is_some(),
             },
             ignored_query_params: lines(&self.ignored_query_params),
+            bot_families: [
+                (BotFamily::Search, &self.family_search),
+                (BotFamily::Social, &self.family_social),
+                (BotFamily::Ai, &self.family_ai),
+                (BotFamily::Seo, &self.family_seo),
+                (BotFamily::Monitoring, &self.family_monitoring),
+            ]
+            .into_iter()
+            .filter_map(|(family, ticked)| ticked.is_some().then_some(family))
+            .collect(),
             bot_user_agents: lines(&self.bot_user_agents),
             include_paths: lines(&self.include_paths),
             exclude_paths: lines(&self.exclude_paths),

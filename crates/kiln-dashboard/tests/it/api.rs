@@ -7,7 +7,7 @@ use crate::helpers::{
 };
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use kiln_core::{CacheKey, DeviceClass, Hostname, NormalizedUrl};
+use kiln_core::{BotFamily, CacheKey, DeviceClass, Hostname, NormalizedUrl};
 use kiln_store::{PageEntry, PageMeta};
 use kiln_testkit::dns::{DnsRecord, DnsServer};
 use serde_json::{Value, json};
@@ -601,12 +601,17 @@ async fn domains_are_validated_created_listed_changed_and_removed() {
                 "cache_ttl_secs": 120,
                 "device_variants": false,
                 "blocking": { "stylesheets": true },
+                "bot_families": ["search", "social"],
                 "bot_user_agents": ["MyCrawler"],
                 "exclude_paths": ["/admin*"]
             } }),
         )
         .await;
     assert_eq!(changed.status, 200, "{:?}", changed.body);
+    assert_eq!(
+        changed.body["settings"]["bot_families"],
+        json!(["search", "social"])
+    );
     assert_eq!(changed.body["settings"]["cache_ttl_secs"], 120);
     assert_eq!(changed.body["settings"]["blocking"]["stylesheets"], true);
     assert_eq!(
@@ -619,6 +624,10 @@ async fn domains_are_validated_created_listed_changed_and_removed() {
     assert!(!published.settings.device_variants);
     assert!(published.settings.blocking.stylesheets);
     assert_eq!(published.settings.bot_user_agents, ["MyCrawler"]);
+    assert_eq!(
+        published.settings.bot_families,
+        [BotFamily::Search, BotFamily::Social].into()
+    );
     assert_eq!(published.settings.exclude_paths, ["/admin*"]);
     let (actor, before, after): (String, Value, Value) = sqlx::query_as(
         "SELECT actor, before, after FROM audit_events WHERE action = 'domain.update'",
@@ -641,6 +650,18 @@ async fn domains_are_validated_created_listed_changed_and_removed() {
         refused.message().contains("render_timeout_ms"),
         "{}",
         refused.message()
+    );
+    let unknown_family = client
+        .patch(
+            &format!("/api/v1/domains/{id}"),
+            json!({ "settings": { "bot_families": ["search", "robots"] } }),
+        )
+        .await;
+    assert_eq!(unknown_family.status, 422);
+    assert!(
+        unknown_family.message().contains("bot_families[1]"),
+        "{}",
+        unknown_family.message()
     );
 
     let removed = client.delete(&format!("/api/v1/domains/{id}")).await;

@@ -500,6 +500,8 @@ async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
                 ("bot_wait_ms", "5000"),
                 ("device_variants", "on"),
                 ("stale_ttl_secs", "0"),
+                ("family_search", "on"),
+                ("family_ai", "on"),
                 ("exclude_paths", "/admin/*"),
             ],
         )
@@ -511,6 +513,24 @@ async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
     assert_eq!(domain.settings.exclude_paths, ["/admin/*"]);
     assert!(domain.settings.device_variants);
     assert!(!domain.settings.blocking.images, "unticked boxes are off");
+    assert_eq!(
+        domain.settings.bot_families,
+        [kiln_core::BotFamily::Search, kiln_core::BotFamily::Ai].into()
+    );
+    // The form shows what is saved.
+    let form = web.get(&domain_path).await;
+    assert!(
+        form.body
+            .contains(r#"<input type="checkbox" name="family_ai" checked>"#),
+        "{}",
+        form.body
+    );
+    assert!(
+        form.body
+            .contains(r#"<input type="checkbox" name="family_seo">"#),
+        "{}",
+        form.body
+    );
 
     // The audit log names the change.
     let audit = web.get("/audit").await;

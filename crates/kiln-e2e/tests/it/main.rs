@@ -4,6 +4,7 @@
 
 mod control_plane;
 mod dashboard_ui;
+mod edge;
 mod faults;
 mod helpers;
 

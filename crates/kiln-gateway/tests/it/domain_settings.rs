@@ -1,8 +1,10 @@
-//! Per-domain settings on the bot path: the domain's own bot patterns, the paths it renders, and one
-//! render per URL when it does not tell phones from desktops; all in force as soon as published.
+//! Per-domain settings on the bot path: the domain's own bot patterns, the families of bots it
+//! renders for, the paths it renders, and one render per URL when it does not tell phones from
+//! desktops; all in force as soon as published. Also: without the edge, the gateway classifies
+//! User-Agents itself, from the edge's own data file.
 
 use crate::helpers::{GOOGLEBOT, GOOGLEBOT_SMARTPHONE, PAGE, TestGateway};
-use kiln_core::{CacheKey, DeviceClass, DomainSettings, NormalizedUrl};
+use kiln_core::{BotFamily, CacheKey, DeviceClass, DomainSettings, NormalizedUrl};
 use reqwest::{Method, StatusCode};
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,90 @@ async fn a_domain_bot_pattern_sends_a_request_the_edge_took_for_a_person_down_th
     assert_eq!(cache_status(&person), None);
     assert_eq!(person.text().await.unwrap(), PAGE);
     assert_eq!(gw.origin.log.count(), 1, "people still reach the origin");
+}
+
+/// A GET for `path` on `shop.test` from `user_agent` that did not come through the edge (no
+/// `X-Is-Bot`).
+fn direct(gw: &TestGateway, path: &str, user_agent: &str) -> reqwest::RequestBuilder {
+    gw.client
+        .get(gw.url(path))
+        .header("host", "shop.test")
+        .header("user-agent", user_agent)
+}
+
+#[tokio::test]
+async fn without_the_edge_the_gateway_classifies_user_agents_as_the_edge_does() {
+    let gw = TestGateway::start(DomainSettings::default()).await;
+    gw.cache_page("/products/1", DeviceClass::Desktop, RENDERED)
+        .await;
+    for bot in [
+        GOOGLEBOT,
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    ] {
+        let response = direct(&gw, "/products/1", bot).send().await.unwrap();
+        assert_eq!(cache_status(&response).as_deref(), Some("HIT"), "{bot}");
+        assert_eq!(response.text().await.unwrap(), RENDERED);
+    }
+    assert_eq!(gw.origin.log.count(), 0);
+    // People, clients deliberately not listed, and bots fetching assets reach the origin.
+    for (path, agent) in [
+        (
+            "/products/1",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+        ),
+        ("/products/1", "curl/8.5.0"),
+        ("/products/1", ""),
+        ("/app.js", GOOGLEBOT),
+    ] {
+        let response = direct(&gw, path, agent).send().await.unwrap();
+        assert_eq!(cache_status(&response), None, "{agent} {path}");
+    }
+    assert_eq!(gw.origin.log.count(), 4);
+    // The edge's verdict stands when there is one: it took this Googlebot for a person.
+    let response = gw.person_as("/products/1", GOOGLEBOT).send().await.unwrap();
+    assert_eq!(cache_status(&response), None);
+    assert_eq!(gw.origin.log.count(), 5);
+}
+
+#[tokio::test]
+async fn bots_of_families_the_domain_does_not_render_for_get_the_origins_page() {
+    let gw = TestGateway::start(DomainSettings {
+        bot_families: [BotFamily::Search, BotFamily::Social].into(),
+        bot_user_agents: strings(&["AcmeAudit"]),
+        bot_wait_ms: 5_000,
+        ..DomainSettings::default()
+    })
+    .await;
+    gw.cache_page("/products/1", DeviceClass::Desktop, RENDERED)
+        .await;
+    let gptbot = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
+    let ahrefs = "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)";
+
+    // Through the edge (which names the family) and straight to the gateway alike.
+    let through_edge = gw
+        .bot_as("/products/1", gptbot)
+        .header("x-kiln-bot-family", "ai")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_status(&through_edge), None);
+    assert_eq!(through_edge.text().await.unwrap(), PAGE);
+    let direct_seo = direct(&gw, "/products/1", ahrefs).send().await.unwrap();
+    assert_eq!(cache_status(&direct_seo), None);
+    assert_eq!(gw.origin.log.count(), 2);
+
+    // Googlebot and a link unfurler get the render; so does the domain's own crawler, whatever its
+    // family would be.
+    for agent in [
+        GOOGLEBOT,
+        "Twitterbot/1.0",
+        "Mozilla/5.0 (compatible; AcmeAudit/1.0)",
+    ] {
+        let response = direct(&gw, "/products/1", agent).send().await.unwrap();
+        assert_eq!(cache_status(&response).as_deref(), Some("HIT"), "{agent}");
+    }
+    assert_eq!(gw.origin.log.count(), 2);
 }
 
 #[tokio::test]
