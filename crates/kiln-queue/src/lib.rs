@@ -17,9 +17,12 @@
 //! wake-up itself after each push. Without it, a bot would wait half a poll interval on average.
 //!
 //! Retries: apalis-redis retries a failed task up to 25 times whatever the retry policy says. Kiln's
-//! job handler never fails a task; it records the outcome (rendered or failed) itself, and each job is
-//! pushed with a small attempt budget so that a job orphaned by a dead worker runs again, but a
-//! poisonous one does not run forever.
+//! job handler never fails a task; it records the outcome (rendered or failed) itself. A job whose
+//! consumer went away mid-job (a worker killed, say) is handed to another consumer once the first
+//! misses its heartbeats; apalis-redis does not count those hand-overs, so Kiln counts each job's
+//! starts and gives a job up after [`MAX_STARTS`] (a poisonous job must not take down one worker
+//! after another). Finished jobs are acknowledged, so that only unfinished ones are handed over,
+//! and what apalis-redis keeps of them is swept.
 
 use apalis::prelude::*;
 use apalis_redis::{Config, RedisStorage};
@@ -212,7 +215,9 @@ impl RenderQueue {
     pub async fn push_to(&self, kind: QueueKind, job: RenderJob) -> Result<(), QueueError> {
         let producer = self.producer(kind);
         // One more try after a failure: the first command on a connection that Redis dropped (it
-        // restarted, say) fails, and the connection is made again for the next.
+        // restarted, say) fails, and the connection is made again for the next. (Were the first
+        // push stored after all, the job would run twice at worst; a bot's second run finds the
+        // page fresh and is skipped.)
         let push = async {
             let mut storage = producer.storage.clone();
             let task = TaskBuilder::new(job.clone())
@@ -393,12 +398,12 @@ pub async fn run_worker(
     let conn = settings.connection().await?;
     let config = settings.config(kind);
     let wake = wake_stream(settings.redis_url.clone(), settings.wake_channel(kind));
-    let sweep_conn = conn.clone();
     let _sweeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sweep_periodically(
         settings.clone(),
         kind,
         conn.clone(),
     )));
+    let counting_conn = conn.clone();
     let storage = RedisStorage::<RenderJob>::new(conn).with_config(config);
     let backend = PollWith::new(
         storage,
@@ -414,7 +419,7 @@ pub async fn run_worker(
             handler,
             queue: kind,
             starts: settings.starts_prefix(kind),
-            conn: sweep_conn,
+            conn: counting_conn,
             timeout: settings.command_timeout,
         })
         .build(run_job);

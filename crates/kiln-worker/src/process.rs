@@ -121,6 +121,9 @@ pub struct ChromeProcess {
 const PROFILE_LOCK: &str = "kiln-worker.lock";
 /// A profile directory without its lock file is taken for one being created, unless it is older.
 const UNLOCKED_PROFILE_GRACE: Duration = Duration::from_secs(60);
+/// How long the processes of an orphaned browser, once killed, have to disappear before its profile
+/// is deleted anyway.
+const ORPHAN_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Kills the browsers a dead worker left behind under `profile_root` and deletes their profiles.
 /// A profile is orphaned when nobody holds its lock: several workers may share the directory, and
@@ -156,7 +159,21 @@ pub fn sweep_orphans(profile_root: &Path) -> usize {
         for pid in &pids {
             let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
         }
-        if let Err(error) = std::fs::remove_dir_all(&dir) {
+        // A killed browser's processes may write into the profile until they are gone: wait for
+        // them (briefly) before deleting it, and delete again if a file appeared meanwhile.
+        let deadline = std::time::Instant::now() + ORPHAN_EXIT_WAIT;
+        while !processes_mentioning(&marker).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut removed = std::fs::remove_dir_all(&dir);
+        for _ in 0..5 {
+            if removed.is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            removed = std::fs::remove_dir_all(&dir);
+        }
+        if let Err(error) = removed {
             tracing::warn!(profile = %marker, %error, "could not delete an orphaned browser profile");
         }
         tracing::warn!(profile = %marker, processes = pids.len(), "killed the browser a dead worker left behind");
