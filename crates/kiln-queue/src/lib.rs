@@ -263,6 +263,23 @@ impl RenderQueue {
         }
     }
 
+    /// How many jobs of the queue `kind` no consumer has taken yet (waiting and scheduled): one
+    /// round trip.
+    pub async fn untaken(&self, kind: QueueKind) -> Result<u64, QueueError> {
+        let config = self.producer(kind).storage.get_config().clone();
+        let mut conn = self.conn.clone();
+        let mut read = redis::pipe();
+        read.llen(config.active_jobs_list())
+            .zcard(config.scheduled_jobs_set());
+        match tokio::time::timeout(self.timeout, read.query_async::<(u64, u64)>(&mut conn)).await {
+            Ok(counts) => {
+                let (waiting, scheduled) = counts?;
+                Ok(waiting + scheduled)
+            }
+            Err(_) => Err(QueueError::Timeout(self.timeout)),
+        }
+    }
+
     /// How much work the queue `kind` holds: one round trip of plain reads (no script), so it is
     /// cheap enough for a metrics scrape.
     pub async fn depth(&self, kind: QueueKind) -> Result<QueueDepth, QueueError> {
@@ -515,11 +532,19 @@ async fn sweep_periodically(settings: QueueSettings, kind: QueueKind, mut conn: 
 }
 
 /// After a wake-up, the consumer is woken again this long after it, then this long after that, and
-/// so on. (The last is for a loaded machine, where a fetch under way can outlast the first two.)
+/// so on: about 20 times in the first second. (On a loaded machine a wake-up can be spent on the
+/// consumer's acknowledgement of its last job or on a fetch under way; each follow-up costs an
+/// empty fetch at most.)
 const FOLLOW_UP_WAKES: &[Duration] = &[
     Duration::from_millis(15),
+    Duration::from_millis(25),
+    Duration::from_millis(40),
     Duration::from_millis(60),
-    Duration::from_millis(250),
+    Duration::from_millis(80),
+    Duration::from_millis(100),
+    Duration::from_millis(150),
+    Duration::from_millis(200),
+    Duration::from_millis(300),
 ];
 
 /// A stream that yields whenever a job is pushed, re-subscribing after connection loss.

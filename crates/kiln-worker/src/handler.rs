@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use kiln_core::job::RenderPurpose;
 use kiln_core::{RenderJob, RenderOutcome};
-use kiln_queue::{JobHandler, QueueKind};
+use kiln_queue::{JobHandler, QueueKind, RenderQueue};
 use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,8 @@ const MIN_CHECKOUT_WAIT: Duration = Duration::from_secs(5);
 /// The shortest a background job (a warm, a refresh) waits for a free tab: nobody waits for it,
 /// and while bots keep every tab busy it should wait its turn rather than fail.
 const MIN_BACKGROUND_CHECKOUT_WAIT: Duration = Duration::from_secs(60);
+/// The longest a background job waits for the render queue to have no untaken job.
+const YIELD_TO_QUEUED_RENDERS: Duration = Duration::from_secs(2);
 
 /// Renders jobs from the queues.
 #[derive(Clone)]
@@ -56,16 +58,24 @@ struct Inner {
     store: Store,
     quiet: Duration,
     jobs: TaskTracker,
+    /// For background jobs to see renders queued but not yet taken (none if it could not connect).
+    render_queue: Option<RenderQueue>,
 }
 
 impl RenderHandler {
-    pub fn new(pool: BrowserPool, store: Store, quiet: Duration) -> Self {
+    pub fn new(
+        pool: BrowserPool,
+        store: Store,
+        quiet: Duration,
+        render_queue: Option<RenderQueue>,
+    ) -> Self {
         RenderHandler {
             inner: Arc::new(Inner {
                 pool,
                 store,
                 quiet,
                 jobs: TaskTracker::new(),
+                render_queue,
             }),
         }
     }
@@ -163,10 +173,14 @@ impl Inner {
         }
         let started = Instant::now();
         // Whatever comes from the background queue (warming, refreshes of stale pages) gives way
-        // to renders someone waits for.
+        // to renders someone waits for: to those waiting for a tab (the pool's priorities), and to
+        // those still in the render queue, which a render consumer may be a moment from taking.
         let priority = match queue {
             QueueKind::Render => Priority::Waiting,
-            QueueKind::Warm => Priority::Background,
+            QueueKind::Warm => {
+                self.yield_to_queued_renders().await;
+                Priority::Background
+            }
         };
         let result = self.render_with_retry(&job, priority).await;
         let render_ms = started.elapsed().as_millis() as u64;
@@ -216,6 +230,21 @@ impl Inner {
             }
         }
         self.log_render(job, &finished, render_ms).await;
+    }
+
+    /// Waits while the render queue holds jobs nobody has taken yet, [`YIELD_TO_QUEUED_RENDERS`] at
+    /// most (a render queue that is merely long must not stop warming altogether).
+    async fn yield_to_queued_renders(&self) {
+        let Some(queue) = &self.render_queue else {
+            return;
+        };
+        let until = Instant::now() + YIELD_TO_QUEUED_RENDERS;
+        while Instant::now() < until {
+            match queue.untaken(QueueKind::Render).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
     }
 
     /// Whether a bot's render is not needed any more because the page is fresh in the cache: it was

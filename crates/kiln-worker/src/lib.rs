@@ -28,7 +28,7 @@ pub use settings::{LogFormat, Settings};
 
 use anyhow::Context;
 use kiln_egress::{EgressProxy, EgressSettings};
-use kiln_queue::{QueueKind, QueueSettings};
+use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
 use kiln_store::Store;
 use std::future::Future;
 use std::sync::Arc;
@@ -147,8 +147,20 @@ impl Application {
             }
         });
 
-        let handler = RenderHandler::new(pool.clone(), store.clone(), settings.render_quiet);
         let queue_settings = settings.queue_settings();
+        let render_queue = match RenderQueue::connect(&queue_settings).await {
+            Ok(queue) => Some(queue),
+            Err(error) => {
+                tracing::warn!(%error, "cannot see the render queue; background renders will not wait for queued ones");
+                None
+            }
+        };
+        let handler = RenderHandler::new(
+            pool.clone(),
+            store.clone(),
+            settings.render_quiet,
+            render_queue,
+        );
         let render = consume(
             &queue_settings,
             QueueKind::Render,
