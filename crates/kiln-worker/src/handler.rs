@@ -90,18 +90,7 @@ impl RenderHandler {
 impl JobHandler for RenderHandler {
     fn handle(&self, job: RenderJob, queue: QueueKind) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
-        let span = tracing::info_span!(
-            "render",
-            render.url = %job.render_url,
-            render.device = %job.device,
-            render.purpose = job.purpose.as_str(),
-            request_id = job.request_id.as_deref().unwrap_or(""),
-            render.duration_ms = field::Empty,
-            render.page_ms = field::Empty,
-            render.status = field::Empty,
-            render.outcome = field::Empty,
-            render.browser = field::Empty,
-        );
+        let span = render_span(&job);
         let task = self
             .inner
             .jobs
@@ -117,16 +106,7 @@ impl JobHandler for RenderHandler {
     /// whoever waits is told (the bots' gateways, a preview's dashboard, a warm's progress).
     fn give_up(&self, job: RenderJob, _queue: QueueKind, starts: u64) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
-        let span = tracing::info_span!(
-            "render",
-            render.url = %job.render_url,
-            render.purpose = job.purpose.as_str(),
-            request_id = job.request_id.as_deref().unwrap_or(""),
-            render.duration_ms = field::Empty,
-            render.page_ms = field::Empty,
-            render.status = field::Empty,
-            render.outcome = field::Empty,
-        );
+        let span = render_span(&job);
         Box::pin(
             async move {
                 inner
@@ -136,6 +116,23 @@ impl JobHandler for RenderHandler {
             .instrument(span),
         )
     }
+}
+
+/// The span a job's render (or its giving up) is logged in; the empty fields are filled in as the
+/// render goes.
+fn render_span(job: &RenderJob) -> tracing::Span {
+    tracing::info_span!(
+        "render",
+        render.url = %job.render_url,
+        render.device = %job.device,
+        render.purpose = job.purpose.as_str(),
+        request_id = job.request_id.as_deref().unwrap_or(""),
+        render.duration_ms = field::Empty,
+        render.page_ms = field::Empty,
+        render.status = field::Empty,
+        render.outcome = field::Empty,
+        render.browser = field::Empty,
+    )
 }
 
 /// What the render log records of a finished render.
