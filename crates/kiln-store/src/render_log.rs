@@ -26,6 +26,10 @@ const FIELD: &str = "entry";
 pub struct RenderLogEntry {
     /// When the render finished.
     pub at: UnixMillis,
+    /// When the render got a browser tab (none if it never did: no browser was free, or the job
+    /// was given up). From the job's being queued until then, it waited.
+    #[serde(default)]
+    pub tab_at: Option<UnixMillis>,
     pub domain_id: String,
     pub tenant_id: String,
     /// The public (normalised) URL the render was for.

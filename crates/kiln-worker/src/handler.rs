@@ -18,7 +18,7 @@ mod warm;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use kiln_core::job::RenderPurpose;
-use kiln_core::{RenderJob, RenderOutcome};
+use kiln_core::{RenderJob, RenderOutcome, UnixMillis};
 use kiln_queue::{JobHandler, QueueKind, RenderQueue};
 use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, Store};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
 
-use crate::pool::{BrowserPool, Priority};
+use crate::pool::{BrowserPool, Priority, WaitingRender};
 use crate::render::{self, RenderError, RenderRequest, Rendered};
 
 /// Bounds on the cap a job may ask for: a zero or absurd value must not break the worker.
@@ -91,10 +91,17 @@ impl JobHandler for RenderHandler {
     fn handle(&self, job: RenderJob, queue: QueueKind) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
         let span = render_span(&job);
+        // A render someone waits for holds background renders back from now on, not only once it
+        // asks for a tab: it looks at the cache first, and a background render taking the tab
+        // meanwhile would delay it by a whole render.
+        let turn = Turn {
+            waiting: (queue == QueueKind::Render).then(|| self.inner.pool.expect_waiting_render()),
+            tab_at: None,
+        };
         let task = self
             .inner
             .jobs
-            .spawn(async move { inner.run(job, queue).await }.instrument(span));
+            .spawn(async move { inner.run(job, queue, turn).await }.instrument(span));
         Box::pin(async move {
             if let Err(error) = task.await {
                 tracing::error!(%error, "a render job task failed");
@@ -110,7 +117,7 @@ impl JobHandler for RenderHandler {
         Box::pin(
             async move {
                 inner
-                    .finish(&job, Err(RenderError::GivenUp(starts)), 0)
+                    .finish(&job, Err(RenderError::GivenUp(starts)), 0, None)
                     .await;
             }
             .instrument(span),
@@ -133,6 +140,14 @@ fn render_span(job: &RenderJob) -> tracing::Span {
         render.outcome = field::Empty,
         render.browser = field::Empty,
     )
+}
+
+/// A render job's place in the line for a tab, carried through its tries.
+struct Turn {
+    /// Holds background renders back until this render has its tab (a render someone waits for).
+    waiting: Option<WaitingRender>,
+    /// When the render first got a tab.
+    tab_at: Option<UnixMillis>,
 }
 
 /// What the render log records of a finished render.
@@ -164,7 +179,7 @@ impl Finished {
 }
 
 impl Inner {
-    async fn run(&self, job: RenderJob, queue: QueueKind) {
+    async fn run(&self, job: RenderJob, queue: QueueKind, mut turn: Turn) {
         if self.rendered_meanwhile(&job).await {
             return;
         }
@@ -179,13 +194,20 @@ impl Inner {
                 Priority::Background
             }
         };
-        let result = self.render_with_retry(&job, priority).await;
+        let result = self.render_with_retry(&job, priority, &mut turn).await;
         let render_ms = started.elapsed().as_millis() as u64;
-        self.finish(&job, result, render_ms).await;
+        self.finish(&job, result, render_ms, turn.tab_at).await;
     }
 
-    /// Does what the job's purpose asks with the render's result, and logs it.
-    async fn finish(&self, job: &RenderJob, result: Result<Rendered, RenderError>, render_ms: u64) {
+    /// Does what the job's purpose asks with the render's result, and logs it (`tab_at`: when the
+    /// render got a tab, if it did).
+    async fn finish(
+        &self,
+        job: &RenderJob,
+        result: Result<Rendered, RenderError>,
+        render_ms: u64,
+        tab_at: Option<UnixMillis>,
+    ) {
         let span = tracing::Span::current();
         span.record("render.duration_ms", render_ms);
         if let Ok(rendered) = &result {
@@ -226,7 +248,7 @@ impl Inner {
                 tracing::warn!(render.duration_ms = render_ms, %reason, "render failed");
             }
         }
-        self.log_render(job, &finished, render_ms).await;
+        self.log_render(job, &finished, render_ms, tab_at).await;
     }
 
     /// Waits while the render queue holds jobs nobody has taken yet, [`YIELD_TO_QUEUED_RENDERS`] at
@@ -311,9 +333,16 @@ impl Inner {
     }
 
     /// Appends the render to the render log; a failure to do so is only worth a warning.
-    async fn log_render(&self, job: &RenderJob, finished: &Finished, render_ms: u64) {
+    async fn log_render(
+        &self,
+        job: &RenderJob,
+        finished: &Finished,
+        render_ms: u64,
+        tab_at: Option<UnixMillis>,
+    ) {
         let entry = RenderLogEntry {
             at: kiln_core::unix_millis_now(),
+            tab_at,
             domain_id: job.key.domain_id.clone(),
             tenant_id: job.tenant_id.clone(),
             url: job.page_url.as_str().to_owned(),
@@ -338,11 +367,12 @@ impl Inner {
         &self,
         job: &RenderJob,
         priority: Priority,
+        turn: &mut Turn,
     ) -> Result<Rendered, RenderError> {
-        match self.render_once(job, priority).await {
+        match self.render_once(job, priority, turn).await {
             Err(error) if error.is_worth_retrying() => {
                 tracing::warn!(%error, "the render failed; trying once more");
-                self.render_once(job, priority).await
+                self.render_once(job, priority, turn).await
             }
             result => result,
         }
@@ -352,6 +382,7 @@ impl Inner {
         &self,
         job: &RenderJob,
         priority: Priority,
+        turn: &mut Turn,
     ) -> Result<Rendered, RenderError> {
         let cap = Duration::from_millis(job.render_timeout_ms).clamp(MIN_CAP, MAX_CAP);
         let min_wait = match priority {
@@ -362,15 +393,18 @@ impl Inner {
         // The health check before use: a tab whose browser does not answer at once is given back
         // (its browser replaced) and another taken, without spending the render's retry.
         let mut lease = loop {
-            let mut lease = self
+            let checkout = self
                 .pool
                 .checkout(
                     checkout_deadline.saturating_duration_since(Instant::now()),
                     job.device,
                     priority,
                 )
-                .await
-                .map_err(|error| RenderError::NoBrowser(error.to_string()))?;
+                .await;
+            // The checkout counted this render as waiting while it waited; it has a tab now, or
+            // will not get one.
+            turn.waiting = None;
+            let mut lease = checkout.map_err(|error| RenderError::NoBrowser(error.to_string()))?;
             if lease.is_responsive(HEALTH_CHECK_TIMEOUT).await {
                 break lease;
             }
@@ -380,6 +414,7 @@ impl Inner {
             );
             lease.mark_broken("the browser failed its health check");
         };
+        turn.tab_at.get_or_insert_with(kiln_core::unix_millis_now);
         tracing::Span::current().record("render.browser", lease.browser_id());
         let request = RenderRequest {
             url: &job.render_url,

@@ -167,18 +167,18 @@ pub enum Priority {
     Background,
 }
 
-/// Counts a waiting checkout in [`Inner::waiting`] while it lives; when it ends (with a tab or
-/// without), background checkouts look again.
-struct WaitingCheckout<'a>(&'a Inner);
+/// Counts a render someone waits for in [`Inner::waiting`] while it lives: background checkouts
+/// take no tab meanwhile. When it ends (the render has a tab, or needs none), they look again.
+pub struct WaitingRender(Arc<Inner>);
 
-impl<'a> WaitingCheckout<'a> {
-    fn new(inner: &'a Inner) -> Self {
+impl WaitingRender {
+    fn new(inner: Arc<Inner>) -> Self {
         inner.waiting.fetch_add(1, Ordering::AcqRel);
-        WaitingCheckout(inner)
+        WaitingRender(inner)
     }
 }
 
-impl Drop for WaitingCheckout<'_> {
+impl Drop for WaitingRender {
     fn drop(&mut self) {
         if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.tab_ready.notify_waiters();
@@ -248,6 +248,13 @@ impl BrowserPool {
             .collect()
     }
 
+    /// Holds background checkouts back for a render someone waits for, from the moment its job is
+    /// taken, before the job's first look at the cache: a background render must not take the tab
+    /// in between. Drop it once the render has its tab (its own checkout counts it from then on).
+    pub fn expect_waiting_render(&self) -> WaitingRender {
+        WaitingRender::new(self.inner.clone())
+    }
+
     /// Takes a warm tab, set up for `device` if one is, waiting up to `wait` for any. A checkout of
     /// [`Priority::Background`] takes no tab while one of [`Priority::Waiting`] waits for one.
     pub async fn checkout(
@@ -257,7 +264,8 @@ impl BrowserPool {
         priority: Priority,
     ) -> Result<Lease, PoolError> {
         let deadline = Instant::now() + wait;
-        let _waiting = (priority == Priority::Waiting).then(|| WaitingCheckout::new(&self.inner));
+        let _waiting =
+            (priority == Priority::Waiting).then(|| WaitingRender::new(self.inner.clone()));
         loop {
             let notified = self.inner.tab_ready.notified();
             tokio::pin!(notified);

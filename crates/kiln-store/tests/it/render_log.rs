@@ -8,6 +8,7 @@ use kiln_store::{RenderLogEntry, RenderLogOutcome, RenderLogPurpose};
 fn entry(n: u64, outcome: RenderLogOutcome) -> RenderLogEntry {
     RenderLogEntry {
         at: 1_700_000_000_000 + n,
+        tab_at: (outcome != RenderLogOutcome::Failed).then_some(1_699_999_999_000 + n),
         domain_id: "d1".into(),
         tenant_id: "t1".into(),
         url: format!("https://shop.test/p/{n}"),

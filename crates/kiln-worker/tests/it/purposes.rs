@@ -149,10 +149,12 @@ async fn warm_jobs_store_count_and_leave_the_render_lock_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_warm_backlog_delays_a_bots_render_by_one_render_at_most() {
-    // One tab, and a warm consumer that keeps it busy with a backlog of slow pages.
+    // One browser with one render slot, and three warm slots kept busy with a backlog of slow
+    // pages: the warm renders take every tab the browser opens as soon as it is ready, so a bot's
+    // render has to win one from them. (With priorities off, this test fails nearly every time.)
     let app = spawn_app_with(&[
         ("KILN_WORKER_TABS_PER_BROWSER", "1"),
-        ("KILN_WORKER_WARM_CONCURRENCY", "1"),
+        ("KILN_WORKER_WARM_CONCURRENCY", "3"),
     ])
     .await;
     for i in 0..200 {
@@ -165,36 +167,60 @@ async fn a_long_warm_backlog_delays_a_bots_render_by_one_render_at_most() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // Bots' renders (and the background refreshes of stale pages, which come through the warm
-    // queue) arrive: each takes the tab as soon as the warm render in it is done.
+    // Bots' renders arrive. What must never happen is a bot's render waiting for a tab while warm
+    // renders go on taking them. Between a bot's job being queued and its render getting a tab, one warm render
+    // at most gets a tab: one the warm consumer took before the bot's job reached the worker.
+    // (Counting the warm renders that *finish* meanwhile would not do: they run beside the bot's.)
     for round in 0..3 {
         let queued_at = kiln_core::unix_millis_now();
         let bot = app.job(&app.origin.url("/app"), Desktop);
         assert_eq!(app.run(bot.clone()).await.status(), 200);
         // The render is logged just after it is announced.
         let deadline = Instant::now() + DEADLINE;
-        let (log, bot_at) = loop {
+        let (log, bot_tab_at) = loop {
             let log = app.render_log(1).await;
             let bot = log
                 .iter()
                 .find(|e| e.purpose == RenderLogPurpose::Bot && e.at >= queued_at);
             if let Some(bot) = bot {
-                let at = bot.at;
-                break (log, at);
+                let tab_at = bot.tab_at.expect("the bot's render got no tab");
+                break (log, tab_at);
             }
             assert!(Instant::now() < deadline, "the bot's render was not logged");
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let warm_before = log
-            .iter()
-            .filter(|e| e.purpose == RenderLogPurpose::Warm && (queued_at..bot_at).contains(&e.at))
-            .count();
+        // Warm renders that had not finished when the bot's was logged are not in the log yet:
+        // wait for those that took a tab before the bot's render did.
+        let warm_tabs = loop {
+            let log = app.render_log(1).await;
+            let warm: Vec<_> = log
+                .iter()
+                .filter(|e| e.purpose == RenderLogPurpose::Warm)
+                .collect();
+            if warm.iter().any(|e| e.tab_at.unwrap_or(0) >= bot_tab_at) {
+                break warm
+                    .iter()
+                    .filter_map(|e| e.tab_at)
+                    .filter(|at| (queued_at..bot_tab_at).contains(at))
+                    .count();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no warm render after the bot's: {log:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert!(
-            warm_before <= 1,
-            "round {round}: {warm_before} warm renders finished while the bot's waited: {:?}",
+            warm_tabs <= 1,
+            "round {round}: {warm_tabs} warm renders took a tab while the bot's waited for one \
+             (purpose, tab at, finished at, relative to the bot's job being queued): {:?}",
             log.iter()
                 .filter(|e| e.at + 3000 >= queued_at)
-                .map(|e| (e.purpose, e.at as i64 - queued_at as i64, e.duration_ms))
+                .map(|e| (
+                    e.purpose,
+                    e.tab_at.map(|at| at as i64 - queued_at as i64),
+                    e.at as i64 - queued_at as i64
+                ))
                 .collect::<Vec<_>>()
         );
     }
