@@ -22,7 +22,10 @@
 //! misses its heartbeats; apalis-redis does not count those hand-overs, so Kiln counts each job's
 //! starts and gives a job up after [`MAX_STARTS`] (a poisonous job must not take down one worker
 //! after another). Finished jobs are acknowledged, so that only unfinished ones are handed over,
-//! and what apalis-redis keeps of them is swept.
+//! and what apalis-redis keeps of them is swept. A consumer that stops settles its in-flight set
+//! itself: jobs it finished whose acknowledgement had not reached Redis are recorded as done, and
+//! jobs it took but never started go back on the waiting list at once, rather than 15 s later
+//! when its heartbeats lapse. A push that is tried again keeps its task id, so it is stored once.
 
 use apalis::prelude::*;
 use apalis_redis::{Config, RedisStorage};
@@ -109,7 +112,11 @@ impl QueueSettings {
     /// The channel that wakes a queue's idle workers (the one apalis-redis itself uses for new
     /// jobs).
     fn wake_channel(&self, kind: QueueKind) -> String {
-        format!("tasks:{}:available", self.config(kind).active_jobs_list())
+        self.wake_channel_of(&self.config(kind))
+    }
+
+    fn wake_channel_of(&self, config: &Config) -> String {
+        format!("tasks:{}:available", config.active_jobs_list())
     }
 
     /// Where the start counts of the queue `kind`'s jobs are kept (see [`MAX_STARTS`]).
@@ -215,19 +222,22 @@ impl RenderQueue {
     pub async fn push_to(&self, kind: QueueKind, job: RenderJob) -> Result<(), QueueError> {
         let producer = self.producer(kind);
         // One more try after a failure: the first command on a connection that Redis dropped (it
-        // restarted, say) fails, and the connection is made again for the next. (Were the first
-        // push stored after all, the job would run twice at worst; a bot's second run finds the
-        // page fresh and is skipped.)
+        // restarted, say) fails, and the connection is made again for the next. The job keeps its
+        // task id, so a first push that was stored after all (its answer was lost or late) is not
+        // stored again: apalis-redis stores a task id once.
+        let id = TaskId::from(ulid::Ulid::generate());
+        let task = |job: RenderJob| {
+            TaskBuilder::new(job)
+                .task_id(id.clone())
+                .max_attempts(MAX_ATTEMPTS)
+                .build()
+        };
         let push = async {
             let mut storage = producer.storage.clone();
-            let task = TaskBuilder::new(job.clone())
-                .max_attempts(MAX_ATTEMPTS)
-                .build();
-            if let Err(error) = storage.push_task(task).await {
+            if let Err(error) = storage.push_task(task(job.clone())).await {
                 tracing::debug!(%error, "pushing a job failed; trying once more");
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let task = TaskBuilder::new(job).max_attempts(MAX_ATTEMPTS).build();
-                return storage.push_task(task).await;
+                return storage.push_task(task(job)).await;
             }
             Ok(())
         };
@@ -342,6 +352,11 @@ pub const MAX_STARTS: u64 = MAX_ATTEMPTS as u64;
 /// How long a job's start count is kept (the sweep removes it once the job is done).
 const STARTS_TTL_SECS: i64 = 24 * 60 * 60;
 
+/// The tasks a consumer has finished whose acknowledgement may not have reached Redis yet: apalis
+/// acknowledges a task some time after it ends, and a consumer stopping may never send it. Pruned
+/// to those still in the consumer's in-flight set by each sweep.
+type Finished = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
 /// The handler as worker data. A named type rather than `Arc<dyn JobHandler>`: with the trait
 /// object's lifetime in `run_job`'s signature, the compiler cannot prove the worker's future `Send`
 /// (a higher-ranked lifetime error), so `run_worker` could not be spawned.
@@ -353,6 +368,7 @@ struct SharedHandler {
     starts: String,
     conn: ConnectionManager,
     timeout: Duration,
+    finished: Finished,
 }
 
 impl SharedHandler {
@@ -398,6 +414,11 @@ async fn run_job(
         }
         _ => shared.handler.handle(job, shared.queue).await,
     }
+    shared
+        .finished
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.to_string());
     Ok(())
 }
 
@@ -415,13 +436,17 @@ pub async fn run_worker(
     let conn = settings.connection().await?;
     let config = settings.config(kind);
     let wake = wake_stream(settings.redis_url.clone(), settings.wake_channel(kind));
+    let finished = Finished::default();
+    let in_flight = format!("{}:{name}", config.inflight_jobs_set());
     let _sweeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sweep_periodically(
         settings.clone(),
         kind,
         conn.clone(),
+        Some((in_flight.clone(), finished.clone())),
     )));
+    let hand_back_conn = conn.clone();
     let counting_conn = conn.clone();
-    let storage = RedisStorage::<RenderJob>::new(conn).with_config(config);
+    let storage = RedisStorage::<RenderJob>::new(conn).with_config(config.clone());
     let backend = PollWith::new(
         storage,
         Strategy::new()
@@ -438,15 +463,99 @@ pub async fn run_worker(
             starts: settings.starts_prefix(kind),
             conn: counting_conn,
             timeout: settings.command_timeout,
+            finished: finished.clone(),
         })
         .build(run_job);
-    worker
+    let stopped = worker
         .run_until(async move {
             shutdown.await;
             Ok::<(), std::io::Error>(())
         })
         .await
-        .map_err(|e| QueueError::Worker(e.to_string()))
+        .map_err(|e| QueueError::Worker(e.to_string()));
+    // Every job this consumer started has finished. What is still in its in-flight set was either
+    // finished without the acknowledgement reaching Redis, or taken and never started: settle both
+    // now, rather than leave them for another consumer to find once this one misses its
+    // heartbeats (15 s later, and the finished ones would run again).
+    let finished: Vec<String> = finished
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    match hand_back(&config, &in_flight, &finished, settings, hand_back_conn).await {
+        Ok((0, 0)) => {}
+        Ok((acknowledged, handed_back)) => tracing::info!(
+            queue = kind.as_str(),
+            acknowledged,
+            handed_back,
+            "settled the jobs left in flight at shutdown"
+        ),
+        Err(error) => tracing::warn!(
+            queue = kind.as_str(),
+            %error,
+            "could not settle the jobs left in flight at shutdown; another consumer will take them over"
+        ),
+    }
+    stopped
+}
+
+/// What a stopping consumer does with its in-flight set: finished jobs are recorded as done (for
+/// the sweep), the others go back on the waiting list, and the consumers are woken for them.
+/// KEYS: the in-flight set, the waiting list, the done set, the job metadata prefix, apalis-redis's
+/// signal list. ARGV: the ids of the jobs the consumer finished.
+const HAND_BACK_SCRIPT: &str = r#"
+local finished = {}
+for _, id in ipairs(ARGV) do finished[id] = true end
+local done, handed = 0, 0
+for _, id in ipairs(redis.call("SMEMBERS", KEYS[1])) do
+    if finished[id] then
+        redis.call("SADD", KEYS[3], id)
+        redis.call("HSET", KEYS[4] .. ":" .. id, "status", "Done")
+        done = done + 1
+    else
+        redis.call("RPUSH", KEYS[2], id)
+        handed = handed + 1
+    end
+end
+redis.call("DEL", KEYS[1])
+if handed > 0 then
+    redis.call("DEL", KEYS[5])
+    redis.call("LPUSH", KEYS[5], 1)
+end
+return {done, handed}
+"#;
+
+/// Runs [`HAND_BACK_SCRIPT`] for one consumer, and wakes the others if it handed jobs back.
+async fn hand_back(
+    config: &Config,
+    in_flight: &str,
+    finished: &[String],
+    settings: &QueueSettings,
+    mut conn: ConnectionManager,
+) -> Result<(u64, u64), QueueError> {
+    let script = redis::Script::new(HAND_BACK_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(in_flight)
+        .key(config.active_jobs_list())
+        .key(config.done_jobs_set())
+        .key(config.job_meta_hash())
+        .key(config.signal_list());
+    for id in finished {
+        invocation.arg(id);
+    }
+    let timeout = settings.command_timeout;
+    let (done, handed): (u64, u64) =
+        tokio::time::timeout(timeout, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| QueueError::Timeout(timeout))??;
+    if handed > 0 {
+        let mut wake = redis::cmd("PUBLISH");
+        wake.arg(settings.wake_channel_of(config)).arg("1");
+        let _ = tokio::time::timeout(timeout, wake.query_async::<i64>(&mut conn)).await;
+    }
+    Ok((done, handed))
 }
 
 /// How often a consumer sweeps away the records of finished jobs, and how many it removes at most
@@ -510,13 +619,30 @@ async fn sweep(
 }
 
 /// What each consumer runs beside it: a sweep every [`SWEEP_INTERVAL`]. Several consumers sweeping
-/// at once is harmless (each finished job is popped by one of them).
-async fn sweep_periodically(settings: QueueSettings, kind: QueueKind, mut conn: ConnectionManager) {
+/// at once is harmless (each finished job is popped by one of them). It also forgets the finished
+/// jobs whose acknowledgement has arrived (no longer in the consumer's in-flight set).
+async fn sweep_periodically(
+    settings: QueueSettings,
+    kind: QueueKind,
+    mut conn: ConnectionManager,
+    consumer: Option<(String, Finished)>,
+) {
     let config = settings.config(kind);
     let mut every = tokio::time::interval(SWEEP_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        if let Some((in_flight, finished)) = &consumer {
+            let mut smembers = redis::cmd("SMEMBERS");
+            smembers.arg(in_flight);
+            let members = smembers.query_async::<std::collections::HashSet<String>>(&mut conn);
+            if let Ok(Ok(members)) = tokio::time::timeout(settings.command_timeout, members).await {
+                finished
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|id| members.contains(id));
+            }
+        }
         match sweep(&config, settings.command_timeout, &mut conn).await {
             Ok(Swept { dead: 0, .. }) => {}
             Ok(Swept { dead, .. }) => tracing::warn!(

@@ -375,3 +375,100 @@ async fn a_job_whose_consumers_keep_going_away_is_given_up_not_run_again() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_stopping_consumer_hands_back_what_it_took_and_never_started() {
+    let redis = RedisServer::start();
+    let settings = QueueSettings::new(
+        redis.url(),
+        kiln_testkit::unique_prefix(),
+        Duration::from_secs(1),
+    );
+    let queue = RenderQueue::connect(&settings).await.unwrap();
+    let run = |name: &'static str| {
+        let (handled_tx, handled) = mpsc::unbounded_channel();
+        let (given_up_tx, _given_up) = mpsc::unbounded_channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let settings = settings.clone();
+        let consumer = tokio::spawn(async move {
+            let handler = Arc::new(Record {
+                handled: handled_tx,
+                given_up: given_up_tx,
+            });
+            run_worker(&settings, QueueKind::Render, name, 1, handler, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        (consumer, handled, stop)
+    };
+
+    // "/taken" sits in the in-flight set of the consumer "first", as its fetch leaves a job it has
+    // not started yet (moved there by hand before "first" runs, so that it cannot run it).
+    let queue_name = settings.queue_name_of(QueueKind::Render);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    queue.push(job("/taken")).await.unwrap();
+    // (apalis-redis files a new job under its scheduled set; a consumer's poll promotes it.)
+    let (taken, _due): (String, f64) = redis::cmd("ZPOPMIN")
+        .arg(format!("{queue_name}:scheduled"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(format!("{queue_name}:inflight:first"))
+        .arg(&taken)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // "first" runs another job, and is stopped.
+    let (first, mut first_handled, stop_first) = run("first");
+    queue.push(job("/done")).await.unwrap();
+    let ran = tokio::time::timeout(Duration::from_secs(10), first_handled.recv())
+        .await
+        .expect("the job never ran")
+        .unwrap();
+    assert_eq!(ran, job("/done"));
+    let _ = stop_first.send(());
+    tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("the consumer stops")
+        .unwrap()
+        .unwrap();
+    assert!(first_handled.try_recv().is_err(), "it ran the taken job");
+    let in_flight: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{queue_name}:inflight:first"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(in_flight, Vec::<String>::new(), "left in flight");
+
+    // The job it never started is taken by the next consumer at once, not after the first's
+    // heartbeats lapse (15 s); the one it finished does not run again.
+    let (second, mut second_handled, stop_second) = run("second");
+    let ran = tokio::time::timeout(Duration::from_secs(5), second_handled.recv())
+        .await
+        .expect("the job handed back never ran")
+        .unwrap();
+    assert_eq!(ran, job("/taken"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        second_handled.try_recv().is_err(),
+        "a finished job ran again"
+    );
+    let _ = stop_second.send(());
+    tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the consumer stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        queue.depth(QueueKind::Render).await.unwrap().unfinished(),
+        0,
+        "a job is unfinished"
+    );
+}
