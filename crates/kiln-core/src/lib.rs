@@ -7,6 +7,7 @@
 
 pub mod asset;
 pub mod bots;
+pub mod crawlers;
 pub mod device;
 pub mod domain;
 pub mod headers;
@@ -19,13 +20,14 @@ pub mod url;
 
 pub use asset::is_asset_path;
 pub use bots::{BotClassifier, BotFamily};
+pub use crawlers::{Crawler, CrawlerRanges, RangesError};
 pub use device::DeviceClass;
 pub use domain::{DomainConfig, DomainSettings, ResourceBlocking, SettingsError};
 pub use headers::{HOP_BY_HOP, connection_tokens, strip_hop_by_hop};
 pub use host::{Hostname, HostnameError};
 pub use job::{RenderJob, RenderOutcome};
 pub use key::CacheKey;
-pub use net::{AllowedNets, NetError, is_public_ip};
+pub use net::{AllowedNets, NetError, client_ip, is_public_ip};
 pub use rules::{BotAgents, PathPattern, PathRules};
 pub use url::{NormalizedUrl, UrlError, rebase_origin};
 

@@ -107,8 +107,42 @@ impl AllowedNets {
     }
 }
 
+/// The address of the client a request comes from. It is the peer's, unless the peer is a trusted
+/// proxy (the edge, `trusted`): then the `X-Forwarded-For` chain (`forwarded_for`, the header's
+/// values in order) is walked from the right past trusted proxies, and the first address that is
+/// not one is the client's: the rightmost untrusted hop. Whatever a client writes into the header
+/// itself is left of the hop its own proxy appended, so it is never chosen; a chain that ends in
+/// something that is not an address stops the walk at the last trusted hop.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    trusted: &AllowedNets,
+) -> IpAddr {
+    let hops: Vec<&str> = forwarded_for
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .collect();
+    let mut client = unmap(peer);
+    for hop in hops.iter().rev() {
+        if !trusted.contains(client) {
+            break;
+        }
+        let hop = hop.trim();
+        // Some load balancers write the client's port too.
+        let Some(ip) = hop
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        else {
+            break;
+        };
+        client = unmap(ip);
+    }
+    client
+}
+
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
-fn unmap(ip: IpAddr) -> IpAddr {
+pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -118,6 +152,53 @@ fn unmap(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop() {
+        let edge = AllowedNets::parse("127.0.0.1, 10.0.0.0/8").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let table: &[(&str, &[&str], &str)] = &[
+            // Straight from the internet: the header is the client's own words, ignored.
+            ("203.0.113.9", &["66.249.66.1"], "203.0.113.9"),
+            ("203.0.113.9", &[], "203.0.113.9"),
+            // Through the edge, which appended the peer it saw.
+            ("127.0.0.1", &["203.0.113.9"], "203.0.113.9"),
+            // A client's forged entries are left of what the edge appended.
+            (
+                "127.0.0.1",
+                &["66.249.66.1, 1.2.3.4, 203.0.113.9"],
+                "203.0.113.9",
+            ),
+            ("127.0.0.1", &["66.249.66.1", "203.0.113.9"], "203.0.113.9"),
+            // Through a load balancer in a trusted network, then the edge.
+            (
+                "127.0.0.1",
+                &["66.249.66.1, 203.0.113.9, 10.1.2.3"],
+                "203.0.113.9",
+            ),
+            ("127.0.0.1", &["garbage, 203.0.113.9"], "203.0.113.9"),
+            ("127.0.0.1", &["203.0.113.9:51234"], "203.0.113.9"),
+            ("127.0.0.1", &["[2001:db8::7]:443"], "2001:db8::7"),
+            ("::ffff:127.0.0.1", &[" ::ffff:203.0.113.9 "], "203.0.113.9"),
+            // Nothing but trusted hops, or a chain ending in nonsense: the last trusted hop.
+            ("127.0.0.1", &[], "127.0.0.1"),
+            ("127.0.0.1", &["10.0.0.5"], "10.0.0.5"),
+            ("127.0.0.1", &["1.2.3.4, unknown"], "127.0.0.1"),
+            ("127.0.0.1", &[""], "127.0.0.1"),
+        ];
+        for (peer, header, client) in table {
+            assert_eq!(
+                client_ip(ip(peer), header.iter().copied(), &edge),
+                ip(client),
+                "{peer} {header:?}"
+            );
+        }
+        // With no trusted proxy, the peer is the client whatever the header says.
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), ["1.2.3.4"], &AllowedNets::default()),
+            ip("127.0.0.1")
+        );
+    }
 
     #[test]
     fn classifies_addresses() {

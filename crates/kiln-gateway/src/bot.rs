@@ -25,6 +25,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// Whether a bot's request may cause a render.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renders {
+    Allowed,
+    /// Only what is cached (fresh or stale, and no refresh) or else the origin's page: for requests
+    /// that claim to be a crawler they were not shown to be.
+    CachedOnly,
+}
+
 /// Extra lifetime of a render lock beyond the render's own budget: queueing and storing.
 const LOCK_MARGIN: Duration = Duration::from_secs(5);
 
@@ -34,6 +43,7 @@ pub async fn serve(
     req: Request<Body>,
     peer: SocketAddr,
     request_id: &str,
+    renders: Renders,
 ) -> Result<Response<Body>, GatewayError> {
     let scheme = match req
         .headers()
@@ -109,11 +119,14 @@ pub async fn serve(
                     return bypass(app, domain, req, peer).await;
                 };
                 count(app, domain, UsageKind::Hit);
-                if !fresh {
+                if !fresh && renders == Renders::Allowed {
                     let job = render_job(domain, &url, &key, device, user_agent, request_id);
                     refresh_in_background(app, job, refresh_lock_ttl(domain));
                 }
                 return Ok(response);
+            }
+            Ok(None) if renders == Renders::CachedOnly => {
+                return bypass(app, domain, req, peer).await;
             }
             Ok(None) => match registered {
                 Some(waiter) => break waiter,

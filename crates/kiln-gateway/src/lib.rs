@@ -63,6 +63,38 @@ impl Application {
         ))
         .await
         .context("failed to connect to the render queue")?;
+        let crawlers = if settings.verify_crawlers {
+            let verifier = kiln_verify::CrawlerVerifier::new(
+                &kiln_verify::VerifierSettings {
+                    nameserver: settings.dns_server,
+                    timeout: settings.dns_timeout,
+                },
+                settings.crawler_ranges.clone(),
+            )
+            .context(
+                "could not set up the crawler checks' DNS resolver (set KILN_DNS_SERVER, or \
+                 KILN_GATEWAY_VERIFY_CRAWLERS=false to turn the checks off)",
+            )?;
+            for (crawler, networks) in settings.crawler_ranges.counts() {
+                tracing::info!(crawler, networks, "crawler ranges loaded");
+            }
+            let unchecked: Vec<_> = kiln_core::crawlers::CRAWLERS
+                .iter()
+                .filter(|c| c.dns_domains.is_empty() && !settings.crawler_ranges.has(c))
+                .map(|c| c.name)
+                .collect();
+            if !unchecked.is_empty() {
+                tracing::info!(
+                    crawlers = unchecked.join(", "),
+                    "these crawlers publish only IP ranges and none were loaded \
+                     (KILN_GATEWAY_CRAWLER_RANGES): their requests are not checked"
+                );
+            }
+            Some(verifier)
+        } else {
+            tracing::warn!("crawler checks are off: anyone claiming to be Googlebot gets renders");
+            None
+        };
         let app = Arc::new(App {
             store,
             queue,
@@ -71,6 +103,9 @@ impl Application {
             usage: Default::default(),
             hot: hot::HotCache::new(settings.hot_cache_bytes),
             events_live: Default::default(),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            crawlers,
+            verify_wait: settings.verify_wait,
             origin: proxy::OriginClient::new(
                 settings.allowed_private_nets.clone(),
                 settings.origin_connect_timeout,

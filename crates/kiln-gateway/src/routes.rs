@@ -6,6 +6,11 @@
 //! gateway run on its own treats every client as the edge would. A bot's GET or HEAD for a page (not
 //! an asset) of a verified domain takes the bot path if its family is one the domain renders for and
 //! the domain's path rules render that path; everything else is proxied.
+//!
+//! A bot whose User-Agent claims to be a crawler that can be verified (Googlebot, Bingbot, …, see
+//! `kiln_core::crawlers`) is checked against the client's address (forward-confirmed reverse DNS or
+//! published ranges, through `kiln-verify`). One that is not the crawler, or cannot be shown to be
+//! one in time, gets the cached page or the origin's, and never causes a render.
 
 use crate::bot;
 use crate::error::GatewayError;
@@ -14,9 +19,10 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, header};
-use kiln_core::{BotClassifier, BotFamily, Hostname, is_asset_path};
+use kiln_core::{BotClassifier, BotFamily, Crawler, Hostname, is_asset_path};
 use kiln_store::UsageKind;
-use std::net::SocketAddr;
+use kiln_verify::Verdict;
+use std::net::{IpAddr, SocketAddr};
 use tracing::Instrument;
 
 pub async fn handle(
@@ -35,6 +41,8 @@ pub async fn handle(
         bot.source = tracing::field::Empty,
         bot.family = tracing::field::Empty,
         bot.passthrough = tracing::field::Empty,
+        bot.crawler = tracing::field::Empty,
+        bot.verified = tracing::field::Empty,
         cache.status = tracing::field::Empty,
     );
     let mut response = route(&app, req, peer, &request_id)
@@ -131,12 +139,47 @@ async fn route(
     match passthrough {
         None => {
             span.record("client.kind", "bot");
-            bot::serve(app, &domain.config, req, peer, request_id).await
+            let client = kiln_core::client_ip(
+                peer.ip(),
+                req.headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+                &app.trusted_proxies,
+            );
+            let renders = check_crawler(app, client, user_agent).await;
+            bot::serve(app, &domain.config, req, peer, request_id, renders).await
         }
         Some(reason) => {
             span.record("client.kind", "bot-passthrough");
             span.record("bot.passthrough", reason);
             app.origin.forward(&domain.config, req, peer).await
+        }
+    }
+}
+
+/// Whether a bot's request may cause a render: not if it claims to be a verifiable crawler and the
+/// client's address is not shown to be that crawler's.
+async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> bot::Renders {
+    let Some(verifier) = &app.crawlers else {
+        return bot::Renders::Allowed;
+    };
+    let Some(crawler) = Crawler::claimed_by(user_agent) else {
+        return bot::Renders::Allowed;
+    };
+    let verdict = verifier.verify(crawler, client, app.verify_wait).await;
+    let span = tracing::Span::current();
+    span.record("bot.crawler", crawler.name);
+    span.record("bot.verified", verdict.as_str());
+    match verdict {
+        Verdict::Verified { .. } => bot::Renders::Allowed,
+        Verdict::Unverifiable { reason } => {
+            tracing::debug!(client.ip = %client, %reason, "cannot verify the crawler; rendering as for any bot");
+            bot::Renders::Allowed
+        }
+        Verdict::Impostor { reason } | Verdict::Unknown { reason } => {
+            tracing::info!(client.ip = %client, %reason, "not verified as the crawler it claims to be; serving without rendering");
+            bot::Renders::CachedOnly
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The gateway's configuration, read once from `KILN_*` environment variables.
 
 use anyhow::Context;
-use kiln_core::AllowedNets;
+use kiln_core::{AllowedNets, CrawlerRanges};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,6 +28,25 @@ pub struct Settings {
     /// `KILN_GATEWAY_HOT_CACHE_MB`: memory for the hottest pages, in front of Redis (default 64;
     /// 0 turns it off).
     pub hot_cache_bytes: u64,
+    /// `KILN_TRUSTED_PROXIES`: the proxies (CIDRs) whose `X-Forwarded-For` is believed,
+    /// the edge's addresses (default `127.0.0.1/32, ::1/128`: an edge on the same machine). A
+    /// request from anywhere else is from its peer, whatever its headers say.
+    pub trusted_proxies: AllowedNets,
+    /// `KILN_GATEWAY_VERIFY_CRAWLERS`: check that requests claiming to be Googlebot and other
+    /// verifiable crawlers come from them (`true`, the default, or `false`).
+    pub verify_crawlers: bool,
+    /// `KILN_GATEWAY_VERIFY_WAIT_MS`: how long a crawler's request waits for the check of a new
+    /// address (default 1500); past it, the request is served as unverified and the check goes on.
+    pub verify_wait: Duration,
+    /// `KILN_DNS_SERVER` (default: the system resolver, `/etc/resolv.conf`): the DNS server
+    /// (`ip:port`) for crawler checks.
+    pub dns_server: Option<SocketAddr>,
+    /// `KILN_DNS_TIMEOUT_MS`: how long one DNS question may take (default 1000).
+    pub dns_timeout: Duration,
+    /// `KILN_GATEWAY_CRAWLER_RANGES`: the IP ranges crawlers publish, as `name=path` pairs
+    /// separated by commas (e.g. `google=/etc/kiln/googlebot.json,openai=/etc/kiln/gptbot.json`),
+    /// read at start. The files are the crawlers' own JSON or one CIDR per line.
+    pub crawler_ranges: CrawlerRanges,
 }
 
 impl Settings {
@@ -66,6 +85,27 @@ impl Settings {
                 .parse::<u64>()
                 .map(|mb| mb.saturating_mul(1024 * 1024))
                 .context("KILN_GATEWAY_HOT_CACHE_MB must be a whole number of megabytes")?,
+            trusted_proxies: AllowedNets::parse(&var(
+                "KILN_TRUSTED_PROXIES",
+                "127.0.0.1/32, ::1/128",
+            ))
+            .context("KILN_TRUSTED_PROXIES")?,
+            verify_crawlers: match var("KILN_GATEWAY_VERIFY_CRAWLERS", "true").as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => anyhow::bail!(
+                    "KILN_GATEWAY_VERIFY_CRAWLERS must be `true` or `false`, not `{other}`"
+                ),
+            },
+            verify_wait: millis("KILN_GATEWAY_VERIFY_WAIT_MS", 1_500)?,
+            dns_server: match get("KILN_DNS_SERVER").filter(|v| !v.is_empty()) {
+                Some(value) => Some(value.parse().with_context(|| {
+                    format!("KILN_DNS_SERVER `{value}` is not an address such as 127.0.0.1:53")
+                })?),
+                None => None,
+            },
+            dns_timeout: millis("KILN_DNS_TIMEOUT_MS", 1_000)?,
+            crawler_ranges: read_crawler_ranges(&var("KILN_GATEWAY_CRAWLER_RANGES", ""))?,
             log_json: match var("KILN_LOG_FORMAT", "pretty").as_str() {
                 "json" => true,
                 "pretty" => false,
@@ -73,4 +113,21 @@ impl Settings {
             },
         })
     }
+}
+
+/// Reads the files named in `KILN_GATEWAY_CRAWLER_RANGES` (`name=path,name=path`).
+fn read_crawler_ranges(list: &str) -> anyhow::Result<CrawlerRanges> {
+    let mut ranges = CrawlerRanges::default();
+    for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, path) = pair.split_once('=').with_context(|| {
+            format!("KILN_GATEWAY_CRAWLER_RANGES: `{pair}` is not `name=path`, e.g. `google=/etc/kiln/googlebot.json`")
+        })?;
+        let text = std::fs::read_to_string(path.trim()).with_context(|| {
+            format!("KILN_GATEWAY_CRAWLER_RANGES: cannot read the {name} ranges at {path}")
+        })?;
+        ranges
+            .add(name.trim(), &text)
+            .with_context(|| format!("KILN_GATEWAY_CRAWLER_RANGES: {path}"))?;
+    }
+    Ok(ranges)
 }

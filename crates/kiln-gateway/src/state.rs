@@ -5,10 +5,12 @@ use crate::hot::HotCache;
 use crate::proxy::OriginClient;
 use crate::usage::Usage;
 use crate::waiters::Waiters;
+use kiln_core::AllowedNets;
 use kiln_queue::RenderQueue;
 use kiln_store::Store;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 pub type AppState = Arc<App>;
 
@@ -25,4 +27,10 @@ pub struct App {
     /// Whether the event subscription is up (connected): the in-memory pages are only used, and
     /// bots only wait for renders, while it is, since only events tell of purges and renders.
     pub events_live: AtomicBool,
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: AllowedNets,
+    /// Checks requests claiming to be crawlers (none when turned off).
+    pub crawlers: Option<kiln_verify::CrawlerVerifier>,
+    /// How long a crawler's request waits for the check of a new address.
+    pub verify_wait: Duration,
 }

@@ -44,6 +44,9 @@ pub enum DnsRecord {
     /// A TXT record of several character-strings, as DNS providers store values longer than 255
     /// bytes (and some store shorter ones too); readers are meant to join them.
     SplitTxt { name: String, strings: Vec<String> },
+    /// A PTR record: the reverse DNS name of `ip`. (An [`DnsRecord::A`] record makes one too, for
+    /// its address: dnsmasq's `host-record` serves both directions.)
+    Ptr { ip: IpAddr, name: String },
 }
 
 impl DnsRecord {
@@ -54,6 +57,16 @@ impl DnsRecord {
             ip: ip
                 .parse()
                 .unwrap_or_else(|_| panic!("`{ip}` is not an IP address")),
+        }
+    }
+
+    /// A PTR record naming `ip` `name`; panics if `ip` is not an IP address.
+    pub fn ptr(ip: &str, name: &str) -> Self {
+        DnsRecord::Ptr {
+            ip: ip
+                .parse()
+                .unwrap_or_else(|_| panic!("`{ip}` is not an IP address")),
+            name: name.to_owned(),
         }
     }
 
@@ -88,6 +101,9 @@ impl DnsRecord {
             DnsRecord::Txt { name, value } => {
                 format!("txt-record={},{}", config_name(name), quoted(value))
             }
+            DnsRecord::Ptr { ip, name } => {
+                format!("ptr-record={},{}", reverse_name(*ip), config_name(name))
+            }
             DnsRecord::SplitTxt { name, strings } => {
                 assert!(
                     !strings.is_empty(),
@@ -96,6 +112,24 @@ impl DnsRecord {
                 let strings: Vec<String> = strings.iter().map(|s| quoted(s)).collect();
                 format!("txt-record={},{}", config_name(name), strings.join(","))
             }
+        }
+    }
+}
+
+/// The name an address's PTR record has: `4.3.2.1.in-addr.arpa` for 1.2.3.4, nibbles under
+/// `ip6.arpa` for IPv6.
+fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+        }
+        IpAddr::V6(v6) => {
+            let mut name = String::new();
+            for byte in v6.octets().iter().rev() {
+                let _ = write!(name, "{:x}.{:x}.", byte & 0xf, byte >> 4);
+            }
+            name + "ip6.arpa"
         }
     }
 }

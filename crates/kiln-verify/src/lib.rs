@@ -4,11 +4,17 @@
 //!
 //! [`Verifier::check`] asks DNS afresh every time and never fails: a DNS outage is a finding, so the
 //! answer is "not verified, because the lookup failed", never "no record".
+//!
+//! Crawler verification: [`CrawlerVerifier::verify`] tells whether a request claiming to be
+//! Googlebot (or another crawler that publishes how to check) comes from one of the crawler's
+//! addresses, by forward-confirmed reverse DNS or the crawler's published ranges.
 
+mod crawler;
 mod error;
 mod verification;
 mod verifier;
 
+pub use crawler::{CrawlerVerifier, IMPOSTOR_TTL, MAX_LOOKUPS, UNKNOWN_TTL, VERIFIED_TTL, Verdict};
 pub use error::VerifyError;
 pub use verification::{
     Answer, Findings, LookupFailure, Method, Verification, canonical_name, challenge_name,

@@ -57,29 +57,11 @@ struct Inner {
 
 impl Verifier {
     pub fn new(settings: &VerifierSettings) -> Result<Self, VerifyError> {
-        if settings.timeout.is_zero() {
-            return Err(VerifyError::ZeroTimeout);
-        }
-        let config = match settings.nameserver {
-            Some(addr) => ResolverConfig::from_name_servers(vec![name_server(addr)]),
-            None => {
-                // Only the servers are taken from resolv.conf: its timeout and attempts are for
-                // the system's resolver, and Kiln's settings decide ours.
-                let (config, _options) =
-                    system_conf::read_system_conf().map_err(VerifyError::SystemConfig)?;
-                config
-            }
-        };
-        let mut options = ResolverOpts::default();
-        options.timeout = settings.timeout;
-        // One retry: a lost UDP packet should not fail a check, a dead server should not stall it.
-        options.attempts = 1;
+        let (config, mut options) = resolver_setup(settings)?;
         // A customer who has just added the record must see it verified at once, whatever TTL an
         // earlier answer carried. Each check also builds its own resolver (see `resolver`), so
         // nothing outlives a check even if hickory kept something despite this.
         options.cache_size = 0;
-        // /etc/hosts on Kiln's machine says nothing about who controls a customer's domain.
-        options.use_hosts_file = ResolveHosts::Never;
         let verifier = Verifier {
             inner: Arc::new(Inner { config, options }),
         };
@@ -128,6 +110,33 @@ impl Verifier {
         .with_options(self.inner.options.clone())
         .build()
     }
+}
+
+/// The servers to ask and how: `settings`' server or those of `/etc/resolv.conf`, its timeout, one
+/// retry, and never `/etc/hosts`.
+pub(crate) fn resolver_setup(
+    settings: &VerifierSettings,
+) -> Result<(ResolverConfig, ResolverOpts), VerifyError> {
+    if settings.timeout.is_zero() {
+        return Err(VerifyError::ZeroTimeout);
+    }
+    let config = match settings.nameserver {
+        Some(addr) => ResolverConfig::from_name_servers(vec![name_server(addr)]),
+        None => {
+            // Only the servers are taken from resolv.conf: its timeout and attempts are for
+            // the system's resolver, and Kiln's settings decide ours.
+            let (config, _options) =
+                system_conf::read_system_conf().map_err(VerifyError::SystemConfig)?;
+            config
+        }
+    };
+    let mut options = ResolverOpts::default();
+    options.timeout = settings.timeout;
+    // One retry: a lost UDP packet should not fail a check, a dead server should not stall it.
+    options.attempts = 1;
+    // /etc/hosts on Kiln's machine says nothing about who controls a domain or an address.
+    options.use_hosts_file = ResolveHosts::Never;
+    Ok((config, options))
 }
 
 /// A name server at `addr` over UDP, and TCP for answers too long for UDP.
@@ -211,7 +220,7 @@ async fn txt_values(resolver: &TokioResolver, name: &str) -> Answer<String> {
 }
 
 /// The A and AAAA addresses of `name`, through CNAMEs as any client would reach it.
-async fn addresses(resolver: &TokioResolver, name: &str) -> Answer<IpAddr> {
+pub(crate) async fn addresses(resolver: &TokioResolver, name: &str) -> Answer<IpAddr> {
     let (v4, v6) = tokio::join!(
         ask(resolver, name, RecordType::A),
         ask(resolver, name, RecordType::AAAA),
@@ -244,6 +253,15 @@ async fn ask(resolver: &TokioResolver, name: &str, record_type: RecordType) -> A
             };
         }
     };
+    ask_fqdn(resolver, fqdn, record_type).await
+}
+
+/// [`ask`] with a name already fully qualified.
+pub(crate) async fn ask_fqdn(
+    resolver: &TokioResolver,
+    fqdn: Name,
+    record_type: RecordType,
+) -> Answer<RData> {
     match resolver.lookup(fqdn, record_type).await {
         Ok(lookup) => Answer::from_records(
             lookup

@@ -237,25 +237,19 @@ pub fn append_cookie(response: &mut Response, cookie: Cookie<'static>) {
 
 // ---- rate limits ----------------------------------------------------------------------------
 
-/// The address a request came from. Behind a reverse proxy in `KILN_TRUSTED_PROXIES`, the
-/// rightmost `X-Forwarded-For` hop that is not itself a trusted proxy; otherwise the peer. (The
-/// leftmost entry is whatever the client wrote, so trusting it would give each forged value a fresh
-/// rate-limit bucket.)
+/// The address a request came from: [`kiln_core::client_ip`] (behind a reverse proxy in
+/// `KILN_TRUSTED_PROXIES`, the rightmost `X-Forwarded-For` hop that is not itself a trusted proxy;
+/// otherwise the peer). The leftmost entry is whatever the client wrote, so trusting it would give
+/// each forged value a fresh rate-limit bucket.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &AllowedNets) -> IpAddr {
-    if !trusted.contains(peer) {
-        return peer;
-    }
-    let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse().ok())
-        .collect();
-    hops.into_iter()
-        .rev()
-        .find(|hop| !trusted.contains(*hop))
-        .unwrap_or(peer)
+    kiln_core::client_ip(
+        peer,
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        trusted,
+    )
 }
 
 /// tower_governor's key: the client address as [`client_ip`] sees it.

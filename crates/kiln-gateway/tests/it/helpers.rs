@@ -157,8 +157,9 @@ pub struct TestGateway {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-pub fn settings(redis: &RedisServer, prefix: &str) -> Settings {
-    let vars: HashMap<&str, String> = HashMap::from([
+/// The gateway's settings for a test, with `extra` variables added (or in place of the defaults).
+pub fn settings_with(redis: &RedisServer, prefix: &str, extra: &[(&str, String)]) -> Settings {
+    let mut vars: HashMap<&str, String> = HashMap::from([
         ("KILN_GATEWAY_LISTEN", "127.0.0.1:0".to_owned()),
         ("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:0".to_owned()),
         ("KILN_REDIS_URL", redis.url()),
@@ -167,6 +168,7 @@ pub fn settings(redis: &RedisServer, prefix: &str) -> Settings {
         ("KILN_ORIGIN_TIMEOUT_MS", "1000".to_owned()),
         ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32".to_owned()),
     ]);
+    vars.extend(extra.iter().cloned());
     Settings::from_lookup(|name| vars.get(name).cloned()).unwrap()
 }
 
@@ -184,6 +186,11 @@ pub fn domain(host: &str, origin_port: u16, settings: DomainSettings) -> DomainC
 impl TestGateway {
     /// A gateway serving `shop.test` from a fresh test origin.
     pub async fn start(domain_settings: DomainSettings) -> Self {
+        Self::start_with(domain_settings, &[]).await
+    }
+
+    /// [`TestGateway::start`] with more gateway settings.
+    pub async fn start_with(domain_settings: DomainSettings, extra: &[(&str, String)]) -> Self {
         let redis = RedisServer::start();
         let prefix = kiln_testkit::unique_prefix();
         let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
@@ -192,7 +199,9 @@ impl TestGateway {
         let origin = TestOrigin::start().await;
         let domain = domain("shop.test", origin.port, domain_settings);
         store.put_domain(&domain).await.unwrap();
-        let app = Application::build(settings(&redis, &prefix)).await.unwrap();
+        let app = Application::build(settings_with(&redis, &prefix, extra))
+            .await
+            .unwrap();
         let port = app.port();
         let admin_port = app.admin_port();
         let (stop, stopped) = oneshot::channel::<()>();

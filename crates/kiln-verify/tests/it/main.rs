@@ -1,6 +1,7 @@
 //! Domain verification against a real dnsmasq: each method, the ways a domain fails, DNS outages,
 //! and answers changing between checks.
 
+mod crawlers;
 mod helpers;
 
 use std::time::Duration;
