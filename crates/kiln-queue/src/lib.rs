@@ -334,6 +334,10 @@ impl RenderQueue {
 /// What a worker does with each job. Implementations record every outcome themselves and never fail:
 /// see the crate documentation on retries.
 pub trait JobHandler: Send + Sync + 'static {
+    /// Called the moment a consumer starts a job of the queue `queue`, before anything is awaited;
+    /// [`handle`](Self::handle) or [`give_up`](Self::give_up) follows for that job.
+    fn starting(&self, _queue: QueueKind) {}
+
     /// Handles `job`, taken from the queue `queue`.
     fn handle(&self, job: RenderJob, queue: QueueKind) -> BoxFuture<'static, ()>;
 
@@ -402,6 +406,7 @@ async fn run_job(
     shared: Data<SharedHandler>,
     id: TaskId,
 ) -> Result<(), BoxDynError> {
+    shared.handler.starting(shared.queue);
     match shared.count_start(&id).await {
         Some(starts) if starts > MAX_STARTS => {
             tracing::error!(

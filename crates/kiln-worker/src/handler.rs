@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
 
-use crate::pool::{BrowserPool, Priority, WaitingRender};
+use crate::pool::{BrowserPool, Lease, PoolError, Priority, WaitingRender};
 use crate::render::{self, RenderError, RenderRequest, Rendered};
 
 /// Bounds on the cap a job may ask for: a zero or absurd value must not break the worker.
@@ -60,6 +60,9 @@ struct Inner {
     jobs: TaskTracker,
     /// For background jobs to see renders queued but not yet taken (none if it could not connect).
     render_queue: Option<RenderQueue>,
+    /// Renders someone waits for that the queue has started and that have not reached `handle`
+    /// yet: each holds background renders back from its very start (see `JobHandler::starting`).
+    starting: std::sync::Mutex<Vec<WaitingRender>>,
 }
 
 impl RenderHandler {
@@ -76,6 +79,7 @@ impl RenderHandler {
                 quiet,
                 jobs: TaskTracker::new(),
                 render_queue,
+                starting: Default::default(),
             }),
         }
     }
@@ -88,14 +92,22 @@ impl RenderHandler {
 }
 
 impl JobHandler for RenderHandler {
+    /// A render someone waits for holds background renders back from the moment the queue starts
+    /// it, not only once it asks for a tab: the queue counts its start and the job looks at the
+    /// cache first, and a background render taking the tab meanwhile would delay it by a whole
+    /// render.
+    fn starting(&self, queue: QueueKind) {
+        if queue == QueueKind::Render {
+            let waiting = self.inner.pool.expect_waiting_render();
+            self.inner.starting_renders().push(waiting);
+        }
+    }
+
     fn handle(&self, job: RenderJob, queue: QueueKind) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
         let span = render_span(&job);
-        // A render someone waits for holds background renders back from now on, not only once it
-        // asks for a tab: it looks at the cache first, and a background render taking the tab
-        // meanwhile would delay it by a whole render.
         let turn = Turn {
-            waiting: (queue == QueueKind::Render).then(|| self.inner.pool.expect_waiting_render()),
+            waiting: self.inner.started(queue),
             tab_at: None,
         };
         let task = self
@@ -111,7 +123,8 @@ impl JobHandler for RenderHandler {
 
     /// A job given up is finished as a failed render, without rendering: logged as failed, and
     /// whoever waits is told (the bots' gateways, a preview's dashboard, a warm's progress).
-    fn give_up(&self, job: RenderJob, _queue: QueueKind, starts: u64) -> BoxFuture<'static, ()> {
+    fn give_up(&self, job: RenderJob, queue: QueueKind, starts: u64) -> BoxFuture<'static, ()> {
+        drop(self.inner.started(queue));
         let inner = self.inner.clone();
         let span = render_span(&job);
         Box::pin(
@@ -179,20 +192,31 @@ impl Finished {
 }
 
 impl Inner {
+    fn starting_renders(&self) -> std::sync::MutexGuard<'_, Vec<WaitingRender>> {
+        self.starting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The hold a job of `queue` has had on background renders since the queue started it.
+    fn started(&self, queue: QueueKind) -> Option<WaitingRender> {
+        if queue == QueueKind::Render {
+            self.starting_renders().pop()
+        } else {
+            None
+        }
+    }
+
     async fn run(&self, job: RenderJob, queue: QueueKind, mut turn: Turn) {
         if self.rendered_meanwhile(&job).await {
             return;
         }
         let started = Instant::now();
         // Whatever comes from the background queue (warming, refreshes of stale pages) gives way
-        // to renders someone waits for: to those waiting for a tab (the pool's priorities), and to
-        // those still in the render queue, which a render consumer may be a moment from taking.
+        // to renders someone waits for: to those the worker has started (the pool's priorities),
+        // and to those still in the render queue, which a render consumer may be a moment from
+        // taking (see `background_checkout`).
         let priority = match queue {
             QueueKind::Render => Priority::Waiting,
-            QueueKind::Warm => {
-                self.yield_to_queued_renders().await;
-                Priority::Background
-            }
+            QueueKind::Warm => Priority::Background,
         };
         let result = self.render_with_retry(&job, priority, &mut turn).await;
         let render_ms = started.elapsed().as_millis() as u64;
@@ -251,18 +275,38 @@ impl Inner {
         self.log_render(job, &finished, render_ms, tab_at).await;
     }
 
-    /// Waits while the render queue holds jobs nobody has taken yet, [`YIELD_TO_QUEUED_RENDERS`] at
-    /// most (a render queue that is merely long must not stop warming altogether).
-    async fn yield_to_queued_renders(&self) {
-        let Some(queue) = &self.render_queue else {
-            return;
-        };
-        let until = Instant::now() + YIELD_TO_QUEUED_RENDERS;
-        while Instant::now() < until {
-            match queue.untaken(QueueKind::Render).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+    /// A tab for a background render, by `deadline`. Each time one is free, the render queue is
+    /// looked at first: while it holds a job nobody has taken yet (a bot's render a consumer may be
+    /// a moment from taking), the tab is left for it, for [`YIELD_TO_QUEUED_RENDERS`] at most (a
+    /// render queue that is merely long must not stop warming altogether).
+    async fn background_checkout(
+        &self,
+        deadline: Instant,
+        device: kiln_core::DeviceClass,
+    ) -> Result<Lease, PoolError> {
+        let yield_until = Instant::now() + YIELD_TO_QUEUED_RENDERS;
+        loop {
+            self.pool
+                .wait_for_tab(
+                    deadline.saturating_duration_since(Instant::now()),
+                    Priority::Background,
+                )
+                .await?;
+            if Instant::now() < yield_until && self.renders_queued().await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
+            if let Some(lease) = self.pool.try_take(device, Priority::Background) {
+                return Ok(lease);
+            }
+        }
+    }
+
+    /// Whether the render queue holds a job no consumer has taken yet (no, if it cannot tell).
+    async fn renders_queued(&self) -> bool {
+        match &self.render_queue {
+            Some(queue) => matches!(queue.untaken(QueueKind::Render).await, Ok(n) if n > 0),
+            None => false,
         }
     }
 
@@ -393,14 +437,21 @@ impl Inner {
         // The health check before use: a tab whose browser does not answer at once is given back
         // (its browser replaced) and another taken, without spending the render's retry.
         let mut lease = loop {
-            let checkout = self
-                .pool
-                .checkout(
-                    checkout_deadline.saturating_duration_since(Instant::now()),
-                    job.device,
-                    priority,
-                )
-                .await;
+            let checkout = match priority {
+                Priority::Waiting => {
+                    self.pool
+                        .checkout(
+                            checkout_deadline.saturating_duration_since(Instant::now()),
+                            job.device,
+                            priority,
+                        )
+                        .await
+                }
+                Priority::Background => {
+                    self.background_checkout(checkout_deadline, job.device)
+                        .await
+                }
+            };
             // The checkout counted this render as waiting while it waited; it has a tab now, or
             // will not get one.
             turn.waiting = None;

@@ -274,11 +274,7 @@ impl BrowserPool {
             if self.inner.shutdown.is_cancelled() {
                 return Err(PoolError::ShuttingDown);
             }
-            let may_take = match priority {
-                Priority::Waiting => true,
-                Priority::Background => self.inner.waiting.load(Ordering::Acquire) == 0,
-            };
-            if may_take && let Some(lease) = self.try_checkout(device) {
+            if let Some(lease) = self.try_take(device, priority) {
                 return Ok(lease);
             }
             tokio::select! {
@@ -287,6 +283,56 @@ impl BrowserPool {
                 _ = self.inner.shutdown.cancelled() => return Err(PoolError::ShuttingDown),
             }
         }
+    }
+
+    /// Waits up to `wait` until a tab could be taken at `priority`, taking none: for a caller that
+    /// checks something else first and then calls [`try_take`](Self::try_take).
+    pub async fn wait_for_tab(&self, wait: Duration, priority: Priority) -> Result<(), PoolError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.inner.tab_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.shutdown.is_cancelled() {
+                return Err(PoolError::ShuttingDown);
+            }
+            if self.may_take(priority) && self.has_warm_tab() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Unavailable(wait)),
+                _ = self.inner.shutdown.cancelled() => return Err(PoolError::ShuttingDown),
+            }
+        }
+    }
+
+    /// Takes a warm tab at once if one is free to `priority` (see [`checkout`](Self::checkout)).
+    pub fn try_take(&self, device: DeviceClass, priority: Priority) -> Option<Lease> {
+        if self.may_take(priority) {
+            self.try_checkout(device)
+        } else {
+            None
+        }
+    }
+
+    fn may_take(&self, priority: Priority) -> bool {
+        match priority {
+            Priority::Waiting => true,
+            Priority::Background => self.inner.waiting.load(Ordering::Acquire) == 0,
+        }
+    }
+
+    fn has_warm_tab(&self) -> bool {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|slot| lock(slot).clone())
+            .any(|instance| {
+                let state = lock(&instance.state);
+                instance.accepting(&state, self.inner.settings.recycle_after)
+                    && !state.warm.is_empty()
+            })
     }
 
     fn try_checkout(&self, device: DeviceClass) -> Option<Lease> {
