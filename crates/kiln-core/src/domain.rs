@@ -53,6 +53,11 @@ pub struct DomainSettings {
     pub include_paths: Vec<String>,
     /// Path globs of pages never rendered: bots asking for them are proxied to the origin.
     pub exclude_paths: Vec<String>,
+    /// How many requests a second each client address may make on the bot path (0: no limit).
+    /// Verified crawlers are not limited: their operators pace them.
+    pub bot_rate_per_second: u64,
+    /// How many requests a client address may make at once before the rate applies.
+    pub bot_rate_burst: u64,
 }
 
 /// What a render does not download. Bots read the document, not its pixels: images, media and fonts
@@ -97,6 +102,8 @@ impl Default for DomainSettings {
             bot_user_agents: Vec::new(),
             include_paths: Vec::new(),
             exclude_paths: Vec::new(),
+            bot_rate_per_second: 2,
+            bot_rate_burst: 10,
         }
     }
 }
@@ -122,6 +129,9 @@ impl DomainSettings {
     pub const RENDER_TIMEOUT_MS: RangeInclusive<u64> = 1_000..=120_000;
     /// Zero is allowed: such a domain never holds a bot back, it renders for the next one.
     pub const BOT_WAIT_MS: RangeInclusive<u64> = 0..=120_000;
+    /// 0 turns the limit off.
+    pub const BOT_RATE_PER_SECOND: RangeInclusive<u64> = 0..=10_000;
+    pub const BOT_RATE_BURST: RangeInclusive<u64> = 1..=10_000;
     /// The most entries any list setting may have.
     pub const MAX_LIST_LEN: usize = 100;
 
@@ -136,6 +146,12 @@ impl DomainSettings {
             Self::RENDER_TIMEOUT_MS,
         )?;
         in_range("bot_wait_ms", self.bot_wait_ms, Self::BOT_WAIT_MS)?;
+        in_range(
+            "bot_rate_per_second",
+            self.bot_rate_per_second,
+            Self::BOT_RATE_PER_SECOND,
+        )?;
+        in_range("bot_rate_burst", self.bot_rate_burst, Self::BOT_RATE_BURST)?;
         each(
             "ignored_query_params",
             &self.ignored_query_params,
@@ -264,6 +280,8 @@ mod tests {
             bot_user_agents: vec!["MyCrawler".into()],
             include_paths: vec!["/blog/*".into()],
             exclude_paths: vec!["*.pdf".into(), "/admin*".into()],
+            bot_rate_per_second: 0,
+            bot_rate_burst: 3,
         };
         let json = serde_json::to_string(&settings).unwrap();
         let back: DomainSettings = serde_json::from_str(&json).unwrap();
@@ -273,6 +291,7 @@ mod tests {
         // Records published before the setting existed render for every family.
         let old: DomainSettings = serde_json::from_str(r#"{"cache_ttl_secs":60}"#).unwrap();
         assert_eq!(old.bot_families, BotFamily::ALL.into());
+        assert_eq!((old.bot_rate_per_second, old.bot_rate_burst), (2, 10));
         assert!(
             json.contains(r#""exclude_paths":["*.pdf","/admin*"]"#),
             "{json}"

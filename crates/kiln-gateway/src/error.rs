@@ -18,6 +18,10 @@ pub enum GatewayError {
     /// The origin did not start answering in time.
     #[error("the origin did not answer in time")]
     OriginTimeout,
+    /// The client's address made more bot requests than the domain allows; it may try again after
+    /// this long.
+    #[error("too many requests; retry in {0:?}")]
+    TooManyRequests(std::time::Duration),
 }
 
 impl IntoResponse for GatewayError {
@@ -45,6 +49,14 @@ impl IntoResponse for GatewayError {
                 "The website's origin server did not answer in time. Please try again shortly."
                     .to_owned(),
             ),
+            GatewayError::TooManyRequests(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                format!(
+                    "Your address has made more requests than this website allows. Please retry in {} s.",
+                    retry_after_secs(*wait)
+                ),
+            ),
         };
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\
@@ -52,11 +64,15 @@ impl IntoResponse for GatewayError {
             code = status.as_u16(),
             detail = escape(&detail),
         );
-        Response::builder()
+        let mut response = Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
             .header(header::CACHE_CONTROL, "no-store")
-            .header("x-kiln-error", self.code())
+            .header("x-kiln-error", self.code());
+        if let GatewayError::TooManyRequests(wait) = &self {
+            response = response.header(header::RETRY_AFTER, retry_after_secs(*wait));
+        }
+        response
             .body(Body::from(body))
             .expect("static response parts are valid")
     }
@@ -69,8 +85,14 @@ impl GatewayError {
             GatewayError::UnknownHost(_) => "unknown-host",
             GatewayError::OriginUnreachable(_) => "origin-unreachable",
             GatewayError::OriginTimeout => "origin-timeout",
+            GatewayError::TooManyRequests(_) => "rate-limited",
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up: a client retrying on time must not be refused.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 fn escape(text: &str) -> String {

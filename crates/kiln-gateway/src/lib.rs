@@ -9,6 +9,7 @@ mod bot;
 mod directory;
 mod error;
 mod hot;
+mod limits;
 mod proxy;
 mod representation;
 mod routes;
@@ -104,6 +105,7 @@ impl Application {
             hot: hot::HotCache::new(settings.hot_cache_bytes),
             events_live: Default::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            bot_limits: Default::default(),
             crawlers,
             verify_wait: settings.verify_wait,
             origin: proxy::OriginClient::new(
@@ -149,6 +151,16 @@ impl Application {
         let events = tokio::spawn(follow_events(Arc::clone(&self.app)));
         let (stop_usage, usage_stopped) = tokio::sync::oneshot::channel();
         let usage = tokio::spawn(flush_usage(Arc::clone(&self.app), usage_stopped));
+        let limits = tokio::spawn({
+            let app = Arc::clone(&self.app);
+            async move {
+                let mut every = tokio::time::interval(limits::RETAIN_EVERY);
+                loop {
+                    every.tick().await;
+                    app.bot_limits.retain_recent();
+                }
+            }
+        });
 
         let main = Router::new()
             .fallback(routes::handle)
@@ -169,6 +181,7 @@ impl Application {
         );
         let result = tokio::try_join!(main.into_future(), admin.into_future());
         events.abort();
+        limits.abort();
         // The last requests have been answered: write their counts before going.
         let _ = stop_usage.send(());
         let _ = usage.await;

@@ -10,7 +10,9 @@
 //! A bot whose User-Agent claims to be a crawler that can be verified (Googlebot, Bingbot, …, see
 //! `kiln_core::crawlers`) is checked against the client's address (forward-confirmed reverse DNS or
 //! published ranges, through `kiln-verify`). One that is not the crawler, or cannot be shown to be
-//! one in time, gets the cached page or the origin's, and never causes a render.
+//! one in time, gets the cached page or the origin's, and never causes a render. Bots other than
+//! verified crawlers are held to the domain's rate per client address (`429` with `Retry-After`
+//! beyond it); verified crawlers are paced by their operators.
 
 use crate::bot;
 use crate::error::GatewayError;
@@ -147,7 +149,11 @@ async fn route(
                     .filter_map(|v| v.to_str().ok()),
                 &app.trusted_proxies,
             );
-            let renders = check_crawler(app, client, user_agent).await;
+            let (renders, verified) = check_crawler(app, client, user_agent).await;
+            if !verified && let Err(wait) = app.bot_limits.check(&domain.config, client) {
+                span.record("bot.passthrough", "rate_limited");
+                return Err(GatewayError::TooManyRequests(wait));
+            }
             bot::serve(app, &domain.config, req, peer, request_id, renders).await
         }
         Some(reason) => {
@@ -158,28 +164,28 @@ async fn route(
     }
 }
 
-/// Whether a bot's request may cause a render: not if it claims to be a verifiable crawler and the
-/// client's address is not shown to be that crawler's.
-async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> bot::Renders {
+/// Whether a bot's request may cause a render (not if it claims to be a verifiable crawler and the
+/// client's address is not shown to be that crawler's), and whether it is a verified crawler's.
+async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> (bot::Renders, bool) {
     let Some(verifier) = &app.crawlers else {
-        return bot::Renders::Allowed;
+        return (bot::Renders::Allowed, false);
     };
     let Some(crawler) = Crawler::claimed_by(user_agent) else {
-        return bot::Renders::Allowed;
+        return (bot::Renders::Allowed, false);
     };
     let verdict = verifier.verify(crawler, client, app.verify_wait).await;
     let span = tracing::Span::current();
     span.record("bot.crawler", crawler.name);
     span.record("bot.verified", verdict.as_str());
     match verdict {
-        Verdict::Verified { .. } => bot::Renders::Allowed,
+        Verdict::Verified { .. } => (bot::Renders::Allowed, true),
         Verdict::Unverifiable { reason } => {
             tracing::debug!(client.ip = %client, %reason, "cannot verify the crawler; rendering as for any bot");
-            bot::Renders::Allowed
+            (bot::Renders::Allowed, false)
         }
         Verdict::Impostor { reason } | Verdict::Unknown { reason } => {
             tracing::info!(client.ip = %client, %reason, "not verified as the crawler it claims to be; serving without rendering");
-            bot::Renders::CachedOnly
+            (bot::Renders::CachedOnly, false)
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct App {
     pub events_live: AtomicBool,
     /// The proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: AllowedNets,
+    /// Each domain's per-address limit on bot requests.
+    pub bot_limits: crate::limits::BotLimits,
     /// Checks requests claiming to be crawlers (none when turned off).
     pub crawlers: Option<kiln_verify::CrawlerVerifier>,
     /// How long a crawler's request waits for the check of a new address.

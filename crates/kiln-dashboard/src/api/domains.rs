@@ -56,6 +56,13 @@ pub struct SettingsInput {
     /// How long a bot waits for a render on a cache miss before it gets the origin's page.
     #[schema(minimum = 0, maximum = 120000)]
     pub bot_wait_ms: Option<u64>,
+    /// Bot requests a second each client address may make (0: no limit); verified crawlers are
+    /// not limited. Beyond it a bot gets `429` with `Retry-After`.
+    #[schema(minimum = 0, maximum = 10000)]
+    pub bot_rate_per_second: Option<u64>,
+    /// Bot requests a client address may make at once before the rate applies.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub bot_rate_burst: Option<u64>,
     /// Whether phones get their own renders (mobile viewport and User-Agent).
     pub device_variants: Option<bool>,
     /// What renders do not download.
@@ -122,6 +129,8 @@ impl SettingsInput {
             stale_ttl_secs,
             render_timeout_ms,
             bot_wait_ms,
+            bot_rate_per_second,
+            bot_rate_burst,
             device_variants,
             blocking,
             ignored_query_params,
@@ -138,6 +147,8 @@ impl SettingsInput {
         set(&mut settings.stale_ttl_secs, stale_ttl_secs);
         set(&mut settings.render_timeout_ms, render_timeout_ms);
         set(&mut settings.bot_wait_ms, bot_wait_ms);
+        set(&mut settings.bot_rate_per_second, bot_rate_per_second);
+        set(&mut settings.bot_rate_burst, bot_rate_burst);
         set(&mut settings.device_variants, device_variants);
         set(&mut settings.ignored_query_params, ignored_query_params);
         set(&mut settings.bot_user_agents, bot_user_agents);
@@ -222,6 +233,8 @@ pub struct SettingsView {
     pub stale_ttl_secs: u64,
     pub render_timeout_ms: u64,
     pub bot_wait_ms: u64,
+    pub bot_rate_per_second: u64,
+    pub bot_rate_burst: u64,
     pub device_variants: bool,
     pub blocking: BlockingView,
     pub ignored_query_params: Vec<String>,
@@ -255,6 +268,8 @@ impl From<&DomainSettings> for SettingsView {
             stale_ttl_secs: s.stale_ttl_secs,
             render_timeout_ms: s.render_timeout_ms,
             bot_wait_ms: s.bot_wait_ms,
+            bot_rate_per_second: s.bot_rate_per_second,
+            bot_rate_burst: s.bot_rate_burst,
             device_variants: s.device_variants,
             blocking: BlockingView {
                 images,

@@ -81,6 +81,8 @@ pub struct SettingsForm {
     pub stale_ttl_secs: Option<String>,
     pub render_timeout_ms: Option<String>,
     pub bot_wait_ms: Option<String>,
+    pub bot_rate_per_second: Option<String>,
+    pub bot_rate_burst: Option<String>,
     pub device_variants: Option<String>,
     pub block_images: Option<String>,
     pub block_media: Option<String>,
@@ -130,6 +132,8 @@ impl SettingsForm {
             stale_ttl_secs: Some(s.stale_ttl_secs.to_string()),
             render_timeout_ms: Some(s.render_timeout_ms.to_string()),
             bot_wait_ms: Some(s.bot_wait_ms.to_string()),
+            bot_rate_per_second: Some(s.bot_rate_per_second.to_string()),
+            bot_rate_burst: Some(s.bot_rate_burst.to_string()),
             device_variants: checked(s.device_variants),
             block_images: checked(images),
             block_media: checked(media),
@@ -167,6 +171,12 @@ impl SettingsForm {
                 base.render_timeout_ms,
             ),
             bot_wait_ms: number("bot_wait_ms", &self.bot_wait_ms, base.bot_wait_ms),
+            bot_rate_per_second: number(
+                "bot_rate_per_second",
+                &self.bot_rate_per_second,
+                base.bot_rate_per_second,
+            ),
+            bot_rate_burst: number("bot_rate_burst", &self.bot_rate_burst, base.bot_rate_burst),
             device_variants: self.device_variants.is_some(),
             blocking: ResourceBlocking {
                 images: self.block_images.is_some(),
@@ -220,11 +230,13 @@ impl SettingsForm {
 
 /// The form's name for a settings field (the names are the same; this keeps them `'static`).
 fn field_name(field: &str) -> &'static str {
-    const FIELDS: [&str; 8] = [
+    const FIELDS: [&str; 10] = [
         "cache_ttl_secs",
         "stale_ttl_secs",
         "render_timeout_ms",
         "bot_wait_ms",
+        "bot_rate_per_second",
+        "bot_rate_burst",
         "ignored_query_params",
         "bot_user_agents",
         "include_paths",

@@ -42,7 +42,7 @@ async fn a_script_takes_a_domain_from_nothing_to_renders_for_bots() {
 
     // Add the domain: it starts unverified, with instructions for proving ownership.
     let (status, domain) = tenant
-        .add_domain(&json!({ "hostname": host, "origin": platform.site.base() }))
+        .add_domain(&json!({ "hostname": host, "origin": platform.site.base(), "settings": { "bot_rate_per_second": 0 } }))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{domain}");
     let id = str_of(&domain, "id").to_owned();
@@ -738,7 +738,7 @@ async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
     // Bob owns a domain too, verified by CNAME this time.
     let bob = platform.api.tenant("bob@b.example").await;
     let (status, domain_b) = bob
-        .add_domain(&json!({ "hostname": host_b, "origin": platform.site.base() }))
+        .add_domain(&json!({ "hostname": host_b, "origin": platform.site.base(), "settings": { "bot_rate_per_second": 0 } }))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{domain_b}");
     platform.add_dns(&[DnsRecord::cname(host_b, CNAME_TARGET)]);
@@ -778,7 +778,7 @@ async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
         ("delete A's domain", bob.delete_domain(id_a).await),
         (
             "register A's hostname",
-            bob.add_domain(&json!({ "hostname": host_a, "origin": platform.site.base() }))
+            bob.add_domain(&json!({ "hostname": host_a, "origin": platform.site.base(), "settings": { "bot_rate_per_second": 0 } }))
                 .await,
         ),
     ]

@@ -284,9 +284,11 @@ async fn until_bot_gets(
     }
 }
 
+/// One render per URL, and no per-address limit: the load's bots all come from 127.0.0.1.
 fn one_render_per_url() -> DomainSettings {
     DomainSettings {
         device_variants: false,
+        bot_rate_per_second: 0,
         ..DomainSettings::default()
     }
 }

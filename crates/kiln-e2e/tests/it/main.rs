@@ -203,9 +203,11 @@ async fn phones_and_desktops_get_separate_renders_and_a_missing_product_keeps_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once() {
-    // One render per URL (no device variants), so every bot waits on the same one.
+    // One render per URL (no device variants), so every bot waits on the same one; and no
+    // per-address limit, since all 200 come from 127.0.0.1.
     let settings = DomainSettings {
         device_variants: false,
+        bot_rate_per_second: 0,
         ..DomainSettings::default()
     };
     let mut stack = Stack::start(settings).await;

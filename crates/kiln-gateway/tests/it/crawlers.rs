@@ -185,3 +185,39 @@ async fn a_dns_outage_costs_a_new_crawler_address_its_render_not_its_page() {
     );
     assert!(!gw.store.render_locked(&key).await.unwrap());
 }
+
+#[tokio::test]
+async fn verified_crawlers_are_not_rate_limited_and_impostors_are() {
+    let dns = dns();
+    let gw = gateway(&dns, DomainSettings::default()).await;
+    gw.cache_page("/cached", DeviceClass::Desktop, "<p>rendered</p>")
+        .await;
+    let statuses = |client: &'static str| {
+        let gw = &gw;
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..30 {
+                let response = gw
+                    .bot("/cached")
+                    .header("x-forwarded-for", client)
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(response.status().as_u16());
+            }
+            statuses
+        }
+    };
+    assert!(statuses(GOOGLE).await.iter().all(|s| *s == 200));
+    let impostor = statuses(IMPOSTOR).await;
+    assert_eq!(
+        impostor.iter().filter(|s| **s == 200).count(),
+        10,
+        "{impostor:?}"
+    );
+    assert_eq!(
+        impostor.iter().filter(|s| **s == 429).count(),
+        20,
+        "{impostor:?}"
+    );
+}
