@@ -183,8 +183,10 @@ async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> (bot
             tracing::debug!(client.ip = %client, %reason, "cannot verify the crawler; rendering as for any bot");
             (bot::Renders::Allowed, false)
         }
+        // Debug, not info: a flood of forged User-Agents would be a flood of lines. The verifier
+        // logs each new impostor once, when it finds one.
         Verdict::Impostor { reason } | Verdict::Unknown { reason } => {
-            tracing::info!(client.ip = %client, %reason, "not verified as the crawler it claims to be; serving without rendering");
+            tracing::debug!(client.ip = %client, %reason, "not verified as the crawler it claims to be; serving without rendering");
             (bot::Renders::CachedOnly, false)
         }
     }

@@ -173,7 +173,13 @@ impl CrawlerVerifier {
         let lookup = tokio::spawn(async move {
             let verdict = inner
                 .verdicts
-                .get_with(key, forward_confirmed(&inner.resolver, crawler, ip))
+                .get_with(key, async {
+                    let verdict = forward_confirmed(&inner.resolver, crawler, ip).await;
+                    if let Verdict::Impostor { reason } = &verdict {
+                        tracing::info!(crawler = crawler.name, client.ip = %ip, %reason, "a request claimed to be a crawler and is not");
+                    }
+                    verdict
+                })
                 .await;
             drop(permit);
             verdict
