@@ -263,9 +263,29 @@ impl BrowserPool {
         device: DeviceClass,
         priority: Priority,
     ) -> Result<Lease, PoolError> {
-        let deadline = Instant::now() + wait;
         let _waiting =
             (priority == Priority::Waiting).then(|| WaitingRender::new(self.inner.clone()));
+        self.wait_until(wait, || self.try_take(device, priority))
+            .await
+    }
+
+    /// Waits up to `wait` until a tab could be taken at `priority`, taking none: for a caller that
+    /// checks something else first and then calls [`try_take`](Self::try_take).
+    pub async fn wait_for_tab(&self, wait: Duration, priority: Priority) -> Result<(), PoolError> {
+        self.wait_until(wait, || {
+            (self.may_take(priority) && self.has_warm_tab()).then_some(())
+        })
+        .await
+    }
+
+    /// Looks with `look` each time a tab becomes ready (or a waiting render stops waiting), up to
+    /// `wait`, until it finds something.
+    async fn wait_until<T>(
+        &self,
+        wait: Duration,
+        mut look: impl FnMut() -> Option<T>,
+    ) -> Result<T, PoolError> {
+        let deadline = Instant::now() + wait;
         loop {
             let notified = self.inner.tab_ready.notified();
             tokio::pin!(notified);
@@ -274,30 +294,8 @@ impl BrowserPool {
             if self.inner.shutdown.is_cancelled() {
                 return Err(PoolError::ShuttingDown);
             }
-            if let Some(lease) = self.try_take(device, priority) {
-                return Ok(lease);
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Unavailable(wait)),
-                _ = self.inner.shutdown.cancelled() => return Err(PoolError::ShuttingDown),
-            }
-        }
-    }
-
-    /// Waits up to `wait` until a tab could be taken at `priority`, taking none: for a caller that
-    /// checks something else first and then calls [`try_take`](Self::try_take).
-    pub async fn wait_for_tab(&self, wait: Duration, priority: Priority) -> Result<(), PoolError> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let notified = self.inner.tab_ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.inner.shutdown.is_cancelled() {
-                return Err(PoolError::ShuttingDown);
-            }
-            if self.may_take(priority) && self.has_warm_tab() {
-                return Ok(());
+            if let Some(found) = look() {
+                return Ok(found);
             }
             tokio::select! {
                 _ = notified => {}
