@@ -247,14 +247,19 @@ impl RenderQueue {
             Err(_) => return Err(QueueError::Timeout(self.timeout)),
         }
         // The job is stored; a lost wake-up only delays it until the next poll.
-        let mut conn = self.conn.clone();
-        let mut wake = redis::cmd("PUBLISH");
-        wake.arg(&producer.wake_channel).arg("1");
-        let woken = tokio::time::timeout(self.timeout, wake.query_async::<i64>(&mut conn)).await;
-        if let Ok(Err(error)) = woken {
-            tracing::debug!(%error, "could not wake the workers; they will find the job on their next poll");
-        }
+        wake(&mut self.conn.clone(), &producer.wake_channel, self.timeout).await;
         Ok(())
+    }
+}
+
+/// Wakes the consumers subscribed to `channel` (best effort: a consumer that misses it finds its
+/// jobs on its next poll).
+async fn wake(conn: &mut ConnectionManager, channel: &str, timeout: Duration) {
+    let mut wake = redis::cmd("PUBLISH");
+    wake.arg(channel).arg("1");
+    let woken = tokio::time::timeout(timeout, wake.query_async::<i64>(conn)).await;
+    if let Ok(Err(error)) = woken {
+        tracing::debug!(%error, "could not wake the workers; they will find the jobs on their next poll");
     }
 }
 
@@ -556,9 +561,7 @@ async fn hand_back(
             .await
             .map_err(|_| QueueError::Timeout(timeout))??;
     if handed > 0 {
-        let mut wake = redis::cmd("PUBLISH");
-        wake.arg(settings.wake_channel_of(config)).arg("1");
-        let _ = tokio::time::timeout(timeout, wake.query_async::<i64>(&mut conn)).await;
+        wake(&mut conn, &settings.wake_channel_of(config), timeout).await;
     }
     Ok((done, handed))
 }
