@@ -27,7 +27,7 @@ pub use headers::{HOP_BY_HOP, connection_tokens, strip_hop_by_hop};
 pub use host::{Hostname, HostnameError};
 pub use job::{RenderJob, RenderOutcome};
 pub use key::CacheKey;
-pub use net::{AllowedNets, NetError, client_ip, is_public_ip};
+pub use net::{AllowedNets, NetError, client_ip, is_public_ip, request_client_ip};
 pub use rules::{BotAgents, PathPattern, PathRules};
 pub use url::{NormalizedUrl, UrlError, rebase_origin};
 

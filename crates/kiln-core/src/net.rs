@@ -141,6 +141,18 @@ pub fn client_ip<'a>(
     client
 }
 
+/// [`client_ip`] of a request: its peer and its `X-Forwarded-For` headers.
+pub fn request_client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &AllowedNets) -> IpAddr {
+    client_ip(
+        peer,
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        trusted,
+    )
+}
+
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
 pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
     match ip {

@@ -141,14 +141,8 @@ async fn route(
     match passthrough {
         None => {
             span.record("client.kind", "bot");
-            let client = kiln_core::client_ip(
-                peer.ip(),
-                req.headers()
-                    .get_all("x-forwarded-for")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok()),
-                &app.trusted_proxies,
-            );
+            let client =
+                kiln_core::request_client_ip(peer.ip(), req.headers(), &app.trusted_proxies);
             let (renders, verified) = check_crawler(app, client, user_agent).await;
             if !verified && let Err(wait) = app.bot_limits.check(&domain.config, client) {
                 span.record("bot.passthrough", "rate_limited");

@@ -237,20 +237,11 @@ pub fn append_cookie(response: &mut Response, cookie: Cookie<'static>) {
 
 // ---- rate limits ----------------------------------------------------------------------------
 
-/// The address a request came from: [`kiln_core::client_ip`] (behind a reverse proxy in
-/// `KILN_TRUSTED_PROXIES`, the rightmost `X-Forwarded-For` hop that is not itself a trusted proxy;
-/// otherwise the peer). The leftmost entry is whatever the client wrote, so trusting it would give
-/// each forged value a fresh rate-limit bucket.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &AllowedNets) -> IpAddr {
-    kiln_core::client_ip(
-        peer,
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-        trusted,
-    )
-}
+/// The address a request came from: behind a reverse proxy in `KILN_TRUSTED_PROXIES`, the rightmost
+/// `X-Forwarded-For` hop that is not itself a trusted proxy; otherwise the peer. (The leftmost entry
+/// is whatever the client wrote, so trusting it would give each forged value a fresh rate-limit
+/// bucket.)
+pub use kiln_core::request_client_ip as client_ip;
 
 /// tower_governor's key: the client address as [`client_ip`] sees it.
 #[derive(Clone, Debug)]
