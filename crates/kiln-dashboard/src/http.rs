@@ -2,7 +2,7 @@
 //! readiness endpoints, and the web dashboard's pages at the root.
 
 use crate::accounts::SessionKeys;
-use crate::api::auth::AccountLimiter;
+use crate::api::auth::{AccountLimiter, CallerLimiter};
 use crate::api::{self, ApiContext};
 use crate::sitemaps::SitemapFetcher;
 use crate::{App, Settings, activity, cache, domains, web};
@@ -81,8 +81,13 @@ impl Application {
             );
         }
         let account_limiter = AccountLimiter::new();
-        let address_limits =
-            api::address_limits(settings.trusted_proxies.clone(), account_limiter.clone());
+        let caller_limiter =
+            CallerLimiter::new(settings.api_rate_per_second, settings.api_rate_burst);
+        let address_limits = api::address_limits(
+            settings.trusted_proxies.clone(),
+            account_limiter.clone(),
+            caller_limiter.clone(),
+        );
         let ctx = Arc::new(ApiContext {
             app: app.clone(),
             sessions: SessionKeys::new(secret, settings.session_ttl),
@@ -91,6 +96,7 @@ impl Application {
             cname_target,
             queue,
             account_limiter,
+            caller_limiter,
             address_limits,
             csrf: crate::web::csrf::CsrfKey::derive(secret),
             trusted_proxies: settings.trusted_proxies.clone(),

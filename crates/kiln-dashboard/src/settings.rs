@@ -45,6 +45,11 @@ pub struct Settings {
     /// `KILN_TRUSTED_PROXIES` (default empty): CIDRs of reverse proxies in front of the dashboard
     /// whose `X-Forwarded-For` is believed when rate-limiting by client address.
     pub trusted_proxies: AllowedNets,
+    /// `KILN_API_RATE_PER_SECOND` (default 10; 0 turns the limit off): REST API requests a second
+    /// allowed per API key and per logged-in user, after a burst of `KILN_API_RATE_BURST`.
+    pub api_rate_per_second: u32,
+    /// `KILN_API_RATE_BURST` (default 100): requests an API key or user may make at once.
+    pub api_rate_burst: u32,
     /// `KILN_LOG_FORMAT` (`pretty` or `json`, default `pretty`): how logs are written to stderr.
     pub log_format: LogFormat,
     /// `RUST_LOG` (default `info,sqlx=warn`): which logs are written, in `tracing_subscriber::EnvFilter`
@@ -65,6 +70,8 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_REDIS_PREFIX: &str = "kiln:";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 1800;
+pub const DEFAULT_API_RATE_PER_SECOND: u32 = 10;
+pub const DEFAULT_API_RATE_BURST: u32 = 100;
 /// The shortest session secret accepted: 256 bits of base64 or hex text.
 pub const MIN_SESSION_SECRET_LEN: usize = 32;
 /// sqlx logs "relation already exists, skipping" notices at `info` on every migration run: noise.
@@ -140,6 +147,18 @@ impl Settings {
             .transpose()?;
         let trusted_proxies = AllowedNets::parse(&var("KILN_TRUSTED_PROXIES").unwrap_or_default())
             .context("KILN_TRUSTED_PROXIES is invalid")?;
+        let count = |name: &str, default: u32, min: u32| -> anyhow::Result<u32> {
+            match var(name) {
+                None => Ok(default),
+                Some(value) => match value.trim().parse::<u32>() {
+                    Ok(n) if (min..=1_000_000).contains(&n) => Ok(n),
+                    _ => bail!("{name} `{value}` is not a whole number between {min} and 1000000"),
+                },
+            }
+        };
+        let api_rate_per_second =
+            count("KILN_API_RATE_PER_SECOND", DEFAULT_API_RATE_PER_SECOND, 0)?;
+        let api_rate_burst = count("KILN_API_RATE_BURST", DEFAULT_API_RATE_BURST, 1)?;
         let log_format = match var("KILN_LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -159,6 +178,8 @@ impl Settings {
             cname_target,
             dns_server,
             trusted_proxies,
+            api_rate_per_second,
+            api_rate_burst,
             log_format,
             log_filter,
         })
@@ -191,6 +212,10 @@ mod tests {
         assert_eq!(settings.allowed_private_nets, AllowedNets::default());
         assert_eq!(settings.listen, "127.0.0.1:3001".parse().unwrap());
         assert_eq!(settings.log_format, LogFormat::Pretty);
+        assert_eq!(
+            (settings.api_rate_per_second, settings.api_rate_burst),
+            (DEFAULT_API_RATE_PER_SECOND, DEFAULT_API_RATE_BURST)
+        );
     }
 
     #[test]
@@ -202,8 +227,14 @@ mod tests {
             ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32, 10.0.0.0/8"),
             ("KILN_DASHBOARD_LISTEN", "0.0.0.0:8080"),
             ("KILN_LOG_FORMAT", "json"),
+            ("KILN_API_RATE_PER_SECOND", "0"),
+            ("KILN_API_RATE_BURST", "7"),
         ])
         .unwrap();
+        assert_eq!(
+            (settings.api_rate_per_second, settings.api_rate_burst),
+            (0, 7)
+        );
         assert_eq!(settings.redis_url.expose_secret(), "redis://cache:6380");
         assert_eq!(settings.redis_prefix, "staging:");
         assert!(
@@ -248,6 +279,20 @@ mod tests {
                     ("KILN_LOG_FORMAT", "xml"),
                 ],
                 "KILN_LOG_FORMAT `xml`",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_API_RATE_BURST", "0"),
+                ],
+                "KILN_API_RATE_BURST `0` is not a whole number between 1",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_API_RATE_PER_SECOND", "fast"),
+                ],
+                "KILN_API_RATE_PER_SECOND `fast`",
             ),
         ];
         for (vars, expected) in cases {

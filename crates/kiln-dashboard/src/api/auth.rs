@@ -11,7 +11,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -107,6 +107,12 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionUser {
 /// the way out.
 pub async fn authenticate(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
     let (auth, renewal) = resolve(&ctx, req.headers()).await;
+    if let Auth::Caller(caller) = &auth
+        && let Err(wait) = ctx.caller_limiter.check(caller)
+    {
+        tracing::debug!(caller = %caller.actor(), wait_secs = wait, "API rate limit reached");
+        return ApiError::too_many_requests(caller, wait).into_response();
+    }
     req.extensions_mut().insert(auth);
     let mut response = next.run(req).await;
     let handler_set_cookie = response
@@ -299,6 +305,51 @@ impl AccountLimiter {
     /// Forgets accounts whose buckets are full again, so memory stays bounded.
     pub fn retain_recent(&self) {
         self.limiter.retain_recent();
+    }
+}
+
+/// Requests per caller: each API key, and each logged-in user, has a bucket of its own, so one
+/// tenant's runaway script cannot crowd out the API for others (nor another key of its own). Checked
+/// once the caller is known, before the handler runs. Cheap to clone: clones share the buckets.
+#[derive(Clone)]
+pub struct CallerLimiter {
+    limiter: Option<std::sync::Arc<DefaultKeyedRateLimiter<Uuid>>>,
+}
+
+impl CallerLimiter {
+    /// `per_second` requests a second after a burst of `burst`; `per_second` 0 turns the limit off.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let burst = NonZeroU32::new(burst.max(1)).expect("at least one");
+            std::sync::Arc::new(RateLimiter::keyed(
+                Quota::per_second(rate).allow_burst(burst),
+            ))
+        });
+        CallerLimiter { limiter }
+    }
+
+    /// `Err(seconds to wait)` when the caller has made too many requests.
+    pub fn check(&self, caller: &Caller) -> Result<(), u64> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        let key = match &caller.principal {
+            Principal::User { user, .. } => user.id,
+            Principal::ApiKey { id } => *id,
+        };
+        limiter.check_key(&key).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+
+    /// Forgets callers whose buckets are full again, so memory stays bounded.
+    pub fn retain_recent(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+        }
     }
 }
 

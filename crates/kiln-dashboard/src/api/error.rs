@@ -101,6 +101,25 @@ impl ApiError {
         }
     }
 
+    /// A caller over its API rate limit (see [`super::auth::CallerLimiter`]).
+    pub fn too_many_requests(caller: &super::auth::Caller, retry_after: u64) -> Self {
+        let who = match caller.principal {
+            super::auth::Principal::ApiKey { .. } => "this API key",
+            super::auth::Principal::User { .. } => "this user",
+        };
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests for {who}; try again in {} s",
+                    retry_after.max(1)
+                ),
+            )
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }

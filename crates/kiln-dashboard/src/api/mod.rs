@@ -39,7 +39,10 @@ pub const MAX_BODY_BYTES: usize = 9 * 1024 * 1024;
         description = "Manage domains, purge and warm the render cache, and see what bots were \
                        served. Authenticate with `Authorization: Bearer <API key>` (create keys \
                        while logged in) or a session cookie from `/api/v1/auth/login`. Errors \
-                       are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`."
+                       are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. \
+                       Each API key and user may make a burst of requests, then a steady rate \
+                       (by default 100, then 10 a second); beyond it every endpoint answers 429 \
+                       `rate_limited` with `Retry-After`."
     ),
     paths(
         account::sign_up,
@@ -104,11 +107,13 @@ pub type AddressLimits = tower_governor::governor::GovernorConfig<
 >;
 
 /// Sign-up and log-in are limited per client address (a burst of 20, then one every 3 s); log-in
-/// is also limited per account (see [`auth::AccountLimiter`]). Both limiters forget clients whose
-/// buckets are full again, once a minute, so memory stays bounded.
+/// is also limited per account (see [`auth::AccountLimiter`]). Every authenticated request is limited
+/// per API key or user (see [`auth::CallerLimiter`]). The limiters forget clients whose buckets are
+/// full again, once a minute, so memory stays bounded.
 pub fn address_limits(
     trusted_proxies: kiln_core::AllowedNets,
     accounts: auth::AccountLimiter,
+    callers: auth::CallerLimiter,
 ) -> Arc<AddressLimits> {
     let limits = tower_governor::governor::GovernorConfigBuilder::default()
         .key_extractor(auth::ClientIpKey {
@@ -126,6 +131,7 @@ pub fn address_limits(
             ticker.tick().await;
             limiter.retain_recent();
             accounts.retain_recent();
+            callers.retain_recent();
         }
     });
     limits

@@ -1,6 +1,6 @@
 //! What every API handler works with.
 
-use super::auth::AccountLimiter;
+use super::auth::{AccountLimiter, CallerLimiter};
 use crate::App;
 use crate::accounts::SessionKeys;
 use crate::sitemaps::SitemapFetcher;
@@ -22,6 +22,8 @@ pub struct ApiContext {
     pub cname_target: Hostname,
     pub queue: RenderQueue,
     pub account_limiter: AccountLimiter,
+    /// Requests per API key and per logged-in user.
+    pub caller_limiter: CallerLimiter,
     pub trusted_proxies: AllowedNets,
     pub sitemaps: SitemapFetcher,
     /// Per-address limits on signing up and logging in (the API's and the web forms').

@@ -1290,6 +1290,61 @@ async fn sign_up_and_log_in_are_rate_limited_per_client_address() {
 }
 
 #[tokio::test]
+async fn each_api_key_and_user_has_its_own_request_limit() {
+    // Five requests at once, then one a second, per key and per logged-in user.
+    let (_app, server) = server_with(|app| {
+        app.settings.api_rate_per_second = 1;
+        app.settings.api_rate_burst = 5;
+    })
+    .await;
+    let mut user = ApiClient::new(&server);
+    user.sign_up("jane@example.com").await;
+    let mut keys = Vec::new();
+    for name in ["ci", "cron"] {
+        let created = user.post("/api/v1/api-keys", json!({ "name": name })).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        keys.push(user.with_key(created.body["secret"].as_str().unwrap()));
+    }
+    let other_tenant = ApiClient::account_with_key(&server, "other@example.com").await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(keys[0].get("/api/v1/domains").await.status);
+    }
+    let first_limited = statuses.iter().position(|s| *s == 429);
+    assert!(
+        matches!(first_limited, Some(5 | 6)),
+        "the sixth request at once should be refused: {statuses:?}"
+    );
+    let limited = keys[0].get("/api/v1/domains").await;
+    assert_eq!((limited.status, limited.code()), (429, "rate_limited"));
+    assert!(
+        limited.message().contains("this API key"),
+        "{}",
+        limited.message()
+    );
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+
+    // The account's other key, the user's session and another tenant are not held back by it.
+    assert_eq!(keys[1].get("/api/v1/domains").await.status, 200);
+    assert_eq!(user.get("/api/v1/domains").await.status, 200);
+    assert_eq!(other_tenant.get("/api/v1/domains").await.status, 200);
+
+    // The key gets a request a second again.
+    tokio::time::sleep(Duration::from_millis(1100 * wait)).await;
+    assert_eq!(keys[0].get("/api/v1/domains").await.status, 200);
+
+    // A bad key is refused as unauthorized, not counted against anybody.
+    let forged = user.with_key("kiln_live_00000000000000000000000000000000");
+    assert_eq!(forged.get("/api/v1/domains").await.status, 401);
+}
+
+#[tokio::test]
 async fn the_audit_log_is_the_accounts_own_and_pages_back_in_time() {
     let (_app, server) = server().await;
     let owner = ApiClient::account_with_key(&server, "owner@example.com").await;

@@ -64,6 +64,8 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
         cname_target: Some(Hostname::parse(CNAME_TARGET).unwrap()),
         dns_server: None,
         trusted_proxies: AllowedNets::default(),
+        api_rate_per_second: kiln_dashboard::settings::DEFAULT_API_RATE_PER_SECOND,
+        api_rate_burst: kiln_dashboard::settings::DEFAULT_API_RATE_BURST,
         log_format: LogFormat::Pretty,
         log_filter: "info".to_owned(),
     };

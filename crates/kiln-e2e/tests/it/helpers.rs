@@ -295,6 +295,8 @@ impl Platform {
             cname_target: Some(Hostname::parse(CNAME_TARGET).unwrap()),
             dns_server: Some(dns.addr()),
             trusted_proxies: AllowedNets::default(),
+            api_rate_per_second: kiln_dashboard::settings::DEFAULT_API_RATE_PER_SECOND,
+            api_rate_burst: kiln_dashboard::settings::DEFAULT_API_RATE_BURST,
             log_format: kiln_dashboard::LogFormat::Pretty,
             log_filter: "info".to_owned(),
         };
