@@ -160,10 +160,19 @@ pub async fn serve(
         budget + 2 * Duration::from_millis(domain.settings.render_timeout_ms) + LOCK_MARGIN;
     match app.store.try_lock_render(&key, request_id, lock_ttl).await {
         Ok(true) => {
+            if let Some(refusal) = admit_render(app, domain, &page_key, lock_ttl).await {
+                tracing::info!(render.refused = %refusal, "no render queued; serving the origin");
+                let _ = app.store.release_render_lock(&key).await;
+                return bypass(app, domain, req, peer).await;
+            }
             let job = render_job(domain, &url, &key, device, user_agent, request_id);
             if let Err(error) = app.queue.push(job).await {
                 tracing::warn!(%error, "could not enqueue a render; serving the origin");
                 let _ = app.store.release_render_lock(&key).await;
+                let _ = app
+                    .store
+                    .release_render_place(&domain.tenant_id, &page_key)
+                    .await;
                 return bypass(app, domain, req, peer).await;
             }
         }
@@ -205,6 +214,46 @@ pub async fn serve(
                 "render budget exhausted; serving the origin"
             );
             bypass(app, domain, req, peer).await
+        }
+    }
+}
+
+/// Why a bot's render may not be queued now, if it may not: the render queue is too long for it to
+/// be done within a bot's wait (`KILN_GATEWAY_MAX_QUEUED_RENDERS`), or the domain's tenant has all
+/// its renders under way or has started its renders for this minute (`KILN_TENANT_*`). Otherwise
+/// the render holds a place in the tenant's budget until the worker gives it back (or `hold`
+/// passes). When Redis cannot tell, the render is queued: the limits guard fairness, not safety.
+async fn admit_render(
+    app: &AppState,
+    domain: &DomainConfig,
+    page_key: &str,
+    hold: Duration,
+) -> Option<String> {
+    if app.max_queued_renders > 0 {
+        match app.queue.untaken(QueueKind::Render).await {
+            Ok(queued) if queued >= app.max_queued_renders => {
+                return Some(format!(
+                    "{queued} renders are waiting for a worker (the limit is {})",
+                    app.max_queued_renders
+                ));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "could not read the render queue's length"),
+        }
+    }
+    match app
+        .store
+        .admit_render(&domain.tenant_id, page_key, app.render_budget, hold)
+        .await
+    {
+        Ok(kiln_store::Admission::Admitted) => None,
+        Ok(kiln_store::Admission::Refused { retry_after }) => Some(format!(
+            "the tenant's render budget is in use (a place may be free in {} ms)",
+            retry_after.as_millis()
+        )),
+        Err(error) => {
+            tracing::debug!(%error, "could not check the tenant's render budget");
+            None
         }
     }
 }

@@ -108,6 +108,8 @@ impl Application {
             bot_limits: Default::default(),
             crawlers,
             verify_wait: settings.verify_wait,
+            render_budget: settings.render_budget,
+            max_queued_renders: settings.max_queued_renders,
             origin: proxy::OriginClient::new(
                 settings.allowed_private_nets.clone(),
                 settings.origin_connect_timeout,

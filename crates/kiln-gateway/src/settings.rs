@@ -47,6 +47,14 @@ pub struct Settings {
     /// separated by commas (e.g. `google=/etc/kiln/googlebot.json,openai=/etc/kiln/gptbot.json`),
     /// read at start. The files are the crawlers' own JSON or one CIDR per line.
     pub crawler_ranges: CrawlerRanges,
+    /// `KILN_TENANT_MAX_RENDERS` (default 16) and `KILN_TENANT_RENDERS_PER_MINUTE` (default 600;
+    /// `0`: no limit): how many bot renders one tenant may have queued or running at once, and
+    /// start a minute, across every gateway. Beyond it the tenant's bots get the origin's page.
+    pub render_budget: kiln_store::RenderBudget,
+    /// `KILN_GATEWAY_MAX_QUEUED_RENDERS` (default 100; `0`: no limit): with this many renders
+    /// waiting in the queue for a worker, a bot that misses the cache gets the origin's page at
+    /// once and no render is queued for it.
+    pub max_queued_renders: u64,
 }
 
 impl Settings {
@@ -106,6 +114,14 @@ impl Settings {
             },
             dns_timeout: millis("KILN_DNS_TIMEOUT_MS", 1_000)?,
             crawler_ranges: read_crawler_ranges(&var("KILN_GATEWAY_CRAWLER_RANGES", ""))?,
+            render_budget: kiln_store::RenderBudget::from_lookup(&get)
+                .map_err(anyhow::Error::msg)?,
+            max_queued_renders: var("KILN_GATEWAY_MAX_QUEUED_RENDERS", "100")
+                .trim()
+                .parse::<u64>()
+                .context(
+                    "KILN_GATEWAY_MAX_QUEUED_RENDERS must be a whole number of renders (0: no limit)",
+                )?,
             log_json: match var("KILN_LOG_FORMAT", "pretty").as_str() {
                 "json" => true,
                 "pretty" => false,

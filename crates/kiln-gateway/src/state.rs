@@ -35,4 +35,8 @@ pub struct App {
     pub crawlers: Option<kiln_verify::CrawlerVerifier>,
     /// How long a crawler's request waits for the check of a new address.
     pub verify_wait: Duration,
+    /// How many bot renders a tenant may have under way, and start a minute.
+    pub render_budget: kiln_store::RenderBudget,
+    /// How many renders may wait in the queue before bots stop queueing more (0: no limit).
+    pub max_queued_renders: u64,
 }

@@ -115,6 +115,11 @@ impl Stack {
             ("KILN_REDIS_PREFIX", prefix.clone()),
             ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32".into()),
             ("KILN_WORKER_BROWSERS", "1".into()),
+            // The load tests send one tenant's bots to more pages at once than a tenant's render
+            // budget allows, on purpose; the budget and the queue limit have gateway tests.
+            ("KILN_TENANT_MAX_RENDERS", "0".into()),
+            ("KILN_TENANT_RENDERS_PER_MINUTE", "0".into()),
+            ("KILN_GATEWAY_MAX_QUEUED_RENDERS", "0".into()),
             ("KILN_WORKER_TABS_PER_BROWSER", "2".into()),
             (
                 "KILN_CHROME_PATH",

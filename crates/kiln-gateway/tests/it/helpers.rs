@@ -148,6 +148,8 @@ pub struct TestGateway {
     pub port: u16,
     pub admin_port: u16,
     pub redis: RedisServer,
+    /// The Redis key prefix of this gateway's store and queue.
+    pub prefix: String,
     pub store: Store,
     pub origin: TestOrigin,
     /// `shop.test` as published.
@@ -217,6 +219,7 @@ impl TestGateway {
             port,
             admin_port,
             redis,
+            prefix,
             store,
             origin,
             domain,

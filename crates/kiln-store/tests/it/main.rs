@@ -1,5 +1,6 @@
 //! The store against a real Redis.
 
+mod budget;
 mod helpers;
 mod pages;
 mod preview;

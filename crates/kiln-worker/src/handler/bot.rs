@@ -36,11 +36,18 @@ impl Inner {
     }
 
     /// Tells the gateways waiting on the job's page what became of it, then releases the render
-    /// lock their gateway took.
+    /// lock their gateway took and the place in the tenant's render budget it was given.
     pub(super) async fn announce_and_unlock(&self, job: &RenderJob, outcome: RenderOutcome) {
         self.announce(job, outcome).await;
         if let Err(error) = self.store.release_render_lock(&job.key).await {
             tracing::error!(%error, "could not release the render lock");
+        }
+        if let Err(error) = self
+            .store
+            .release_render_place(&job.tenant_id, &job.key.page_key())
+            .await
+        {
+            tracing::warn!(%error, "could not give back the render's place in the tenant's budget");
         }
     }
 }
