@@ -35,4 +35,6 @@ pub struct App {
     pub crawlers: Option<kiln_verify::CrawlerVerifier>,
     /// How long a crawler's request waits for the check of a new address.
     pub verify_wait: Duration,
+    /// The largest request body accepted.
+    pub max_body_bytes: u64,
 }
