@@ -182,13 +182,16 @@ const fn expect(status: u16, origin: usize) -> Expect {
     Expect { status, origin }
 }
 
+/// A look at the last request the origin got: why it is wrong, if it is.
+type Check = fn(&crate::helpers::Seen) -> Result<(), String>;
+
 struct Case {
     name: &'static str,
     request: Vec<u8>,
     edge: Expect,
     gateway: Expect,
     /// What the origin must (not) have seen of the last request it got, when it got one.
-    check: Option<fn(&crate::helpers::Seen) -> Result<(), String>>,
+    check: Option<Check>,
 }
 
 fn case(name: &'static str, request: Vec<u8>, edge: Expect, gateway: Expect) -> Case {
