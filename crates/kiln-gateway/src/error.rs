@@ -9,6 +9,9 @@ pub enum GatewayError {
     /// The client sent something Kiln will not serve.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request's body is larger than the gateway accepts.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
     /// The `Host` names no domain registered with Kiln.
     #[error("no domain is registered for host `{0}`")]
     UnknownHost(String),
@@ -30,6 +33,11 @@ impl IntoResponse for GatewayError {
             GatewayError::BadRequest(why) => {
                 (StatusCode::BAD_REQUEST, "Bad request", (*why).to_owned())
             }
+            GatewayError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+                "The request body is larger than this server accepts.".to_owned(),
+            ),
             GatewayError::UnknownHost(host) => (
                 StatusCode::MISDIRECTED_REQUEST,
                 "Unknown host",
@@ -82,6 +90,7 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::BadRequest(_) => "bad-request",
+            GatewayError::PayloadTooLarge => "payload-too-large",
             GatewayError::UnknownHost(_) => "unknown-host",
             GatewayError::OriginUnreachable(_) => "origin-unreachable",
             GatewayError::OriginTimeout => "origin-timeout",

@@ -8,11 +8,13 @@ mod admin;
 mod bot;
 mod directory;
 mod error;
+mod guard;
 mod hot;
 mod limits;
 mod proxy;
 mod representation;
 mod routes;
+mod serve;
 pub mod settings;
 mod state;
 mod usage;
@@ -27,7 +29,6 @@ use futures::future::{BoxFuture, Shared};
 use kiln_queue::{QueueSettings, RenderQueue};
 use kiln_store::{Store, StoreEvent, StoreSettings};
 use state::{App, AppState};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -42,6 +43,7 @@ pub struct Application {
     listener: TcpListener,
     admin_listener: TcpListener,
     app: AppState,
+    header_timeout: Duration,
 }
 
 impl Application {
@@ -110,6 +112,7 @@ impl Application {
             verify_wait: settings.verify_wait,
             render_budget: settings.render_budget,
             max_queued_renders: settings.max_queued_renders,
+            max_body_bytes: settings.max_body_bytes,
             origin: proxy::OriginClient::new(
                 settings.allowed_private_nets.clone(),
                 settings.origin_connect_timeout,
@@ -133,6 +136,7 @@ impl Application {
             listener,
             admin_listener,
             app,
+            header_timeout: settings.header_timeout,
         })
     }
 
@@ -167,11 +171,7 @@ impl Application {
         let main = Router::new()
             .fallback(routes::handle)
             .with_state(Arc::clone(&self.app));
-        let main = axum::serve(
-            self.listener,
-            main.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone());
+        let main = serve::serve(self.listener, main, self.header_timeout, shutdown.clone());
         let admin = axum::serve(self.admin_listener, admin::router(Arc::clone(&self.app)))
             .with_graceful_shutdown(shutdown.clone());
         // Compiled by `build`, before any request.
@@ -181,7 +181,7 @@ impl Application {
             bots.patterns = bots.len(),
             "gateway ready"
         );
-        let result = tokio::try_join!(main.into_future(), admin.into_future());
+        let ((), result) = tokio::join!(main, admin.into_future());
         events.abort();
         limits.abort();
         // The last requests have been answered: write their counts before going.

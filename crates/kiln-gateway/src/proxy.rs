@@ -104,7 +104,7 @@ impl OriginClient {
         let response = tokio::time::timeout(self.response_timeout, self.client.request(request))
             .await
             .map_err(|_| GatewayError::OriginTimeout)?
-            .map_err(|error| GatewayError::OriginUnreachable(describe(&error)))?;
+            .map_err(|error| failure(&error))?;
 
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
@@ -161,6 +161,24 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert("x-forwarded-for", value);
     }
+}
+
+/// Why sending a request to the origin failed: the client's body when it was too large or broken
+/// (malformed chunks, a client gone mid-upload), which is the client's error, else the origin.
+fn failure(error: &hyper_util::client::legacy::Error) -> GatewayError {
+    let first: &(dyn std::error::Error + 'static) = error;
+    let causes: Vec<_> = std::iter::successors(Some(first), |cause| cause.source()).collect();
+    if causes
+        .iter()
+        .any(|cause| cause.is::<http_body_util::LengthLimitError>())
+    {
+        return GatewayError::PayloadTooLarge;
+    }
+    // Only the request's body is an axum body here: the origin's answer is not read yet.
+    if causes.iter().any(|cause| cause.is::<axum::Error>()) {
+        return GatewayError::BadRequest("the request body is malformed or was cut short");
+    }
+    GatewayError::OriginUnreachable(describe(error))
 }
 
 /// A short, loggable description of a client error, including its cause chain.

@@ -1,9 +1,10 @@
 //! Request routing: which domain, and whether the request takes the bot path or the human path.
 //!
 //! A request is a bot's when the edge says so (`X-Is-Bot: 1`) or its User-Agent contains one of the
-//! domain's own bot patterns. A request that did not come through the edge (no `X-Is-Bot` at all) is
-//! classified here with the edge's own data file (`nginx/bots.map`, see `kiln_core::bots`), so a
-//! gateway run on its own treats every client as the edge would. A bot's GET or HEAD for a page (not
+//! domain's own bot patterns. A request that did not come through the edge (no `X-Is-Bot` at all,
+//! or a peer that is not a trusted proxy, whose `X-Is-Bot` is ignored) is classified here with the
+//! edge's own data file (`nginx/bots.map`, see `kiln_core::bots`), so a gateway run on its own
+//! treats every client as the edge would. Requests `guard.rs` refuses never get this far. A bot's GET or HEAD for a page (not
 //! an asset) of a verified domain takes the bot path if its family is one the domain renders for and
 //! the domain's path rules render that path; everything else is proxied.
 //!
@@ -16,12 +17,13 @@
 
 use crate::bot;
 use crate::error::GatewayError;
+use crate::guard;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, header};
-use kiln_core::{BotClassifier, BotFamily, Crawler, Hostname, is_asset_path};
+use kiln_core::{BotClassifier, BotFamily, Crawler, is_asset_path};
 use kiln_store::UsageKind;
 use kiln_verify::Verdict;
 use std::net::{IpAddr, SocketAddr};
@@ -71,14 +73,11 @@ async fn route(
     peer: SocketAddr,
     request_id: &str,
 ) -> Result<Response, GatewayError> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(GatewayError::BadRequest("the request has no Host header"))?;
-    let host = Hostname::from_host_header(host)
-        .map_err(|_| GatewayError::BadRequest("the Host header is not a valid hostname"))?;
+    let host = guard::host(&req)?;
     tracing::Span::current().record("http.host", host.as_str());
+    guard::target(&req, &host)?;
+    guard::declared_body(&req, app.max_body_bytes)?;
+    let req = guard::limit_body(req, app.max_body_bytes);
     let domain = app
         .directory
         .get(&host)
@@ -89,7 +88,13 @@ async fn route(
     // for a person (those have no family: the domain asked for them).
     let user_agent = user_agent(&req);
     let classifier = BotClassifier::shared();
-    let edge_verdict = req.headers().get("x-is-bot").map(|v| v.as_bytes() == b"1");
+    // Only the edge's word counts: from anyone else, X-Is-Bot is ignored like any forged header.
+    let edge_verdict = app
+        .trusted_proxies
+        .contains(peer.ip())
+        .then(|| req.headers().get("x-is-bot"))
+        .flatten()
+        .map(|v| v.as_bytes() == b"1");
     let known_bot = match edge_verdict {
         Some(true) => Some((
             "edge",
@@ -141,6 +146,8 @@ async fn route(
     match passthrough {
         None => {
             span.record("client.kind", "bot");
+            // Its URL becomes a cache key and a render.
+            guard::query(&req)?;
             let client =
                 kiln_core::request_client_ip(peer.ip(), req.headers(), &app.trusted_proxies);
             let (renders, verified) = check_crawler(app, client, user_agent).await;

@@ -21,6 +21,13 @@ pub struct Settings {
     pub origin_connect_timeout: Duration,
     /// `KILN_ORIGIN_TIMEOUT_MS`: the longest an origin may take to start answering (default 30000).
     pub origin_response_timeout: Duration,
+    /// `KILN_GATEWAY_HEADER_TIMEOUT_MS`: the longest a client may take to send a request's head,
+    /// idle time on a kept-alive connection included (default 30000); a slower one is
+    /// disconnected. Keep it above the edge's upstream `keepalive_timeout`.
+    pub header_timeout: Duration,
+    /// `KILN_GATEWAY_MAX_BODY_MB`: the largest request body accepted (default 100, as the edge's
+    /// `client_max_body_size`); a larger one gets `413`.
+    pub max_body_bytes: u64,
     /// `KILN_ALLOWED_PRIVATE_NETS`: non-public networks origins may live in (CIDRs, default none).
     pub allowed_private_nets: AllowedNets,
     /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
@@ -87,6 +94,11 @@ impl Settings {
             redis_timeout: millis("KILN_REDIS_TIMEOUT_MS", 500)?,
             origin_connect_timeout: millis("KILN_ORIGIN_CONNECT_TIMEOUT_MS", 5_000)?,
             origin_response_timeout: millis("KILN_ORIGIN_TIMEOUT_MS", 30_000)?,
+            header_timeout: millis("KILN_GATEWAY_HEADER_TIMEOUT_MS", 30_000)?,
+            max_body_bytes: var("KILN_GATEWAY_MAX_BODY_MB", "100")
+                .parse::<u64>()
+                .map(|mb| mb.saturating_mul(1024 * 1024))
+                .context("KILN_GATEWAY_MAX_BODY_MB must be a whole number of megabytes")?,
             allowed_private_nets: AllowedNets::parse(&var("KILN_ALLOWED_PRIVATE_NETS", ""))
                 .context("KILN_ALLOWED_PRIVATE_NETS")?,
             hot_cache_bytes: var("KILN_GATEWAY_HOT_CACHE_MB", "64")

@@ -39,4 +39,6 @@ pub struct App {
     pub render_budget: kiln_store::RenderBudget,
     /// How many renders may wait in the queue before bots stop queueing more (0: no limit).
     pub max_queued_renders: u64,
+    /// The largest request body accepted.
+    pub max_body_bytes: u64,
 }

@@ -6,6 +6,7 @@ mod crawlers;
 mod domain_settings;
 mod freshness;
 mod helpers;
+mod hostile;
 mod limits;
 mod usage;
 
