@@ -79,6 +79,11 @@ async fn route(
     let host = Hostname::from_host_header(host)
         .map_err(|_| GatewayError::BadRequest("the Host header is not a valid hostname"))?;
     tracing::Span::current().record("http.host", host.as_str());
+    // Certificate authorities validating an order: answered on any host, never proxied.
+    if req.uri().path().starts_with(crate::acme::CHALLENGE_PREFIX) {
+        tracing::Span::current().record("client.kind", "acme");
+        return Ok(crate::acme::answer(app, req.method(), &host, req.uri().path()).await);
+    }
     let domain = app
         .directory
         .get(&host)

@@ -8,6 +8,7 @@
 //! Every call is bounded by the client's command timeout, and callers on the request path treat any
 //! error as a cache miss: an outage of Redis must never turn into an outage of the customer's site.
 
+mod acme;
 mod events;
 mod failures;
 mod pages;
@@ -17,6 +18,7 @@ mod settings;
 mod usage;
 mod warm;
 
+pub use acme::{CHALLENGE_TTL, CertificateRecord, CertificateState, CertificateStatus};
 pub use events::{StoreEvent, Subscription};
 pub use pages::{ContentEncoding, MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
 pub use preview::{PREVIEW_TTL_SECS, PreviewResult};
