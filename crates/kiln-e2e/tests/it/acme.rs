@@ -241,7 +241,11 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
         "Attempting to validate w/ HTTP: http://{SHOP}:{}/.well-known/acme-challenge/",
         stack.edge.port()
     );
-    assert!(stack.pebble.log().contains(&fetched), "{}", stack.pebble.log());
+    assert!(
+        stack.pebble.log().contains(&fetched),
+        "{}",
+        stack.pebble.log()
+    );
     let shop = Hostname::parse(SHOP).unwrap();
     let record = stack
         .store
@@ -297,10 +301,15 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
 
     // The edge serves the domain over HTTPS with that certificate, which chains to Pebble's root.
     let root = stack.issuing_root().await;
-    let (presented, response) =
-        https_get(stack.tls_addr(), SHOP, &[root.clone()], SHOP, "/products/3")
-            .await
-            .expect("a verified TLS connection");
+    let (presented, response) = https_get(
+        stack.tls_addr(),
+        SHOP,
+        std::slice::from_ref(&root),
+        SHOP,
+        "/products/3",
+    )
+    .await
+    .expect("a verified TLS connection");
     let leaf = kiln_acme::cert::der_info(&presented).unwrap();
     assert_eq!(leaf.dns_names, [SHOP]);
     assert_eq!(leaf.fingerprint, record.fingerprint);
@@ -355,9 +364,15 @@ async fn a_certificate_near_expiry_is_renewed_and_the_edge_serves_the_new_one() 
     let lifetime = old.not_after - old.issued_at;
     assert!((3000..=3700).contains(&lifetime), "{lifetime}");
     stack.sync.sync_once().await.unwrap();
-    let (presented, _) = https_get(stack.tls_addr(), SHOP, &[root.clone()], SHOP, "/")
-        .await
-        .unwrap();
+    let (presented, _) = https_get(
+        stack.tls_addr(),
+        SHOP,
+        std::slice::from_ref(&root),
+        SHOP,
+        "/",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         kiln_acme::cert::der_info(&presented).unwrap().fingerprint,
         old.fingerprint
@@ -431,9 +446,15 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
     );
     stack.sync.sync_once().await.unwrap();
     let root = stack.issuing_root().await;
-    let (presented, _) = https_get(stack.tls_addr(), LATE, &[root.clone()], LATE, "/")
-        .await
-        .unwrap();
+    let (presented, _) = https_get(
+        stack.tls_addr(),
+        LATE,
+        std::slice::from_ref(&root),
+        LATE,
+        "/",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         kiln_acme::cert::der_info(&presented).unwrap().fingerprint,
         record.fingerprint
