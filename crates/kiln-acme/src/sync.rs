@@ -116,6 +116,12 @@ impl CertSync {
             report.written.push(host.clone());
         }
 
+        // An empty index most likely means Redis lost its data (it restarted without
+        // persistence), not that every domain went away at once: the files on disk keep being
+        // served until certificates are stored again, as the gateways keep their domains.
+        if index.is_empty() {
+            return Ok(report);
+        }
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
             let Some(host) = name.to_str().and_then(|n| n.strip_suffix(".pem")) else {
