@@ -1,7 +1,7 @@
 //! `GET /api/v1/domains/{id}/certificate`: what the certificate manager recorded, for the tenant
 //! that owns the domain only.
 
-use crate::helpers::{ApiClient, host_name, spawn_app};
+use crate::helpers::{ApiClient, host_name, session_from, spawn_app};
 use kiln_store::{CertificateState, CertificateStatus};
 use serde_json::json;
 
@@ -9,7 +9,8 @@ use serde_json::json;
 async fn a_domains_certificate_status_is_shown_to_its_tenant_only() {
     let app = spawn_app().await;
     let server = app.spawn_server().await;
-    let alice = ApiClient::account_with_key(&server, "alice@example.com").await;
+    let mut alice = ApiClient::new(&server);
+    let session = session_from(&alice.sign_up("alice@example.com").await);
     let bob = ApiClient::account_with_key(&server, "bob@example.com").await;
     let domain = alice
         .add_domain("shop.example.com", "http://127.0.0.1:5173")
@@ -53,6 +54,24 @@ async fn a_domains_certificate_status_is_shown_to_its_tenant_only() {
             "retry_at": "2026-09-21T14:15:20Z",
             "updated_at": "2026-09-21T14:13:20Z",
         })
+    );
+
+    // The domain's page says so too.
+    let page = reqwest::Client::new()
+        .get(format!(
+            "{}/domains/{}",
+            server.base,
+            domain["id"].as_str().unwrap()
+        ))
+        .header("cookie", format!("kiln_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("HTTPS: the last certificate request failed (the ACME server did not validate the order)"),
+        "{html}"
     );
 
     let other = bob.get(&path).await;
