@@ -2,7 +2,7 @@
 # Postgres and nginx without touching the system-wide services. Sourced, not executed.
 
 KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KILN_PACKAGES=(redis-server postgresql nginx chromium fonts-liberation curl ca-certificates procps dnsmasq-base)
+KILN_PACKAGES=(redis-server postgresql nginx chromium fonts-liberation curl ca-certificates procps dnsmasq-base pebble)
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -97,11 +97,14 @@ stop_postgres() { # DIR
   [ -f "$1/data/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null 2>&1; true
 }
 
-# start_edge DIR LISTEN GATEWAY: nginx from nginx/kiln.conf.template, daemonised.
+# start_edge DIR LISTEN GATEWAY [TLS_LISTEN [CERT_DIR]]: nginx from nginx/kiln.conf.template,
+# daemonised; HTTPS on TLS_LISTEN (default 127.0.0.1:8443) with the certificates in CERT_DIR (default
+# DIR/certs, where `kiln-acme sync` writes them).
 start_edge() {
-  local dir=$1 listen=$2 gateway=$3
-  mkdir -p "$dir"
+  local dir=$1 listen=$2 gateway=$3 tls_listen=${4:-127.0.0.1:8443} cert_dir=${5:-$1/certs}
+  mkdir -p "$dir" "$cert_dir"
   sed -e "s|\${KILN_EDGE_LISTEN}|$listen|g" -e "s|\${KILN_GATEWAY_ADDR}|$gateway|g" \
+      -e "s|\${KILN_EDGE_TLS_LISTEN}|$tls_listen|g" -e "s|\${KILN_EDGE_CERT_DIR}|$cert_dir|g" \
       -e "s|\${KILN_NGINX_DIR}|$KILN_ROOT/nginx|g" -e "s|\${KILN_EDGE_RUNTIME_DIR}|$dir|g" \
       "$KILN_ROOT/nginx/kiln.conf.template" > "$dir/nginx.conf"
   nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -t -q || die "the edge's nginx.conf is invalid"

@@ -4,6 +4,7 @@
 //! Architecture invariant: the gateway is stateless and never talks to Postgres or Chromium. What it
 //! knows about domains comes from Redis, mirrored in memory.
 
+mod acme;
 mod admin;
 mod bot;
 mod directory;

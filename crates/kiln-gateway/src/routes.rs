@@ -78,6 +78,11 @@ async fn route(
     guard::target(&req, &host)?;
     guard::declared_body(&req, app.max_body_bytes)?;
     let req = guard::limit_body(req, app.max_body_bytes);
+    // Certificate authorities validating an order: answered on any host, never proxied.
+    if req.uri().path().starts_with(crate::acme::CHALLENGE_PREFIX) {
+        tracing::Span::current().record("client.kind", "acme");
+        return Ok(crate::acme::answer(app, req.method(), &host, req.uri().path()).await);
+    }
     let domain = app
         .directory
         .get(&host)

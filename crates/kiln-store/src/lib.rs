@@ -9,6 +9,7 @@
 //! error as a cache miss: an outage of Redis must never turn into an outage of the customer's site.
 
 mod budget;
+mod acme;
 mod events;
 mod failures;
 mod pages;
@@ -19,6 +20,7 @@ mod usage;
 mod warm;
 
 pub use budget::{Admission, RenderBudget};
+pub use acme::{CHALLENGE_TTL, CertificateRecord, CertificateState, CertificateStatus};
 pub use events::{StoreEvent, Subscription};
 pub use pages::{ContentEncoding, MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
 pub use preview::{PREVIEW_TTL_SECS, PreviewResult};

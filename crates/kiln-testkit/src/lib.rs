@@ -6,6 +6,7 @@
 
 pub mod corpus;
 pub mod dns;
+pub mod pebble;
 pub mod postgres;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -153,11 +154,14 @@ impl Drop for RedisServer {
     }
 }
 
-/// The nginx edge from `nginx/kiln.conf.template`, in front of a gateway.
+/// The nginx edge from `nginx/kiln.conf.template`, in front of a gateway, listening for HTTP and
+/// HTTPS (with the certificates in its certificate directory).
 pub struct Edge {
     port: u16,
+    tls_port: u16,
     child: Child,
     dir: PathBuf,
+    cert_dir: PathBuf,
 }
 
 impl Edge {
@@ -169,6 +173,12 @@ impl Edge {
     /// Starts nginx on a free port, balancing over the gateways at `gateways` (as a deployment with
     /// several gateways lists them in its upstream block).
     pub fn start_with(gateways: &[SocketAddr]) -> Self {
+        Self::start_with_cert_dir(gateways, None)
+    }
+
+    /// Starts nginx on free ports, serving HTTPS with the certificates in `cert_dir` (by default
+    /// an empty directory of its own, see [`Edge::cert_dir`]).
+    pub fn start_with_cert_dir(gateways: &[SocketAddr], cert_dir: Option<&Path>) -> Self {
         assert!(!gateways.is_empty(), "an edge needs a gateway");
         let nginx_dir = repo_root().join("nginx");
         let template = std::fs::read_to_string(nginx_dir.join("kiln.conf.template"))
@@ -191,10 +201,21 @@ impl Edge {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("kiln-edge-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("failed to create the edge's runtime directory");
+        let tls_port = loop {
+            let candidate = free_port();
+            if candidate != port {
+                break candidate;
+            }
+        };
+        let cert_dir = cert_dir.map_or_else(|| dir.join("certs"), Path::to_path_buf);
+        std::fs::create_dir_all(&cert_dir)
+            .expect("failed to create the edge's certificate directory");
         let config = render_template(
             &template,
             &[
                 ("KILN_EDGE_LISTEN", format!("127.0.0.1:{port}")),
+                ("KILN_EDGE_TLS_LISTEN", format!("127.0.0.1:{tls_port}")),
+                ("KILN_EDGE_CERT_DIR", cert_dir.display().to_string()),
                 ("KILN_NGINX_DIR", nginx_dir.display().to_string()),
                 ("KILN_EDGE_RUNTIME_DIR", dir.display().to_string()),
             ],
@@ -212,11 +233,28 @@ impl Edge {
             .spawn()
             .expect("failed to start nginx");
         wait_for_port(port, Duration::from_secs(10));
-        Edge { port, child, dir }
+        wait_for_port(tls_port, Duration::from_secs(10));
+        Edge {
+            port,
+            tls_port,
+            child,
+            dir,
+            cert_dir,
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The HTTPS port.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
+    }
+
+    /// Where the edge reads its certificates from (`{host}.pem`, `_default.pem`).
+    pub fn cert_dir(&self) -> &Path {
+        &self.cert_dir
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -11,6 +11,7 @@ pub mod activity;
 pub mod audit;
 pub mod auth;
 pub mod cache;
+pub mod certificates;
 pub mod domains;
 pub mod error;
 pub mod keys;
@@ -59,6 +60,7 @@ pub const MAX_BODY_BYTES: usize = 9 * 1024 * 1024;
         domains::update,
         domains::delete,
         domains::verify,
+        certificates::get,
         cache::purge,
         cache::warm,
         cache::warm_status,
@@ -176,6 +178,7 @@ pub fn router(ctx: Ctx) -> Router {
                 .delete(domains::delete),
         )
         .route("/domains/{id}/verify", post(domains::verify))
+        .route("/domains/{id}/certificate", get(certificates::get))
         .route("/cache/purge", post(cache::purge))
         .route("/cache/warm", post(cache::warm))
         .route("/cache/warm/{id}", get(cache::warm_status))

@@ -63,6 +63,8 @@ struct DomainPage {
     chrome: Chrome,
     domain: DomainRecord,
     dns: Dns,
+    /// Where the domain's TLS certificate stands, in a sentence (none when Redis cannot say).
+    certificate: Option<String>,
     pages: Option<u64>,
     form: SettingsForm,
     errors: FieldErrors,
@@ -408,6 +410,33 @@ fn dns(ctx: &Ctx, record: &DomainRecord) -> Dns {
     }
 }
 
+/// The domain's certificate as the certificate manager (`kiln-acme`) recorded it, for people.
+async fn certificate_text(ctx: &Ctx, record: &DomainRecord) -> Option<String> {
+    use kiln_store::CertificateState;
+    let at = |secs: i64| {
+        OffsetDateTime::from_unix_timestamp(secs)
+            .ok()
+            .map(format::when)
+    };
+    let status = ctx.app.store.certificate_status(&record.host).await.ok()?;
+    Some(match status {
+        None if record.verified => "HTTPS: a certificate will be requested shortly.".to_owned(),
+        None => "HTTPS: a certificate is requested once the domain is verified.".to_owned(),
+        Some(status) => match status.state {
+            CertificateState::Ordering => "HTTPS: a certificate is being requested.".to_owned(),
+            CertificateState::Issued => format!(
+                "HTTPS: served with a certificate valid until {} (renewed automatically).",
+                status.not_after.and_then(at).unwrap_or_default()
+            ),
+            CertificateState::Failed => format!(
+                "HTTPS: the last certificate request failed ({}); next try {}.",
+                status.last_error.unwrap_or_default(),
+                status.retry_at.and_then(at).unwrap_or_default()
+            ),
+        },
+    })
+}
+
 async fn domain_page(
     ctx: &Ctx,
     user: &WebUser,
@@ -417,11 +446,13 @@ async fn domain_page(
     status: StatusCode,
 ) -> Response {
     let pages = page_count(ctx, domain.id).await;
+    let certificate = certificate_text(ctx, &domain).await;
     render(
         status,
         &DomainPage {
             chrome: user.chrome(Nav::Domains),
             dns: dns(ctx, &domain),
+            certificate,
             domain,
             pages,
             form,

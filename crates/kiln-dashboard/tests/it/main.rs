@@ -2,6 +2,7 @@
 //! `serve` endpoints and the command line itself. See `helpers.rs` for where the servers come from.
 
 mod api;
+mod certificates;
 mod helpers;
 mod outage;
 mod stats;

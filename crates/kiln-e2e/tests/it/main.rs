@@ -2,6 +2,7 @@
 //! origin's bytes, a second bot is served from the cache, and every fall-back answers. The control
 //! plane's tests, with the dashboard running too, are in `control_plane.rs`.
 
+mod acme;
 mod control_plane;
 mod dashboard_ui;
 mod edge;

@@ -2,6 +2,7 @@
 //! fidelity and failure modes, and the bot path's fall-backs when no render arrives.
 
 mod budget;
+mod acme;
 mod crawlers;
 mod domain_settings;
 mod freshness;

@@ -1,0 +1,63 @@
+//! TLS certificates for customer domains. The manager ([`Manager`]) orders a certificate by ACME
+//! HTTP-01 for every verified domain in the published directory, renews it before it expires and
+//! keeps it in Redis with its private key sealed; on every edge node, [`CertSync`] writes them to
+//! the directory nginx reads a certificate from on each handshake.
+//!
+//! Architecture invariant: never serves traffic and never talks to Postgres; what it knows of
+//! domains is the published directory; private keys are never logged and never stored unsealed
+//! outside the edge's certificate directory.
+
+pub mod cert;
+pub mod manager;
+pub mod seal;
+pub mod settings;
+pub mod sync;
+
+pub use manager::{Manager, ManagerSettings, PassReport};
+pub use seal::{SealError, Sealer};
+pub use settings::{Secret, Settings};
+pub use sync::{CertSync, FALLBACK_NAME, SyncReport};
+
+use anyhow::Context;
+use kiln_store::{Store, StoreSettings};
+use std::time::Duration;
+
+/// Connects to the deployment's Redis. Certificate work is in the background, so commands may
+/// take longer than on a request path.
+pub async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    let mut store_settings = StoreSettings::new(&settings.redis_url, &settings.redis_prefix);
+    store_settings.command_timeout = Duration::from_secs(5);
+    store_settings.pool_size = 2;
+    Store::connect(store_settings)
+        .await
+        .context("failed to connect to redis")
+}
+
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), JSON or pretty output.
+pub fn init_tracing(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,151 @@
+//! `kiln-acme`'s configuration, read once from `KILN_*` environment variables.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The secret that seals private keys in Redis; `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`).
+    pub redis_url: String,
+    /// `KILN_REDIS_PREFIX` (default `kiln:`).
+    pub redis_prefix: String,
+    /// `KILN_ACME_SECRET`: seals (encrypts and authenticates) every private key Kiln keeps in Redis:
+    /// the certificates' and the ACME account's. At least 32 characters; the manager and every edge's
+    /// sync need the same one. Required.
+    pub secret: Secret,
+    /// `KILN_ACME_DIRECTORY_URL`: the ACME server's directory (default Let's Encrypt's production
+    /// directory, `https://acme-v02.api.letsencrypt.org/directory`).
+    pub directory_url: String,
+    /// `KILN_ACME_CONTACT_EMAIL`: the account's contact address (default none).
+    pub contact_email: Option<String>,
+    /// `KILN_ACME_CA_ROOT`: a PEM file holding the only root trusted for the ACME server's own HTTPS
+    /// (a private or test CA such as Pebble's); default: the system's roots.
+    pub ca_root: Option<PathBuf>,
+    /// `KILN_ACME_RENEW_BEFORE_DAYS`: renew a certificate once it has fewer days left (default 30).
+    pub renew_before: Duration,
+    /// `KILN_ACME_CHECK_INTERVAL_SECS`: how often the manager looks for certificates to order or
+    /// renew, besides every domain change (default 300).
+    pub check_interval: Duration,
+    /// `KILN_ACME_CERT_DIR`: where `kiln-acme sync` writes the certificates for the edge's nginx
+    /// (default `/var/lib/kiln/certs`).
+    pub cert_dir: PathBuf,
+    /// `KILN_ACME_SYNC_INTERVAL_SECS`: how often `kiln-acme sync` looks for new certificates
+    /// (default 10).
+    pub sync_interval: Duration,
+    /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
+    pub log_json: bool,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any variable source; tests pass a map.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let var = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_owned());
+        let number = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match get(name) {
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("{name} must be a whole number")),
+                None => Ok(default),
+            }
+        };
+        let secret = get("KILN_ACME_SECRET").context(
+            "KILN_ACME_SECRET is required: it seals the private keys kept in Redis \
+             (at least 32 characters, e.g. `openssl rand -base64 48`)",
+        )?;
+        anyhow::ensure!(
+            secret.chars().count() >= 32,
+            "KILN_ACME_SECRET must be at least 32 characters"
+        );
+        Ok(Settings {
+            redis_url: var("KILN_REDIS_URL", "redis://127.0.0.1:6379"),
+            redis_prefix: var("KILN_REDIS_PREFIX", "kiln:"),
+            secret: Secret(secret),
+            directory_url: var("KILN_ACME_DIRECTORY_URL", LETS_ENCRYPT),
+            contact_email: get("KILN_ACME_CONTACT_EMAIL"),
+            ca_root: get("KILN_ACME_CA_ROOT").map(PathBuf::from),
+            renew_before: Duration::from_secs(
+                number("KILN_ACME_RENEW_BEFORE_DAYS", 30)?.saturating_mul(24 * 3600),
+            ),
+            check_interval: Duration::from_secs(
+                number("KILN_ACME_CHECK_INTERVAL_SECS", 300)?.max(1),
+            ),
+            cert_dir: PathBuf::from(var("KILN_ACME_CERT_DIR", "/var/lib/kiln/certs")),
+            sync_interval: Duration::from_secs(number("KILN_ACME_SYNC_INTERVAL_SECS", 10)?.max(1)),
+            log_json: match var("KILN_LOG_FORMAT", "pretty").as_str() {
+                "json" => true,
+                "pretty" => false,
+                other => anyhow::bail!("KILN_LOG_FORMAT must be `json` or `pretty`, not `{other}`"),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn reads_defaults_and_overrides() {
+        let secret = ("KILN_ACME_SECRET", "0123456789abcdef0123456789abcdef");
+        let defaults = settings(&[secret]).unwrap();
+        assert_eq!(defaults.directory_url, super::LETS_ENCRYPT);
+        assert_eq!(defaults.renew_before, Duration::from_secs(30 * 86400));
+        assert_eq!(defaults.cert_dir.to_str(), Some("/var/lib/kiln/certs"));
+        assert!(!format!("{defaults:?}").contains("0123456789abcdef"));
+
+        let set = settings(&[
+            secret,
+            ("KILN_ACME_RENEW_BEFORE_DAYS", "45"),
+            ("KILN_ACME_CONTACT_EMAIL", "ops@example.com"),
+            ("KILN_ACME_CHECK_INTERVAL_SECS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(set.renew_before, Duration::from_secs(45 * 86400));
+        assert_eq!(set.contact_email.as_deref(), Some("ops@example.com"));
+        assert_eq!(set.check_interval, Duration::from_secs(1));
+
+        assert!(settings(&[]).is_err(), "the secret is required");
+        assert!(settings(&[("KILN_ACME_SECRET", "short")]).is_err());
+        assert!(settings(&[secret, ("KILN_ACME_RENEW_BEFORE_DAYS", "soon")]).is_err());
+    }
+}
