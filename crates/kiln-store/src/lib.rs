@@ -8,8 +8,8 @@
 //! Every call is bounded by the client's command timeout, and callers on the request path treat any
 //! error as a cache miss: an outage of Redis must never turn into an outage of the customer's site.
 
-mod budget;
 mod acme;
+mod budget;
 mod events;
 mod failures;
 mod pages;
@@ -19,8 +19,8 @@ mod settings;
 mod usage;
 mod warm;
 
-pub use budget::{Admission, RenderBudget};
 pub use acme::{CHALLENGE_TTL, CertificateRecord, CertificateState, CertificateStatus};
+pub use budget::{Admission, RenderBudget};
 pub use events::{StoreEvent, Subscription};
 pub use pages::{ContentEncoding, MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
 pub use preview::{PREVIEW_TTL_SECS, PreviewResult};

@@ -1,8 +1,8 @@
 //! The gateway against a real Redis and a real (test) origin: host routing, the human proxy's
 //! fidelity and failure modes, and the bot path's fall-backs when no render arrives.
 
-mod budget;
 mod acme;
+mod budget;
 mod crawlers;
 mod domain_settings;
 mod freshness;
