@@ -159,13 +159,17 @@ impl Application {
 }
 
 fn router(app: App, ctx: api::Ctx) -> Router {
+    let https = ctx.secure_cookies;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState(Arc::new(app)))
         .nest("/api/v1", api::router(ctx.clone()))
         .merge(web::router(ctx))
-        .layer(axum::middleware::from_fn(web::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            https,
+            web::security_headers,
+        ))
 }
 
 /// Liveness: the process answers.

@@ -111,13 +111,26 @@ pub fn router(ctx: Ctx) -> Router {
         .with_state(ctx)
 }
 
-/// Security headers for every dashboard response, the API's included.
-pub async fn security_headers(req: Request, next: Next) -> Response {
+/// Security headers for every dashboard response, the API's included; with `https` (the dashboard's
+/// public URL is https) also `Strict-Transport-Security`, so browsers never use plain http for it
+/// again.
+pub async fn security_headers(
+    axum::extract::State(https): axum::extract::State<bool>,
+    req: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
     let set = |headers: &mut axum::http::HeaderMap, name, value: &'static str| {
         headers.insert(name, HeaderValue::from_static(value));
     };
+    if https {
+        set(
+            headers,
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        );
+    }
     set(
         headers,
         header::CONTENT_SECURITY_POLICY,

@@ -104,6 +104,11 @@ async fn cookies_are_secure_when_the_dashboard_is_served_over_https() {
         "{:?}",
         created.cookies
     );
+    // Browsers are told to use https only, for a year.
+    assert_eq!(
+        created.headers["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
 }
 
 #[tokio::test]

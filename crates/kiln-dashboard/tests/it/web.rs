@@ -306,6 +306,10 @@ async fn every_response_carries_the_security_headers_and_pages_escape_what_users
         assert_eq!(headers["referrer-policy"], "same-origin");
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["cache-control"], "no-store");
+        assert!(
+            !headers.contains_key("strict-transport-security"),
+            "a plain-http dashboard cannot ask for https"
+        );
     }
 
     let csrf = page.csrf();

@@ -9,6 +9,7 @@ mod freshness;
 mod helpers;
 mod hostile;
 mod limits;
+mod secrets;
 mod usage;
 
 use helpers::{PAGE, TestGateway, domain};
