@@ -98,7 +98,7 @@ pub struct BotClassifier {
 
 /// The longest User-Agent looked at: nginx refuses larger headers anyway, and nothing a bot sends
 /// is this long.
-const MAX_USER_AGENT: usize = 8 * 1024;
+pub(crate) const MAX_USER_AGENT: usize = 8 * 1024;
 
 impl BotClassifier {
     /// The classifier of the compiled-in `nginx/bots.map`.
@@ -185,6 +185,12 @@ impl BotClassifier {
 
     pub fn is_empty(&self) -> bool {
         self.families.is_empty()
+    }
+
+    /// The `index`th pattern (as compiled) and its family.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn entry(&self, index: usize) -> (&str, BotFamily) {
+        (&self.patterns.patterns()[index], self.families[index])
     }
 }
 

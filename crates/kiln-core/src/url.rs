@@ -135,7 +135,7 @@ fn replace_whole(text: &str, from: &str, to: &str) -> String {
     out
 }
 
-fn is_ignored(name: &str, ignored: &[String]) -> bool {
+pub(crate) fn is_ignored(name: &str, ignored: &[String]) -> bool {
     ignored
         .iter()
         .any(|pattern| match pattern.strip_suffix('*') {

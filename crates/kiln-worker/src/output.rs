@@ -47,9 +47,7 @@ pub fn process(html: &str, options: &Options<'_>) -> Result<Processed, OutputErr
     let body_elements = Cell::new(0usize);
     // The base must come before any URL in the document, so it is prepended when `<head>` opens;
     // a `<base href>` of the page's own, seen later in the head, has it removed again.
-    let base_tag = options
-        .base_href
-        .map(|href| format!("<base href=\"{}\">", escape_attribute(href)));
+    let base_tag = options.base_href.map(base_tag);
 
     let rewritten = rewrite_str(
         html,
@@ -141,6 +139,11 @@ pub fn process(html: &str, options: &Options<'_>) -> Result<Processed, OutputErr
 /// Visible text of an HTML document (for the origin's own page in the quality gate).
 pub fn visible_text(html: &str) -> usize {
     process(html, &Options::default()).map_or(0, |p| p.visible_text)
+}
+
+/// The `<base>` tag that puts `href` in.
+pub(crate) fn base_tag(href: &str) -> String {
+    format!("<base href=\"{}\">", escape_attribute(href))
 }
 
 fn escape_attribute(value: &str) -> String {
