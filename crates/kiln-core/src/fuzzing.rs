@@ -46,9 +46,9 @@ fn host_header_hostname(header: &str) -> Option<Hostname> {
             (1..=63).contains(&label.len())
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                })
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         }),
         "{header:?} gave the non-canonical {name:?}"
     );
@@ -113,7 +113,10 @@ fn normalised_url(host: &Hostname, target: &str, ignored: &[String]) {
 
     // The scheme changes the scheme and nothing else, in any case.
     let http = NormalizedUrl::from_request("http", host, target, ignored).expect("http too");
-    assert_eq!(http.as_str().strip_prefix("http"), text.strip_prefix("https"));
+    assert_eq!(
+        http.as_str().strip_prefix("http"),
+        text.strip_prefix("https")
+    );
     let upper = NormalizedUrl::from_request("HTTPS", host, target, ignored);
     assert_eq!(upper.as_ref(), Ok(&url));
 

@@ -21,7 +21,11 @@ pub fn html_output(data: &[u8]) {
         plain.html
     );
     let text_in_input = html.chars().filter(|c| !c.is_whitespace()).count();
-    assert!(plain.visible_text <= text_in_input, "{}", plain.visible_text);
+    assert!(
+        plain.visible_text <= text_in_input,
+        "{}",
+        plain.visible_text
+    );
     assert!(plain.body_elements <= html.matches('<').count());
     assert_eq!(visible_text(&html), plain.visible_text);
 
@@ -63,7 +67,11 @@ fn is_insertion(longer: &str, shorter: &str, piece: &str) -> bool {
     if longer.len() != shorter.len() + piece.len() {
         return false;
     }
-    let prefix = longer.iter().zip(shorter).take_while(|(a, b)| a == b).count();
+    let prefix = longer
+        .iter()
+        .zip(shorter)
+        .take_while(|(a, b)| a == b)
+        .count();
     let suffix = longer
         .iter()
         .rev()
@@ -73,8 +81,7 @@ fn is_insertion(longer: &str, shorter: &str, piece: &str) -> bool {
     // `piece` goes in at some `at` with `shorter[..at]` a common prefix and `shorter[at..]` a common
     // suffix.
     let first = shorter.len().saturating_sub(suffix);
-    (first..=prefix.min(shorter.len()))
-        .any(|at| &longer[at..at + piece.len()] == piece.as_bytes())
+    (first..=prefix.min(shorter.len())).any(|at| &longer[at..at + piece.len()] == piece.as_bytes())
 }
 
 #[cfg(test)]
