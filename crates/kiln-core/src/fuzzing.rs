@@ -5,7 +5,7 @@
 //! code breaks one; a refused input (an error result) is fine, a panic or a wrong answer is not.
 //! Compiled only with the `fuzzing` feature, so production builds do not carry it.
 
-use crate::bots::{BOTS_MAP, BotClassifier, MAX_USER_AGENT};
+use crate::bots::{BOTS_MAP, BotClassifier, MAX_USER_AGENT, compile};
 use crate::url::{MAX_TARGET_LEN, is_ignored};
 use crate::{Hostname, NormalizedUrl};
 use std::path::Path;
@@ -168,7 +168,7 @@ pub fn user_agent(data: &[u8]) {
     let looked_at = &user_agent[..end];
     let one_by_one = SINGLE_PATTERNS
         .iter()
-        .position(|(regex, _)| regex.is_match(looked_at))
+        .position(|(regex, _)| regex.is_match(looked_at.as_bytes()))
         .map(|index| SINGLE_PATTERNS[index].1);
     assert_eq!(family, one_by_one, "{user_agent:?}");
 
@@ -186,19 +186,20 @@ pub fn user_agent(data: &[u8]) {
 }
 
 /// Each entry of `nginx/bots.map` on its own, with its family, in the file's order.
-static SINGLE_PATTERNS: LazyLock<Vec<(regex::Regex, crate::BotFamily)>> = LazyLock::new(|| {
-    let mut entries = Vec::new();
-    for index in 0..BotClassifier::shared().len() {
-        let (pattern, family) = BotClassifier::shared().entry(index);
-        assert!(
-            pattern.starts_with("(?i)"),
-            "{pattern:?} is not case-insensitive"
-        );
-        entries.push((regex::Regex::new(pattern).expect("compiles"), family));
-    }
-    assert!(!entries.is_empty() && BOTS_MAP.contains("version:"));
-    entries
-});
+static SINGLE_PATTERNS: LazyLock<Vec<(regex::bytes::Regex, crate::BotFamily)>> =
+    LazyLock::new(|| {
+        let mut entries = Vec::new();
+        for index in 0..BotClassifier::shared().len() {
+            let (pattern, family) = BotClassifier::shared().entry(index);
+            assert!(
+                pattern.starts_with("(?i)"),
+                "{pattern:?} is not case-insensitive"
+            );
+            entries.push((compile(pattern).expect("compiles"), family));
+        }
+        assert!(!entries.is_empty() && BOTS_MAP.contains("version:"));
+        entries
+    });
 
 /// The `bots_map` target: the input is a data file in the `bots.map` format, which is read or
 /// refused with the number of a line it has, never a panic.
