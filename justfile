@@ -17,6 +17,16 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Fuzz one target (url, user_agent, bots_map, html_output) on nightly with cargo-fuzz, for SECONDS
+# (default 600), growing fuzz/corpus/<target>/; then `just fuzz-cmin <target>` before committing it.
+# The fuzz crate keeps its own target directory (fuzz/target): its builds use other compiler flags.
+fuzz target seconds="600" *ARGS:
+    env -u CARGO_TARGET_DIR cargo +nightly fuzz run {{target}} -- -max_total_time={{seconds}} {{ARGS}}
+
+# Minimise one target's committed corpus to the inputs that still add coverage.
+fuzz-cmin target:
+    env -u CARGO_TARGET_DIR cargo +nightly fuzz cmin {{target}}
+
 # Refresh docs/screenshots/ from the dashboard's browser test.
 screenshots:
     scripts/screenshots.sh

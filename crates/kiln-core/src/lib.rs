@@ -10,6 +10,8 @@ pub mod bots;
 pub mod crawlers;
 pub mod device;
 pub mod domain;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod headers;
 pub mod host;
 pub mod job;

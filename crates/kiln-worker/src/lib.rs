@@ -13,6 +13,8 @@
 
 pub mod admin;
 pub mod blocking;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod handler;
 pub mod output;
 pub mod pool;

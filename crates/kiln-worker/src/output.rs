@@ -42,14 +42,15 @@ pub fn process(html: &str, options: &Options<'_>) -> Result<Processed, OutputErr
     let status_meta = RefCell::new(None::<String>);
     let header_metas = RefCell::new(Vec::new());
     let has_base = Cell::new(false);
+    let base_added = Cell::new(false);
     let in_body = Cell::new(false);
     let visible_text = Cell::new(0usize);
     let body_elements = Cell::new(0usize);
     // The base must come before any URL in the document, so it is prepended when `<head>` opens;
-    // a `<base href>` of the page's own, seen later in the head, has it removed again.
-    let base_tag = options
-        .base_href
-        .map(|href| format!("<base href=\"{}\">", escape_attribute(href)));
+    // a `<base href>` of the page's own, seen later in the head, has it removed again. Only the first
+    // `<head>` gets it: a script can put more `head` elements in the body, and one base is enough
+    // (the `html_output` fuzz target found the second one).
+    let base_tag = options.base_href.map(base_tag);
 
     let rewritten = rewrite_str(
         html,
@@ -78,7 +79,9 @@ pub fn process(html: &str, options: &Options<'_>) -> Result<Processed, OutputErr
                 Ok(())
             }))
             .append_element_content_handler(element!("head", |el| {
-                if let Some(tag) = &base_tag {
+                if let Some(tag) = &base_tag
+                    && !base_added.replace(true)
+                {
                     el.prepend(tag, ContentType::Html);
                 }
                 Ok(())
@@ -143,6 +146,11 @@ pub fn visible_text(html: &str) -> usize {
     process(html, &Options::default()).map_or(0, |p| p.visible_text)
 }
 
+/// The `<base>` tag that puts `href` in.
+pub(crate) fn base_tag(href: &str) -> String {
+    format!("<base href=\"{}\">", escape_attribute(href))
+}
+
 fn escape_attribute(value: &str) -> String {
     value
         .replace('&', "&amp;")
@@ -199,6 +207,15 @@ mod tests {
         assert!(
             out.html
                 .contains(r#"<head><base href="https://shop.example/a/&quot;b"><title>"#),
+            "{}",
+            out.html
+        );
+        // One base however many `head` elements scripts left in the page.
+        let heads = "<html><head><title>t</title></head><body><head></head>x</body></html>";
+        let out = process(heads, &options).unwrap();
+        assert_eq!(out.html.matches("<base").count(), 1, "{}", out.html);
+        assert!(
+            out.html.starts_with("<html><head><base href="),
             "{}",
             out.html
         );
