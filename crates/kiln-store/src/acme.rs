@@ -208,17 +208,12 @@ impl Store {
     /// Takes the lock on ordering a certificate for `host` if nobody holds it; it expires by itself
     /// after `ttl`, so a manager that died mid-order does not block the host for long.
     pub async fn try_lock_acme(&self, host: &Hostname, owner: &str, ttl: Duration) -> Result<bool> {
-        let set: Option<String> = self
-            .pool
-            .set(
-                self.key(&format!("acme:lock:{}", host.as_str())),
-                owner,
-                Some(Expiration::PX(ttl.as_millis() as i64)),
-                Some(SetOptions::NX),
-                false,
-            )
-            .await?;
-        Ok(set.is_some())
+        self.try_lock(
+            self.key(&format!("acme:lock:{}", host.as_str())),
+            owner,
+            ttl,
+        )
+        .await
     }
 
     pub async fn release_acme_lock(&self, host: &Hostname) -> Result<()> {

@@ -161,7 +161,12 @@ impl Store {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool> {
-        let name = self.key(&format!("lock:{}", key.page_key()));
+        self.try_lock(self.key(&format!("lock:{}", key.page_key())), owner, ttl)
+            .await
+    }
+
+    /// Sets `name` to `owner` for `ttl` unless it exists (`SET NX PX`): whether this call took it.
+    pub(crate) async fn try_lock(&self, name: String, owner: &str, ttl: Duration) -> Result<bool> {
         let set: Option<String> = self
             .pool
             .set(
