@@ -3,7 +3,8 @@
 //! Two queues, so that cache warming never starves bots: [`QueueKind::Render`] (`<prefix>render`)
 //! takes bots' renders and previews, [`QueueKind::Warm`] (`<prefix>warm`) takes warm jobs. A worker
 //! runs one consumer per queue, each with its own concurrency, so however long the warm queue
-//! grows, it only ever occupies the warm consumer's few slots.
+//! grows, it only ever occupies the warm consumer's few slots. Within the warm queue, tenants take
+//! turns: see [`fair`].
 //!
 //! Architecture invariant: this is the only crate that knows apalis. The queue's name is always set
 //! explicitly (apalis defaults to the job type's Rust path, so a rename would silently move the queue),
@@ -35,6 +36,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod fair;
+pub use fair::{ORPHAN_AFTER, WINDOW as WARM_WINDOW};
 
 /// How many times a job may be delivered (a first run plus retries after a worker died).
 const MAX_ATTEMPTS: usize = 3;
@@ -162,6 +166,9 @@ pub struct QueueDepth {
     pub waiting: u64,
     /// Jobs due later: new ones not yet promoted by a poll, and retries waiting out their delay.
     pub scheduled: u64,
+    /// Warm jobs held in their tenants' lists until their turn (see [`fair`]); always 0 for the
+    /// render queue.
+    pub held: u64,
     /// Jobs taken and not yet finished, by the consumer holding them (its name, e.g. `worker-a` or
     /// `worker-a.warm`). A dead consumer's jobs stay here until the queue's heartbeat check hands
     /// them back.
@@ -169,9 +176,9 @@ pub struct QueueDepth {
 }
 
 impl QueueDepth {
-    /// Jobs not yet finished: waiting, scheduled or in flight.
+    /// Jobs not yet finished: held, waiting, scheduled or in flight.
     pub fn unfinished(&self) -> u64 {
-        self.waiting + self.scheduled + self.in_flight.values().sum::<u64>()
+        self.held + self.waiting + self.scheduled + self.in_flight.values().sum::<u64>()
     }
 }
 
@@ -181,6 +188,8 @@ impl QueueDepth {
 pub struct RenderQueue {
     render: Producer,
     warm: Producer,
+    /// Where warm jobs are held for fair shares between tenants (see [`fair`]).
+    fair: fair::FairKeys,
     conn: ConnectionManager,
     timeout: Duration,
 }
@@ -202,6 +211,7 @@ impl RenderQueue {
         Ok(RenderQueue {
             render: producer(QueueKind::Render),
             warm: producer(QueueKind::Warm),
+            fair: fair::FairKeys::of(&settings.config(QueueKind::Warm)),
             conn,
             timeout: settings.command_timeout,
         })
@@ -218,8 +228,17 @@ impl RenderQueue {
         self.push_to(QueueKind::Warm, job).await
     }
 
-    /// Enqueues a job on the queue `kind`.
+    /// Enqueues a job on the queue `kind`. A warm job is held in its tenant's list and handed to
+    /// the queue in its turn (see [`fair`]); a render goes on the queue at once.
     pub async fn push_to(&self, kind: QueueKind, job: RenderJob) -> Result<(), QueueError> {
+        match kind {
+            QueueKind::Render => self.push_now(kind, job).await,
+            QueueKind::Warm => self.push_fair(job).await,
+        }
+    }
+
+    /// Puts a job on the queue `kind` at once.
+    async fn push_now(&self, kind: QueueKind, job: RenderJob) -> Result<(), QueueError> {
         let producer = self.producer(kind);
         // One more try after a failure: the first command on a connection that Redis dropped (it
         // restarted, say) fails, and the connection is made again for the next. The job keeps its
@@ -278,18 +297,25 @@ impl RenderQueue {
         }
     }
 
-    /// How many jobs of the queue `kind` no consumer has taken yet (waiting and scheduled): one
-    /// round trip.
+    /// How many jobs of the queue `kind` no consumer has taken yet (held, waiting and scheduled):
+    /// one round trip.
     pub async fn untaken(&self, kind: QueueKind) -> Result<u64, QueueError> {
         let config = self.producer(kind).storage.get_config().clone();
         let mut conn = self.conn.clone();
         let mut read = redis::pipe();
         read.llen(config.active_jobs_list())
-            .zcard(config.scheduled_jobs_set());
-        match tokio::time::timeout(self.timeout, read.query_async::<(u64, u64)>(&mut conn)).await {
+            .zcard(config.scheduled_jobs_set())
+            .hlen(&self.fair.jobs)
+            .zcard(&self.fair.dispatching);
+        let counts = read.query_async::<(u64, u64, u64, u64)>(&mut conn);
+        match tokio::time::timeout(self.timeout, counts).await {
             Ok(counts) => {
-                let (waiting, scheduled) = counts?;
-                Ok(waiting + scheduled)
+                let (waiting, scheduled, held, dispatching) = counts?;
+                let held = match kind {
+                    QueueKind::Warm => held.saturating_sub(dispatching),
+                    QueueKind::Render => 0,
+                };
+                Ok(waiting + scheduled + held)
             }
             Err(_) => Err(QueueError::Timeout(self.timeout)),
         }
@@ -326,13 +352,18 @@ impl RenderQueue {
             Ok::<_, redis::RedisError>(QueueDepth {
                 waiting,
                 scheduled,
+                held: 0,
                 in_flight,
             })
         };
-        match tokio::time::timeout(self.timeout, read).await {
-            Ok(depth) => Ok(depth?),
-            Err(_) => Err(QueueError::Timeout(self.timeout)),
+        let mut depth = match tokio::time::timeout(self.timeout, read).await {
+            Ok(depth) => depth?,
+            Err(_) => return Err(QueueError::Timeout(self.timeout)),
+        };
+        if kind == QueueKind::Warm {
+            depth.held = self.held(&mut self.conn.clone()).await?;
         }
+        Ok(depth)
     }
 }
 
@@ -378,6 +409,9 @@ struct SharedHandler {
     conn: ConnectionManager,
     timeout: Duration,
     finished: Finished,
+    /// For the warm queue: the producer whose held jobs this consumer dispatches, topping up the
+    /// queue as it takes each job (see [`fair`]).
+    dispatcher: Option<RenderQueue>,
 }
 
 impl SharedHandler {
@@ -412,6 +446,14 @@ async fn run_job(
     id: TaskId,
 ) -> Result<(), BoxDynError> {
     shared.handler.starting(shared.queue);
+    if let Some(dispatcher) = shared.dispatcher.clone() {
+        // This job left the queue's window: hand over the next held one, beside the job.
+        tokio::spawn(async move {
+            if let Err(error) = dispatcher.dispatch_warm().await {
+                tracing::debug!(%error, "could not dispatch warm jobs");
+            }
+        });
+    }
     match shared.count_start(&id).await {
         Some(starts) if starts > MAX_STARTS => {
             tracing::error!(
@@ -454,6 +496,13 @@ pub async fn run_worker(
         conn.clone(),
         Some((in_flight.clone(), finished.clone())),
     )));
+    let dispatcher = match kind {
+        QueueKind::Warm => Some(RenderQueue::connect(settings).await?),
+        QueueKind::Render => None,
+    };
+    let _dispatcher = dispatcher.clone().map(|queue| {
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(fair::dispatch_periodically(queue)))
+    });
     let hand_back_conn = conn.clone();
     let counting_conn = conn.clone();
     let storage = RedisStorage::<RenderJob>::new(conn).with_config(config.clone());
@@ -474,6 +523,7 @@ pub async fn run_worker(
             conn: counting_conn,
             timeout: settings.command_timeout,
             finished: finished.clone(),
+            dispatcher,
         })
         .build(run_job);
     let stopped = worker

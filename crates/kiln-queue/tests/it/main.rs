@@ -43,6 +43,64 @@ fn job(path: &str) -> RenderJob {
     }
 }
 
+/// A consumer running in the background until [`Consumer::stop`].
+struct Consumer {
+    task: tokio::task::JoinHandle<Result<(), kiln_queue::QueueError>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Consumer {
+    fn start(
+        settings: &QueueSettings,
+        kind: QueueKind,
+        name: &'static str,
+        concurrency: usize,
+        handler: Arc<dyn JobHandler>,
+    ) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let settings = settings.clone();
+        let task = tokio::spawn(async move {
+            run_worker(&settings, kind, name, concurrency, handler, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Consumer { task, stop }
+    }
+
+    /// Stops it, and waits until it has (its jobs in flight finished, its in-flight set settled).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the consumer stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Settings for queues under a prefix of their own, on `redis`.
+fn settings_on(redis: &RedisServer) -> QueueSettings {
+    QueueSettings::new(
+        redis.url(),
+        kiln_testkit::unique_prefix(),
+        Duration::from_secs(1),
+    )
+}
+
+/// Waits until the queue `kind` holds no unfinished job (10 s at most).
+async fn wait_until_drained(queue: &RenderQueue, kind: QueueKind) {
+    let drained = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let depth = queue.depth(kind).await.unwrap();
+        if depth.unfinished() == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < drained, "{kind:?}: {depth:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
     let redis = RedisServer::start();
@@ -56,21 +114,13 @@ async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
     let queue = RenderQueue::connect(&settings).await.unwrap();
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumer_settings = settings.clone();
-    let consumer = tokio::spawn(async move {
-        run_worker(
-            &consumer_settings,
-            QueueKind::Render,
-            "test-consumer",
-            2,
-            Arc::new(Forward(tx)),
-            async {
-                let _ = stopped.await;
-            },
-        )
-        .await
-    });
+    let consumer = Consumer::start(
+        &settings,
+        QueueKind::Render,
+        "test-consumer",
+        2,
+        Arc::new(Forward(tx)),
+    );
 
     // The first job proves the consumer is up (its first poll or the wake-up delivers it) ...
     queue.push(job("/first")).await.unwrap();
@@ -88,13 +138,7 @@ async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
         .await
         .expect("an idle worker was not woken by the push");
     assert_eq!(second.unwrap(), job("/second"));
-
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), consumer)
-        .await
-        .expect("the consumer stops")
-        .unwrap()
-        .unwrap();
+    consumer.stop().await;
 }
 
 #[test]
@@ -128,11 +172,7 @@ impl JobHandler for Hold {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
     let redis = RedisServer::start();
-    let settings = QueueSettings::new(
-        redis.url(),
-        kiln_testkit::unique_prefix(),
-        Duration::from_secs(1),
-    );
+    let settings = settings_on(&redis);
     let queue = RenderQueue::connect(&settings).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = || {
@@ -182,7 +222,16 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
     assert!(warm_jobs.contains(&first_warm), "{first_warm:?}");
     // The queue's depth accounts for all five: the one held (and any others the consumer fetched
     // ahead) in flight under its name, the rest waiting.
-    let depth = queue.depth(QueueKind::Warm).await.unwrap();
+    // (Polled: the consumer tops up the queue from the held jobs beside the job it took, and a job
+    // in the middle of that hand-over is counted nowhere for a moment.)
+    let counted = tokio::time::Instant::now() + Duration::from_secs(5);
+    let depth = loop {
+        let depth = queue.depth(QueueKind::Warm).await.unwrap();
+        if depth.unfinished() == 5 || tokio::time::Instant::now() > counted {
+            break depth;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(depth.unfinished(), 5, "{depth:?}");
     assert!(
         depth.in_flight.get("warm").copied().unwrap_or(0) >= 1,
@@ -221,17 +270,8 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
         "a warm job reached the render consumer"
     );
     // Every job finished: nothing is left waiting or in flight on either queue.
-    let drained = tokio::time::Instant::now() + Duration::from_secs(10);
-    for kind in [QueueKind::Warm, QueueKind::Render] {
-        loop {
-            let depth = queue.depth(kind).await.unwrap();
-            if depth.unfinished() == 0 {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < drained, "{kind:?}: {depth:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_until_drained(&queue, QueueKind::Warm).await;
+    wait_until_drained(&queue, QueueKind::Render).await;
     // What the queue kept of the finished jobs (their data and metadata) is swept away. (Each
     // consumer sweeps every 10 s too, so some may be gone already on a slow run.)
     let mut redis = redis::Client::open(redis.url())
@@ -275,6 +315,136 @@ async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
     }
 }
 
+fn tenant_job(tenant: &str, i: usize) -> RenderJob {
+    let mut job = job(&format!("/{tenant}/{i}"));
+    job.tenant_id = tenant.to_owned();
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_long_warm_up_does_not_hold_up_another_tenants() {
+    let redis = RedisServer::start();
+    let settings = settings_on(&redis);
+    let queue = RenderQueue::connect(&settings).await.unwrap();
+    // One warm slot, held by each job until the test lets it go: nothing runs until both tenants'
+    // jobs are queued.
+    let (warm_tx, mut warm_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let handler = Arc::new(Hold {
+        jobs: warm_tx,
+        release: release.clone(),
+    });
+    let consumer = Consumer::start(&settings, QueueKind::Warm, "warm", 1, handler);
+
+    // A big warm-up of one tenant, then a small one of another.
+    const BIG: usize = 30;
+    const SMALL: usize = 3;
+    for i in 0..BIG {
+        queue.push_warm(tenant_job("big", i)).await.unwrap();
+    }
+    for i in 0..SMALL {
+        queue.push_warm(tenant_job("small", i)).await.unwrap();
+    }
+    let depth = queue.depth(QueueKind::Warm).await.unwrap();
+    assert_eq!(depth.unfinished(), (BIG + SMALL) as u64, "{depth:?}");
+    assert!(
+        depth.held >= (BIG + SMALL) as u64 - kiln_queue::WARM_WINDOW - 1,
+        "only the window goes to the queue at once: {depth:?}"
+    );
+
+    release.add_permits(BIG + SMALL);
+    let mut order = Vec::new();
+    for _ in 0..BIG + SMALL {
+        let job = tokio::time::timeout(Duration::from_secs(20), warm_rx.recv())
+            .await
+            .expect("a warm job never ran")
+            .unwrap();
+        order.push(job.request_id.unwrap());
+    }
+    eprintln!("order: {order:?}");
+    // The small tenant waits for the jobs already in the window (and the one taken), then takes
+    // every other turn; first in, first out it would have waited for all 30.
+    let last_small = order
+        .iter()
+        .rposition(|id| id.starts_with("/small/"))
+        .unwrap();
+    let bound = 2 + kiln_queue::WARM_WINDOW as usize + 2 * SMALL;
+    assert!(
+        last_small < bound,
+        "the small warm-up finished at {last_small}, after {bound}: {order:?}"
+    );
+    // Every job ran once. (Each tenant's jobs are handed over oldest first, but two dispatchers
+    // handing over at once can swap neighbours.)
+    let mut ran = order.clone();
+    ran.sort();
+    let mut expected: Vec<String> = (0..BIG)
+        .map(|i| format!("/big/{i}"))
+        .chain((0..SMALL).map(|i| format!("/small/{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(ran, expected);
+    wait_until_drained(&queue, QueueKind::Warm).await;
+    consumer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_job_whose_dispatcher_died_mid_hand_over_still_runs() {
+    let redis = RedisServer::start();
+    let settings = settings_on(&redis);
+    // What a dispatcher leaves when it dies between taking a job and handing it to apalis-redis:
+    // the job under its id, and the id among those being handed over, since long enough.
+    let fair = format!("{}:fair", settings.queue_name_of(QueueKind::Warm));
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let id = ulid::Ulid::generate().to_string();
+    let orphan = tenant_job("t1", 1);
+    let _: () = redis::pipe()
+        .hset(
+            format!("{fair}:jobs"),
+            &id,
+            serde_json::to_string(&orphan).unwrap(),
+        )
+        .ignore()
+        .zadd(format!("{fair}:dispatching"), &id, 1_000)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let queue = RenderQueue::connect(&settings).await.unwrap();
+    assert_eq!(
+        queue.untaken(QueueKind::Warm).await.unwrap(),
+        0,
+        "being handed over"
+    );
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = Consumer::start(&settings, QueueKind::Warm, "warm", 1, Arc::new(Forward(tx)));
+    let ran = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the orphaned job never ran")
+        .unwrap();
+    assert_eq!(ran, orphan);
+    // Once handed over, it is forgotten here (just after the push, so perhaps after it ran).
+    let forgotten = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: (u64, u64) = redis::pipe()
+            .hlen(format!("{fair}:jobs"))
+            .zcard(format!("{fair}:dispatching"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if left == (0, 0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < forgotten, "{left:?} left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.stop().await;
+}
+
 /// Passes on what it is given: jobs to handle, and jobs given up with their start counts.
 struct Record {
     handled: mpsc::UnboundedSender<RenderJob>,
@@ -296,11 +466,7 @@ impl JobHandler for Record {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_consumers_keep_going_away_is_given_up_not_run_again() {
     let redis = RedisServer::start();
-    let settings = QueueSettings::new(
-        redis.url(),
-        kiln_testkit::unique_prefix(),
-        Duration::from_secs(1),
-    );
+    let settings = settings_on(&redis);
     let queue = RenderQueue::connect(&settings).await.unwrap();
     queue.push(job("/poison")).await.unwrap();
     queue.push(job("/fine")).await.unwrap();
@@ -331,27 +497,11 @@ async fn a_job_whose_consumers_keep_going_away_is_given_up_not_run_again() {
 
     let (handled_tx, mut handled) = mpsc::unbounded_channel();
     let (given_up_tx, mut given_up) = mpsc::unbounded_channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumer = tokio::spawn({
-        let settings = settings.clone();
-        let handler = Arc::new(Record {
-            handled: handled_tx,
-            given_up: given_up_tx,
-        });
-        async move {
-            run_worker(
-                &settings,
-                QueueKind::Render,
-                "consumer",
-                2,
-                handler,
-                async {
-                    let _ = stopped.await;
-                },
-            )
-            .await
-        }
+    let handler = Arc::new(Record {
+        handled: handled_tx,
+        given_up: given_up_tx,
     });
+    let consumer = Consumer::start(&settings, QueueKind::Render, "consumer", 2, handler);
 
     // The handler hears that it is given up (so that whoever waits for it can be told), and it is
     // not run; the other job runs as usual.
@@ -367,40 +517,23 @@ async fn a_job_whose_consumers_keep_going_away_is_given_up_not_run_again() {
     assert_eq!(ran, job("/fine"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(handled.try_recv().is_err(), "the given-up job ran");
-
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), consumer)
-        .await
-        .expect("the consumer stops")
-        .unwrap()
-        .unwrap();
+    consumer.stop().await;
 }
 
 #[tokio::test]
 async fn a_stopping_consumer_hands_back_what_it_took_and_never_started() {
     let redis = RedisServer::start();
-    let settings = QueueSettings::new(
-        redis.url(),
-        kiln_testkit::unique_prefix(),
-        Duration::from_secs(1),
-    );
+    let settings = settings_on(&redis);
     let queue = RenderQueue::connect(&settings).await.unwrap();
     let run = |name: &'static str| {
         let (handled_tx, handled) = mpsc::unbounded_channel();
         let (given_up_tx, _given_up) = mpsc::unbounded_channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let settings = settings.clone();
-        let consumer = tokio::spawn(async move {
-            let handler = Arc::new(Record {
-                handled: handled_tx,
-                given_up: given_up_tx,
-            });
-            run_worker(&settings, QueueKind::Render, name, 1, handler, async {
-                let _ = stopped.await;
-            })
-            .await
+        let handler = Arc::new(Record {
+            handled: handled_tx,
+            given_up: given_up_tx,
         });
-        (consumer, handled, stop)
+        let consumer = Consumer::start(&settings, QueueKind::Render, name, 1, handler);
+        (consumer, handled)
     };
 
     // "/taken" sits in the in-flight set of the consumer "first", as its fetch leaves a job it has
@@ -426,19 +559,14 @@ async fn a_stopping_consumer_hands_back_what_it_took_and_never_started() {
         .unwrap();
 
     // "first" runs another job, and is stopped.
-    let (first, mut first_handled, stop_first) = run("first");
+    let (first, mut first_handled) = run("first");
     queue.push(job("/done")).await.unwrap();
     let ran = tokio::time::timeout(Duration::from_secs(10), first_handled.recv())
         .await
         .expect("the job never ran")
         .unwrap();
     assert_eq!(ran, job("/done"));
-    let _ = stop_first.send(());
-    tokio::time::timeout(Duration::from_secs(30), first)
-        .await
-        .expect("the consumer stops")
-        .unwrap()
-        .unwrap();
+    first.stop().await;
     assert!(first_handled.try_recv().is_err(), "it ran the taken job");
     let in_flight: Vec<String> = redis::cmd("SMEMBERS")
         .arg(format!("{queue_name}:inflight:first"))
@@ -449,7 +577,7 @@ async fn a_stopping_consumer_hands_back_what_it_took_and_never_started() {
 
     // The job it never started is taken by the next consumer at once, not after the first's
     // heartbeats lapse (15 s); the one it finished does not run again.
-    let (second, mut second_handled, stop_second) = run("second");
+    let (second, mut second_handled) = run("second");
     let ran = tokio::time::timeout(Duration::from_secs(5), second_handled.recv())
         .await
         .expect("the job handed back never ran")
@@ -460,12 +588,7 @@ async fn a_stopping_consumer_hands_back_what_it_took_and_never_started() {
         second_handled.try_recv().is_err(),
         "a finished job ran again"
     );
-    let _ = stop_second.send(());
-    tokio::time::timeout(Duration::from_secs(30), second)
-        .await
-        .expect("the consumer stops")
-        .unwrap()
-        .unwrap();
+    second.stop().await;
     assert_eq!(
         queue.depth(QueueKind::Render).await.unwrap().unfinished(),
         0,
