@@ -17,6 +17,10 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Dependencies against deny.toml: licences, banned crates, sources and security advisories.
+deny:
+    scripts/deny.sh
+
 # Fuzz one target (url, user_agent, bots_map, html_output) on nightly with cargo-fuzz, for SECONDS
 # (default 600), growing fuzz/corpus/<target>/; then `just fuzz-cmin <target>` before committing it.
 # The fuzz crate keeps its own target directory (fuzz/target): its builds use other compiler flags.
