@@ -32,14 +32,14 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
-    kiln_acme::init_tracing(settings.log_json);
+    kiln_runtime::Logs::new(settings.log_format).init();
     let store = kiln_acme::connect(&settings).await?;
     let sealer = Sealer::new(&settings.secret);
     match cli.command {
         Command::Run => {
             let manager = Manager::new(store, sealer, (&settings).into());
             tracing::info!(acme.directory = %settings.directory_url, "certificate manager running");
-            manager.run(kiln_acme::shutdown_signal()).await;
+            manager.run(kiln_runtime::shutdown_signal()).await;
         }
         Command::Sync { once } => {
             let mut sync = CertSync::new(store, sealer, &settings.cert_dir);
@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             } else {
                 tracing::info!(certs.dir = %settings.cert_dir.display(), "certificate sync running");
-                sync.run(settings.sync_interval, kiln_acme::shutdown_signal())
+                sync.run(settings.sync_interval, kiln_runtime::shutdown_signal())
                     .await;
             }
         }

@@ -1,6 +1,7 @@
 //! `kiln-acme`'s configuration, read once from `KILN_*` environment variables.
 
 use anyhow::Context;
+use kiln_runtime::LogFormat;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ pub struct Settings {
     /// (default 10).
     pub sync_interval: Duration,
     /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
-    pub log_json: bool,
+    pub log_format: LogFormat,
 }
 
 /// Let's Encrypt's production directory.
@@ -101,11 +102,7 @@ impl Settings {
             ),
             cert_dir: PathBuf::from(var("KILN_ACME_CERT_DIR", "/var/lib/kiln/certs")),
             sync_interval: Duration::from_secs(number("KILN_ACME_SYNC_INTERVAL_SECS", 10)?.max(1)),
-            log_json: match var("KILN_LOG_FORMAT", "pretty").as_str() {
-                "json" => true,
-                "pretty" => false,
-                other => anyhow::bail!("KILN_LOG_FORMAT must be `json` or `pretty`, not `{other}`"),
-            },
+            log_format: LogFormat::from_lookup(get).map_err(anyhow::Error::msg)?,
         })
     }
 }

@@ -80,9 +80,9 @@ impl Application {
                 "marked warm jobs interrupted by a stop as failed"
             );
         }
-        let account_limiter = AccountLimiter::new();
+        let account_limiter = AccountLimiter::log_in_attempts();
         let caller_limiter =
-            CallerLimiter::new(settings.api_rate_per_second, settings.api_rate_burst);
+            CallerLimiter::per_caller(settings.api_rate_per_second, settings.api_rate_burst);
         let address_limits = api::address_limits(
             settings.trusted_proxies.clone(),
             account_limiter.clone(),
@@ -136,7 +136,7 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, then finishes the requests in flight.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(kiln_runtime::shutdown_signal()).await
     }
 
     /// Serves until `stop` completes, then finishes the requests in flight.
@@ -220,28 +220,4 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
-    }
 }

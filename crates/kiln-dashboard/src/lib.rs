@@ -26,8 +26,6 @@ pub mod web;
 pub use settings::{LogFormat, Settings};
 pub use state::App;
 
-use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
 /// The built-in tenant that owns domains an operator registers (inserted by `0001_initial.sql`).
@@ -36,14 +34,11 @@ pub const OPERATOR_TENANT_ID: Uuid = Uuid::from_u128(1);
 /// Sends logs to stderr, so that command output on stdout stays clean for scripts; colours only when
 /// stderr is a terminal.
 pub fn init_telemetry(settings: &Settings) {
-    let filter = EnvFilter::try_new(&settings.log_filter)
-        .unwrap_or_else(|_| EnvFilter::new(settings::DEFAULT_LOG_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match settings.log_format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    kiln_runtime::Logs {
+        filter: Some(&settings.log_filter),
+        default_filter: settings::DEFAULT_LOG_FILTER,
+        to_stderr: true,
+        ..kiln_runtime::Logs::new(settings.log_format)
     }
+    .init();
 }

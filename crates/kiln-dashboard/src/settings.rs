@@ -57,14 +57,7 @@ pub struct Settings {
     pub log_filter: String,
 }
 
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One human-readable line per event.
-    Pretty,
-    /// One JSON object per event, for log collectors.
-    Json,
-}
+pub use kiln_runtime::LogFormat;
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_REDIS_PREFIX: &str = "kiln:";
@@ -159,11 +152,7 @@ impl Settings {
         let api_rate_per_second =
             count("KILN_API_RATE_PER_SECOND", DEFAULT_API_RATE_PER_SECOND, 0)?;
         let api_rate_burst = count("KILN_API_RATE_BURST", DEFAULT_API_RATE_BURST, 1)?;
-        let log_format = match var("KILN_LOG_FORMAT").as_deref().map(str::trim) {
-            None | Some("pretty") => LogFormat::Pretty,
-            Some("json") => LogFormat::Json,
-            Some(other) => bail!("KILN_LOG_FORMAT `{other}` is neither `pretty` nor `json`"),
-        };
+        let log_format = LogFormat::from_lookup(var).map_err(anyhow::Error::msg)?;
         let log_filter = var("RUST_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
 
         Ok(Settings {

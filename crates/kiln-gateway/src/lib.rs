@@ -293,46 +293,11 @@ async fn reload_directory(app: &AppState) {
     }
 }
 
-/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), JSON or pretty output.
-pub fn init_tracing(json: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
-}
-
 /// The `kiln-gateway` program: reads the settings from the environment, sets up logging and runs
 /// until SIGINT/SIGTERM.
 pub async fn run_from_env() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    init_tracing(settings.log_json);
+    kiln_runtime::Logs::new(settings.log_format).init();
     let app = Application::build(settings).await?;
-    app.run_until_stopped(shutdown_signal()).await
+    app.run_until_stopped(kiln_runtime::shutdown_signal()).await
 }

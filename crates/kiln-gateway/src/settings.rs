@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use kiln_core::{AllowedNets, CrawlerRanges};
+use kiln_runtime::LogFormat;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub struct Settings {
     /// `KILN_ALLOWED_PRIVATE_NETS`: non-public networks origins may live in (CIDRs, default none).
     pub allowed_private_nets: AllowedNets,
     /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
-    pub log_json: bool,
+    pub log_format: LogFormat,
     /// `KILN_GATEWAY_HOT_CACHE_MB`: memory for the hottest pages, in front of Redis (default 64;
     /// 0 turns it off).
     pub hot_cache_bytes: u64,
@@ -134,11 +135,7 @@ impl Settings {
                 .context(
                     "KILN_GATEWAY_MAX_QUEUED_RENDERS must be a whole number of renders (0: no limit)",
                 )?,
-            log_json: match var("KILN_LOG_FORMAT", "pretty").as_str() {
-                "json" => true,
-                "pretty" => false,
-                other => anyhow::bail!("KILN_LOG_FORMAT must be `json` or `pretty`, not `{other}`"),
-            },
+            log_format: LogFormat::from_lookup(&get).map_err(anyhow::Error::msg)?,
         })
     }
 }

@@ -282,55 +282,20 @@ async fn sit_out(backoff: Duration, store: &Store, stop: &CancellationToken) -> 
     }
 }
 
-/// Logs to stdout, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
-///
 /// chromiumoxide warns about every CDP message its protocol definitions do not know, which newer
 /// Chromium versions send on every render; those warnings are silenced unless `RUST_LOG` names
-/// chromiumoxide explicitly.
-pub fn init_tracing(format: LogFormat) {
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
-    let mut filter = tracing_subscriber::EnvFilter::try_new(&spec)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if !spec.contains("chromiumoxide") {
-        filter = filter.add_directive(
-            "chromiumoxide::handler=error"
-                .parse()
-                .expect("a valid directive"),
-        );
-    }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
-
-/// Completes on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::error!(%error, "could not listen for SIGTERM; only Ctrl-C will stop the worker");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
+/// chromiumoxide.
+const QUIET_LOGS: &[&str] = &["chromiumoxide::handler=error"];
 
 /// The `kiln-worker` program: reads the settings from the environment, sets up logging and runs
 /// until SIGINT/SIGTERM.
 pub async fn run_from_env() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    init_tracing(settings.log_format);
+    kiln_runtime::Logs {
+        quiet: QUIET_LOGS,
+        ..kiln_runtime::Logs::new(settings.log_format)
+    }
+    .init();
     let app = Application::build(settings).await?;
-    app.run_until_stopped(shutdown_signal()).await
+    app.run_until_stopped(kiln_runtime::shutdown_signal()).await
 }

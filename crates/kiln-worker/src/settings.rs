@@ -10,14 +10,7 @@ use std::time::Duration;
 
 use crate::pool::PoolSettings;
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines, for development.
-    Pretty,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
+pub use kiln_runtime::LogFormat;
 
 #[derive(Clone)]
 pub struct Settings {
@@ -151,11 +144,9 @@ impl Settings {
             Some(dir) => PathBuf::from(dir),
             None => std::env::temp_dir(),
         };
-        let log_format = match text("KILN_LOG_FORMAT", "pretty")?.as_str() {
-            "pretty" => LogFormat::Pretty,
-            "json" => LogFormat::Json,
-            other => bail!("KILN_LOG_FORMAT must be `json` or `pretty`, not `{other}`"),
-        };
+        let log_format = text("KILN_LOG_FORMAT", "pretty")?
+            .parse::<LogFormat>()
+            .map_err(anyhow::Error::msg)?;
         let allowed_private_nets = AllowedNets::parse(&text("KILN_ALLOWED_PRIVATE_NETS", "")?)
             .context("KILN_ALLOWED_PRIVATE_NETS")?;
         let as_usize =

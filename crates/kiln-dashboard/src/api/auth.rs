@@ -108,7 +108,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionUser {
 pub async fn authenticate(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
     let (auth, renewal) = resolve(&ctx, req.headers()).await;
     if let Auth::Caller(caller) = &auth
-        && let Err(wait) = ctx.caller_limiter.check(caller)
+        && let Err(wait) = ctx.caller_limiter.check(caller.limit_key())
     {
         tracing::debug!(caller = %caller.actor(), wait_secs = wait, "API rate limit reached");
         return ApiError::too_many_requests(caller, wait).into_response();
@@ -271,73 +271,27 @@ impl tower_governor::key_extractor::KeyExtractor for ClientIpKey {
     }
 }
 
-/// Log-in attempts per account, beside the per-address limit tower_governor applies to the auth
-/// endpoints: an attacker spreading guesses over many addresses still gets few per account.
-/// Cheap to clone: clones share the buckets.
+/// A rate limit per key, in memory (governor's keyed limiter): `Err(seconds to wait)` once a key
+/// has used its burst. Cheap to clone: clones share the buckets. Made without a quota, it lets
+/// everything through.
 #[derive(Clone)]
-pub struct AccountLimiter {
-    limiter: std::sync::Arc<DefaultKeyedRateLimiter<String>>,
+pub struct KeyedLimiter<K: std::hash::Hash + Eq + Clone> {
+    limiter: Option<std::sync::Arc<DefaultKeyedRateLimiter<K>>>,
 }
 
-impl AccountLimiter {
-    /// Ten attempts at once, then one every 30 seconds.
-    pub fn new() -> Self {
-        let quota = Quota::with_period(Duration::from_secs(30))
-            .expect("the period is not zero")
-            .allow_burst(NonZeroU32::new(10).expect("ten is not zero"));
-        AccountLimiter {
-            limiter: std::sync::Arc::new(RateLimiter::keyed(quota)),
+impl<K: std::hash::Hash + Eq + Clone> KeyedLimiter<K> {
+    pub fn new(quota: Option<Quota>) -> Self {
+        KeyedLimiter {
+            limiter: quota.map(|quota| std::sync::Arc::new(RateLimiter::keyed(quota))),
         }
     }
 
-    /// `Err(seconds to wait)` when the account has had too many attempts.
-    pub fn check(&self, email: &str) -> Result<(), u64> {
-        self.limiter
-            .check_key(&email.to_owned())
-            .map_err(|not_until| {
-                not_until
-                    .wait_time_from(DefaultClock::default().now())
-                    .as_secs()
-                    .max(1)
-            })
-    }
-
-    /// Forgets accounts whose buckets are full again, so memory stays bounded.
-    pub fn retain_recent(&self) {
-        self.limiter.retain_recent();
-    }
-}
-
-/// Requests per caller: each API key, and each logged-in user, has a bucket of its own, so one
-/// tenant's runaway script cannot crowd out the API for others (nor another key of its own). Checked
-/// once the caller is known, before the handler runs. Cheap to clone: clones share the buckets.
-#[derive(Clone)]
-pub struct CallerLimiter {
-    limiter: Option<std::sync::Arc<DefaultKeyedRateLimiter<Uuid>>>,
-}
-
-impl CallerLimiter {
-    /// `per_second` requests a second after a burst of `burst`; `per_second` 0 turns the limit off.
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        let limiter = NonZeroU32::new(per_second).map(|rate| {
-            let burst = NonZeroU32::new(burst.max(1)).expect("at least one");
-            std::sync::Arc::new(RateLimiter::keyed(
-                Quota::per_second(rate).allow_burst(burst),
-            ))
-        });
-        CallerLimiter { limiter }
-    }
-
-    /// `Err(seconds to wait)` when the caller has made too many requests.
-    pub fn check(&self, caller: &Caller) -> Result<(), u64> {
+    /// `Err(seconds to wait)` when `key` has used up its allowance.
+    pub fn check(&self, key: impl Into<K>) -> Result<(), u64> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        let key = match &caller.principal {
-            Principal::User { user, .. } => user.id,
-            Principal::ApiKey { id } => *id,
-        };
-        limiter.check_key(&key).map_err(|not_until| {
+        limiter.check_key(&key.into()).map_err(|not_until| {
             not_until
                 .wait_time_from(DefaultClock::default().now())
                 .as_secs()
@@ -345,7 +299,7 @@ impl CallerLimiter {
         })
     }
 
-    /// Forgets callers whose buckets are full again, so memory stays bounded.
+    /// Forgets keys whose buckets are full again, so memory stays bounded.
     pub fn retain_recent(&self) {
         if let Some(limiter) = &self.limiter {
             limiter.retain_recent();
@@ -353,9 +307,43 @@ impl CallerLimiter {
     }
 }
 
-impl Default for AccountLimiter {
-    fn default() -> Self {
-        Self::new()
+/// Log-in attempts per account (by e-mail address), beside the per-address limit tower_governor
+/// applies to the auth endpoints: an attacker spreading guesses over many addresses still gets few
+/// per account.
+pub type AccountLimiter = KeyedLimiter<String>;
+
+impl AccountLimiter {
+    /// Ten attempts at once, then one every 30 seconds.
+    pub fn log_in_attempts() -> Self {
+        let quota = Quota::with_period(Duration::from_secs(30))
+            .expect("the period is not zero")
+            .allow_burst(NonZeroU32::new(10).expect("ten is not zero"));
+        KeyedLimiter::new(Some(quota))
+    }
+}
+
+/// Requests per caller (the API key's or the user's id): each API key, and each logged-in user, has
+/// a bucket of its own, so one tenant's runaway script cannot crowd out the API for others (nor
+/// another key of its own). Checked once the caller is known, before the handler runs.
+pub type CallerLimiter = KeyedLimiter<Uuid>;
+
+impl CallerLimiter {
+    /// `per_second` requests a second after a burst of `burst`; `per_second` 0 turns the limit off.
+    pub fn per_caller(per_second: u32, burst: u32) -> Self {
+        KeyedLimiter::new(NonZeroU32::new(per_second).map(|rate| {
+            Quota::per_second(rate)
+                .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least one"))
+        }))
+    }
+}
+
+impl Caller {
+    /// Whose requests these are, for the per-caller limit: the API key, or the user.
+    fn limit_key(&self) -> Uuid {
+        match &self.principal {
+            Principal::User { user, .. } => user.id,
+            Principal::ApiKey { id } => *id,
+        }
     }
 }
 
@@ -387,7 +375,7 @@ mod tests {
 
     #[test]
     fn accounts_are_limited_independently() {
-        let limiter = AccountLimiter::new();
+        let limiter = AccountLimiter::log_in_attempts();
         for _ in 0..10 {
             assert!(limiter.check("a@example.com").is_ok());
         }

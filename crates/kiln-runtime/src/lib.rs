@@ -1,0 +1,167 @@
+//! What every Kiln program does as it starts and stops: set up its logs, and wait for the signal to
+//! shut down. One copy, so that the gateway, the worker, the dashboard and the certificate manager
+//! read `KILN_LOG_FORMAT` and `RUST_LOG` alike and log in the same shape.
+
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written (`KILN_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event, for development.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log shippers: the event's fields at the top level, beside
+    /// `timestamp`, `level`, `target` and the current span.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    /// `pretty` or `json` (surrounding blanks ignored).
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim() {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "KILN_LOG_FORMAT `{other}` is neither `pretty` nor `json`"
+            )),
+        }
+    }
+}
+
+impl LogFormat {
+    /// Reads `KILN_LOG_FORMAT` through `var` (pretty when unset or blank).
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        var("KILN_LOG_FORMAT")
+            .filter(|value| !value.trim().is_empty())
+            .map_or(Ok(LogFormat::Pretty), |value| value.parse())
+    }
+}
+
+/// A program's logging.
+#[derive(Clone, Debug)]
+pub struct Logs<'a> {
+    pub format: LogFormat,
+    /// Which events are written, in `EnvFilter` syntax (`RUST_LOG`); `None` for `default_filter`.
+    /// A filter that does not parse falls back to `default_filter`, with a warning once logging
+    /// is up.
+    pub filter: Option<&'a str>,
+    pub default_filter: &'a str,
+    /// Directives added unless `filter` names their target: dependencies that are noisy at the
+    /// level the rest is logged at (`chromiumoxide::handler=error`, say).
+    pub quiet: &'a [&'a str],
+    /// Write to stderr rather than stdout (a command-line tool keeps stdout for its output).
+    pub to_stderr: bool,
+}
+
+impl<'a> Logs<'a> {
+    /// Logs at `RUST_LOG` (default `info`) to stdout, in `format`.
+    pub fn new(format: LogFormat) -> Self {
+        Logs {
+            format,
+            filter: None,
+            default_filter: "info",
+            quiet: &[],
+            to_stderr: false,
+        }
+    }
+
+    /// Installs the global subscriber. Panics if one is installed already (a program sets up its
+    /// logs once, first thing).
+    pub fn init(self) {
+        let from_env = std::env::var("RUST_LOG").ok();
+        let spec = self.filter.or(from_env.as_deref());
+        let (mut filter, refused) = match spec.map(EnvFilter::try_new) {
+            Some(Ok(filter)) => (filter, None),
+            Some(Err(error)) => (EnvFilter::new(self.default_filter), Some(error)),
+            None => (EnvFilter::new(self.default_filter), None),
+        };
+        for directive in self.quiet {
+            let target = directive.split('=').next().unwrap_or(directive);
+            if spec.is_some_and(|spec| spec.contains(target)) {
+                continue;
+            }
+            match directive.parse() {
+                Ok(directive) => filter = filter.add_directive(directive),
+                Err(error) => eprintln!("ignoring the log directive `{directive}`: {error}"),
+            }
+        }
+        let ansi = if self.to_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi && self.format == LogFormat::Pretty);
+        match (self.format, self.to_stderr) {
+            (LogFormat::Pretty, false) => builder.init(),
+            (LogFormat::Pretty, true) => builder.with_writer(std::io::stderr).init(),
+            (LogFormat::Json, false) => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .init(),
+            (LogFormat::Json, true) => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_writer(std::io::stderr)
+                .init(),
+        }
+        if let Some(error) = refused {
+            tracing::warn!(
+                %error,
+                filter = self.default_filter,
+                "RUST_LOG does not parse; logging with the default filter"
+            );
+        }
+    }
+}
+
+/// Completes on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C), saying which. If a handler
+/// cannot be installed, says so and waits for the other signal alone.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C stops this program");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT; only SIGTERM stops this program");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+        () = interrupt => tracing::info!("SIGINT received, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_format_is_pretty_or_json() {
+        assert_eq!(LogFormat::from_lookup(|_| None), Ok(LogFormat::Pretty));
+        let json =
+            LogFormat::from_lookup(|name| (name == "KILN_LOG_FORMAT").then(|| " json ".to_owned()));
+        assert_eq!(json, Ok(LogFormat::Json));
+        let error = LogFormat::from_lookup(|_| Some("xml".to_owned())).unwrap_err();
+        assert_eq!(
+            error,
+            "KILN_LOG_FORMAT `xml` is neither `pretty` nor `json`"
+        );
+    }
+}
