@@ -8,7 +8,7 @@
 //! most that many others, and then every other job.
 //!
 //! Who dispatches: the producer, right after its push (so a job reaches an idle queue at once), and
-//! every warm consumer, after each job it finishes and once a second. Several dispatchers at once
+//! every warm consumer, as it starts each job (which leaves the window) and once a second. Several dispatchers at once
 //! are safe: taking a job is one script, and a job being handed over counts as waiting, so the
 //! window is kept however many run.
 //!
@@ -57,7 +57,18 @@ pub(crate) struct FairKeys {
     pub(crate) scheduled: String,
 }
 
+/// The jobs held from the two counts [`FairKeys::read_held`] reads: those in `fair:jobs` that are
+/// not being handed over.
+pub(crate) fn held(jobs: u64, dispatching: u64) -> u64 {
+    jobs.saturating_sub(dispatching)
+}
+
 impl FairKeys {
+    /// Adds the two reads [`held`] takes to `pipe`.
+    pub(crate) fn read_held(&self, pipe: &mut redis::Pipeline) {
+        pipe.hlen(&self.jobs).zcard(&self.dispatching);
+    }
+
     pub(crate) fn of(config: &Config) -> Self {
         let base = format!("{}:fair", config.queue);
         FairKeys {
@@ -129,7 +140,7 @@ impl RenderQueue {
             .arg(tenant)
             .arg(&id)
             .arg(&json);
-        // As in `push_to`: one more try after a failure (a connection Redis dropped fails its first
+        // As in `push_now`: one more try after a failure (a connection Redis dropped fails its first
         // command). The intake sets the job under its id and appends the id: a first try that was
         // stored after all leaves the id twice in the list, and the second take finds no job.
         let mut conn = self.conn.clone();
@@ -272,9 +283,9 @@ impl RenderQueue {
     /// the middle of its hand-over is counted by neither, for a moment.)
     pub(crate) async fn held(&self, conn: &mut ConnectionManager) -> Result<u64, QueueError> {
         let mut read = redis::pipe();
-        read.hlen(&self.fair.jobs).zcard(&self.fair.dispatching);
-        let (held, dispatching): (u64, u64) = self.bounded(read.query_async(conn)).await??;
-        Ok(held.saturating_sub(dispatching))
+        self.fair.read_held(&mut read);
+        let (jobs, dispatching): (u64, u64) = self.bounded(read.query_async(conn)).await??;
+        Ok(held(jobs, dispatching))
     }
 
     async fn bounded<T>(&self, future: impl Future<Output = T>) -> Result<T, QueueError> {

@@ -203,18 +203,22 @@ struct Producer {
 
 impl RenderQueue {
     pub async fn connect(settings: &QueueSettings) -> Result<Self, QueueError> {
-        let conn = settings.connection().await?;
+        Ok(Self::on(settings, settings.connection().await?))
+    }
+
+    /// The producer on an existing connection (a consumer's, for its dispatcher).
+    fn on(settings: &QueueSettings, conn: ConnectionManager) -> Self {
         let producer = |kind| Producer {
             storage: RedisStorage::new(conn.clone()).with_config(settings.config(kind)),
             wake_channel: settings.wake_channel(kind),
         };
-        Ok(RenderQueue {
+        RenderQueue {
             render: producer(QueueKind::Render),
             warm: producer(QueueKind::Warm),
             fair: fair::FairKeys::of(&settings.config(QueueKind::Warm)),
             conn,
             timeout: settings.command_timeout,
-        })
+        }
     }
 
     /// Enqueues a job on the render queue: a bot's render or a preview.
@@ -304,19 +308,22 @@ impl RenderQueue {
         let mut conn = self.conn.clone();
         let mut read = redis::pipe();
         read.llen(config.active_jobs_list())
-            .zcard(config.scheduled_jobs_set())
-            .hlen(&self.fair.jobs)
-            .zcard(&self.fair.dispatching);
-        let counts = read.query_async::<(u64, u64, u64, u64)>(&mut conn);
-        match tokio::time::timeout(self.timeout, counts).await {
-            Ok(counts) => {
-                let (waiting, scheduled, held, dispatching) = counts?;
-                let held = match kind {
-                    QueueKind::Warm => held.saturating_sub(dispatching),
-                    QueueKind::Render => 0,
-                };
-                Ok(waiting + scheduled + held)
+            .zcard(config.scheduled_jobs_set());
+        // Only the warm queue holds jobs back (the gateway asks this of the render queue on its
+        // request path: no reads it does not need).
+        let counts = async {
+            if kind == QueueKind::Warm {
+                self.fair.read_held(&mut read);
+                let (waiting, scheduled, jobs, dispatching): (u64, u64, u64, u64) =
+                    read.query_async(&mut conn).await?;
+                Ok::<_, redis::RedisError>(waiting + scheduled + fair::held(jobs, dispatching))
+            } else {
+                let (waiting, scheduled): (u64, u64) = read.query_async(&mut conn).await?;
+                Ok(waiting + scheduled)
             }
+        };
+        match tokio::time::timeout(self.timeout, counts).await {
+            Ok(untaken) => Ok(untaken?),
             Err(_) => Err(QueueError::Timeout(self.timeout)),
         }
     }
@@ -497,7 +504,7 @@ pub async fn run_worker(
         Some((in_flight.clone(), finished.clone())),
     )));
     let dispatcher = match kind {
-        QueueKind::Warm => Some(RenderQueue::connect(settings).await?),
+        QueueKind::Warm => Some(RenderQueue::on(settings, conn.clone())),
         QueueKind::Render => None,
     };
     let _dispatcher = dispatcher.clone().map(|queue| {

@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// How log lines are written (`KILN_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,27 +89,27 @@ impl<'a> Logs<'a> {
                 Err(error) => eprintln!("ignoring the log directive `{directive}`: {error}"),
             }
         }
-        let ansi = if self.to_stderr {
-            std::io::stderr().is_terminal()
+        let (writer, ansi) = if self.to_stderr {
+            (
+                BoxMakeWriter::new(std::io::stderr),
+                std::io::stderr().is_terminal(),
+            )
         } else {
-            std::io::stdout().is_terminal()
+            (
+                BoxMakeWriter::new(std::io::stdout),
+                std::io::stdout().is_terminal(),
+            )
         };
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_writer(writer)
             .with_ansi(ansi && self.format == LogFormat::Pretty);
-        match (self.format, self.to_stderr) {
-            (LogFormat::Pretty, false) => builder.init(),
-            (LogFormat::Pretty, true) => builder.with_writer(std::io::stderr).init(),
-            (LogFormat::Json, false) => builder
+        match self.format {
+            LogFormat::Pretty => builder.init(),
+            LogFormat::Json => builder
                 .json()
                 .flatten_event(true)
                 .with_current_span(true)
-                .init(),
-            (LogFormat::Json, true) => builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_writer(std::io::stderr)
                 .init(),
         }
         if let Some(error) = refused {
