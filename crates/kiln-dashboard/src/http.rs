@@ -4,6 +4,7 @@
 use crate::accounts::SessionKeys;
 use crate::api::auth::{AccountLimiter, CallerLimiter};
 use crate::api::{self, ApiContext};
+use crate::metrics::DashboardMetrics;
 use crate::sitemaps::SitemapFetcher;
 use crate::{App, Settings, activity, cache, domains, web};
 use anyhow::Context;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
+use futures::FutureExt;
 use secrecy::ExposeSecret;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +32,8 @@ pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
     router: Router,
+    /// The admin port (`/metrics`, `/healthz`, `/readyz`), unless turned off.
+    admin: Option<(TcpListener, Router)>,
 }
 
 #[derive(Clone)]
@@ -119,15 +123,38 @@ impl Application {
         let address = listener
             .local_addr()
             .context("failed to read the bound address")?;
+        let metrics = Arc::new(DashboardMetrics::new());
+        let state = AppState(Arc::new(app));
+        let admin = match settings.admin_listen {
+            Some(admin_listen) => {
+                let admin_listener = TcpListener::bind(admin_listen).await.with_context(|| {
+                    format!("failed to listen on {admin_listen} (KILN_DASHBOARD_ADMIN_LISTEN)")
+                })?;
+                Some((
+                    admin_listener,
+                    admin_router(state.clone(), Arc::clone(&metrics)),
+                ))
+            }
+            None => None,
+        };
         Ok(Application {
             listener,
             address,
-            router: router(app, ctx),
+            router: router(state, ctx, metrics),
+            admin,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.address.port()
+    }
+
+    /// The admin port, if there is one.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+            .map(|address| address.port())
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -145,31 +172,73 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(http.address = %self.address, "dashboard listening");
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop)
-        .await
-        .context("the HTTP server failed")?;
+        let stop = stop.shared();
+        let admin = async {
+            match self.admin {
+                Some((listener, router)) => axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.clone())
+                    .await
+                    .context("the admin server failed"),
+                None => Ok(()),
+            }
+        };
+        let main = async {
+            axum::serve(
+                self.listener,
+                self.router
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.clone())
+            .await
+            .context("the HTTP server failed")
+        };
+        let (main, admin) = tokio::join!(main, admin);
+        main?;
+        admin?;
         tracing::info!("dashboard stopped");
         Ok(())
     }
 }
 
-fn router(app: App, ctx: api::Ctx) -> Router {
+fn router(state: AppState, ctx: api::Ctx, metrics: Arc<DashboardMetrics>) -> Router {
     let https = ctx.secure_cookies;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState(Arc::new(app)))
+        .with_state(state)
         .nest("/api/v1", api::router(ctx.clone()))
         .merge(web::router(ctx))
         .layer(axum::middleware::from_fn_with_state(
             https,
             web::security_headers,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::count,
+        ))
+}
+
+/// The admin port: monitoring only, never users' traffic.
+fn admin_router(state: AppState, metrics: Arc<DashboardMetrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.encode();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            kiln_runtime::metrics::CONTENT_TYPE,
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
 }
 
 /// Liveness: the process answers.

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod db;
 pub mod domains;
 pub mod http;
+pub mod metrics;
 pub mod origin;
 pub mod settings;
 pub mod sitemaps;

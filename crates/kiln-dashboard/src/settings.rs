@@ -27,6 +27,10 @@ pub struct Settings {
     pub allowed_private_nets: AllowedNets,
     /// `KILN_DASHBOARD_LISTEN` (default `127.0.0.1:3001`): the address `serve` listens on.
     pub listen: SocketAddr,
+    /// `KILN_DASHBOARD_ADMIN_LISTEN` (default `127.0.0.1:9102`): where `serve` answers `/metrics`,
+    /// `/healthz` and `/readyz` for the operator's monitoring, apart from users' traffic. `off`:
+    /// no admin port (the main port still answers `/healthz` and `/readyz`).
+    pub admin_listen: Option<SocketAddr>,
     /// `KILN_SESSION_SECRET` (required by `serve`): the key that signs session tokens (HS256), at
     /// least 32 characters; generate one with `openssl rand -base64 48`. Changing it logs everyone out.
     pub session_secret: Option<SecretString>,
@@ -62,6 +66,7 @@ pub use kiln_runtime::LogFormat;
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_REDIS_PREFIX: &str = "kiln:";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9102";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 1800;
 pub const DEFAULT_API_RATE_PER_SECOND: u32 = 10;
 pub const DEFAULT_API_RATE_BURST: u32 = 100;
@@ -97,6 +102,14 @@ impl Settings {
         let listen: SocketAddr = listen.trim().parse().with_context(|| {
             format!("KILN_DASHBOARD_LISTEN `{listen}` is not an address such as 127.0.0.1:3001 or 0.0.0.0:3001")
         })?;
+        let admin_listen =
+            var("KILN_DASHBOARD_ADMIN_LISTEN").unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
+        let admin_listen: Option<SocketAddr> = match admin_listen.trim() {
+            "off" => None,
+            address => Some(address.parse().with_context(|| {
+                format!("KILN_DASHBOARD_ADMIN_LISTEN `{address}` is not an address such as 127.0.0.1:9102, or `off`")
+            })?),
+        };
         let session_secret = match var("KILN_SESSION_SECRET") {
             Some(secret) if secret.trim().len() < MIN_SESSION_SECRET_LEN => bail!(
                 "KILN_SESSION_SECRET is too short ({} characters); use at least {MIN_SESSION_SECRET_LEN}, \
@@ -161,6 +174,7 @@ impl Settings {
             redis_prefix,
             allowed_private_nets,
             listen,
+            admin_listen,
             session_secret,
             session_ttl,
             public_url,

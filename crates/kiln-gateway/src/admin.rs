@@ -1,4 +1,4 @@
-//! Health endpoints on the admin port: liveness, and readiness.
+//! The admin port: liveness, readiness, and the metrics (`metrics.rs`).
 //!
 //! Readiness means "send me traffic": the gateway is ready once it knows the domains it serves.
 //! A Redis outage does not make it unready, because it still serves everyone (people from the
@@ -15,7 +15,19 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(app)
+}
+
+async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
+    let body = app.metrics.scrape(&app.queue).await;
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            kiln_runtime::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
 }
 
 async fn readyz(State(app): State<AppState>) -> (StatusCode, String) {

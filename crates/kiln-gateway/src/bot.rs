@@ -13,6 +13,7 @@
 //! completes for the next bot.
 
 use crate::error::GatewayError;
+use crate::metrics::QueuedFor;
 use crate::representation::{Negotiation, page_response};
 use crate::state::AppState;
 use axum::body::Body;
@@ -175,6 +176,8 @@ pub async fn serve(
                     .await;
                 return bypass(app, domain, req, peer).await;
             }
+            app.metrics.render_queued(QueuedFor::Bot);
+            tracing::debug!(cache.key = %page_key, "render queued");
         }
         // Someone else is rendering this page: wait for their announcement.
         Ok(false) => {}
@@ -191,9 +194,16 @@ pub async fn serve(
         return bypass(app, domain, req, peer).await;
     }
     match waiter.wait(budget).await {
-        Some(RenderOutcome::Stored { .. }) => match app.store.get_page(&key).await {
+        Some(RenderOutcome::Stored { status, render_ms }) => match app.store.get_page(&key).await {
             Ok(Some(entry)) => {
                 let waited = started.elapsed().as_millis() as u64;
+                // The other end of the render's trail: the worker logged it under this id too.
+                tracing::info!(
+                    render.status = status,
+                    render.duration_ms = render_ms,
+                    bot.waited_ms = waited,
+                    "render announced; serving it"
+                );
                 match page_response(&entry, "MISS", Some(waited), &negotiation) {
                     Some(response) => {
                         count(app, domain, UsageKind::Miss);
@@ -312,6 +322,7 @@ fn refresh_in_background(app: &AppState, job: RenderJob, lock_ttl: Duration) {
                     tracing::warn!(%error, "could not enqueue the refresh of a stale page");
                     let _ = app.store.release_render_lock(&key).await;
                 } else {
+                    app.metrics.render_queued(QueuedFor::Refresh);
                     tracing::debug!(cache.key = %key.page_key(), "refreshing a stale page");
                 }
             }
@@ -332,9 +343,10 @@ async fn bypass(
 ) -> Result<Response<Body>, GatewayError> {
     count(app, domain, UsageKind::Bypass);
     let mut response = app.origin.forward(domain, req, peer).await?;
-    response
-        .headers_mut()
-        .insert("x-kiln-cache", HeaderValue::from_static("BYPASS"));
+    response.headers_mut().insert(
+        crate::representation::CACHE_HEADER,
+        HeaderValue::from_static("BYPASS"),
+    );
     Ok(response)
 }
 

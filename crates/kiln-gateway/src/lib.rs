@@ -12,6 +12,7 @@ mod error;
 mod guard;
 mod hot;
 mod limits;
+mod metrics;
 mod proxy;
 mod representation;
 mod routes;
@@ -114,6 +115,7 @@ impl Application {
             render_budget: settings.render_budget,
             max_queued_renders: settings.max_queued_renders,
             max_body_bytes: settings.max_body_bytes,
+            metrics: Default::default(),
             origin: proxy::OriginClient::new(
                 settings.allowed_private_nets.clone(),
                 settings.origin_connect_timeout,
@@ -172,7 +174,13 @@ impl Application {
         let main = Router::new()
             .fallback(routes::handle)
             .with_state(Arc::clone(&self.app));
-        let main = serve::serve(self.listener, main, self.header_timeout, shutdown.clone());
+        let main = serve::serve(
+            self.listener,
+            main,
+            self.header_timeout,
+            Arc::clone(&self.app.metrics),
+            shutdown.clone(),
+        );
         let admin = axum::serve(self.admin_listener, admin::router(Arc::clone(&self.app)))
             .with_graceful_shutdown(shutdown.clone());
         // Compiled by `build`, before any request.

@@ -11,6 +11,9 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use kiln_store::{ContentEncoding, PageEntry};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How a bot's response used the cache: `HIT`, `STALE`, `MISS` or `BYPASS`.
+pub const CACHE_HEADER: &str = "x-kiln-cache";
+
 /// What the bot's request says about the responses it can use.
 #[derive(Clone, Debug, Default)]
 pub struct Negotiation {
@@ -110,7 +113,7 @@ pub fn page_response(
     put(header::AGE, age.to_string());
     put(header::VARY, "Accept-Encoding".to_owned());
     put(
-        header::HeaderName::from_static("x-kiln-cache"),
+        header::HeaderName::from_static(CACHE_HEADER),
         cache.to_owned(),
     );
     if let Some(ms) = render_ms {

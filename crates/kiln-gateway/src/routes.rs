@@ -18,6 +18,7 @@
 use crate::bot;
 use crate::error::GatewayError;
 use crate::guard;
+use crate::metrics::ClientClass;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -34,6 +35,7 @@ pub async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
+    let started = std::time::Instant::now();
     let request_id = request_id(&req);
     let span = tracing::info_span!(
         "request",
@@ -49,7 +51,8 @@ pub async fn handle(
         bot.verified = tracing::field::Empty,
         cache.status = tracing::field::Empty,
     );
-    let mut response = route(&app, req, peer, &request_id)
+    let mut class = ClientClass::Person;
+    let mut response = route(&app, req, peer, &request_id, &mut class)
         .instrument(span.clone())
         .await
         .unwrap_or_else(|error| {
@@ -64,6 +67,15 @@ pub async fn handle(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
+    app.metrics.request(
+        class,
+        response
+            .headers()
+            .get(crate::representation::CACHE_HEADER)
+            .map(HeaderValue::as_bytes),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
@@ -72,6 +84,7 @@ async fn route(
     req: Request<Body>,
     peer: SocketAddr,
     request_id: &str,
+    class: &mut ClientClass,
 ) -> Result<Response, GatewayError> {
     let host = guard::host(&req)?;
     tracing::Span::current().record("http.host", host.as_str());
@@ -127,6 +140,7 @@ async fn route(
         span.record("client.kind", "person");
         return app.origin.forward(&domain.config, req, peer).await;
     };
+    *class = ClientClass::Bot;
     span.record("bot.source", bot_source);
     if let Some(family) = family {
         span.record("bot.family", family.as_str());

@@ -7,12 +7,14 @@
 //! lines. Protocol upgrades stay possible (the proxy joins WebSocket connections), and a shutdown
 //! stops accepting, lets every connection finish its request in flight, and then returns.
 
+use crate::metrics::GatewayMetrics;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,6 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
+    metrics: Arc<GatewayMetrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -62,7 +65,9 @@ pub async fn serve(
             .with_upgrades();
         let mut stopping = stopping.clone();
         let closed = closed.clone();
+        let open = metrics.connection();
         tokio::spawn(async move {
+            let _open = open;
             let mut connection = pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,

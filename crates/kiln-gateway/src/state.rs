@@ -41,4 +41,6 @@ pub struct App {
     pub max_queued_renders: u64,
     /// The largest request body accepted.
     pub max_body_bytes: u64,
+    /// What `/metrics` on the admin port reports.
+    pub metrics: Arc<crate::metrics::GatewayMetrics>,
 }

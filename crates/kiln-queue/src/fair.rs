@@ -155,7 +155,7 @@ impl RenderQueue {
         match tokio::time::timeout(self.timeout, intake).await {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => return Err(QueueError::Push(error.to_string())),
-            Err(_) => return Err(QueueError::Timeout(self.timeout)),
+            Err(_) => return Err(QueueError::timeout(self.timeout)),
         }
         // The job is held; if this dispatch fails, the consumers' next one hands it over.
         if let Err(error) = self.dispatch_warm().await {
@@ -291,7 +291,7 @@ impl RenderQueue {
     async fn bounded<T>(&self, future: impl Future<Output = T>) -> Result<T, QueueError> {
         tokio::time::timeout(self.timeout, future)
             .await
-            .map_err(|_| QueueError::Timeout(self.timeout))
+            .map_err(|_| QueueError::timeout(self.timeout))
     }
 }
 

@@ -38,7 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod fair;
+mod metrics;
 pub use fair::{ORPHAN_AFTER, WINDOW as WARM_WINDOW};
+pub use metrics::QueueGauges;
 
 /// How many times a job may be delivered (a first run plus retries after a worker died).
 const MAX_ATTEMPTS: usize = 3;
@@ -46,13 +48,37 @@ const MAX_ATTEMPTS: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     #[error("could not push a render job: {0}")]
     Push(String),
     #[error("the queue did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the render worker stopped: {0}")]
     Worker(String),
+}
+
+/// Every Redis error the queue met goes through here, so that it is counted (see [`redis_errors`]).
+impl From<redis::RedisError> for QueueError {
+    fn from(error: redis::RedisError) -> Self {
+        REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        QueueError::Redis(error)
+    }
+}
+
+impl QueueError {
+    /// Redis did not answer within `limit` (counted like any other Redis error).
+    fn timeout(limit: Duration) -> Self {
+        REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        QueueError::Timeout(limit)
+    }
+}
+
+static REDIS_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many Redis commands of the queue's have failed in this process (for the
+/// `kiln_redis_errors_total` metric). Timeouts are counted too.
+pub fn redis_errors() -> u64 {
+    REDIS_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Which of the two queues.
@@ -267,7 +293,7 @@ impl RenderQueue {
         match tokio::time::timeout(self.timeout, push).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(QueueError::Push(error.to_string())),
-            Err(_) => return Err(QueueError::Timeout(self.timeout)),
+            Err(_) => return Err(QueueError::timeout(self.timeout)),
         }
         // The job is stored; a lost wake-up only delays it until the next poll.
         wake(&mut self.conn.clone(), &producer.wake_channel, self.timeout).await;
@@ -324,7 +350,7 @@ impl RenderQueue {
         };
         match tokio::time::timeout(self.timeout, counts).await {
             Ok(untaken) => Ok(untaken?),
-            Err(_) => Err(QueueError::Timeout(self.timeout)),
+            Err(_) => Err(QueueError::timeout(self.timeout)),
         }
     }
 
@@ -365,12 +391,56 @@ impl RenderQueue {
         };
         let mut depth = match tokio::time::timeout(self.timeout, read).await {
             Ok(depth) => depth?,
-            Err(_) => return Err(QueueError::Timeout(self.timeout)),
+            Err(_) => return Err(QueueError::timeout(self.timeout)),
         };
         if kind == QueueKind::Warm {
             depth.held = self.held(&mut self.conn.clone()).await?;
         }
         Ok(depth)
+    }
+
+    /// When the job that has waited longest in the queue `kind` was queued, or `None` when nothing
+    /// waits: a few reads, for a metrics scrape. The candidates are the head of the list consumers
+    /// take from and the earliest of the jobs not yet promoted to it (apalis-redis keeps new jobs
+    /// in its scheduled set until a consumer's poll moves them). Warm jobs still held in their
+    /// tenants' lists are not counted; they have not reached the queue yet.
+    pub async fn oldest_waiting(
+        &self,
+        kind: QueueKind,
+    ) -> Result<Option<kiln_core::UnixMillis>, QueueError> {
+        let config = self.producer(kind).storage.get_config().clone();
+        let mut conn = self.conn.clone();
+        let read = async {
+            // apalis-redis appends to the list's tail and consumers take from its head.
+            let (head, scheduled): (Option<String>, Vec<String>) = redis::pipe()
+                .cmd("LINDEX")
+                .arg(config.active_jobs_list())
+                .arg(0)
+                .zrange(config.scheduled_jobs_set(), 0, 0)
+                .query_async(&mut conn)
+                .await?;
+            let ids: Vec<String> = head.into_iter().chain(scheduled).collect();
+            if ids.is_empty() {
+                return Ok::<_, redis::RedisError>(None);
+            }
+            let data: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(config.job_data_hash())
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await?;
+            // A job may have been taken between the reads; one that does not read as ours (from
+            // another version) says nothing of the age either.
+            Ok(data
+                .into_iter()
+                .flatten()
+                .filter_map(|data| serde_json::from_slice::<RenderJob>(&data).ok())
+                .map(|job| job.enqueued_at)
+                .min())
+        };
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(oldest) => Ok(oldest?),
+            Err(_) => Err(QueueError::timeout(self.timeout)),
+        }
     }
 }
 
@@ -616,7 +686,7 @@ async fn hand_back(
     let (done, handed): (u64, u64) =
         tokio::time::timeout(timeout, invocation.invoke_async(&mut conn))
             .await
-            .map_err(|_| QueueError::Timeout(timeout))??;
+            .map_err(|_| QueueError::timeout(timeout))??;
     if handed > 0 {
         wake(&mut conn, &settings.wake_channel_of(config), timeout).await;
     }
@@ -674,7 +744,7 @@ async fn sweep(
             .arg(SWEEP_BATCH);
         let (done, dead): (u64, u64) = tokio::time::timeout(timeout, invocation.invoke_async(conn))
             .await
-            .map_err(|_| QueueError::Timeout(timeout))??;
+            .map_err(|_| QueueError::timeout(timeout))??;
         swept.done += done;
         swept.dead += dead;
         if done < SWEEP_BATCH as u64 && dead < SWEEP_BATCH as u64 {

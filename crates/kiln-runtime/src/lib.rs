@@ -1,6 +1,9 @@
 //! What every Kiln program does as it starts and stops: set up its logs, and wait for the signal to
 //! shut down. One copy, so that the gateway, the worker, the dashboard and the certificate manager
-//! read `KILN_LOG_FORMAT` and `RUST_LOG` alike and log in the same shape.
+//! read `KILN_LOG_FORMAT` and `RUST_LOG` alike and log in the same shape; and the metrics every one
+//! of them serves (`metrics`).
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;

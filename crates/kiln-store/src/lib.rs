@@ -41,11 +41,27 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
-    Redis(#[from] fred::error::Error),
+    Redis(fred::error::Error),
     #[error("a stored record is malformed: {0}")]
     Corrupt(String),
     #[error("the listing cursor is not one this store handed out")]
     InvalidCursor,
+}
+
+/// Every Redis error (a timeout included) reaches callers through here, so that it is counted.
+impl From<fred::error::Error> for StoreError {
+    fn from(error: fred::error::Error) -> Self {
+        REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StoreError::Redis(error)
+    }
+}
+
+static REDIS_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many Redis commands of the store's have failed in this process (for the
+/// `kiln_redis_errors_total` metric). A process-wide count: every `Store` it holds adds to it.
+pub fn redis_errors() -> u64 {
+    REDIS_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

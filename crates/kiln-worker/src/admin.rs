@@ -1,4 +1,4 @@
-//! The admin server: liveness and readiness probes for the orchestrator.
+//! The admin server: liveness and readiness probes for the orchestrator, and the metrics.
 
 use axum::Router;
 use axum::extract::State;
@@ -8,7 +8,9 @@ use kiln_store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::metrics::WorkerMetrics;
 use crate::pool::BrowserPool;
+use kiln_queue::RenderQueue;
 
 #[derive(Clone)]
 pub struct AdminState(Arc<Inner>);
@@ -16,14 +18,23 @@ pub struct AdminState(Arc<Inner>);
 struct Inner {
     store: Store,
     pool: BrowserPool,
+    metrics: Arc<WorkerMetrics>,
+    queue: Option<RenderQueue>,
     stopping: AtomicBool,
 }
 
 impl AdminState {
-    pub fn new(store: Store, pool: BrowserPool) -> Self {
+    pub fn new(
+        store: Store,
+        pool: BrowserPool,
+        metrics: Arc<WorkerMetrics>,
+        queue: Option<RenderQueue>,
+    ) -> Self {
         AdminState(Arc::new(Inner {
             store,
             pool,
+            metrics,
+            queue,
             stopping: AtomicBool::new(false),
         }))
     }
@@ -38,7 +49,19 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    let body = state.0.metrics.scrape(state.0.queue.as_ref()).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            kiln_runtime::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
 }
 
 async fn healthz() -> &'static str {

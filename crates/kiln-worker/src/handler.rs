@@ -20,13 +20,14 @@ use futures::future::BoxFuture;
 use kiln_core::job::RenderPurpose;
 use kiln_core::{RenderJob, RenderOutcome, UnixMillis};
 use kiln_queue::{JobHandler, QueueKind, RenderQueue};
-use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, Store};
+use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, RenderLogPurpose, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
 
+use crate::metrics::WorkerMetrics;
 use crate::pool::{BrowserPool, Lease, PoolError, Priority, WaitingRender};
 use crate::render::{self, RenderError, RenderRequest, Rendered};
 
@@ -60,6 +61,7 @@ struct Inner {
     jobs: TaskTracker,
     /// For background jobs to see renders queued but not yet taken (none if it could not connect).
     render_queue: Option<RenderQueue>,
+    metrics: Arc<WorkerMetrics>,
     /// Renders someone waits for that the queue has started and that have not reached `handle`
     /// yet: each holds background renders back from its very start (see `JobHandler::starting`).
     starting: std::sync::Mutex<Vec<WaitingRender>>,
@@ -71,6 +73,7 @@ impl RenderHandler {
         store: Store,
         quiet: Duration,
         render_queue: Option<RenderQueue>,
+        metrics: Arc<WorkerMetrics>,
     ) -> Self {
         RenderHandler {
             inner: Arc::new(Inner {
@@ -79,6 +82,7 @@ impl RenderHandler {
                 quiet,
                 jobs: TaskTracker::new(),
                 render_queue,
+                metrics,
                 starting: Default::default(),
             }),
         }
@@ -146,7 +150,7 @@ fn render_span(job: &RenderJob) -> tracing::Span {
         render.url = %job.render_url,
         render.device = %job.device,
         render.purpose = job.purpose.as_str(),
-        request_id = job.request_id.as_deref().unwrap_or(""),
+        request.id = job.request_id.as_deref().unwrap_or(""),
         render.duration_ms = field::Empty,
         render.page_ms = field::Empty,
         render.status = field::Empty,
@@ -272,6 +276,16 @@ impl Inner {
                 tracing::warn!(render.duration_ms = render_ms, %reason, "render failed");
             }
         }
+        let outcome = match finished.reason {
+            None => finished.outcome,
+            Some(_) => RenderLogOutcome::Failed,
+        };
+        self.metrics.render(
+            outcome,
+            job.device,
+            RenderLogPurpose::from(&job.purpose),
+            Duration::from_millis(render_ms),
+        );
         self.log_render(job, &finished, render_ms, tab_at).await;
     }
 

@@ -16,6 +16,7 @@ pub mod blocking;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod handler;
+pub mod metrics;
 pub mod output;
 pub mod pool;
 mod process;
@@ -129,7 +130,21 @@ impl Application {
             ..
         } = self;
         let stop = CancellationToken::new();
-        let admin_state = admin::AdminState::new(store.clone(), pool.clone());
+        let queue_settings = settings.queue_settings();
+        let render_queue = match RenderQueue::connect(&queue_settings).await {
+            Ok(queue) => Some(queue),
+            Err(error) => {
+                tracing::warn!(%error, "cannot see the render queue; background renders will not wait for queued ones");
+                None
+            }
+        };
+        let metrics = Arc::new(metrics::WorkerMetrics::new(&pool));
+        let admin_state = admin::AdminState::new(
+            store.clone(),
+            pool.clone(),
+            Arc::clone(&metrics),
+            render_queue.clone(),
+        );
 
         let admin = tokio::spawn(
             axum::serve(admin_listener, admin::router(admin_state.clone()))
@@ -149,19 +164,12 @@ impl Application {
             }
         });
 
-        let queue_settings = settings.queue_settings();
-        let render_queue = match RenderQueue::connect(&queue_settings).await {
-            Ok(queue) => Some(queue),
-            Err(error) => {
-                tracing::warn!(%error, "cannot see the render queue; background renders will not wait for queued ones");
-                None
-            }
-        };
         let handler = RenderHandler::new(
             pool.clone(),
             store.clone(),
             settings.render_quiet,
             render_queue,
+            metrics,
         );
         let render = consume(
             &queue_settings,

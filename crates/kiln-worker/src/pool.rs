@@ -110,6 +110,43 @@ struct Inner {
     tasks: TaskTracker,
     next_browser_id: AtomicU64,
     cursor: AtomicUsize,
+    /// Browsers replaced so far, by [`RecycleReason`].
+    recycled: [AtomicU64; RecycleReason::ALL.len()],
+}
+
+/// Why a browser was replaced, as the `kiln_browser_recycles_total` metric names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecycleReason {
+    /// It served its share of renders (`KILN_WORKER_RECYCLE_AFTER`).
+    Renders,
+    /// It reached its age limit.
+    Age,
+    /// It used more memory than allowed.
+    Memory,
+    /// Its process or connection died.
+    Crashed,
+    /// It stopped answering, or a render in it hung or failed at the protocol level.
+    Unresponsive,
+}
+
+impl RecycleReason {
+    pub const ALL: [RecycleReason; 5] = [
+        RecycleReason::Renders,
+        RecycleReason::Age,
+        RecycleReason::Memory,
+        RecycleReason::Crashed,
+        RecycleReason::Unresponsive,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecycleReason::Renders => "renders",
+            RecycleReason::Age => "age",
+            RecycleReason::Memory => "memory",
+            RecycleReason::Crashed => "crashed",
+            RecycleReason::Unresponsive => "unresponsive",
+        }
+    }
 }
 
 /// One Chromium process and its connection.
@@ -126,6 +163,8 @@ struct Instance {
     dead: CancellationToken,
     /// Cancelled when the retirement starts closing the browser: connection errors are expected.
     closing: CancellationToken,
+    /// The memory (PSS) its processes used when last measured.
+    memory_bytes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -210,6 +249,7 @@ impl BrowserPool {
             tasks: TaskTracker::new(),
             next_browser_id: AtomicU64::new(1),
             cursor: AtomicUsize::new(0),
+            recycled: Default::default(),
         });
         for slot in 0..inner.slots.len() {
             inner.tasks.spawn(supervise(inner.clone(), slot));
@@ -237,6 +277,38 @@ impl BrowserPool {
             .filter_map(|slot| lock(slot).clone())
             .map(|instance| lock(&instance.state).warm.len())
             .sum()
+    }
+
+    /// Renders holding a tab now, over all browsers.
+    pub fn tabs_in_use(&self) -> usize {
+        self.instances()
+            .map(|instance| lock(&instance.state).in_use)
+            .sum()
+    }
+
+    /// How many renders the browsers up now can hold at once.
+    pub fn tab_capacity(&self) -> usize {
+        self.alive_browsers() * self.inner.settings.tabs_per_browser.max(1)
+    }
+
+    /// The memory (PSS) of every browser process of the pool, as last measured (each browser is
+    /// measured on its health check's schedule).
+    pub fn memory_bytes(&self) -> u64 {
+        self.instances()
+            .map(|instance| instance.memory_bytes.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// How many browsers have been replaced for `reason` since the pool started.
+    pub fn recycled(&self, reason: RecycleReason) -> u64 {
+        self.inner.recycled[reason as usize].load(Ordering::Relaxed)
+    }
+
+    fn instances(&self) -> impl Iterator<Item = Arc<Instance>> + '_ {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|slot| lock(slot).clone())
     }
 
     /// The main process ids of the browsers currently serving, for diagnostics and tests.
@@ -564,6 +636,7 @@ impl Instance {
             changed: Notify::new(),
             dead,
             closing,
+            memory_bytes: AtomicU64::new(0),
         }))
     }
 
@@ -639,6 +712,9 @@ async fn supervise(inner: Arc<Inner>, slot: usize) {
                 lock(&instance.state).retiring = true;
                 *lock(&inner.slots[slot]) = None;
                 let lived = instance.started.elapsed();
+                if let Some(why) = reason.recycle_reason() {
+                    inner.recycled[why as usize].fetch_add(1, Ordering::Relaxed);
+                }
                 let failed = matches!(reason, Retirement::Dead | Retirement::Broken(_));
                 inner.tasks.spawn(retire(instance, reason.to_string()));
                 (failed && lived < MIN_HEALTHY_LIFETIME)
@@ -671,6 +747,20 @@ enum Retirement {
     Shutdown,
     Dead,
     Broken(String),
+}
+
+impl Retirement {
+    /// How the metrics count it (a shutdown replaces nothing).
+    fn recycle_reason(&self) -> Option<RecycleReason> {
+        match self {
+            Retirement::Recycle => Some(RecycleReason::Renders),
+            Retirement::Aged => Some(RecycleReason::Age),
+            Retirement::Memory(_) => Some(RecycleReason::Memory),
+            Retirement::Shutdown => None,
+            Retirement::Dead => Some(RecycleReason::Crashed),
+            Retirement::Broken(_) => Some(RecycleReason::Unresponsive),
+        }
+    }
 }
 
 impl std::fmt::Display for Retirement {
@@ -759,6 +849,7 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
                 let used = tokio::task::spawn_blocking(move || group_memory_bytes(pid))
                     .await
                     .unwrap_or(0);
+                instance.memory_bytes.store(used, Ordering::Relaxed);
                 if used > limit {
                     return Retirement::Memory(used / (1024 * 1024));
                 }

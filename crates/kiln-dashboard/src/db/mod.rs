@@ -61,8 +61,19 @@ pub enum DbError {
     Migrate(#[source] MigrateError),
 }
 
+static POSTGRES_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many database operations have failed in this process, constraint violations aside (the
+/// `kiln_postgres_errors_total` metric).
+pub fn postgres_errors() -> u64 {
+    POSTGRES_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl From<sqlx::Error> for DbError {
     fn from(error: sqlx::Error) -> Self {
+        if !matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation()) {
+            POSTGRES_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => DbError::Conflict {
                 constraint: db.constraint().unwrap_or("unnamed").to_owned(),

@@ -58,6 +58,7 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
         redis_prefix: "kiln:".to_owned(),
         allowed_private_nets: AllowedNets::parse(nets).expect("bad test nets"),
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         session_secret: Some("test-session-secret-0123456789abcdef".to_owned().into()),
         session_ttl: Duration::from_secs(1800),
         public_url: "http://127.0.0.1:3001".parse().unwrap(),

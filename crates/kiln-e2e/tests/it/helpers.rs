@@ -294,6 +294,7 @@ impl Platform {
             redis_prefix: prefix,
             allowed_private_nets: AllowedNets::parse("127.0.0.1/32").unwrap(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
             session_secret: Some("e2e-session-secret-0123456789abcdefghij".to_owned().into()),
             session_ttl: Duration::from_secs(1800),
             public_url: "http://127.0.0.1:3001".parse().unwrap(),

@@ -9,6 +9,7 @@ mod freshness;
 mod helpers;
 mod hostile;
 mod limits;
+mod metrics;
 mod secrets;
 mod usage;
 
