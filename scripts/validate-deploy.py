@@ -53,7 +53,7 @@ COMPOSE_NO_HEALTHCHECK = {"migrate", "edge-certs", "edge-exporter"}
 
 class Checker:
     def __init__(self, args):
-        self.root = Path(args.root)
+        self.root = Path(args.root).resolve()
         self.kubectl = args.kubectl
         self.promtool = args.promtool
         self.modern = args.modern_kustomize.split() if args.modern_kustomize else []
@@ -71,6 +71,7 @@ class Checker:
 
     def fail(self, what, why):
         self.failed += 1
+        why = str(why).strip().replace("\n", "\n        ")
         print(f"  FAIL  {what}: {why}")
 
     def check(self, what, problems):
