@@ -9,7 +9,8 @@
 #   the operator's PodMonitor against the schemas in deploy/kubernetes/schemas/, and Kiln's own
 #   rules (probes, resources, security contexts, selectors, PodDisruptionBudgets, no Secret objects,
 #   only known KILN_* variables);
-# - docker-compose.yml against the compose specification, and its health checks and dependencies;
+# - docker-compose.yml against the compose specification, with Docker Compose's own `config` (every
+#   profile), and its health checks and dependencies;
 # - the GitHub workflows against their schema;
 # - the Prometheus configs and alert rules with promtool, and the rules' unit tests;
 # - the Grafana dashboard's JSON;
@@ -88,6 +89,29 @@ if [ "$(cat "$VENV/.kiln-requirements" 2>/dev/null)" != "$stamp" ] \
   echo "$stamp" >"$VENV/.kiln-requirements"
 fi
 
+# Docker Compose's own check of docker-compose.yml: the real v2 client where it is installed (the
+# checks use it then), else the last Python release of the client, in a venv of its own.
+COMPOSE_VENV="$CACHE/validate-deploy-compose-venv"
+COMPOSE_REQUIREMENTS="$KILN_ROOT/scripts/validate-deploy-compose-requirements.txt"
+COMPOSE=""
+if docker compose version >/dev/null 2>&1; then
+  COMPOSE="docker compose"
+else
+  stamp=$(sha256sum "$COMPOSE_REQUIREMENTS" | cut -d' ' -f1)
+  if [ "$(cat "$COMPOSE_VENV/.kiln-requirements" 2>/dev/null)" != "$stamp" ] \
+     || ! "$COMPOSE_VENV/bin/docker-compose" version >/dev/null 2>&1; then
+    log "installing docker-compose 1.29.2 into $COMPOSE_VENV"
+    rm -rf "$COMPOSE_VENV"
+    /usr/bin/python3 -m venv "$COMPOSE_VENV" || die "creating the venv $COMPOSE_VENV failed"
+    "$COMPOSE_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-virtualenv \
+      -r "$COMPOSE_REQUIREMENTS" 2>&1 | grep -v DEPRECATION >&2 || true
+    "$COMPOSE_VENV/bin/docker-compose" version >/dev/null 2>&1 \
+      || die "installing docker-compose from $COMPOSE_REQUIREMENTS failed"
+    echo "$stamp" >"$COMPOSE_VENV/.kiln-requirements"
+  fi
+  COMPOSE="$COMPOSE_VENV/bin/docker-compose"
+fi
+
 # A second renderer, when one is on PATH (a current kubectl or kustomize): the kustomizations must
 # give the same objects with it as with Debian's older kubectl.
 MODERN=""
@@ -100,4 +124,4 @@ fi
 
 exec "$VENV/bin/python" "$KILN_ROOT/scripts/validate-deploy.py" \
   --root "$KILN_ROOT" --kubectl "$KUBECTL" --promtool "$PROMTOOL" --modern-kustomize "$MODERN" \
-  --bin "$VENV/bin"
+  --bin "$VENV/bin" --compose "$COMPOSE"
