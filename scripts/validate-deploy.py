@@ -490,6 +490,10 @@ class Checker:
                           ("KILN_DASHBOARD_ADMIN_LISTEN", 9102), ("KILN_ACME_ADMIN_LISTEN", 9103)):
             if f"{var}=0.0.0.0:{port}" not in dockerfile:
                 problems.append(f"{var} is not 0.0.0.0:{port} (docs/metrics.md)")
+        known_vars = self.documented_variables()
+        for var in sorted(set(re.findall(r"\b(KILN_[A-Z0-9_]+)=", dockerfile))):
+            if var not in known_vars:
+                problems.append(f"the Dockerfile sets {var}, which no document describes")
         self.check("deploy/docker/Dockerfile: targets, slim bases, tini, non-root, Chromium and fonts, admin ports", problems)
         ignore = (self.root / ".dockerignore").read_text().split() if (self.root / ".dockerignore").exists() else []
         self.check(".dockerignore keeps target/ and .git/ out of the build context",
