@@ -60,7 +60,7 @@ unpack_deb() {
     as_root apt-get update -q >/dev/null
     version=$(apt-cache policy "$pkg" | awk '/Candidate:/ { print $2 }')
   fi
-  [ -n "$version" ] && [ "$version" != "(none)" ] || die "Debian has no package $pkg"
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then die "Debian has no package $pkg"; fi
   dir="$CACHE/debs/$pkg-$version"
   if [ ! -x "$dir/root$binary" ]; then
     log "unpacking Debian's $pkg $version into $dir"
