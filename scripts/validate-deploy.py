@@ -453,6 +453,8 @@ class Checker:
         self.check("nginx: /_edge/status is stub_status, loopback only", [
             None if re.search(r"location = /_edge/status \{[^}]*stub_status;[^}]*allow 127\.0\.0\.1;[^}]*deny all;", template)
             else "the location is missing or not restricted to loopback"])
+        self.check("nginx: `worker_processes auto;` is where edge-entrypoint.sh replaces it (KILN_EDGE_WORKER_PROCESSES)", [
+            None if re.search(r"^worker_processes auto;$", template, re.M) else "the line has changed: update the entrypoint's sed"])
         result = self.run(["sh", "-n", str(self.root / "deploy/docker/edge-entrypoint.sh")])
         self.check("deploy/docker/edge-entrypoint.sh parses", [None if result.returncode == 0 else result.stderr])
 
