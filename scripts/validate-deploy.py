@@ -407,10 +407,32 @@ class Checker:
             doc = yaml.safe_load(f.read_text())
             self.check(self.rel(f), [None if doc.get("apiVersion") == 1 else "apiVersion must be 1"])
 
-    # --- metric names -------------------------------------------------------------------------
+    # --- PromQL and metric names ---------------------------------------------------------------
+
+    def promql(self):
+        """Parses every query of the dashboard and the autoscaler with promtool, as recording rules
+        (Grafana's $__rate_interval and $__interval read as 5m)."""
+        rules = []
+        for i, (where, expr) in enumerate(self.metric_uses):
+            if where.startswith("alerts.yml"):
+                continue
+            expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "5m").replace("$__range", "1h")
+            rules.append({"record": f"kiln_validate:query_{i}", "expr": expr, "labels": {"where": where}})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp, "queries.yml")
+            path.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
+            result = self.run([self.promtool, "check", "rules", str(path)])
+        problems = []
+        if result.returncode != 0:
+            output = result.stdout + result.stderr
+            for n in sorted({int(m.group(1)) for m in re.finditer(r"query_(\d+)", output)}):
+                problems.append(f"{self.metric_uses[n][0]}: {self.metric_uses[n][1]}")
+            problems.append(output)
+        self.check(f"PromQL of {len(rules)} dashboard and autoscaler queries (promtool)", problems)
 
     def metrics(self):
-        print("Metric names against docs/metrics.md")
+        print("Queries and metric names against docs/metrics.md")
+        self.promql()
         documented = self.documented_metrics() | NGINX_EXPORTER_METRICS
         problems = []
         used = set()

@@ -13,7 +13,7 @@
 #   profile), and its health checks and dependencies;
 # - the GitHub workflows against their schema;
 # - the Prometheus configs and alert rules with promtool, and the rules' unit tests;
-# - the Grafana dashboard's JSON;
+# - the Grafana dashboard's JSON, and every query of it and of the autoscaler parsed by promtool;
 # - that every kiln_* metric the dashboard, the alerts and the autoscaler use is in docs/metrics.md;
 # - the edge's nginx config as the containers render it (nginx -t), and the Dockerfile's promises;
 # - yamllint (relaxed) over every YAML file.
