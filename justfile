@@ -21,6 +21,11 @@ lint:
 deny:
     scripts/deny.sh
 
+# Validate the deployment files offline: Kubernetes manifests, compose, workflows, Prometheus,
+# Grafana, the edge's nginx config (deploy/README.md).
+validate-deploy:
+    scripts/validate-deploy.sh
+
 # Fuzz one target (url, user_agent, bots_map, html_output) on nightly with cargo-fuzz, for SECONDS
 # (default 600), growing fuzz/corpus/<target>/; then `just fuzz-cmin <target>` before committing it.
 # The fuzz crate keeps its own target directory (fuzz/target): its builds use other compiler flags.
