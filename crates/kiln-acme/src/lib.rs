@@ -3,12 +3,14 @@
 //! keeps it in Redis with its private key sealed; on every edge node, [`CertSync`] writes them to
 //! the directory nginx reads a certificate from on each handshake.
 //!
-//! Architecture invariant: never serves traffic and never talks to Postgres; what it knows of
+//! Architecture invariant: never serves customer traffic (its admin port is for monitoring) and
+//! never talks to Postgres; what it knows of
 //! domains is the published directory; private keys are never logged and never stored unsealed
 //! outside the edge's certificate directory.
 
 pub mod cert;
 pub mod manager;
+pub mod metrics;
 pub mod seal;
 pub mod settings;
 pub mod sync;

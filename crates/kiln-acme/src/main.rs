@@ -1,6 +1,7 @@
 //! `kiln-acme run`: the certificate manager. `kiln-acme sync`: keeps an edge node's certificate
 //! directory in step with Redis. Both read their settings from `KILN_*` variables (see `Settings`).
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kiln_acme::{CertSync, Manager, Sealer, Settings};
 
@@ -38,6 +39,19 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run => {
             let manager = Manager::new(store, sealer, (&settings).into());
+            if let Some(address) = settings.admin_listen {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| {
+                        format!("failed to listen on {address} (KILN_ACME_ADMIN_LISTEN)")
+                    })?;
+                let admin = kiln_acme::metrics::admin_router(manager.metrics());
+                tokio::spawn(async move {
+                    if let Err(error) = axum::serve(listener, admin).await {
+                        tracing::error!(%error, "the admin server failed");
+                    }
+                });
+            }
             tracing::info!(acme.directory = %settings.directory_url, "certificate manager running");
             manager.run(kiln_runtime::shutdown_signal()).await;
         }

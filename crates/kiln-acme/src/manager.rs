@@ -85,17 +85,25 @@ pub struct Manager {
     /// This manager's name on the locks it takes.
     owner: String,
     account: tokio::sync::Mutex<Option<Account>>,
+    metrics: std::sync::Arc<crate::metrics::AcmeMetrics>,
 }
 
 impl Manager {
     pub fn new(store: Store, sealer: Sealer, settings: ManagerSettings) -> Self {
+        let metrics = std::sync::Arc::new(crate::metrics::AcmeMetrics::new(store.clone()));
         Manager {
             store,
             sealer,
             settings,
             owner: format!("acme-{}", uuid::Uuid::new_v4().simple()),
             account: tokio::sync::Mutex::new(None),
+            metrics,
         }
+    }
+
+    /// What the manager's `/metrics` reports.
+    pub fn metrics(&self) -> std::sync::Arc<crate::metrics::AcmeMetrics> {
+        std::sync::Arc::clone(&self.metrics)
     }
 
     /// Makes passes until `shutdown` completes: at start, after domain changes, and every check
@@ -217,6 +225,7 @@ impl Manager {
                 Err(error) => report.failed.push((host.to_string(), error)),
             }
         }
+        self.metrics.passed(&report);
         Ok(report)
     }
 

@@ -54,6 +54,9 @@ pub struct Settings {
     /// `KILN_ACME_SYNC_INTERVAL_SECS`: how often `kiln-acme sync` looks for new certificates
     /// (default 10).
     pub sync_interval: Duration,
+    /// `KILN_ACME_ADMIN_LISTEN`: where `kiln-acme run` answers `/metrics`, `/healthz` and
+    /// `/readyz` (default `127.0.0.1:9103`; `off`: nowhere). `sync` has no admin port.
+    pub admin_listen: Option<std::net::SocketAddr>,
     /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
     pub log_format: LogFormat,
 }
@@ -102,6 +105,12 @@ impl Settings {
             ),
             cert_dir: PathBuf::from(var("KILN_ACME_CERT_DIR", "/var/lib/kiln/certs")),
             sync_interval: Duration::from_secs(number("KILN_ACME_SYNC_INTERVAL_SECS", 10)?.max(1)),
+            admin_listen: match var("KILN_ACME_ADMIN_LISTEN", "127.0.0.1:9103").trim() {
+                "off" => None,
+                address => Some(address.parse().with_context(|| {
+                    format!("KILN_ACME_ADMIN_LISTEN `{address}` is not an address such as 127.0.0.1:9103, or `off`")
+                })?),
+            },
             log_format: LogFormat::from_lookup(get).map_err(anyhow::Error::msg)?,
         })
     }
@@ -128,6 +137,13 @@ mod tests {
         assert_eq!(defaults.directory_url, super::LETS_ENCRYPT);
         assert_eq!(defaults.renew_before, Duration::from_secs(30 * 86400));
         assert_eq!(defaults.cert_dir.to_str(), Some("/var/lib/kiln/certs"));
+        assert_eq!(
+            defaults.admin_listen,
+            Some("127.0.0.1:9103".parse().unwrap())
+        );
+        let off = settings(&[secret, ("KILN_ACME_ADMIN_LISTEN", "off")]).unwrap();
+        assert_eq!(off.admin_listen, None);
+        assert!(settings(&[secret, ("KILN_ACME_ADMIN_LISTEN", "9103")]).is_err());
         assert!(!format!("{defaults:?}").contains("0123456789abcdef"));
 
         let set = settings(&[

@@ -200,12 +200,16 @@ impl TestApp {
             .await
             .expect("failed to build the application");
         let address = application.address();
+        let admin_port = application
+            .admin_port()
+            .expect("the test settings ask for an admin port");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(application.run_until(async move {
             let _ = stopped.await;
         }));
         TestServer {
             base: format!("http://{address}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -292,11 +296,31 @@ impl From<Output> for CliOutput {
 /// A running `serve`, with one method per request the tests make.
 pub struct TestServer {
     pub base: String,
+    /// The admin port's base URL (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: String,
     client: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl TestServer {
+    /// The value of one sample of the admin port's `/metrics` (name and labels exactly as written).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("the metrics request failed");
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        text.lines()
+            .find_map(|line| {
+                let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.base))

@@ -421,6 +421,51 @@ async fn serve_answers_health_readiness_and_the_home_page() {
     let html = home.text().await.unwrap();
     assert!(html.contains("<h1>Log in to Kiln</h1>"), "{html}");
 
+    // The admin port answers the probes and the metrics, which count what the main port served;
+    // the main port never shows the metrics.
+    let admin = reqwest::Client::new();
+    let admin_health = admin
+        .get(format!("{}/healthz", server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_health.status(), StatusCode::OK);
+    let admin_ready = admin
+        .get(format!("{}/readyz", server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_ready.status(), StatusCode::OK);
+    let metrics_on_main = server.get("/metrics").await;
+    assert!(
+        !metrics_on_main
+            .text()
+            .await
+            .unwrap()
+            .contains("kiln_dashboard_requests"),
+        "the metrics must not be served to users"
+    );
+    assert!(
+        server
+            .metric(r#"kiln_dashboard_requests_total{area="web",status="2xx"}"#)
+            .await
+            >= 1.0,
+        "the home page"
+    );
+    assert_eq!(
+        server
+            .metric(r#"kiln_dashboard_requests_total{area="other",status="2xx"}"#)
+            .await,
+        2.0,
+        "one /healthz and one /readyz on the main port"
+    );
+    assert_eq!(
+        server
+            .metric(r#"kiln_build_info{service="dashboard",version="0.0.0"}"#)
+            .await,
+        1.0
+    );
+
     t.redis.stop();
     // The pool notices the dead connection on its next command; allow it a moment, no more.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -16,6 +16,7 @@ async fn postgres_going_away_is_said_plainly_and_the_dashboard_recovers_by_itsel
     api.sign_up("owner@outage.example").await;
     assert_eq!(api.get("/api/v1/domains").await.status, 200);
 
+    let errors_before = server.metric("kiln_postgres_errors_total").await;
     postgres.stop();
     let down = Instant::now();
     let response = api.get("/api/v1/domains").await;
@@ -53,6 +54,16 @@ async fn postgres_going_away_is_said_plainly_and_the_dashboard_recovers_by_itsel
         "{ready}"
     );
     assert_eq!(ready["redis"], "ok", "{ready}");
+    assert!(
+        server.metric("kiln_postgres_errors_total").await > errors_before,
+        "the failed queries are counted"
+    );
+    assert!(
+        server
+            .metric(r#"kiln_dashboard_requests_total{area="api",status="5xx"}"#)
+            .await
+            >= 1.0
+    );
 
     // Back: the same session works again, with no restart of the dashboard.
     postgres.start_again();

@@ -235,6 +235,18 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
 
     let report = stack.manager.run_once().await.expect("a pass");
     assert_eq!(report.issued, [SHOP], "{report:?}\n{}", stack.pebble.log());
+    // The manager's metrics count the order and the certificate now held.
+    let metrics = stack.manager.metrics().scrape().await;
+    for line in [
+        "kiln_acme_orders_total{result=\"issued\"} 1",
+        "kiln_acme_orders_total{result=\"failed\"} 0",
+        "kiln_acme_certificates 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
     assert!(report.failed.is_empty(), "{report:?}");
     // Pebble fetched the challenge's answer over HTTP from the edge, at the address DNS gave it.
     let fetched = format!(

@@ -209,6 +209,18 @@ pub async fn spawn_unready_app(overrides: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
+    /// The value of one sample of the worker's `/metrics` (name and labels exactly as written).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (status, text) = self.get_admin("/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|line| {
+                let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+    }
+
     pub async fn get_admin(&self, path: &str) -> (u16, String) {
         let response = self
             .http

@@ -213,6 +213,13 @@ async fn a_dead_origin_fails_without_storing() {
         "{}",
         bad.failure()
     );
+    assert_eq!(
+        app.metric(
+            r#"kiln_render_duration_seconds_count{outcome="failed",device="desktop",purpose="bot"}"#
+        )
+        .await,
+        2.0
+    );
     app.shutdown().await;
 }
 
@@ -232,6 +239,16 @@ async fn browsers_are_recycled_and_leave_nothing_behind() {
     assert!(
         mains.len() >= 3,
         "every render should have had a browser of its own: {mains:?}"
+    );
+    assert!(
+        app.metric(r#"kiln_browser_recycles_total{reason="renders"}"#)
+            .await
+            >= 2.0
+    );
+    assert_eq!(
+        app.metric(r#"kiln_browser_recycles_total{reason="crashed"}"#)
+            .await,
+        0.0
     );
     app.shutdown().await;
 }
@@ -325,6 +342,31 @@ async fn recovers_from_a_killed_browser() {
     assert!(app.mains_seen().len() >= 2);
     let (status, body) = app.get_admin("/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
+
+    // The metrics tell of the crash, the replacement and the render.
+    assert_eq!(
+        app.metric(r#"kiln_browser_recycles_total{reason="crashed"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(app.metric("kiln_browser_crashes_total").await, 1.0);
+    assert_eq!(app.metric("kiln_browser_pool_size").await, 1.0);
+    // The test worker runs one browser of two tabs.
+    assert_eq!(app.metric("kiln_browser_tabs_capacity").await, 2.0);
+    assert_eq!(app.metric("kiln_browser_tabs_in_use").await, 0.0);
+    assert_eq!(
+        app.metric(
+            r#"kiln_render_duration_seconds_count{outcome="stored",device="desktop",purpose="bot"}"#
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric(r#"kiln_build_info{service="worker",version="0.0.0"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(app.metric(r#"kiln_queue_depth{queue="render"}"#).await, 0.0);
     app.shutdown().await;
 }
 
