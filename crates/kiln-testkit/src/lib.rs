@@ -1,6 +1,6 @@
 //! Real infrastructure for tests: throwaway `redis-server` processes (one server, or a three-node
-//! Redis Cluster) and nginx edges on free loopback ports, each stopped when its handle is dropped. Nothing here is a mock; tests talk to the same
-//! programs production runs.
+//! Redis Cluster) and nginx edges on free loopback ports, each stopped when its handle is dropped.
+//! Nothing here is a mock; tests talk to the same programs production runs.
 //!
 //! Architecture invariant: used only as a dev-dependency (and by benchmarks).
 

@@ -488,7 +488,13 @@ async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
         }
     );
     t.put("d1", "/a", Desktop).await;
-    assert_eq!(t.store.purge_pages(&[page.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        t.store
+            .purge_pages(std::slice::from_ref(&page))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         next_event(&mut events).await,
         StoreEvent::Purged {
