@@ -564,8 +564,8 @@ impl Store {
             let (next, keys): (String, Vec<String>) = client
                 .scan_page(cursor, pattern.as_str(), Some(SCAN_COUNT), None)
                 .await?;
-            // `page:*` after the domain's tag would also match a domain whose id ends in something
-            // like `}:page:x`; only `{device}:{urlhash}` may follow.
+            // The pattern also matches the keys of a domain whose id starts with `<domain>}:page:`
+            // (which even share the slot); only `{device}:{urlhash}` may follow.
             let keys: Vec<String> = keys
                 .into_iter()
                 .filter(|key| {
