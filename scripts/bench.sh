@@ -83,7 +83,7 @@ log "cold renders"
 RENDERS=""
 for round in 1 2 3; do
   for id in 1 2 3 4 5 6; do
-    redis-cli -p "$REDIS_PORT" --scan --pattern 'kiln:page:*' | xargs -r redis-cli -p "$REDIS_PORT" del >/dev/null
+    redis-cli -p "$REDIS_PORT" --scan --pattern 'kiln:{d:*}:page:*' | xargs -r redis-cli -p "$REDIS_PORT" del >/dev/null
     line=$(curl -sS -o /dev/null -H "Host: $HOST" -A "$BOT_UA" -D - -w 'total=%{time_total}\n' "$EDGE/products/$id")
     cache=$(echo "$line" | awk -F': ' 'tolower($1)=="x-kiln-cache" {gsub(/\r/,"",$2); print $2}')
     render=$(echo "$line" | awk -F': ' 'tolower($1)=="x-kiln-render-ms" {gsub(/\r/,"",$2); print $2}')

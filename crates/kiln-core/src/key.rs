@@ -23,7 +23,9 @@ impl CacheKey {
         }
     }
 
-    /// The key's name without the deployment prefix, e.g. `page:<domain>:mobile:<hash>`.
+    /// The page's name, e.g. `page:<domain>:mobile:<hash>`: how events, the gateways' in-memory
+    /// cache and render budgets refer to it. Where it is kept in Redis is `kiln-store`'s business
+    /// (under the domain's hash tag, not under this name).
     pub fn page_key(&self) -> String {
         format!("page:{}:{}:{}", self.domain_id, self.device, self.url_hash)
     }

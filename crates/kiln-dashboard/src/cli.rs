@@ -15,7 +15,8 @@ use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
 /// Kiln's control plane: keeps domains in Postgres and publishes them to Redis for the gateways.
 ///
 /// Configured through KILN_* environment variables: KILN_DATABASE_URL (required), KILN_REDIS_URL,
-/// KILN_REDIS_PREFIX, KILN_ALLOWED_PRIVATE_NETS, KILN_DASHBOARD_LISTEN, KILN_LOG_FORMAT.
+/// KILN_QUEUE_REDIS_URL, KILN_REDIS_PREFIX, KILN_ALLOWED_PRIVATE_NETS, KILN_DASHBOARD_LISTEN,
+/// KILN_LOG_FORMAT.
 #[derive(Debug, Parser)]
 #[command(name = "kiln-dashboard", version)]
 pub struct Cli {

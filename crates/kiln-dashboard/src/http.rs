@@ -61,13 +61,15 @@ impl Application {
              records at, e.g. edge.kiln.example.com",
         )?;
         let queue_settings = kiln_queue::QueueSettings::new(
-            settings.redis_url.expose_secret(),
+            settings.queue_redis_url.expose_secret(),
             settings.redis_prefix.clone(),
             Duration::from_secs(2),
         );
         let queue = kiln_queue::RenderQueue::connect(&queue_settings)
             .await
-            .context("failed to connect to the render queue (KILN_REDIS_URL)")?;
+            .context(
+                "failed to connect to the render queue (KILN_QUEUE_REDIS_URL or KILN_REDIS_URL)",
+            )?;
         let verifier = kiln_verify::Verifier::new(&kiln_verify::VerifierSettings {
             nameserver: settings.dns_server,
             ..Default::default()

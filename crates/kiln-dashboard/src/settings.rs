@@ -18,8 +18,12 @@ pub struct Settings {
     /// `KILN_DATABASE_URL` (required): the Postgres database that is the source of truth,
     /// e.g. `postgres://kiln:secret@127.0.0.1:5432/kiln`.
     pub database_url: SecretString,
-    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`): where gateways read the domain directory.
+    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`): where gateways read the domain directory;
+    /// `redis-cluster://host:port?node=host:port…` for a Redis Cluster.
     pub redis_url: SecretString,
+    /// `KILN_QUEUE_REDIS_URL` (default: `KILN_REDIS_URL`): the render queues' Redis (warms and
+    /// previews are queued there), a single server (see [`kiln_queue::queue_redis_url`]).
+    pub queue_redis_url: SecretString,
     /// `KILN_REDIS_PREFIX` (default `kiln:`): prepended to every Redis key; must match the gateways'.
     pub redis_prefix: String,
     /// `KILN_ALLOWED_PRIVATE_NETS` (default empty): CIDRs an origin may resolve to besides public
@@ -93,6 +97,9 @@ impl Settings {
             );
         };
         let redis_url = var("KILN_REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        let queue_redis_url =
+            kiln_queue::queue_redis_url(&redis_url, var("KILN_QUEUE_REDIS_URL").as_deref())
+                .map_err(anyhow::Error::msg)?;
         let redis_prefix =
             var("KILN_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned());
         let allowed_private_nets =
@@ -171,6 +178,7 @@ impl Settings {
         Ok(Settings {
             database_url: database_url.into(),
             redis_url: redis_url.into(),
+            queue_redis_url: queue_redis_url.into(),
             redis_prefix,
             allowed_private_nets,
             listen,
@@ -239,6 +247,11 @@ mod tests {
             (0, 7)
         );
         assert_eq!(settings.redis_url.expose_secret(), "redis://cache:6380");
+        assert_eq!(
+            settings.queue_redis_url.expose_secret(),
+            "redis://cache:6380",
+            "the queues default to the cache's Redis"
+        );
         assert_eq!(settings.redis_prefix, "staging:");
         assert!(
             settings
@@ -297,11 +310,39 @@ mod tests {
                 ],
                 "KILN_API_RATE_PER_SECOND `fast`",
             ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_REDIS_URL", "redis-cluster://cache:7000"),
+                ],
+                "set KILN_QUEUE_REDIS_URL to a single Redis",
+            ),
         ];
         for (vars, expected) in cases {
             let error = format!("{:#}", from(vars).unwrap_err());
             assert!(error.contains(expected), "{vars:?}: {error}");
         }
+    }
+
+    #[test]
+    fn a_cache_on_a_redis_cluster_keeps_the_queues_on_a_single_redis() {
+        let settings = from(&[
+            ("KILN_DATABASE_URL", "postgres://db/kiln"),
+            (
+                "KILN_REDIS_URL",
+                "redis-cluster://cache:7000?node=cache2:7000",
+            ),
+            ("KILN_QUEUE_REDIS_URL", "redis://queue:6379"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.redis_url.expose_secret(),
+            "redis-cluster://cache:7000?node=cache2:7000"
+        );
+        assert_eq!(
+            settings.queue_redis_url.expose_secret(),
+            "redis://queue:6379"
+        );
     }
 
     #[test]

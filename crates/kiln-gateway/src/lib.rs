@@ -62,7 +62,7 @@ impl Application {
             .await
             .context("failed to connect to redis")?;
         let queue = RenderQueue::connect(&QueueSettings::new(
-            &settings.redis_url,
+            &settings.queue_redis_url,
             &settings.redis_prefix,
             settings.redis_timeout,
         ))

@@ -12,8 +12,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// `KILN_GATEWAY_ADMIN_LISTEN`: health endpoints (default `127.0.0.1:9100`).
     pub admin_listen: SocketAddr,
-    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`).
+    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`): the cache, directory, locks and
+    /// events; `redis-cluster://host:port?node=host:port…` for a Redis Cluster.
     pub redis_url: String,
+    /// `KILN_QUEUE_REDIS_URL` (default: `KILN_REDIS_URL`): the render queue's Redis, which must be
+    /// a single server (see [`kiln_queue::queue_redis_url`]).
+    pub queue_redis_url: String,
     /// `KILN_REDIS_PREFIX`: namespace of every Redis key (default `kiln:`).
     pub redis_prefix: String,
     /// `KILN_REDIS_TIMEOUT_MS`: the longest one Redis command may take (default 500).
@@ -87,10 +91,19 @@ impl Settings {
                 None => Ok(Duration::from_millis(default)),
             }
         };
+        let redis_url = var("KILN_REDIS_URL", "redis://127.0.0.1:6379");
+        let queue_redis_url = kiln_queue::queue_redis_url(
+            &redis_url,
+            get("KILN_QUEUE_REDIS_URL")
+                .as_deref()
+                .filter(|url| !url.is_empty()),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(Settings {
             listen: addr("KILN_GATEWAY_LISTEN", "127.0.0.1:3000")?,
             admin_listen: addr("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9100")?,
-            redis_url: var("KILN_REDIS_URL", "redis://127.0.0.1:6379"),
+            redis_url,
+            queue_redis_url,
             redis_prefix: var("KILN_REDIS_PREFIX", "kiln:"),
             redis_timeout: millis("KILN_REDIS_TIMEOUT_MS", 500)?,
             origin_connect_timeout: millis("KILN_ORIGIN_CONNECT_TIMEOUT_MS", 5_000)?,

@@ -100,6 +100,32 @@ impl QueueKind {
     }
 }
 
+/// Which Redis the queues use: `KILN_QUEUE_REDIS_URL` (`queue_redis_url`) when it is set, else
+/// `KILN_REDIS_URL` (`redis_url`). Either way it must name one Redis server (`redis://`,
+/// `rediss://`): apalis-redis talks to Redis through the `redis` crate's single-server connection
+/// manager, and its scripts and Kiln's (see [`fair`]) use keys without hash tags, so the queues
+/// cannot run on a Redis Cluster. A deployment whose cache is on a cluster keeps its queues on a
+/// Redis of their own.
+pub fn queue_redis_url(redis_url: &str, queue_redis_url: Option<&str>) -> Result<String, String> {
+    let (name, url) = match queue_redis_url {
+        Some(url) => ("KILN_QUEUE_REDIS_URL", url),
+        None => ("KILN_REDIS_URL", redis_url),
+    };
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    match scheme {
+        "redis" | "rediss" => Ok(url.to_owned()),
+        cluster if cluster.ends_with("-cluster") && queue_redis_url.is_none() => Err(
+            "KILN_REDIS_URL names a Redis Cluster, which the render queue cannot use: set \
+             KILN_QUEUE_REDIS_URL to a single Redis for it, e.g. redis://queue:6379"
+                .to_owned(),
+        ),
+        _ => Err(format!(
+            "{name} must be a single Redis's redis:// or rediss:// URL (the render queue cannot \
+             use a Redis Cluster)"
+        )),
+    }
+}
+
 /// Where the queues live.
 #[derive(Clone, Debug)]
 pub struct QueueSettings {
@@ -871,4 +897,53 @@ fn wake_stream(redis_url: String, channel: String) -> futures::channel::mpsc::Re
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_uses_its_own_redis_if_given_and_never_a_cluster() {
+        #[track_caller]
+        fn check(redis: &str, queue: Option<&str>, expected: Result<&str, &str>) {
+            match (queue_redis_url(redis, queue), expected) {
+                (Ok(url), Ok(want)) => assert_eq!(url, want),
+                (Err(error), Err(want)) => assert!(error.contains(want), "{error}"),
+                (got, want) => panic!("{redis} {queue:?}: got {got:?}, expected {want:?}"),
+            }
+        }
+        check("redis://cache:6379", None, Ok("redis://cache:6379"));
+        check(
+            "rediss://:pw@cache:6379/1",
+            None,
+            Ok("rediss://:pw@cache:6379/1"),
+        );
+        check(
+            "redis-cluster://a:7000?node=b:7001",
+            Some("redis://queue:6379"),
+            Ok("redis://queue:6379"),
+        );
+        check(
+            "redis://cache:6379",
+            Some("redis://queue:6379"),
+            Ok("redis://queue:6379"),
+        );
+        check(
+            "redis-cluster://a:7000",
+            None,
+            Err("set KILN_QUEUE_REDIS_URL to a single Redis"),
+        );
+        check(
+            "rediss-cluster://a:7000",
+            None,
+            Err("set KILN_QUEUE_REDIS_URL"),
+        );
+        check(
+            "redis://cache",
+            Some("redis-cluster://a:7000"),
+            Err("KILN_QUEUE_REDIS_URL must be a single Redis"),
+        );
+        check("cache:6379", None, Err("KILN_REDIS_URL must be"));
+    }
 }

@@ -2,12 +2,13 @@
 //! many it may start a minute, across every gateway and worker, so one tenant's warm-up or bot storm
 //! cannot take the render capacity every tenant shares.
 //!
-//! `{prefix}budget:{tenant}:renders` is a sorted set of the tenant's renders (a page key, or a page
-//! key with a `warm:` prefix), each scored by the time its place lapses by itself if nobody gives it
-//! back (a crashed worker's renders do not hold the budget forever). `{prefix}budget:{tenant}:minute:{n}`
-//! counts the renders admitted in minute `n` since the epoch, and expires two minutes later. One
-//! script checks and takes a place, so concurrent gateways and workers never admit more than the
-//! budget.
+//! `{prefix}{t:<tenant>}:budget:renders` is a sorted set of the tenant's renders (a page key, or a
+//! page key with a `warm:` prefix), each scored by the time its place lapses by itself if nobody
+//! gives it back (a crashed worker's renders do not hold the budget forever).
+//! `{prefix}{t:<tenant>}:budget:minute:{n}` counts the renders admitted in minute `n` since the
+//! epoch, and expires two minutes later. One script checks and takes a place, so concurrent gateways
+//! and workers never admit more than the budget; the keys share the tenant's hash tag so that the
+//! script may touch both on a Redis Cluster.
 
 use crate::{Result, Store};
 use fred::prelude::*;
@@ -90,7 +91,7 @@ return 0
 
 impl Store {
     fn budget_set_key(&self, tenant_id: &str) -> String {
-        self.key(&format!("budget:{tenant_id}:renders"))
+        self.tenant_key(tenant_id, "budget:renders")
     }
 
     /// Takes a place in `tenant_id`'s render budget for `render` (a name unique to the render, such
@@ -112,7 +113,7 @@ impl Store {
         let lapses: UnixMillis = now + hold.as_millis() as u64;
         let keys = vec![
             self.budget_set_key(tenant_id),
-            self.key(&format!("budget:{tenant_id}:minute:{minute}")),
+            self.tenant_key(tenant_id, &format!("budget:minute:{minute}")),
         ];
         let args: Vec<Value> = vec![
             render.into(),

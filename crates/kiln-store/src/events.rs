@@ -1,4 +1,9 @@
 //! The event channel: domain changes and finished renders, fanned out to every gateway.
+//!
+//! It is classic pub/sub (`PUBLISH`/`SUBSCRIBE`), not sharded: on a Redis Cluster a message
+//! published on any node is passed to every other over the cluster bus, so the subscriber, which
+//! fred keeps on one node of its choosing (subscribing again after a reconnect), hears every
+//! publisher whichever node its `PUBLISH` went to.
 
 use crate::{Result, StoreSettings};
 use fred::clients::SubscriberClient;

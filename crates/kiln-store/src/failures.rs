@@ -1,6 +1,8 @@
 //! Failure markers: a page whose render just failed is not rendered again for a short while.
 //!
-//! `{prefix}failed:{page key}` holds the failure's reason and expires by itself. While it exists,
+//! `{prefix}{d:<domain>}:failed:{device}:{urlhash}` holds the failure's reason and expires by
+//! itself; it shares its domain's hash tag because the page's writes and purges clear it together
+//! with the page. While it exists,
 //! a gateway neither holds a bot back for a new render of the page nor refreshes its stale copy: a
 //! broken page (an origin answering 500, a page that never loads) costs one render per marker
 //! lifetime, not one per bot request. Storing a page clears its marker (in the same script), and so
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 impl Store {
     pub(crate) fn failure_key(&self, key: &CacheKey) -> String {
-        self.key(&format!("failed:{}", key.page_key()))
+        self.page_scoped_key("failed", key)
     }
 
     /// Records that rendering `key`'s page failed, for `ttl`.

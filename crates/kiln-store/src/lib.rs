@@ -5,6 +5,15 @@
 //! queue's keys belong to `kiln-queue`). Every key starts with the deployment prefix (`kiln:` by
 //! default), so one Redis can serve several deployments and every test gets its own namespace.
 //!
+//! Redis may be one server or a Redis Cluster (`redis-cluster://…`, see [`StoreSettings::url`]).
+//! A cluster refuses a script, transaction or multi-key command whose keys lie in different hash
+//! slots (`CROSSSLOT`), so keys that are used together share a hash tag, the part of the name
+//! between the first `{` and the next `}`, which alone decides the slot: one domain's pages, their
+//! index, failure markers and render locks are `{prefix}{d:<domain>}:…`, one tenant's render budget
+//! `{prefix}{t:<tenant>}:…`, and the usage counters with their batch markers `{prefix}{usage}:…`.
+//! Every other key is used on its own and lands wherever its name hashes, which spreads domains and
+//! tenants over the cluster's nodes.
+//!
 //! Every call is bounded by the client's command timeout, and callers on the request path treat any
 //! error as a cache miss: an outage of Redis must never turn into an outage of the customer's site.
 
@@ -93,8 +102,30 @@ impl Store {
         })
     }
 
+    /// `{prefix}{name}`: a key used on its own, in whatever hash slot its name falls in.
     fn key(&self, name: &str) -> String {
         format!("{}{}", self.settings.prefix, name)
+    }
+
+    /// `{prefix}{d:<domain>}:{name}`: a key of one domain's cached pages. The hash tag puts every
+    /// such key of the domain in one hash slot of a Redis Cluster, so the scripts that change a
+    /// page together with its index and failure marker may touch them all.
+    fn domain_key(&self, domain_id: &str, name: &str) -> String {
+        format!("{}{{d:{domain_id}}}:{name}", self.settings.prefix)
+    }
+
+    /// `{prefix}{d:<domain>}:{kind}:{device}:{urlhash}`: the `kind` key (`page`, `failed`,
+    /// `lock`) of one cached page, in its domain's hash slot.
+    fn page_scoped_key(&self, kind: &str, key: &CacheKey) -> String {
+        self.domain_key(
+            &key.domain_id,
+            &format!("{kind}:{}:{}", key.device, key.url_hash),
+        )
+    }
+
+    /// `{prefix}{t:<tenant>}:{name}`: a key of one tenant's render budget, all in one hash slot.
+    fn tenant_key(&self, tenant_id: &str, name: &str) -> String {
+        format!("{}{{t:{tenant_id}}}:{name}", self.settings.prefix)
     }
 
     fn events_channel(&self) -> String {
@@ -177,7 +208,7 @@ impl Store {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool> {
-        self.try_lock(self.key(&format!("lock:{}", key.page_key())), owner, ttl)
+        self.try_lock(self.page_scoped_key("lock", key), owner, ttl)
             .await
     }
 
@@ -198,19 +229,13 @@ impl Store {
 
     /// Whether someone holds the render lock for `key`: a render of the page is under way.
     pub async fn render_locked(&self, key: &CacheKey) -> Result<bool> {
-        let exists: u32 = self
-            .pool
-            .exists(self.key(&format!("lock:{}", key.page_key())))
-            .await?;
+        let exists: u32 = self.pool.exists(self.page_scoped_key("lock", key)).await?;
         Ok(exists > 0)
     }
 
     /// Releases the render lock for `key`, whoever took it: the render it guarded is over.
     pub async fn release_render_lock(&self, key: &CacheKey) -> Result<()> {
-        let _: u32 = self
-            .pool
-            .del(self.key(&format!("lock:{}", key.page_key())))
-            .await?;
+        let _: u32 = self.pool.del(self.page_scoped_key("lock", key)).await?;
         Ok(())
     }
 

@@ -5,30 +5,36 @@
 //!
 //! Each domain has two sorted sets holding one member per live page entry:
 //!
-//! * `{prefix}pages:{domain}:by-path`, every score 0, so members sort byte-wise: a path prefix is a
-//!   contiguous range (`ZRANGEBYLEX`), which makes listing and purging by prefix cheap.
-//! * `{prefix}pages:{domain}:by-expiry`, the same members scored by when their entry expires.
+//! * `{prefix}{d:<domain>}:pages:by-path`, every score 0, so members sort byte-wise: a path prefix
+//!   is a contiguous range (`ZRANGEBYLEX`), which makes listing and purging by prefix cheap.
+//! * `{prefix}{d:<domain>}:pages:by-expiry`, the same members scored by when their entry expires.
 //!
 //! A member is `{path and query}\0{device}:{urlhash}`: ordered by path first, and it names its
-//! page key (`{prefix}page:{domain}:{device}:{urlhash}`) without a look-up. Normalised paths never
-//! contain a NUL byte, and `\0` sorts before every character, so `/a` comes before `/a/b`. Each page
-//! hash also keeps its own member in a field (`index`), so a purge by key can find it.
+//! page key (`{prefix}{d:<domain>}:page:{device}:{urlhash}`) without a look-up. Normalised paths
+//! never contain a NUL byte, and `\0` sorts before every character, so `/a` comes before `/a/b`.
+//! Each page hash also keeps its own member in a field (`index`), so a purge by key can find it.
 //!
 //! Writes and index changes happen together in Lua scripts, so a reader never sees a page without
-//! its index entry or the reverse (Redis runs a script atomically). Page keys are derived inside the
-//! scripts, which is fine on a single Redis (Kiln's deployment) but would not be on Redis Cluster.
+//! its index entry or the reverse (Redis runs a script atomically). The scripts derive page keys
+//! from index members; on a Redis Cluster that works because every key of a domain (its pages,
+//! index and failure markers) carries the hash tag `{d:<domain>}` and so lives in one hash slot,
+//! on one node, with the keys the script names.
 //!
 //! Expiry: a page hash expires by itself (`PEXPIREAT`, at the `expires_at` its meta records); its
 //! index entries are removed by whichever script next looks at the domain's index (every write and
 //! every listing trims up to [`TRIM_BATCH`] expired members, judged by Redis's own clock, the same
 //! clock that expires the hash), and a listing also drops members whose hash is gone for another
 //! reason (eviction, a `DEL` by hand). The index keys themselves expire with the domain's
-//! last-expiring page, so a domain that stops being rendered leaves nothing behind. Entries written
-//! before the index existed are not listed; [`Store::purge_domain`] still finds them by `SCAN`.
+//! last-expiring page, so a domain that stops being rendered leaves nothing behind. Entries whose
+//! index members are missing (the index was evicted, say) are not listed; [`Store::purge_domain`]
+//! still finds them by `SCAN` of the node that holds the domain's slot.
 
 use crate::{Result, Store, StoreError};
 use bytes::Bytes;
 use fred::prelude::*;
+use fred::types::ClusterHash;
+use fred::types::config::Options;
+use fred::util::redis_keyslot;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -333,18 +339,18 @@ fn script(body: &str) -> String {
 
 impl Store {
     fn page_key(&self, key: &CacheKey) -> String {
-        self.key(&key.page_key())
+        self.page_scoped_key("page", key)
     }
 
-    /// `{prefix}page:{domain}:`: a page key without its `{device}:{urlhash}`.
+    /// `{prefix}{d:<domain>}:page:`: a page key without its `{device}:{urlhash}`.
     fn page_key_prefix(&self, domain_id: &str) -> String {
-        self.key(&format!("page:{domain_id}:"))
+        self.domain_key(domain_id, "page:")
     }
 
     fn index_keys(&self, domain_id: &str) -> (String, String) {
         (
-            self.key(&format!("pages:{domain_id}:by-path")),
-            self.key(&format!("pages:{domain_id}:by-expiry")),
+            self.domain_key(domain_id, "pages:by-path"),
+            self.domain_key(domain_id, "pages:by-expiry"),
         )
     }
 
@@ -530,25 +536,36 @@ impl Store {
         }
     }
 
-    /// Deletes every entry of the domain and its index, including entries written before the index
-    /// existed (found with `SCAN`, so this is for rare operations such as removing a domain).
+    /// Deletes every entry of the domain and its index, including entries that lost their index
+    /// members (found with `SCAN`, so this is for rare operations such as removing a domain).
     /// Returns how many entries existed and were deleted.
     pub async fn purge_domain(&self, domain_id: &str) -> Result<u64> {
         let mut deleted = self.purge_prefix(domain_id, "").await?;
         let (by_path, by_expiry) = self.index_keys(domain_id);
-        let _: u64 = self.pool.del(vec![by_path, by_expiry]).await?;
+        let _: u64 = self
+            .pool
+            .del(vec![by_path.as_str(), by_expiry.as_str()])
+            .await?;
 
         let page_prefix = self.page_key_prefix(domain_id);
         let pattern = format!("{}*", glob_escape(&page_prefix));
+        // Every key of the domain lies in one hash slot, so on a Redis Cluster only the node
+        // serving that slot can hold them: the scan goes there (a single Redis ignores the slot).
+        // The slot is the index key's, not one fred would read out of the escaped pattern.
+        let options = Options {
+            cluster_hash: Some(ClusterHash::Custom(redis_keyslot(by_path.as_bytes()))),
+            ..Options::default()
+        };
         // One client for the whole scan: a cursor belongs to the server, but keep it simple.
         let client = self.pool.next();
+        let client = client.with_options(&options);
         let mut cursor = "0".to_owned();
         loop {
             let (next, keys): (String, Vec<String>) = client
                 .scan_page(cursor, pattern.as_str(), Some(SCAN_COUNT), None)
                 .await?;
-            // `page:{domain}:*` would also match a domain whose id starts with `{domain}:`; only
-            // `{device}:{urlhash}` may follow.
+            // The pattern also matches the keys of a domain whose id starts with `<domain>}:page:`
+            // (which even share the slot); only `{device}:{urlhash}` may follow.
             let keys: Vec<String> = keys
                 .into_iter()
                 .filter(|key| {
@@ -726,7 +743,7 @@ mod tests {
 
     #[test]
     fn glob_characters_are_escaped() {
-        assert_eq!(glob_escape("kiln:page:d1:"), "kiln:page:d1:");
+        assert_eq!(glob_escape("kiln:{d:d1}:page:"), "kiln:{d:d1}:page:");
         assert_eq!(glob_escape("a*b?c[d]e\\"), "a\\*b\\?c\\[d\\]e\\\\");
     }
 }

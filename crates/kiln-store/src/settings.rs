@@ -5,7 +5,10 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct StoreSettings {
-    /// `redis://[user:password@]host:port/db`.
+    /// `redis://[user:password@]host:port/db` for one Redis (`rediss://` with TLS), or
+    /// `redis-cluster://[user:password@]host:port?node=host:port&node=…` for a Redis Cluster: any
+    /// of its nodes will do, and more (`node=`) help when the first is down; the client learns the
+    /// rest of the cluster from them and follows it as slots move.
     pub url: String,
     /// Prepended to every key and channel name, e.g. `kiln:`.
     pub prefix: String,
@@ -26,7 +29,9 @@ impl StoreSettings {
 
     /// fred's defaults suit a batch job, not a request path: no reconnect policy, no command timeout
     /// and an unbounded command buffer. Kiln reconnects forever with backoff, fails commands fast and
-    /// bounds what it buffers while disconnected.
+    /// bounds what it buffers while disconnected. The same holds for a cluster's client (fred's
+    /// clustered `ServerConfig`, chosen by the URL's scheme), which keeps a connection to every
+    /// primary.
     pub(crate) fn builder(&self) -> Result<Builder, fred::error::Error> {
         let config = Config::from_url(&self.url)?;
         let mut builder = Builder::from_config(config);
@@ -47,5 +52,54 @@ impl StoreSettings {
             // connection, next to nothing, even from many gateways).
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 300, 2));
         Ok(builder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_scheme_picks_one_redis_or_a_cluster() {
+        #[track_caller]
+        fn check(url: &str, clustered: bool, hosts: &[&str]) {
+            let mut settings = StoreSettings::new(url, "kiln:");
+            settings.command_timeout = Duration::from_millis(40);
+            let builder = settings.builder().unwrap();
+            let config = builder.get_config().unwrap();
+            assert_eq!(config.server.is_clustered(), clustered, "{url}");
+            let mut found: Vec<String> = config
+                .server
+                .hosts()
+                .iter()
+                .map(|server| format!("{}:{}", server.host, server.port))
+                .collect();
+            found.sort();
+            assert_eq!(found, hosts, "{url}");
+            // The cluster's client is as impatient and as bounded as one Redis's.
+            assert_eq!(
+                builder.get_performance_config().default_command_timeout,
+                Duration::from_millis(40),
+                "{url}"
+            );
+            assert_eq!(
+                builder.get_connection_config().max_command_buffer_len,
+                10_000,
+                "{url}"
+            );
+            assert!(builder.get_policy().is_some(), "{url}");
+        }
+        check("redis://127.0.0.1:6379", false, &["127.0.0.1:6379"]);
+        check("redis://cache", false, &["cache:6379"]);
+        check(
+            "redis-cluster://a.test:7000?node=b.test:7001&node=c.test:7002",
+            true,
+            &["a.test:7000", "b.test:7001", "c.test:7002"],
+        );
+        check(
+            "redis-cluster://user:secret@a.test:7000",
+            true,
+            &["a.test:7000"],
+        );
     }
 }

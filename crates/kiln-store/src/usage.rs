@@ -1,7 +1,7 @@
 //! Usage counters: how many bot requests each domain served from the cache, waited for, or sent to
 //! the origin, and how many renders it cost, per UTC day and per UTC hour.
 //!
-//! One hash per day, `{prefix}usage:{YYYY-MM-DD}`, with one field per domain and kind for the day's
+//! One hash per day, `{prefix}{usage}:{YYYY-MM-DD}`, with one field per domain and kind for the day's
 //! total, `{domain_id}:{kind}` (`hit`, `miss`, `bypass`, `passthrough`, `render`), and one per domain,
 //! kind and hour of the day for the same counts by hour, `{domain_id}:{kind}:{HH}` (`00` to `23`).
 //! Every count lands in both in the same atomic write, so the hours of a day add up to its total
@@ -11,8 +11,12 @@
 //!
 //! A command that timed out may still be applied: the client replays what it had buffered once it
 //! reconnects. A writer that retries failed batches therefore numbers them ([`UsageBatch`]): Redis
-//! remembers the last number applied per writer, in `{prefix}usage:applied:{writer}`, and ignores a
+//! remembers the last number applied per writer, in `{prefix}{usage}:applied:{writer}`, and ignores a
 //! batch it has already seen, so a batch counts once however often it is sent.
+//!
+//! A batch's script touches its writer's marker and every day it counts for, so all usage keys share
+//! the hash tag `{usage}`: one hash slot of a Redis Cluster. That is one slot for a few writes a
+//! second from each gateway, far from what one node can take.
 
 use crate::{Result, Store};
 use fred::prelude::*;
@@ -22,6 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 
 /// How long a day's counters are kept after they last changed: a month of history and some margin.
 pub const USAGE_RETENTION_SECS: i64 = 40 * 24 * 60 * 60;
+
+/// The hash tag of every usage key: a batch's script touches several of them at once.
+const USAGE_TAG: &str = "{usage}";
 
 /// How long Redis remembers a writer's last applied batch after it last wrote: far longer than a
 /// replayed command can lag behind, and short enough that writers that are gone leave nothing.
@@ -251,7 +258,7 @@ fn parse_field(field: &str) -> Option<(&str, UsageKind, Option<usize>)> {
 
 impl Store {
     fn usage_key(&self, day: &str) -> String {
-        self.key(&format!("usage:{day}"))
+        self.key(&format!("{USAGE_TAG}:{day}"))
     }
 
     /// Adds `counts` (domain id, kind, how many) to the counters of `hour` (its day's totals and the
@@ -284,7 +291,7 @@ impl Store {
     /// applied already. Returns whether this call applied it; either way the batch is now counted
     /// once.
     pub async fn add_usage_batch(&self, batch: &UsageBatch) -> Result<bool> {
-        let mut keys = vec![self.key(&format!("usage:applied:{}", batch.writer))];
+        let mut keys = vec![self.key(&format!("{USAGE_TAG}:applied:{}", batch.writer))];
         let mut args: Vec<Value> = vec![
             i64::try_from(batch.seq).unwrap_or(i64::MAX).into(),
             USAGE_RETENTION_SECS.into(),

@@ -1,6 +1,6 @@
-//! Real infrastructure for tests: throwaway `redis-server` and nginx edge processes on free loopback
-//! ports, each stopped when its handle is dropped. Nothing here is a mock; tests talk to the same
-//! programs production runs.
+//! Real infrastructure for tests: throwaway `redis-server` processes (one server, or a three-node
+//! Redis Cluster) and nginx edges on free loopback ports, each stopped when its handle is dropped.
+//! Nothing here is a mock; tests talk to the same programs production runs.
 //!
 //! Architecture invariant: used only as a dev-dependency (and by benchmarks).
 
@@ -90,36 +90,8 @@ impl RedisServer {
 
     /// Starts redis-server on `self.port`; false if it exited (the port was taken) or never listened.
     fn spawn(&mut self) -> bool {
-        let mut child = Command::new(program("redis-server"))
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("failed to start redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                self.child = Some(child);
-                return true;
-            }
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        self.child = spawn_redis(self.port, &[]);
+        self.child.is_some()
     }
 
     pub fn port(&self) -> u16 {
@@ -152,6 +124,192 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Starts a persistence-free redis-server on `port` with `extra` arguments, and waits until it
+/// listens; `None` if it exited first (the port was taken) or never listened.
+fn spawn_redis(port: u16, extra: &[String]) -> Option<Child> {
+    let mut child = Command::new(program("redis-server"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("failed to start redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Some(child);
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A private Redis Cluster: three primaries (`cluster-enabled yes`, no replicas, no persistence)
+/// holding the 16384 hash slots between them, on free loopback ports. Every node is stopped, and
+/// its directory (where each keeps its `nodes.conf`) removed, when the handle is dropped.
+pub struct RedisCluster {
+    ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// How many primaries the cluster has.
+    pub const PRIMARIES: usize = 3;
+
+    /// Starts the nodes, joins them with `redis-cli --cluster create` and waits until every node
+    /// reports `cluster_state:ok` and knows the others.
+    pub fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("kiln-cluster-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("failed to create the cluster's directory");
+        let mut cluster = RedisCluster {
+            ports: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        let mut taken = Vec::new();
+        for _ in 0..Self::PRIMARIES {
+            let (port, child) = cluster.spawn_node(&mut taken);
+            cluster.ports.push(port);
+            cluster.children.push(child);
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let output = Command::new(program("redis-cli"))
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("failed to run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        cluster.wait_until_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Starts one node on a free port, with its cluster bus on another (the default, port + 10000,
+    /// may be out of range or taken); tries other ports if one was taken meanwhile.
+    fn spawn_node(&self, taken: &mut Vec<u16>) -> (u16, Child) {
+        let mut fresh = || loop {
+            let port = free_port();
+            if !taken.contains(&port) {
+                taken.push(port);
+                break port;
+            }
+        };
+        for _ in 0..5 {
+            let (port, bus) = (fresh(), fresh());
+            let dir = self.dir.join(port.to_string());
+            std::fs::create_dir_all(&dir).expect("failed to create a cluster node's directory");
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+                "--dir",
+                &dir.display().to_string(),
+            ]
+            .map(str::to_owned);
+            if let Some(child) = spawn_redis(port, &extra) {
+                return (port, child);
+            }
+        }
+        panic!("a cluster node did not start on any of five free ports");
+    }
+
+    /// Polls `CLUSTER INFO` on every node until each says the cluster is ok, with every slot
+    /// assigned and every node known.
+    fn wait_until_ok(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let ready = self.ports.iter().all(|port| {
+                let info = Command::new(program("redis-cli"))
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+                    .unwrap_or_default();
+                let ok = info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_assigned:16384")
+                    && info.contains(&format!("cluster_known_nodes:{}", Self::PRIMARIES));
+                last = info;
+                ok
+            });
+            if ready {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the Redis Cluster was not ok within {timeout:?}; last CLUSTER INFO:\n{last}");
+    }
+
+    /// The primaries' ports.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// `redis-cluster://127.0.0.1:{first}?node=127.0.0.1:{second}&…`, as a deployment names its
+    /// cluster.
+    pub fn url(&self) -> String {
+        let others: Vec<String> = self.ports[1..]
+            .iter()
+            .map(|port| format!("node=127.0.0.1:{port}"))
+            .collect();
+        format!(
+            "redis-cluster://127.0.0.1:{}?{}",
+            self.ports[0],
+            others.join("&")
+        )
+    }
+
+    /// `redis://127.0.0.1:{port}`: one node on its own, for a test that talks to a given node.
+    pub fn node_url(&self, port: u16) -> String {
+        format!("redis://127.0.0.1:{port}")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -14,8 +14,12 @@ pub use kiln_runtime::LogFormat;
 
 #[derive(Clone)]
 pub struct Settings {
-    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`). May carry a password, so `Debug` hides it.
+    /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`; `redis-cluster://host:port?node=…` for a
+    /// Redis Cluster). May carry a password, so `Debug` hides it.
     pub redis_url: String,
+    /// `KILN_QUEUE_REDIS_URL` (default: `KILN_REDIS_URL`): the render queues' Redis, a single
+    /// server (see [`kiln_queue::queue_redis_url`]). `Debug` hides it too.
+    pub queue_redis_url: String,
     /// `KILN_REDIS_PREFIX`: namespace of every Redis key (default `kiln:`).
     pub redis_prefix: String,
     /// `KILN_REDIS_TIMEOUT_MS`: the longest one Redis command may take (default 500).
@@ -62,6 +66,7 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("redis_url", &redact_url(&self.redis_url))
+            .field("queue_redis_url", &redact_url(&self.queue_redis_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_timeout", &self.redis_timeout)
             .field("chrome_path", &self.chrome_path)
@@ -129,9 +134,23 @@ impl Settings {
         };
 
         let redis_url = text("KILN_REDIS_URL", "redis://127.0.0.1:6379")?;
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            bail!("KILN_REDIS_URL must start with redis:// or rediss://");
+        if ![
+            "redis://",
+            "rediss://",
+            "redis-cluster://",
+            "rediss-cluster://",
+        ]
+        .iter()
+        .any(|scheme| redis_url.starts_with(scheme))
+        {
+            bail!(
+                "KILN_REDIS_URL must start with redis://, rediss://, redis-cluster:// or \
+                 rediss-cluster://"
+            );
         }
+        let queue_redis_url =
+            kiln_queue::queue_redis_url(&redis_url, get("KILN_QUEUE_REDIS_URL")?.as_deref())
+                .map_err(anyhow::Error::msg)?;
         let admin_listen = text("KILN_WORKER_ADMIN_LISTEN", "127.0.0.1:9101")?;
         let admin_listen = admin_listen
             .parse()
@@ -161,6 +180,7 @@ impl Settings {
 
         Ok(Settings {
             redis_url,
+            queue_redis_url,
             redis_prefix: text("KILN_REDIS_PREFIX", "kiln:")?,
             redis_timeout: millis("KILN_REDIS_TIMEOUT_MS", 500)?,
             chrome_path: PathBuf::from(text("KILN_CHROME_PATH", "/usr/bin/chromium")?),
@@ -194,7 +214,11 @@ impl Settings {
     }
 
     pub fn queue_settings(&self) -> QueueSettings {
-        QueueSettings::new(&self.redis_url, &self.redis_prefix, self.redis_timeout)
+        QueueSettings::new(
+            &self.queue_redis_url,
+            &self.redis_prefix,
+            self.redis_timeout,
+        )
     }
 
     pub fn pool_settings(&self) -> PoolSettings {
@@ -325,6 +349,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_on_a_redis_cluster_keeps_the_queues_on_a_single_redis() {
+        let s = from(&[]).unwrap();
+        assert_eq!(
+            s.queue_redis_url, s.redis_url,
+            "the queues default to the cache's Redis"
+        );
+        let cluster = "redis-cluster://:secret@10.0.0.5:7000?node=10.0.0.6:7000";
+        let error = from(&[("KILN_REDIS_URL", cluster)]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("KILN_QUEUE_REDIS_URL"),
+            "{error:#}"
+        );
+        let s = from(&[
+            ("KILN_REDIS_URL", cluster),
+            ("KILN_QUEUE_REDIS_URL", "redis://:secret@10.0.0.7:6379"),
+        ])
+        .unwrap();
+        assert_eq!(s.store_settings().url, cluster);
+        assert_eq!(
+            s.queue_settings().redis_url,
+            "redis://:secret@10.0.0.7:6379"
+        );
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
     fn rejects_bad_values_with_the_variable_name() {
         let cases = [
             ("KILN_WORKER_BROWSERS", "0"),
@@ -341,6 +392,7 @@ mod tests {
             ("KILN_WORKER_ADMIN_LISTEN", "localhost"),
             ("KILN_LOG_FORMAT", "xml"),
             ("KILN_REDIS_URL", "http://127.0.0.1:6379"),
+            ("KILN_QUEUE_REDIS_URL", "redis-cluster://10.0.0.5:7000"),
         ];
         for (name, value) in cases {
             let error = from(&[(name, value)]).expect_err(name);

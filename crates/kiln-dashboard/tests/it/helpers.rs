@@ -55,6 +55,7 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
     let settings = Settings {
         database_url: database.url.clone().into(),
         redis_url: redis.url().into(),
+        queue_redis_url: redis.url().into(),
         redis_prefix: "kiln:".to_owned(),
         allowed_private_nets: AllowedNets::parse(nets).expect("bad test nets"),
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -290,6 +290,7 @@ impl Platform {
             .expect("redis");
         let settings = kiln_dashboard::Settings {
             database_url: database.url.clone().into(),
+            queue_redis_url: redis_url.clone().into(),
             redis_url: redis_url.into(),
             redis_prefix: prefix,
             allowed_private_nets: AllowedNets::parse("127.0.0.1/32").unwrap(),

@@ -80,10 +80,12 @@ async fn a_place_nobody_gives_back_lapses_by_itself() {
     );
     // The set itself expires with its last place.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let exists: i64 =
-        fred::prelude::KeysInterface::exists(&t.raw, format!("{}budget:t1:renders", t.prefix))
-            .await
-            .unwrap();
+    let exists: i64 = fred::prelude::KeysInterface::exists(
+        &t.raw,
+        format!("{}{{t:t1}}:budget:renders", t.prefix),
+    )
+    .await
+    .unwrap();
     assert_eq!(exists, 0);
 }
 

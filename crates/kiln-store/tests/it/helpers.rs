@@ -1,8 +1,9 @@
-//! A store on a private redis-server, with a raw client beside it to look at the keys it writes.
+//! A store on a private redis-server (or a private Redis Cluster), with a raw client beside it to
+//! look at the keys it writes.
 
 use fred::prelude::*;
 use kiln_store::{Store, StoreSettings};
-use kiln_testkit::RedisServer;
+use kiln_testkit::{RedisCluster, RedisServer};
 
 pub struct TestStore {
     pub store: Store,
@@ -18,14 +19,61 @@ pub async fn start() -> TestStore {
     let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
         .await
         .unwrap();
-    let raw = Builder::from_config(Config::from_url(&redis.url()).unwrap())
-        .build()
-        .unwrap();
-    raw.init().await.unwrap();
+    let raw = raw_client(&redis.url()).await;
     TestStore {
         store,
         raw,
         prefix,
         _redis: redis,
     }
+}
+
+/// A store on a three-node Redis Cluster.
+pub struct ClusterStore {
+    pub store: Store,
+    /// A clustered client, for checking where the store's keys landed.
+    pub raw: Client,
+    pub prefix: String,
+    pub cluster: RedisCluster,
+}
+
+pub async fn start_cluster() -> ClusterStore {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let prefix = kiln_testkit::unique_prefix();
+    let store = Store::connect(StoreSettings::new(cluster.url(), &prefix))
+        .await
+        .unwrap();
+    let raw = raw_client(&cluster.url()).await;
+    ClusterStore {
+        store,
+        raw,
+        prefix,
+        cluster,
+    }
+}
+
+/// A client with fred's defaults for `url` (one server or a cluster, by the scheme).
+pub async fn raw_client(url: &str) -> Client {
+    let raw = Builder::from_config(Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+    raw
+}
+
+/// The Redis key of `name` among `domain`'s keys: `{prefix}{d:<domain>}:{name}`, the layout the
+/// store promises.
+pub fn domain_key(prefix: &str, domain: &str, name: &str) -> String {
+    format!("{prefix}{{d:{domain}}}:{name}")
+}
+
+/// The Redis key of the `kind` (`page`, `failed`, `lock`) of the page `key`.
+pub fn page_scoped_key(prefix: &str, kind: &str, key: &kiln_core::CacheKey) -> String {
+    domain_key(
+        prefix,
+        &key.domain_id,
+        &format!("{kind}:{}:{}", key.device, key.url_hash),
+    )
 }

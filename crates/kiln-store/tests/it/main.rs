@@ -1,6 +1,7 @@
 //! The store against a real Redis.
 
 mod budget;
+mod cluster;
 mod helpers;
 mod pages;
 mod preview;

@@ -1,7 +1,7 @@
 //! Page entries and their per-domain index: listing by path prefix with a cursor, expiry, and the
 //! three purges.
 
-use crate::helpers::{TestStore, start};
+use crate::helpers::{TestStore, domain_key, page_scoped_key, start};
 use bytes::Bytes;
 use fred::prelude::*;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl};
@@ -96,12 +96,12 @@ impl TestStore {
     async fn index_sizes(&self, domain: &str) -> (u64, u64) {
         let by_path: u64 = self
             .raw
-            .zcard(format!("{}pages:{domain}:by-path", self.prefix))
+            .zcard(domain_key(&self.prefix, domain, "pages:by-path"))
             .await
             .unwrap();
         let by_expiry: u64 = self
             .raw
-            .zcard(format!("{}pages:{domain}:by-expiry", self.prefix))
+            .zcard(domain_key(&self.prefix, domain, "pages:by-expiry"))
             .await
             .unwrap();
         (by_path, by_expiry)
@@ -233,7 +233,7 @@ async fn a_summary_describes_the_entry_and_names_its_key() {
     assert_eq!(read.html, stored.html);
     let expire_time: i64 = t
         .raw
-        .pexpire_time(format!("{}{}", t.prefix, key.page_key()))
+        .pexpire_time(page_scoped_key(&t.prefix, "page", &key))
         .await
         .unwrap();
     assert_eq!(expire_time as u64, page.expires_at);
@@ -276,7 +276,7 @@ async fn expired_pages_leave_the_listing_and_the_index() {
     // A page that vanished another way (evicted, deleted by hand) is unlisted when next seen.
     let _: i64 = t
         .raw
-        .del(format!("{}{}", t.prefix, long.page_key()))
+        .del(page_scoped_key(&t.prefix, "page", &long))
         .await
         .unwrap();
     assert_eq!(t.listed("d1", "").await, vec![(full("/next"), Desktop)]);
@@ -285,7 +285,7 @@ async fn expired_pages_leave_the_listing_and_the_index() {
     // The index keys expire with the domain's last page.
     let index_expiry: i64 = t
         .raw
-        .pexpire_time(format!("{}pages:d1:by-path", t.prefix))
+        .pexpire_time(domain_key(&t.prefix, "d1", "pages:by-path"))
         .await
         .unwrap();
     let next = t
@@ -406,13 +406,13 @@ async fn purges_handle_thousands_of_pages_in_batches() {
 }
 
 #[tokio::test]
-async fn purging_a_domain_also_finds_entries_written_before_the_index() {
+async fn purging_a_domain_also_finds_entries_missing_from_the_index() {
     let t = start().await;
     let indexed = [
         t.put("d1", "/a", Desktop).await,
         t.put("d1", "/b", Mobile).await,
     ];
-    // Entries as the store wrote them before it kept an index: no index member, no `index` field.
+    // Entries the index lost (or that were written by hand): no index member, no `index` field.
     let mut unindexed = Vec::new();
     for i in 0..1_100 {
         let key = key(
@@ -423,7 +423,7 @@ async fn purging_a_domain_also_finds_entries_written_before_the_index() {
         let _: () = t
             .raw
             .hset(
-                format!("{}{}", t.prefix, key.page_key()),
+                page_scoped_key(&t.prefix, "page", &key),
                 [("meta", "{}"), ("html", "<html></html>")],
             )
             .await
@@ -431,16 +431,18 @@ async fn purging_a_domain_also_finds_entries_written_before_the_index() {
         unindexed.push(key);
     }
     assert_eq!(t.listed("d1", "").await.len(), 2);
-    // Neighbours whose keys share the text `page:d1` must survive.
+    // Neighbours whose keys share the text `{d:d1` must survive, even one whose key starts with
+    // d1's page key prefix (and shares its hash slot).
     let neighbours = [
         t.put("d10", "/a", Desktop).await,
         t.put("d1:x", "/a", Desktop).await,
+        t.put("d1}:page:desktop", "/a", Desktop).await,
         t.put("d2", "/a", Desktop).await,
     ];
     let _: () = t
         .raw
         .set(
-            format!("{}lock:{}", t.prefix, indexed[0].page_key()),
+            page_scoped_key(&t.prefix, "lock", &indexed[0]),
             "gw",
             None,
             None,
@@ -458,7 +460,7 @@ async fn purging_a_domain_also_finds_entries_written_before_the_index() {
     }
     let lock_left: i64 = t
         .raw
-        .exists(format!("{}lock:{}", t.prefix, indexed[0].page_key()))
+        .exists(page_scoped_key(&t.prefix, "lock", &indexed[0]))
         .await
         .unwrap();
     assert_eq!(lock_left, 1, "render locks are not pages");
@@ -488,7 +490,7 @@ async fn a_page_is_fresh_for_its_ttl_then_stale_until_its_stale_window_ends() {
     // Redis keeps the entry through the stale window, and the listing says both times.
     let expire_time: i64 = t
         .raw
-        .pexpire_time(format!("{}{}", t.prefix, key.page_key()))
+        .pexpire_time(page_scoped_key(&t.prefix, "page", &key))
         .await
         .unwrap();
     assert_eq!(expire_time as u64, read.meta.expires_at);

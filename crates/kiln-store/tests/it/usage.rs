@@ -76,7 +76,7 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
     // The layout the dashboard and the docs rely on: one hash per day, `{domain}:{kind}` fields for
     // the day and `{domain}:{kind}:{HH}` for its hours, zero counts never written, and a lifetime of
     // 40 days.
-    let key = format!("{}usage:{day}", t.prefix);
+    let key = format!("{}{{usage}}:{day}", t.prefix);
     let mut fields: BTreeMap<String, i64> = t.raw.hgetall(&key).await.unwrap();
     let totals: Vec<_> = fields
         .iter()
@@ -121,7 +121,7 @@ async fn empty_batches_write_nothing_and_unknown_fields_are_skipped() {
         .add_usage(&at(day, 0), &[("d1".into(), UsageKind::Hit, 0)])
         .await
         .unwrap();
-    let key = format!("{}usage:{day}", t.prefix);
+    let key = format!("{}{{usage}}:{day}", t.prefix);
     let exists: u32 = t.raw.exists(&key).await.unwrap();
     assert_eq!(exists, 0, "a batch of zeros creates no key");
 
@@ -190,10 +190,10 @@ async fn a_numbered_batch_counts_once_however_often_it_is_sent() {
 
     for (key, lifetime) in [
         (
-            format!("{}usage:2025-03-05", t.prefix),
+            format!("{}{{usage}}:2025-03-05", t.prefix),
             USAGE_RETENTION_SECS,
         ),
-        (format!("{}usage:applied:gw-1", t.prefix), 24 * 60 * 60),
+        (format!("{}{{usage}}:applied:gw-1", t.prefix), 24 * 60 * 60),
     ] {
         let ttl: i64 = t.raw.ttl(&key).await.unwrap();
         assert!(
@@ -203,7 +203,7 @@ async fn a_numbered_batch_counts_once_however_often_it_is_sent() {
     }
     let marker: String = t
         .raw
-        .get(format!("{}usage:applied:gw-1", t.prefix))
+        .get(format!("{}{{usage}}:applied:gw-1", t.prefix))
         .await
         .unwrap();
     assert_eq!(marker, "2");

@@ -106,7 +106,7 @@ async fn days_without_hour_fields_have_totals_only() {
     let t = start().await;
     let day = "2025-01-01";
     // Counts written before hours were counted, and fields this version does not know.
-    let key = format!("{}usage:{day}", t.prefix);
+    let key = format!("{}{{usage}}:{day}", t.prefix);
     let _: () = t
         .raw
         .hset(
