@@ -177,7 +177,7 @@ pub async fn serve(
                 return bypass(app, domain, req, peer).await;
             }
             app.metrics.render_queued(QueuedFor::Bot);
-            tracing::debug!(cache.key = %page_key, "render queued");
+            tracing::info!(cache.key = %page_key, "render queued");
         }
         // Someone else is rendering this page: wait for their announcement.
         Ok(false) => {}

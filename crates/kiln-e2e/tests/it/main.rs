@@ -98,6 +98,70 @@ async fn bots_get_the_rendered_page_people_the_origins_bytes_and_the_second_bot_
         .expect("the worker shuts down cleanly");
 }
 
+/// One render's trail through the logs: the edge's request id is on the gateway's lines for the
+/// request, on the worker's lines for the render it queued, and on the gateway's line when the
+/// render is announced back; a client's own `X-Request-Id` never replaces the edge's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_follows_a_render_from_the_gateway_to_the_worker_and_back() {
+    let logs = kiln_testkit::logs::capture("info");
+    let mut stack = Stack::start(DomainSettings::default()).await;
+    let bot = stack
+        .get("/products/5", GOOGLEBOT)
+        .header("x-request-id", "forged-by-the-client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bot.headers()["x-kiln-cache"], "MISS");
+    let id = bot.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(
+        id, "forged-by-the-client",
+        "the edge names every request itself"
+    );
+    assert!(
+        id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+
+    let text = logs.text();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| {
+            line["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.iter().any(|span| span["request.id"] == id.as_str()))
+        })
+        .collect();
+    let logged = |target: &str, message: &str| {
+        lines.iter().any(|line| {
+            line["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(target))
+                && line["fields"]["message"] == message
+        })
+    };
+    assert!(
+        logged("kiln_worker", "render stored"),
+        "the worker's render is logged under the request's id:\n{text}"
+    );
+    assert!(
+        logged("kiln_gateway", "render queued"),
+        "the gateway logs queueing under it:\n{text}"
+    );
+    assert!(
+        logged("kiln_gateway", "render announced; serving it"),
+        "and the render's announcement back:\n{text}"
+    );
+    assert!(
+        !text.contains("forged-by-the-client"),
+        "the client's id is nowhere"
+    );
+    stack
+        .stop_worker()
+        .await
+        .expect("the worker shuts down cleanly");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sent_x_is_bot_header_does_not_make_a_person_a_bot() {
     let stack = Stack::start(DomainSettings::default()).await;
