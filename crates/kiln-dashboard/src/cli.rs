@@ -95,6 +95,13 @@ pub struct AddArgs {
     /// [default: images,media,fonts,trackers].
     #[arg(long, value_parser = parse_blocking)]
     pub block: Option<ResourceBlocking>,
+    /// Bot requests a second each client address may make; 0: no limit [default: 2]. Verified
+    /// crawlers are never limited.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub bot_rate_per_second: Option<u64>,
+    /// Bot requests a client address may make at once before that rate applies [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub bot_rate_burst: Option<u64>,
     /// Succeed (and republish) if the same registration already exists.
     #[arg(long)]
     pub if_not_exists: bool,
@@ -113,6 +120,10 @@ impl AddArgs {
             render_timeout_ms: self.render_timeout_ms.unwrap_or(defaults.render_timeout_ms),
             bot_wait_ms: self.bot_wait_ms.unwrap_or(defaults.bot_wait_ms),
             blocking: self.block.unwrap_or(defaults.blocking),
+            bot_rate_per_second: self
+                .bot_rate_per_second
+                .unwrap_or(defaults.bot_rate_per_second),
+            bot_rate_burst: self.bot_rate_burst.unwrap_or(defaults.bot_rate_burst),
             ..defaults
         }
     }

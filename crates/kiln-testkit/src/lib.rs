@@ -457,3 +457,29 @@ pub fn repo_root() -> PathBuf {
         .canonicalize()
         .expect("repository root")
 }
+
+/// The metric names `docs/metrics.md` lists in its sections `sections` (the first column of their
+/// tables).
+pub fn documented_metrics(sections: &[&str]) -> Vec<String> {
+    let doc = std::fs::read_to_string(repo_root().join("docs/metrics.md")).unwrap();
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in doc.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            inside = sections.contains(&title.trim());
+            continue;
+        }
+        let Some(first_cell) = line.strip_prefix("| `").and_then(|l| l.split(" |").next()) else {
+            continue;
+        };
+        if inside {
+            names.extend(
+                format!("`{first_cell}")
+                    .split('`')
+                    .filter(|name| name.starts_with("kiln_") || name.starts_with("process_"))
+                    .map(str::to_owned),
+            );
+        }
+    }
+    names
+}

@@ -465,6 +465,21 @@ async fn serve_answers_health_readiness_and_the_home_page() {
             .await,
         1.0
     );
+    let text = admin
+        .get(format!("{}/metrics", server.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in kiln_testkit::documented_metrics(&["Every Kiln service", "Dashboard"]) {
+        assert!(
+            text.lines()
+                .any(|line| !line.starts_with('#') && line.starts_with(name.as_str())),
+            "`{name}` is documented but not served:\n{text}"
+        );
+    }
 
     t.redis.stop();
     // The pool notices the dead connection on its next command; allow it a moment, no more.
@@ -524,6 +539,8 @@ async fn the_command_line_adds_lists_and_removes_domains() {
         "http://127.0.0.1:5173",
         "--cache-ttl-secs",
         "120",
+        "--bot-rate-per-second",
+        "0",
     ];
     let out = t.cli(&add).await;
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -532,14 +549,10 @@ async fn the_command_line_adds_lists_and_removes_domains() {
             .starts_with("registered demo.localhost -> http://127.0.0.1:5173 (id "),
         "{out:?}"
     );
-    assert_eq!(
-        t.redis_domain("demo.localhost")
-            .await
-            .unwrap()
-            .settings
-            .cache_ttl_secs,
-        120
-    );
+    let published = t.redis_domain("demo.localhost").await.unwrap().settings;
+    assert_eq!(published.cache_ttl_secs, 120);
+    assert_eq!(published.bot_rate_per_second, 0, "no limit, as asked");
+    assert_eq!(published.bot_rate_burst, 10, "the default");
 
     let out = t.cli(&add).await;
     assert_eq!(out.code, Some(1), "{out:?}");

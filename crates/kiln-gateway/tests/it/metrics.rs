@@ -203,3 +203,18 @@ async fn redis_failures_are_counted() {
     );
     gw.redis.restart();
 }
+
+#[tokio::test]
+async fn every_metric_the_docs_promise_is_served() {
+    let gw = TestGateway::start(DomainSettings::default()).await;
+    let documented = kiln_testkit::documented_metrics(&["Every Kiln service", "Gateway"]);
+    assert!(documented.len() >= 14, "{documented:?}");
+    let text = scrape(&gw).await.0;
+    for name in documented {
+        assert!(
+            text.lines()
+                .any(|line| !line.starts_with('#') && line.starts_with(name.as_str())),
+            "`{name}` is documented but not served:\n{text}"
+        );
+    }
+}
