@@ -172,6 +172,26 @@ cpu_jiffies() {
   awk '$1 == "cpu" { total = 0; for (i = 2; i <= NF; i++) total += $i; print total - $5 - $6, total }' /proc/stat
 }
 
+# The CPU time (jiffies: user + system, with that of reaped children) of the services this run
+# started (Redis, the origin, the gateway, the workers) and all their descendants, the browsers
+# included; not the load generator. A browser process that exits meanwhile is counted in its
+# reaper's children's time, so differences between two readings hold.
+kiln_jiffies() {
+  local roots="${SERVICE_PIDS[*]} ${WORKER_PIDS[*]} $(cat "$WORK/redis/redis.pid" 2>/dev/null)"
+  # (cat, not awk, reads the files: a process may exit between the glob and the read.)
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$roots" '
+    {
+      rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
+      parent[$1] = f[2]; cpu[$1] = f[12] + f[13] + f[14] + f[15]
+    }
+    END {
+      n = split(roots, r, " "); for (i = 1; i <= n; i++) ours[r[i]] = 1
+      do { grew = 0; for (p in parent) if (!(p in ours) && (parent[p] in ours)) { ours[p] = 1; grew = 1 } } while (grew)
+      for (p in ours) if (p in cpu) total += cpu[p]
+      print total + 0
+    }'
+}
+
 ROWS=()
 BASE=""
 for n in $COUNTS; do
@@ -182,12 +202,14 @@ for n in $COUNTS; do
 
   log "$n worker(s): $PAGES pages at once"
   read -r busy0 total0 < <(cpu_jiffies)
+  kiln0=$(kiln_jiffies)
   start=$(date +%s.%N)
   ask_all "scale$n" "$PAGES" "$WORK/answers/run-$n"
   # Every bot waited for its page's render, which was stored before the bot was answered; a bot
   # answered otherwise (its render failed, say) makes the run invalid rather than faster.
   misses=$(cat "$WORK/answers/run-$n"/* | grep -c '^200 MISS$' || true)
   end=$(date +%s.%N)
+  kiln1=$(kiln_jiffies)
   read -r busy1 total1 < <(cpu_jiffies)
   if [ "$misses" -ne "$PAGES" ]; then
     sort "$WORK/answers/run-$n"/* | uniq -c >&2
@@ -200,8 +222,10 @@ for n in $COUNTS; do
   ratio=$(awk -v r="$rate" -v b="$BASE" 'BEGIN { printf "%.2f", r / b }')
   cpu=$(awk -v b0="$busy0" -v t0="$total0" -v b1="$busy1" -v t1="$total1" \
     'BEGIN { printf "%.0f", 100 * (b1 - b0) / (t1 - t0) }')
-  log "$n worker(s): $PAGES renders in $seconds s, $rate renders/s (×$ratio), CPU $cpu % busy"
-  ROWS+=("$n,$PAGES,$seconds,$rate,$ratio,$cpu")
+  kiln_cpu=$(awk -v k0="$kiln0" -v t0="$total0" -v k1="$kiln1" -v t1="$total1" \
+    'BEGIN { printf "%.0f", 100 * (k1 - k0) / (t1 - t0) }')
+  log "$n worker(s): $PAGES renders in $seconds s, $rate renders/s (×$ratio); CPU: Kiln $kiln_cpu %, machine $cpu % busy"
+  ROWS+=("$n,$PAGES,$seconds,$rate,$ratio,$kiln_cpu,$cpu")
 
   log "$n worker(s): stopping"
   stop_workers
@@ -209,7 +233,7 @@ done
 
 mkdir -p "$OUT"
 {
-  echo "workers,renders,seconds,renders_per_s,ratio_vs_1,cpu_busy_pct"
+  echo "workers,renders,seconds,renders_per_s,ratio_vs_1,kiln_cpu_pct,cpu_busy_pct"
   printf '%s\n' "${ROWS[@]}"
 } >"$OUT/scale.csv"
 {
@@ -219,15 +243,17 @@ mkdir -p "$OUT"
   echo "($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), commit $(git -C "$KILN_ROOT" rev-parse --short HEAD),"
   echo "release build. One gateway, one Redis and the demo origin; N worker processes, each one Chromium with two tabs."
   echo "Each row: $PAGES distinct, never-rendered pages asked for at once by bots that wait for their render;"
-  echo "seconds until the last was rendered and cached; CPU busy is the whole machine's (all cores, /proc/stat) over"
-  echo "that interval. Everything, the load included, runs on this one machine, shared with other work: compare"
-  echo "rows of one run, not runs. The same figures are in \`scale.csv\`."
+  echo "seconds until the last was rendered and cached. Over that interval, as shares of the whole machine (all"
+  echo "cores, 100 % = every core busy): Kiln CPU is what its processes used (Redis, origin, gateway, workers and"
+  echo "their browsers; /proc/<pid>/stat), CPU busy is what everything used (/proc/stat), the load generator and"
+  echo "any other work on the machine included. Timings on a shared machine are noisy: compare rows of one run,"
+  echo "not runs. The same figures are in \`scale.csv\`."
   echo
-  echo "| workers | renders | seconds | renders/s | vs 1 worker | CPU busy % |"
-  echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| workers | renders | seconds | renders/s | vs 1 worker | Kiln CPU % | CPU busy % |"
+  echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for row in "${ROWS[@]}"; do
-    IFS=, read -r w r s rate ratio cpu <<<"$row"
-    echo "| $w | $r | $s | $rate | $ratio | $cpu |"
+    IFS=, read -r w r s rate ratio kiln cpu <<<"$row"
+    echo "| $w | $r | $s | $rate | $ratio | $kiln | $cpu |"
   done
 } >"$OUT/scale.md"
 log "wrote $OUT/scale.md and $OUT/scale.csv"
