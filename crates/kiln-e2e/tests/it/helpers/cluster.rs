@@ -250,9 +250,13 @@ impl Cluster {
             profiles: tempfile::tempdir().expect("a profile directory"),
             queue,
         };
-        // Started together, so that their browsers come up side by side.
-        let started = futures::future::join_all(workers.iter().map(|name| cluster.worker(name)));
-        cluster.workers = started.await;
+        // One after another, as the fault tests always started them: workers starting at the same
+        // moment on one profile directory each sweep it for a dead worker's browsers while the
+        // others create theirs.
+        for name in workers {
+            let worker = cluster.worker(name).await;
+            cluster.workers.push(worker);
+        }
         cluster
     }
 
