@@ -45,6 +45,10 @@ bench:
     scripts/bench-render.sh
     scripts/bench.sh
 
+# Cold-render throughput with 1, 2, 3 and 4 workers on this machine: docs/benchmarks/scale.md.
+bench-scale *ARGS:
+    scripts/bench-scale.sh {{ARGS}}
+
 # CI's whole run.
 ci:
     bash .ci/run

@@ -47,6 +47,10 @@ pub struct RenderLogEntry {
     pub bytes: u64,
     /// The User-Agent of the bot that caused the render.
     pub user_agent: Option<String>,
+    /// The worker that rendered it: its queue consumer's name (`KILN_WORKER_NAME`). None in
+    /// entries logged before workers named themselves.
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 /// Why a page was rendered (the kind of its job's [`RenderPurpose`]).

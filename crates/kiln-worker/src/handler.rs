@@ -57,6 +57,9 @@ pub struct RenderHandler {
 struct Inner {
     pool: BrowserPool,
     store: Store,
+    /// The worker's name (`KILN_WORKER_NAME`), which its render-log entries carry: with several
+    /// workers on one queue, the log shows which rendered what.
+    worker_name: String,
     quiet: Duration,
     jobs: TaskTracker,
     /// For background jobs to see renders queued but not yet taken (none if it could not connect).
@@ -71,6 +74,7 @@ impl RenderHandler {
     pub fn new(
         pool: BrowserPool,
         store: Store,
+        worker_name: String,
         quiet: Duration,
         render_queue: Option<RenderQueue>,
         metrics: Arc<WorkerMetrics>,
@@ -79,6 +83,7 @@ impl RenderHandler {
             inner: Arc::new(Inner {
                 pool,
                 store,
+                worker_name,
                 quiet,
                 jobs: TaskTracker::new(),
                 render_queue,
@@ -412,6 +417,7 @@ impl Inner {
             duration_ms: render_ms,
             bytes: finished.bytes,
             user_agent: job.user_agent.clone(),
+            worker: Some(self.worker_name.clone()),
         };
         if let Err(error) = self.store.log_render(&entry).await {
             tracing::warn!(%error, "could not add the render to the render log");

@@ -167,6 +167,7 @@ impl Application {
         let handler = RenderHandler::new(
             pool.clone(),
             store.clone(),
+            settings.worker_name.clone(),
             settings.render_quiet,
             render_queue,
             metrics,

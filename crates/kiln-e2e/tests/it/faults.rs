@@ -1,6 +1,6 @@
 //! Faults under a steady load of people and bots through the nginx edge, on the platform as it is
-//! deployed at scale ([`Cluster`]: two gateway processes behind the edge, two worker processes, one
-//! Redis): Redis going away and coming back empty, a worker killed (`kill -9`) mid-render, and a
+//! deployed at scale ([`Cluster`], in `helpers/cluster.rs`: two gateway processes behind the edge,
+//! two worker processes, one Redis): Redis going away and coming back empty, a worker killed (`kill -9`) mid-render, and a
 //! rolling restart (SIGTERM) of every gateway and every worker.
 //!
 //! Each test prints its figures (`cargo nextest run -p kiln-e2e faults --no-capture` shows them);
@@ -8,16 +8,11 @@
 
 use crate::helpers::*;
 use kiln_core::DomainSettings;
-use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
 use reqwest::StatusCode;
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
 /// The pages the load asks for: bots get them rendered (or the origin's, while rendering is out),
 /// people get the origin's app shell.
@@ -135,301 +130,10 @@ impl Load {
     }
 }
 
-/// One GET of `path` on the demo domain through the edge at `edge`: the answer's `X-Kiln-Cache`,
-/// or what went wrong. A page is answered when it comes whole with a 2xx, a 3xx or the origin's own
-/// 404; anything else (a 5xx, a 421, a connection error, a cut body) is a failure.
-async fn ask(
-    client: &reqwest::Client,
-    edge: &str,
-    path: &str,
-    bot: bool,
-) -> Result<String, String> {
-    let response = client
-        .get(format!("{edge}{path}"))
-        .header("host", DEMO_HOST)
-        .header("user-agent", if bot { GOOGLEBOT } else { CHROME })
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| format!("{path}: {e}"))?;
-    let status = response.status();
-    let cache = cache_status(&response);
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| format!("{path}: the body was cut: {e}"))?;
-    if status.is_success() || status.is_redirection() || status == StatusCode::NOT_FOUND {
-        Ok(if cache.is_empty() { "-".into() } else { cache })
-    } else {
-        Err(format!(
-            "{path}: {status} {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        ))
-    }
-}
-
-// ---- service processes ---------------------------------------------------------------------------
-
-/// A gateway or worker running as a process of its own (this package's copies of `kiln-gateway`
-/// and `kiln-worker`, built with the tests), killed when dropped.
-struct Service {
-    name: String,
-    child: Child,
-}
-
-impl Service {
-    fn start(program: &str, name: &str, vars: &HashMap<&'static str, String>) -> Service {
-        let child = Command::new(program)
-            .envs(vars)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or("warn".into()),
-            )
-            .stdin(Stdio::null())
-            // Services log to stdout: shown with a failing test's output.
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            // Its own process group, so that a kill can take its browsers along.
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
-        Service {
-            name: name.to_owned(),
-            child,
-        }
-    }
-
-    fn gateway(name: &str, vars: &HashMap<&'static str, String>, port: u16) -> Service {
-        let mut vars = vars.clone();
-        vars.insert("KILN_GATEWAY_LISTEN", format!("127.0.0.1:{port}"));
-        let service = Service::start(env!("CARGO_BIN_EXE_e2e-gateway"), name, &vars);
-        kiln_testkit::wait_for_port(port, Duration::from_secs(30));
-        service
-    }
-
-    /// Sends `signal` (`TERM`, `KILL`) to the process, or with `group` to its whole process group.
-    fn signal(&self, signal: &str, group: bool) {
-        let target = if group {
-            format!("-{}", self.child.id())
-        } else {
-            self.child.id().to_string()
-        };
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), "--".into(), target])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "could not signal {}", self.name);
-    }
-
-    /// Waits for the process to exit (`timeout` at most) and returns its exit code.
-    fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    /// Stops the process as an orchestrator would (SIGTERM: a worker closes its browsers, which
-    /// run in process groups of their own), and kills its group if it is still there after 10 s.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // (The group may be gone already: nothing to say then.)
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.child.id())])
-                .stderr(Stdio::null())
-                .status();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The first answer to a bot's request for `path` through the edge at `edge` whose `X-Kiln-Cache`
-/// satisfies `wanted`, and how long it took to come; panics after `timeout`.
-async fn until_bot_gets(
-    client: &reqwest::Client,
-    edge: &str,
-    path: &str,
-    timeout: Duration,
-    wanted: impl Fn(&str) -> bool,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        if let Ok(cache) = ask(client, edge, path, true).await
-            && wanted(&cache)
-        {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "no wanted answer for {path} within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// One render per URL, and no per-address limit: the load's bots all come from 127.0.0.1.
-fn one_render_per_url() -> DomainSettings {
-    DomainSettings {
-        device_variants: false,
-        bot_rate_per_second: 0,
-        ..DomainSettings::default()
-    }
-}
-
-// ---- the cluster ---------------------------------------------------------------------------------
-
-/// The platform as it is deployed at scale, each service a process of its own: two gateways behind
-/// the edge and two workers (one browser, two tabs each), sharing one Redis, in front of the demo
-/// origin. (The [`Stack`] underneath provides Redis, the origin and the published domain; its
-/// in-process gateway is not behind this edge.)
-struct Cluster {
-    stack: Stack,
-    edge: kiln_testkit::Edge,
-    gateways: Vec<(Service, u16)>,
-    workers: Vec<Service>,
-    /// The workers' browser profiles, shared as on one host.
-    profiles: TempDir,
-    queue: RenderQueue,
-}
-
+/// What only the fault tests do with a cluster.
 impl Cluster {
-    async fn start(settings: DomainSettings) -> Cluster {
-        let stack = Stack::start_without_worker(settings).await;
-        let queue = RenderQueue::connect(&QueueSettings::new(
-            stack.redis.url(),
-            stack.vars["KILN_REDIS_PREFIX"].clone(),
-            Duration::from_secs(2),
-        ))
-        .await
-        .expect("the queue");
-        let ports = [kiln_testkit::free_port(), kiln_testkit::free_port()];
-        let gateways = ports
-            .iter()
-            .enumerate()
-            .map(|(i, port)| {
-                let name = format!("gateway {i}");
-                (Service::gateway(&name, &stack.vars, *port), *port)
-            })
-            .collect();
-        let addresses: Vec<SocketAddr> = ports
-            .iter()
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
-            .collect();
-        let edge = kiln_testkit::Edge::start_with(&addresses);
-        let mut cluster = Cluster {
-            stack,
-            edge,
-            gateways,
-            workers: Vec::new(),
-            profiles: tempfile::tempdir().expect("a profile directory"),
-            queue,
-        };
-        for name in ["worker-a", "worker-b"] {
-            let worker = cluster.worker(name).await;
-            cluster.workers.push(worker);
-        }
-        cluster
-    }
-
-    /// A worker process named `name` (its queue consumers' names start with it), once ready.
-    async fn worker(&self, name: &str) -> Service {
-        let admin = kiln_testkit::free_port();
-        let mut vars = self.stack.vars.clone();
-        vars.insert("KILN_WORKER_NAME", name.to_owned());
-        vars.insert("KILN_WORKER_ADMIN_LISTEN", format!("127.0.0.1:{admin}"));
-        vars.insert(
-            "KILN_WORKER_PROFILE_DIR",
-            self.profiles.path().display().to_string(),
-        );
-        let worker = Service::start(env!("CARGO_BIN_EXE_e2e-worker"), name, &vars);
-        wait_until_ready(&self.stack.client, admin).await;
-        worker
-    }
-
-    fn edge_url(&self) -> String {
-        self.edge.url("")
-    }
-
     fn load(&self, people: usize, bots: usize) -> Load {
         Load::start(&self.stack.client, self.edge_url(), people, bots)
-    }
-
-    /// Waits until a bot gets `path` from the cache.
-    async fn until_cached(&self, path: &str) -> Duration {
-        until_bot_gets(
-            &self.stack.client,
-            &self.edge_url(),
-            path,
-            Duration::from_secs(60),
-            |c| c == "HIT",
-        )
-        .await
-    }
-
-    /// The render queue's jobs in flight, by worker (consumer names start with the worker's name).
-    async fn renders_in_flight(&self) -> BTreeMap<String, u64> {
-        let depth = self
-            .queue
-            .depth(QueueKind::Render)
-            .await
-            .expect("queue depth");
-        let mut by_worker = BTreeMap::new();
-        for (consumer, jobs) in depth.in_flight {
-            let worker = consumer.split('.').next().unwrap_or(&consumer).to_owned();
-            *by_worker.entry(worker).or_default() += jobs;
-        }
-        by_worker
-    }
-
-    /// Waits until neither queue holds an unfinished job: nothing stuck.
-    async fn until_settled(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            // (A read may fail once after a Redis restart, while the connection is made again.)
-            let depths = futures::future::try_join_all(
-                [QueueKind::Render, QueueKind::Warm].map(|kind| self.queue.depth(kind)),
-            )
-            .await;
-            if let Ok(depths) = &depths
-                && depths.iter().all(|depth| depth.unfinished() == 0)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "jobs still unfinished after {timeout:?}: {depths:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// How many times `path` was rendered (the render log's entries for it).
-    async fn renders_of(&self, path: &str) -> usize {
-        self.stack
-            .store
-            .read_render_log("0", 10_000)
-            .await
-            .expect("the render log")
-            .into_iter()
-            .filter(|(_, entry)| entry.url.ends_with(path))
-            .count()
     }
 
     /// Every page the load asks for, cached.
@@ -437,17 +141,6 @@ impl Cluster {
         for path in PATHS {
             self.until_cached(path).await;
         }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // The workers close their browsers as they stop; a worker killed by a test could not, and
-        // its browsers (in process groups of their own) are found by their profile directories.
-        self.workers.clear();
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-f", &self.profiles.path().display().to_string()])
-            .status();
     }
 }
 
@@ -534,11 +227,7 @@ async fn a_worker_killed_mid_render_leaves_no_bot_unanswered_and_its_job_is_done
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let victim = cluster
-        .workers
-        .iter_mut()
-        .find(|worker| worker.name == holder)
-        .unwrap_or_else(|| panic!("{holder} is not one of the cluster's workers"));
+    let victim = cluster.worker_named(&holder);
     victim.signal("KILL", true);
     let killed = Instant::now();
     assert_eq!(victim.exit_code(Duration::from_secs(10)), None, "killed");

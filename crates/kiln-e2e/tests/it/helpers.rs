@@ -1,5 +1,9 @@
 //! The whole platform on free loopback ports, torn down when the [`Stack`] (or [`Platform`], which adds
 //! the dashboard, Postgres and DNS) is dropped.
+//! [`Cluster`] runs it as it is deployed at scale, each service a process of its own.
+
+mod cluster;
+pub use cluster::*;
 
 use kiln_core::{AllowedNets, DomainConfig, DomainSettings, Hostname};
 use kiln_store::{Store, StoreSettings};

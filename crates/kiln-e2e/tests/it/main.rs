@@ -8,6 +8,7 @@ mod dashboard_ui;
 mod edge;
 mod faults;
 mod helpers;
+mod scale;
 
 use helpers::{CHROME, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, Stack};
 use kiln_core::DomainSettings;

@@ -563,6 +563,7 @@ async fn the_directory_render_log_warm_progress_previews_and_certificates_work_o
         duration_ms: n,
         bytes: n,
         user_agent: None,
+        worker: Some("worker-a".into()),
     };
     for n in 1..=3 {
         t.store.log_render(&log_entry(n)).await.unwrap();

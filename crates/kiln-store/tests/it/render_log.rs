@@ -20,6 +20,7 @@ fn entry(n: u64, outcome: RenderLogOutcome) -> RenderLogEntry {
         duration_ms: 100 + n,
         bytes: 1_000 * n,
         user_agent: Some("Googlebot/2.1".into()),
+        worker: Some("worker-a".into()),
     }
 }
 
@@ -86,4 +87,20 @@ fn entries_serialise_with_lowercase_purposes_and_outcomes() {
     assert_eq!(json, "preview");
     let json = serde_json::to_value(RenderLogOutcome::Failed).unwrap();
     assert_eq!(json, "failed");
+}
+
+#[test]
+fn an_entry_logged_before_workers_named_themselves_still_reads() {
+    let mut json = serde_json::to_value(entry(1, RenderLogOutcome::Stored)).unwrap();
+    assert_eq!(json["worker"], "worker-a");
+    json.as_object_mut().unwrap().remove("worker");
+    let old: RenderLogEntry = serde_json::from_value(json).unwrap();
+    assert_eq!(old.worker, None);
+    assert_eq!(
+        old,
+        RenderLogEntry {
+            worker: None,
+            ..entry(1, RenderLogOutcome::Stored)
+        }
+    );
 }
