@@ -211,20 +211,19 @@ impl ChromeProcess {
         // Held for as long as this browser is ours: a worker that dies without cleaning up (SIGKILL,
         // OOM) releases it with its last breath, which is how the next worker knows the browser is
         // an orphan (see `sweep_orphans`). The descriptor is close-on-exec, so Chromium does not
-        // inherit it.
-        let lock = std::fs::File::create(profile.path().join(PROFILE_LOCK))
-            .map_err(|source| LaunchError::Profile {
-                dir: profile.path().to_owned(),
-                source,
-            })
-            .and_then(|file| {
-                Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-                    LaunchError::Profile {
-                        dir: profile.path().to_owned(),
-                        source: errno.into(),
-                    }
-                })
-            })?;
+        // inherit it. The file is locked under a name the sweep ignores and only then renamed into
+        // place (atomically, the lock going with the file): were it created under its own name, a
+        // worker starting at the same moment could find it unlocked in between, take the browser
+        // being born for an orphan and delete its profile.
+        let profile_error = |source: std::io::Error| LaunchError::Profile {
+            dir: profile.path().to_owned(),
+            source,
+        };
+        let staged = profile.path().join(format!("{PROFILE_LOCK}.new"));
+        let file = std::fs::File::create(&staged).map_err(profile_error)?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| profile_error(errno.into()))?;
+        std::fs::rename(&staged, profile.path().join(PROFILE_LOCK)).map_err(profile_error)?;
 
         let mut command = tokio::process::Command::new(chrome);
         command
