@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 /// What the test origin saw of one request.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// The connection it came on (the gateway's end of it).
+    pub peer: std::net::SocketAddr,
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
@@ -51,12 +53,14 @@ pub const PAGE: &str = "<!doctype html><html><head><title>Origin page</title></h
 
 async fn record(
     State(log): State<OriginLog>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     log.0.lock().unwrap().push(Seen {
+        peer,
         method: method.clone(),
         uri: uri.clone(),
         headers,
@@ -129,12 +133,15 @@ impl TestOrigin {
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
         });
         TestOrigin {
             port,

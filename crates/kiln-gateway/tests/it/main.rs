@@ -88,6 +88,33 @@ async fn people_get_the_origins_bytes_and_every_set_cookie() {
 }
 
 #[tokio::test]
+async fn people_reuse_the_gateways_connections_to_the_origin() {
+    let gw = TestGateway::start(DomainSettings::default()).await;
+    for n in 0..30 {
+        let page = gw
+            .person(Method::GET, &format!("/products/{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.text().await.unwrap(), PAGE);
+    }
+    let connections: std::collections::BTreeSet<_> = gw
+        .origin
+        .log
+        .requests()
+        .iter()
+        .map(|seen| seen.peer)
+        .collect();
+    assert_eq!(gw.origin.log.count(), 30);
+    assert_eq!(
+        connections.len(),
+        1,
+        "one request after another goes over one kept-alive connection: {connections:?}"
+    );
+}
+
+#[tokio::test]
 async fn methods_queries_and_bodies_pass_through_with_forwarding_headers() {
     let gw = TestGateway::start(DomainSettings::default()).await;
     let body = vec![7u8; 3 * 1024 * 1024];
