@@ -34,12 +34,12 @@ def main():
     get = lambda section, subject, metric: fig_data.get((section, subject, metric))  # noqa: E731
 
     targets = [
-        ("hits", "nginx static file", "nginx static file\n(reference)", REFERENCE),
-        ("hits", "edge + gateway", "bot HIT\nedge + gateway", KILN),
-        ("hits", "gateway alone", "bot HIT\ngateway alone", KILN_LIGHT),
+        ("hits", "nginx static file", "nginx static\nfile (ref.)", REFERENCE),
+        ("hits", "edge + gateway", "bot HIT\nedge+gateway", KILN),
+        ("hits", "gateway alone", "bot HIT\ngateway", KILN_LIGHT),
         ("human", "origin alone", "origin\nalone", "#cfcfcf"),
-        ("human", "nginx proxy", "nginx proxying\norigin (reference)", REFERENCE),
-        ("human", "edge + gateway", "person\nedge + gateway", KILN),
+        ("human", "nginx proxy", "nginx proxy\n(ref.)", REFERENCE),
+        ("human", "edge + gateway", "person\nedge+gateway", KILN),
     ]
     targets = [t for t in targets if get(t[0], t[1], "requests_per_s") is not None]
 
@@ -54,7 +54,7 @@ def main():
     for bar, (section, subject, _, _) in zip(bars, targets):
         ratio = get(section, subject, "ratio_to_reference")
         label = f"{bar.get_height():,.0f}"
-        if ratio is not None and subject not in ("nginx static file", "nginx proxy"):
+        if ratio is not None and subject not in ("nginx static file", "nginx proxy", "origin alone"):
             label += f"\n{ratio:.2f}× ref"
         ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(xs), [label for _, _, label, _ in targets], fontsize=8)
@@ -131,7 +131,7 @@ def main():
                 fontsize=8, color="#c62828")
     ax.set_yticks(list(ys), [m[0] for m in memory], fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlim(1, max([m[1] for m in memory] + [64]) * 4)
+    ax.set_xlim(5, max([m[1] for m in memory] + [64]) * 4)
     ax.set_xlabel("MiB (log scale)")
     ax.set_title("Memory")
     ax.invert_yaxis()

@@ -324,7 +324,7 @@ def main():
 
     w("## Cache hits\n")
     w(
-        f"A verified Googlebot asks for /products/3, which is in the cache. The reference is nginx serving the "
+        f"Googlebot (its per-address rate limit off, as for a verified crawler) asks for /products/3, which is in the cache. The reference is nginx serving the "
         f"same bytes from disk (the gateway's stored gzip, {meta.get('page_gzip_bytes', '?')} bytes, "
         f"{meta.get('page_bytes', '?')} uncompressed, through `gzip_static`), configured like the edge (two workers, "
         "a JSON access-log line per request). *Gateway alone* is the gateway without the edge in front, sent the "
@@ -377,7 +377,7 @@ def main():
 
     w("## Cold renders of the demo's pages\n")
     w(
-        "A verified Googlebot through the edge, one request at a time, for a page never rendered before (render "
+        "Googlebot through the edge, one request at a time, for a page never rendered before (render "
         "cache emptied, and a query string no one asked for yet), the worker idle before each. The demo's script "
         "waits 100 ms and its API answers after 150 ms: about 250 ms of each render is the page's own loading "
         "time. *Total* is the bot's view (request to last byte), *render* the worker's `X-Kiln-Render-Ms`.\n"
