@@ -226,12 +226,11 @@ def main():
         record("renders", subject, "worker_peak_rss", entry["worker_mib"], "MiB")
         record("renders", subject, "chromium_peak_pss", entry["chromium_mib"], "MiB")
 
-    # Where more bots at once stopped buying renders: the first level that adds under 15 %.
-    saturation = None
-    for before, after in zip(level_rows, level_rows[1:]):
-        if before["rate"] and after["rate"] is not None and after["rate"] < before["rate"] * 1.15:
-            saturation = before
-            break
+    # Where the CPU is the limit: the first level at which Kiln's worker and Chromium use three
+    # quarters of the cores, or, when other work leaves them less, at which the machine is all busy.
+    saturation = next((e for e in level_rows if e["cpu_cores"] and cores and e["cpu_cores"] >= 0.75 * cores), None)
+    if saturation is None:
+        saturation = next((e for e in level_rows if e["busy"] is not None and e["busy"] >= 95), None)
 
     # --- goals ---------------------------------------------------------------------------------
     edge_ratio = hits.ratio(EDGE, STATIC)
@@ -400,7 +399,7 @@ def main():
 
     w("## Renders per second by concurrency\n")
     w(
-        f"1, 2, 4 and 8 bots at once (closed loop: each asks for its next never-rendered page as soon as it has "
+        f"{', '.join(str(e['level']) for e in level_rows)} bots at once (closed loop: each asks for its next never-rendered page as soon as it has "
         f"the last), {meta.get('render_seconds', '?')} s a level, the render cache emptied and the worker idle "
         "before each; one browser with 8 tabs (`KILN_WORKER_TABS_PER_BROWSER=8`, so eight at once are eight "
         "renders in Chromium), recycled every 50 renders as by default. Renders/s counts 200 MISS answers over "
@@ -417,13 +416,19 @@ def main():
         )
     w("")
     if saturation is not None:
+        later = [e for e in level_rows if e["level"] > saturation["level"]]
+        steps = ", ".join(
+            f"{b['level']}→{a['level']} at once: {fmt(a['rate'] / b['rate'] if a['rate'] and b['rate'] else None, 2, '×')}"
+            for b, a in zip([saturation] + later, later)
+        )
         w(
-            f"Throughput stops growing past **{saturation['level']} at once** (the next level adds under 15 %): "
-            f"there Kiln's processes used {fmt(saturation['cpu_cores'], 2)} of the {cores} cores and the machine was "
-            f"{fmt(saturation['busy'], 0, ' %')} busy, so more concurrency only lengthens each render.\n"
+            f"The CPU is the limit from **{saturation['level']} at once**: there Kiln's worker and Chromium used "
+            f"{fmt(saturation['cpu_cores'], 2)} of the {cores} cores and the machine was {fmt(saturation['busy'], 0, ' %')} "
+            "busy (other work included)"
+            + (f"; past it renders/s grew by only {steps}, while each render took longer.\n" if steps else ".\n")
         )
     elif level_rows:
-        w("Throughput grew by at least 15 % at every level measured: no saturation within these levels.\n")
+        w("Neither Kiln's processes nor the machine used the whole CPU at any level measured.\n")
     w(
         f"Worker RSS idle after the renders: {fmt(worker_idle_mib, 0, ' MiB')}. Chromium's memory is "
         "`kiln_browser_memory_bytes` from the worker's /metrics (proportional set size of every process of its "
