@@ -425,7 +425,13 @@ def main():
             f"The CPU is the limit from **{saturation['level']} at once**: there Kiln's worker and Chromium used "
             f"{fmt(saturation['cpu_cores'], 2)} of the {cores} cores and the machine was {fmt(saturation['busy'], 0, ' %')} "
             "busy (other work included)"
-            + (f"; past it renders/s grew by only {steps}, while each render took longer.\n" if steps else ".\n")
+            + (
+                f"; past it, renders/s changed by {steps}, and a render took {fmt(saturation['p50'])} ms "
+                f"(median, bot's view) at {saturation['level']} at once against {fmt(later[-1]['p50'])} ms at "
+                f"{later[-1]['level']}.\n"
+                if steps
+                else ".\n"
+            )
         )
     elif level_rows:
         w("Neither Kiln's processes nor the machine used the whole CPU at any level measured.\n")
