@@ -3,7 +3,8 @@
 # the render-engine benchmark over the corpus (scripts/bench-render.sh), starts a private stack on
 # free ports (Redis, a throwaway Postgres to register the demo domain, the demo origin, worker,
 # gateway and the nginx edge, so a running scripts/run-local.sh is left alone), measures, stops
-# everything it started and writes docs/benchmarks/latest.{md,csv,png}.
+# everything it started and writes docs/benchmarks/latest.{md,csv,png} and render.md. About 10 minutes
+# after the build; BENCH_KEEP=1 keeps the logs and raw figures.
 #
 #   scripts/bench.sh
 #
@@ -20,7 +21,9 @@
 # Settings (environment):
 #   BENCH_SECONDS         length of each wrk run (default 10)
 #   BENCH_ROUNDS          alternating rounds of wrk runs; the tables give the median (default 3)
-#   BENCH_CONNECTIONS     wrk connections for cache hits and the human path (default 32)
+#   BENCH_CONNECTIONS     wrk connections for cache hits and the human path (default 32: with -t2,
+#                         one wrk thread per core, enough requests in flight to keep two nginx
+#                         workers and the gateway busy, not so many that queueing makes the p50)
 #   BENCH_RENDER_SECONDS  how long each concurrency level of renders runs (default 20)
 #   BENCH_LEVELS          concurrency levels of renders (default "1 2 4 8")
 #   BENCH_CORPUS_RUNS     renders per corpus page in scripts/bench-render.sh (default 3; 0 skips it)
