@@ -40,9 +40,10 @@ fuzz-cmin target:
 screenshots:
     scripts/screenshots.sh
 
-# Run the benchmarks and write docs/benchmarks/.
+# The benchmark suite (about 10 minutes after the release build): builds, starts a private stack,
+# measures against in-run references, stops it, and writes docs/benchmarks/latest.{md,csv,png} and
+# render.md. BENCH_SECONDS, BENCH_ROUNDS, ... tune it (see scripts/bench.sh).
 bench:
-    scripts/bench-render.sh
     scripts/bench.sh
 
 # Cold-render throughput with 1, 2, 3 and 4 workers on this machine: docs/benchmarks/scale.md.

@@ -1,145 +1,480 @@
 #!/usr/bin/env bash
-# Benchmarks the running platform against in-run references on this machine and writes
-# docs/benchmarks/latest.md. Needs the local stack (scripts/run-local.sh) running in another terminal.
+# Kiln's benchmark suite (`just bench`). Needs nothing running: it builds the release binaries, runs
+# the render-engine benchmark over the corpus (scripts/bench-render.sh), starts a private stack on
+# free ports (Redis, a throwaway Postgres to register the demo domain, the demo origin, worker,
+# gateway and the nginx edge, so a running scripts/run-local.sh is left alone), measures, stops
+# everything it started and writes docs/benchmarks/latest.{md,csv,png} and render.md. About 10 minutes
+# after the build; BENCH_KEEP=1 keeps the logs and raw figures.
 #
-#   scripts/bench.sh [seconds per wrk run, default 10]
+#   scripts/bench.sh
 #
-# Measured, side by side in one run:
-#   1. cache hits (bot, HIT) through edge+gateway, and the gateway alone, vs nginx serving the same bytes
-#      from disk;
-#   2. the human path through edge+gateway vs nginx proxying the origin directly vs the origin itself;
-#   3. cold renders of the demo's product pages (cache emptied before each), from the bot's side.
+# Every figure is compared with a reference measured in the same run on this machine, and references
+# and subjects alternate round by round, so that noise from other work on the machine hits both:
+#   1. cache hits (Googlebot, HIT) through edge + gateway, and straight to the gateway,
+#      against nginx serving the same gzip bytes from disk;
+#   2. the human path through edge + gateway against nginx proxying the origin (and the origin alone);
+#   3. the gateway's memory with 1,000 connections open, on cache hits;
+#   4. cold renders of the demo's pages through the edge, one at a time;
+#   5. renders per second with 1, 2, 4 and 8 bots at once, each asking for pages never rendered, with
+#      the worker's and Chromium's memory and the CPU they use.
+#
+# Settings (environment):
+#   BENCH_SECONDS         length of each wrk run (default 10)
+#   BENCH_ROUNDS          alternating rounds of wrk runs; the tables give the median (default 3)
+#   BENCH_CONNECTIONS     wrk connections for cache hits and the human path (default 32: with -t2,
+#                         one wrk thread per core, enough requests in flight to keep two nginx
+#                         workers and the gateway busy, not so many that queueing makes the p50)
+#   BENCH_RENDER_SECONDS  how long each concurrency level of renders runs (default 20)
+#   BENCH_LEVELS          concurrency levels of renders (default "1 2 4 8")
+#   BENCH_CORPUS_RUNS     renders per corpus page in scripts/bench-render.sh (default 3; 0 skips it)
+#   BENCH_OUT             where the results go (default docs/benchmarks)
+#   BENCH_KEEP=1          keep the run's directory (logs, raw figures) instead of removing it
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# A decimal point in EPOCHREALTIME and in every number the tools print.
+export LC_ALL=C
 
-DURATION=${1:-10}
-EDGE=http://127.0.0.1:${KILN_LOCAL_EDGE_PORT:-8080}
-GATEWAY=http://127.0.0.1:3000
-ORIGIN=http://127.0.0.1:5173
-REDIS_PORT=${KILN_LOCAL_REDIS_PORT:-6380}
+RUN_SECONDS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNS=${BENCH_CONNECTIONS:-32}
+RENDER_SECONDS=${BENCH_RENDER_SECONDS:-20}
+read -r -a LEVELS <<<"${BENCH_LEVELS:-1 2 4 8}"
+CORPUS_RUNS=${BENCH_CORPUS_RUNS:-3}
+OUT=${BENCH_OUT:-$KILN_ROOT/docs/benchmarks}
 HOST=demo.localhost
 BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 PERSON_UA='Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36'
-OUT="$KILN_ROOT/docs/benchmarks"
+# Crawlers and browsers all accept gzip; the gateway sends its stored gzip bytes as they are.
+ACCEPT='Accept-Encoding: gzip'
+for n in "$RUN_SECONDS" "$ROUNDS" "$CONNS" "$RENDER_SECONDS" "$CORPUS_RUNS" "${LEVELS[@]}"; do
+  [[ $n =~ ^[0-9]+$ ]] || die "BENCH_* settings must be whole numbers, not '$n'"
+done
+
+ensure_packages redis-server postgresql nginx chromium fonts-liberation curl ca-certificates procps \
+  wrk python3-venv
+VENV=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/bench-venv
+REQUIREMENTS="$KILN_ROOT/scripts/bench-requirements.txt"
+
+# --- the run's directory, and cleaning up whatever this script started -------------------------
 WORK=$(mktemp -d /tmp/kiln-bench.XXXXXX)
+# The postgres user (Postgres refuses to run as root) must be able to enter it.
 chmod 755 "$WORK"
-trap 'stop_edge "$WORK/ref"; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/logs" "$WORK/raw"
+PIDS=()          # every service this script started, by name=pid
+CHILDREN=""      # the worker's descendants (Chromium), recorded when it is stopped
+SAMPLER_PID=""
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  [ -z "$SAMPLER_PID" ] || kill "$SAMPLER_PID" 2>/dev/null || true
+  local entry pid
+  for entry in "${PIDS[@]}"; do
+    pid=${entry#*=}
+    [ "${entry%%=*}" != worker ] || CHILDREN+=" $(descendants "$pid" | tr '\n' ' ')"
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for entry in "${PIDS[@]}"; do
+    pid=${entry#*=}
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  # Chromium processes the worker started and did not take down with it: the ids recorded just
+  # before it was stopped, and only if they still are Chromium's.
+  for pid in $CHILDREN; do
+    grep -qa chrom "/proc/$pid/cmdline" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  done
+  stop_edge "$WORK/edge"
+  stop_edge "$WORK/ref"
+  stop_redis "$WORK/redis"
+  stop_postgres "$WORK/postgres"
+  if [ "$status" -ne 0 ] || [ "${BENCH_KEEP:-}" = 1 ]; then
+    log "logs and raw figures kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-command -v wrk >/dev/null || { log "installing wrk"; as_root apt-get install -y -q wrk >/dev/null; }
-wait_http "$EDGE/_edge/healthz" 5 || die "the local stack is not running: start scripts/run-local.sh first"
+# descendants PID: the process and every process below it, one id a line.
+descendants() {
+  ps -e -o pid=,ppid= | awk -v root="$1" '
+    { parent[$1] = $2 }
+    END { for (p in parent) { q = p; while ((q in parent) && q != root && q > 1) q = parent[q]; if (q == root) print p } }'
+}
 
-# --- a reference nginx: the rendered page from disk, and a plain proxy to the origin -------------------
-curl -fsS -H "Host: $HOST" -A "$BOT_UA" "$EDGE/products/3" -o /dev/null
-curl -fsS -H "Host: $HOST" -A "$BOT_UA" "$EDGE/products/3" -o "$WORK/page.html"
-mkdir -p "$WORK/ref"
-cat > "$WORK/ref/nginx.conf" <<CONF
+# cpu_ticks PID...: CPU time (user + system, with reaped children's) of these processes, in ticks.
+cpu_ticks() {
+  local pid
+  for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
+    awk '{ sub(/^.*\) /, ""); split($0, f, " "); s += f[12] + f[13] + f[14] + f[15] } END { print s + 0 }'
+}
+
+# machine_ticks: "busy total" CPU ticks of the whole machine since boot.
+machine_ticks() {
+  awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# A free port below the ephemeral range (where outgoing connections' own ports come from, so a port
+# nothing listens on may still be taken), not yet handed out by this script.
+used_ports=" "
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % (EPHEMERAL_LOW - 20000)))
+    case $used_ports in *" $port "*) continue ;; esac
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+    used_ports+="$port "
+    echo "$port"
+    return
+  done
+}
+
+# metric URL NAME [LABEL-REGEX]: the sum of a Prometheus metric's samples whose labels match.
+metric() {
+  curl -fsS --max-time 2 "$1/metrics" 2>/dev/null |
+    awk -v name="$2" -v labels="${3:-}" '
+      index($1, name) == 1 && (substr($1, length(name) + 1, 1) == "{" || length($1) == length(name)) && $0 ~ labels { s += $NF; n++ }
+      END { if (n) printf "%.0f\n", s; else print "" }'
+}
+
+# --- builds ------------------------------------------------------------------------------------
+BIN="${CARGO_TARGET_DIR:-$KILN_ROOT/target}/release"
+log "building Kiln (release; the first build takes several minutes)"
+(cd "$KILN_ROOT" && cargo build --release --locked --bins) || die "cargo build --release failed"
+if [ "$CORPUS_RUNS" -gt 0 ]; then
+  # Compiled now, so that no compiler runs beside the measurements.
+  log "building the render-engine benchmark (crates/kiln-worker/benches/corpus.rs)"
+  (cd "$KILN_ROOT" && cargo bench --locked -p kiln-worker --bench corpus --no-run) \
+    || die "cargo bench --no-run failed"
+fi
+
+stamp=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+if [ "$(cat "$VENV/.kiln-requirements" 2>/dev/null)" != "$stamp" ] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  log "installing matplotlib into $VENV"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  # Debian's own Python, so that a pyenv or conda python3 earlier on PATH does not matter.
+  /usr/bin/python3 -m venv "$VENV" || die "creating the venv $VENV failed"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-virtualenv \
+    -r "$REQUIREMENTS" || die "installing the chart's packages from $REQUIREMENTS failed"
+  echo "$stamp" >"$VENV/.kiln-requirements"
+fi
+
+# wrk holds 1,000 connections in the memory run, and the gateway must accept them.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 4096 ] \
+  || die "the open-files limit is $(ulimit -n); the 1,000-connection run needs at least 4096 (ulimit -n)"
+
+{
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "commit=$(git -C "$KILN_ROOT" rev-parse --short HEAD)$(git -C "$KILN_ROOT" diff --quiet HEAD 2>/dev/null || echo '+changes')"
+  echo "cores=$(nproc)"
+  echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+  echo "memory_gb=$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)"
+  echo "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "nginx=$(nginx -v 2>&1 | sed 's|.*nginx/||')"
+  echo "chromium=$(chromium --version 2>/dev/null | awk '{ print $2 }')"
+  echo "wrk_seconds=$RUN_SECONDS"
+  echo "rounds=$ROUNDS"
+  echo "connections=$CONNS"
+  echo "render_seconds=$RENDER_SECONDS"
+} >"$WORK/raw/meta.env"
+
+# --- 0. the render engine over the corpus (its own browser; before the stack starts) -----------
+if [ "$CORPUS_RUNS" -gt 0 ]; then
+  log "render engine over the corpus ($CORPUS_RUNS renders a page): scripts/bench-render.sh"
+  "$KILN_ROOT/scripts/bench-render.sh" "$CORPUS_RUNS" 0 40 "$OUT/render.md" >"$WORK/logs/corpus.log" 2>&1 \
+    || { tail -n 30 "$WORK/logs/corpus.log" >&2; die "scripts/bench-render.sh failed (log above)"; }
+  grep -E '^Median overhead|^Throughput at' "$WORK/logs/corpus.log" | sed 's/\*\*//g' >&2 || true
+fi
+
+# --- the private stack -------------------------------------------------------------------------
+REDIS_PORT=$(free_port) PG_PORT=$(free_port) DEMO_PORT=$(free_port) GW_PORT=$(free_port)
+GW_ADMIN_PORT=$(free_port) WORKER_ADMIN_PORT=$(free_port) EDGE_PORT=$(free_port)
+EDGE_TLS_PORT=$(free_port) STATIC_PORT=$(free_port) PROXY_PORT=$(free_port)
+EDGE=http://127.0.0.1:$EDGE_PORT
+GATEWAY=http://127.0.0.1:$GW_PORT
+GW_ADMIN=http://127.0.0.1:$GW_ADMIN_PORT
+WORKER_ADMIN=http://127.0.0.1:$WORKER_ADMIN_PORT
+ORIGIN=http://127.0.0.1:$DEMO_PORT
+STATIC=http://127.0.0.1:$STATIC_PORT
+PROXY=http://127.0.0.1:$PROXY_PORT
+
+export KILN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" KILN_REDIS_PREFIX="kiln:"
+export KILN_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+export KILN_ALLOWED_PRIVATE_NETS="127.0.0.1/32"
+export KILN_DEMO_LISTEN="127.0.0.1:$DEMO_PORT"
+export KILN_GATEWAY_LISTEN="127.0.0.1:$GW_PORT" KILN_GATEWAY_ADMIN_LISTEN="127.0.0.1:$GW_ADMIN_PORT"
+export KILN_WORKER_ADMIN_LISTEN="127.0.0.1:$WORKER_ADMIN_PORT"
+export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"
+# As deployed (deploy/kubernetes/base/config.yaml): JSON logs at info; the edge is the trusted proxy.
+export KILN_LOG_FORMAT=json RUST_LOG=info KILN_TRUSTED_PROXIES="127.0.0.1/32"
+# Eight tabs, so that eight concurrent renders are eight renders in Chromium, not four and a queue.
+export KILN_WORKER_TABS_PER_BROWSER=8
+export KILN_WORKER_PROFILE_DIR="$WORK/profiles"
+mkdir -p "$KILN_WORKER_PROFILE_DIR"
+
+start() { # NAME COMMAND...: runs a service in the background, its output in logs/NAME.log
+  local name=$1; shift
+  "$@" >"$WORK/logs/$name.log" 2>&1 &
+  PIDS+=("$name=$!")
+}
+pid_of() { local e; for e in "${PIDS[@]}"; do [ "${e%%=*}" != "$1" ] || { echo "${e#*=}"; return; }; done; }
+
+log "starting a private stack: Redis :$REDIS_PORT, Postgres :$PG_PORT, demo :$DEMO_PORT, gateway :$GW_PORT, edge :$EDGE_PORT"
+start_redis "$WORK/redis" "$REDIS_PORT"
+start_postgres "$WORK/postgres" "$PG_PORT"
+"$BIN/kiln-dashboard" migrate >"$WORK/logs/migrate.log" 2>&1 \
+  || { cat "$WORK/logs/migrate.log" >&2; die "kiln-dashboard migrate failed"; }
+start demo "$BIN/kiln-demo"
+wait_tcp "$DEMO_PORT" 30 || die "the demo origin did not start (see $WORK/logs/demo.log)"
+# Registered and published to Redis as the operator does it; the dashboard service is not needed.
+# The real Googlebot is a verified crawler, which no per-address bot rate limit holds back. The
+# benchmark's comes from 127.0.0.1, which no crawler check can verify (not a public address), so the
+# domain's limit is turned off instead (`--bot-rate-per-second 0`). Should that ever not hold, the
+# HIT counts below catch the 429s.
+"$BIN/kiln-dashboard" domain add --host "$HOST" --origin "$ORIGIN" --bot-rate-per-second 0 \
+  >"$WORK/logs/domain.log" 2>&1 \
+  || { cat "$WORK/logs/domain.log" >&2; die "kiln-dashboard domain add failed"; }
+start worker "$BIN/kiln-worker"
+start gateway "$BIN/kiln-gateway"
+start_edge "$WORK/edge" "127.0.0.1:$EDGE_PORT" "127.0.0.1:$GW_PORT" "127.0.0.1:$EDGE_TLS_PORT"
+for check in "gateway $GW_ADMIN/readyz" "worker $WORKER_ADMIN/readyz" "edge $EDGE/_edge/healthz"; do
+  set -- $check
+  wait_http "$2" 60 || die "the $1 did not become ready (see $WORK/logs/$1.log or $WORK/edge/error.log)"
+done
+GW_PID=$(pid_of gateway)
+WORKER_PID=$(pid_of worker)
+
+# bot URL [curl args...]: a Googlebot's GET through the edge; prints "status cache render_ms total_ms".
+bot() {
+  local url=$1; shift
+  curl -sS -o /dev/null --max-time 60 -H "Host: $HOST" -A "$BOT_UA" -H "$ACCEPT" "$@" \
+    -w '%{http_code}\t%header{x-kiln-cache}\t%header{x-kiln-render-ms}\t%{time_total}\n' "$url" |
+    awk -F'\t' '{ printf "%s\t%s\t%s\t%.1f\n", $1, ($2 == "" ? "-" : $2), ($3 == "" ? "-" : $3), $4 * 1000 }' \
+    || true # a failed request is a line with status 000, counted as such
+}
+
+log "rendering /products/3 for the cache-hit runs"
+first=$(bot "$EDGE/products/3")
+[ "$(cut -f1 <<<"$first")" = 200 ] || die "the first bot request got '$first' (status, cache), not 200 (see $WORK/logs/)"
+for target in "edge $EDGE" "gateway $GATEWAY"; do
+  set -- $target
+  got=$(bot "$2/products/3" -H 'X-Is-Bot: 1' -H 'X-Kiln-Bot-Family: search')
+  [ "$(cut -f1-2 <<<"$got")" = $'200\tHIT' ] || die "a bot's second request via the $1 got '$got', not 200 HIT"
+done
+
+# --- the reference nginx: the cached page's bytes from disk, and a plain proxy to the origin ----
+mkdir -p "$WORK/www" "$WORK/ref"
+curl -fsS -H "Host: $HOST" -A "$BOT_UA" -H "$ACCEPT" -H 'X-Is-Bot: 1' -D "$WORK/raw/hit-headers.txt" \
+  -o "$WORK/www/page.html.gz" "$GATEWAY/products/3"
+grep -qi '^content-encoding: gzip' "$WORK/raw/hit-headers.txt" || die "the gateway did not send its page gzip-compressed"
+gzip -dc "$WORK/www/page.html.gz" >"$WORK/www/page.html"
+touch -r "$WORK/www/page.html" "$WORK/www/page.html.gz"
+BODY_BYTES=$(stat -c %s "$WORK/www/page.html.gz")
+echo "page_gzip_bytes=$BODY_BYTES" >>"$WORK/raw/meta.env"
+echo "page_bytes=$(stat -c %s "$WORK/www/page.html")" >>"$WORK/raw/meta.env"
+# Configured like the edge where it matters: two workers, JSON access log per request, keep-alive
+# to the upstream, no buffering of the proxied response.
+cat >"$WORK/ref/nginx.conf" <<CONF
+user root;
 worker_processes auto;
 pid $WORK/ref/nginx.pid;
 error_log $WORK/ref/error.log warn;
 events { worker_connections 1024; }
 http {
-  access_log off;
+  server_tokens off;
+  log_format ref_json escape=json '{"time":"\$time_iso8601","request_id":"\$request_id",'
+    '"remote_addr":"\$remote_addr","host":"\$http_host","method":"\$request_method",'
+    '"uri":"\$request_uri","protocol":"\$server_protocol","status":\$status,'
+    '"body_bytes_sent":\$body_bytes_sent,"request_time":\$request_time,'
+    '"upstream_addr":"\$upstream_addr","upstream_status":"\$upstream_status",'
+    '"upstream_response_time":"\$upstream_response_time","user_agent":"\$http_user_agent"}';
+  access_log $WORK/ref/access.log ref_json;
   client_body_temp_path $WORK/ref/body; proxy_temp_path $WORK/ref/proxy;
   fastcgi_temp_path $WORK/ref/fcgi; uwsgi_temp_path $WORK/ref/uwsgi; scgi_temp_path $WORK/ref/scgi;
-  upstream origin { server 127.0.0.1:5173; keepalive 64; }
-  server { listen 127.0.0.1:8090; default_type text/html;
-           location / { root $WORK; try_files /page.html =404; } }
-  server { listen 127.0.0.1:8091;
-           location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  upstream origin { server 127.0.0.1:$DEMO_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$STATIC_PORT;
+    location / { root $WORK/www; default_type text/html; gzip_static on; try_files /page.html =404; }
+  }
+  server {
+    listen 127.0.0.1:$PROXY_PORT;
+    location / {
+      proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_buffering off; proxy_request_buffering off;
+    }
+  }
 }
 CONF
-nginx -p "$WORK/ref" -c "$WORK/ref/nginx.conf" -e "$WORK/ref/error.log"
-wait_tcp 8090 10; wait_tcp 8091 10
+nginx -p "$WORK/ref" -c "$WORK/ref/nginx.conf" -e "$WORK/ref/error.log" || die "the reference nginx did not start"
+wait_tcp "$STATIC_PORT" 10 && wait_tcp "$PROXY_PORT" 10 || die "the reference nginx is not listening"
+ref_len=$(curl -fsS -H "$ACCEPT" -o /dev/null -w '%{size_download}' "$STATIC/products/3")
+[ "$ref_len" = "$BODY_BYTES" ] || die "nginx serves $ref_len bytes, the gateway $BODY_BYTES: gzip_static is not in use"
 
-# wrk_run NAME URL [header...]: prints "NAME rps p50_ms p99_ms"
-to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
+# --- wrk ---------------------------------------------------------------------------------------
+# wrk_run SECTION SUBJECT ROUND URL [HEADER...]: one wrk run; appends a line to raw/wrk.tsv. For the
+# runs that pass the gateway, the gateway's own counters say how many answers were cache HITs (bot)
+# or took the human path (person): wrk itself only sees status codes.
 wrk_run() {
-  local name=$1 url=$2; shift 2
-  local args=()
+  local section=$1 subject=$2 round=$3 url=$4; shift 4
+  local args=() h counted_before counted_after out
   for h in "$@"; do args+=(-H "$h"); done
-  local out; out=$(wrk -t2 -c32 -d"${DURATION}s" --latency "${args[@]}" "$url")
-  local rps p50 p99 errors
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
-  errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-  printf '%s|%s|%s|%s|%s\n' "$name" "$rps" "$p50" "$p99" "${errors:-none}"
+  local labels='class="bot".*cache="hit"|cache="hit".*class="bot"'
+  [ "$section" = human ] && labels='class="person"'
+  counted_before=$(metric "$GW_ADMIN" kiln_gateway_requests_total "$labels")
+  out=$(wrk -t2 -c"$CONNS" -d"${RUN_SECONDS}s" --timeout 5s --latency "${args[@]}" "$url" 2>&1) \
+    || die "wrk failed against $url: $out"
+  counted_after=$(metric "$GW_ADMIN" kiln_gateway_requests_total "$labels")
+  wrk_parse "$out" | awk -v s="$section" -v n="$subject" -v r="$round" -v c=$((${counted_after:-0} - ${counted_before:-0})) \
+    'BEGIN { OFS = "\t" } { print s, n, r, $0, c }' >>"$WORK/raw/wrk.tsv"
+  tail -n 1 "$WORK/raw/wrk.tsv" | awk -F'\t' '{ printf "    %-28s round %s: %9.0f req/s  p50 %6.3f ms  p99 %7.3f ms  errors %d\n", $2, $3, $4, $5, $6, $8 + $9 }' >&2
 }
 
-log "cache hits (${DURATION}s each)"
-HITS=$(
-  wrk_run "nginx static file (reference)" "http://127.0.0.1:8090/products/3"
-  wrk_run "bot HIT via edge + gateway" "$EDGE/products/3" "Host: $HOST" "User-Agent: $BOT_UA"
-  wrk_run "bot HIT via gateway only" "$GATEWAY/products/3" "Host: $HOST" "User-Agent: $BOT_UA" "X-Is-Bot: 1"
-)
-log "human path (${DURATION}s each)"
-HUMANS=$(
-  wrk_run "origin directly (reference)" "$ORIGIN/products/3"
-  wrk_run "nginx proxying the origin (reference)" "http://127.0.0.1:8091/products/3"
-  wrk_run "person via edge + gateway" "$EDGE/products/3" "Host: $HOST" "User-Agent: $PERSON_UA"
-)
+# wrk_parse OUTPUT: "rps p50_ms p99_ms requests non2xx socket_errors"
+wrk_parse() {
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /m$/) return v * 60000; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec/ { rps = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    / requests in / { requests = $1 }
+    /Non-2xx or 3xx responses/ { non2xx = $NF }
+    /Socket errors/ { gsub(/,/, ""); sock = $4 + $6 + $8 + $10 }
+    END { printf "%s\t%.3f\t%.3f\t%d\t%d\t%d\n", rps, p50, p99, requests, non2xx, sock }' <<<"$1"
+}
 
-log "cold renders"
-RENDERS=""
-for round in 1 2 3; do
-  for id in 1 2 3 4 5 6; do
-    redis-cli -p "$REDIS_PORT" --scan --pattern 'kiln:{d:*}:page:*' | xargs -r redis-cli -p "$REDIS_PORT" del >/dev/null
-    line=$(curl -sS -o /dev/null -H "Host: $HOST" -A "$BOT_UA" -D - -w 'total=%{time_total}\n' "$EDGE/products/$id")
-    cache=$(echo "$line" | awk -F': ' 'tolower($1)=="x-kiln-cache" {gsub(/\r/,"",$2); print $2}')
-    render=$(echo "$line" | awk -F': ' 'tolower($1)=="x-kiln-render-ms" {gsub(/\r/,"",$2); print $2}')
-    total=$(echo "$line" | awk -F'=' '/^total=/ {print $2*1000}')
-    RENDERS+="$round|/products/$id|$cache|${render:-}|$total"$'\n'
+: >"$WORK/raw/wrk.tsv"
+BOT_HEADERS=("Host: $HOST" "User-Agent: $BOT_UA" "$ACCEPT")
+PERSON_HEADERS=("Host: $HOST" "User-Agent: $PERSON_UA" "$ACCEPT")
+log "cache hits and the human path: $ROUNDS rounds of ${RUN_SECONDS}s wrk runs, -t2 -c$CONNS, references and subjects alternating"
+for round in $(seq "$ROUNDS"); do
+  wrk_run hits "nginx static file" "$round" "$STATIC/products/3" "$ACCEPT"
+  wrk_run hits "edge + gateway" "$round" "$EDGE/products/3" "${BOT_HEADERS[@]}"
+  wrk_run hits "gateway alone" "$round" "$GATEWAY/products/3" "${BOT_HEADERS[@]}" 'X-Is-Bot: 1' 'X-Kiln-Bot-Family: search'
+  wrk_run human "origin alone" "$round" "$ORIGIN/products/3" "${PERSON_HEADERS[@]}"
+  wrk_run human "nginx proxy" "$round" "$PROXY/products/3" "${PERSON_HEADERS[@]}"
+  wrk_run human "edge + gateway" "$round" "$EDGE/products/3" "${PERSON_HEADERS[@]}"
+done
+
+# --- the gateway's memory with 1,000 connections ----------------------------------------------
+log "gateway memory: wrk -t2 -c1000 for ${RUN_SECONDS}s on cache hits straight to the gateway"
+GW_IDLE_KB=$(rss_kb "$GW_PID")
+sample_gateway() { # every 0.2 s: RSS in kB and open connections, while wrk runs
+  while :; do
+    printf '%s\t%s\n' "$(rss_kb "$GW_PID")" "$(metric "$GW_ADMIN" kiln_gateway_open_connections)"
+    sleep 0.2
+  done
+}
+sample_gateway >"$WORK/raw/gateway-1000.tsv" &
+SAMPLER_PID=$!
+args=()
+for h in "${BOT_HEADERS[@]}" 'X-Is-Bot: 1' 'X-Kiln-Bot-Family: search'; do args+=(-H "$h"); done
+out=$(wrk -t2 -c1000 -d"${RUN_SECONDS}s" --timeout 10s --latency "${args[@]}" "$GATEWAY/products/3" 2>&1) \
+  || die "wrk -c1000 failed: $out"
+kill "$SAMPLER_PID" 2>/dev/null || true
+wait "$SAMPLER_PID" 2>/dev/null || true
+SAMPLER_PID=""
+{
+  printf 'idle_rss_kb\t%s\n' "$GW_IDLE_KB"
+  awk -F'\t' '$1 > m { m = $1 } END { printf "peak_rss_kb\t%d\n", m }' "$WORK/raw/gateway-1000.tsv"
+  awk -F'\t' '$2 != "" && $2 + 0 > m { m = $2 } END { printf "peak_open_connections\t%d\n", m }' "$WORK/raw/gateway-1000.tsv"
+  printf 'after_rss_kb\t%s\n' "$(rss_kb "$GW_PID")"
+  wrk_parse "$out" | awk -F'\t' 'BEGIN { OFS = "\t" } { print "rps", $1; print "p50_ms", $2; print "p99_ms", $3; print "requests", $4; print "non2xx", $5; print "socket_errors", $6 }'
+} >"$WORK/raw/gateway-memory.tsv"
+awk -F'\t' '{ printf "    %s %s\n", $1, $2 }' "$WORK/raw/gateway-memory.tsv" >&2
+
+# --- renders -----------------------------------------------------------------------------------
+flush_pages() { # empties the render cache (the domain directory and the queue stay)
+  redis-cli -p "$REDIS_PORT" --scan --pattern 'kiln:{d:*}:page:*' | xargs -r -n 500 redis-cli -p "$REDIS_PORT" del >/dev/null
+}
+wait_idle() { # until the worker holds no tab and no job waits, so that one level does not leak into the next
+  local deadline=$((SECONDS + 60))
+  until [ "$(metric "$WORKER_ADMIN" kiln_browser_tabs_in_use)" = 0 ] && [ "$(metric "$WORKER_ADMIN" kiln_queue_depth 'queue="render"')" = 0 ]; do
+    [ $SECONDS -lt $deadline ] || die "the worker did not go idle within 60 s"
+    sleep 0.2
+  done
+  sleep 1
+}
+RUN_ID=$(date +%s)
+PRODUCTS=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$KILN_ROOT/examples/demo/products.json" 2>/dev/null || echo 6)
+
+log "cold renders of the demo's pages through the edge, one at a time ($ROUNDS rounds of $PRODUCTS pages)"
+: >"$WORK/raw/cold.tsv"
+for round in $(seq "$ROUNDS"); do
+  for id in $(seq "$PRODUCTS"); do
+    flush_pages
+    wait_idle
+    # A query string no one asked for before: a page the gateway's in-memory cache cannot hold either.
+    printf '%s\t/products/%s\t%s\n' "$round" "$id" "$(bot "$EDGE/products/$id?bench=$RUN_ID-cold-$round")" >>"$WORK/raw/cold.tsv"
   done
 done
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-RENDER_MEDIAN=$(echo "$RENDERS" | awk -F'|' 'NF>=5 && $3=="MISS" {print $5}' | median)
-RENDER_MISSES=$(echo "$RENDERS" | awk -F'|' 'NF>=5 && $3=="MISS"' | wc -l)
+awk -F'\t' '{ printf "    round %s %-12s %s %-5s render %5s ms  total %7.1f ms\n", $1, $2, $3, $4, $5, $6 }' "$WORK/raw/cold.tsv" >&2
 
-field() { echo "$1" | awk -F'|' -v n="$2" -v f="$3" '$1==n {print $f}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b>0) printf "%.2f", a/b; else print "n/a" }'; }
-minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a-b }'; }
-STATIC_RPS=$(field "$HITS" "nginx static file (reference)" 2)
-EDGE_RPS=$(field "$HITS" "bot HIT via edge + gateway" 2)
-GW_RPS=$(field "$HITS" "bot HIT via gateway only" 2)
-ORIGIN_P50=$(field "$HUMANS" "origin directly (reference)" 3)
-PROXY_RPS=$(field "$HUMANS" "nginx proxying the origin (reference)" 2)
-PROXY_P50=$(field "$HUMANS" "nginx proxying the origin (reference)" 3)
-PERSON_RPS=$(field "$HUMANS" "person via edge + gateway" 2)
-PERSON_P50=$(field "$HUMANS" "person via edge + gateway" 3)
+# render_client LEVEL CLIENT DEADLINE: one bot asking for never-rendered pages until the deadline.
+render_client() {
+  local level=$1 client=$2 deadline=$3 i=0 start
+  while [ "${EPOCHREALTIME/./}" -lt "$deadline" ]; do
+    i=$((i + 1))
+    start=$EPOCHREALTIME
+    printf '%s\t%s\t%s\t%s\t%s\n' "$level" "$client" "$start" \
+      "$(bot "$EDGE/products/$(((client + i) % PRODUCTS + 1))?bench=$RUN_ID-$level-$client-$i")" "$EPOCHREALTIME"
+  done
+}
+sample_renders() { # every 0.5 s: level, worker RSS kB, Chromium PSS bytes, tabs in use
+  while :; do
+    printf '%s\t%s\t%s\t%s\n' "$1" "$(rss_kb "$WORKER_PID")" "$(metric "$WORKER_ADMIN" kiln_browser_memory_bytes)" \
+      "$(metric "$WORKER_ADMIN" kiln_browser_tabs_in_use)"
+    sleep 0.5
+  done
+}
+: >"$WORK/raw/renders.tsv"
+: >"$WORK/raw/levels.tsv"
+: >"$WORK/raw/render-memory.tsv"
+log "renders per second by concurrency (${LEVELS[*]}), ${RENDER_SECONDS}s a level, every page a new one"
+for level in "${LEVELS[@]}"; do
+  flush_pages
+  wait_idle
+  sample_renders "$level" >>"$WORK/raw/render-memory.tsv" &
+  SAMPLER_PID=$!
+  procs=$(descendants "$WORKER_PID" | tr '\n' ' ')
+  cpu_before=$(cpu_ticks $procs)
+  read -r busy_before total_before < <(machine_ticks)
+  started=$EPOCHREALTIME
+  deadline=$(( ${started/./} + RENDER_SECONDS * 1000000 ))
+  clients=()
+  for client in $(seq "$level"); do
+    render_client "$level" "$client" "$deadline" >"$WORK/raw/renders-$level-$client.tsv" &
+    clients+=($!)
+  done
+  wait "${clients[@]}"
+  finished=$EPOCHREALTIME
+  # The processes alive now include the browsers started during the level; those that were
+  # recycled during it are counted in the worker's reaped children.
+  procs=$(descendants "$WORKER_PID" | tr '\n' ' ')
+  cpu_after=$(cpu_ticks $procs)
+  read -r busy_after total_after < <(machine_ticks)
+  kill "$SAMPLER_PID" 2>/dev/null || true
+  wait "$SAMPLER_PID" 2>/dev/null || true
+  SAMPLER_PID=""
+  cat "$WORK/raw/renders-$level"-*.tsv >>"$WORK/raw/renders.tsv"
+  awk -v l="$level" -v s="$started" -v f="$finished" -v c=$((cpu_after - cpu_before)) -v hz="$(getconf CLK_TCK)" \
+      -v b=$((busy_after - busy_before)) -v t=$((total_after - total_before)) -v load="$(cut -d' ' -f1 /proc/loadavg)" \
+      'BEGIN { OFS = "\t"; print l, f - s, c / hz, (t > 0 ? 100 * b / t : 0), load }' >>"$WORK/raw/levels.tsv"
+  awk -F'\t' -v l="$level" '$1 == l { n++; if ($4 == 200 && $5 == "MISS") ok++ } END { printf "    %d at once: %d requests, %d rendered (200 MISS)\n", l, n, ok }' "$WORK/raw/renders.tsv" >&2
+done
+echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/raw/meta.env"
+printf 'worker_idle_rss_kb\t%s\n' "$(rss_kb "$WORKER_PID")" >"$WORK/raw/worker-idle.tsv"
 
+# --- the report --------------------------------------------------------------------------------
 mkdir -p "$OUT"
-{
-  echo "# Kiln benchmarks"
-  echo
-  echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(git -C "$KILN_ROOT" rev-parse --short HEAD), wrk -t2 -c32 for ${DURATION}s per row,"
-  echo "release build, everything (load generator included) on this one machine over loopback. Timings on a shared"
-  echo "machine are noisy: compare rows of the same run, not runs."
-  echo
-  echo "## Cache hits"
-  echo
-  echo "| target | requests/s | p50 ms | p99 ms | errors |"
-  echo "| --- | ---: | ---: | ---: | --- |"
-  echo "$HITS" | awk -F'|' '{printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5}'
-  echo
-  echo "Gateway alone / nginx static: **$(ratio "$GW_RPS" "$STATIC_RPS")×** throughput; edge + gateway / nginx static: **$(ratio "$EDGE_RPS" "$STATIC_RPS")×**."
-  echo
-  echo "## Human path"
-  echo
-  echo "| target | requests/s | p50 ms | p99 ms | errors |"
-  echo "| --- | ---: | ---: | ---: | --- |"
-  echo "$HUMANS" | awk -F'|' '{printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5}'
-  echo
-  echo "Edge + gateway / nginx proxy: **$(ratio "$PERSON_RPS" "$PROXY_RPS")×** throughput, p50 added over nginx proxying: **$(minus "$PERSON_P50" "$PROXY_P50") ms**, over the origin itself: **$(minus "$PERSON_P50" "$ORIGIN_P50") ms**."
-  echo
-  echo "## Cold renders of the demo's product pages"
-  echo
-  echo "Cache emptied before each request; the demo's script waits 100 ms and its API answers after 150 ms, so"
-  echo "about 250 ms of every render is the page's own loading time."
-  echo
-  echo "| round | page | cache | X-Kiln-Render-Ms | total ms (bot's view) |"
-  echo "| ---: | --- | --- | ---: | ---: |"
-  echo "$RENDERS" | awk -F'|' 'NF>=5 {printf "| %s | %s | %s | %s | %.0f |\n", $1, $2, $3, $4, $5}'
-  echo
-  echo "Median cold render (bot's view, $RENDER_MISSES renders): **$RENDER_MEDIAN ms**."
-} > "$OUT/latest.md"
-cat "$OUT/latest.md"
+log "writing $OUT/latest.md, latest.csv and latest.png"
+"$VENV/bin/python" "$KILN_ROOT/scripts/bench_report.py" "$WORK/raw" "$OUT" || die "scripts/bench_report.py failed"
+"$VENV/bin/python" "$KILN_ROOT/scripts/bench_chart.py" "$OUT/latest.csv" "$OUT/latest.png" || die "scripts/bench_chart.py failed"
+sed -n '/^## Goals/,/^## Cache hits/p' "$OUT/latest.md" | sed '$d' >&2
+log "done: $OUT/latest.md"

@@ -5,6 +5,10 @@
 //! `cargo bench -p kiln-worker --bench corpus -- [--runs N] [--throughput N] [--soak N] [--out FILE]`
 //! (`scripts/bench-render.sh` runs it with the figures the README reports). Timings on a shared
 //! machine are noisy: medians, not single runs, and nothing here is asserted.
+//!
+//! With `--out`, the whole report (notes included) is written to FILE and nothing but progress goes
+//! to the terminal; without it, the report is printed on standard output. A relative FILE is the
+//! repository's (`cargo bench` runs the program in the package's directory).
 
 use futures::StreamExt;
 use kiln_core::{DeviceClass, ResourceBlocking};
@@ -114,7 +118,7 @@ async fn main() {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "# Render engine benchmark\n\nOne browser, 4 warm tabs, the egress proxy on, {} runs per page \
+        "# Render engine benchmark\n\nOne browser, {TABS} warm tabs, the egress proxy on, {} runs per page \
          (one at a time, each in a fresh browser context). *Page* is when the page itself was \
          complete (its last DOM change, fetch or load event, by its own clock); *overhead* is what \
          the render took beyond that (tab checkout, set-up, readiness detection, serialisation and \
@@ -169,13 +173,19 @@ async fn main() {
     let done = render_mix(&pool, &mix, args.throughput).await;
     let rate = done as f64 / started.elapsed().as_secs_f64();
     let line = format!(
-        "Throughput at concurrency 4 on this machine: **{rate:.1} renders/s** ({done} of {} renders of the mix {MIX:?} succeeded).\n",
+        "Throughput at concurrency {TABS} on this machine: **{rate:.1} renders/s** ({done} of {} renders of the mix {MIX:?} succeeded).\n",
         args.throughput
     );
     eprintln!("{line}");
     let _ = writeln!(report, "{line}");
 
-    if args.soak > 0 {
+    if args.soak == 0 {
+        let _ = writeln!(
+            report,
+            "Memory over many renders: not measured in this run (`--soak 0`; `scripts/bench-render.sh` \
+             alone measures it over 1,000 renders).\n"
+        );
+    } else {
         let before = memory(&pool);
         let started = Instant::now();
         let ok = render_mix(&pool, &mix, args.soak).await;
@@ -198,25 +208,92 @@ async fn main() {
     }
     pool.shutdown().await;
     proxy.shutdown().await;
+    report.push_str(&notes(&args));
 
-    println!("{report}");
-    if let Some(out) = args.out {
-        // `cargo bench` runs in the package's directory: relative paths are the repository's.
-        let out = kiln_testkit::repo_root().join(out);
-        std::fs::write(&out, &report).expect("the report file is writable");
-        let out = out.display();
-        eprintln!("written to {out}");
+    match args.out {
+        Some(out) => {
+            if let Err(error) = write_report(&out, &report) {
+                // A plain message and a failed exit, never a panic: its text must not end up in a
+                // report that someone assembles from the terminal's output.
+                eprintln!("error: {error}");
+                std::process::exit(1);
+            }
+        }
+        None => print!("{report}"),
     }
 }
 
-/// Renders `count` pages of `mix`, four at a time; returns how many succeeded.
+/// Writes the report to `out`, creating its directory. A relative path is the repository's: it is
+/// resolved against the checkout being run (`cargo bench` sets `CARGO_MANIFEST_DIR` for the
+/// program it starts), not a path compiled into a dependency, which a target directory shared
+/// between checkouts can leave pointing at another one.
+fn write_report(out: &str, report: &str) -> Result<(), String> {
+    let out = std::path::Path::new(out);
+    let out = if out.is_absolute() {
+        out.to_owned()
+    } else {
+        let package = std::env::var_os("CARGO_MANIFEST_DIR")
+            .ok_or("a relative --out needs CARGO_MANIFEST_DIR (run through `cargo bench`)")?;
+        std::path::Path::new(&package).join("../..").join(out)
+    };
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&out, report).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+/// How the figures were made and what explains the outliers: part of the report, so that the file
+/// is wholly generated and never pieced together by hand.
+fn notes(args: &Args) -> String {
+    let command = |program: &str, arg: &str| {
+        std::process::Command::new(program)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let chrome = std::env::var("KILN_CHROME_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut notes = format!(
+        "Produced on {} with `scripts/bench-render.sh` (`cargo bench -p kiln-worker --bench corpus -- \
+         --runs {} --throughput {} --soak {}`) on this {cores}-core machine, {}. Notes:\n\n",
+        command("date", "-u"),
+        args.runs,
+        args.throughput,
+        args.soak,
+        command(&chrome, "--version"),
+    );
+    notes.push_str(
+        "* `never-idle` keeps a long-poll open: a request counts as long-lived (and stops holding the \
+         render) once it is 2 s old, so that page finishes at about 2.1 s, against the 10 s cap that \
+         peers burn.\n\
+         * `big-dom` moves 3 MB of HTML out of Chromium and through the rewriter: that is its extra \
+         overhead.\n\
+         * Throughput is bound by Chromium's CPU on two cores: each render gets a fresh browser \
+         context, which costs a renderer process; the warm-up of the next tabs runs beside the \
+         renders.\n",
+    );
+    if args.soak > 0 {
+        notes.push_str(
+            "* \"Before\" memory is measured after the per-page and throughput runs; browsers are \
+             replaced every 50 renders, so the figures compare browsers of similar age.\n",
+        );
+    }
+    notes
+}
+
+/// Renders `count` pages of `mix`, one per warm tab at a time; returns how many succeeded.
 async fn render_mix(pool: &BrowserPool, mix: &[String], count: usize) -> usize {
     futures::stream::iter((0..count).map(|i| {
         let pool = pool.clone();
         let url = mix[i % mix.len()].clone();
         async move { render_one(&pool, &url).await.is_ok() }
     }))
-    .buffer_unordered(4)
+    .buffer_unordered(TABS)
     .filter(|ok| futures::future::ready(*ok))
     .count()
     .await
