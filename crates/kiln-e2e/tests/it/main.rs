@@ -123,16 +123,27 @@ async fn a_request_id_follows_a_render_from_the_gateway_to_the_worker_and_back()
         "{id}"
     );
 
-    let text = logs.text();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .filter(|line: &serde_json::Value| {
-            line["spans"]
-                .as_array()
-                .is_some_and(|spans| spans.iter().any(|span| span["request.id"] == id.as_str()))
-        })
-        .collect();
+    // The worker logs its render just after it announces it: wait for its line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (text, lines) = loop {
+        let text = logs.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &serde_json::Value| {
+                line["spans"]
+                    .as_array()
+                    .is_some_and(|spans| spans.iter().any(|span| span["request.id"] == id.as_str()))
+            })
+            .collect();
+        let worker_logged = lines
+            .iter()
+            .any(|line| line["fields"]["message"] == "render stored");
+        if worker_logged || Instant::now() > deadline {
+            break (text, lines);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let logged = |target: &str, message: &str| {
         lines.iter().any(|line| {
             line["target"]
