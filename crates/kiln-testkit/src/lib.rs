@@ -483,3 +483,31 @@ pub fn documented_metrics(sections: &[&str]) -> Vec<String> {
     }
     names
 }
+
+/// The value of one sample of a Prometheus text exposition, named as written (`name{labels}`), if
+/// the text has it.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Panics naming every metric `docs/metrics.md` lists in `sections` that the exposition `text`
+/// has no sample of; returns how many were checked.
+pub fn assert_serves_documented_metrics(text: &str, sections: &[&str]) -> usize {
+    let documented = documented_metrics(sections);
+    let missing: Vec<&String> = documented
+        .iter()
+        .filter(|name| {
+            !text
+                .lines()
+                .any(|line| !line.starts_with('#') && line.starts_with(name.as_str()))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented in docs/metrics.md but not served: {missing:?}\n{text}"
+    );
+    documented.len()
+}

@@ -314,11 +314,7 @@ impl TestServer {
             .expect("the metrics request failed");
         assert_eq!(response.status(), 200);
         let text = response.text().await.unwrap();
-        text.lines()
-            .find_map(|line| {
-                let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
-                rest.split_whitespace().next()?.parse().ok()
-            })
+        kiln_testkit::metric_value(&text, series)
             .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
     }
 

@@ -247,6 +247,13 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
             "no `{line}` in:\n{metrics}"
         );
     }
+    kiln_testkit::assert_serves_documented_metrics(
+        &metrics,
+        &[
+            "Every Kiln service",
+            "Certificate manager (`kiln-acme run`)",
+        ],
+    );
     assert!(report.failed.is_empty(), "{report:?}");
     // Pebble fetched the challenge's answer over HTTP from the edge, at the address DNS gave it.
     let fetched = format!(

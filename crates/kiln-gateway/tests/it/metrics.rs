@@ -33,10 +33,7 @@ pub struct Metrics(pub String);
 impl Metrics {
     /// The value of the sample `series` (name and labels exactly as written), if there is one.
     pub fn value(&self, series: &str) -> Option<f64> {
-        self.0.lines().find_map(|line| {
-            let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
-            rest.split_whitespace().next()?.parse().ok()
-        })
+        kiln_testkit::metric_value(&self.0, series)
     }
 
     pub fn expect(&self, series: &str) -> f64 {
@@ -207,14 +204,8 @@ async fn redis_failures_are_counted() {
 #[tokio::test]
 async fn every_metric_the_docs_promise_is_served() {
     let gw = TestGateway::start(DomainSettings::default()).await;
-    let documented = kiln_testkit::documented_metrics(&["Every Kiln service", "Gateway"]);
-    assert!(documented.len() >= 14, "{documented:?}");
     let text = scrape(&gw).await.0;
-    for name in documented {
-        assert!(
-            text.lines()
-                .any(|line| !line.starts_with('#') && line.starts_with(name.as_str())),
-            "`{name}` is documented but not served:\n{text}"
-        );
-    }
+    let checked =
+        kiln_testkit::assert_serves_documented_metrics(&text, &["Every Kiln service", "Gateway"]);
+    assert!(checked >= 14, "{checked} metrics documented");
 }

@@ -213,11 +213,7 @@ impl TestApp {
     pub async fn metric(&self, series: &str) -> f64 {
         let (status, text) = self.get_admin("/metrics").await;
         assert_eq!(status, 200, "{text}");
-        text.lines()
-            .find_map(|line| {
-                let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
-                rest.split_whitespace().next()?.parse().ok()
-            })
+        kiln_testkit::metric_value(&text, series)
             .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
     }
 

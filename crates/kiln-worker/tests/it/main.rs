@@ -369,13 +369,7 @@ async fn recovers_from_a_killed_browser() {
     assert_eq!(app.metric(r#"kiln_queue_depth{queue="render"}"#).await, 0.0);
     // Everything docs/metrics.md promises of a worker is there.
     let (_, text) = app.get_admin("/metrics").await;
-    for name in kiln_testkit::documented_metrics(&["Every Kiln service", "Worker"]) {
-        assert!(
-            text.lines()
-                .any(|line| !line.starts_with('#') && line.starts_with(name.as_str())),
-            "`{name}` is documented but not served:\n{text}"
-        );
-    }
+    kiln_testkit::assert_serves_documented_metrics(&text, &["Every Kiln service", "Worker"]);
     app.shutdown().await;
 }
 
