@@ -153,17 +153,7 @@ if [ "$CORPUS_RUNS" -gt 0 ]; then
     || die "cargo bench --no-run failed"
 fi
 
-stamp=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-if [ "$(cat "$VENV/.kiln-requirements" 2>/dev/null)" != "$stamp" ] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
-  log "installing matplotlib into $VENV"
-  rm -rf "$VENV"
-  mkdir -p "$(dirname "$VENV")"
-  # Debian's own Python, so that a pyenv or conda python3 earlier on PATH does not matter.
-  /usr/bin/python3 -m venv "$VENV" || die "creating the venv $VENV failed"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-virtualenv \
-    -r "$REQUIREMENTS" || die "installing the chart's packages from $REQUIREMENTS failed"
-  echo "$stamp" >"$VENV/.kiln-requirements"
-fi
+ensure_venv "$VENV" "$REQUIREMENTS" "the chart's packages (matplotlib)" python -c 'import matplotlib'
 
 # wrk holds 1,000 connections in the memory run, and the gateway must accept them.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -31,6 +31,27 @@ ensure_packages() {
   command -v cargo >/dev/null || die "cargo is not on PATH: install the Rust toolchain (rustup) first"
 }
 
+# ensure_venv VENV REQUIREMENTS WHAT CHECK...: a venv at VENV holding the pinned REQUIREMENTS (WHAT
+# names them in messages), made with Debian's own Python (so that a pyenv or conda python3 earlier on
+# PATH does not matter) and made anew whenever the requirements file changes or CHECK (a command of
+# the venv's bin/ and its arguments) fails in it.
+ensure_venv() {
+  local venv=$1 requirements=$2 what=$3; shift 3
+  local stamp; stamp=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [ "$(cat "$venv/.kiln-requirements" 2>/dev/null)" = "$stamp" ] && "$venv/bin/$1" "${@:2}" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "installing $what into $venv"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  /usr/bin/python3 -m venv "$venv" || die "creating the venv $venv failed"
+  # Old packages built from source make pip print deprecation notices: not ours to act on.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-virtualenv \
+    -r "$requirements" 2> >(grep -v DEPRECATION >&2) || die "installing $what from $requirements failed"
+  "$venv/bin/$1" "${@:2}" >/dev/null 2>&1 || die "$what from $requirements does not run ($*)"
+  echo "$stamp" >"$venv/.kiln-requirements"
+}
+
 pg_bin() {
   local dir
   dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)

@@ -25,18 +25,7 @@ REQUIREMENTS="$KILN_ROOT/scripts/schemathesis-requirements.txt"
 
 ensure_packages python3-venv postgresql redis-server curl ca-certificates procps
 
-# The venv is (re)built whenever the pinned requirements change. Debian's own Python is used, so a
-# pyenv or conda python3 earlier on PATH does not matter.
-stamp=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-if [ "$(cat "$VENV/.kiln-requirements" 2>/dev/null)" != "$stamp" ] \
-   || ! "$VENV/bin/schemathesis" --version >/dev/null 2>&1; then
-  log "installing schemathesis into $VENV"
-  rm -rf "$VENV"
-  /usr/bin/python3 -m venv "$VENV" || die "creating the venv $VENV failed"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-virtualenv \
-    -r "$REQUIREMENTS" || die "installing schemathesis from $REQUIREMENTS failed"
-  echo "$stamp" >"$VENV/.kiln-requirements"
-fi
+ensure_venv "$VENV" "$REQUIREMENTS" schemathesis schemathesis --version
 log "using $("$VENV/bin/schemathesis" --version)"
 
 TMP=$(mktemp -d /tmp/kiln-schemathesis.XXXXXX)

@@ -24,31 +24,15 @@
 # and prometheus packages into the same cache without being installed. Exits non-zero, naming the
 # file and the problem, when anything is invalid.
 set -euo pipefail
-KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-
-log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
-die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/kiln"
 VENV="$CACHE/validate-deploy-venv"
 REQUIREMENTS="$KILN_ROOT/scripts/validate-deploy-requirements.txt"
 mkdir -p "$CACHE"
 
-# Debian packages this needs installed: Python's venv, and nginx for `nginx -t`.
-missing=()
-for pkg in python3-venv nginx; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing Debian packages: ${missing[*]}"
-  as_root apt-get update -q >/dev/null
-  # policy-rc.d keeps nginx's system-wide service from being started.
-  as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
-    || { as_root rm -f /usr/sbin/policy-rc.d; die "apt-get install ${missing[*]} failed"; }
-  as_root rm -f /usr/sbin/policy-rc.d
-fi
+# Python's venv for the validators, and nginx for `nginx -t`.
+ensure_packages python3-venv nginx
 
 # unpack_deb PACKAGE BINARY: unpacks the candidate version of a Debian package into the cache (once
 # per version) and prints the path of BINARY inside it. Nothing is installed: the binaries run from
@@ -76,18 +60,7 @@ unpack_deb() {
 KUBECTL=$(unpack_deb kubernetes-client /usr/bin/kubectl)
 PROMTOOL=$(unpack_deb prometheus /usr/bin/promtool)
 
-# The venv is (re)built whenever the pinned requirements change. Debian's own Python is used, so a
-# pyenv or conda python3 earlier on PATH does not matter.
-stamp=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-if [ "$(cat "$VENV/.kiln-requirements" 2>/dev/null)" != "$stamp" ] \
-   || ! "$VENV/bin/python" -c 'import kubernetes_validate, check_jsonschema, yamllint' 2>/dev/null; then
-  log "installing the validators into $VENV"
-  rm -rf "$VENV"
-  /usr/bin/python3 -m venv "$VENV" || die "creating the venv $VENV failed"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-virtualenv \
-    -r "$REQUIREMENTS" || die "installing the validators from $REQUIREMENTS failed"
-  echo "$stamp" >"$VENV/.kiln-requirements"
-fi
+ensure_venv "$VENV" "$REQUIREMENTS" "the validators" python -c 'import kubernetes_validate, check_jsonschema, yamllint'
 
 # Docker Compose's own check of docker-compose.yml: the real v2 client where it is installed (the
 # checks use it then), else the last Python release of the client, in a venv of its own.
@@ -97,18 +70,7 @@ COMPOSE=""
 if docker compose version >/dev/null 2>&1; then
   COMPOSE="docker compose"
 else
-  stamp=$(sha256sum "$COMPOSE_REQUIREMENTS" | cut -d' ' -f1)
-  if [ "$(cat "$COMPOSE_VENV/.kiln-requirements" 2>/dev/null)" != "$stamp" ] \
-     || ! "$COMPOSE_VENV/bin/docker-compose" version >/dev/null 2>&1; then
-    log "installing docker-compose 1.29.2 into $COMPOSE_VENV"
-    rm -rf "$COMPOSE_VENV"
-    /usr/bin/python3 -m venv "$COMPOSE_VENV" || die "creating the venv $COMPOSE_VENV failed"
-    "$COMPOSE_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-virtualenv \
-      -r "$COMPOSE_REQUIREMENTS" 2>&1 | grep -v DEPRECATION >&2 || true
-    "$COMPOSE_VENV/bin/docker-compose" version >/dev/null 2>&1 \
-      || die "installing docker-compose from $COMPOSE_REQUIREMENTS failed"
-    echo "$stamp" >"$COMPOSE_VENV/.kiln-requirements"
-  fi
+  ensure_venv "$COMPOSE_VENV" "$COMPOSE_REQUIREMENTS" "docker-compose 1.29.2" docker-compose version
   COMPOSE="$COMPOSE_VENV/bin/docker-compose"
 fi
 

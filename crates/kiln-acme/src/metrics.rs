@@ -40,13 +40,7 @@ impl AcmeMetrics {
             "Certificates held in Redis",
             certificates.clone(),
         );
-        metrics::counter_fn(
-            &mut registry,
-            "kiln_redis_errors_total",
-            "Redis commands that failed (timeouts, lost connections, errors)",
-            &[("service", "acme")],
-            kiln_store::redis_errors,
-        );
+        metrics::redis_errors(&mut registry, "acme", kiln_store::redis_errors);
         AcmeMetrics {
             registry,
             store,

@@ -55,13 +55,9 @@ impl DashboardMetrics {
             &[],
             crate::db::postgres_errors,
         );
-        metrics::counter_fn(
-            &mut registry,
-            "kiln_redis_errors_total",
-            "Redis commands that failed (timeouts, lost connections, errors)",
-            &[("service", "dashboard")],
-            || kiln_store::redis_errors() + kiln_queue::redis_errors(),
-        );
+        metrics::redis_errors(&mut registry, "dashboard", || {
+            kiln_store::redis_errors() + kiln_queue::redis_errors()
+        });
         DashboardMetrics {
             registry,
             requests,

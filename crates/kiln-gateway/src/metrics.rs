@@ -103,13 +103,9 @@ impl GatewayMetrics {
             open_connections.clone(),
         );
         let queues = QueueGauges::register(&mut registry);
-        metrics::counter_fn(
-            &mut registry,
-            "kiln_redis_errors_total",
-            "Redis commands that failed (timeouts, lost connections, errors)",
-            &[("service", "gateway")],
-            || kiln_store::redis_errors() + kiln_queue::redis_errors(),
-        );
+        metrics::redis_errors(&mut registry, "gateway", || {
+            kiln_store::redis_errors() + kiln_queue::redis_errors()
+        });
         GatewayMetrics {
             registry,
             requests,

@@ -90,6 +90,22 @@ pub fn counter_fn(
     }));
 }
 
+/// Registers `kiln_redis_errors_total{service}`, read from `read` (the Redis error counts the
+/// program's store and queue keep) at each scrape.
+pub fn redis_errors(
+    registry: &mut Registry,
+    service: &'static str,
+    read: impl Fn() -> u64 + Send + Sync + 'static,
+) {
+    counter_fn(
+        registry,
+        "kiln_redis_errors_total",
+        "Redis commands that failed (timeouts, lost connections, errors)",
+        &[("service", service)],
+        read,
+    );
+}
+
 struct FnMetric {
     name: &'static str,
     help: &'static str,

@@ -78,13 +78,9 @@ impl WorkerMetrics {
             },
         );
         let queues = QueueGauges::register(&mut registry);
-        metrics::counter_fn(
-            &mut registry,
-            "kiln_redis_errors_total",
-            "Redis commands that failed (timeouts, lost connections, errors)",
-            &[("service", "worker")],
-            || kiln_store::redis_errors() + kiln_queue::redis_errors(),
-        );
+        metrics::redis_errors(&mut registry, "worker", || {
+            kiln_store::redis_errors() + kiln_queue::redis_errors()
+        });
         WorkerMetrics {
             registry,
             renders,
