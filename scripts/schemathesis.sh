@@ -8,7 +8,8 @@
 # e.g. `--max-examples 200` fuzzes harder, `--seed 7` tries other examples (also set by
 # KILN_SCHEMATHESIS_MAX_EXAMPLES, default 50, and KILN_SCHEMATHESIS_SEED, default fixed), and
 # `--phases fuzzing` skips the other phases. The venv with the pinned schemathesis is kept in
-# KILN_SCHEMATHESIS_VENV (default /var/tmp/kiln-venv) between runs.
+# KILN_SCHEMATHESIS_VENV (default /var/tmp/kiln-venv) between runs. KILN_DASHBOARD_BIN names an
+# already built dashboard to test instead of building one.
 #
 # Installs what it lacks (Debian packages, then schemathesis from scripts/schemathesis-requirements.txt
 # into the venv), starts a throwaway Postgres and a private Redis, builds and starts the dashboard,
@@ -58,9 +59,16 @@ REDIS_PORT=$(free_port)
 log "starting a private Redis on 127.0.0.1:$REDIS_PORT"
 start_redis "$TMP/redis" "$REDIS_PORT"
 
-log "building the dashboard"
-(cd "$KILN_ROOT" && cargo build --locked -p kiln-dashboard --bin kiln-dashboard)
-BIN="${CARGO_TARGET_DIR:-$KILN_ROOT/target}/debug/kiln-dashboard"
+# scripts/test.sh hands over the binary its test build made (KILN_DASHBOARD_BIN): building the
+# dashboard alone would resolve the dependencies' features differently and compile everything again.
+if [ -n "${KILN_DASHBOARD_BIN:-}" ]; then
+  BIN=$KILN_DASHBOARD_BIN
+  log "using the dashboard built by the tests ($BIN)"
+else
+  log "building the dashboard"
+  (cd "$KILN_ROOT" && cargo build --locked -p kiln-dashboard --bin kiln-dashboard)
+  BIN="${CARGO_TARGET_DIR:-$KILN_ROOT/target}/debug/kiln-dashboard"
+fi
 [ -x "$BIN" ] || die "$BIN was not built"
 
 PORT=$(free_port)

@@ -36,5 +36,11 @@ if [ "${KILN_SKIP_SCHEMATHESIS:-0}" = 1 ] && [ "${CI:-}" != true ]; then
   log "skipping the API fuzzing (KILN_SKIP_SCHEMATHESIS=1)"
 else
   log "fuzzing the dashboard's REST API (scripts/schemathesis.sh)"
+  # A whole-workspace test build (no arguments) has just made the dashboard's binary, since its
+  # tests start it; a separate build would resolve features differently and compile every
+  # dependency a second time. With arguments (say `-p kiln-gateway`) it may be stale, so it is built.
+  if [ $# -eq 0 ]; then
+    export KILN_DASHBOARD_BIN="${CARGO_TARGET_DIR:-$KILN_ROOT/target}/debug/kiln-dashboard"
+  fi
   "$KILN_ROOT/scripts/schemathesis.sh"
 fi

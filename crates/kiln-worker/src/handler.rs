@@ -40,8 +40,9 @@ const WATCHDOG_MARGIN: Duration = Duration::from_secs(20);
 /// How long a tab has to answer its health check before use.
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The shortest a job waits for a free tab (it waits up to its cap otherwise), which rides out a
-/// browser being recycled.
-const MIN_CHECKOUT_WAIT: Duration = Duration::from_secs(5);
+/// browser being replaced: the backoff after a crash plus a launch, which takes several seconds
+/// on a loaded machine (seen: over 4.5 s on two busy cores).
+const MIN_CHECKOUT_WAIT: Duration = Duration::from_secs(15);
 /// The shortest a background job (a warm, a refresh) waits for a free tab: nobody waits for it,
 /// and while bots keep every tab busy it should wait its turn rather than fail.
 const MIN_BACKGROUND_CHECKOUT_WAIT: Duration = Duration::from_secs(60);

@@ -366,8 +366,8 @@ impl TestApp {
                 continue;
             }
             pids.push(pid);
-            if let Some((_, pgrp)) = stat(pid) {
-                self.groups.lock().unwrap().insert(pgrp);
+            if let Some(stat) = stat(pid) {
+                self.groups.lock().unwrap().insert(stat.pgrp);
             }
             let is_browser = cmdline
                 .iter()
@@ -413,15 +413,21 @@ impl TestApp {
             self.expect_browsers,
             "chromium processes seen: {groups:?}"
         );
-        let leftovers: Vec<(i32, char)> = processes()
-            .filter_map(|(pid, _)| stat(pid).map(|(state, pgrp)| (pid, state, pgrp)))
-            .filter(|(_, _, pgrp)| groups.contains(pgrp))
-            .map(|(pid, state, _)| (pid, state))
+        let leftovers: Vec<String> = processes()
+            .filter_map(|(pid, _)| stat(pid).map(|stat| (pid, stat)))
+            .filter(|(_, stat)| groups.contains(&stat.pgrp))
+            .map(|(pid, stat)| {
+                format!(
+                    "{pid} ({}) state {} ppid {} pgrp {}",
+                    stat.name, stat.state, stat.ppid, stat.pgrp
+                )
+            })
             .collect();
         assert_eq!(
             leftovers,
-            vec![],
-            "processes (state in the second field) left in chromium's process groups"
+            Vec::<String>::new(),
+            "processes left in chromium's process groups (this test is process {})",
+            std::process::id()
         );
         assert_eq!(
             dir_entries(&self.profile_root),
@@ -459,13 +465,27 @@ fn processes() -> impl Iterator<Item = (i32, Vec<String>)> {
 }
 
 /// A process's state letter and process group.
-fn stat(pid: i32) -> Option<(char, i32)> {
+struct Stat {
+    name: String,
+    state: char,
+    ppid: i32,
+    pgrp: i32,
+}
+
+fn stat(pid: i32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    let mut fields = tail.split_whitespace();
     let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    Some(Stat {
+        name,
+        state,
+        ppid,
+        pgrp,
+    })
 }
 
 fn dir_entries(dir: &Path) -> Vec<PathBuf> {
