@@ -590,7 +590,10 @@ pub async fn run_worker(
 ) -> Result<(), QueueError> {
     let conn = settings.connection().await?;
     let config = settings.config(kind);
-    let wake = wake_stream(settings.redis_url.clone(), settings.wake_channel(kind));
+    let wake = WakeUps {
+        pushed: wake_stream(settings.redis_url.clone(), settings.wake_channel(kind)),
+        fallback: tokio::time::interval(settings.fallback_poll),
+    };
     let finished = Finished::default();
     let in_flight = format!("{}:{name}", config.inflight_jobs_set());
     let _sweeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sweep_periodically(
@@ -611,9 +614,8 @@ pub async fn run_worker(
     let storage = RedisStorage::<RenderJob>::new(conn).with_config(config.clone());
     let backend = PollWith::new(
         storage,
-        Strategy::new()
-            .stream(wake)
-            .interval(settings.fallback_poll),
+        // One strategy that is always left registered (see `WakeUps`).
+        Strategy::new().stream(wake),
     );
 
     let worker = WorkerBuilder::new(name)
@@ -833,6 +835,48 @@ const FOLLOW_UP_WAKES: &[Duration] = &[
     Duration::from_millis(200),
     Duration::from_millis(300),
 ];
+
+/// When a consumer should look for jobs: a job was pushed (or a follow-up after one), or the
+/// fallback poll is due.
+///
+/// apalis-redis fetches whenever its consumer's task is woken, and parks after an empty fetch
+/// counting on its poll strategy to wake it again. But apalis-core 1.0.0's strategies register for
+/// the next wake-up only when they are pending: one that yields an item (a wake-up message, an
+/// interval tick) is not registered again until it is next polled, and the other strategies are
+/// not polled at all that time. A wake-up spent on a fetch that came back empty thus left the
+/// consumer asleep until its next heartbeat, up to five seconds, with a bot's job waiting. This
+/// stream therefore takes every wake-up and tick that is due in one poll and only returns once both
+/// sources are pending, so it is always registered for the next one.
+struct WakeUps {
+    pushed: futures::channel::mpsc::Receiver<()>,
+    fallback: tokio::time::Interval,
+}
+
+impl futures::Stream for WakeUps {
+    type Item = ();
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<()>> {
+        use futures::StreamExt;
+        use std::task::Poll;
+        let this = self.get_mut();
+        let mut due = false;
+        // A closed channel (its task gone) leaves the fallback poll to do the work.
+        while let Poll::Ready(Some(())) = this.pushed.poll_next_unpin(cx) {
+            due = true;
+        }
+        while this.fallback.poll_tick(cx).is_ready() {
+            due = true;
+        }
+        if due {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
 
 /// A stream that yields whenever a job is pushed, re-subscribing after connection loss.
 fn wake_stream(redis_url: String, channel: String) -> futures::channel::mpsc::Receiver<()> {

@@ -172,32 +172,51 @@ impl Application {
             render_queue,
             metrics,
         );
-        let render = consume(
-            &queue_settings,
+        // Each consumer runs as a task of its own. apalis fetches from Redis whenever its task is
+        // woken, for whatever reason: two consumers joined in one task woke each other with every
+        // fetch and, idle, fetched thousands of times a second between them.
+        let spawn_consumer = |kind: QueueKind, name: String, concurrency: usize| {
+            let (queue_settings, handler, store, stop) = (
+                queue_settings.clone(),
+                handler.clone(),
+                store.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                consume(
+                    &queue_settings,
+                    kind,
+                    name,
+                    concurrency,
+                    &handler,
+                    &store,
+                    &stop,
+                )
+                .await
+            })
+        };
+        let render = spawn_consumer(
             QueueKind::Render,
             settings.worker_name.clone(),
             settings.concurrency(),
-            &handler,
-            &store,
-            &stop,
         );
-        let warm = async {
-            if settings.warm_concurrency == 0 {
-                tracing::info!("KILN_WORKER_WARM_CONCURRENCY is 0: not taking warm jobs");
-                return;
-            }
-            consume(
-                &queue_settings,
+        let warm = if settings.warm_concurrency == 0 {
+            tracing::info!("KILN_WORKER_WARM_CONCURRENCY is 0: not taking warm jobs");
+            None
+        } else {
+            Some(spawn_consumer(
                 QueueKind::Warm,
                 format!("{}.warm", settings.worker_name),
                 settings.warm_concurrency,
-                &handler,
-                &store,
-                &stop,
-            )
-            .await
+            ))
         };
-        tokio::join!(render, warm);
+        for consumer in std::iter::once(render).chain(warm) {
+            if let Err(error) = consumer.await {
+                // Half a worker would look healthy while taking only one queue's jobs: stop.
+                tracing::error!(%error, "a queue consumer task failed; stopping the worker");
+                stop.cancel();
+            }
+        }
         stop.cancel();
 
         handler.wait_idle().await;

@@ -441,6 +441,24 @@ async fn shutdown_lets_renders_in_flight_finish() {
     app.shutdown().await;
 }
 
+/// An idle worker looks for jobs about once a second per queue (and is woken at once when one is
+/// pushed). When its two consumers shared a task, each woke the other with every fetch, and an idle
+/// worker sent Redis thousands of commands a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_leaves_redis_alone() {
+    let app = spawn_app().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = app.redis_commands_processed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let sent = app.redis_commands_processed() - before;
+    // Measured: about 15 a second (the polls, the heartbeats, the warm dispatch, the sweeps).
+    assert!(
+        sent < 250,
+        "an idle worker sent Redis {sent} commands in 5 s"
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_redis() {
     let mut app = spawn_app().await;
