@@ -13,6 +13,8 @@
 #   1. cache hits (Googlebot, HIT) through edge + gateway, and straight to the gateway,
 #      against nginx serving the same gzip bytes from disk;
 #   2. the human path through edge + gateway against nginx proxying the origin (and the origin alone);
+#      and, for both, the ceiling: the same edge with nginx (hits) or the origin (people) behind it in
+#      place of the gateway, which is what a gateway that cost nothing would reach;
 #   3. the gateway's memory with 1,000 connections open, on cache hits;
 #   4. cold renders of the demo's pages through the edge, one at a time;
 #   5. renders per second with 1, 2, 4 and 8 bots at once, each asking for pages never rendered, with
@@ -85,6 +87,8 @@ cleanup() {
   done
   stop_edge "$WORK/edge"
   stop_edge "$WORK/ref"
+  stop_edge "$WORK/ceiling-hits"
+  stop_edge "$WORK/ceiling-human"
   stop_redis "$WORK/redis"
   stop_postgres "$WORK/postgres"
   if [ "$status" -ne 0 ] || [ "${BENCH_KEEP:-}" = 1 ]; then
@@ -187,6 +191,8 @@ fi
 REDIS_PORT=$(free_port) PG_PORT=$(free_port) DEMO_PORT=$(free_port) GW_PORT=$(free_port)
 GW_ADMIN_PORT=$(free_port) WORKER_ADMIN_PORT=$(free_port) EDGE_PORT=$(free_port)
 EDGE_TLS_PORT=$(free_port) STATIC_PORT=$(free_port) PROXY_PORT=$(free_port)
+CEIL_HITS_PORT=$(free_port) CEIL_HITS_TLS_PORT=$(free_port) CEIL_HUMAN_PORT=$(free_port)
+CEIL_HUMAN_TLS_PORT=$(free_port)
 EDGE=http://127.0.0.1:$EDGE_PORT
 GATEWAY=http://127.0.0.1:$GW_PORT
 GW_ADMIN=http://127.0.0.1:$GW_ADMIN_PORT
@@ -194,6 +200,8 @@ WORKER_ADMIN=http://127.0.0.1:$WORKER_ADMIN_PORT
 ORIGIN=http://127.0.0.1:$DEMO_PORT
 STATIC=http://127.0.0.1:$STATIC_PORT
 PROXY=http://127.0.0.1:$PROXY_PORT
+CEIL_HITS=http://127.0.0.1:$CEIL_HITS_PORT
+CEIL_HUMAN=http://127.0.0.1:$CEIL_HUMAN_PORT
 
 export KILN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" KILN_REDIS_PREFIX="kiln:"
 export KILN_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
@@ -307,6 +315,16 @@ wait_tcp "$STATIC_PORT" 10 && wait_tcp "$PROXY_PORT" 10 || die "the reference ng
 ref_len=$(curl -fsS -H "$ACCEPT" -o /dev/null -w '%{size_download}' "$STATIC/products/3")
 [ "$ref_len" = "$BODY_BYTES" ] || die "nginx serves $ref_len bytes, the gateway $BODY_BYTES: gzip_static is not in use"
 
+# The ceilings: the edge's own configuration with the static nginx (for bots) or the origin (for
+# people) as its upstream instead of the gateway.
+start_edge "$WORK/ceiling-hits" "127.0.0.1:$CEIL_HITS_PORT" "127.0.0.1:$STATIC_PORT" "127.0.0.1:$CEIL_HITS_TLS_PORT"
+start_edge "$WORK/ceiling-human" "127.0.0.1:$CEIL_HUMAN_PORT" "127.0.0.1:$DEMO_PORT" "127.0.0.1:$CEIL_HUMAN_TLS_PORT"
+for edge in "$CEIL_HITS" "$CEIL_HUMAN"; do
+  wait_http "$edge/_edge/healthz" 10 || die "the ceiling edge at $edge did not start"
+done
+ceil_len=$(curl -fsS -H "Host: $HOST" -A "$BOT_UA" -H "$ACCEPT" -o /dev/null -w '%{size_download}' "$CEIL_HITS/products/3")
+[ "$ceil_len" = "$BODY_BYTES" ] || die "the ceiling edge serves bots $ceil_len bytes, the gateway $BODY_BYTES"
+
 # --- wrk ---------------------------------------------------------------------------------------
 # wrk_run SECTION SUBJECT ROUND URL [HEADER...]: one wrk run; appends a line to raw/wrk.tsv. For the
 # runs that pass the gateway, the gateway's own counters say how many answers were cache HITs (bot)
@@ -347,9 +365,11 @@ for round in $(seq "$ROUNDS"); do
   wrk_run hits "nginx static file" "$round" "$STATIC/products/3" "$ACCEPT"
   wrk_run hits "edge + gateway" "$round" "$EDGE/products/3" "${BOT_HEADERS[@]}"
   wrk_run hits "gateway alone" "$round" "$GATEWAY/products/3" "${BOT_HEADERS[@]}" 'X-Is-Bot: 1' 'X-Kiln-Bot-Family: search'
+  wrk_run hits "edge + nginx static (ceiling)" "$round" "$CEIL_HITS/products/3" "${BOT_HEADERS[@]}"
   wrk_run human "origin alone" "$round" "$ORIGIN/products/3" "${PERSON_HEADERS[@]}"
   wrk_run human "nginx proxy" "$round" "$PROXY/products/3" "${PERSON_HEADERS[@]}"
   wrk_run human "edge + gateway" "$round" "$EDGE/products/3" "${PERSON_HEADERS[@]}"
+  wrk_run human "edge + origin (ceiling)" "$round" "$CEIL_HUMAN/products/3" "${PERSON_HEADERS[@]}"
 done
 
 # --- the gateway's memory with 1,000 connections ----------------------------------------------

@@ -37,9 +37,11 @@ def main():
         ("hits", "nginx static file", "nginx static\nfile (ref.)", REFERENCE),
         ("hits", "edge + gateway", "bot HIT\nedge+gateway", KILN),
         ("hits", "gateway alone", "bot HIT\ngateway", KILN_LIGHT),
+        ("hits", "edge + nginx static (ceiling)", "edge+nginx\n(ceiling)", "#9e9e9e"),
         ("human", "origin alone", "origin\nalone", "#cfcfcf"),
         ("human", "nginx proxy", "nginx proxy\n(ref.)", REFERENCE),
         ("human", "edge + gateway", "person\nedge+gateway", KILN),
+        ("human", "edge + origin (ceiling)", "edge+origin\n(ceiling)", "#9e9e9e"),
     ]
     targets = [t for t in targets if get(t[0], t[1], "requests_per_s") is not None]
 

@@ -143,6 +143,8 @@ def main():
     # --- cache hits and the human path ---------------------------------------------------------
     STATIC, EDGE, GATEWAY = "nginx static file", "edge + gateway", "gateway alone"
     ORIGIN, PROXY, PERSON = "origin alone", "nginx proxy", "edge + gateway"
+    # The edge with nginx (bots) or the origin (people) behind it in place of the gateway.
+    CEILING_HITS, CEILING_HUMAN = "edge + nginx static (ceiling)", "edge + origin (ceiling)"
     for section, data, reference in (("hits", hits, STATIC), ("human", human, PROXY)):
         for subject in data.subjects:
             record(section, subject, "requests_per_s", data.med(subject, "rps"), "1/s")
@@ -265,6 +267,10 @@ def main():
          verdict(peak_rss_mib is not None and peak_rss_mib < GATEWAY_RSS_MIB, rss_valid, rss_why),
          "gateway_rss_1000", peak_rss_mib),
     ]
+    ceiling_hits = hits.ratio(CEILING_HITS, STATIC)
+    ceiling_human = human.ratio(CEILING_HUMAN, PROXY)
+    record("ceilings", "hits", "ratio_to_reference", ceiling_hits, "")
+    record("ceilings", "human", "ratio_to_reference", ceiling_human, "")
     for _, _, result, key, value in goals:
         record("goals", key, "value", value, "")
         record("goals", key, "pass", 1 if result == "pass" else 0, "")
@@ -305,6 +311,14 @@ def main():
     for text, measured, result, _, _ in goals:
         w(f"| {text} | {measured} | {result} |")
     w("")
+    if ceiling_hits is not None or ceiling_human is not None:
+        w(
+            "**Ceilings.** The edge is an nginx proxy in front of the gateway, and everything shares the two "
+            "cores. The same edge with nginx serving the page behind it, in place of the gateway, reaches "
+            f"**{fmt(ceiling_hits, 2, '×')}** of nginx-static throughput; with the origin behind it, "
+            f"**{fmt(ceiling_human, 2, '×')}** of nginx proxying the origin. Those are the figures a gateway "
+            "that cost nothing would reach through this edge on this machine (the *ceiling* rows below).\n"
+        )
 
     def wrk_table(data, reference, hits_section):
         w("| target | requests/s | p50 ms | p99 ms | throughput vs reference | errors |" + (" HITs |" if hits_section else ""))
@@ -313,7 +327,7 @@ def main():
             name = f"{subject} (reference)" if subject == reference else subject
             share = ""
             if hits_section:
-                share = " — |" if subject == reference else f" {fmt(100 * hit_share(subject) if hit_share(subject) is not None else None, 1, ' %')} |"
+                share = " — |" if subject == reference or "ceiling" in subject else f" {fmt(100 * hit_share(subject) if hit_share(subject) is not None else None, 1, ' %')} |"
             w(
                 f"| {name} | {fmt(data.med(subject, 'rps'))} | {fmt(data.med(subject, 'p50'), 3)} | "
                 f"{fmt(data.med(subject, 'p99'), 3)} | {fmt(data.ratio(subject, reference), 2, '×')} | "
@@ -328,14 +342,15 @@ def main():
         f"{meta.get('page_bytes', '?')} uncompressed, through `gzip_static`), configured like the edge (two workers, "
         "a JSON access-log line per request). *Gateway alone* is the gateway without the edge in front, sent the "
         "headers the edge adds. *HITs* is what the gateway counted as cache hits (`kiln_gateway_requests_total`) "
-        "over the requests wrk completed: 100 % means every answer was a HIT.\n"
+        "over the requests wrk completed: 100 % means every answer was a HIT. *Ceiling* is the edge with the "
+        "reference nginx behind it in place of the gateway.\n"
     )
     wrk_table(hits, STATIC, True)
     w("## Human path\n")
     w(
         "A browser's request for /products/3: the origin's single-page-app shell, proxied. The reference is nginx "
         "proxying the origin, configured like the edge (keep-alive to the upstream, no buffering); the origin "
-        "alone is shown for scale.\n"
+        "alone is shown for scale. *Ceiling* is the edge with the origin behind it in place of the gateway.\n"
     )
     wrk_table(human, PROXY, False)
     w(
