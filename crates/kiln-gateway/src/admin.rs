@@ -42,6 +42,15 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, String) {
             format!("domains not loaded yet{why}\n"),
         );
     }
+    if !app
+        .events_started
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not subscribed to render events yet: bots would get the origin's pages\n".into(),
+        );
+    }
     match redis {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(error) => (

@@ -108,6 +108,7 @@ impl Application {
             usage: Default::default(),
             hot: hot::HotCache::new(settings.hot_cache_bytes),
             events_live: Default::default(),
+            events_started: Default::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
             bot_limits: Default::default(),
             crawlers,
@@ -210,6 +211,8 @@ async fn follow_events(app: AppState) {
                 // kept in memory while no events arrived may be outdated.
                 app.hot.invalidate_all();
                 app.events_live
+                    .store(true, std::sync::atomic::Ordering::Release);
+                app.events_started
                     .store(true, std::sync::atomic::Ordering::Release);
                 reload_directory(&app).await;
                 let mut resync = tokio::time::interval(DIRECTORY_RESYNC);

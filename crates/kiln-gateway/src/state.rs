@@ -27,6 +27,10 @@ pub struct App {
     /// Whether the event subscription is up (connected): the in-memory pages are only used, and
     /// bots only wait for renders, while it is, since only events tell of purges and renders.
     pub events_live: AtomicBool,
+    /// Whether the event subscription has been up at least once: until then the gateway is not
+    /// ready, since every bot would get the origin's page. (A later interruption does not make it
+    /// unready: people's traffic must not go with it.)
+    pub events_started: AtomicBool,
     /// The proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: AllowedNets,
     /// Each domain's per-address limit on bot requests.

@@ -157,6 +157,7 @@ impl Stack {
             .await
             .expect("gateway");
         let gateway_addr = SocketAddr::from(([127, 0, 0, 1], gateway.port()));
+        let gateway_admin = gateway.admin_port();
         let (stop, signal) = stopper();
         stops.push(stop);
         tokio::spawn(gateway.run_until_stopped(signal));
@@ -168,10 +169,12 @@ impl Stack {
             .build()
             .unwrap();
 
-        // A browser must be up before the first render can start.
+        // A browser must be up before the first render can start, and the gateway must hear of
+        // renders before it lets a bot wait for one.
         if let Some(worker_admin) = worker_admin {
             wait_until_ready(&client, worker_admin).await;
         }
+        wait_until_ready(&client, gateway_admin).await;
 
         let redis_url = redis.url();
         let stack = Stack {
@@ -199,9 +202,11 @@ impl Stack {
             .await
             .expect("gateway");
         let addr = SocketAddr::from(([127, 0, 0, 1], gateway.port()));
+        let admin = gateway.admin_port();
         let (stop, signal) = stopper();
         self._stops.push(stop);
         tokio::spawn(gateway.run_until_stopped(signal));
+        wait_until_ready(&self.client, admin).await;
         addr
     }
 
@@ -866,8 +871,8 @@ pub fn utc_today() -> String {
     time::OffsetDateTime::now_utc().date().to_string()
 }
 
-/// Waits (60 s at most) until the worker whose admin server listens on `admin_port` says it is ready
-/// (a browser is up).
+/// Waits (60 s at most) until the service whose admin server listens on `admin_port` says it is
+/// ready (a worker: a browser is up; a gateway: it hears render events).
 pub async fn wait_until_ready(client: &reqwest::Client, admin_port: u16) {
     wait_for_port(admin_port, Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -879,7 +884,10 @@ pub async fn wait_until_ready(client: &reqwest::Client, admin_port: u16) {
         if ready.is_ok_and(|r| r.status().is_success()) {
             return;
         }
-        assert!(Instant::now() < deadline, "the worker never became ready");
+        assert!(
+            Instant::now() < deadline,
+            "the service on admin port {admin_port} never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
