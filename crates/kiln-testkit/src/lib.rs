@@ -53,6 +53,27 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     panic!("nothing listened on 127.0.0.1:{port} within {timeout:?}");
 }
 
+/// Waits until the service whose admin server listens on `admin_port` answers `GET /readyz` with a
+/// success, as a load balancer would before sending it traffic; panics after `timeout`. `client` is
+/// the test's own (no proxy).
+pub async fn wait_until_ready(client: &reqwest::Client, admin_port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = client
+            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service on admin port {admin_port} was not ready within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Finds a program on PATH or in the usual system locations, with a clear message when it is missing.
 pub fn program(name: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
@@ -100,6 +121,24 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli` against this server with `args` and returns what it printed; panics if it
+    /// fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(program("redis-cli"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("failed to run redis-cli");
+        assert!(
+            output.status.success(),
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("redis-cli printed UTF-8")
     }
 
     /// Kills the server (as a crash would).

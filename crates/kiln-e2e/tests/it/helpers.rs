@@ -9,7 +9,7 @@ use kiln_core::{AllowedNets, DomainConfig, DomainSettings, Hostname};
 use kiln_store::{Store, StoreSettings};
 use kiln_testkit::dns::{DnsRecord, DnsServer};
 use kiln_testkit::postgres::TestDatabase;
-use kiln_testkit::{Edge, RedisServer, wait_for_port};
+use kiln_testkit::{Edge, RedisServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -874,20 +874,5 @@ pub fn utc_today() -> String {
 /// Waits (60 s at most) until the service whose admin server listens on `admin_port` says it is
 /// ready (a worker: a browser is up; a gateway: it hears render events).
 pub async fn wait_until_ready(client: &reqwest::Client, admin_port: u16) {
-    wait_for_port(admin_port, Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = client
-            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service on admin port {admin_port} never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kiln_testkit::wait_until_ready(client, admin_port, Duration::from_secs(60)).await;
 }

@@ -13,7 +13,7 @@ use kiln_store::{PageEntry, Store, StoreSettings, UsageCounts, UsageKind, usage_
 use kiln_testkit::RedisServer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What the test origin saw of one request.
@@ -224,18 +224,7 @@ impl TestGateway {
             .unwrap();
         // As a load balancer would: no traffic before the gateway says it is ready (it hears
         // render events).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = client
-                .get(format!("http://127.0.0.1:{admin_port}/readyz"))
-                .send()
-                .await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the gateway never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        kiln_testkit::wait_until_ready(&client, admin_port, Duration::from_secs(30)).await;
         TestGateway {
             port,
             admin_port,

@@ -723,13 +723,9 @@ impl Rig {
 
     /// Every key in the gateway's Redis.
     fn redis_keys(&self) -> BTreeSet<String> {
-        let output = std::process::Command::new(kiln_testkit::program("redis-cli"))
-            .args(["-p", &self.gw.redis.port().to_string(), "--scan"])
-            .output()
-            .unwrap();
-        assert!(output.status.success());
-        String::from_utf8(output.stdout)
-            .unwrap()
+        self.gw
+            .redis
+            .cli(&["--scan"])
             .lines()
             .map(str::to_owned)
             .collect()

@@ -347,11 +347,8 @@ impl TestApp {
     /// How many commands Redis has processed since it started (`INFO stats`), asked through
     /// redis-cli so that the asking is not a client of the worker's.
     pub fn redis_commands_processed(&self) -> u64 {
-        let output = std::process::Command::new("redis-cli")
-            .args(["-p", &self.redis.port().to_string(), "INFO", "stats"])
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&output.stdout)
+        self.redis
+            .cli(&["INFO", "stats"])
             .lines()
             .find_map(|line| line.strip_prefix("total_commands_processed:"))
             .and_then(|count| count.trim().parse().ok())
