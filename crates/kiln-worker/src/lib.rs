@@ -176,24 +176,15 @@ impl Application {
         // woken, for whatever reason: two consumers joined in one task woke each other with every
         // fetch and, idle, fetched thousands of times a second between them.
         let spawn_consumer = |kind: QueueKind, name: String, concurrency: usize| {
-            let (queue_settings, handler, store, stop) = (
+            tokio::spawn(consume(
                 queue_settings.clone(),
+                kind,
+                name,
+                concurrency,
                 handler.clone(),
                 store.clone(),
                 stop.clone(),
-            );
-            tokio::spawn(async move {
-                consume(
-                    &queue_settings,
-                    kind,
-                    name,
-                    concurrency,
-                    &handler,
-                    &store,
-                    &stop,
-                )
-                .await
-            })
+            ))
         };
         let render = spawn_consumer(
             QueueKind::Render,
@@ -237,13 +228,13 @@ impl Application {
 /// consumer held are then orphaned, and re-queued by the queue's heartbeat check instead of being
 /// left to a consumer that is gone.
 async fn consume(
-    settings: &QueueSettings,
+    settings: QueueSettings,
     kind: QueueKind,
     base_name: String,
     concurrency: usize,
-    handler: &RenderHandler,
-    store: &Store,
-    stop: &CancellationToken,
+    handler: RenderHandler,
+    store: Store,
+    stop: CancellationToken,
 ) {
     let mut backoff = QUEUE_RESTART_BACKOFF;
     for attempt in 0u64.. {
@@ -253,7 +244,7 @@ async fn consume(
         };
         let started = tokio::time::Instant::now();
         let consumed = kiln_queue::run_worker(
-            settings,
+            &settings,
             kind,
             &name,
             concurrency,
@@ -280,7 +271,7 @@ async fn consume(
                 tracing::error!(queue = kind.as_str(), %error, retry_in_ms = backoff.as_millis() as u64, "the queue consumer failed; restarting it")
             }
         }
-        if !sit_out(backoff, store, stop).await {
+        if !sit_out(backoff, &store, &stop).await {
             return;
         }
         backoff = (backoff * 2).min(QUEUE_MAX_BACKOFF);
