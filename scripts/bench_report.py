@@ -244,28 +244,27 @@ def main():
     person_valid = human.errors(PERSON) == 0 and human.errors(PROXY) == 0
     rss_valid = peak_rss_mib is not None and peak_open is not None and peak_open >= CONNECTIONS_GOAL * 0.99
     rss_why = "" if rss_valid else f"only {fmt(peak_open)} connections were open at once"
+    def goal(text, key, value, digits, unit, met, valid, why):
+        """A row of the goals table: (text, measured, verdict, key, value); `met` is asked only of a
+        measured value."""
+        return (text, fmt(value, digits, unit), verdict(value is not None and met(value), valid, why), key, value)
+
+    hits_why, person_why = "errors or non-HITs", "errors"
     goals = [
-        ("Cache hits through edge + gateway: ≥ 0.50× nginx-static throughput", fmt(edge_ratio, 2, "×"),
-         verdict(edge_ratio is not None and edge_ratio >= HIT_THROUGHPUT_RATIO, hits_valid(EDGE), "errors or non-HITs"),
-         "hit_throughput_edge", edge_ratio),
-        ("Cache hits through edge + gateway: p99 < 5 ms", fmt(edge_p99, 2, " ms"),
-         verdict(edge_p99 is not None and edge_p99 < HIT_P99_MS, hits_valid(EDGE), "errors or non-HITs"),
-         "hit_p99_edge", edge_p99),
-        ("Cache hits straight to the gateway: ≥ 0.50× nginx-static throughput", fmt(gw_ratio, 2, "×"),
-         verdict(gw_ratio is not None and gw_ratio >= HIT_THROUGHPUT_RATIO, hits_valid(GATEWAY), "errors or non-HITs"),
-         "hit_throughput_gateway", gw_ratio),
-        ("Cache hits straight to the gateway: p99 < 5 ms", fmt(gw_p99, 2, " ms"),
-         verdict(gw_p99 is not None and gw_p99 < HIT_P99_MS, hits_valid(GATEWAY), "errors or non-HITs"),
-         "hit_p99_gateway", gw_p99),
-        ("Human path: ≥ 0.70× the throughput of nginx proxying the origin", fmt(person_ratio, 2, "×"),
-         verdict(person_ratio is not None and person_ratio >= HUMAN_THROUGHPUT_RATIO, person_valid, "errors"),
-         "human_throughput", person_ratio),
-        ("Human path: < 1 ms p50 added over nginx proxying the origin", fmt(person_added, 3, " ms"),
-         verdict(person_added is not None and person_added < HUMAN_ADDED_P50_MS, person_valid, "errors"),
-         "human_added_p50", person_added),
-        ("Gateway RSS < 64 MiB with 1,000 connections open", fmt(peak_rss_mib, 1, " MiB"),
-         verdict(peak_rss_mib is not None and peak_rss_mib < GATEWAY_RSS_MIB, rss_valid, rss_why),
-         "gateway_rss_1000", peak_rss_mib),
+        goal("Cache hits through edge + gateway: ≥ 0.50× nginx-static throughput", "hit_throughput_edge",
+             edge_ratio, 2, "×", lambda v: v >= HIT_THROUGHPUT_RATIO, hits_valid(EDGE), hits_why),
+        goal("Cache hits through edge + gateway: p99 < 5 ms", "hit_p99_edge",
+             edge_p99, 2, " ms", lambda v: v < HIT_P99_MS, hits_valid(EDGE), hits_why),
+        goal("Cache hits straight to the gateway: ≥ 0.50× nginx-static throughput", "hit_throughput_gateway",
+             gw_ratio, 2, "×", lambda v: v >= HIT_THROUGHPUT_RATIO, hits_valid(GATEWAY), hits_why),
+        goal("Cache hits straight to the gateway: p99 < 5 ms", "hit_p99_gateway",
+             gw_p99, 2, " ms", lambda v: v < HIT_P99_MS, hits_valid(GATEWAY), hits_why),
+        goal("Human path: ≥ 0.70× the throughput of nginx proxying the origin", "human_throughput",
+             person_ratio, 2, "×", lambda v: v >= HUMAN_THROUGHPUT_RATIO, person_valid, person_why),
+        goal("Human path: < 1 ms p50 added over nginx proxying the origin", "human_added_p50",
+             person_added, 3, " ms", lambda v: v < HUMAN_ADDED_P50_MS, person_valid, person_why),
+        goal("Gateway RSS < 64 MiB with 1,000 connections open", "gateway_rss_1000",
+             peak_rss_mib, 1, " MiB", lambda v: v < GATEWAY_RSS_MIB, rss_valid, rss_why),
     ]
     ceiling_hits = hits.ratio(CEILING_HITS, STATIC)
     ceiling_human = human.ratio(CEILING_HUMAN, PROXY)
