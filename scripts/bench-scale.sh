@@ -110,7 +110,7 @@ GATEWAY_ADMIN_PORT=$(free_port)
 
 export KILN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export KILN_REDIS_PREFIX="kiln:"
-export KILN_ALLOWED_PRIVATE_NETS="127.0.0.1/32"
+export KILN_ALLOWED_PRIVATE_NETS="127.0.0.1:1-65535@*"
 export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"
 export KILN_LOG_FORMAT=json
 export RUST_LOG="${RUST_LOG:-warn}"

@@ -24,7 +24,10 @@ PG_DIR=${KILN_LOCAL_POSTGRES_DIR:-/var/tmp/kiln-local/postgres}
 export KILN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export KILN_REDIS_PREFIX="kiln:"
 export KILN_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/kiln"
-export KILN_ALLOWED_PRIVATE_NETS="127.0.0.1/32"
+# The demo origin's one port, for every tenant (the demo domain belongs to a signed-up account);
+# Kiln's own services are refused whatever this grants, and the local stack names them all.
+export KILN_ALLOWED_PRIVATE_NETS="127.0.0.1:5173@*"
+export KILN_PLATFORM_ADDRS="127.0.0.1:$EDGE_PORT 127.0.0.1:8443 127.0.0.1:3000 127.0.0.1:3001 127.0.0.1:9100 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103 127.0.0.1:$REDIS_PORT 127.0.0.1:$PG_PORT"
 export KILN_GATEWAY_LISTEN="127.0.0.1:3000" KILN_GATEWAY_ADMIN_LISTEN="127.0.0.1:9100"
 export KILN_WORKER_ADMIN_LISTEN="127.0.0.1:9101" KILN_DASHBOARD_LISTEN="127.0.0.1:3001"
 export KILN_DEMO_LISTEN="127.0.0.1:5173" KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"

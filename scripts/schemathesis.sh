@@ -81,7 +81,7 @@ KILN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
 KILN_SESSION_SECRET="$(head -c 48 /dev/urandom | base64 -w0)" \
 KILN_CNAME_TARGET=edge.kiln.test \
 KILN_DASHBOARD_LISTEN="127.0.0.1:$PORT" \
-KILN_ALLOWED_PRIVATE_NETS=127.0.0.1/32 \
+KILN_ALLOWED_PRIVATE_NETS="127.0.0.1:9@*" \
 KILN_API_RATE_PER_SECOND=0 \
 KILN_LOG_FORMAT=pretty RUST_LOG="${RUST_LOG:-info,sqlx=warn}" \
   "$BIN" serve >"$TMP/dashboard.log" 2>&1 &

@@ -17,6 +17,7 @@ pub mod host;
 pub mod job;
 pub mod key;
 pub mod net;
+pub mod policy;
 pub mod rules;
 pub mod url;
 
@@ -30,6 +31,7 @@ pub use host::{Hostname, HostnameError};
 pub use job::{RenderJob, RenderOutcome};
 pub use key::CacheKey;
 pub use net::{AllowedNets, NetError, client_ip, is_public_ip, request_client_ip};
+pub use policy::{EgressPolicy, Grant, GrantScope, OPERATOR_TENANT_ID, PolicyError, Refusal};
 pub use rules::{BotAgents, PathPattern, PathRules};
 pub use url::{NormalizedUrl, UrlError, rebase_origin};
 

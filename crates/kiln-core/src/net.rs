@@ -1,5 +1,5 @@
-//! Which IP addresses Kiln may send traffic to: the public internet, plus networks an operator
-//! explicitly allows (for example `127.0.0.1/32` for a local demo origin).
+//! Which IP addresses are public, lists of networks (trusted proxies), and who a request's client
+//! is behind them. What a tenant's traffic may reach is `policy.rs`'s.
 
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -71,7 +71,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // discard-only, 100::/64
 }
 
-/// Networks the operator allows beyond the public internet (`KILN_ALLOWED_PRIVATE_NETS`).
+/// A list of networks, such as the proxies trusted to report a client's address
+/// (`KILN_TRUSTED_PROXIES`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AllowedNets(Vec<IpNet>);
 
@@ -91,12 +92,6 @@ impl AllowedNets {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(AllowedNets)
-    }
-
-    /// Whether Kiln may connect to `ip`: a public address or one in the listed networks.
-    pub fn permits(&self, ip: IpAddr) -> bool {
-        let ip = unmap(ip);
-        is_public_ip(ip) || self.contains(ip)
     }
 
     /// Whether `ip` is in one of the listed networks (public or not), e.g. for a list of trusted
@@ -247,15 +242,15 @@ mod tests {
     }
 
     #[test]
-    fn allowed_nets_extend_the_public_internet() {
+    fn network_lists_contain_their_addresses() {
         let nets = AllowedNets::parse("127.0.0.1/32, 10.1.0.0/16 fd00::5").unwrap();
-        assert!(nets.permits("127.0.0.1".parse().unwrap()));
-        assert!(nets.permits("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!nets.permits("127.0.0.2".parse().unwrap()));
-        assert!(nets.permits("10.1.200.3".parse().unwrap()));
-        assert!(!nets.permits("10.2.0.1".parse().unwrap()));
-        assert!(nets.permits("fd00::5".parse().unwrap()));
-        assert!(nets.permits("8.8.8.8".parse().unwrap()));
+        assert!(nets.contains("127.0.0.1".parse().unwrap()));
+        assert!(nets.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!nets.contains("127.0.0.2".parse().unwrap()));
+        assert!(nets.contains("10.1.200.3".parse().unwrap()));
+        assert!(!nets.contains("10.2.0.1".parse().unwrap()));
+        assert!(nets.contains("fd00::5".parse().unwrap()));
+        assert!(!nets.contains("8.8.8.8".parse().unwrap()));
         assert_eq!(AllowedNets::parse("nope"), Err(NetError("nope".into())));
         assert_eq!(AllowedNets::parse("").unwrap(), AllowedNets::default());
     }

@@ -2,15 +2,16 @@
 //! REST API will use later.
 //!
 //! Postgres is written first and is the truth; Redis is updated after the commit. If Redis fails in
-//! between, the change is kept in Postgres and the error says so: `publish_all` (the `publish` command,
-//! and every start of `serve`) brings Redis back in line.
+//! between, the change is kept in Postgres and the error says so: [`crate::directory::publish_all`]
+//! (the `publish` command, every start of `serve`, and each dashboard by itself when Redis lost the
+//! directory) brings Redis back in line.
 
 use crate::App;
 use crate::db::{DOMAINS_HOSTNAME_KEY, Db, DbError, DomainRecord, NewDomain};
+use crate::hostnames::HostnameRefused;
 use crate::origin::{Origin, OriginError};
 use kiln_core::{DomainConfig, DomainSettings, Hostname};
 use kiln_store::StoreError;
-use std::collections::HashSet;
 use uuid::Uuid;
 
 /// The audit actor for changes made from the command line, which only an operator can run.
@@ -29,6 +30,8 @@ pub enum DomainError {
     NotRegistered(Hostname),
     #[error("no such domain")]
     NotFound,
+    #[error(transparent)]
+    Hostname(#[from] HostnameRefused),
     #[error(transparent)]
     Origin(#[from] OriginError),
     #[error(transparent)]
@@ -105,10 +108,15 @@ impl DomainRecord {
     }
 }
 
-/// Registers a domain: checks that its origin resolves only to addresses Kiln may reach, stores it in
+/// Registers a domain: checks that its hostname may be registered at all (see
+/// [`crate::hostnames`]) and that its origin resolves only to addresses Kiln may reach, stores it in
 /// Postgres with an audit event, then publishes it to Redis.
 pub async fn add_domain(app: &App, request: AddDomain, actor: &str) -> Result<Added, DomainError> {
-    request.origin.check_addresses(&app.allowed_nets).await?;
+    app.hostnames.check(&request.host)?;
+    request
+        .origin
+        .check_addresses(&app.allowed_nets, &request.tenant_id.to_string())
+        .await?;
 
     let token = verification_token();
     let new = NewDomain {
@@ -244,7 +252,9 @@ pub async fn update(
 ) -> Result<DomainRecord, DomainError> {
     let origin = match origin {
         Some(origin) if origin.as_str() != current.origin => {
-            origin.check_addresses(&app.allowed_nets).await?;
+            origin
+                .check_addresses(&app.allowed_nets, &current.tenant_id.to_string())
+                .await?;
             origin.as_str().to_owned()
         }
         _ => current.origin.clone(),
@@ -372,55 +382,6 @@ pub async fn run_background_verifier(
             }
         }
     }
-}
-
-/// What [`publish_all`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PublishReport {
-    /// Domains written to Redis: every domain in Postgres.
-    pub published: usize,
-    /// Hostnames found in Redis but not in Postgres, now withdrawn.
-    pub withdrawn: Vec<Hostname>,
-}
-
-/// Makes Redis's domain directory match Postgres: publishes every domain and withdraws the ones that
-/// are no longer registered (repair after a Redis flush or a failed update).
-///
-/// Redis is read before Postgres on purpose. `add_domain` commits to Postgres before it publishes, so
-/// any host a concurrent `add_domain` already published is in the Postgres list read afterwards, and is
-/// never withdrawn by mistake. (A `remove_domain` racing with this can be undone by the republish; run
-/// it again if that matters.)
-pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
-    let in_redis = app.store.all_domains().await.map_err(DomainError::Store)?;
-    let records = app.db.list_domains().await?;
-
-    for record in &records {
-        publish(app, record).await?;
-    }
-
-    let registered: HashSet<&Hostname> = records.iter().map(|record| &record.host).collect();
-    let mut withdrawn: Vec<Hostname> = in_redis
-        .into_keys()
-        .filter(|host| !registered.contains(host))
-        .collect();
-    withdrawn.sort();
-    for host in &withdrawn {
-        app.store
-            .remove_domain(host)
-            .await
-            .map_err(DomainError::Store)?;
-        tracing::info!(domain.host = %host, "withdrew a domain that is no longer registered");
-    }
-
-    tracing::info!(
-        domains.published = records.len(),
-        domains.withdrawn = withdrawn.len(),
-        "domain directory published"
-    );
-    Ok(PublishReport {
-        published: records.len(),
-        withdrawn,
-    })
 }
 
 /// A fresh token a tenant will publish (DNS TXT record or file) to prove it controls a hostname:

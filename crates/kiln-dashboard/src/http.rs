@@ -6,7 +6,7 @@ use crate::api::auth::{AccountLimiter, CallerLimiter};
 use crate::api::{self, ApiContext};
 use crate::metrics::DashboardMetrics;
 use crate::sitemaps::SitemapFetcher;
-use crate::{App, Settings, activity, cache, domains, web};
+use crate::{App, Settings, activity, cache, directory, domains, web};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -41,7 +41,8 @@ struct AppState(Arc<App>);
 
 impl Application {
     /// Connects to Postgres and Redis, applies migrations, republishes every domain to Redis (so that
-    /// restarting the dashboard repairs a Redis that lost its data) and binds `settings.listen`.
+    /// restarting the dashboard repairs a Redis that lost its data; from then on it repairs it by
+    /// itself, see [`directory::keep_published`]) and binds `settings.listen`.
     /// Port 0 picks a free port; see [`Application::port`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let app = App::connect(&settings).await?;
@@ -49,7 +50,7 @@ impl Application {
             .migrate()
             .await
             .context("failed to apply the database migrations")?;
-        domains::publish_all(&app)
+        directory::publish_all(&app)
             .await
             .context("failed to republish the domains to Redis")?;
         let secret = settings.session_secret.as_ref().context(
@@ -106,10 +107,14 @@ impl Application {
             address_limits,
             csrf: crate::web::csrf::CsrfKey::derive(secret),
             trusted_proxies: settings.trusted_proxies.clone(),
-            sitemaps: SitemapFetcher::new(settings.allowed_private_nets.clone())
+            sitemaps: SitemapFetcher::new(app.allowed_nets.clone())
                 .context("failed to build the sitemap HTTP client")?,
         });
         tokio::spawn(activity::run_copier(app.clone(), COPY_INTERVAL));
+        tokio::spawn(directory::keep_published(
+            app.clone(),
+            directory::CHECK_EVERY,
+        ));
         tokio::spawn(domains::run_background_verifier(
             app.clone(),
             ctx.verifier.clone(),

@@ -3,14 +3,15 @@
 //! Two steps, so that the pure part can be tested with tables and the REST API can reject a malformed
 //! origin before doing any IO: [`Origin::parse`] checks the form (http or https, a host, nothing but
 //! `/` after it), and [`Origin::check_addresses`] resolves the host and refuses it if any address is
-//! not public, unless the operator allowed that network (`KILN_ALLOWED_PRIVATE_NETS`).
+//! one of Kiln's own services, or not public unless the operator granted that network and port to
+//! the domain's tenant (`KILN_ALLOWED_PRIVATE_NETS`, see `kiln_core::policy`).
 //!
 //! This check at registration time is a first line only: DNS can change afterwards (rebinding), so the
 //! gateway and the renderer check every address again when they connect.
 
-use kiln_core::AllowedNets;
+use kiln_core::{EgressPolicy, Refusal};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use url::{Host, Url};
 
@@ -53,12 +54,21 @@ pub enum OriginError {
     Unresolvable { host: String, reason: String },
     #[error(
         "origin host `{host}` resolves to {address}, which is not a public address; if that is \
-         intended, allow it with KILN_ALLOWED_PRIVATE_NETS (e.g. {suggestion})"
+         intended, the operator can grant it with KILN_ALLOWED_PRIVATE_NETS (e.g. {suggestion})"
     )]
     NotPublic {
         host: String,
         address: IpAddr,
         suggestion: String,
+    },
+    #[error(
+        "origin `{host}` port {port} is at {address}, where one of this Kiln's own services \
+         listens; an origin can never be one of them"
+    )]
+    Platform {
+        host: String,
+        address: IpAddr,
+        port: u16,
     },
 }
 
@@ -107,26 +117,49 @@ impl Origin {
         }
     }
 
-    /// Resolves the host and checks that Kiln may connect to every address it resolves to: a host
-    /// with one private address among public ones is refused, since any of them may be used.
-    /// Returns the addresses.
-    pub async fn check_addresses(&self, allowed: &AllowedNets) -> Result<Vec<IpAddr>, OriginError> {
+    /// The port connections go to: the URL's, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.url.port_or_known_default().unwrap_or(80)
+    }
+
+    /// Resolves the host and checks that a domain of `tenant` may connect to every address it
+    /// resolves to under `policy`: a host with one private address among public ones is refused,
+    /// since any of them may be used. Returns the addresses.
+    pub async fn check_addresses(
+        &self,
+        policy: &EgressPolicy,
+        tenant: &str,
+    ) -> Result<Vec<IpAddr>, OriginError> {
         let host = self.host();
+        let port = self.port();
         let addresses = match self.url.host() {
             Some(Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
             Some(Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
-            _ => resolve(&host, self.url.port_or_known_default().unwrap_or(80)).await?,
+            _ => resolve(&host, port).await?,
         };
-        if let Some(&address) = addresses.iter().find(|ip| !allowed.permits(**ip)) {
-            let suggestion = match address {
-                IpAddr::V4(_) => format!("{address}/32"),
-                IpAddr::V6(_) => format!("{address}/128"),
-            };
-            return Err(OriginError::NotPublic {
-                host,
-                address,
-                suggestion,
-            });
+        let policy = policy.for_tenant(Some(tenant));
+        for &address in &addresses {
+            match policy.refusal(SocketAddr::new(address, port)) {
+                None => {}
+                Some(Refusal::Platform) => {
+                    return Err(OriginError::Platform {
+                        host,
+                        address,
+                        port,
+                    });
+                }
+                Some(Refusal::NotPublic) => {
+                    let suggestion = match address.to_canonical() {
+                        IpAddr::V4(v4) => format!("{v4}:{port}@{tenant}"),
+                        v6 => format!("[{v6}]:{port}@{tenant}"),
+                    };
+                    return Err(OriginError::NotPublic {
+                        host,
+                        address,
+                        suggestion,
+                    });
+                }
+            }
         }
         Ok(addresses)
     }
@@ -205,34 +238,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn private_addresses_need_an_allowed_network() {
-        let none = AllowedNets::default();
-        let loopback = AllowedNets::parse("127.0.0.1/32").unwrap();
+    async fn private_addresses_need_a_grant_for_their_port_and_tenant() {
+        use kiln_core::OPERATOR_TENANT_ID as OPERATOR;
+        let none = EgressPolicy::default();
+        let granted = EgressPolicy::parse("127.0.0.1:5173, 10.0.0.0/8:80@t-9")
+            .unwrap()
+            .with_platform(["127.0.0.1:6379".parse().unwrap()]);
 
         let origin = Origin::parse("http://127.0.0.1:5173").unwrap();
-        let error = origin.check_addresses(&none).await.unwrap_err();
+        let error = origin.check_addresses(&none, "t-1").await.unwrap_err();
         assert_eq!(
             error.to_string(),
             "origin host `127.0.0.1` resolves to 127.0.0.1, which is not a public address; if that is \
-             intended, allow it with KILN_ALLOWED_PRIVATE_NETS (e.g. 127.0.0.1/32)"
+             intended, the operator can grant it with KILN_ALLOWED_PRIVATE_NETS (e.g. 127.0.0.1:5173@t-1)"
         );
         assert_eq!(
-            origin.check_addresses(&loopback).await.unwrap(),
+            origin.check_addresses(&granted, OPERATOR).await.unwrap(),
             vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
         );
+        // The grant is the operator's: a sign-up's domain may not use it.
+        assert!(matches!(
+            origin.check_addresses(&granted, "t-1").await,
+            Err(OriginError::NotPublic { .. })
+        ));
+        // Nor another port of the same address.
+        let other_port = Origin::parse("http://127.0.0.1:5174").unwrap();
+        assert!(matches!(
+            other_port.check_addresses(&granted, OPERATOR).await,
+            Err(OriginError::NotPublic { .. })
+        ));
+        // A tenant's own grant.
+        let internal = Origin::parse("http://10.1.2.3").unwrap();
+        assert!(internal.check_addresses(&granted, "t-9").await.is_ok());
+        assert!(internal.check_addresses(&granted, OPERATOR).await.is_err());
+        // Kiln's own services never, by address or by name.
+        for redis in ["http://127.0.0.1:6379", "http://localhost:6379"] {
+            let error = Origin::parse(redis)
+                .unwrap()
+                .check_addresses(&granted, OPERATOR)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, OriginError::Platform { port: 6379, .. }),
+                "{redis}: {error}"
+            );
+        }
 
         let metadata = Origin::parse("http://169.254.169.254").unwrap();
         assert!(matches!(
-            metadata.check_addresses(&loopback).await,
+            metadata.check_addresses(&granted, OPERATOR).await,
             Err(OriginError::NotPublic { .. })
         ));
         let v6 = Origin::parse("http://[::1]:8080").unwrap();
         assert!(matches!(
-            v6.check_addresses(&loopback).await,
+            v6.check_addresses(&granted, OPERATOR).await,
             Err(OriginError::NotPublic { .. })
         ));
         let public = Origin::parse("https://8.8.8.8").unwrap();
-        assert_eq!(public.check_addresses(&none).await.unwrap().len(), 1);
+        assert_eq!(public.check_addresses(&none, "t-1").await.unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -240,7 +303,7 @@ mod tests {
         // `.invalid` never resolves (RFC 6761).
         let origin = Origin::parse("http://no-such-origin.invalid").unwrap();
         let error = origin
-            .check_addresses(&AllowedNets::default())
+            .check_addresses(&EgressPolicy::default(), "t-1")
             .await
             .unwrap_err();
         assert!(

@@ -4,7 +4,7 @@
 //! [`Settings::from_lookup`] a table of variables.
 
 use anyhow::{Context, bail};
-use kiln_core::{AllowedNets, Hostname};
+use kiln_core::{AllowedNets, EgressPolicy, Hostname};
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,9 +26,14 @@ pub struct Settings {
     pub queue_redis_url: SecretString,
     /// `KILN_REDIS_PREFIX` (default `kiln:`): prepended to every Redis key; must match the gateways'.
     pub redis_prefix: String,
-    /// `KILN_ALLOWED_PRIVATE_NETS` (default empty): CIDRs an origin may resolve to besides public
-    /// addresses, comma- or space-separated, e.g. `127.0.0.1/32` for a local demo origin.
-    pub allowed_private_nets: AllowedNets,
+    /// `KILN_ALLOWED_PRIVATE_NETS` (default empty): non-public networks an origin may resolve to,
+    /// with their ports and whom they are granted to (`NET[:PORTS][@SCOPE]`, see
+    /// `kiln_core::policy`), e.g. `127.0.0.1:5173` for the operator's local demo origin.
+    pub allowed_private_nets: EgressPolicy,
+    /// `KILN_PLATFORM_ADDRS` (default empty): the deployment's other services (`host:port`: the
+    /// gateways, workers' admin ports, …), which no origin may be; the dashboard adds its own
+    /// listeners, Redis and Postgres by itself.
+    pub platform_addrs: String,
     /// `KILN_DASHBOARD_LISTEN` (default `127.0.0.1:3001`): the address `serve` listens on.
     pub listen: SocketAddr,
     /// `KILN_DASHBOARD_ADMIN_LISTEN` (default `127.0.0.1:9102`): where `serve` answers `/metrics`,
@@ -103,8 +108,9 @@ impl Settings {
         let redis_prefix =
             var("KILN_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned());
         let allowed_private_nets =
-            AllowedNets::parse(&var("KILN_ALLOWED_PRIVATE_NETS").unwrap_or_default())
+            EgressPolicy::parse(&var("KILN_ALLOWED_PRIVATE_NETS").unwrap_or_default())
                 .context("KILN_ALLOWED_PRIVATE_NETS is invalid")?;
+        let platform_addrs = var("KILN_PLATFORM_ADDRS").unwrap_or_default();
         let listen = var("KILN_DASHBOARD_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen.trim().parse().with_context(|| {
             format!("KILN_DASHBOARD_LISTEN `{listen}` is not an address such as 127.0.0.1:3001 or 0.0.0.0:3001")
@@ -181,6 +187,7 @@ impl Settings {
             queue_redis_url: queue_redis_url.into(),
             redis_prefix,
             allowed_private_nets,
+            platform_addrs,
             listen,
             admin_listen,
             session_secret,
@@ -220,7 +227,7 @@ mod tests {
         );
         assert_eq!(settings.redis_url.expose_secret(), DEFAULT_REDIS_URL);
         assert_eq!(settings.redis_prefix, "kiln:");
-        assert_eq!(settings.allowed_private_nets, AllowedNets::default());
+        assert_eq!(settings.allowed_private_nets, EgressPolicy::default());
         assert_eq!(settings.listen, "127.0.0.1:3001".parse().unwrap());
         assert_eq!(settings.log_format, LogFormat::Pretty);
         assert_eq!(
@@ -235,7 +242,8 @@ mod tests {
             ("KILN_DATABASE_URL", "postgres://db/kiln"),
             ("KILN_REDIS_URL", "redis://cache:6380"),
             ("KILN_REDIS_PREFIX", "staging:"),
-            ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32, 10.0.0.0/8"),
+            ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1:5173, 10.0.0.0/8@*"),
+            ("KILN_PLATFORM_ADDRS", "10.0.0.7:5432"),
             ("KILN_DASHBOARD_LISTEN", "0.0.0.0:8080"),
             ("KILN_LOG_FORMAT", "json"),
             ("KILN_API_RATE_PER_SECOND", "0"),
@@ -253,16 +261,14 @@ mod tests {
             "the queues default to the cache's Redis"
         );
         assert_eq!(settings.redis_prefix, "staging:");
+        let policy = &settings.allowed_private_nets;
+        assert!(policy.permits("10.1.2.3:80".parse().unwrap()));
+        assert!(!policy.permits("192.168.0.1:80".parse().unwrap()));
         assert!(
-            settings
-                .allowed_private_nets
-                .permits("10.1.2.3".parse().unwrap())
+            !policy.permits("127.0.0.1:5173".parse().unwrap()),
+            "the operator's only"
         );
-        assert!(
-            !settings
-                .allowed_private_nets
-                .permits("192.168.0.1".parse().unwrap())
-        );
+        assert_eq!(settings.platform_addrs, "10.0.0.7:5432");
         assert_eq!(settings.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(settings.log_format, LogFormat::Json);
     }

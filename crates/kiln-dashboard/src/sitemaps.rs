@@ -2,8 +2,9 @@
 //!
 //! A sitemap URL names the public host (`https://shop.example.com/sitemap.xml`); the request goes
 //! to the same path on the domain's registered origin, like a render would. Every address the
-//! origin resolves to is checked when connecting (public, or in `KILN_ALLOWED_PRIVATE_NETS`), since
-//! DNS may have changed since the domain was registered; redirects are not followed.
+//! origin resolves to is checked when connecting (public, or granted to the domain's tenant at the
+//! origin's port by `KILN_ALLOWED_PRIVATE_NETS`, and never one of Kiln's own services), since DNS may
+//! have changed since the domain was registered; redirects are not followed.
 //!
 //! The client is hyper with rustls (ring), the same stack as the gateway's origin client.
 
@@ -15,10 +16,10 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use kiln_core::AllowedNets;
+use kiln_core::EgressPolicy;
 use kiln_egress::GuardedResolver;
 use kiln_sitemap::{Fetch, FetchError};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use url::Url;
 
@@ -28,16 +29,29 @@ const USER_AGENT: &str = concat!("Kiln/", env!("CARGO_PKG_VERSION"), " (sitemap 
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 
-/// An HTTP client for sitemaps. Cheap to clone.
+/// What sitemap fetches may reach. Cheap to clone.
 #[derive(Clone)]
 pub struct SitemapFetcher {
-    client: Client<Connector, Empty<Bytes>>,
-    allowed: AllowedNets,
+    policy: EgressPolicy,
 }
 
 impl SitemapFetcher {
-    pub fn new(allowed: AllowedNets) -> anyhow::Result<Self> {
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(allowed.clone()));
+    /// `policy`: `KILN_ALLOWED_PRIVATE_NETS` with Kiln's own endpoints.
+    pub fn new(policy: EgressPolicy) -> anyhow::Result<Self> {
+        Ok(SitemapFetcher { policy })
+    }
+
+    /// A fetcher that reads `domain`'s sitemaps from its origin, with a client of its own: its
+    /// resolver keeps the addresses the domain's tenant may reach at the origin's port.
+    pub fn for_domain(&self, domain: &DomainRecord) -> DomainFetcher {
+        let tenant = domain.tenant_id.to_string();
+        let tenant = self.policy.has_own_grants(&tenant).then_some(tenant);
+        let policy = self.policy.for_tenant(tenant.as_deref());
+        let port = Url::parse(&domain.origin)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .unwrap_or(80);
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy.clone(), port));
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -45,14 +59,9 @@ impl SitemapFetcher {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(SitemapFetcher { client, allowed })
-    }
-
-    /// A fetcher that reads `domain`'s sitemaps from its origin.
-    pub fn for_domain(&self, domain: &DomainRecord) -> DomainFetcher {
         DomainFetcher {
-            fetcher: self.clone(),
+            client: Client::builder(TokioExecutor::new()).build(https),
+            policy,
             host: domain.host.to_string(),
             origin: domain.origin.clone(),
         }
@@ -60,7 +69,8 @@ impl SitemapFetcher {
 }
 
 pub struct DomainFetcher {
-    fetcher: SitemapFetcher,
+    client: Client<Connector, Empty<Bytes>>,
+    policy: EgressPolicy,
     host: String,
     origin: String,
 }
@@ -78,9 +88,10 @@ impl DomainFetcher {
         let origin_url = format!("{}{target}", self.origin.trim_end_matches('/'));
         let parsed = Url::parse(&origin_url).map_err(|e| FetchError(e.to_string()))?;
         // An IP-literal origin never reaches the resolver, so it is checked here.
+        let port = parsed.port_or_known_default().unwrap_or(80);
         match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
-            Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
+            Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip), port)?,
+            Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip), port)?,
             _ => {}
         }
         let request = Request::get(origin_url.as_str())
@@ -88,7 +99,7 @@ impl DomainFetcher {
             .body(Empty::new())
             .map_err(|e| FetchError(e.to_string()))?;
         let response = tokio::time::timeout(FETCH_TIMEOUT, async {
-            let response = self.fetcher.client.request(request).await.map_err(|e| {
+            let response = self.client.request(request).await.map_err(|e| {
                 FetchError(format!(
                     "the origin did not answer: {}",
                     crate::http::error_chain(&e)
@@ -131,12 +142,13 @@ impl DomainFetcher {
         Ok(response)
     }
 
-    fn check_ip(&self, ip: IpAddr) -> Result<(), FetchError> {
-        if self.fetcher.allowed.permits(ip) {
+    fn check_ip(&self, ip: IpAddr, port: u16) -> Result<(), FetchError> {
+        if self.policy.permits(SocketAddr::new(ip, port)) {
             Ok(())
         } else {
             Err(FetchError(format!(
-                "the origin's address {ip} is not public (see KILN_ALLOWED_PRIVATE_NETS)"
+                "the origin's address {ip} port {port} is not one Kiln may reach (see \
+                 KILN_ALLOWED_PRIVATE_NETS)"
             )))
         }
     }

@@ -1,9 +1,11 @@
-//! The handles every dashboard operation works with: Postgres, Redis and the origin policy.
+//! The handles every dashboard operation works with: Postgres, Redis, and the origin and hostname
+//! policies.
 
 use crate::Settings;
 use crate::db::Db;
+use crate::hostnames::HostnamePolicy;
 use anyhow::Context;
-use kiln_core::AllowedNets;
+use kiln_core::EgressPolicy;
 use kiln_store::{Store, StoreSettings};
 use secrecy::ExposeSecret;
 
@@ -12,8 +14,12 @@ use secrecy::ExposeSecret;
 pub struct App {
     pub db: Db,
     pub store: Store,
-    /// Networks an origin may resolve to besides the public internet.
-    pub allowed_nets: AllowedNets,
+    /// Where a tenant's origin may be: the public internet, what `KILN_ALLOWED_PRIVATE_NETS`
+    /// grants the tenant, and never one of Kiln's own services.
+    pub allowed_nets: EgressPolicy,
+    /// Which hostnames may be registered: not the platform's own, nor single labels or public
+    /// suffixes.
+    pub hostnames: HostnamePolicy,
 }
 
 impl App {
@@ -24,9 +30,33 @@ impl App {
         Ok(App {
             db,
             store,
-            allowed_nets: settings.allowed_private_nets.clone(),
+            allowed_nets: origin_policy(settings).await?,
+            hostnames: HostnamePolicy::from_settings(settings),
         })
     }
+}
+
+/// `KILN_ALLOWED_PRIVATE_NETS` with Kiln's own endpoints as the dashboard knows them: its
+/// listeners, Redis, Postgres and `KILN_PLATFORM_ADDRS`.
+pub async fn origin_policy(settings: &Settings) -> anyhow::Result<EgressPolicy> {
+    let listeners: Vec<std::net::SocketAddr> = std::iter::once(settings.listen)
+        .chain(settings.admin_listen)
+        .collect();
+    let platform = kiln_runtime::platform::platform_endpoints(
+        &listeners,
+        &[
+            settings.redis_url.expose_secret(),
+            settings.queue_redis_url.expose_secret(),
+            settings.database_url.expose_secret(),
+        ],
+        &settings.platform_addrs,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    Ok(settings
+        .allowed_private_nets
+        .clone()
+        .with_platform(platform))
 }
 
 /// Connects to Postgres only, for commands that do not touch Redis.

@@ -4,7 +4,7 @@
 use crate::error::EgressError;
 use crate::resolve::Resolve;
 use http::uri::Authority;
-use kiln_core::AllowedNets;
+use kiln_core::{EgressPolicy, Refusal};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -102,7 +102,7 @@ pub(crate) struct Counters {
 /// Resolves, vets and connects. Shared by CONNECT tunnels and the forwarding client's connector, so
 /// both paths make exactly the same decision.
 pub(crate) struct Gate {
-    pub(crate) allowed: AllowedNets,
+    pub(crate) policy: EgressPolicy,
     pub(crate) connect_timeout: Duration,
     pub(crate) resolver: Arc<dyn Resolve>,
     pub(crate) counters: Counters,
@@ -197,18 +197,24 @@ impl Gate {
                 ips
             }
         };
-        let (permitted, refused): (Vec<IpAddr>, Vec<IpAddr>) =
-            ips.into_iter().partition(|ip| self.allowed.permits(*ip));
+        let (permitted, refused): (Vec<IpAddr>, Vec<IpAddr>) = ips
+            .into_iter()
+            .partition(|ip| self.policy.permits(SocketAddr::new(*ip, target.port)));
         if permitted.is_empty() {
+            let platform = refused.iter().any(|ip| {
+                self.policy.refusal(SocketAddr::new(*ip, target.port)) == Some(Refusal::Platform)
+            });
             tracing::warn!(
                 egress.host = %target.host_for_logs(),
                 egress.port = target.port,
                 egress.addresses = ?refused,
-                "refused an egress connection to a non-public address outside KILN_ALLOWED_PRIVATE_NETS"
+                egress.platform = platform,
+                "refused an egress connection to one of Kiln's own services or to a non-public address \
+                 outside KILN_ALLOWED_PRIVATE_NETS"
             );
             return Err(EgressError::Refused {
                 target: target.to_string(),
-                reason: refusal_reason(&target.host, &refused),
+                reason: refusal_reason(&target.host, &refused, platform),
             });
         }
         Ok(permitted
@@ -230,9 +236,16 @@ impl Target {
 
 /// The sentence a refused request's body carries. For a name it deliberately does not list the
 /// addresses: the page that asked should not learn what internal names resolve to (the log has them).
-fn refusal_reason(host: &Host, refused: &[IpAddr]) -> String {
+fn refusal_reason(host: &Host, refused: &[IpAddr], platform: bool) -> String {
     const OUTSIDE: &str = "outside the public internet and the networks this Kiln allows";
     match host {
+        _ if platform => format!(
+            "{} is one of this Kiln's own services, which pages can never reach",
+            match host {
+                Host::Ip(ip) => ip.to_string(),
+                Host::Name(name) => name.clone(),
+            }
+        ),
         Host::Ip(ip) => format!("{ip} is a {} address, {OUTSIDE}", address_kind(*ip)),
         Host::Name(name) if refused.iter().all(|ip| ip.is_loopback()) => {
             format!("{name} resolves only to loopback addresses, {OUTSIDE}")
@@ -321,14 +334,14 @@ mod tests {
         let loopback = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         let private = ["10.0.0.7".parse().unwrap()];
         assert_eq!(
-            refusal_reason(&Host::Ip("127.0.0.2".parse().unwrap()), &[]),
+            refusal_reason(&Host::Ip("127.0.0.2".parse().unwrap()), &[], false),
             "127.0.0.2 is a loopback address, outside the public internet and the networks this Kiln allows"
         );
         assert_eq!(
-            refusal_reason(&Host::Name("localhost".into()), &loopback),
+            refusal_reason(&Host::Name("localhost".into()), &loopback, false),
             "localhost resolves only to loopback addresses, outside the public internet and the networks this Kiln allows"
         );
-        let reason = refusal_reason(&Host::Name("db.internal".into()), &private);
+        let reason = refusal_reason(&Host::Name("db.internal".into()), &private, false);
         assert!(reason.starts_with("db.internal resolves only to non-public addresses"));
         assert!(!reason.contains("10.0.0.7"));
     }

@@ -1,10 +1,11 @@
 //! A DNS resolver for hyper's `HttpConnector` that keeps only the addresses Kiln may connect to
-//! (public, or in `KILN_ALLOWED_PRIVATE_NETS`): the gateway's origin client and the dashboard's
-//! sitemap reader use it, so a hostname that resolves into a private network is refused when
-//! connecting, not just when the domain was registered.
+//! (`kiln_core::EgressPolicy`: public or granted, never Kiln's own services): the gateway's origin
+//! client and the dashboard's sitemap reader use it, so a hostname that resolves into a private
+//! network is refused when connecting, not just when the domain was registered. A resolver serves
+//! one port (hyper asks it for a name only), so its owner keeps one per port it connects to.
 
 use hyper_util::client::legacy::connect::dns::Name;
-use kiln_core::AllowedNets;
+use kiln_core::EgressPolicy;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,12 +14,14 @@ use std::task::{Context, Poll};
 /// Resolves origin hostnames and keeps only addresses Kiln may connect to.
 #[derive(Clone)]
 pub struct GuardedResolver {
-    allowed: AllowedNets,
+    policy: EgressPolicy,
+    port: u16,
 }
 
 impl GuardedResolver {
-    pub fn new(allowed: AllowedNets) -> Self {
-        GuardedResolver { allowed }
+    /// A resolver for connections to `port` under `policy` (already scoped to the tenant).
+    pub fn new(policy: EgressPolicy, port: u16) -> Self {
+        GuardedResolver { policy, port }
     }
 }
 
@@ -32,7 +35,8 @@ impl tower::Service<Name> for GuardedResolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        let allowed = self.allowed.clone();
+        let policy = self.policy.clone();
+        let port = self.port;
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> =
@@ -40,13 +44,14 @@ impl tower::Service<Name> for GuardedResolver {
             let permitted: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
-                .filter(|a| allowed.permits(a.ip()))
+                .filter(|a| policy.permits(SocketAddr::new(a.ip(), port)))
                 .collect();
             if permitted.is_empty() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
                     format!(
-                        "{host} resolves only to addresses outside the public internet and KILN_ALLOWED_PRIVATE_NETS"
+                        "{host} resolves only to addresses outside the public internet and what \
+                         KILN_ALLOWED_PRIVATE_NETS grants at port {port}, or to Kiln's own services"
                     ),
                 ));
             }

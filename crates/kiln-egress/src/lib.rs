@@ -9,9 +9,10 @@
 //! forward proxy sees all of them, and decides without a CDP round trip per request.
 //!
 //! * **It checks after resolution.** The proxy resolves each destination itself, keeps only public
-//!   addresses (`kiln_core::is_public_ip`) and those inside the operator's
-//!   `KILN_ALLOWED_PRIVATE_NETS` (`kiln_core::AllowedNets`), and refuses the request when none is
-//!   left. IP literals, including IPv4-mapped IPv6 forms such as `[::ffff:127.0.0.1]`, are checked as
+//!   addresses (`kiln_core::is_public_ip`) and those the operator's `KILN_ALLOWED_PRIVATE_NETS`
+//!   grants to the renders using this proxy (`kiln_core::EgressPolicy`, with ports and per tenant),
+//!   never Kiln's own services (the policy's platform endpoints, and the proxy itself), and refuses
+//!   the request when none is left. IP literals, including IPv4-mapped IPv6 forms such as `[::ffff:127.0.0.1]`, are checked as
 //!   the address they denote.
 //! * **It survives DNS rebinding.** The address that was vetted is the address connected to: the
 //!   proxy never hands a name to anything that could resolve it a second time, so a name cannot answer
@@ -53,7 +54,7 @@ pub use guarded::GuardedResolver;
 pub use resolve::{Resolve, Resolving, SystemResolver};
 
 use gate::{Counters, Gate};
-use kiln_core::AllowedNets;
+use kiln_core::EgressPolicy;
 use serve::Proxy;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -70,9 +71,10 @@ pub struct EgressSettings {
     /// Where to listen; must be a loopback address, since anything able to reach the proxy can use it
     /// to reach the allowed networks. Port 0 picks a free port. Default `127.0.0.1:0`.
     pub listen: SocketAddr,
-    /// Private networks reachable beyond the public internet (`KILN_ALLOWED_PRIVATE_NETS`). Default:
-    /// none.
-    pub allowed: AllowedNets,
+    /// What may be reached (`KILN_ALLOWED_PRIVATE_NETS` as it applies to the renders using this
+    /// proxy, and Kiln's own endpoints, which never may; the proxy adds its own address). Default:
+    /// the public internet only.
+    pub policy: EgressPolicy,
     /// The limit for resolving a destination and opening the connection to it, together. Default 5 s.
     pub connect_timeout: Duration,
 }
@@ -81,7 +83,7 @@ impl Default for EgressSettings {
     fn default() -> Self {
         EgressSettings {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            allowed: AllowedNets::default(),
+            policy: EgressPolicy::default(),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -132,19 +134,56 @@ impl EgressProxy {
         settings: EgressSettings,
         resolver: Arc<dyn Resolve>,
     ) -> io::Result<EgressProxy> {
-        if !settings.listen.ip().is_loopback() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "the egress proxy must listen on a loopback address, not {}",
-                    settings.listen
-                ),
-            ));
-        }
+        Self::check_listen(&settings)?;
         let listener = TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
+        Ok(Self::serve(listener, settings, resolver, &[addr]))
+    }
+
+    /// Starts one proxy per settings, each refusing every proxy of the group as well as its own
+    /// policy's refusals: a page must not reach a proxy that grants more than its own does.
+    pub async fn start_group(settings: Vec<EgressSettings>) -> io::Result<Vec<EgressProxy>> {
+        let mut listeners = Vec::with_capacity(settings.len());
+        for one in &settings {
+            Self::check_listen(one)?;
+            listeners.push(TcpListener::bind(one.listen).await?);
+        }
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(listeners
+            .into_iter()
+            .zip(settings)
+            .map(|(listener, one)| Self::serve(listener, one, Arc::new(SystemResolver), &addrs))
+            .collect())
+    }
+
+    fn check_listen(settings: &EgressSettings) -> io::Result<()> {
+        if settings.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the egress proxy must listen on a loopback address, not {}",
+                settings.listen
+            ),
+        ))
+    }
+
+    fn serve(
+        listener: TcpListener,
+        settings: EgressSettings,
+        resolver: Arc<dyn Resolve>,
+        proxies: &[SocketAddr],
+    ) -> EgressProxy {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let gate = Arc::new(Gate {
-            allowed: settings.allowed,
+            // A page must not use a proxy to reach a proxy.
+            policy: settings.policy.with_platform(proxies.iter().copied()),
             connect_timeout: settings.connect_timeout,
             resolver,
             counters: Counters::default(),
@@ -153,12 +192,12 @@ impl EgressProxy {
         let proxy = Arc::new(Proxy::new(gate.clone(), stop.clone()));
         let accept = tokio::spawn(accept_loop(listener, proxy, stop.clone()));
         tracing::info!(egress.addr = %addr, "egress proxy listening");
-        Ok(EgressProxy {
+        EgressProxy {
             addr,
             gate,
             accept,
             stop_on_drop: stop.drop_guard(),
-        })
+        }
     }
 
     /// The address the proxy listens on.

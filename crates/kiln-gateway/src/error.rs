@@ -18,6 +18,10 @@ pub enum GatewayError {
     /// The origin refused the connection, reset it, or failed TLS.
     #[error("the origin could not be reached: {0}")]
     OriginUnreachable(String),
+    /// The origin is somewhere Kiln may not connect for this domain: one of Kiln's own services, or
+    /// a non-public address `KILN_ALLOWED_PRIVATE_NETS` does not grant its tenant at that port.
+    #[error("the origin may not be connected to: {0}")]
+    OriginRefused(String),
     /// The origin did not start answering in time.
     #[error("the origin did not answer in time")]
     OriginTimeout,
@@ -49,6 +53,13 @@ impl IntoResponse for GatewayError {
                 StatusCode::BAD_GATEWAY,
                 "Origin unreachable",
                 "Kiln could not reach the website's origin server. Please try again shortly."
+                    .to_owned(),
+            ),
+            GatewayError::OriginRefused(_) => (
+                StatusCode::BAD_GATEWAY,
+                "Origin refused",
+                "This website's origin server is at an address Kiln does not connect to. \
+                 Its owner can correct the origin in Kiln's dashboard."
                     .to_owned(),
             ),
             GatewayError::OriginTimeout => (
@@ -93,6 +104,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => "payload-too-large",
             GatewayError::UnknownHost(_) => "unknown-host",
             GatewayError::OriginUnreachable(_) => "origin-unreachable",
+            GatewayError::OriginRefused(_) => "origin-refused",
             GatewayError::OriginTimeout => "origin-timeout",
             GatewayError::TooManyRequests(_) => "rate-limited",
         }

@@ -35,9 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How often the domain directory is re-read in full, in case an event was missed.
-const DIRECTORY_RESYNC: Duration = Duration::from_secs(30);
-
 /// How often usage counts are written to Redis.
 const USAGE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -46,6 +43,8 @@ pub struct Application {
     admin_listener: TcpListener,
     app: AppState,
     header_timeout: Duration,
+    /// How often the domain directory is re-read in full, in case an event was missed.
+    directory_resync: Duration,
 }
 
 impl Application {
@@ -100,6 +99,30 @@ impl Application {
             tracing::warn!("crawler checks are off: anyone claiming to be Googlebot gets renders");
             None
         };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", settings.listen))?;
+        let admin_listener = TcpListener::bind(settings.admin_listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", settings.admin_listen))?;
+        // Kiln's own endpoints, which no origin may be, whatever KILN_ALLOWED_PRIVATE_NETS grants.
+        let platform = kiln_runtime::platform::platform_endpoints(
+            &[listener.local_addr()?, admin_listener.local_addr()?],
+            &[&settings.redis_url, &settings.queue_redis_url],
+            &settings.platform_addrs,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        let origin_policy = settings
+            .allowed_private_nets
+            .clone()
+            .with_platform(platform);
+        for grant in origin_policy.portless_grants() {
+            tracing::warn!(
+                %grant,
+                "KILN_ALLOWED_PRIVATE_NETS opens every port of this network: name the origins' ports"
+            );
+        }
         let app = Arc::new(App {
             store,
             queue,
@@ -109,6 +132,7 @@ impl Application {
             hot: hot::HotCache::new(settings.hot_cache_bytes),
             events_live: Default::default(),
             events_started: Default::default(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             trusted_proxies: settings.trusted_proxies.clone(),
             bot_limits: Default::default(),
             crawlers,
@@ -118,7 +142,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             metrics: Default::default(),
             origin: proxy::OriginClient::new(
-                settings.allowed_private_nets.clone(),
+                origin_policy,
                 settings.origin_connect_timeout,
                 settings.origin_response_timeout,
             ),
@@ -130,17 +154,12 @@ impl Application {
             .context("failed to load the domain directory")?;
         tracing::info!(domains, "domain directory loaded");
 
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", settings.listen))?;
-        let admin_listener = TcpListener::bind(settings.admin_listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", settings.admin_listen))?;
         Ok(Application {
             listener,
             admin_listener,
             app,
             header_timeout: settings.header_timeout,
+            directory_resync: settings.directory_resync,
         })
     }
 
@@ -158,7 +177,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let shutdown: Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
-        let events = tokio::spawn(follow_events(Arc::clone(&self.app)));
+        let events = tokio::spawn(follow_events(Arc::clone(&self.app), self.directory_resync));
+        let heartbeat = tokio::spawn(heartbeat(Arc::clone(&self.app)));
         let (stop_usage, usage_stopped) = tokio::sync::oneshot::channel();
         let usage = tokio::spawn(flush_usage(Arc::clone(&self.app), usage_stopped));
         let limits = tokio::spawn({
@@ -193,7 +213,12 @@ impl Application {
         );
         let ((), result) = tokio::join!(main, admin.into_future());
         events.abort();
+        heartbeat.abort();
         limits.abort();
+        // Purges need not wait for a gateway that is gone.
+        if let Err(error) = self.app.store.deregister_gateway(&self.app.instance).await {
+            tracing::warn!(%error, "could not deregister; purges wait for this gateway until its registration lapses");
+        }
         // The last requests have been answered: write their counts before going.
         let _ = stop_usage.send(());
         let _ = usage.await;
@@ -203,10 +228,13 @@ impl Application {
 }
 
 /// Applies domain changes and render announcements from the event channel, resubscribing forever.
-async fn follow_events(app: AppState) {
+async fn follow_events(app: AppState, directory_resync: Duration) {
     loop {
         match app.store.subscribe().await {
             Ok(mut subscription) => {
+                // Registered before pages are served from memory again, so that purges wait for
+                // this gateway from then on.
+                register(&app).await;
                 // Anything published before the subscription took effect is picked up here; pages
                 // kept in memory while no events arrived may be outdated.
                 app.hot.invalidate_all();
@@ -215,7 +243,7 @@ async fn follow_events(app: AppState) {
                 app.events_started
                     .store(true, std::sync::atomic::Ordering::Release);
                 reload_directory(&app).await;
-                let mut resync = tokio::time::interval(DIRECTORY_RESYNC);
+                let mut resync = tokio::time::interval(directory_resync);
                 resync.tick().await;
                 loop {
                     tokio::select! {
@@ -233,11 +261,22 @@ async fn follow_events(app: AppState) {
                                     }
                                 }
                             }
+                            // Every event before it has been applied (this loop takes them in
+                            // order): a purge waiting for the gateways may answer.
+                            Some(StoreEvent::Checkpoint { id }) => {
+                                let app = Arc::clone(&app);
+                                tokio::spawn(async move {
+                                    if let Err(error) = app.store.acknowledge_checkpoint(&id, &app.instance).await {
+                                        tracing::warn!(%error, "could not confirm a purge");
+                                    }
+                                });
+                            }
                             Some(StoreEvent::DomainChanged { host }) => {
                                 if let Err(error) = app.directory.refresh(&app.store, &host).await {
                                     tracing::warn!(%error, domain.host = %host, "could not refresh a domain");
                                 }
                             }
+                            Some(StoreEvent::DirectoryPublished) => reload_directory(&app).await,
                             Some(StoreEvent::Resync) => {
                                 app.hot.invalidate_all();
                                 app.events_live
@@ -267,6 +306,33 @@ async fn follow_events(app: AppState) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Registers this gateway with the ones a purge waits for (`kiln_store::Store::confirm_events`).
+async fn register(app: &AppState) {
+    if let Err(error) = app.store.register_gateway(&app.instance).await {
+        tracing::warn!(%error, "could not register with the gateways purges wait for");
+    }
+}
+
+/// Renews the registration every [`kiln_store::GATEWAY_HEARTBEAT`] while events arrive (without
+/// them, purges could not be applied, and pages are not served from memory while Redis answers).
+async fn heartbeat(app: AppState) {
+    let mut every = tokio::time::interval(kiln_store::GATEWAY_HEARTBEAT);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if app.events_live.load(std::sync::atomic::Ordering::Acquire) {
+            register(&app).await;
+        }
+    }
+}
+
+// A gateway cut off from Redis serves the pages it holds until they lapse: purges must wait for
+// it (and report it) at least that long after its last heartbeat.
+const _: () = assert!(
+    hot::MAX_LIFETIME.as_millis() + 2 * kiln_store::GATEWAY_HEARTBEAT.as_millis()
+        < kiln_store::GATEWAY_LIVE_WINDOW.as_millis()
+);
 
 /// Writes usage counts every [`USAGE_FLUSH`] until `stop`, then once more. A flush is never cut
 /// short: the stop is only looked at between flushes, so no taken batch is lost.

@@ -3,8 +3,11 @@
 //! Every method, path, query and body is forwarded; end-to-end headers pass both ways (several
 //! `Set-Cookie` included); hop-by-hop headers are dropped; status codes and redirects pass unchanged.
 //! Bodies stream in both directions without buffering. The origin's host is resolved for every new
-//! connection and refused when it resolves to a non-public address outside the allowed networks, so a
-//! DNS change cannot turn a customer domain into a door to Kiln's own network.
+//! connection and refused when it resolves to one of Kiln's own services, or to a non-public address
+//! that `KILN_ALLOWED_PRIVATE_NETS` does not grant to the domain's tenant at the origin's port, so a
+//! DNS change cannot turn a customer domain into a door to Kiln's own network. Since hyper asks a
+//! resolver for a name only, there is one client per (tenant with grants of its own, port): each
+//! with its own resolver and connection pool, so tenants never share a connection either.
 //!
 //! Protocol upgrades (WebSocket and the like) are passed through: the `Upgrade` request goes to the
 //! origin, and when it answers `101 Switching Protocols` the two connections are joined byte for byte.
@@ -16,41 +19,75 @@ use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use kiln_core::{AllowedNets, DomainConfig, strip_hop_by_hop};
+use kiln_core::{DomainConfig, EgressPolicy, strip_hop_by_hop};
 use kiln_egress::GuardedResolver;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 
+type OriginHttp = Client<Connector, Body>;
+
+/// Which client a request goes through: the tenant when it has grants of its own, and the port.
+type ClientKey = (Option<String>, u16);
+
+/// A client and the policy its resolver applies, for origins given as IP literals (which hyper
+/// connects to without asking the resolver).
+struct Scoped {
+    http: OriginHttp,
+    policy: EgressPolicy,
+}
+
 pub struct OriginClient {
-    client: Client<Connector, Body>,
+    policy: EgressPolicy,
+    clients: RwLock<HashMap<ClientKey, Arc<Scoped>>>,
+    connect_timeout: Duration,
     response_timeout: Duration,
 }
 
 impl OriginClient {
     pub fn new(
-        allowed: AllowedNets,
+        policy: EgressPolicy,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(allowed));
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(https);
         OriginClient {
-            client,
+            policy,
+            clients: RwLock::default(),
+            connect_timeout,
             response_timeout,
         }
+    }
+
+    /// The client for connections to `port` on behalf of `tenant`, made on first use.
+    fn client(&self, tenant: &str, port: u16) -> Arc<Scoped> {
+        let tenant = self
+            .policy
+            .has_own_grants(tenant)
+            .then(|| tenant.to_owned());
+        let key = (tenant, port);
+        if let Some(client) = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return client.clone();
+        }
+        let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        let policy = self.policy.for_tenant(key.0.as_deref());
+        let timeout = self.connect_timeout;
+        clients
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Scoped {
+                    http: origin_http(policy.clone(), port, timeout),
+                    policy,
+                })
+            })
+            .clone()
     }
 
     /// Forwards `req` to `domain`'s origin and streams the answer back.
@@ -74,6 +111,22 @@ impl OriginClient {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        let client = self.client(&domain.tenant_id, port);
+        if let Some(ip) = uri.host().and_then(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .ok()
+        }) && !client.policy.permits(SocketAddr::new(ip, port))
+        {
+            return Err(GatewayError::OriginRefused(format!(
+                "{ip}:{port} is one of Kiln's own services or not granted to the domain's tenant"
+            )));
+        }
 
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove("x-is-bot");
@@ -101,7 +154,7 @@ impl OriginClient {
         parts.version = http::Version::HTTP_11;
 
         let request = Request::from_parts(parts, body);
-        let response = tokio::time::timeout(self.response_timeout, self.client.request(request))
+        let response = tokio::time::timeout(self.response_timeout, client.http.request(request))
             .await
             .map_err(|_| GatewayError::OriginTimeout)?
             .map_err(|error| failure(&error))?;
@@ -115,6 +168,23 @@ impl OriginClient {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
+}
+
+/// A client whose connections go only where `policy` permits at `port`.
+fn origin_http(policy: EgressPolicy, port: u16, connect_timeout: Duration) -> OriginHttp {
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy, port));
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build(https)
 }
 
 /// The protocol a request asks to switch to, if it asks (`Connection: upgrade` with `Upgrade: …`).
@@ -177,6 +247,14 @@ fn failure(error: &hyper_util::client::legacy::Error) -> GatewayError {
     // Only the request's body is an axum body here: the origin's answer is not read yet.
     if causes.iter().any(|cause| cause.is::<axum::Error>()) {
         return GatewayError::BadRequest("the request body is malformed or was cut short");
+    }
+    // The guarded resolver refuses with `PermissionDenied`.
+    if causes.iter().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    }) {
+        return GatewayError::OriginRefused(describe(error));
     }
     GatewayError::OriginUnreachable(describe(error))
 }

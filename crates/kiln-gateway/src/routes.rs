@@ -60,6 +60,9 @@ pub async fn handle(
                 GatewayError::OriginUnreachable(_) | GatewayError::OriginTimeout => {
                     tracing::warn!(%error, "origin failure")
                 }
+                GatewayError::OriginRefused(_) => {
+                    tracing::warn!(%error, "refused to connect to the domain's origin")
+                }
                 _ => tracing::debug!(%error, "request refused"),
             });
             error.into_response()

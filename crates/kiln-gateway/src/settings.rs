@@ -1,7 +1,7 @@
 //! The gateway's configuration, read once from `KILN_*` environment variables.
 
 use anyhow::Context;
-use kiln_core::{AllowedNets, CrawlerRanges};
+use kiln_core::{AllowedNets, CrawlerRanges, EgressPolicy};
 use kiln_runtime::LogFormat;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,8 +33,13 @@ pub struct Settings {
     /// `KILN_GATEWAY_MAX_BODY_MB`: the largest request body accepted (default 100, as the edge's
     /// `client_max_body_size`); a larger one gets `413`.
     pub max_body_bytes: u64,
-    /// `KILN_ALLOWED_PRIVATE_NETS`: non-public networks origins may live in (CIDRs, default none).
-    pub allowed_private_nets: AllowedNets,
+    /// `KILN_ALLOWED_PRIVATE_NETS`: non-public networks (with ports, per tenant) origins may live
+    /// in (`NET[:PORTS][@SCOPE]`, see `kiln_core::policy`; default none).
+    pub allowed_private_nets: EgressPolicy,
+    /// `KILN_PLATFORM_ADDRS`: the deployment's other services (`host:port`, e.g. the dashboard,
+    /// Postgres, the workers' admin ports), which no origin may be; the gateway adds its own
+    /// listeners and Redis by itself.
+    pub platform_addrs: String,
     /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
     pub log_format: LogFormat,
     /// `KILN_GATEWAY_HOT_CACHE_MB`: memory for the hottest pages, in front of Redis (default 64;
@@ -67,6 +72,9 @@ pub struct Settings {
     /// waiting in the queue for a worker, a bot that misses the cache gets the origin's page at
     /// once and no render is queued for it.
     pub max_queued_renders: u64,
+    /// `KILN_GATEWAY_DIRECTORY_RESYNC_MS`: how often the domain directory is re-read in full from
+    /// Redis, in case a domain-change event was missed (default 30000, at least 100).
+    pub directory_resync: Duration,
 }
 
 impl Settings {
@@ -113,8 +121,9 @@ impl Settings {
                 .parse::<u64>()
                 .map(|mb| mb.saturating_mul(1024 * 1024))
                 .context("KILN_GATEWAY_MAX_BODY_MB must be a whole number of megabytes")?,
-            allowed_private_nets: AllowedNets::parse(&var("KILN_ALLOWED_PRIVATE_NETS", ""))
+            allowed_private_nets: EgressPolicy::parse(&var("KILN_ALLOWED_PRIVATE_NETS", ""))
                 .context("KILN_ALLOWED_PRIVATE_NETS")?,
+            platform_addrs: var("KILN_PLATFORM_ADDRS", ""),
             hot_cache_bytes: var("KILN_GATEWAY_HOT_CACHE_MB", "64")
                 .parse::<u64>()
                 .map(|mb| mb.saturating_mul(1024 * 1024))
@@ -148,6 +157,8 @@ impl Settings {
                 .context(
                     "KILN_GATEWAY_MAX_QUEUED_RENDERS must be a whole number of renders (0: no limit)",
                 )?,
+            directory_resync: millis("KILN_GATEWAY_DIRECTORY_RESYNC_MS", 30_000)?
+                .max(Duration::from_millis(100)),
             log_format: LogFormat::from_lookup(&get).map_err(anyhow::Error::msg)?,
         })
     }

@@ -4,6 +4,7 @@
 //! of them serves (`metrics`).
 
 pub mod metrics;
+pub mod platform;
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;

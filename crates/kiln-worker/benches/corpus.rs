@@ -85,7 +85,7 @@ async fn main() {
     let react = corpus::framework_origin("react").await;
     let vue = corpus::framework_origin("vue").await;
     let proxy = EgressProxy::start(EgressSettings {
-        allowed: kiln_core::AllowedNets::parse("127.0.0.1/32").expect("a valid net"),
+        policy: kiln_core::EgressPolicy::parse("127.0.0.1:1-65535@*").expect("a valid grant"),
         ..EgressSettings::default()
     })
     .await

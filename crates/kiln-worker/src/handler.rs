@@ -69,6 +69,9 @@ struct Inner {
     /// Renders someone waits for that the queue has started and that have not reached `handle`
     /// yet: each holds background renders back from its very start (see `JobHandler::starting`).
     starting: std::sync::Mutex<Vec<WaitingRender>>,
+    /// The egress proxy of each tenant with grants of its own (`KILN_ALLOWED_PRIVATE_NETS`), whose
+    /// renders use it instead of the browsers' own.
+    tenant_proxies: std::collections::HashMap<String, String>,
 }
 
 impl RenderHandler {
@@ -79,6 +82,7 @@ impl RenderHandler {
         quiet: Duration,
         render_queue: Option<RenderQueue>,
         metrics: Arc<WorkerMetrics>,
+        tenant_proxies: std::collections::HashMap<String, String>,
     ) -> Self {
         RenderHandler {
             inner: Arc::new(Inner {
@@ -90,6 +94,7 @@ impl RenderHandler {
                 render_queue,
                 metrics,
                 starting: Default::default(),
+                tenant_proxies,
             }),
         }
     }
@@ -486,6 +491,16 @@ impl Inner {
             );
             lease.mark_broken("the browser failed its health check");
         };
+        // A tenant with grants of its own renders in a context whose traffic goes through its own
+        // proxy: a warm tab's context uses the browser's, which grants only what everyone has.
+        if let Some(proxy) = self.tenant_proxies.get(&job.tenant_id)
+            && let Err(error) = lease.use_proxy(proxy, job.device).await
+        {
+            lease.mark_broken(format!(
+                "could not open a tab for the tenant's proxy: {error}"
+            ));
+            return Err(RenderError::NoBrowser(error.to_string()));
+        }
         turn.tab_at.get_or_insert_with(kiln_core::unix_millis_now);
         tracing::Span::current().record("render.browser", lease.browser_id());
         let request = RenderRequest {

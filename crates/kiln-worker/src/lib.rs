@@ -33,6 +33,7 @@ use anyhow::Context;
 use kiln_egress::{EgressProxy, EgressSettings};
 use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
 use kiln_store::Store;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub struct Application {
     store: Store,
     pool: BrowserPool,
     egress: EgressProxy,
+    /// The egress proxies of tenants with grants of their own, by tenant id.
+    tenant_proxies: HashMap<String, EgressProxy>,
     admin_listener: TcpListener,
     admin_port: u16,
 }
@@ -73,14 +76,40 @@ impl Application {
             .local_addr()
             .context("failed to read the admin address")?
             .port();
-        // Every connection Chromium makes goes through the egress proxy, which refuses anything
-        // outside the public internet and the operator's allowed networks.
-        let egress = EgressProxy::start(EgressSettings {
-            allowed: settings.allowed_private_nets.clone(),
-            ..EgressSettings::default()
-        })
+        // Every connection Chromium makes goes through an egress proxy, which refuses Kiln's own
+        // services and anything outside the public internet and what the operator granted. The
+        // browsers' own proxy applies the grants for every tenant; each tenant with grants of its
+        // own has a proxy of its own, which its renders' browser contexts use instead.
+        let platform = kiln_runtime::platform::platform_endpoints(
+            &[admin_listener.local_addr()?],
+            &[&settings.redis_url, &settings.queue_redis_url],
+            &settings.platform_addrs,
+        )
         .await
-        .context("failed to start the egress proxy")?;
+        .map_err(anyhow::Error::msg)?;
+        let policy = settings
+            .allowed_private_nets
+            .clone()
+            .with_platform(platform);
+        let tenants: Vec<String> = policy
+            .tenants_with_grants()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let scopes = std::iter::once(None).chain(tenants.iter().map(|t| Some(t.as_str())));
+        let mut proxies = EgressProxy::start_group(
+            scopes
+                .map(|tenant| EgressSettings {
+                    policy: policy.for_tenant(tenant),
+                    ..EgressSettings::default()
+                })
+                .collect(),
+        )
+        .await
+        .context("failed to start the egress proxies")?;
+        let egress = proxies.remove(0);
+        let tenant_proxies: HashMap<String, EgressProxy> =
+            tenants.into_iter().zip(proxies).collect();
         let mut pool_settings = settings.pool_settings();
         pool_settings.extra_args.extend(egress.chromium_args());
         let pool = BrowserPool::start(pool_settings);
@@ -88,6 +117,7 @@ impl Application {
             worker.name = %settings.worker_name,
             admin.port = admin_port,
             egress.proxy = %egress.proxy_url(),
+            egress.tenant_proxies = tenant_proxies.len(),
             browsers = settings.browsers,
             tabs_per_browser = settings.tabs_per_browser,
             warm_concurrency = settings.warm_concurrency,
@@ -98,6 +128,7 @@ impl Application {
             store,
             pool,
             egress,
+            tenant_proxies,
             admin_listener,
             admin_port,
         })
@@ -126,6 +157,7 @@ impl Application {
             store,
             pool,
             egress,
+            tenant_proxies,
             admin_listener,
             ..
         } = self;
@@ -171,6 +203,10 @@ impl Application {
             settings.render_quiet,
             render_queue,
             metrics,
+            tenant_proxies
+                .iter()
+                .map(|(tenant, proxy)| (tenant.clone(), proxy.proxy_url()))
+                .collect(),
         );
         // Each consumer runs as a task of its own. apalis fetches from Redis whenever its task is
         // woken, for whatever reason: two consumers joined in one task woke each other with every
@@ -213,6 +249,9 @@ impl Application {
         handler.wait_idle().await;
         pool.shutdown().await;
         egress.shutdown().await;
+        for proxy in tenant_proxies.into_values() {
+            proxy.shutdown().await;
+        }
         match admin.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "the admin server failed"),

@@ -521,6 +521,30 @@ impl Lease {
         matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(_)))
     }
 
+    /// Replaces the tab with one in a fresh browser context whose traffic goes through `proxy`
+    /// (an egress proxy's URL) instead of the browser's own, set up for `device`. The old context
+    /// is disposed.
+    pub async fn use_proxy(&mut self, proxy: &str, device: DeviceClass) -> Result<(), CdpError> {
+        let tab = tokio::time::timeout(
+            TAB_CREATE_TIMEOUT,
+            self.instance.new_tab_with(device, Some(proxy)),
+        )
+        .await
+        .map_err(|_| {
+            CdpError::msg(format!(
+                "opening a tab took longer than {TAB_CREATE_TIMEOUT:?}"
+            ))
+        })??;
+        if let Some(old) = self.tab.replace(tab) {
+            let _ = self
+                .instance
+                .browser
+                .execute(DisposeBrowserContextParams::new(old.context))
+                .await;
+        }
+        Ok(())
+    }
+
     /// Has the browser replaced once this lease is returned.
     pub fn mark_broken(&mut self, reason: impl Into<String>) {
         self.broken = Some(reason.into());
@@ -653,9 +677,24 @@ impl Instance {
     }
 
     async fn new_tab(&self, device: DeviceClass) -> Result<Tab, CdpError> {
+        self.new_tab_with(device, None).await
+    }
+
+    /// A tab in a fresh context; with `proxy`, the context's traffic goes through that proxy
+    /// (loopback included, as with the browser's own) instead of the browser's.
+    async fn new_tab_with(
+        &self,
+        device: DeviceClass,
+        proxy: Option<&str>,
+    ) -> Result<Tab, CdpError> {
+        let mut params = CreateBrowserContextParams::default();
+        if let Some(proxy) = proxy {
+            params.proxy_server = Some(proxy.to_owned());
+            params.proxy_bypass_list = Some("<-loopback>".to_owned());
+        }
         let context = self
             .browser
-            .execute(CreateBrowserContextParams::default())
+            .execute(params)
             .await?
             .result
             .browser_context_id;

@@ -1,7 +1,7 @@
 //! The worker's configuration, read once from `KILN_*` environment variables.
 
 use anyhow::{Context, bail};
-use kiln_core::AllowedNets;
+use kiln_core::EgressPolicy;
 use kiln_queue::QueueSettings;
 use kiln_store::StoreSettings;
 use std::net::SocketAddr;
@@ -43,10 +43,14 @@ pub struct Settings {
     /// `KILN_WORKER_RECYCLE_MEMORY_MB`: memory (proportional set size of all its processes) above
     /// which a browser is replaced (default 1536).
     pub recycle_memory_mb: u64,
-    /// `KILN_ALLOWED_PRIVATE_NETS`: private networks renders may reach anyway (comma-separated
-    /// CIDRs, default none), for origins on a private network. Everything else private, loopback,
-    /// link-local or otherwise non-public is refused by the egress proxy.
-    pub allowed_private_nets: AllowedNets,
+    /// `KILN_ALLOWED_PRIVATE_NETS`: private networks (with ports, per tenant: `NET[:PORTS][@SCOPE]`,
+    /// see `kiln_core::policy`) a tenant's renders may reach anyway, for origins on a private
+    /// network (default none). Everything else private, loopback, link-local or otherwise
+    /// non-public is refused by the egress proxy, and so are Kiln's own services.
+    pub allowed_private_nets: EgressPolicy,
+    /// `KILN_PLATFORM_ADDRS`: the deployment's other services (`host:port`), which no render may
+    /// reach; the worker adds its admin listener, Redis and its egress proxies by itself.
+    pub platform_addrs: String,
     /// `KILN_WORKER_ADMIN_LISTEN`: health endpoints (default `127.0.0.1:9101`; port 0 picks one).
     pub admin_listen: SocketAddr,
     /// `KILN_WORKER_NAME`: the queue consumer's name, unique per process (default
@@ -166,8 +170,9 @@ impl Settings {
         let log_format = text("KILN_LOG_FORMAT", "pretty")?
             .parse::<LogFormat>()
             .map_err(anyhow::Error::msg)?;
-        let allowed_private_nets = AllowedNets::parse(&text("KILN_ALLOWED_PRIVATE_NETS", "")?)
+        let allowed_private_nets = EgressPolicy::parse(&text("KILN_ALLOWED_PRIVATE_NETS", "")?)
             .context("KILN_ALLOWED_PRIVATE_NETS")?;
+        let platform_addrs = text("KILN_PLATFORM_ADDRS", "")?;
         let as_usize =
             |name: &str, n: u64| usize::try_from(n).with_context(|| format!("{name} is too large"));
         // Unlike the counts above, zero is meaningful here: no warm consumer at all.
@@ -194,6 +199,7 @@ impl Settings {
             recycle_age: Duration::from_secs(count("KILN_WORKER_RECYCLE_AGE_SECS", 1800)?),
             recycle_memory_mb: count("KILN_WORKER_RECYCLE_MEMORY_MB", 1536)?,
             allowed_private_nets,
+            platform_addrs,
             admin_listen,
             worker_name,
             render_quiet: millis("KILN_RENDER_QUIET_MS", 50)?,
@@ -319,7 +325,11 @@ mod tests {
             ("KILN_WORKER_RECYCLE_AFTER", "7"),
             ("KILN_WORKER_RECYCLE_AGE_SECS", "90"),
             ("KILN_WORKER_RECYCLE_MEMORY_MB", "800"),
-            ("KILN_ALLOWED_PRIVATE_NETS", "10.0.0.0/8, 127.0.0.1"),
+            (
+                "KILN_ALLOWED_PRIVATE_NETS",
+                "10.0.0.0/8@*, 127.0.0.1:5173@t-1",
+            ),
+            ("KILN_PLATFORM_ADDRS", "10.0.0.7:5432"),
             ("KILN_WORKER_ADMIN_LISTEN", "0.0.0.0:0"),
             ("KILN_WORKER_NAME", "w-1"),
             ("KILN_RENDER_QUIET_MS", "120"),
@@ -335,9 +345,15 @@ mod tests {
         assert_eq!(s.recycle_after, 7);
         assert_eq!(s.recycle_age, Duration::from_secs(90));
         assert_eq!(s.recycle_memory_mb, 800);
-        assert!(s.allowed_private_nets.permits("10.1.2.3".parse().unwrap()));
-        assert!(s.allowed_private_nets.permits("127.0.0.1".parse().unwrap()));
-        assert!(!s.allowed_private_nets.permits("127.0.0.2".parse().unwrap()));
+        let t1 = s.allowed_private_nets.for_tenant(Some("t-1"));
+        assert!(t1.permits("10.1.2.3:80".parse().unwrap()));
+        assert!(t1.permits("127.0.0.1:5173".parse().unwrap()));
+        assert!(!t1.permits("127.0.0.2:5173".parse().unwrap()));
+        assert!(
+            !s.allowed_private_nets
+                .permits("127.0.0.1:5173".parse().unwrap())
+        );
+        assert_eq!(s.platform_addrs, "10.0.0.7:5432");
         assert_eq!(s.admin_listen.port(), 0);
         assert_eq!(s.worker_name, "w-1");
         assert_eq!(s.render_quiet, Duration::from_millis(120));

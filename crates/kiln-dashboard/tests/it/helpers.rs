@@ -3,7 +3,7 @@
 //! Every test gets its own `redis-server` (killed when the test's [`TestApp`] is dropped) and its own
 //! database (see `kiln_testkit::postgres`), so tests run in parallel without seeing each other's data.
 
-use kiln_core::{AllowedNets, DomainConfig, DomainSettings, Hostname};
+use kiln_core::{AllowedNets, DomainConfig, DomainSettings, EgressPolicy, Hostname};
 use kiln_dashboard::domains::{self, AddDomain, Added, DomainError};
 use kiln_dashboard::http::Application;
 use kiln_dashboard::origin::Origin;
@@ -39,9 +39,13 @@ pub struct TestApp {
     pub database: TestDatabase,
 }
 
+/// What the test apps grant: every port of 127.0.0.1 to every tenant (Kiln's own services there
+/// stay refused whatever is granted).
+pub const LOOPBACK_FOR_EVERYONE: &str = "127.0.0.1:1-65535@*";
+
 /// A test app whose origins may be on 127.0.0.1 (the usual local-demo setup).
 pub async fn spawn_app() -> TestApp {
-    spawn_app_allowing("127.0.0.1/32").await
+    spawn_app_allowing(LOOPBACK_FOR_EVERYONE).await
 }
 
 /// A test app whose `KILN_ALLOWED_PRIVATE_NETS` is `nets`.
@@ -57,7 +61,8 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
         redis_url: redis.url().into(),
         queue_redis_url: redis.url().into(),
         redis_prefix: "kiln:".to_owned(),
-        allowed_private_nets: AllowedNets::parse(nets).expect("bad test nets"),
+        allowed_private_nets: EgressPolicy::parse(nets).expect("bad test nets"),
+        platform_addrs: String::new(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         session_secret: Some("test-session-secret-0123456789abcdef".to_owned().into()),
@@ -233,7 +238,7 @@ impl TestApp {
             .args(args)
             .env("KILN_DATABASE_URL", &self.database.url)
             .env("KILN_REDIS_URL", self.redis.url())
-            .env("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32")
+            .env("KILN_ALLOWED_PRIVATE_NETS", LOOPBACK_FOR_EVERYONE)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -260,7 +265,7 @@ impl TestApp {
         command
             .args(args)
             .env("KILN_REDIS_URL", self.redis.url())
-            .env("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32")
+            .env("KILN_ALLOWED_PRIVATE_NETS", LOOPBACK_FOR_EVERYONE)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdin(Stdio::null());

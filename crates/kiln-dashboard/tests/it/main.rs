@@ -12,6 +12,7 @@ mod web;
 use helpers::{TEST_ACTOR, spawn_app, spawn_app_allowing};
 use kiln_core::{DomainSettings, Hostname};
 use kiln_dashboard::OPERATOR_TENANT_ID;
+use kiln_dashboard::directory;
 use kiln_dashboard::domains::{self, Added, DomainError};
 use kiln_dashboard::origin::OriginError;
 use reqwest::StatusCode;
@@ -114,7 +115,7 @@ async fn settings_flags_reach_postgres_and_redis() {
 
 #[tokio::test]
 async fn a_duplicate_is_a_conflict_and_changes_nothing() {
-    let t = spawn_app_allowing("127.0.0.0/8").await;
+    let t = spawn_app_allowing("127.0.0.0/8:1-65535@*").await;
     t.add("demo.localhost", "http://127.0.0.1:5173")
         .await
         .unwrap();
@@ -144,7 +145,7 @@ async fn a_duplicate_is_a_conflict_and_changes_nothing() {
 
 #[tokio::test]
 async fn if_not_exists_accepts_an_identical_registration_and_republishes_it() {
-    let t = spawn_app_allowing("127.0.0.0/8").await;
+    let t = spawn_app_allowing("127.0.0.0/8:1-65535@*").await;
     let first = t
         .add("demo.localhost", "http://127.0.0.1:5173")
         .await
@@ -228,14 +229,14 @@ async fn a_loopback_origin_needs_an_allowed_network() {
     assert!(
         error
             .to_string()
-            .contains("allow it with KILN_ALLOWED_PRIVATE_NETS (e.g. 127.0.0.1/32)"),
+            .contains("grant it with KILN_ALLOWED_PRIVATE_NETS (e.g. 127.0.0.1:5173@"),
         "{error}"
     );
     assert!(strict.pg_domains().await.is_empty());
     assert!(strict.redis_hosts().await.is_empty());
 
     // Private ranges other than the one allowed stay refused.
-    let relaxed = spawn_app_allowing("127.0.0.1/32").await;
+    let relaxed = spawn_app_allowing("127.0.0.1:1-65535@*").await;
     let error = relaxed
         .add("lan.localhost", "http://10.0.0.5")
         .await
@@ -320,6 +321,60 @@ async fn malformed_input_is_refused_by_the_command_line_with_clear_messages() {
 }
 
 #[tokio::test]
+async fn the_command_line_refuses_the_platforms_names_single_labels_and_public_suffixes_too() {
+    let t = spawn_app().await;
+    let env = [
+        ("KILN_DATABASE_URL", t.database.url.as_str()),
+        ("KILN_CNAME_TARGET", "edge.kiln.example.com"),
+        (
+            "KILN_DASHBOARD_PUBLIC_URL",
+            "https://dashboard.kiln.example.com",
+        ),
+    ];
+    for (host, expected) in [
+        (
+            "Edge.Kiln.Example.com",
+            "error: edge.kiln.example.com is reserved: it is edge.kiln.example.com, this Kiln \
+             platform's CNAME target, or a name under it",
+        ),
+        (
+            "www.dashboard.kiln.example.com",
+            "error: www.dashboard.kiln.example.com is reserved: it is dashboard.kiln.example.com, \
+             this Kiln platform's dashboard",
+        ),
+        ("localhost", "error: localhost is a single label"),
+        ("co.uk", "error: co.uk is a public suffix"),
+    ] {
+        let args = [
+            "domain",
+            "add",
+            "--host",
+            host,
+            "--origin",
+            "http://127.0.0.1:5173",
+        ];
+        let out = t.cli_with_env(&args, &env).await;
+        assert_eq!(out.code, Some(1), "{host}: {out:?}");
+        assert!(out.stderr.starts_with(expected), "{host}: {}", out.stderr);
+    }
+    assert!(t.pg_domains().await.is_empty());
+    assert!(t.redis_hosts().await.is_empty());
+
+    // The operator registers customers' names as before, including under a private suffix.
+    let args = [
+        "domain",
+        "add",
+        "--host",
+        "shop.github.io",
+        "--origin",
+        "http://127.0.0.1:5173",
+    ];
+    let out = t.cli_with_env(&args, &env).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(t.redis_hosts().await, ["shop.github.io"]);
+}
+
+#[tokio::test]
 async fn remove_deletes_from_postgres_and_redis() {
     let t = spawn_app().await;
     t.add("demo.localhost", "http://127.0.0.1:5173")
@@ -378,7 +433,7 @@ async fn publish_all_repairs_a_flushed_redis_and_withdraws_stale_domains() {
     stale.host = Hostname::parse("stale.localhost").unwrap();
     t.app.store.put_domain(&stale).await.unwrap();
 
-    let report = domains::publish_all(&t.app).await.unwrap();
+    let report = directory::publish_all(&t.app).await.unwrap();
 
     assert_eq!(report.published, 2);
     assert_eq!(
@@ -393,6 +448,41 @@ async fn publish_all_repairs_a_flushed_redis_and_withdraws_stale_domains() {
     assert_eq!(
         t.redis_domain("shop.localhost").await,
         Some(shop.record().config())
+    );
+}
+
+#[tokio::test]
+async fn a_serving_dashboard_publishes_the_whole_directory_again_once_redis_lost_it() {
+    let t = spawn_app().await;
+    t.add("demo.localhost", "http://127.0.0.1:5173")
+        .await
+        .unwrap();
+    t.add("shop.localhost", "http://127.0.0.1:5174")
+        .await
+        .unwrap();
+    let _server = t.spawn_server().await;
+    assert!(t.app.store.directory_is_complete().await.unwrap());
+
+    // Redis restarts empty, then one domain is added: a directory of one, not marked complete.
+    t.flush_redis().await;
+    t.add("new.localhost", "http://127.0.0.1:5175")
+        .await
+        .unwrap();
+    let flushed = Instant::now();
+    loop {
+        let directory = t.app.store.directory().await.unwrap();
+        if directory.complete {
+            break;
+        }
+        assert!(
+            flushed.elapsed() < Duration::from_secs(10),
+            "the directory was not published again: {directory:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        t.redis_hosts().await,
+        ["demo.localhost", "new.localhost", "shop.localhost"]
     );
 }
 
@@ -716,5 +806,61 @@ async fn the_command_line_creates_accounts_and_gives_them_domains() {
     assert!(
         unknown.stderr.contains("no account has the email"),
         "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_origin_can_never_be_one_of_kiln_s_own_services() {
+    // The widest grant: every port of 127.0.0.1, to every tenant.
+    let t = spawn_app().await;
+    let postgres_port = url::Url::parse(&t.database.url)
+        .unwrap()
+        .port_or_known_default()
+        .unwrap();
+    let redis = format!("http://127.0.0.1:{}", t.redis.port());
+    let redis_by_name = format!("http://localhost:{}", t.redis.port());
+    let postgres = format!("http://127.0.0.1:{postgres_port}");
+    for (host, origin) in [
+        ("redis.localhost", &redis),
+        ("redis-name.localhost", &redis_by_name),
+        ("postgres.localhost", &postgres),
+    ] {
+        let error = t.add(host, origin).await.unwrap_err();
+        assert!(
+            matches!(&error, DomainError::Origin(OriginError::Platform { .. })),
+            "{origin}: {error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("one of this Kiln's own services"),
+            "{error}"
+        );
+    }
+    assert!(t.pg_domains().await.is_empty());
+    assert!(t.redis_hosts().await.is_empty());
+    // Nor can an existing domain be moved there.
+    t.add("shop.localhost", "http://127.0.0.1:5173")
+        .await
+        .unwrap();
+    let record = t
+        .app
+        .db
+        .domain_by_host(&kiln_core::Hostname::parse("shop.localhost").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let error = domains::update(
+        &t.app,
+        &record,
+        Some(kiln_dashboard::origin::Origin::parse(&redis).unwrap()),
+        record.settings.clone(),
+        TEST_ACTOR,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, DomainError::Origin(OriginError::Platform { .. })),
+        "{error:?}"
     );
 }

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_going_away_is_said_plainly_and_the_dashboard_recovers_by_itself() {
     let postgres = OwnPostgres::start();
-    let app = spawn_app_on(TestDatabase::existing(postgres.url()), "127.0.0.1/32").await;
+    let app = spawn_app_on(
+        TestDatabase::existing(postgres.url()),
+        LOOPBACK_FOR_EVERYONE,
+    )
+    .await;
     let server = app.spawn_server().await;
     let mut api = ApiClient::new(&server);
     api.sign_up("owner@outage.example").await;

@@ -77,7 +77,10 @@ impl AcmeStack {
             ("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:0".to_owned()),
             ("KILN_REDIS_URL", redis.url()),
             ("KILN_REDIS_PREFIX", prefix.clone()),
-            ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32".to_owned()),
+            (
+                "KILN_ALLOWED_PRIVATE_NETS",
+                "127.0.0.1:1-65535@*".to_owned(),
+            ),
             ("KILN_GATEWAY_VERIFY_CRAWLERS", "false".to_owned()),
         ]);
         let gateway = kiln_gateway::Application::build(
@@ -109,6 +112,9 @@ impl AcmeStack {
             },
         ));
         let sync = CertSync::new(store.clone(), sealer(), edge.cert_dir());
+        // As the dashboard does when it starts: the whole directory published (none yet), so that
+        // it is complete and the domains published one by one below are all there is.
+        store.publish_directory(&[]).await.unwrap();
         AcmeStack {
             store,
             edge,

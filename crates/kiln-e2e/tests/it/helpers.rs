@@ -5,7 +5,7 @@
 mod cluster;
 pub use cluster::*;
 
-use kiln_core::{AllowedNets, DomainConfig, DomainSettings, Hostname};
+use kiln_core::{AllowedNets, DomainConfig, DomainSettings, EgressPolicy, Hostname};
 use kiln_store::{Store, StoreSettings};
 use kiln_testkit::dns::{DnsRecord, DnsServer};
 use kiln_testkit::postgres::TestDatabase;
@@ -117,7 +117,7 @@ impl Stack {
             ("KILN_WORKER_ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("KILN_REDIS_URL", redis.url()),
             ("KILN_REDIS_PREFIX", prefix.clone()),
-            ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32".into()),
+            ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1:1-65535@*".into()),
             ("KILN_WORKER_BROWSERS", "1".into()),
             // The load tests send one tenant's bots to more pages at once than a tenant's render
             // budget allows, on purpose; the budget and the queue limit have gateway tests.
@@ -302,7 +302,8 @@ impl Platform {
             queue_redis_url: redis_url.clone().into(),
             redis_url: redis_url.into(),
             redis_prefix: prefix,
-            allowed_private_nets: AllowedNets::parse("127.0.0.1/32").unwrap(),
+            allowed_private_nets: EgressPolicy::parse("127.0.0.1:1-65535@*").unwrap(),
+            platform_addrs: String::new(),
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: Some("127.0.0.1:0".parse().unwrap()),
             session_secret: Some("e2e-session-secret-0123456789abcdefghij".to_owned().into()),

@@ -11,7 +11,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use kiln_core::AllowedNets;
+use kiln_core::EgressPolicy;
 use kiln_egress::{EgressProxy, EgressSettings, Resolve, Resolving};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -78,7 +78,7 @@ impl TestProxy {
 
 pub fn settings(allowed: &str) -> EgressSettings {
     EgressSettings {
-        allowed: AllowedNets::parse(allowed).unwrap(),
+        policy: EgressPolicy::parse(allowed).unwrap().for_tenant(None),
         ..EgressSettings::default()
     }
 }

@@ -1,6 +1,6 @@
 //! The egress proxy against real TCP origins on loopback addresses: 127.0.0.1 is allowed (as an
-//! operator's `KILN_ALLOWED_PRIVATE_NETS=127.0.0.1/32` would), 127.0.0.2 and every other non-public
-//! address is not, and the refused origins count the connections that must never reach them.
+//! operator's `KILN_ALLOWED_PRIVATE_NETS=127.0.0.1:1-65535@*` would), 127.0.0.2 and every other
+//! non-public address is not, Kiln's own endpoints never are, and the refused origins count the connections that must never reach them.
 
 mod helpers;
 
@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ALLOWED: &str = "127.0.0.1/32";
+const ALLOWED: &str = "127.0.0.1:1-65535@*";
 
 #[tokio::test]
 async fn allowed_get_goes_out_in_origin_form_with_its_host_and_without_hop_by_hop_headers() {
@@ -197,6 +197,48 @@ async fn every_request_on_a_kept_alive_proxy_connection_is_vetted_on_its_own() {
     }
     assert_eq!(allowed.seen().len(), 2);
     assert_eq!(forbidden.connections(), 0);
+}
+
+#[tokio::test]
+async fn kiln_s_own_services_and_the_proxy_itself_are_refused_whatever_is_granted() {
+    // Stand-ins for Redis and an admin port, on an address and port the grant opens.
+    let redis = HttpOrigin::start(ip("127.0.0.1")).await;
+    let admin = TcpEcho::start(ip("127.0.0.1")).await;
+    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
+    let mut settings = settings(ALLOWED);
+    settings.policy = settings.policy.with_platform([redis.addr, admin.addr]);
+    let t = TestProxy::start_with(settings, None).await;
+
+    let refused = t.client.get(redis.url("/")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.headers()[EGRESS_HEADER], "refused");
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("one of this Kiln's own services"), "{body}");
+    // By name, by mapped address and through a tunnel alike.
+    let by_name = format!("http://localhost:{}/", redis.addr.port());
+    let mapped = format!("http://[::ffff:127.0.0.1]:{}/", redis.addr.port());
+    for url in [by_name, mapped] {
+        let response = t.client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{url}");
+    }
+    let mut raw = t.raw().await;
+    raw.send(&format!(
+        "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n",
+        admin.addr
+    ))
+    .await;
+    assert_eq!(raw.response().await.status, 403);
+    // The proxy is one of them too: a page cannot loop requests through it.
+    let own = format!("http://{}/", t.proxy.addr());
+    assert_eq!(
+        t.client.get(&own).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(redis.connections(), 0);
+    assert_eq!(admin.connections(), 0);
+    // What the grant opens beside them still works.
+    let ok = t.client.get(origin.url("/echo")).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -175,7 +175,11 @@ pub fn settings_with(redis: &RedisServer, prefix: &str, extra: &[(&str, String)]
         ("KILN_REDIS_PREFIX", prefix.to_owned()),
         ("KILN_REDIS_TIMEOUT_MS", "300".to_owned()),
         ("KILN_ORIGIN_TIMEOUT_MS", "1000".to_owned()),
-        ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32".to_owned()),
+        // Every port of 127.0.0.1, for every tenant: Kiln's own services stay refused anyway.
+        (
+            "KILN_ALLOWED_PRIVATE_NETS",
+            "127.0.0.1:1-65535@*".to_owned(),
+        ),
     ]);
     vars.extend(extra.iter().cloned());
     Settings::from_lookup(|name| vars.get(name).cloned()).unwrap()

@@ -4,12 +4,14 @@
 mod acme;
 mod budget;
 mod crawlers;
+mod directory;
 mod domain_settings;
 mod freshness;
 mod helpers;
 mod hostile;
 mod limits;
 mod metrics;
+mod origins;
 mod secrets;
 mod usage;
 
@@ -267,6 +269,7 @@ async fn origins_on_private_addresses_outside_the_allow_list_are_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(response.headers()["x-kiln-error"], "origin-refused");
     assert_eq!(gw.origin.log.count(), before, "nothing reached the origin");
 }
 

@@ -163,7 +163,10 @@ pub async fn spawn_unready_app(overrides: &[(&str, &str)]) -> TestApp {
         ("KILN_WORKER_BROWSERS", "1".to_owned()),
         ("KILN_WORKER_TABS_PER_BROWSER", "2".to_owned()),
         // The test origin is on 127.0.0.1; everything else private stays refused.
-        ("KILN_ALLOWED_PRIVATE_NETS", "127.0.0.1/32".to_owned()),
+        (
+            "KILN_ALLOWED_PRIVATE_NETS",
+            "127.0.0.1:1-65535@*".to_owned(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
