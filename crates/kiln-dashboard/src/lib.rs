@@ -15,6 +15,7 @@ pub mod charts;
 pub mod cli;
 pub mod db;
 pub mod domains;
+pub mod hostnames;
 pub mod http;
 pub mod metrics;
 pub mod origin;

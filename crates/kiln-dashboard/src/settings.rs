@@ -47,10 +47,12 @@ pub struct Settings {
     /// while in use, so this is the idle time after which a user must log in again.
     pub session_ttl: Duration,
     /// `KILN_DASHBOARD_PUBLIC_URL` (default `http://` + the listen address): where users reach the
-    /// dashboard. With `https://`, session cookies are marked `Secure`.
+    /// dashboard. With `https://`, session cookies are marked `Secure`. Its host, and every name
+    /// under it, can never be registered as a domain (see [`crate::hostnames`]).
     pub public_url: Url,
     /// `KILN_CNAME_TARGET` (e.g. `edge.kiln.example.com`): the hostname customers point their
-    /// domains' CNAME records at. Unset, domains can only be verified with a TXT record.
+    /// domains' CNAME records at. Unset, domains can only be verified with a TXT record. It, and
+    /// every name under it, can never be registered as a domain.
     pub cname_target: Option<Hostname>,
     /// `KILN_DNS_SERVER` (default: the system resolver): the DNS server (`ip:port`) that domain
     /// verification asks.

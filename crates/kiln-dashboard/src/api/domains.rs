@@ -5,6 +5,7 @@ use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::Ctx;
 use crate::db::DomainRecord;
 use crate::domains::{self, DomainError};
+use crate::hostnames::HostnameRefused;
 use crate::origin::{Origin, OriginError};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -328,6 +329,15 @@ impl From<DomainError> for ApiError {
                 ApiError::conflict(error.to_string())
             }
             DomainError::NotRegistered(_) | DomainError::NotFound => ApiError::not_found("domain"),
+            DomainError::Hostname(refused) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                match refused {
+                    HostnameRefused::Reserved { .. } => "hostname_reserved",
+                    HostnameRefused::SingleLabel(_) => "hostname_single_label",
+                    HostnameRefused::PublicSuffix(_) => "hostname_public_suffix",
+                },
+                format!("hostname: {error}"),
+            ),
             DomainError::Origin(OriginError::Unresolvable { .. }) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "origin_unresolvable",
@@ -362,7 +372,10 @@ pub(super) fn parse_origin(input: &str) -> Result<Origin, ApiError> {
         (status = 201, description = "Added", body = DomainView),
         (status = 401, description = "Not authenticated", body = super::ErrorBody),
         (status = 409, description = "The hostname is registered already", body = super::ErrorBody),
-        (status = 422, description = "Invalid hostname, origin or settings, or a body of the wrong shape", body = super::ErrorBody),
+        (status = 422, description = "Invalid hostname, origin or settings, or a body of the wrong shape; \
+            a hostname no one may register is `hostname_reserved` (the platform's own names: its CNAME target, \
+            the dashboard's host and names under them), `hostname_single_label` (`localhost`) or \
+            `hostname_public_suffix` (`co.uk`, `github.io`: on the Public Suffix List)", body = super::ErrorBody),
         super::JsonBodyErrors,
     ))]
 pub async fn create(

@@ -371,7 +371,11 @@ pub async fn create(
                 );
                 return Ok(redirect_with(&format!("/domains/{}", record.id), &message));
             }
-            Err(error @ (DomainError::Conflict(_) | DomainError::ConflictDiffers { .. })) => {
+            Err(
+                error @ (DomainError::Conflict(_)
+                | DomainError::ConflictDiffers { .. }
+                | DomainError::Hostname(_)),
+            ) => {
                 errors.add("hostname", error.to_string());
             }
             Err(DomainError::Origin(error)) => errors.add("origin", error.to_string()),

@@ -503,6 +503,90 @@ async fn api_keys_are_shown_once_stored_hashed_and_revocable_at_once() {
 // ---- domains ------------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn the_platforms_own_names_single_labels_and_public_suffixes_cannot_be_registered() {
+    let (app, server) = server_with(|t| {
+        t.settings.public_url = "https://Dashboard.Kiln.test:8443/".parse().unwrap();
+    })
+    .await;
+    let client = ApiClient::account_with_key(&server, "jane@example.com").await;
+
+    for (hostname, code, says) in [
+        // The CNAME target (edge.kiln.test) and the dashboard's host, and every name under them.
+        (
+            CNAME_TARGET,
+            "hostname_reserved",
+            "this Kiln platform's CNAME target",
+        ),
+        ("EDGE.Kiln.test.", "hostname_reserved", "CNAME target"),
+        ("www.edge.kiln.test", "hostname_reserved", "CNAME target"),
+        (
+            "dashboard.kiln.test",
+            "hostname_reserved",
+            "this Kiln platform's dashboard",
+        ),
+        ("a.b.dashboard.kiln.test", "hostname_reserved", "dashboard"),
+        // A label alone names no one's domain.
+        ("localhost", "hostname_single_label", "is a single label"),
+        ("com", "hostname_single_label", "is a single label"),
+        // Public suffixes, ICANN's and private ones.
+        ("co.uk", "hostname_public_suffix", "is a public suffix"),
+        (
+            "github.io",
+            "hostname_public_suffix",
+            "such as shop.github.io",
+        ),
+    ] {
+        let response = client
+            .post(
+                "/api/v1/domains",
+                json!({ "hostname": hostname, "origin": ORIGIN }),
+            )
+            .await;
+        assert_eq!(response.status, 422, "{hostname}: {:?}", response.body);
+        assert_eq!(response.code(), code, "{hostname}: {:?}", response.body);
+        assert!(
+            response.message().starts_with("hostname: ") && response.message().contains(says),
+            "{hostname}: {}",
+            response.message()
+        );
+    }
+    assert!(
+        app.pg_domains().await.is_empty(),
+        "a refused name was stored"
+    );
+    assert!(
+        app.redis_hosts().await.is_empty(),
+        "a refused name was published"
+    );
+    let audit: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = 'domain.add'")
+            .fetch_one(&app.pg)
+            .await
+            .unwrap();
+    assert_eq!(audit, 0, "a refused name was audited");
+
+    // Their neighbours and parents are customers' names, as are names under private suffixes.
+    for hostname in [
+        "kiln.test",
+        "xedge.kiln.test",
+        "shop.github.io",
+        "shop.co.uk",
+    ] {
+        let domain = client.add_domain(hostname, ORIGIN).await;
+        assert_eq!(domain["hostname"], hostname);
+    }
+    assert_eq!(
+        app.redis_hosts().await,
+        [
+            "kiln.test",
+            "shop.co.uk",
+            "shop.github.io",
+            "xedge.kiln.test"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn domains_are_validated_created_listed_changed_and_removed() {
     let (app, server) = server().await;
     let client = ApiClient::account_with_key(&server, "jane@example.com").await;

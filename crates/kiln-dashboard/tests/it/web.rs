@@ -291,6 +291,61 @@ async fn state_changing_forms_need_the_sessions_csrf_token_and_a_same_site_origi
 }
 
 #[tokio::test]
+async fn the_add_domain_form_refuses_the_platforms_names_and_public_suffixes_next_to_the_field() {
+    let t = spawn_app().await;
+    let server = t.spawn_server().await;
+    let mut web = WebClient::new(&server);
+    let csrf = web.sign_up("owner@example.com").await.csrf();
+
+    for (hostname, says) in [
+        (crate::helpers::CNAME_TARGET, "is reserved"),
+        ("shop.edge.kiln.test", "is reserved"),
+        ("localhost", "is a single label"),
+        ("github.io", "is a public suffix"),
+    ] {
+        let refused = web
+            .post(
+                "/domains",
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("hostname", hostname),
+                    ("origin", "http://127.0.0.1:5173"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{hostname}"
+        );
+        let error = refused
+            .body
+            .split(r#"id="hostname-error""#)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{hostname}: no error at the field: {}", refused.body));
+        assert!(
+            // The form capitalises the message's first letter.
+            error
+                .split("</")
+                .next()
+                .unwrap()
+                .to_lowercase()
+                .contains(&format!("{hostname} {says}")),
+            "{hostname}: {error}"
+        );
+        assert!(
+            refused.body.contains(&format!(r#"value="{hostname}""#)),
+            "{hostname}: the form lost what was typed"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM domains")
+        .fetch_one(&t.pg)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "a refused name was stored");
+}
+
+#[tokio::test]
 async fn every_response_carries_the_security_headers_and_pages_escape_what_users_typed() {
     let t = spawn_app().await;
     let server = t.spawn_server().await;
