@@ -126,10 +126,14 @@ fn resolve_url<'a>(
 }
 
 fn shorten(text: &str) -> String {
-    if text.chars().count() <= 120 {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(120).collect::<String>())
+    shorten_to(text, 120)
+}
+
+/// `text` cut to its first `max` characters, with `…` when anything was cut.
+fn shorten_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
     }
 }
 
@@ -147,6 +151,44 @@ fn list_problems(problems: &[String]) -> String {
         ));
     }
     message
+}
+
+/// How many of the entries a warm leaves out its record lists (with their reasons); the rest are
+/// only counted, so a sitemap of 60,000 excluded URLs does not make a job record of megabytes.
+pub const MAX_SKIPPED_LISTED: usize = 100;
+/// How much of a left-out entry's URL (or reason) its record keeps: a `<loc>` is customer input of
+/// any length.
+const MAX_SKIPPED_CHARS: usize = 1000;
+
+/// The entries a warm leaves out: every one counted, the first [`MAX_SKIPPED_LISTED`] kept as
+/// `{"url", "reason"}` for the job's record.
+#[derive(Default)]
+struct LeftOut {
+    listed: Vec<serde_json::Value>,
+    total: usize,
+}
+
+impl LeftOut {
+    fn add(&mut self, url: &str, reason: impl std::fmt::Display) {
+        self.total += 1;
+        if self.listed.len() < MAX_SKIPPED_LISTED {
+            self.listed.push(serde_json::json!({
+                "url": shorten_to(url, MAX_SKIPPED_CHARS),
+                "reason": shorten_to(&reason.to_string(), MAX_SKIPPED_CHARS),
+            }));
+        }
+    }
+
+    /// Entries someone else (the sitemap reader) left out and only counted.
+    fn add_uncounted(&mut self, count: usize) {
+        self.total += count;
+    }
+
+    /// The listed entries, as the job's record stores them, and the count of all.
+    fn into_record(self) -> (serde_json::Value, i32) {
+        let total = i32::try_from(self.total).unwrap_or(i32::MAX);
+        (serde_json::Value::Array(self.listed), total)
+    }
 }
 
 /// Why a warm leaves out a page the domain's path rules exclude.
@@ -287,7 +329,7 @@ pub async fn warm_urls(
         return Err(CacheError::NotVerified(page.domain.host.clone()));
     }
     let mut rules = HashMap::new();
-    let mut skipped = Vec::new();
+    let mut left_out = LeftOut::default();
     let pages: Vec<&PageRef<'_>> = pages
         .iter()
         .filter(|page| {
@@ -296,7 +338,7 @@ pub async fn warm_urls(
                 .or_insert_with(|| page.domain.settings.path_rules());
             let rendered = rules.renders(path_of(&page.url));
             if !rendered {
-                skipped.push(serde_json::json!({ "url": page.url.as_str(), "reason": EXCLUDED }));
+                left_out.add(page.url.as_str(), EXCLUDED);
             }
             rendered
         })
@@ -315,6 +357,7 @@ pub async fn warm_urls(
         .first()
         .map(|p| p.domain.id)
         .filter(|id| pages.iter().all(|p| p.domain.id == *id));
+    let (skipped, skipped_total) = left_out.into_record();
     let job = app
         .db
         .insert_warm_job(&WarmJobRecord {
@@ -324,7 +367,8 @@ pub async fn warm_urls(
             sitemap_url: None,
             state: "rendering".to_owned(),
             total: renders.len() as i32,
-            skipped: serde_json::Value::Array(skipped),
+            skipped,
+            skipped_total,
             error: None,
             actor: actor.to_owned(),
             created_at: time::OffsetDateTime::now_utc(),
@@ -396,6 +440,7 @@ pub async fn warm_sitemap(
             state: "collecting".to_owned(),
             total: 0,
             skipped: serde_json::json!([]),
+            skipped_total: 0,
             error: None,
             actor: actor.to_owned(),
             created_at: time::OffsetDateTime::now_utc(),
@@ -425,7 +470,11 @@ async fn collect_and_enqueue(
     root: &url::Url,
 ) -> Result<(), CacheError> {
     let fetcher = fetcher.for_domain(domain);
-    let limits = kiln_sitemap::Limits::default();
+    // The reader keeps no more examples of what it left out than the job's record lists.
+    let limits = kiln_sitemap::Limits {
+        max_skipped: MAX_SKIPPED_LISTED,
+        ..kiln_sitemap::Limits::default()
+    };
     let collected = tokio::time::timeout(
         SITEMAP_DEADLINE,
         kiln_sitemap::collect(&fetcher, root, &limits),
@@ -439,40 +488,41 @@ async fn collect_and_enqueue(
     })?
     .map_err(|e| CacheError::Invalid(e.to_string()))?;
 
-    let mut skipped: Vec<serde_json::Value> = collected
-        .skipped
-        .iter()
-        .map(|s| serde_json::json!({ "url": s.url, "reason": s.reason.to_string() }))
-        .collect();
+    let mut left_out = LeftOut::default();
+    // First, so that the record lists it however much else was left out.
+    if collected.truncated {
+        left_out.add(
+            root.as_str(),
+            format!(
+                "the sitemap goes beyond what a warm reads (at most {} URLs, from {} sitemaps, \
+                 {} index levels deep); the rest was left out",
+                limits.max_urls, limits.max_sitemaps, limits.max_depth
+            ),
+        );
+    }
+    for skipped in &collected.skipped {
+        left_out.add(&skipped.url, &skipped.reason);
+    }
+    left_out.add_uncounted(collected.skipped_omitted);
     let mut renders = Vec::new();
     let by_host = by_host(std::slice::from_ref(domain));
     let rules = domain.settings.path_rules();
     for url in &collected.urls {
         match resolve_url(&by_host, url.as_str()) {
-            Ok(page) if !rules.renders(path_of(&page.url)) => {
-                skipped.push(serde_json::json!({ "url": url.as_str(), "reason": EXCLUDED }));
-            }
+            Ok(page) if !rules.renders(path_of(&page.url)) => left_out.add(url.as_str(), EXCLUDED),
             Ok(page) => {
                 for device in devices(domain) {
                     renders.push((domain, page.url.clone(), *device));
                 }
             }
-            Err(reason) => {
-                skipped.push(serde_json::json!({ "url": url.as_str(), "reason": reason }))
-            }
+            Err(reason) => left_out.add(url.as_str(), reason),
         }
     }
     let mut seen = std::collections::HashSet::new();
     renders.retain(|(_, url, device)| seen.insert((url.clone(), *device)));
-    if collected.truncated {
-        skipped.push(serde_json::json!({
-            "url": root.as_str(),
-            "reason": format!("the sitemap lists more than {} URLs; the rest were left out", limits.max_urls),
-        }));
-    }
-    let skipped = serde_json::Value::Array(skipped);
+    let (skipped, skipped_total) = left_out.into_record();
     app.db
-        .warm_job_collected(job.id, renders.len() as i32, &skipped)
+        .warm_job_collected(job.id, renders.len() as i32, &skipped, skipped_total)
         .await?;
     let job = WarmJobRecord {
         total: renders.len() as i32,
@@ -542,5 +592,48 @@ pub async fn preview(
     match app.store.take_preview(&reply_to, wait).await? {
         Some(result) => Ok((page.url, result)),
         None => Err(CacheError::PreviewTimeout(wait.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_at_a_character_boundary() {
+        let check = |text: &str, max: usize, expected: &str| {
+            assert_eq!(shorten_to(text, max), expected, "{text:?} to {max}");
+        };
+        check("", 3, "");
+        check("abc", 3, "abc");
+        check("abcd", 3, "abc…");
+        check("ééé", 3, "ééé");
+        check("éééé", 2, "éé…");
+        check("abc", 0, "…");
+    }
+
+    #[test]
+    fn what_a_warm_leaves_out_is_all_counted_and_the_first_listed() {
+        let mut left_out = LeftOut::default();
+        for n in 0..MAX_SKIPPED_LISTED + 5 {
+            left_out.add(&format!("https://shop.example/{n}"), EXCLUDED);
+        }
+        left_out.add_uncounted(7);
+        left_out.add(&"x".repeat(5000), "a reason");
+        let (listed, total) = left_out.into_record();
+        assert_eq!(total as usize, MAX_SKIPPED_LISTED + 5 + 7 + 1);
+        let listed = listed.as_array().unwrap();
+        assert_eq!(listed.len(), MAX_SKIPPED_LISTED);
+        assert_eq!(listed[0]["url"], "https://shop.example/0");
+        assert_eq!(listed[0]["reason"], EXCLUDED);
+
+        let mut left_out = LeftOut::default();
+        left_out.add(&"x".repeat(5000), "y".repeat(5000));
+        let (listed, total) = left_out.into_record();
+        assert_eq!(total, 1);
+        let url = listed[0]["url"].as_str().unwrap();
+        assert_eq!(url.chars().count(), MAX_SKIPPED_CHARS + 1, "cut, with …");
+        let reason = listed[0]["reason"].as_str().unwrap();
+        assert_eq!(reason.chars().count(), MAX_SKIPPED_CHARS + 1);
     }
 }

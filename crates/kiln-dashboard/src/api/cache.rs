@@ -145,18 +145,37 @@ pub struct WarmView {
     pub queued: u64,
     pub done: u64,
     pub failed: u64,
-    /// Sitemap entries left out, with reasons.
+    /// Entries left out (on another host, malformed, excluded by the domain's path rules, a child
+    /// sitemap that failed or was beyond the limits), with reasons: the first 100 only, each URL
+    /// and reason cut to 1,000 characters. `skipped_total` counts them all.
+    #[schema(value_type = Vec<SkippedEntry>)]
     pub skipped: serde_json::Value,
+    /// How many entries were left out in all.
+    pub skipped_total: u64,
+    /// Whether more entries were left out than `skipped` lists.
+    pub skipped_truncated: bool,
     /// Why the job failed, when it did.
     pub error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
+/// An entry a warm left out. (For the OpenAPI document only: the job's record holds these.)
+#[derive(Serialize, ToSchema)]
+pub struct SkippedEntry {
+    /// The entry's URL as the sitemap or request gave it (it may not be a valid URL).
+    #[schema(example = "https://elsewhere.example/products/4")]
+    pub url: String,
+    /// Why it was left out.
+    pub reason: String,
+}
+
 impl WarmView {
     pub fn new(job: &WarmJobRecord, done: u64, failed: u64) -> Self {
         let total = u64::try_from(job.total).unwrap_or(0);
         let finished = done + failed;
+        let skipped_total = u64::try_from(job.skipped_total).unwrap_or(0);
+        let listed = job.skipped.as_array().map_or(0, Vec::len) as u64;
         let state = match job.state.as_str() {
             "rendering" if finished >= total => "done",
             other => other,
@@ -171,6 +190,8 @@ impl WarmView {
             done,
             failed,
             skipped: job.skipped.clone(),
+            skipped_total,
+            skipped_truncated: skipped_total > listed,
             error: job.error.clone(),
             created_at: job.created_at,
         }

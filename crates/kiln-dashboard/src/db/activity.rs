@@ -16,14 +16,17 @@ pub struct WarmJobRecord {
     pub sitemap_url: Option<String>,
     pub state: String,
     pub total: i32,
+    /// The first entries left out, with reasons (see `cache::LeftOut`): a JSON array.
     pub skipped: serde_json::Value,
+    /// How many entries were left out in all.
+    pub skipped_total: i32,
     pub error: Option<String>,
     pub actor: String,
     pub created_at: OffsetDateTime,
 }
 
-const WARM_COLUMNS: &str =
-    "id, tenant_id, domain_id, sitemap_url, state, total, skipped, error, actor, created_at";
+const WARM_COLUMNS: &str = "id, tenant_id, domain_id, sitemap_url, state, total, skipped, \
+     skipped_total, error, actor, created_at";
 
 /// A row of `renders`: one entry of the workers' render log.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -70,8 +73,9 @@ impl Db {
     pub async fn insert_warm_job(&self, job: &WarmJobRecord) -> Result<WarmJobRecord, DbError> {
         let mut tx = self.pool.begin().await?;
         let record: WarmJobRecord = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO warm_jobs (id, tenant_id, domain_id, sitemap_url, state, total, skipped, actor) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {WARM_COLUMNS}"
+            "INSERT INTO warm_jobs \
+             (id, tenant_id, domain_id, sitemap_url, state, total, skipped, skipped_total, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {WARM_COLUMNS}"
         )))
         .bind(job.id)
         .bind(job.tenant_id)
@@ -80,6 +84,7 @@ impl Db {
         .bind(&job.state)
         .bind(job.total)
         .bind(&job.skipped)
+        .bind(job.skipped_total)
         .bind(&job.actor)
         .fetch_one(&mut *tx)
         .await?;
@@ -107,13 +112,16 @@ impl Db {
         id: Uuid,
         total: i32,
         skipped: &serde_json::Value,
+        skipped_total: i32,
     ) -> Result<(), DbError> {
         sqlx::query(
-            "UPDATE warm_jobs SET state = 'rendering', total = $2, skipped = $3 WHERE id = $1",
+            "UPDATE warm_jobs SET state = 'rendering', total = $2, skipped = $3, skipped_total = $4 \
+             WHERE id = $1",
         )
         .bind(id)
         .bind(total)
         .bind(skipped)
+        .bind(skipped_total)
         .execute(&self.pool)
         .await?;
         Ok(())

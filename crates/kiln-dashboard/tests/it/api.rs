@@ -1,6 +1,7 @@
 //! The REST API against real Postgres, Redis and dnsmasq: accounts, sessions, keys, domains,
-//! verification, purging, listing, errors and tenant isolation. (Warming, previews, the render log
-//! and usage need a worker with Chromium: they are exercised end to end in `kiln-e2e`.)
+//! verification, purging, listing, a warm's record, errors and tenant isolation. (Warms' renders,
+//! previews, the render log and usage need a worker with Chromium: they are exercised end to end
+//! in `kiln-e2e`.)
 
 use crate::helpers::{
     ApiClient, CNAME_TARGET, PASSWORD, TestApp, TestServer, session_from, spawn_app,
@@ -22,6 +23,18 @@ async fn server_with(configure: impl FnOnce(&mut TestApp)) -> (TestApp, TestServ
 
 async fn server() -> (TestApp, TestServer) {
     server_with(|_| {}).await
+}
+
+/// A server whose DNS (a real dnsmasq, running while the returned server does) has `host` point
+/// its CNAME at the CNAME target, so that the domain verifies.
+async fn server_with_a_cname_for(host: &str) -> (DnsServer, TestApp, TestServer) {
+    let dns = DnsServer::start(&[
+        DnsRecord::a(CNAME_TARGET, "127.0.0.1"),
+        DnsRecord::cname(host, CNAME_TARGET),
+    ]);
+    let dns_addr = dns.addr();
+    let (app, server) = server_with(|app| app.settings.dns_server = Some(dns_addr)).await;
+    (dns, app, server)
 }
 
 const ORIGIN: &str = "http://127.0.0.1:5173";
@@ -1039,6 +1052,122 @@ async fn purge_removes_exactly_the_named_entries_and_listing_pages_through_the_r
     assert_eq!(purges, 3);
 }
 
+/// A real origin serving one sitemap of `count` pages under `/products/`, counting its reads.
+async fn origin_with_a_sitemap_of(
+    host: &str,
+    count: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut sitemap = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+"#,
+    );
+    for n in 0..count {
+        sitemap.push_str(&format!(
+            "<url><loc>http://{host}/products/{n}</loc></url>\n"
+        ));
+    }
+    sitemap.push_str("</urlset>\n");
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&reads);
+    let router = axum::Router::new().route(
+        "/sitemap.xml",
+        axum::routing::get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let body = sitemap.clone();
+            async move { ([("content-type", "application/xml")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (origin, reads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_of_a_huge_sitemap_the_domain_excludes_keeps_a_small_record_with_exact_counts() {
+    let (_dns, app, server) = server_with_a_cname_for("shop.example.com").await;
+    let client = ApiClient::account_with_key(&server, "jane@example.com").await;
+    // 60,000 pages: more than a warm reads (50,000), every one of them on a path the domain
+    // never renders.
+    let (origin, reads) = origin_with_a_sitemap_of("shop.example.com", 60_000).await;
+    let domain = client
+        .post(
+            "/api/v1/domains",
+            json!({
+                "hostname": "shop.example.com",
+                "origin": origin,
+                "settings": { "exclude_paths": ["/products/*"] },
+            }),
+        )
+        .await;
+    assert_eq!(domain.status, 201, "{:?}", domain.body);
+    let id = domain.body["id"].as_str().unwrap();
+    let verified = client
+        .post(&format!("/api/v1/domains/{id}/verify"), json!({}))
+        .await;
+    assert_eq!(verified.body["verified"], true, "{:?}", verified.body);
+
+    let started = client
+        .post(
+            "/api/v1/cache/warm",
+            json!({ "domain_id": id, "sitemap_url": "http://shop.example.com/sitemap.xml" }),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{:?}", started.body);
+    let path = format!(
+        "/api/v1/cache/warm/{}",
+        started.body["id"].as_str().unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let job = loop {
+        let job = client.get(&path).await;
+        assert_eq!(job.status, 200, "{:?}", job.body);
+        if job.body["state"] != "collecting" {
+            break job.body;
+        }
+        assert!(Instant::now() < deadline, "the sitemap was never read");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Nothing to render, and every entry left out is counted: the 50,000 pages read, the place
+    // where reading stopped, and the note that the sitemap went beyond what a warm reads.
+    assert_eq!(job["state"], "done", "{}", job["error"]);
+    assert_eq!(job["total"], 0);
+    assert_eq!(job["skipped_total"], 50_000 + 2);
+    assert_eq!(job["skipped_truncated"], true);
+    // But only the first hundred are listed: the note first, so that it is always seen.
+    let listed = job["skipped"].as_array().unwrap();
+    assert_eq!(listed.len(), 100);
+    assert_eq!(listed[0]["url"], "http://shop.example.com/sitemap.xml");
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("the sitemap goes beyond what a warm reads (at most 50000 URLs"),
+        "{}",
+        listed[0]
+    );
+    assert!(
+        listed[1..]
+            .iter()
+            .any(|entry| entry["url"] == "http://shop.example.com/products/0"
+                && entry["reason"].as_str().unwrap().contains("exclude_paths")),
+        "{listed:?}"
+    );
+    // So the record stays a few kilobytes, in Postgres and in what the API returns (it was 7.3 MB).
+    let answered = serde_json::to_vec(&job).unwrap().len();
+    assert!(answered < 32 * 1024, "the job's record is {answered} bytes");
+    let stored: i32 = sqlx::query_scalar("SELECT pg_column_size(skipped) FROM warm_jobs")
+        .fetch_one(&app.pg)
+        .await
+        .unwrap();
+    assert!(stored < 32 * 1024, "Postgres holds {stored} bytes of it");
+}
+
 // ---- errors -------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -1308,12 +1437,7 @@ async fn the_openapi_document_describes_every_endpoint() {
 
 #[tokio::test]
 async fn pending_domains_are_verified_in_the_background() {
-    let dns = DnsServer::start(&[
-        DnsRecord::a(CNAME_TARGET, "127.0.0.1"),
-        DnsRecord::cname("shop.example.com", CNAME_TARGET),
-    ]);
-    let dns_addr = dns.addr();
-    let (app, server) = server_with(|app| app.settings.dns_server = Some(dns_addr)).await;
+    let (_dns, app, server) = server_with_a_cname_for("shop.example.com").await;
     let client = ApiClient::account_with_key(&server, "jane@example.com").await;
     let domain = client.add_domain("shop.example.com", ORIGIN).await;
     assert_eq!(domain["verified"], false);
