@@ -171,8 +171,10 @@ pub async fn spawn_unready_app(overrides: &[(&str, &str)]) -> TestApp {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    // `{origin}` in an override stands for the test origin's `host:port`.
+    let origin_authority = origin.base.trim_start_matches("http://").to_owned();
     for (name, value) in overrides {
-        vars.insert(name.to_string(), value.to_string());
+        vars.insert(name.to_string(), value.replace("{origin}", &origin_authority));
     }
     let settings = Settings::from_lookup(|name| Ok(vars.get(name).cloned())).unwrap();
     let store = Store::connect(settings.store_settings()).await.unwrap();
@@ -276,6 +278,11 @@ impl TestApp {
     /// Renders a path of the test origin.
     pub async fn render(&self, path: &str, device: DeviceClass) -> Outcome {
         self.run(self.job(&self.origin.url(path), device)).await
+    }
+
+    /// The port of the worker's Redis.
+    pub fn redis_port(&self) -> u16 {
+        self.redis.port()
     }
 
     /// Pushes `job` through the queue and waits for its announcement.

@@ -194,6 +194,57 @@ async fn mobile_and_desktop_viewports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_grant_is_its_tenant_s_alone_and_kiln_s_own_services_are_nobody_s() {
+    // The test origin's one port, for tenant-7 only.
+    let app = spawn_app_with(&[("KILN_ALLOWED_PRIVATE_NETS", "{origin}@tenant-7")]).await;
+    let url = app.origin.url("/app");
+    let mut granted = app.job(&url, Desktop);
+    granted.tenant_id = "tenant-7".into();
+    let rendered = app.run(granted).await;
+    assert_eq!(rendered.status(), 200);
+    assert!(
+        rendered.html().contains("Hello from the fixture API"),
+        "{}",
+        rendered.html()
+    );
+
+    // The same page for another tenant: its render's browser context has no grant.
+    let before = app.origin.hits("/app");
+    let other = app.run(app.job(&url, Desktop)).await;
+    assert!(
+        other.failure().contains("egress proxy: refused"),
+        "{}",
+        other.failure()
+    );
+    assert!(other.entry.is_none());
+    assert_eq!(app.origin.hits("/app"), before, "nothing reached the origin for tenant-1");
+
+    // Mobile renders (a tab set up for another device) and renders one after another alike.
+    let mut mobile = app.job(&url, Mobile);
+    mobile.tenant_id = "tenant-7".into();
+    assert_eq!(app.run(mobile).await.status(), 200);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiln_s_own_services_are_never_rendered_whatever_is_granted() {
+    // Every port of 127.0.0.1 to everyone: the widest grant there is.
+    let app = spawn_app().await;
+    let redis = format!("http://127.0.0.1:{}/", app.redis_port());
+    let admin = format!("http://127.0.0.1:{}/metrics", app.admin_port);
+    for url in [redis, admin] {
+        let rendered = app.run(app.job(&url, Desktop)).await;
+        assert!(
+            rendered.failure().contains("egress proxy: refused"),
+            "{url}: {}",
+            rendered.failure()
+        );
+        assert!(rendered.entry.is_none(), "{url}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_origin_fails_without_storing() {
     let app = spawn_app().await;
     let dead = format!("http://127.0.0.1:{}/", free_port());
