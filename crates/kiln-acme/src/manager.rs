@@ -143,7 +143,11 @@ impl Manager {
                     () = &mut shutdown => return,
                     () = &mut wait => break,
                     event = next_event(&mut events) => match event {
-                        Some(StoreEvent::DomainChanged { .. } | StoreEvent::Resync) => {
+                        Some(
+                            StoreEvent::DomainChanged { .. }
+                            | StoreEvent::DirectoryPublished
+                            | StoreEvent::Resync,
+                        ) => {
                             // A burst of changes (a republish) makes one pass.
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             break;
@@ -162,24 +166,29 @@ impl Manager {
     /// One pass over every published domain.
     pub async fn run_once(&self) -> anyhow::Result<PassReport> {
         let mut report = PassReport::default();
-        let domains = self
+        let directory = self
             .store
-            .all_domains()
+            .directory()
             .await
             .context("cannot read the domain directory")?;
+        let domains = &directory.domains;
         let verified: HashSet<&str> = domains
             .values()
             .filter(|domain| domain.verified)
             .map(|domain| domain.host.as_str())
             .collect();
+        let listed: HashSet<&str> = domains.values().map(|d| d.host.as_str()).collect();
 
-        // Certificates and statuses of domains that are gone or no longer verified.
+        // Certificates and statuses of domains that are gone or no longer verified. A domain
+        // missing from an incomplete directory (Redis lost it, and the dashboard has not published
+        // it whole again yet) may still be published: only one it lists as unverified is stale.
         let index = self.store.certificate_index().await?;
         let statuses = self.store.certificate_statuses().await?;
         let mut stale: Vec<&String> = index
             .keys()
             .chain(statuses.keys())
             .filter(|host| !verified.contains(host.as_str()))
+            .filter(|host| directory.complete || listed.contains(host.as_str()))
             .collect();
         stale.sort();
         stale.dedup();

@@ -1,6 +1,7 @@
 //! Each edge node's copy of the certificates: `kiln-acme sync` writes every stored certificate to
 //! the edge's certificate directory as `{host}.pem` (the chain, then the private key: one file, so
-//! one rename replaces both at once), removes those no longer stored, and keeps `_default.pem`, the
+//! one rename replaces both at once), removes those of domains the complete directory no longer
+//! lists as verified, and keeps `_default.pem`, the
 //! fallback for handshakes naming no host with a certificate. nginx reads the file named by the
 //! handshake's server name on every handshake, so a new or renewed certificate is served as soon as
 //! it is written, with no reload.
@@ -13,7 +14,7 @@ use crate::seal::Sealer;
 use anyhow::Context;
 use kiln_core::Hostname;
 use kiln_store::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -116,18 +117,32 @@ impl CertSync {
             report.written.push(host.clone());
         }
 
-        // An empty index most likely means Redis lost its data (it restarted without
-        // persistence), not that every domain went away at once: the files on disk keep being
-        // served until certificates are stored again, as the gateways keep their domains.
-        if index.is_empty() {
+        // A file goes only with its domain: once the complete directory (as the dashboard
+        // published it) no longer lists the host as verified. A certificate missing from the
+        // index is not enough: after Redis lost its data (it restarted without persistence) the
+        // index fills again one certificate at a time as the manager orders them anew, and the
+        // files on disk keep being served meanwhile; nor is an incomplete directory, which lacks
+        // domains still published.
+        let directory = self.store.directory().await?;
+        if !directory.complete {
             return Ok(report);
         }
+        let verified: HashSet<&str> = directory
+            .domains
+            .values()
+            .filter(|domain| domain.verified)
+            .map(|domain| domain.host.as_str())
+            .collect();
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
             let Some(host) = name.to_str().and_then(|n| n.strip_suffix(".pem")) else {
                 continue;
             };
-            if host == FALLBACK_NAME || host.starts_with('.') || index.contains_key(host) {
+            if host == FALLBACK_NAME
+                || host.starts_with('.')
+                || index.contains_key(host)
+                || verified.contains(host)
+            {
                 continue;
             }
             std::fs::remove_file(self.dir.join(&name))?;

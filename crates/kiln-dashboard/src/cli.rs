@@ -174,7 +174,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Publish => {
             let app = App::connect(&settings).await?;
-            let report = domains::publish_all(&app).await?;
+            let report = crate::directory::publish_all(&app).await?;
             println!("published {} domain(s)", report.published);
             for host in &report.withdrawn {
                 println!("withdrew {host}, which is no longer registered");

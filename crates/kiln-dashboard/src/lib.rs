@@ -14,6 +14,7 @@ pub mod cache;
 pub mod charts;
 pub mod cli;
 pub mod db;
+pub mod directory;
 pub mod domains;
 pub mod hostnames;
 pub mod http;

@@ -1,6 +1,7 @@
 //! The gateway's in-memory mirror of the published domains, so that resolving a `Host` costs no
 //! Redis round trip. It is loaded at start, updated by domain-change events and fully re-read after
-//! a reconnect and periodically, in case an event was missed.
+//! a reconnect and periodically, in case an event was missed. A re-read never drops a domain
+//! because Redis lost the directory (see [`Directory::reload`]).
 //!
 //! Each domain's path rules and bot patterns are compiled here, once per published version, so that
 //! requests only match against them.
@@ -51,27 +52,20 @@ impl Directory {
         self.loaded.load(Ordering::Acquire)
     }
 
-    /// Replaces the directory with what Redis holds, except that an empty Redis never empties a
-    /// directory that has domains: that is a Redis that lost its data (restarted without
-    /// persistence, flushed), not a platform whose every domain was removed (removals come one by
-    /// one, as events). The known domains keep being served until the dashboard publishes again.
+    /// Replaces the directory with what Redis holds when that is the complete directory (as the
+    /// dashboard published it whole). An incomplete one (see [`kiln_store::PublishedDirectory`])
+    /// is what a Redis that lost its data holds: at most the domains published one by one since,
+    /// none at all at first. Its domains are taken, but the known domains it lacks are kept and
+    /// served until the dashboard publishes the whole directory again, which it does by itself
+    /// within seconds. Removals still take effect meanwhile: they come one by one, as events.
     pub async fn reload(&self, store: &Store) -> kiln_store::Result<usize> {
-        let all = store.all_domains().await?;
-        let count = all.len();
-        if all.is_empty() {
-            let known = self.domains.read().expect("directory lock poisoned").len();
-            if known > 0 {
-                tracing::warn!(
-                    domains.known = known,
-                    "Redis has no domains; it lost its data? keeping the domains known until they are published again"
-                );
-                return Ok(known);
-            }
-        }
-        // A periodic re-read mostly finds what is already here: keep those domains as compiled.
-        let all = {
+        let published = store.directory().await?;
+        let mut domains: HashMap<Hostname, Arc<Domain>> = {
+            // A periodic re-read mostly finds what is already here: keep those domains as compiled.
             let current = self.domains.read().expect("directory lock poisoned");
-            all.into_iter()
+            published
+                .domains
+                .into_iter()
                 .map(|(host, config)| {
                     let domain = match current.get(&host) {
                         Some(known) if known.config == config => Arc::clone(known),
@@ -81,7 +75,25 @@ impl Directory {
                 })
                 .collect()
         };
-        *self.domains.write().expect("directory lock poisoned") = all;
+        let mut domains_guard = self.domains.write().expect("directory lock poisoned");
+        if !published.complete {
+            let mut kept = 0;
+            for (host, domain) in domains_guard.iter() {
+                if !domains.contains_key(host) {
+                    domains.insert(host.clone(), Arc::clone(domain));
+                    kept += 1;
+                }
+            }
+            if kept > 0 {
+                tracing::warn!(
+                    domains.kept = kept,
+                    "Redis holds an incomplete domain directory (it lost its data?); keeping the domains it lacks until the dashboard publishes them again"
+                );
+            }
+        }
+        let count = domains.len();
+        *domains_guard = domains;
+        drop(domains_guard);
         self.loaded.store(true, Ordering::Release);
         Ok(count)
     }

@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 pub enum StoreEvent {
     /// A domain was added, changed or removed: re-read it.
     DomainChanged { host: String },
+    /// The whole directory was published (and marked complete): re-read all of it.
+    DirectoryPublished,
     /// A render for `page_key` finished.
     Rendered {
         page_key: String,

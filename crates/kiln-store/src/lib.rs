@@ -19,6 +19,7 @@
 
 mod acme;
 mod budget;
+mod directory;
 mod events;
 mod failures;
 mod pages;
@@ -30,6 +31,7 @@ mod warm;
 
 pub use acme::{CHALLENGE_TTL, CertificateRecord, CertificateState, CertificateStatus};
 pub use budget::{Admission, RenderBudget};
+pub use directory::PublishedDirectory;
 pub use events::{StoreEvent, Subscription};
 pub use pages::{ContentEncoding, MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
 pub use preview::{PREVIEW_TTL_SECS, PreviewResult};
@@ -42,8 +44,7 @@ pub use usage::{
 pub use warm::{WARM_PROGRESS_TTL_SECS, WarmProgress};
 
 use fred::prelude::*;
-use kiln_core::{CacheKey, DomainConfig, Hostname, RenderOutcome};
-use std::collections::HashMap;
+use kiln_core::{CacheKey, RenderOutcome};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,57 +146,6 @@ impl Store {
             .clients()
             .iter()
             .any(|client| client.is_connected())
-    }
-
-    // ---- domain directory -------------------------------------------------------------------
-
-    /// Publishes a domain's configuration for gateways and workers, and tells them it changed.
-    pub async fn put_domain(&self, domain: &DomainConfig) -> Result<()> {
-        let json = serde_json::to_string(domain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let _: () = self
-            .pool
-            .hset(self.key("domains"), (domain.host.as_str(), json))
-            .await?;
-        self.publish(&StoreEvent::DomainChanged {
-            host: domain.host.to_string(),
-        })
-        .await
-    }
-
-    /// Withdraws a domain; gateways stop serving it within a moment.
-    pub async fn remove_domain(&self, host: &Hostname) -> Result<bool> {
-        let removed: u32 = self.pool.hdel(self.key("domains"), host.as_str()).await?;
-        self.publish(&StoreEvent::DomainChanged {
-            host: host.to_string(),
-        })
-        .await?;
-        Ok(removed > 0)
-    }
-
-    pub async fn get_domain(&self, host: &Hostname) -> Result<Option<DomainConfig>> {
-        let json: Option<String> = self.pool.hget(self.key("domains"), host.as_str()).await?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("domain {host}: {e}")))
-        })
-        .transpose()
-    }
-
-    /// Every published domain, keyed by hostname. Malformed records are skipped with a warning so that
-    /// one bad record cannot take every domain down.
-    pub async fn all_domains(&self) -> Result<HashMap<Hostname, DomainConfig>> {
-        let raw: HashMap<String, String> = self.pool.hgetall(self.key("domains")).await?;
-        let mut domains = HashMap::with_capacity(raw.len());
-        for (host, json) in raw {
-            match serde_json::from_str::<DomainConfig>(&json) {
-                Ok(domain) => {
-                    domains.insert(domain.host.clone(), domain);
-                }
-                Err(error) => {
-                    tracing::warn!(domain.host = %host, %error, "skipping a malformed domain record")
-                }
-            }
-        }
-        Ok(domains)
     }
 
     // ---- render locks -----------------------------------------------------------------------

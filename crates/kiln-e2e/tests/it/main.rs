@@ -5,6 +5,7 @@
 mod acme;
 mod control_plane;
 mod dashboard_ui;
+mod directory_loss;
 mod edge;
 mod faults;
 mod helpers;

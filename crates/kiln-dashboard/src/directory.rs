@@ -1,0 +1,111 @@
+//! Keeping Redis's domain directory whole: Postgres is the truth, and the directory gateways and
+//! the certificate manager read is published from it, in full at every start of `serve`, by the
+//! `publish` command, and whenever Redis is found to have lost it.
+//!
+//! A Redis that restarts without persistence comes back without the directory, and gateways keep
+//! serving the domains they know only until they learn otherwise. So every dashboard checks every
+//! [`CHECK_EVERY`] that the directory still carries the mark of a full publish (see
+//! `kiln_store::PublishedDirectory`) and publishes it whole again when it does not. With several
+//! dashboards each may do so at the same moment; publishing is idempotent.
+
+use crate::App;
+use crate::domains::DomainError;
+use kiln_core::{DomainConfig, Hostname};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// How often each dashboard checks that Redis still holds the whole directory: one `HEXISTS`.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// What [`publish_all`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Domains written to Redis: every domain in Postgres.
+    pub published: usize,
+    /// Hostnames found in Redis but not in Postgres, now withdrawn.
+    pub withdrawn: Vec<Hostname>,
+}
+
+/// Makes Redis's domain directory match Postgres: publishes every domain at once, marked complete,
+/// then withdraws the ones that are no longer registered (repair after a Redis flush or a failed
+/// update).
+///
+/// The withdrawals read Redis after the publish and Postgres after that, on purpose. `add_domain`
+/// commits to Postgres before it publishes, so any host a concurrent `add_domain` already published
+/// is in the Postgres list read afterwards, and is never withdrawn by mistake; and a domain removed
+/// while this ran, which the publish may have put back, is no longer in Postgres then and is
+/// withdrawn. (A concurrent change of a domain's settings can still be overwritten by the older
+/// copy read here until its next publish.)
+pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
+    let records = app.db.list_domains().await?;
+    let configs: Vec<DomainConfig> = records.iter().map(|record| record.config()).collect();
+    app.store
+        .publish_directory(&configs)
+        .await
+        .map_err(DomainError::Store)?;
+
+    let in_redis = app.store.all_domains().await.map_err(DomainError::Store)?;
+    let registered: HashSet<Hostname> = app
+        .db
+        .list_domains()
+        .await?
+        .into_iter()
+        .map(|record| record.host)
+        .collect();
+    let mut withdrawn: Vec<Hostname> = in_redis
+        .into_keys()
+        .filter(|host| !registered.contains(host))
+        .collect();
+    withdrawn.sort();
+    for host in &withdrawn {
+        app.store
+            .remove_domain(host)
+            .await
+            .map_err(DomainError::Store)?;
+        tracing::info!(domain.host = %host, "withdrew a domain that is no longer registered");
+    }
+
+    tracing::info!(
+        domains.published = configs.len(),
+        domains.withdrawn = withdrawn.len(),
+        "domain directory published"
+    );
+    Ok(PublishReport {
+        published: configs.len(),
+        withdrawn,
+    })
+}
+
+/// Publishes the whole directory again whenever Redis no longer holds it whole (it restarted
+/// without persistence, was flushed, or evicted it), checking every `every`. Runs forever; a
+/// failed check or publish is retried on the next tick (said once per outage, not every tick).
+pub async fn keep_published(app: App, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        let outcome = match app.store.directory_is_complete().await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(
+                    "Redis no longer holds the whole domain directory (it lost its data?); publishing it again"
+                );
+                publish_all(&app).await.map(drop)
+            }
+            Err(error) => Err(DomainError::Store(error)),
+        };
+        match outcome {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the domain directory is checked again");
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "cannot check or republish the domain directory; retrying");
+            }
+            Err(_) => {}
+        }
+    }
+}
