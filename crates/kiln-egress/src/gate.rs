@@ -103,6 +103,7 @@ pub(crate) struct Counters {
 /// both paths make exactly the same decision.
 pub(crate) struct Gate {
     pub(crate) policy: EgressPolicy,
+    pub(crate) refusals: crate::Refusals,
     pub(crate) connect_timeout: Duration,
     pub(crate) resolver: Arc<dyn Resolve>,
     pub(crate) counters: Counters,
@@ -197,12 +198,14 @@ impl Gate {
                 ips
             }
         };
-        let (permitted, refused): (Vec<IpAddr>, Vec<IpAddr>) = ips
-            .into_iter()
-            .partition(|ip| self.policy.permits(SocketAddr::new(*ip, target.port)));
+        let (permitted, refused): (Vec<IpAddr>, Vec<IpAddr>) = ips.into_iter().partition(|ip| {
+            let addr = SocketAddr::new(*ip, target.port);
+            self.policy.permits(addr) && !self.refusals.contains(addr)
+        });
         if permitted.is_empty() {
             let platform = refused.iter().any(|ip| {
-                self.policy.refusal(SocketAddr::new(*ip, target.port)) == Some(Refusal::Platform)
+                let addr = SocketAddr::new(*ip, target.port);
+                self.refusals.contains(addr) || self.policy.refusal(addr) == Some(Refusal::Platform)
             });
             tracing::warn!(
                 egress.host = %target.host_for_logs(),

@@ -77,6 +77,45 @@ pub struct EgressSettings {
     pub policy: EgressPolicy,
     /// The limit for resolving a destination and opening the connection to it, together. Default 5 s.
     pub connect_timeout: Duration,
+    /// Endpoints that come and go while the proxy runs (a browser's DevTools port), refused like the
+    /// policy's platform endpoints. Default: none.
+    pub refusals: Refusals,
+}
+
+/// A changing set of endpoints every proxy sharing it refuses, such as the DevTools ports of the
+/// browsers the proxies serve: a page reaching one could drive the browser. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Refusals(Arc<std::sync::RwLock<std::collections::HashSet<SocketAddr>>>);
+
+impl Refusals {
+    /// Refuses `addr` from now on, until [`remove`](Self::remove)d.
+    pub fn insert(&self, addr: SocketAddr) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr);
+    }
+
+    pub fn remove(&self, addr: SocketAddr) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr);
+    }
+
+    /// Whether `addr` is refused (an unspecified address stands for every loopback one).
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        let set = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if set.is_empty() {
+            return false;
+        }
+        let ip = addr.ip().to_canonical();
+        set.contains(&SocketAddr::new(ip, addr.port()))
+            || (ip.is_loopback()
+                && set.iter().any(|r| {
+                    r.port() == addr.port() && (r.ip().is_loopback() || r.ip().is_unspecified())
+                }))
+    }
 }
 
 impl Default for EgressSettings {
@@ -85,6 +124,7 @@ impl Default for EgressSettings {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             policy: EgressPolicy::default(),
             connect_timeout: Duration::from_secs(5),
+            refusals: Refusals::default(),
         }
     }
 }
@@ -185,6 +225,7 @@ impl EgressProxy {
             // A page must not use a proxy to reach a proxy.
             policy: settings.policy.with_platform(proxies.iter().copied()),
             connect_timeout: settings.connect_timeout,
+            refusals: settings.refusals,
             resolver,
             counters: Counters::default(),
         });

@@ -84,8 +84,10 @@ async fn main() {
     let origin = corpus::corpus_origin(&internal).await;
     let react = corpus::framework_origin("react").await;
     let vue = corpus::framework_origin("vue").await;
+    let devtools = kiln_egress::Refusals::default();
     let proxy = EgressProxy::start(EgressSettings {
         policy: kiln_core::EgressPolicy::parse("127.0.0.1:1-65535@*").expect("a valid grant"),
+        refusals: devtools.clone(),
         ..EgressSettings::default()
     })
     .await
@@ -102,6 +104,7 @@ async fn main() {
         recycle_memory_mb: 1536,
         extra_args: proxy.chromium_args(),
         profile_dir: profile.path().to_owned(),
+        devtools_refusals: devtools,
     });
     while pool.alive_browsers() == 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -97,10 +97,13 @@ impl Application {
             .map(str::to_owned)
             .collect();
         let scopes = std::iter::once(None).chain(tenants.iter().map(|t| Some(t.as_str())));
+        // Every browser's DevTools address, while it lives: refused by every proxy.
+        let devtools = kiln_egress::Refusals::default();
         let mut proxies = EgressProxy::start_group(
             scopes
                 .map(|tenant| EgressSettings {
                     policy: policy.for_tenant(tenant),
+                    refusals: devtools.clone(),
                     ..EgressSettings::default()
                 })
                 .collect(),
@@ -112,6 +115,7 @@ impl Application {
             tenants.into_iter().zip(proxies).collect();
         let mut pool_settings = settings.pool_settings();
         pool_settings.extra_args.extend(egress.chromium_args());
+        pool_settings.devtools_refusals = devtools;
         let pool = BrowserPool::start(pool_settings);
         tracing::info!(
             worker.name = %settings.worker_name,

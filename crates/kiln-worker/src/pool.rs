@@ -72,6 +72,9 @@ pub struct PoolSettings {
     pub extra_args: Vec<String>,
     /// Where per-browser profile directories are created.
     pub profile_dir: PathBuf,
+    /// Each browser's DevTools address is added here while the browser lives, so that the egress
+    /// proxies refuse it: a page that reached it could drive the browser.
+    pub devtools_refusals: kiln_egress::Refusals,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,40 @@ struct Instance {
     closing: CancellationToken,
     /// The memory (PSS) its processes used when last measured.
     memory_bytes: AtomicU64,
+    /// Keeps the DevTools address refused by the egress proxies while the instance lives.
+    _devtools: DevtoolsRefusal,
+}
+
+/// A browser's DevTools address in the egress proxies' refusals, taken out when dropped.
+struct DevtoolsRefusal {
+    refusals: kiln_egress::Refusals,
+    addr: Option<std::net::SocketAddr>,
+}
+
+impl DevtoolsRefusal {
+    fn new(refusals: &kiln_egress::Refusals, ws_url: &str) -> Self {
+        // ws://127.0.0.1:PORT/devtools/browser/ID
+        let addr = ws_url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|authority| authority.parse().ok());
+        match addr {
+            Some(addr) => refusals.insert(addr),
+            None => tracing::warn!(ws_url, "could not read the browser's DevTools address"),
+        }
+        DevtoolsRefusal {
+            refusals: refusals.clone(),
+            addr,
+        }
+    }
+}
+
+impl Drop for DevtoolsRefusal {
+    fn drop(&mut self) {
+        if let Some(addr) = self.addr {
+            self.refusals.remove(addr);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -595,6 +632,7 @@ impl Instance {
             LAUNCH_TIMEOUT,
         )
         .await?;
+        let devtools = DevtoolsRefusal::new(&settings.devtools_refusals, &ws_url);
         let config = HandlerConfig {
             // Certificate errors stay errors: a render must not be steered by a forged origin.
             ignore_https_errors: false,
@@ -661,6 +699,7 @@ impl Instance {
             dead,
             closing,
             memory_bytes: AtomicU64::new(0),
+            _devtools: devtools,
         }))
     }
 

@@ -237,6 +237,7 @@ impl Settings {
             recycle_memory_mb: self.recycle_memory_mb,
             extra_args: Vec::new(),
             profile_dir: self.profile_dir.clone(),
+            devtools_refusals: Default::default(),
         }
     }
 }

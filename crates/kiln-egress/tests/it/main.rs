@@ -242,6 +242,31 @@ async fn kiln_s_own_services_and_the_proxy_itself_are_refused_whatever_is_grante
 }
 
 #[tokio::test]
+async fn endpoints_refused_while_they_live_are_refused_only_then() {
+    // Stands for a browser's DevTools port, which the worker adds while the browser lives.
+    let devtools = HttpOrigin::start(ip("127.0.0.1")).await;
+    let refusals = kiln_egress::Refusals::default();
+    let mut settings = settings(ALLOWED);
+    settings.refusals = refusals.clone();
+    let t = TestProxy::start_with(settings, None).await;
+    let by_name = format!("http://localhost:{}/json/version", devtools.addr.port());
+    let status = |url: String| {
+        let client = t.client.clone();
+        async move { client.get(url).send().await.unwrap().status() }
+    };
+    // Refused from before the first request (as the worker does, before any page renders): a
+    // kept-alive upstream connection would otherwise serve later requests without a new decision.
+    refusals.insert(devtools.addr);
+    for url in [devtools.url("/json/version"), by_name.clone()] {
+        assert_eq!(status(url.clone()).await, StatusCode::FORBIDDEN, "{url}");
+    }
+    assert_eq!(devtools.connections(), 0);
+    refusals.remove(devtools.addr);
+    assert_eq!(status(by_name).await, StatusCode::OK);
+    assert_eq!(devtools.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn connect_tunnels_bytes_both_ways() {
     let echo = TcpEcho::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
