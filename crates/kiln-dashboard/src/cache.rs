@@ -232,13 +232,25 @@ pub enum Purge {
     All { domain_id: Uuid },
 }
 
-/// Removes cached pages; returns how many entries existed and are gone.
+/// What a purge did.
+#[derive(Clone, Copy, Debug)]
+pub struct Purged {
+    /// How many cache entries existed and are gone.
+    pub entries: u64,
+    /// Gateways that did not confirm within [`kiln_store::CONFIRM_WAIT`] that they dropped their
+    /// in-memory copies (0: the next bot on every gateway gets a fresh render). Each may serve
+    /// a purged page from memory for at most 30 s more.
+    pub unconfirmed_gateways: u32,
+}
+
+/// Removes cached pages, from Redis and from every gateway's memory: returns once the gateways
+/// confirmed it (or the wait for them ran out, which the result says).
 pub async fn purge(
     app: &App,
     tenant_id: Uuid,
     purge: Purge,
     actor: &str,
-) -> Result<u64, CacheError> {
+) -> Result<Purged, CacheError> {
     let (purged, target, details) = match purge {
         Purge::Urls(urls) => {
             let domains = app.db.domains_of(tenant_id).await?;
@@ -279,8 +291,25 @@ pub async fn purge(
             details,
         )
         .await?;
-    tracing::info!(cache.purged = purged, "cache purged");
-    Ok(purged)
+    let confirmation = app.store.confirm_events(kiln_store::CONFIRM_WAIT).await?;
+    if confirmation.unconfirmed > 0 {
+        tracing::warn!(
+            cache.purged = purged,
+            gateways.confirmed = confirmation.confirmed,
+            gateways.unconfirmed = confirmation.unconfirmed,
+            "cache purged, but not every gateway confirmed dropping its copies in memory"
+        );
+    } else {
+        tracing::info!(
+            cache.purged = purged,
+            gateways.confirmed = confirmation.confirmed,
+            "cache purged"
+        );
+    }
+    Ok(Purged {
+        entries: purged,
+        unconfirmed_gateways: confirmation.unconfirmed,
+    })
 }
 
 async fn own_domain(app: &App, tenant_id: Uuid, id: Uuid) -> Result<DomainRecord, CacheError> {

@@ -31,6 +31,9 @@ pub struct App {
     /// ready, since every bot would get the origin's page. (A later interruption does not make it
     /// unready: people's traffic must not go with it.)
     pub events_started: AtomicBool,
+    /// This gateway's id among the gateways registered in Redis, under which it answers purges'
+    /// checkpoints (`kiln_store::Store::confirm_events`).
+    pub instance: String,
     /// The proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: AllowedNets,
     /// Each domain's per-address limit on bot requests.

@@ -1,4 +1,4 @@
-//! The event channel: domain changes and finished renders, fanned out to every gateway.
+//! The event channel: domain changes, finished renders and purges, fanned out to every gateway.
 //!
 //! It is classic pub/sub (`PUBLISH`/`SUBSCRIBE`), not sharded: on a Redis Cluster a message
 //! published on any node is passed to every other over the cluster bus, so the subscriber, which
@@ -32,6 +32,10 @@ pub enum StoreEvent {
         #[serde(default)]
         page_keys: Vec<String>,
     },
+    /// Every gateway records `id` ([`crate::Store::acknowledge_checkpoint`]) once it has
+    /// applied every event before this one: how a purge learns that no gateway serves the purged
+    /// pages from memory any more ([`crate::Store::confirm_events`]).
+    Checkpoint { id: String },
     /// The subscription was re-established (or fell behind): events may have been missed, so anything
     /// mirrored from Redis should be re-read. Never published; produced locally.
     Resync,

@@ -22,6 +22,7 @@ mod budget;
 mod directory;
 mod events;
 mod failures;
+mod gateways;
 mod pages;
 mod preview;
 mod render_log;
@@ -33,6 +34,7 @@ pub use acme::{CHALLENGE_TTL, CertificateRecord, CertificateState, CertificateSt
 pub use budget::{Admission, RenderBudget};
 pub use directory::PublishedDirectory;
 pub use events::{StoreEvent, Subscription};
+pub use gateways::{CONFIRM_WAIT, Confirmation, GATEWAY_HEARTBEAT, GATEWAY_LIVE_WINDOW};
 pub use pages::{ContentEncoding, MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
 pub use preview::{PREVIEW_TTL_SECS, PreviewResult};
 pub use render_log::{RENDER_LOG_MAX_LEN, RenderLogEntry, RenderLogOutcome, RenderLogPurpose};
@@ -201,16 +203,19 @@ impl Store {
     }
 
     /// Tells every gateway that pages of `domain_id` were purged (all of them, when `page_keys` is
-    /// empty). Best effort: the pages are gone from Redis already, and a gateway that misses the
-    /// event drops its copies within its in-memory cache's lifetime anyway.
-    pub(crate) async fn announce_purge(&self, domain_id: &str, page_keys: Vec<String>) {
-        let event = StoreEvent::Purged {
+    /// empty). An error fails the purge (which may be repeated): the pages are gone from Redis,
+    /// but gateways may still serve them from memory (for at most their in-memory lifetime), so
+    /// the purge must not be reported done.
+    pub(crate) async fn announce_purge(
+        &self,
+        domain_id: &str,
+        page_keys: Vec<String>,
+    ) -> Result<()> {
+        self.publish(&StoreEvent::Purged {
             domain_id: domain_id.to_owned(),
             page_keys,
-        };
-        if let Err(error) = self.publish(&event).await {
-            tracing::warn!(%error, "could not announce a purge to the gateways");
-        }
+        })
+        .await
     }
 
     async fn publish(&self, event: &StoreEvent) -> Result<()> {

@@ -500,7 +500,7 @@ impl Store {
                 let markers: Vec<String> = batch.iter().map(|key| self.failure_key(key)).collect();
                 let _: i64 = self.pool.del(markers).await?;
                 let page_keys = batch.iter().map(|key| key.page_key()).collect();
-                self.announce_purge(domain_id, page_keys).await;
+                self.announce_purge(domain_id, page_keys).await?;
             }
         }
         Ok(deleted)
@@ -530,7 +530,7 @@ impl Store {
                 .await?;
             deleted += n;
             if examined == 0 {
-                self.announce_purge(domain_id, Vec::new()).await;
+                self.announce_purge(domain_id, Vec::new()).await?;
                 return Ok(deleted);
             }
         }
@@ -578,7 +578,7 @@ impl Store {
                 deleted += n;
             }
             if next == "0" {
-                self.announce_purge(domain_id, Vec::new()).await;
+                self.announce_purge(domain_id, Vec::new()).await?;
                 return Ok(deleted);
             }
             cursor = next;

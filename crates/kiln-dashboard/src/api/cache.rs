@@ -60,9 +60,19 @@ pub struct PurgeRequest {
 pub struct PurgeResult {
     /// How many cache entries were removed.
     pub purged: u64,
+    /// Whether every gateway confirmed, before this answer, that it dropped the purged pages from
+    /// its memory: then the next bot on any gateway gets a fresh render. The purge waits up to
+    /// 2 seconds for them; `false` when one did not answer by then (stalled, stopped without
+    /// notice, or cut off from Redis), which may then serve a purged page from memory for at most
+    /// 30 seconds more.
+    pub confirmed: bool,
+    /// How many gateways did not confirm within the wait.
+    pub unconfirmed_gateways: u32,
 }
 
-/// Removes cached pages, so that the next bot gets a fresh render.
+/// Removes cached pages, from Redis and from every gateway's memory, so that the next bot gets a
+/// fresh render. The answer comes once every gateway has confirmed it (at most 2 seconds later;
+/// `confirmed` says whether all did).
 #[utoipa::path(post, path = "/api/v1/cache/purge", tag = "cache", request_body = PurgeRequest,
     security(("api_key" = []), ("session" = [])),
     responses(
@@ -113,7 +123,11 @@ pub async fn purge(
         }
     };
     let purged = cache::purge(&ctx.app, caller.tenant_id, purge, &caller.actor()).await?;
-    Ok(axum::Json(PurgeResult { purged }))
+    Ok(axum::Json(PurgeResult {
+        purged: purged.entries,
+        confirmed: purged.unconfirmed_gateways == 0,
+        unconfirmed_gateways: purged.unconfirmed_gateways,
+    }))
 }
 
 /// What to warm: `urls`, or `domain_id` + `sitemap_url`.

@@ -314,8 +314,16 @@ pub async fn purge(
         };
         match cache::purge(&ctx.app, user.tenant_id, purge, &user.actor).await {
             Ok(purged) => {
-                let entries = if purged == 1 { "entry" } else { "entries" };
-                let message = format!("Purged {what}: {purged} cache {entries} removed.");
+                let count = purged.entries;
+                let entries = if count == 1 { "entry" } else { "entries" };
+                let mut message = format!("Purged {what}: {count} cache {entries} removed.");
+                if purged.unconfirmed_gateways > 0 {
+                    message.push_str(&format!(
+                        " {} gateway(s) did not confirm in time and may serve the old page \
+                         for up to 30 seconds.",
+                        purged.unconfirmed_gateways
+                    ));
+                }
                 return Ok(redirect_with(&format!("/domains/{id}/cache"), &message));
             }
             Err(error @ CacheError::InvalidUrls(_)) => errors.add("url", error.to_string()),

@@ -716,6 +716,146 @@ async fn a_purge_through_the_api_makes_the_next_bot_render_again() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// Stores `html` as `host`'s rendered `path` (for desktops, over http, as a bot straight at a
+/// gateway asks for it) in Redis without telling the gateways, as a render that just finished
+/// would be found there.
+async fn store_silently(platform: &Platform, domain_id: &str, host: &str, path: &str, html: &str) {
+    let host = kiln_core::Hostname::parse(host).unwrap();
+    let url = kiln_core::NormalizedUrl::from_request("http", &host, path, &[]).unwrap();
+    let key = kiln_core::CacheKey::new(domain_id, kiln_core::DeviceClass::Desktop, &url);
+    let meta = serde_json::from_value(json!({
+        "status": 200, "headers": [], "url": url.as_str(), "rendered_at": 0, "render_ms": 5,
+    }))
+    .unwrap();
+    let entry = kiln_store::PageEntry {
+        html: html.to_owned().into(),
+        meta,
+    };
+    platform.store.put_page(&key, &entry, 60, 0).await.unwrap();
+}
+
+/// A bot's GET for `path` on `host` sent straight to one gateway: `X-Kiln-Cache` and body.
+async fn bot_at(
+    platform: &Platform,
+    gateway: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> (String, String) {
+    let response = platform
+        .stack
+        .client
+        .get(format!("http://{gateway}{path}"))
+        .header("host", host)
+        .header("x-is-bot", "1")
+        .header("user-agent", GOOGLEBOT)
+        .send()
+        .await
+        .unwrap();
+    (cache_status(&response), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_a_purge_answers_no_gateway_serves_the_purged_page_from_memory() {
+    let mut platform = Platform::start().await;
+    platform.stack.stop_worker().await.unwrap();
+    let second = platform.stack.another_gateway().await;
+    let gateways = [platform.stack.gateway, second];
+    let host = "memory.e2e.test";
+    let tenant = platform.api.tenant("owner@memory.example").await;
+    let domain = platform
+        .verified_domain(&tenant, host, json!({ "bot_wait_ms": 0 }))
+        .await;
+    let id = str_of(&domain, "id");
+    store_silently(&platform, id, host, "/ready", "ready").await;
+    for gateway in gateways {
+        let (sent, _) = first_showing(
+            Instant::now(),
+            || {
+                platform
+                    .stack
+                    .client
+                    .get(format!("http://{gateway}/ready"))
+                    .header("host", host)
+                    .header("x-is-bot", "1")
+                    .header("user-agent", GOOGLEBOT)
+            },
+            |r| r.headers().contains_key("x-kiln-cache"),
+        )
+        .await;
+        assert!(
+            sent <= PROPAGATION,
+            "the domain took {sent:?} to reach {gateway}"
+        );
+    }
+
+    // Each round: both gateways hold the page in memory; it is purged; bots on both gateways ask
+    // the moment the purge answers. (With no worker and no wait for renders, a bot that does not
+    // get the purged copy from memory gets the origin's page at once.)
+    let mut old_pages = Vec::new();
+    for round in 0..40 {
+        let path = format!("/products/{round}");
+        let old = format!("old {round}");
+        store_silently(&platform, id, host, &path, &old).await;
+        for gateway in gateways {
+            // The first read fills the gateway's memory; the second is served from it.
+            for _ in 0..2 {
+                assert_eq!(
+                    bot_at(&platform, gateway, host, &path).await,
+                    ("HIT".into(), old.clone())
+                );
+            }
+        }
+        // Other tenants were busy changing domains just before: each gateway takes its events
+        // one after the other, so it comes to the purge a few milliseconds later.
+        let store = &platform.store;
+        futures::future::join_all((0..50).map(|n| {
+            let busy = kiln_core::Hostname::parse(&format!("busy-{n}.e2e.test")).unwrap();
+            async move { store.remove_domain(&busy).await.unwrap() }
+        }))
+        .await;
+        let (status, purged) = tenant
+            .purge(&json!({ "urls": [format!("http://{host}{path}")] }))
+            .await;
+        let (first, second) = tokio::join!(
+            bot_at(&platform, gateways[0], host, &path),
+            bot_at(&platform, gateways[1], host, &path),
+        );
+        assert_eq!(status, StatusCode::OK, "{purged}");
+        assert_eq!(purged["purged"], 1, "{purged}");
+        assert_eq!(purged["confirmed"], true, "{purged}");
+        assert_eq!(purged["unconfirmed_gateways"], 0, "{purged}");
+        for (gateway, (cache, body)) in gateways.iter().zip([first, second]) {
+            if body == old {
+                old_pages.push(format!("round {round}, {gateway}: {cache} {body:?}"));
+            }
+        }
+    }
+    assert!(
+        old_pages.is_empty(),
+        "bots got the purged page after the purge answered:\n{}",
+        old_pages.join("\n")
+    );
+
+    // A gateway that registered and then went silent (stalled, or cut off from Redis while it
+    // still serves from memory) is waited for up to the documented bound, and reported.
+    platform.store.register_gateway("silent").await.unwrap();
+    let since = Instant::now();
+    let (status, purged) = tenant.purge(&json!({ "domain_id": id, "all": true })).await;
+    let took = since.elapsed();
+    assert_eq!(status, StatusCode::OK, "{purged}");
+    assert_eq!(purged["confirmed"], false, "{purged}");
+    assert_eq!(purged["unconfirmed_gateways"], 1, "{purged}");
+    assert!(
+        took >= kiln_store::CONFIRM_WAIT
+            && took < kiln_store::CONFIRM_WAIT + Duration::from_secs(2),
+        "the purge answered after {took:?}"
+    );
+    // Once it has stopped cleanly (deregistered), nobody waits for it.
+    platform.store.deregister_gateway("silent").await.unwrap();
+    let (_, purged) = tenant.purge(&json!({ "domain_id": id, "all": true })).await;
+    assert_eq!(purged["confirmed"], true, "{purged}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
     let platform = Platform::start().await;
