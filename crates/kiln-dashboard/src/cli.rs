@@ -15,8 +15,8 @@ use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
 /// Kiln's control plane: keeps domains in Postgres and publishes them to Redis for the gateways.
 ///
 /// Configured through KILN_* environment variables: KILN_DATABASE_URL (required), KILN_REDIS_URL,
-/// KILN_QUEUE_REDIS_URL, KILN_REDIS_PREFIX, KILN_ALLOWED_PRIVATE_NETS, KILN_DASHBOARD_LISTEN,
-/// KILN_LOG_FORMAT.
+/// KILN_QUEUE_REDIS_URL, KILN_REDIS_PREFIX, KILN_ALLOWED_PRIVATE_NETS, KILN_PLATFORM_ADDRS,
+/// KILN_DASHBOARD_LISTEN, KILN_LOG_FORMAT.
 #[derive(Debug, Parser)]
 #[command(name = "kiln-dashboard", version)]
 pub struct Cli {
@@ -74,7 +74,9 @@ pub struct AddArgs {
     #[arg(long, value_parser = Hostname::parse)]
     pub host: Hostname,
     /// The server Kiln fetches pages from: http(s)://host[:port], e.g. https://origin.shop.example.com.
-    /// It must resolve only to public addresses or to networks in KILN_ALLOWED_PRIVATE_NETS.
+    /// It must resolve only to public addresses or to addresses and ports KILN_ALLOWED_PRIVATE_NETS
+    /// grants (to the operator's domains by default, or to --owner's tenant), and never to one of
+    /// Kiln's own services.
     #[arg(long, value_parser = Origin::parse)]
     pub origin: Origin,
     /// How long a render is fresh, served from the cache as it is [default: 3600].
