@@ -1,14 +1,15 @@
 //! `/api/v1/auth/…`: sign-up, log-in, log-out, the current user, password changes.
 
-use super::auth::{SessionUser, append_cookie, cleared_cookie, session_cookie};
+use super::auth::{SessionUser, append_cookie, cleared_cookie, client_ip, session_cookie};
 use super::error::{ApiError, ApiJson};
 use super::state::Ctx;
 use crate::accounts::{self, AccountError, Email};
 use crate::db::UserRecord;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -101,19 +102,27 @@ pub async fn sign_up(
         (status = 200, description = "Logged in; the session cookie is set", body = UserView),
         (status = 401, description = "Wrong email or password (a malformed email is a wrong one)", body = super::ErrorBody),
         (status = 422, description = "A body of the wrong shape", body = super::ErrorBody),
-        (status = 429, description = "Too many attempts for this account or address", body = super::ErrorBody,
+        (status = 429, description = "Too many attempts from this address (for this account, or in all), or too many failed ones for this account from an address that failed before", body = super::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
         super::JsonBodyErrors,
     ))]
 pub async fn log_in(
     State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ApiJson(input): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     let email = Email::parse(&input.email).map_err(|_| AccountError::InvalidCredentials)?;
+    let ip = client_ip(peer.ip(), &headers, &ctx.trusted_proxies);
     ctx.account_limiter
-        .check(email.as_str())
+        .check_log_in(email.as_str(), ip)
         .map_err(ApiError::too_many)?;
-    let user = match accounts::authenticate(&ctx.app, &email, &input.password).await {
+    let authenticated = accounts::authenticate(&ctx.app, &email, &input.password).await;
+    if matches!(authenticated, Ok(_) | Err(AccountError::InvalidCredentials)) {
+        ctx.account_limiter
+            .log_in_ended(email.as_str(), ip, authenticated.is_ok());
+    }
+    let user = match authenticated {
         Ok(user) => user,
         Err(error) => {
             tracing::info!(auth.outcome = "refused", "log-in refused");
@@ -175,7 +184,7 @@ pub async fn change_password(
     ApiJson(input): ApiJson<PasswordChange>,
 ) -> Result<axum::Json<PasswordChanged>, ApiError> {
     ctx.account_limiter
-        .check(&who.user.email)
+        .check_password_change(&who.user.email)
         .map_err(ApiError::too_many)?;
     let sessions_revoked = accounts::change_password(
         &ctx.app,

@@ -16,9 +16,10 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use kiln_core::AllowedNets;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub const SESSION_COOKIE: &str = "kiln_session";
@@ -307,18 +308,98 @@ impl<K: std::hash::Hash + Eq + Clone> KeyedLimiter<K> {
     }
 }
 
-/// Log-in attempts per account (by e-mail address), beside the per-address limit tower_governor
-/// applies to the auth endpoints: an attacker spreading guesses over many addresses still gets few
-/// per account.
-pub type AccountLimiter = KeyedLimiter<String>;
+/// Log-in attempts, beside the per-address limit tower_governor applies to the auth endpoints.
+///
+/// Keyed by account (e-mail address) *and* client address, so that someone who knows an address
+/// and guesses from their own machine uses up only their own attempts: the owner, from another
+/// address, still logs in. Across addresses, an account's failed attempts have a ceiling, which
+/// slows a guesser spread over many addresses; it applies only to addresses that have already
+/// failed against the account, so a correct password from an address with no failures always
+/// passes (each new address gets one guess before the ceiling applies to it too).
+/// Password changes (by a logged-in user) have a per-account limit of their own.
+#[derive(Clone)]
+pub struct AccountLimiter {
+    /// Attempts per (account, address): ten at once, then one every 30 seconds.
+    pairs: KeyedLimiter<(String, IpAddr)>,
+    /// Failed attempts per account from every address: fifty at once, then one every 10 seconds.
+    accounts: KeyedLimiter<String>,
+    /// Password changes per account: ten at once, then one every 30 seconds.
+    password_changes: KeyedLimiter<String>,
+    /// When each (account, address) pair last failed, for [`FAILURES_KEPT`].
+    failed: std::sync::Arc<std::sync::Mutex<HashMap<(String, IpAddr), Instant>>>,
+}
+
+/// How long an address that failed to log in to an account is held to the account's ceiling.
+const FAILURES_KEPT: Duration = Duration::from_secs(60 * 60);
+
+/// The most failed pairs remembered. Past it (an attack from a great many addresses), every
+/// address is held to the accounts' ceilings until old failures are forgotten.
+const MAX_FAILED_PAIRS: usize = 100_000;
 
 impl AccountLimiter {
-    /// Ten attempts at once, then one every 30 seconds.
     pub fn log_in_attempts() -> Self {
-        let quota = Quota::with_period(Duration::from_secs(30))
-            .expect("the period is not zero")
-            .allow_burst(NonZeroU32::new(10).expect("ten is not zero"));
-        KeyedLimiter::new(Some(quota))
+        let quota = |period: u64, burst: u32| {
+            Quota::with_period(Duration::from_secs(period))
+                .expect("the period is not zero")
+                .allow_burst(NonZeroU32::new(burst).expect("the burst is not zero"))
+        };
+        AccountLimiter {
+            pairs: KeyedLimiter::new(Some(quota(30, 10))),
+            accounts: KeyedLimiter::new(Some(quota(10, 50))),
+            password_changes: KeyedLimiter::new(Some(quota(30, 10))),
+            failed: Default::default(),
+        }
+    }
+
+    fn has_failed(&self, email: &str, ip: IpAddr) -> bool {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.len() >= MAX_FAILED_PAIRS || failed.contains_key(&(email.to_owned(), ip))
+    }
+
+    /// Before the password is checked: `Err(seconds to wait)` when `ip` has used its attempts at
+    /// `email`, or has failed at it before while the account's ceiling is reached.
+    pub fn check_log_in(&self, email: &str, ip: IpAddr) -> Result<(), u64> {
+        self.pairs.check((email.to_owned(), ip))?;
+        if self.has_failed(email, ip) {
+            self.accounts.check(email.to_owned())?;
+        }
+        Ok(())
+    }
+
+    /// After the password was checked: a failure is remembered against the pair and counts
+    /// towards the account's ceiling (a repeated one was counted by [`Self::check_log_in`]); a
+    /// success forgets the pair's failures.
+    pub fn log_in_ended(&self, email: &str, ip: IpAddr, succeeded: bool) {
+        let pair = (email.to_owned(), ip);
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if succeeded {
+            failed.remove(&pair);
+            return;
+        }
+        let first = !failed.contains_key(&pair);
+        if failed.len() < MAX_FAILED_PAIRS || !first {
+            failed.insert(pair, Instant::now());
+        }
+        drop(failed);
+        if first {
+            let _ = self.accounts.check(email.to_owned());
+        }
+    }
+
+    /// Before a logged-in user's password change is checked.
+    pub fn check_password_change(&self, email: &str) -> Result<(), u64> {
+        self.password_changes.check(email.to_owned())
+    }
+
+    /// Forgets buckets that are full again and failures older than [`FAILURES_KEPT`].
+    pub fn retain_recent(&self) {
+        self.pairs.retain_recent();
+        self.accounts.retain_recent();
+        self.password_changes.retain_recent();
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, at| at.elapsed() < FAILURES_KEPT);
     }
 }
 
@@ -374,13 +455,32 @@ mod tests {
     }
 
     #[test]
-    fn accounts_are_limited_independently() {
+    fn log_ins_are_limited_per_account_and_address_and_failures_per_account() {
         let limiter = AccountLimiter::log_in_attempts();
+        let (attacker, owner): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         for _ in 0..10 {
-            assert!(limiter.check("a@example.com").is_ok());
+            assert!(limiter.check_log_in("a@example.com", attacker).is_ok());
+            limiter.log_in_ended("a@example.com", attacker, false);
         }
-        let wait = limiter.check("a@example.com").unwrap_err();
+        let wait = limiter.check_log_in("a@example.com", attacker).unwrap_err();
         assert!((1..=30).contains(&wait), "{wait}");
-        assert!(limiter.check("b@example.com").is_ok());
+        // Another address, and another account, each have attempts of their own.
+        assert!(limiter.check_log_in("a@example.com", owner).is_ok());
+        assert!(limiter.check_log_in("b@example.com", attacker).is_ok());
+
+        // Fifty failures from anywhere reach the account's ceiling: an address that failed before
+        // is held to it, one that did not is not.
+        for i in 0..40u8 {
+            let ip = IpAddr::from([198, 51, 100, i]);
+            assert!(limiter.check_log_in("a@example.com", ip).is_ok());
+            limiter.log_in_ended("a@example.com", ip, false);
+        }
+        let failed = IpAddr::from([198, 51, 100, 0]);
+        assert!(limiter.check_log_in("a@example.com", failed).is_err());
+        assert!(limiter.check_log_in("a@example.com", owner).is_ok());
+        // A success forgets the address's failures.
+        limiter.log_in_ended("a@example.com", failed, true);
+        assert!(limiter.check_log_in("a@example.com", failed).is_ok());
     }
 }

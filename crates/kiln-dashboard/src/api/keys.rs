@@ -144,3 +144,33 @@ pub async fn revoke(
         .ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(axum::Json(KeyView::from(&record)))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct RevokedKeys {
+    /// The keys that were live and are revoked now.
+    pub revoked: Vec<KeyView>,
+}
+
+/// Revokes every live key of the account at once; requests using any of them fail from now on.
+/// Keys are not tied to the password: changing it leaves them working, so revoke them too when
+/// a key or the password may have leaked.
+#[utoipa::path(post, path = "/api/v1/api-keys/revoke-all", tag = "api-keys",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "Revoked (an empty list when no key was live)", body = RevokedKeys),
+        (status = 401, description = "Not logged in", body = super::ErrorBody),
+        (status = 403, description = "Called with an API key", body = super::ErrorBody),
+    ))]
+pub async fn revoke_all(
+    State(ctx): State<Ctx>,
+    who: SessionUser,
+) -> Result<axum::Json<RevokedKeys>, ApiError> {
+    let revoked = ctx
+        .app
+        .db
+        .revoke_all_api_keys(who.caller.tenant_id, &who.caller.actor())
+        .await?;
+    Ok(axum::Json(RevokedKeys {
+        revoked: revoked.iter().map(KeyView::from).collect(),
+    }))
+}

@@ -54,6 +54,7 @@ pub const MAX_BODY_BYTES: usize = 9 * 1024 * 1024;
         keys::create,
         keys::list,
         keys::revoke,
+        keys::revoke_all,
         domains::create,
         domains::list,
         domains::get,
@@ -170,6 +171,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/auth/password", post(account::change_password))
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/api-keys/revoke-all", post(keys::revoke_all))
         .route("/domains", post(domains::create).get(domains::list))
         .route(
             "/domains/{id}",

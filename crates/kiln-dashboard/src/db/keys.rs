@@ -132,6 +132,38 @@ impl Db {
         Ok(record)
     }
 
+    /// Revokes every live key of the tenant at once (after a password change, say: keys outlive
+    /// it otherwise). Returns the keys it revoked; one audit event names them all.
+    pub async fn revoke_all_api_keys(
+        &self,
+        tenant_id: Uuid,
+        actor: &str,
+    ) -> Result<Vec<ApiKeyRecord>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let revoked: Vec<ApiKeyRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = now() \
+             WHERE tenant_id = $1 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+        )))
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !revoked.is_empty() {
+            let event = AuditEvent {
+                tenant_id,
+                actor,
+                action: action::API_KEY_REVOKE_ALL,
+                target: "all",
+                before: None,
+                after: Some(serde_json::json!({
+                    "revoked": revoked.iter().map(ApiKeyRecord::audit_view).collect::<Vec<_>>(),
+                })),
+            };
+            insert_audit(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
     /// The live (unrevoked) key with this hash, its last use refreshed. Revocation takes effect on
     /// the next request: nothing is cached.
     pub async fn use_api_key(&self, key_hash: &[u8]) -> Result<Option<ApiKeyRecord>, DbError> {

@@ -44,6 +44,7 @@ pub mod action {
     pub const ACCOUNT_PASSWORD: &str = "account.password_change";
     pub const API_KEY_CREATE: &str = "api_key.create";
     pub const API_KEY_REVOKE: &str = "api_key.revoke";
+    pub const API_KEY_REVOKE_ALL: &str = "api_key.revoke_all";
     pub const CACHE_PURGE: &str = "cache.purge";
     pub const CACHE_WARM: &str = "cache.warm";
 }

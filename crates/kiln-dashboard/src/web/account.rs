@@ -7,14 +7,15 @@ use super::{
 };
 use crate::accounts::{self, AccountError, Email};
 use crate::api::Ctx;
-use crate::api::auth::{append_cookie, cleared_cookie, request_cookie, session_cookie};
+use crate::api::auth::{append_cookie, cleared_cookie, client_ip, request_cookie, session_cookie};
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use serde::Deserialize;
+use std::net::SocketAddr;
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -146,6 +147,7 @@ pub async fn login_page(
 
 pub async fn log_in(
     State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     WebForm(form): WebForm<LoginForm>,
 ) -> Response {
@@ -173,14 +175,20 @@ pub async fn log_in(
             visitor,
         );
     };
-    if let Err(wait) = ctx.account_limiter.check(email.as_str()) {
+    let ip = client_ip(peer.ip(), &headers, &ctx.trusted_proxies);
+    if let Err(wait) = ctx.account_limiter.check_log_in(email.as_str(), ip) {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many attempts for this account; try again in {wait} s."),
             visitor,
         );
     }
-    let user = match accounts::authenticate(&ctx.app, &email, &form.password).await {
+    let authenticated = accounts::authenticate(&ctx.app, &email, &form.password).await;
+    if matches!(authenticated, Ok(_) | Err(AccountError::InvalidCredentials)) {
+        ctx.account_limiter
+            .log_in_ended(email.as_str(), ip, authenticated.is_ok());
+    }
+    let user = match authenticated {
         Ok(user) => user,
         Err(error @ AccountError::InvalidCredentials) => {
             tracing::info!(auth.outcome = "refused", "log-in refused");
@@ -302,7 +310,7 @@ pub async fn change_password(
     let mut status = StatusCode::UNPROCESSABLE_ENTITY;
     if form.new_password != form.new_password_confirm {
         errors.add("new_password_confirm", "the two new passwords differ");
-    } else if let Err(wait) = ctx.account_limiter.check(&user.user.email) {
+    } else if let Err(wait) = ctx.account_limiter.check_password_change(&user.user.email) {
         status = StatusCode::TOO_MANY_REQUESTS;
         errors.add(
             "current_password",

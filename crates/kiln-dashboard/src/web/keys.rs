@@ -33,6 +33,13 @@ struct KeysPage {
     errors: FieldErrors,
 }
 
+impl KeysPage {
+    /// Whether a key is live, to be revoked.
+    fn any_live(&self) -> bool {
+        self.keys.iter().any(|key| key.revoked.is_none())
+    }
+}
+
 async fn rows(ctx: &Ctx, user: &WebUser) -> Result<Vec<KeyRow>, ApiError> {
     let now = OffsetDateTime::now_utc();
     let keys = ctx.app.db.api_keys_of(user.tenant_id).await?;
@@ -139,4 +146,24 @@ pub async fn revoke(
             record.name, record.prefix
         ),
     ))
+}
+
+pub async fn revoke_all(
+    State(ctx): State<Ctx>,
+    user: WebUser,
+    WebForm(form): WebForm<CsrfForm>,
+) -> PageResult {
+    user.check_csrf(&ctx, &form.csrf)?;
+    let revoked = ctx
+        .app
+        .db
+        .revoke_all_api_keys(user.tenant_id, &user.actor)
+        .await
+        .map_err(fail)?;
+    let message = match revoked.len() {
+        0 => "No key was live; nothing to revoke.".to_owned(),
+        1 => "Revoked the one live key; requests using it now fail.".to_owned(),
+        n => format!("Revoked all {n} live keys; requests using them now fail."),
+    };
+    Ok(redirect_with("/keys", &message))
 }

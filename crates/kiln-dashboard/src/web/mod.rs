@@ -101,6 +101,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/activity", get(activity::page))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}/revoke", post(keys::revoke))
+        .route("/keys/revoke-all", post(keys::revoke_all))
         .route("/audit", get(audit::page))
         .route("/static/{file}", get(assets::serve))
         .fallback(not_found)

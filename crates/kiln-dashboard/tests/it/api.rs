@@ -211,6 +211,71 @@ async fn log_in_checks_the_password_and_is_rate_limited_per_account() {
     assert_eq!(other.status, 200);
 }
 
+/// A client of `server` whose connections come from `ip` (any 127.x address is this machine's).
+fn client_from(server: &TestServer, ip: &str) -> ApiClient {
+    ApiClient {
+        client: reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        ..ApiClient::new(server)
+    }
+}
+
+async fn log_in_from(client: &ApiClient, password: &str) -> u16 {
+    client
+        .post(
+            "/api/v1/auth/login",
+            json!({ "email": "owner@example.com", "password": password }),
+        )
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn guessing_from_one_address_does_not_lock_the_owner_out_from_another() {
+    let (_app, server) = server().await;
+    ApiClient::new(&server).sign_up("owner@example.com").await;
+
+    // Someone who knows the address guesses until they are stopped, and stays stopped, even with
+    // the right password.
+    let attacker = client_from(&server, "127.0.0.2");
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(log_in_from(&attacker, "a wrong guess, again").await);
+    }
+    assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
+    assert_eq!(statuses[11], 429, "{statuses:?}");
+    assert_eq!(log_in_from(&attacker, PASSWORD).await, 429);
+
+    // The owner, from their own address, logs in as if nothing had happened, and again.
+    let owner = client_from(&server, "127.0.0.3");
+    assert_eq!(log_in_from(&owner, PASSWORD).await, 200);
+    assert_eq!(log_in_from(&owner, PASSWORD).await, 200);
+    assert_eq!(log_in_from(&attacker, PASSWORD).await, 429, "still limited");
+
+    // Guesses spread over many addresses meet the account's ceiling: an address that has failed
+    // once gets no more tries once the account has seen fifty failures...
+    let mut refused = Vec::new();
+    for i in 1..=40 {
+        let guesser = client_from(&server, &format!("127.0.1.{i}"));
+        assert_eq!(log_in_from(&guesser, "a first guess from here").await, 401);
+        if log_in_from(&guesser, "a second guess from here").await == 429 {
+            refused.push(guesser);
+        }
+    }
+    assert!(
+        refused.len() >= 10,
+        "only {} second guesses refused",
+        refused.len()
+    );
+    assert_eq!(log_in_from(&refused[0], PASSWORD).await, 429);
+    // ...but a correct password from an address with no failures still passes.
+    let travelling = client_from(&server, "127.0.0.4");
+    assert_eq!(log_in_from(&travelling, PASSWORD).await, 200);
+}
+
 fn forge(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -510,6 +575,72 @@ async fn api_keys_are_shown_once_stored_hashed_and_revocable_at_once() {
     assert_eq!(
         ApiClient::new(&server).get("/api/v1/domains").await.status,
         401
+    );
+}
+
+#[tokio::test]
+async fn all_keys_are_revoked_at_once_and_a_password_change_leaves_them_working() {
+    let (_app, server) = server().await;
+    let mut user = ApiClient::new(&server);
+    user.sign_up("jane@example.com").await;
+    let mut scripts = Vec::new();
+    for name in ["ci", "deploys"] {
+        let created = user.post("/api/v1/api-keys", json!({ "name": name })).await;
+        scripts.push(user.with_key(created.body["secret"].as_str().unwrap()));
+    }
+
+    // A password change ends other sessions, not keys (documented).
+    let changed = user
+        .post(
+            "/api/v1/auth/password",
+            json!({ "current_password": PASSWORD, "new_password": "a whole new password, longer" }),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    for script in &scripts {
+        assert_eq!(script.get("/api/v1/domains").await.status, 200);
+    }
+
+    // A key cannot revoke keys.
+    let by_key = scripts[0]
+        .post("/api/v1/api-keys/revoke-all", json!({}))
+        .await;
+    assert_eq!(by_key.status, 403, "{:?}", by_key.body);
+
+    let revoked = user.post("/api/v1/api-keys/revoke-all", json!({})).await;
+    assert_eq!(revoked.status, 200, "{:?}", revoked.body);
+    let mut names: Vec<&str> = revoked.body["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["ci", "deploys"]);
+    for script in &scripts {
+        assert_eq!(script.get("/api/v1/domains").await.status, 401);
+    }
+    let listed = user.get("/api/v1/api-keys").await;
+    assert!(
+        listed.body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|key| key["revoked_at"].is_string()),
+        "{:?}",
+        listed.body
+    );
+    let audit = user.get("/api/v1/audit").await;
+    assert_eq!(
+        audit.body["events"][0]["action"], "api_key.revoke_all",
+        "{:?}",
+        audit.body
+    );
+    // Nothing left to revoke.
+    let again = user.post("/api/v1/api-keys/revoke-all", json!({})).await;
+    assert_eq!(
+        (again.status, again.body["revoked"].clone()),
+        (200, json!([]))
     );
 }
 

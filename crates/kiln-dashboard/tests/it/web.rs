@@ -230,6 +230,52 @@ async fn pages_need_a_log_in_and_return_to_where_the_user_was_going() {
 }
 
 #[tokio::test]
+async fn the_keys_page_revokes_every_key_at_once_with_the_sessions_csrf_token() {
+    let t = spawn_app().await;
+    let server = t.spawn_server().await;
+    let mut web = WebClient::new(&server);
+    web.sign_up("owner@example.com").await;
+    let page = web.get("/keys").await;
+    assert!(
+        !page.body.contains("/keys/revoke-all"),
+        "no key to revoke yet"
+    );
+    for name in ["ci", "deploys"] {
+        let csrf = web.get("/keys").await.csrf();
+        let created = web.post("/keys", &[("csrf", &csrf), ("name", name)]).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    }
+    let page = web.get("/keys").await;
+    assert!(
+        page.body.contains(r#"action="/keys/revoke-all""#),
+        "{}",
+        page.body
+    );
+    let live = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+            .fetch_one(&t.pg)
+            .await
+            .unwrap()
+    };
+
+    let forged = web.post("/keys/revoke-all", &[("csrf", "forged")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(live().await, 2);
+
+    let csrf = page.csrf();
+    let done = web.post("/keys/revoke-all", &[("csrf", &csrf)]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(live().await, 0);
+    let shown = web.get(done.location()).await;
+    assert!(
+        shown.body.contains("Revoked all 2 live keys"),
+        "{}",
+        shown.body
+    );
+    assert!(!shown.body.contains(r#"action="/keys/revoke-all""#));
+}
+
+#[tokio::test]
 async fn state_changing_forms_need_the_sessions_csrf_token_and_a_same_site_origin() {
     let t = spawn_app().await;
     let server = t.spawn_server().await;
