@@ -32,7 +32,9 @@ struct AcmeStack {
     sync: CertSync,
     origin_port: u16,
     _dns: DnsServer,
-    _redis: RedisServer,
+    redis: RedisServer,
+    /// The Redis key prefix of the stack's services.
+    prefix: String,
     _stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -123,7 +125,8 @@ impl AcmeStack {
             sync,
             origin_port,
             _dns: dns,
-            _redis: redis,
+            redis,
+            prefix,
             _stops: stops,
         }
     }
@@ -131,16 +134,21 @@ impl AcmeStack {
     /// Publishes `host` as the dashboard does.
     async fn publish(&self, host: &str, verified: bool) {
         self.store
-            .put_domain(&DomainConfig {
-                id: uuid::Uuid::new_v4().to_string(),
-                tenant_id: "tenant-acme".into(),
-                host: Hostname::parse(host).unwrap(),
-                origin: format!("http://127.0.0.1:{}", self.origin_port),
-                verified,
-                settings: DomainSettings::default(),
-            })
+            .put_domain(&self.config(host, verified))
             .await
             .unwrap();
+    }
+
+    /// `host` as the dashboard publishes it, with the stack's origin.
+    fn config(&self, host: &str, verified: bool) -> DomainConfig {
+        DomainConfig {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant_id: "tenant-acme".into(),
+            host: Hostname::parse(host).unwrap(),
+            origin: format!("http://127.0.0.1:{}", self.origin_port),
+            verified,
+            settings: DomainSettings::default(),
+        }
     }
 
     /// The root Pebble's certificates chain to, from its management interface.
@@ -534,4 +542,54 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
         .await
         .expect("the manager stops")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_redis_lost_withdraws_no_certificate_and_the_edge_keeps_its_copies() {
+    let mut stack = AcmeStack::start(None, 30 * DAY).await;
+    stack.publish(SHOP, true).await;
+    let report = stack.manager.run_once().await.expect("a pass");
+    assert_eq!(report.issued, [SHOP], "{report:?}\n{}", stack.pebble.log());
+    assert_eq!(stack.sync.sync_once().await.unwrap().written, [SHOP]);
+    let shop_file = stack.edge.cert_dir().join(format!("{SHOP}.pem"));
+
+    // Redis loses the directory (evicted, say; the certificates stay), and one domain is published
+    // before the dashboard publishes the whole directory again: a directory without SHOP, not
+    // marked complete. SHOP keeps its certificate.
+    stack
+        .redis
+        .cli(&["DEL", &format!("{}domains", stack.prefix)]);
+    stack.publish(LATE, true).await;
+    let report = stack.manager.run_once().await.expect("a pass");
+    assert_eq!(report.issued, [LATE], "{report:?}");
+    assert!(report.withdrawn.is_empty(), "{report:?}");
+    let shop = Hostname::parse(SHOP).unwrap();
+    assert!(stack.store.certificate(&shop).await.unwrap().is_some());
+
+    // The certificates' index loses SHOP too (as a Redis that lost everything would, once LATE is
+    // certified again): the edge keeps SHOP's file.
+    stack.store.remove_certificate(SHOP).await.unwrap();
+    let synced = stack.sync.sync_once().await.unwrap();
+    assert_eq!(synced.written, [LATE]);
+    assert!(synced.removed.is_empty(), "{synced:?}");
+    assert!(shop_file.exists());
+
+    // The whole directory published again: SHOP's file stays until its certificate is ordered
+    // anew, which the next pass does.
+    stack
+        .store
+        .publish_directory(&[stack.config(SHOP, true), stack.config(LATE, true)])
+        .await
+        .unwrap();
+    assert_eq!(stack.sync.sync_once().await.unwrap(), Default::default());
+    assert!(shop_file.exists());
+    let report = stack.manager.run_once().await.expect("a pass");
+    assert_eq!(report.issued, [SHOP], "{report:?}");
+
+    // From a complete directory a removal is a removal: certificate and file go.
+    stack.store.remove_domain(&shop).await.unwrap();
+    let report = stack.manager.run_once().await.expect("a pass");
+    assert_eq!(report.withdrawn, [SHOP], "{report:?}");
+    assert_eq!(stack.sync.sync_once().await.unwrap().removed, [SHOP]);
+    assert!(!shop_file.exists());
 }
