@@ -112,6 +112,9 @@ struct Inner {
     /// Supervisors, tab creations and disposals, retirements: everything shutdown must wait for.
     tasks: TaskTracker,
     next_browser_id: AtomicU64,
+    /// Slots whose healthy browser was retired by a routine recycle (renders, age, memory) and whose
+    /// replacement is launching: the worker is still able to render, just a moment later.
+    replacing: AtomicUsize,
     cursor: AtomicUsize,
     /// Browsers replaced so far, by [`RecycleReason`].
     recycled: [AtomicU64; RecycleReason::ALL.len()],
@@ -285,6 +288,7 @@ impl BrowserPool {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_browser_id: AtomicU64::new(1),
+            replacing: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
             recycled: Default::default(),
         });
@@ -294,8 +298,16 @@ impl BrowserPool {
         BrowserPool { inner }
     }
 
-    /// How many browsers are up and healthy.
+    /// How many browsers are up and healthy, counting one a routine recycle is replacing (a
+    /// browser retired after its share of renders, its age or its memory, whose successor is
+    /// launching): readiness must not flap with every recycle. A crashed or broken browser is not
+    /// counted until its replacement is up.
     pub fn alive_browsers(&self) -> usize {
+        self.running_browsers() + self.inner.replacing.load(Ordering::Acquire)
+    }
+
+    /// How many browsers are up and healthy right now.
+    pub fn running_browsers(&self) -> usize {
         self.inner
             .slots
             .iter()
@@ -775,9 +787,23 @@ impl Instance {
 async fn supervise(inner: Arc<Inner>, slot: usize) {
     let mut backoff = INITIAL_BACKOFF;
     let mut failures = 0u32;
+    // Whether this slot's last browser was retired by a routine recycle and counts in
+    // `replacing` until its successor is up (or fails to start).
+    let mut replacing = false;
+    let stop_replacing = |replacing: &mut bool| {
+        if std::mem::take(replacing) {
+            inner.replacing.fetch_sub(1, Ordering::AcqRel);
+        }
+    };
     while !inner.shutdown.is_cancelled() {
         let id = inner.next_browser_id.fetch_add(1, Ordering::Relaxed);
-        let failure = match Instance::launch(&inner.settings, id).await {
+        let launched = Instance::launch(&inner.settings, id).await;
+        if let Ok(instance) = &launched {
+            // In the slot before `replacing` drops, so that the count never dips in between.
+            *lock(&inner.slots[slot]) = Some(instance.clone());
+        }
+        stop_replacing(&mut replacing);
+        let failure = match launched {
             Ok(instance) => {
                 tracing::info!(
                     browser.id = id,
@@ -785,9 +811,17 @@ async fn supervise(inner: Arc<Inner>, slot: usize) {
                     slot,
                     "browser started"
                 );
-                *lock(&inner.slots[slot]) = Some(instance.clone());
                 let reason = serve(&inner, &instance).await;
                 lock(&instance.state).retiring = true;
+                if matches!(
+                    reason,
+                    Retirement::Recycle | Retirement::Aged | Retirement::Memory(_)
+                ) && !inner.shutdown.is_cancelled()
+                {
+                    // Counted before the slot empties, so that readiness never sees neither.
+                    inner.replacing.fetch_add(1, Ordering::AcqRel);
+                    replacing = true;
+                }
                 *lock(&inner.slots[slot]) = None;
                 let lived = instance.started.elapsed();
                 if let Some(why) = reason.recycle_reason() {
@@ -816,6 +850,7 @@ async fn supervise(inner: Arc<Inner>, slot: usize) {
             }
         }
     }
+    stop_replacing(&mut replacing);
 }
 
 enum Retirement {

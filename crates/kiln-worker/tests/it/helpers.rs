@@ -174,7 +174,10 @@ pub async fn spawn_unready_app(overrides: &[(&str, &str)]) -> TestApp {
     // `{origin}` in an override stands for the test origin's `host:port`.
     let origin_authority = origin.base.trim_start_matches("http://").to_owned();
     for (name, value) in overrides {
-        vars.insert(name.to_string(), value.replace("{origin}", &origin_authority));
+        vars.insert(
+            name.to_string(),
+            value.replace("{origin}", &origin_authority),
+        );
     }
     let settings = Settings::from_lookup(|name| Ok(vars.get(name).cloned())).unwrap();
     let store = Store::connect(settings.store_settings()).await.unwrap();

@@ -217,7 +217,11 @@ async fn a_private_grant_is_its_tenant_s_alone_and_kiln_s_own_services_are_nobod
         other.failure()
     );
     assert!(other.entry.is_none());
-    assert_eq!(app.origin.hits("/app"), before, "nothing reached the origin for tenant-1");
+    assert_eq!(
+        app.origin.hits("/app"),
+        before,
+        "nothing reached the origin for tenant-1"
+    );
 
     // Mobile renders (a tab set up for another device) and renders one after another alike.
     let mut mobile = app.job(&url, Mobile);
@@ -270,6 +274,57 @@ async fn a_dead_origin_fails_without_storing() {
         )
         .await,
         2.0
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routine_recycle_never_makes_the_worker_unready() {
+    // One browser, replaced after every render: each render is followed by a moment with no
+    // browser running while the next one launches.
+    let app = spawn_app_with(&[
+        ("KILN_WORKER_RECYCLE_AFTER", "1"),
+        ("KILN_WORKER_TABS_PER_BROWSER", "1"),
+    ])
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let probes = {
+        let (http, port, stop) = (reqwest::Client::new(), app.admin_port, stop.clone());
+        tokio::spawn(async move {
+            let (mut answers, mut unready) = (0u32, Vec::new());
+            while !stop.is_cancelled() {
+                let response = http
+                    .get(format!("http://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .await
+                    .unwrap();
+                answers += 1;
+                if response.status() != 200 {
+                    unready.push(response.text().await.unwrap());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (answers, unready)
+        })
+    };
+    for _ in 0..3 {
+        let html = app.render("/app", Desktop).await.html();
+        assert!(html.contains("Hello from the fixture API"), "{html}");
+    }
+    // The last render's browser is being replaced now: keep asking through its relaunch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let (answers, unready) = probes.await.unwrap();
+    assert!(
+        app.metric(r#"kiln_browser_recycles_total{reason="renders"}"#)
+            .await
+            >= 3.0
+    );
+    assert!(answers > 50, "only {answers} probes");
+    assert!(
+        unready.is_empty(),
+        "{} of {answers} probes: {unready:?}",
+        unready.len()
     );
     app.shutdown().await;
 }
