@@ -36,8 +36,13 @@ pub struct PublishReport {
 /// while this ran, which the publish may have put back, is no longer in Postgres then and is
 /// withdrawn. (A concurrent change of a domain's settings can still be overwritten by the older
 /// copy read here until its next publish.)
+///
+/// A domain registered before its name became one nobody may claim (the platform's own names,
+/// single labels, public suffixes: see [`crate::hostnames`]) stays in Postgres but is not
+/// published, and is withdrawn from Redis: gateways must never proxy such a name to a tenant's
+/// origin.
 pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
-    let records = app.db.list_domains().await?;
+    let records = publishable(app, app.db.list_domains().await?);
     let configs: Vec<DomainConfig> = records.iter().map(|record| record.config()).collect();
     app.store
         .publish_directory(&configs)
@@ -50,6 +55,7 @@ pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
         .list_domains()
         .await?
         .into_iter()
+        .filter(|record| app.hostnames.check(&record.host).is_ok())
         .map(|record| record.host)
         .collect();
     let mut withdrawn: Vec<Hostname> = in_redis
@@ -74,6 +80,25 @@ pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
         published: configs.len(),
         withdrawn,
     })
+}
+
+/// The records whose names may be published, with a warning for each that may not.
+fn publishable(app: &App, records: Vec<crate::db::DomainRecord>) -> Vec<crate::db::DomainRecord> {
+    records
+        .into_iter()
+        .filter(|record| match app.hostnames.check(&record.host) {
+            Ok(()) => true,
+            Err(refused) => {
+                tracing::warn!(
+                    domain.host = %record.host,
+                    domain.id = %record.id,
+                    %refused,
+                    "not publishing a domain registered under a name nobody may claim; remove it"
+                );
+                false
+            }
+        })
+        .collect()
 }
 
 /// Publishes the whole directory again whenever Redis no longer holds it whole (it restarted

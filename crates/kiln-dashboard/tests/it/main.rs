@@ -452,6 +452,47 @@ async fn publish_all_repairs_a_flushed_redis_and_withdraws_stale_domains() {
 }
 
 #[tokio::test]
+async fn domains_registered_under_names_nobody_may_claim_are_never_published() {
+    let t = spawn_app().await;
+    let shop = t
+        .add("shop.localhost", "http://127.0.0.1:5174")
+        .await
+        .unwrap();
+    // Rows from before the names were reserved: the CNAME target, a name under it, a single
+    // label. `add` refuses them now, so they are written straight to Postgres.
+    for (i, host) in ["edge.kiln.test", "x.edge.kiln.test", "localhost"]
+        .into_iter()
+        .enumerate()
+    {
+        let host = Hostname::parse(host).unwrap();
+        t.app
+            .db
+            .insert_domain(
+                &kiln_dashboard::db::NewDomain {
+                    id: uuid::Uuid::now_v7(),
+                    tenant_id: OPERATOR_TENANT_ID,
+                    host: &host,
+                    origin: "http://127.0.0.1:5175",
+                    verified: true,
+                    verification_token: &format!("token-{i}"),
+                    settings: &DomainSettings::default(),
+                },
+                TEST_ACTOR,
+            )
+            .await
+            .unwrap();
+        // As an older dashboard would have published it.
+        let mut config = shop.record().config();
+        config.host = host;
+        t.app.store.put_domain(&config).await.unwrap();
+    }
+    let report = directory::publish_all(&t.app).await.unwrap();
+    assert_eq!(report.published, 1);
+    assert_eq!(report.withdrawn.len(), 3, "{:?}", report.withdrawn);
+    assert_eq!(t.redis_hosts().await, ["shop.localhost"]);
+}
+
+#[tokio::test]
 async fn a_serving_dashboard_publishes_the_whole_directory_again_once_redis_lost_it() {
     let t = spawn_app().await;
     t.add("demo.localhost", "http://127.0.0.1:5173")
