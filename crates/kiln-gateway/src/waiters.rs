@@ -1,5 +1,10 @@
 //! Requests waiting for a render, keyed by page. A worker's announcement on the event channel wakes
 //! every request waiting for that page on this gateway; no request polls Redis.
+//!
+//! An announcement ends its page's entry: requests registering after it wait for the page's next
+//! render, on a channel of their own. Each entry carries a number telling it from the entries of
+//! the page's earlier renders, whose waiters may still be leaving (serving the page they were woken
+//! for, or the origin's): a waiter that leaves removes its own entry, never a later one.
 
 use kiln_core::RenderOutcome;
 use std::collections::HashMap;
@@ -9,7 +14,20 @@ use tokio::sync::watch;
 
 #[derive(Default)]
 pub struct Waiters {
-    pending: Mutex<HashMap<String, watch::Sender<Option<RenderOutcome>>>>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    pages: HashMap<String, Entry>,
+    /// The number the next entry gets.
+    next: u64,
+}
+
+/// The channel every request waiting for one render of a page listens on.
+struct Entry {
+    number: u64,
+    tx: watch::Sender<Option<RenderOutcome>>,
 }
 
 impl Waiters {
@@ -17,39 +35,45 @@ impl Waiters {
     /// arriving between the look-up and the wait is not lost.
     pub fn register(self: &Arc<Self>, page_key: &str) -> Waiter {
         let mut pending = self.pending.lock().expect("waiters lock poisoned");
-        let rx = match pending.get(page_key) {
-            Some(tx) => tx.subscribe(),
+        let (entry, rx) = match pending.pages.get(page_key) {
+            Some(entry) => (entry.number, entry.tx.subscribe()),
             None => {
                 let (tx, rx) = watch::channel(None);
-                pending.insert(page_key.to_owned(), tx);
-                rx
+                let number = pending.next;
+                pending.next += 1;
+                pending
+                    .pages
+                    .insert(page_key.to_owned(), Entry { number, tx });
+                (number, rx)
             }
         };
         Waiter {
             waiters: Arc::clone(self),
             page_key: page_key.to_owned(),
+            entry,
             rx,
         }
     }
 
     /// Wakes everyone waiting for `page_key` with `outcome`.
     pub fn complete(&self, page_key: &str, outcome: RenderOutcome) {
-        let tx = self
+        let entry = self
             .pending
             .lock()
             .expect("waiters lock poisoned")
+            .pages
             .remove(page_key);
-        if let Some(tx) = tx {
-            tx.send_replace(Some(outcome));
+        if let Some(entry) = entry {
+            entry.tx.send_replace(Some(outcome));
         }
     }
 
     /// Wakes everyone waiting for any page with a failure: the announcements they wait for can
     /// no longer arrive (the event subscription was lost), so they should not wait out their budget.
     pub fn fail_all(&self, reason: &str) {
-        let pending = std::mem::take(&mut *self.pending.lock().expect("waiters lock poisoned"));
-        for tx in pending.into_values() {
-            tx.send_replace(Some(RenderOutcome::Failed {
+        let pages = std::mem::take(&mut self.pending.lock().expect("waiters lock poisoned").pages);
+        for entry in pages.into_values() {
+            entry.tx.send_replace(Some(RenderOutcome::Failed {
                 reason: reason.to_owned(),
             }));
         }
@@ -58,7 +82,11 @@ impl Waiters {
     /// How many pages have someone waiting.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.pending.lock().expect("waiters lock poisoned").len()
+        self.pending
+            .lock()
+            .expect("waiters lock poisoned")
+            .pages
+            .len()
     }
 
     #[cfg(test)]
@@ -70,6 +98,8 @@ impl Waiters {
 pub struct Waiter {
     waiters: Arc<Waiters>,
     page_key: String,
+    /// The number of the entry this waiter listens on.
+    entry: u64,
     rx: watch::Receiver<Option<RenderOutcome>>,
 }
 
@@ -94,12 +124,15 @@ impl Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         let mut pending = self.waiters.pending.lock().expect("waiters lock poisoned");
-        // Our own receiver still counts here: remove the entry when nobody else waits on it.
+        // Our own receiver still counts here: remove our entry when nobody else waits on it. The
+        // page's entry may be a later render's (ours was announced, and others wait for the next
+        // render): that one is not ours to remove.
         if pending
+            .pages
             .get(&self.page_key)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
+            .is_some_and(|entry| entry.number == self.entry && entry.tx.receiver_count() <= 1)
         {
-            pending.remove(&self.page_key);
+            pending.pages.remove(&self.page_key);
         }
     }
 }
@@ -153,6 +186,25 @@ mod tests {
         waiters.complete("p", RenderOutcome::Failed { reason: "x".into() });
         let got = early.wait(Duration::from_millis(50)).await;
         assert_eq!(got, Some(RenderOutcome::Failed { reason: "x".into() }));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_leaving_after_its_render_keeps_the_next_renders_waiters() {
+        let waiters = Arc::new(Waiters::default());
+        // Woken by the page's render, and still serving it...
+        let woken = waiters.register("p");
+        waiters.complete("p", stored());
+        // ... while the page, purged meanwhile, is missed again and rendered anew.
+        let mut next = waiters.register("p");
+        drop(woken);
+        let again = RenderOutcome::Stored {
+            status: 200,
+            render_ms: 7,
+        };
+        waiters.complete("p", again.clone());
+        assert_eq!(next.wait(Duration::from_millis(50)).await, Some(again));
+        drop(next);
+        assert!(waiters.is_empty());
     }
 
     #[tokio::test]
