@@ -57,20 +57,26 @@ impl Stack {
     /// The platform with the demo domain (`demo.localhost`, verified, with `settings`) published
     /// straight into Redis, as an operator's `domain add` would.
     pub async fn start(settings: DomainSettings) -> Self {
-        Self::launch(Some(settings), true).await.0
+        Self::start_with(settings, &[]).await
+    }
+
+    /// [`Stack::start`], with the services' settings in `vars` (`KILN_…`) added or replaced.
+    pub async fn start_with(settings: DomainSettings, vars: &[(&'static str, &str)]) -> Self {
+        Self::launch(Some(settings), true, vars).await.0
     }
 
     /// A stack with no worker: the test runs its own (as processes it can kill).
     pub async fn start_without_worker(settings: DomainSettings) -> Self {
-        Self::launch(Some(settings), false).await.0
+        Self::launch(Some(settings), false, &[]).await.0
     }
 
-    /// Starts Redis, the demo origin, a worker, a gateway and the edge; with `demo_settings`, the demo
-    /// domain is published before the gateway starts. Also returns the Redis URL and key prefix, for
-    /// a dashboard to share.
+    /// Starts Redis, the demo origin, a worker, a gateway and the edge, with `extra_vars` added to
+    /// their settings; with `demo_settings`, the demo domain is published before the gateway
+    /// starts. Also returns the Redis URL and key prefix, for a dashboard to share.
     async fn launch(
         demo_settings: Option<DomainSettings>,
         with_worker: bool,
+        extra_vars: &[(&'static str, &str)],
     ) -> (Self, String, String) {
         // `RUST_LOG=info cargo nextest run -p kiln-e2e` shows every service's logs for a failing test.
         let _ = tracing_subscriber::fmt()
@@ -111,7 +117,7 @@ impl Stack {
                 .expect("publish the demo domain");
         }
 
-        let vars: HashMap<&'static str, String> = HashMap::from([
+        let mut vars: HashMap<&'static str, String> = HashMap::from([
             ("KILN_GATEWAY_LISTEN", "127.0.0.1:0".into()),
             ("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("KILN_WORKER_ADMIN_LISTEN", "127.0.0.1:0".into()),
@@ -130,6 +136,11 @@ impl Stack {
                 std::env::var("KILN_CHROME_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into()),
             ),
         ]);
+        vars.extend(
+            extra_vars
+                .iter()
+                .map(|(name, value)| (*name, (*value).to_owned())),
+        );
 
         let mut worker_done = None;
         let mut worker_admin = None;
@@ -290,7 +301,7 @@ struct Dns {
 
 impl Platform {
     pub async fn start() -> Self {
-        let (stack, redis_url, prefix) = Stack::launch(None, true).await;
+        let (stack, redis_url, prefix) = Stack::launch(None, true, &[]).await;
         let site = Site::start(format!("http://127.0.0.1:{}", stack.demo_port)).await;
         let dns = DnsServer::start(&[]);
         let database = TestDatabase::create().await;

@@ -296,7 +296,15 @@ async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once(
         bot_rate_per_second: 0,
         ..DomainSettings::default()
     };
-    let mut stack = Stack::start(settings).await;
+    // The gateways run unoptimised in this test's process, on its two threads, beside the herd's
+    // 200 clients and the worker (and, in a full run, beside another test on the same two cores):
+    // there a reply from Redis can wait for its gateway longer than the default
+    // KILN_REDIS_TIMEOUT_MS of 500 ms, which the bot path takes for Redis failing, as documented
+    // (the origin's page, BYPASS; seen on a loaded machine: "cache unavailable; serving the
+    // origin error=redis: Timeout Error"). The herd is about the render lock and the announcement, not
+    // about that deadline (the gateway's own tests hold it to its word), so here Redis may take a
+    // quarter of a bot's 20 s wait.
+    let mut stack = Stack::start_with(settings, &[("KILN_REDIS_TIMEOUT_MS", "5000")]).await;
     let first = stack.gateway;
     let second = stack.another_gateway().await;
     let path = "/products/2";
@@ -316,6 +324,22 @@ async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once(
     });
     let answers = futures::future::join_all(requests).await;
     let took = started.elapsed();
+
+    let mut by_cache: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (status, cache, body) in &answers {
+        assert_eq!(*status, StatusCode::OK);
+        assert!(
+            body.contains("<h1>"),
+            "a bot got no rendered product ({cache}; Redis commands failed in this process: {}): {body}",
+            kiln_store::redis_errors()
+        );
+        *by_cache.entry(cache.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        by_cache.get("BYPASS"),
+        None,
+        "every bot got the render: {by_cache:?}"
+    );
 
     // One render job for the whole herd. Its render loads the page once, or twice when the worker
     // retried it (a render that came out wrong on a loaded machine gets one more try).
@@ -339,20 +363,6 @@ async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once(
     assert!(
         (1..=2).contains(&loads),
         "{loads} page loads by one render job: {jobs:?}"
-    );
-    let mut by_cache: std::collections::BTreeMap<&str, usize> = Default::default();
-    for (status, cache, body) in &answers {
-        assert_eq!(*status, StatusCode::OK);
-        assert!(
-            body.contains("<h1>"),
-            "a bot got no rendered product: {body}"
-        );
-        *by_cache.entry(cache.as_str()).or_default() += 1;
-    }
-    assert_eq!(
-        by_cache.get("BYPASS"),
-        None,
-        "every bot got the render: {by_cache:?}"
     );
     eprintln!(
         "herd of 200 across 2 gateways: {} render job ({loads} page load(s)), answers {by_cache:?}, in {took:?}",

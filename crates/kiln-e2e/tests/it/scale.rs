@@ -123,7 +123,8 @@ async fn renders_spread_across_three_workers_and_each_page_is_rendered_once() {
 }
 
 /// Bots asking through the edge for a new page every `every`, each request on its own (none waits
-/// for the one before), until [`Stream::finish`].
+/// for the one before), with at most `waiting` of them waiting for their answers at once (the next
+/// asks when one is answered), until [`Stream::finish`].
 struct Stream {
     stop: Arc<AtomicBool>,
     asked: Arc<Mutex<Vec<String>>>,
@@ -131,7 +132,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn start(cluster: &Cluster, every: Duration, wait: Duration) -> Stream {
+    fn start(cluster: &Cluster, every: Duration, waiting: usize, wait: Duration) -> Stream {
         let stop = Arc::new(AtomicBool::new(false));
         let asked = Arc::new(Mutex::new(Vec::new()));
         let (client, edge) = (cluster.stack.client.clone(), cluster.edge_url());
@@ -139,9 +140,12 @@ impl Stream {
             let (stop, asked) = (stop.clone(), asked.clone());
             async move {
                 let mut requests = Vec::new();
+                let places = Arc::new(tokio::sync::Semaphore::new(waiting));
                 let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 for n in 0.. {
                     tick.tick().await;
+                    let place = places.clone().acquire_owned().await.expect("never closed");
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
@@ -150,6 +154,7 @@ impl Stream {
                     let (client, edge) = (client.clone(), edge.clone());
                     requests.push(tokio::spawn(async move {
                         let answer = ask_within(&client, &edge, &path, true, wait).await;
+                        drop(place);
                         (path, answer)
                     }));
                 }
@@ -208,11 +213,17 @@ async fn a_worker_stopped_and_another_killed_mid_render_lose_no_page_and_the_las
         &WORKERS,
     )
     .await;
-    // A new page every 400 ms: about what one worker's two tabs keep up with on a loaded machine,
-    // so the last worker is not left with a backlog beyond the bots' budget.
+    // A new page every 400 ms, but never more than four bots waiting at once. One worker's two
+    // tabs render fewer than 2.5 pages a second on a loaded machine (about one a second with six
+    // CPU hogs beside this test), so an open stream left the last worker a backlog growing without
+    // end: the pages asked after the kill waited behind all of it (the queue is first in, first
+    // out), past the deadline below; and a job that waited longer than its render lock lives (a
+    // bot's budget, two renders and 5 s: 45 s) was queued again by the next bot for its page, and
+    // the page rendered twice. Four waiting bots are two rounds of the last worker's tabs.
     let stream = Stream::start(
         &cluster,
         Duration::from_millis(400),
+        4,
         budget + Duration::from_secs(10),
     );
 
@@ -279,7 +290,17 @@ async fn a_worker_stopped_and_another_killed_mid_render_lose_no_page_and_the_las
         }
         assert!(
             Instant::now() < deadline,
-            "{survivor} rendered no new page after the others left"
+            "{survivor} rendered no new page after the others left: renders since ({} asked before): {:?}; the queue: {:?}",
+            asked_at_kill.len(),
+            log[logged_at_kill.min(log.len())..]
+                .iter()
+                .map(|entry| (
+                    path_of(&entry.url),
+                    entry.worker.as_deref(),
+                    entry.duration_ms
+                ))
+                .collect::<Vec<_>>(),
+            cluster.render_queue().await,
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -299,15 +299,18 @@ impl Cluster {
         .await
     }
 
-    /// The render queue's jobs in flight, by worker (consumer names start with the worker's name).
-    pub async fn renders_in_flight(&self) -> BTreeMap<String, u64> {
-        let depth = self
-            .queue
+    /// How much work the render queue holds.
+    pub async fn render_queue(&self) -> kiln_queue::QueueDepth {
+        self.queue
             .depth(QueueKind::Render)
             .await
-            .expect("queue depth");
+            .expect("queue depth")
+    }
+
+    /// The render queue's jobs in flight, by worker (consumer names start with the worker's name).
+    pub async fn renders_in_flight(&self) -> BTreeMap<String, u64> {
         let mut by_worker = BTreeMap::new();
-        for (consumer, jobs) in depth.in_flight {
+        for (consumer, jobs) in self.render_queue().await.in_flight {
             let worker = consumer.split('.').next().unwrap_or(&consumer).to_owned();
             *by_worker.entry(worker).or_default() += jobs;
         }
