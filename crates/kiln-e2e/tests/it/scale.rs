@@ -369,7 +369,7 @@ async fn a_worker_stopped_and_another_killed_mid_render_lose_no_page_and_the_las
 
     let by_worker = renders_by_worker(&log);
     eprintln!(
-        "FIGURES a steady stream of {} distinct pages (one per 400 ms) through 2 gateways to 3 workers; {stopped} stopped (SIGTERM) mid-render in {} ms, {killed} killed (kill -9) with {orphaned} render(s) in flight; bots got {by_cache:?}; renders by worker {by_worker:?} ({} page(s) stored by {killed} before it died, unlogged); every page cached {} ms after the kill",
+        "FIGURES a steady stream of {} distinct pages (one per 400 ms, at most 4 bots waiting) through 2 gateways to 3 workers; {stopped} stopped (SIGTERM) mid-render in {} ms, {killed} killed (kill -9) with {orphaned} render(s) in flight; bots got {by_cache:?}; renders by worker {by_worker:?} ({} page(s) stored by {killed} before it died, unlogged); every page cached {} ms after the kill",
         answers.len(),
         stop_took.as_millis(),
         unlogged.len(),
