@@ -12,6 +12,7 @@ mod error;
 mod guard;
 mod hot;
 mod limits;
+mod linger;
 mod metrics;
 mod proxy;
 mod representation;

@@ -7,6 +7,7 @@
 //! lines. Protocol upgrades stay possible (the proxy joins WebSocket connections), and a shutdown
 //! stops accepting, lets every connection finish its request in flight, and then returns.
 
+use crate::linger::Lingering;
 use crate::metrics::GatewayMetrics;
 use axum::Router;
 use axum::body::Body;
@@ -61,7 +62,9 @@ pub async fn serve(
             router.clone().oneshot(req.map(Body::new))
         });
         let connection = http
-            .serve_connection(TokioIo::new(stream), service)
+            // Lingering, so that an answer given before the request's body was read (a `413`)
+            // reaches a client still sending it (see `linger.rs`).
+            .serve_connection(TokioIo::new(Lingering::new(stream)), service)
             .with_upgrades();
         let mut stopping = stopping.clone();
         let closed = closed.clone();
