@@ -360,7 +360,7 @@ impl Inner {
             status: meta.status,
             render_ms: meta.render_ms,
         };
-        self.announce_and_unlock(job, outcome).await;
+        self.unlock_and_announce(job, outcome).await;
         true
     }
 

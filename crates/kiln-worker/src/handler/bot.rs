@@ -31,14 +31,16 @@ impl Inner {
         {
             tracing::warn!(%error, "could not record the failed render");
         }
-        self.announce_and_unlock(job, outcome).await;
+        self.unlock_and_announce(job, outcome).await;
         finished
     }
 
-    /// Tells the gateways waiting on the job's page what became of it, then releases the render
-    /// lock their gateway took and the place in the tenant's render budget it was given.
-    pub(super) async fn announce_and_unlock(&self, job: &RenderJob, outcome: RenderOutcome) {
-        self.announce(job, outcome).await;
+    /// Releases the render lock the job's gateway took (and the place in the tenant's render
+    /// budget it was given), then tells the gateways waiting on the job's page what became of it.
+    /// In this order, a bot that arrives once the waiting ones are told never finds the lock still
+    /// held: after a failure that left no failure marker (the worker was out of browsers), it
+    /// would wait out its whole budget for an announcement that had already been made.
+    pub(super) async fn unlock_and_announce(&self, job: &RenderJob, outcome: RenderOutcome) {
         if let Err(error) = self.store.release_render_lock(&job.key).await {
             tracing::error!(%error, "could not release the render lock");
         }
@@ -49,5 +51,6 @@ impl Inner {
         {
             tracing::warn!(%error, "could not give back the render's place in the tenant's budget");
         }
+        self.announce(job, outcome).await;
     }
 }
