@@ -11,7 +11,10 @@
 //! service crash on an FD-ownership check, failing every navigation), so its database is pointed
 //! into the profile directory (through `XDG_CONFIG_HOME`), which makes it recognisable by its
 //! command line; it exits by itself once the browser is gone, and is reaped and checked like the
-//! rest.
+//! rest. A handler can also exit before it was ever seen alive (Crashpad's self-monitor starts on
+//! its own schedule, after the DevTools line on a busy machine, and both go as soon as the browser
+//! does): a zombie has no command line left, so such a one is known by what it still has, its name
+//! and its parent, this worker (see [`exited_helpers`]).
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -71,6 +74,10 @@ const CHROME_ARGS: &[&str] = &[
 
 /// How long to wait after SIGKILL before declaring that the group could not be taken down.
 const KILL_WAIT: Duration = Duration::from_secs(3);
+
+/// The kernel's name (`comm`, 15 bytes at most) of the processes that escape a browser's group:
+/// `chrome_crashpad_handler`, cut short.
+const ESCAPEE_NAME: &str = "chrome_crashpad";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -395,6 +402,7 @@ impl ChromeProcess {
             self.note_escapees();
             let remaining: Vec<i32> = {
                 let mut escapees = lock(&self.escapees);
+                escapees.extend(exited_helpers());
                 escapees.retain(|pid| !reap_one(*pid));
                 escapees.iter().copied().collect()
             };
@@ -485,7 +493,7 @@ impl Drop for ChromeProcess {
         }
         self.note_escapees();
         let _ = killpg(self.pgid, Signal::SIGKILL);
-        let escapees: Vec<i32> = lock(&self.escapees).iter().copied().collect();
+        let mut escapees: BTreeSet<i32> = lock(&self.escapees).clone();
         for pid in &escapees {
             if command_line(*pid).is_some_and(|args| args.contains(&self.marker)) {
                 let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
@@ -495,7 +503,9 @@ impl Drop for ChromeProcess {
         let deadline = std::time::Instant::now() + Duration::from_millis(500);
         loop {
             self.reap_group();
-            let helpers_gone = escapees.iter().all(|pid| reap_one(*pid));
+            escapees.extend(exited_helpers());
+            escapees.retain(|pid| !reap_one(*pid));
+            let helpers_gone = escapees.is_empty();
             if helpers_gone && matches!(killpg(self.pgid, None), Err(Errno::ESRCH)) {
                 return;
             }
@@ -543,16 +553,56 @@ fn processes_mentioning(marker: &str) -> Vec<i32> {
         .collect()
 }
 
-/// A process's group, from `/proc/<pid>/stat` (the fields after the parenthesised command name are
-/// state, ppid, pgrp, ...).
+/// What `/proc/<pid>/stat` says of a process that matters here.
+struct Stat {
+    /// The kernel's name for it: its executable's file name, cut to 15 bytes. A zombie keeps it.
+    name: String,
+    /// `R`unning, `S`leeping, `Z`ombie, ...
+    state: char,
+    parent: i32,
+    group: i32,
+}
+
+/// Reads `/proc/<pid>/stat`: `pid (name) state ppid pgrp ...`, the name possibly holding spaces
+/// and parentheses itself.
+fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = text.rsplit_once(')')?;
+    let (_, name) = head.split_once('(')?;
+    let mut fields = rest.split_whitespace();
+    Some(Stat {
+        name: name.to_owned(),
+        state: fields.next()?.chars().next()?,
+        parent: fields.next()?.parse().ok()?,
+        group: fields.next()?.parse().ok()?,
+    })
+}
+
 fn process_group(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
+    stat(pid).map(|stat| stat.group)
+}
+
+/// Escaped Chromium helpers on their way out or already gone that this worker has to reap: its
+/// children (adopted: the subreaper flag) named like Crashpad's handler whose command line is
+/// already gone, so that [`ChromeProcess::note_escapees`] cannot have seen them if they exited
+/// first. Whichever browser they served, they are exiting, and reaping them is all there is to do;
+/// a live helper still has its command line and is left to its own browser.
+fn exited_helpers() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let us = std::process::id() as i32;
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            stat(*pid).is_some_and(|stat| {
+                stat.parent == us
+                    && stat.name == ESCAPEE_NAME
+                    && (stat.state == 'Z' || command_line(*pid).is_none())
+            })
+        })
+        .collect()
 }
 
 /// Extracts the address from Chromium's `DevTools listening on ws://...` line.
@@ -607,6 +657,80 @@ fn group_members(pgid: i32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in for Chromium whose Crashpad-like helper escapes the group (a new session, its
+    /// parent gone) only after the DevTools line, like Crashpad's self-monitor on a busy machine,
+    /// and exits by itself once the browser has gone.
+    const LATE_HELPER_BROWSER: &str = r#"#!/bin/bash
+for arg; do case "$arg" in --user-data-dir=*) profile="${arg#*=}";; esac; done
+echo "DevTools listening on ws://127.0.0.1:1/devtools/browser/fake" >&2
+sleep 0.3
+mkfifo "$profile/tick"
+ln -s /bin/bash "$profile/chrome_crashpad_handler"
+setsid -f "$profile/chrome_crashpad_handler" -c \
+  'exec 9<>"$1"; while kill -0 "$2" 2>/dev/null; do read -t 0.05 -u 9; done' \
+  chrome_crashpad_handler "$profile/tick" $$
+exec sleep 1000
+"#;
+
+    fn wait_for<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(value) = found() {
+                return value;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} took over 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The full runs once caught a Crashpad handler left a zombie: it had started after the browser
+    /// was noted, and exited with the browser before `terminate` looked, leaving no command line to
+    /// know it by.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_helper_that_escaped_unseen_and_exited_first_is_reaped() {
+        become_subreaper();
+        let dir = tempfile::tempdir().unwrap();
+        let browser = dir.path().join("chromium");
+        std::fs::write(&browser, LATE_HELPER_BROWSER).unwrap();
+        std::fs::set_permissions(
+            &browser,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let profiles = dir.path().join("profiles");
+        std::fs::create_dir(&profiles).unwrap();
+        let (process, _) = ChromeProcess::launch(&browser, &profiles, &[], Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(lock(&process.escapees).is_empty(), "the helper came late");
+
+        let us = std::process::id() as i32;
+        let helper = wait_for("the helper's start", || {
+            processes_mentioning(&process.marker)
+                .into_iter()
+                .find(|pid| {
+                    stat(*pid).is_some_and(|stat| stat.name == ESCAPEE_NAME && stat.parent == us)
+                })
+        });
+        nix::sys::signal::kill(Pid::from_raw(process.pid() as i32), Signal::SIGKILL).unwrap();
+        wait_for("the helper's exit", || {
+            stat(helper)
+                .is_some_and(|stat| stat.state == 'Z')
+                .then_some(())
+        });
+
+        process.terminate(Duration::from_secs(1)).await.unwrap();
+        assert!(
+            stat(helper).is_none(),
+            "the helper is still there: {:?}",
+            stat(helper).map(|stat| (stat.name, stat.state, stat.parent, stat.group))
+        );
+        process.remove_profile().await;
+    }
 
     #[test]
     fn finds_the_devtools_address() {
