@@ -3,6 +3,7 @@
 mod corpus;
 mod fuzz_corpus;
 mod helpers;
+mod isolation;
 mod origin;
 mod purposes;
 
