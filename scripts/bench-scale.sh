@@ -37,7 +37,7 @@ BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)
 OUT="$KILN_ROOT/docs/benchmarks"
 BIN="${CARGO_TARGET_DIR:-$KILN_ROOT/target}/release"
 
-ensure_packages redis-server postgresql chromium fonts-liberation curl procps
+ensure_packages redis-server postgresql chromium-headless-shell fonts-liberation curl procps
 
 log "building Kiln (release; the first build takes several minutes)"
 (cd "$KILN_ROOT" && cargo build --release --locked --bins)
@@ -111,7 +111,7 @@ GATEWAY_ADMIN_PORT=$(free_port)
 export KILN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export KILN_REDIS_PREFIX="kiln:"
 export KILN_ALLOWED_PRIVATE_NETS="127.0.0.1:1-65535@*"
-export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"
+export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/lib/chromium/chromium-headless-shell}"
 export KILN_LOG_FORMAT=json
 export RUST_LOG="${RUST_LOG:-warn}"
 

@@ -2,7 +2,7 @@
 # Postgres and nginx without touching the system-wide services. Sourced, not executed.
 
 KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KILN_PACKAGES=(redis-server postgresql nginx chromium fonts-liberation curl ca-certificates procps dnsmasq-base pebble)
+KILN_PACKAGES=(redis-server postgresql nginx chromium chromium-headless-shell fonts-liberation curl ca-certificates procps dnsmasq-base pebble)
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -23,7 +23,7 @@ while (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; do PG_PORT=$(( 20000 
 log "starting a throwaway Postgres on 127.0.0.1:$PG_PORT"
 start_postgres "$TMP/postgres" "$PG_PORT"
 export KILN_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"
+export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/lib/chromium/chromium-headless-shell}"
 
 cd "$KILN_ROOT"
 if cargo nextest --version >/dev/null 2>&1; then

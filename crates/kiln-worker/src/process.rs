@@ -35,7 +35,6 @@ use tokio_util::sync::CancellationToken;
 /// Flags for every browser. Besides headless operation they keep Chromium from reaching out to
 /// Google services (this network refuses them, and a render service has no use for them).
 const CHROME_ARGS: &[&str] = &[
-    "--headless=new",
     // Root cannot use Chromium's sandbox; isolation comes from the container and the fresh browser
     // context of every render.
     "--no-sandbox",
@@ -71,6 +70,19 @@ const CHROME_ARGS: &[&str] = &[
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 ];
+
+/// Whether `chrome` is Chromium's headless shell (Debian's `chromium-headless-shell`, Puppeteer's
+/// `chrome-headless-shell`), which is headless by nature, rather than the full browser, which has
+/// to be asked (`--headless=new`). The shell is what Kiln runs by default: it has no browser UI to
+/// set up, and the full browser spends about 0.7 CPU-seconds of renderer work on every new browser
+/// context (its tab strip and the like), which is what a render costs (ARCHITECTURE.md, "The
+/// browser").
+pub fn is_headless_shell(chrome: &Path) -> bool {
+    chrome
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.contains("headless-shell") || name.contains("headless_shell"))
+}
 
 /// How long to wait after SIGKILL before declaring that the group could not be taken down.
 const KILL_WAIT: Duration = Duration::from_secs(3);
@@ -233,6 +245,9 @@ impl ChromeProcess {
         std::fs::rename(&staged, profile.path().join(PROFILE_LOCK)).map_err(profile_error)?;
 
         let mut command = tokio::process::Command::new(chrome);
+        if !is_headless_shell(chrome) {
+            command.arg("--headless=new");
+        }
         command
             .args(CHROME_ARGS)
             .args(extra_args)
@@ -730,6 +745,25 @@ exec sleep 1000
             stat(helper).map(|stat| (stat.name, stat.state, stat.parent, stat.group))
         );
         process.remove_profile().await;
+    }
+
+    #[test]
+    fn knows_the_headless_shell_by_its_name() {
+        let cases = [
+            ("/usr/bin/chromium-headless-shell", true),
+            ("/usr/lib/chromium/chromium-headless-shell", true),
+            (
+                "/opt/chrome-headless-shell-linux64/chrome-headless-shell",
+                true,
+            ),
+            ("/srv/headless_shell", true),
+            ("/usr/bin/chromium", false),
+            ("/usr/bin/google-chrome", false),
+            ("/opt/headless-shell/chrome", false),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(is_headless_shell(Path::new(path)), expected, "{path}");
+        }
     }
 
     #[test]
