@@ -320,6 +320,8 @@ async fn render_one(pool: &BrowserPool, url: &str) -> Result<Sample, String> {
             Duration::from_secs(30),
             DeviceClass::Desktop,
             kiln_worker::Priority::Waiting,
+            // Every render in a fresh context: the figures are the first render of a domain's.
+            None,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -332,9 +334,15 @@ async fn render_one(pool: &BrowserPool, url: &str) -> Result<Sample, String> {
         blocking: ResourceBlocking::default(),
     };
     let dead = lease.browser_dead();
-    let rendered = render::render(lease.page(), lease.prepared(), &request, &dead)
-        .await
-        .map_err(|e| e.to_string())?;
+    let rendered = render::render(
+        lease.page(),
+        lease.prepared(),
+        &request,
+        &dead,
+        &mut Default::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let total = started.elapsed();
     drop(lease);
     Ok(Sample {

@@ -21,6 +21,7 @@ use kiln_core::job::RenderPurpose;
 use kiln_core::{RenderJob, RenderOutcome, UnixMillis};
 use kiln_queue::{JobHandler, QueueKind, RenderQueue};
 use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, RenderLogPurpose, Store};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -28,8 +29,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field};
 
 use crate::metrics::WorkerMetrics;
-use crate::pool::{BrowserPool, Lease, PoolError, Priority, WaitingRender};
-use crate::render::{self, RenderError, RenderRequest, Rendered};
+use crate::pool::{Affinity, BrowserPool, Lease, PoolError, Priority, WaitingRender};
+use crate::render::{self, Prepared, RenderError, RenderRequest, Rendered};
 
 /// Bounds on the cap a job may ask for: a zero or absurd value must not break the worker.
 const MIN_CAP: Duration = Duration::from_secs(1);
@@ -308,6 +309,7 @@ impl Inner {
         &self,
         deadline: Instant,
         device: kiln_core::DeviceClass,
+        affinity: &Affinity,
     ) -> Result<Lease, PoolError> {
         let yield_until = Instant::now() + YIELD_TO_QUEUED_RENDERS;
         loop {
@@ -321,7 +323,20 @@ impl Inner {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
-            if let Some(lease) = self.pool.try_take(device, Priority::Background) {
+            if let Some(lease) = self
+                .pool
+                .try_take(device, Priority::Background, Some(affinity))
+            {
+                // A bot's render may have come while the queue was being asked (a Redis round
+                // trip): it gets the tab. Tabs come free often (a render's tab is kept for its
+                // domain a moment after it ends), so without this look, every background consumer
+                // could win that race.
+                if Instant::now() < yield_until
+                    && (!self.pool.may_take(Priority::Background) || self.renders_queued().await)
+                {
+                    lease.give_back();
+                    continue;
+                }
                 return Ok(lease);
             }
         }
@@ -460,6 +475,18 @@ impl Inner {
             Priority::Waiting => MIN_CHECKOUT_WAIT,
         };
         let checkout_deadline = Instant::now() + cap.max(min_wait);
+        let proxy = self.tenant_proxies.get(&job.tenant_id);
+        let affinity = Affinity {
+            tenant: job.tenant_id.clone(),
+            site: format!(
+                "{} {}",
+                job.page_url.base(),
+                url::Url::parse(&job.render_url)
+                    .map(|url| url.origin().ascii_serialization())
+                    .unwrap_or_else(|_| job.render_url.clone())
+            ),
+            proxy: proxy.cloned(),
+        };
         // The health check before use: a tab whose browser does not answer at once is given back
         // (its browser replaced) and another taken, without spending the render's retry.
         let mut lease = loop {
@@ -470,11 +497,12 @@ impl Inner {
                             checkout_deadline.saturating_duration_since(Instant::now()),
                             job.device,
                             priority,
+                            Some(&affinity),
                         )
                         .await
                 }
                 Priority::Background => {
-                    self.background_checkout(checkout_deadline, job.device)
+                    self.background_checkout(checkout_deadline, job.device, &affinity)
                         .await
                 }
             };
@@ -493,7 +521,8 @@ impl Inner {
         };
         // A tenant with grants of its own renders in a context whose traffic goes through its own
         // proxy: a warm tab's context uses the browser's, which grants only what everyone has.
-        if let Some(proxy) = self.tenant_proxies.get(&job.tenant_id)
+        if let Some(proxy) = proxy
+            && lease.proxy() != Some(proxy.as_str())
             && let Err(error) = lease.use_proxy(proxy, job.device).await
         {
             lease.mark_broken(format!(
@@ -512,17 +541,34 @@ impl Inner {
             blocking: job.blocking,
         };
         let dead = lease.browser_dead();
+        let mut documents = BTreeSet::new();
         // The watchdog: a render that outlives its cap by the margin is stuck in a CDP call that
         // will not return, which means the page or the browser hangs.
         let result = match tokio::time::timeout(
             cap + WATCHDOG_MARGIN,
-            render::render(lease.page(), lease.prepared(), &request, &dead),
+            render::render(
+                lease.page(),
+                lease.prepared(),
+                &request,
+                &dead,
+                &mut documents,
+            ),
         )
         .await
         {
             Ok(result) => result,
             Err(_) => Err(RenderError::Hung),
         };
+        // A tab whose render went well serves the domain's next render, scrubbed; any other is
+        // disposed.
+        if result.is_ok() {
+            let prepared = Prepared {
+                device: Some(job.device),
+                blocking: Some(job.blocking),
+                tracker: true,
+            };
+            lease.keep_for(affinity, documents, prepared);
+        }
         // A page that never got ready may be the browser's fault: a browser that no longer answers
         // at all (not just a page busy with its scripts) is replaced now, so the retry gets a
         // fresh one instead of waiting on it.

@@ -32,7 +32,7 @@ impl WorkerMetrics {
             "One render job from its start to its result, by outcome, device and purpose",
             renders.clone(),
         );
-        let gauges: [PoolGauge; 4] = [
+        let gauges: [PoolGauge; 5] = [
             ("kiln_browser_pool_size", "Browsers running", |p| {
                 p.alive_browsers() as i64
             }),
@@ -40,6 +40,11 @@ impl WorkerMetrics {
                 "kiln_browser_tabs_in_use",
                 "Renders holding a tab now",
                 |p| p.tabs_in_use() as i64,
+            ),
+            (
+                "kiln_browser_tabs_kept",
+                "Tabs kept, scrubbed, for their domain's next render",
+                |p| p.tabs_kept() as i64,
             ),
             (
                 "kiln_browser_tabs_capacity",

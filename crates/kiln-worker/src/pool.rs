@@ -2,8 +2,19 @@
 //! ("tabs") open ahead of demand, so that a render starts on a blank page at once instead of paying
 //! the ~0.3 s Chromium takes to create a context and a page.
 //!
-//! Every render gets a tab of its own in a browser context of its own, which is disposed afterwards:
-//! no cookies, storage or cache leak from one render (or tenant) to the next. A browser is replaced
+//! A render gets a tab in a browser context that holds nothing a page has left. A domain's first
+//! render takes a warm tab in a fresh context. When a render has gone well, its tab is kept for the
+//! next render of the same [`Affinity`] (one tenant's domain, through one egress proxy), scrubbed
+//! first: navigated to `about:blank` (so no script of the page runs any more), its cookies, the
+//! storage of every origin whose document it loaded (local and session storage, IndexedDB, Cache
+//! Storage, service workers, ...), its permissions and its history cleared, and its HTTP cache
+//! too if the page had cookies (a response cached then may have been made for them). The next
+//! render of the domain then reuses the renderer process and the cacheable scripts and styles of
+//! the last one instead of paying for a context, a process and their download and compilation
+//! again: less than half the CPU (ARCHITECTURE.md, "The browser"). A render whose page loaded a
+//! document from another origin (a frame) is not kept: its context is disposed, as is every tab of
+//! a render that failed, and a kept tab unused for [`PARKED_TTL`]. Contexts are never shared
+//! between tenants or domains, nor by two renders at once. A browser is replaced
 //! by a fresh process after `recycle_after` renders or as soon as anything about it goes wrong (a
 //! CDP or transport error, a hung or crashed page, the process exiting); the old process finishes
 //! the renders it has, then its whole process group is terminated and its profile deleted.
@@ -11,7 +22,16 @@
 //! Each browser slot is run by a supervisor task, which launches (retrying with backoff), keeps the
 //! warm tabs topped up, and hands the process over to a retirement task when it must go.
 
-use chromiumoxide::cdp::browser_protocol::browser::{BrowserContextId, CloseParams};
+use chromiumoxide::cdp::browser_protocol::browser::{
+    BrowserContextId, CloseParams, ResetPermissionsParams,
+};
+use chromiumoxide::cdp::browser_protocol::dom_storage::{self, StorageId};
+use chromiumoxide::cdp::browser_protocol::emulation::SetScriptExecutionDisabledParams;
+use chromiumoxide::cdp::browser_protocol::network::ClearBrowserCacheParams;
+use chromiumoxide::cdp::browser_protocol::page::{NavigateParams, ResetNavigationHistoryParams};
+use chromiumoxide::cdp::browser_protocol::storage::{
+    ClearCookiesParams, ClearDataForOriginParams, GetCookiesParams,
+};
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams, DisposeBrowserContextParams,
 };
@@ -20,6 +40,7 @@ use chromiumoxide::error::CdpError;
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::{Browser, Page};
 use futures::StreamExt;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +77,11 @@ const MAX_DRAIN: Duration = Duration::from_secs(120);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long SIGTERM has before SIGKILL follows.
 const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+/// A tab kept for its domain's next render is disposed after this long unused.
+const PARKED_TTL: Duration = Duration::from_secs(30);
+/// Scrubbing a tab for its domain's next render takes a few milliseconds; far longer and it is
+/// disposed instead.
+const SCRUB_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the pool needs to know.
 #[derive(Clone, Debug)]
@@ -83,6 +109,16 @@ pub enum PoolError {
     Unavailable(Duration),
     #[error("the browser pool is shutting down")]
     ShuttingDown,
+}
+
+/// The renders that may use one browser context one after another: one tenant's renders of one
+/// site (the public domain and the origin it renders), through one egress proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Affinity {
+    pub tenant: String,
+    pub site: String,
+    /// The tenant's own egress proxy, if it has one (see [`Lease::use_proxy`]).
+    pub proxy: Option<String>,
 }
 
 /// A handle on the pool. Cheap to clone.
@@ -210,6 +246,10 @@ impl Drop for DevtoolsRefusal {
 #[derive(Default)]
 struct InstanceState {
     warm: Vec<Tab>,
+    /// Tabs kept for their domain's next render, oldest first.
+    parked: Vec<Parked>,
+    /// Tabs being scrubbed to be parked.
+    parking: usize,
     creating: usize,
     /// Tabs being created for mobile renders (the others are for desktop).
     creating_mobile: usize,
@@ -226,6 +266,22 @@ struct InstanceState {
 struct Tab {
     context: BrowserContextId,
     page: Page,
+    prepared: Prepared,
+    /// The egress proxy the context was created with, if not the browser's.
+    proxy: Option<String>,
+}
+
+/// A scrubbed tab waiting for the next render of its affinity.
+struct Parked {
+    affinity: Affinity,
+    tab: Tab,
+    since: Instant,
+}
+
+/// What a lease's render left in its tab, for keeping the tab for the next render of its affinity.
+struct Reuse {
+    affinity: Affinity,
+    documents: BTreeSet<String>,
     prepared: Prepared,
 }
 
@@ -328,6 +384,13 @@ impl BrowserPool {
             .sum()
     }
 
+    /// Tabs kept for their domain's next render, over all browsers.
+    pub fn tabs_kept(&self) -> usize {
+        self.instances()
+            .map(|instance| lock(&instance.state).parked.len())
+            .sum()
+    }
+
     /// Renders holding a tab now, over all browsers.
     pub fn tabs_in_use(&self) -> usize {
         self.instances()
@@ -376,17 +439,19 @@ impl BrowserPool {
         WaitingRender::new(self.inner.clone())
     }
 
-    /// Takes a warm tab, set up for `device` if one is, waiting up to `wait` for any. A checkout of
-    /// [`Priority::Background`] takes no tab while one of [`Priority::Waiting`] waits for one.
+    /// Takes a tab kept for `affinity`, or else a warm tab, set up for `device` if one is, waiting
+    /// up to `wait` for any. A checkout of [`Priority::Background`] takes no tab while one of
+    /// [`Priority::Waiting`] waits for one.
     pub async fn checkout(
         &self,
         wait: Duration,
         device: DeviceClass,
         priority: Priority,
+        affinity: Option<&Affinity>,
     ) -> Result<Lease, PoolError> {
         let _waiting =
             (priority == Priority::Waiting).then(|| WaitingRender::new(self.inner.clone()));
-        self.wait_until(wait, || self.try_take(device, priority))
+        self.wait_until(wait, || self.try_take(device, priority, affinity))
             .await
     }
 
@@ -426,16 +491,22 @@ impl BrowserPool {
         }
     }
 
-    /// Takes a warm tab at once if one is free to `priority` (see [`checkout`](Self::checkout)).
-    pub fn try_take(&self, device: DeviceClass, priority: Priority) -> Option<Lease> {
+    /// Takes a tab at once if one is free to `priority` (see [`checkout`](Self::checkout)).
+    pub fn try_take(
+        &self,
+        device: DeviceClass,
+        priority: Priority,
+        affinity: Option<&Affinity>,
+    ) -> Option<Lease> {
         if self.may_take(priority) {
-            self.try_checkout(device)
+            self.try_checkout(device, affinity)
         } else {
             None
         }
     }
 
-    fn may_take(&self, priority: Priority) -> bool {
+    /// Whether a checkout at `priority` may take a tab now.
+    pub fn may_take(&self, priority: Priority) -> bool {
         match priority {
             Priority::Waiting => true,
             Priority::Background => self.inner.waiting.load(Ordering::Acquire) == 0,
@@ -454,51 +525,73 @@ impl BrowserPool {
             })
     }
 
-    fn try_checkout(&self, device: DeviceClass) -> Option<Lease> {
+    fn try_checkout(&self, device: DeviceClass, affinity: Option<&Affinity>) -> Option<Lease> {
         let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
-        // A tab already set up for the device first; any tab otherwise (the render sets it up).
+        // The domain's own kept tab first (one set up for the device if there is one); then a warm
+        // tab already set up for the device; any warm tab otherwise (the render sets it up).
+        if let Some(affinity) = affinity {
+            let lease = self.take_first(start, |state| {
+                let mine = |parked: &Parked| parked.affinity == *affinity;
+                let found = state
+                    .parked
+                    .iter()
+                    .rposition(|p| mine(p) && p.tab.prepared.device == Some(device))
+                    .or_else(|| state.parked.iter().rposition(mine))?;
+                Some((state.parked.remove(found).tab, Some(affinity.clone())))
+            });
+            if lease.is_some() {
+                return lease;
+            }
+        }
         for matching in [true, false] {
-            if let Some(lease) = self.try_checkout_from(start, device, matching) {
-                return Some(lease);
+            let lease = self.take_first(start, |state| {
+                let found = state
+                    .warm
+                    .iter()
+                    .rposition(|tab| !matching || tab.prepared.device == Some(device))?;
+                Some((state.warm.remove(found), None))
+            });
+            if lease.is_some() {
+                return lease;
             }
         }
         None
     }
 
-    fn try_checkout_from(
+    /// Lends the first tab `pick` takes out of a browser taking renders, looking at the browsers
+    /// from slot `start` on. `pick` also says which affinity the tab was kept for, if it was.
+    fn take_first(
         &self,
         start: usize,
-        device: DeviceClass,
-        matching: bool,
+        mut pick: impl FnMut(&mut InstanceState) -> Option<(Tab, Option<Affinity>)>,
     ) -> Option<Lease> {
         let slots = &self.inner.slots;
         for i in 0..slots.len() {
             let Some(instance) = lock(&slots[(start + i) % slots.len()]).clone() else {
                 continue;
             };
-            let tab = {
+            let (tab, kept_for) = {
                 let mut state = lock(&instance.state);
                 if !instance.accepting(&state, self.inner.settings.recycle_after) {
                     continue;
                 }
-                let found = state
-                    .warm
-                    .iter()
-                    .rposition(|tab| !matching || tab.prepared.device == Some(device));
-                let Some(tab) = found.map(|i| state.warm.remove(i)) else {
+                let Some(taken) = pick(&mut state) else {
                     continue;
                 };
                 state.in_use += 1;
                 state.renders += 1;
-                tab
+                taken
             };
-            // The supervisor replaces the tab (or retires the browser once it has served enough).
+            // The supervisor replaces a warm tab (or retires the browser once it has served
+            // enough).
             instance.changed.notify_one();
             return Some(Lease {
                 inner: self.inner.clone(),
                 instance,
                 tab: Some(tab),
                 broken: None,
+                reuse: None,
+                kept_for,
             });
         }
         None
@@ -520,6 +613,10 @@ pub struct Lease {
     instance: Arc<Instance>,
     tab: Option<Tab>,
     broken: Option<String>,
+    /// Set by [`keep_for`](Self::keep_for): the tab is scrubbed and kept instead of disposed.
+    reuse: Option<Reuse>,
+    /// The affinity the tab was kept for, if it was taken from the kept tabs.
+    kept_for: Option<Affinity>,
 }
 
 impl Lease {
@@ -598,6 +695,52 @@ impl Lease {
     pub fn mark_broken(&mut self, reason: impl Into<String>) {
         self.broken = Some(reason.into());
     }
+
+    /// Returns the tab unused, to where it was taken from (the warm tabs, or the tabs kept for its
+    /// domain), as if it had never been taken.
+    pub fn give_back(mut self) {
+        let Some(tab) = self.tab.take() else { return };
+        {
+            let mut state = lock(&self.instance.state);
+            state.in_use = state.in_use.saturating_sub(1);
+            state.renders = state.renders.saturating_sub(1);
+            match self.kept_for.take() {
+                Some(affinity) => state.parked.push(Parked {
+                    affinity,
+                    tab,
+                    since: Instant::now(),
+                }),
+                None => state.warm.push(tab),
+            }
+        }
+        self.instance.changed.notify_one();
+        self.inner.tab_ready.notify_waiters();
+    }
+
+    /// The egress proxy the tab's context uses, if not the browser's own.
+    pub fn proxy(&self) -> Option<&str> {
+        self.tab.as_ref()?.proxy.as_deref()
+    }
+
+    /// Keeps the tab for the next render of `affinity` once the lease is returned, scrubbed of what
+    /// the render's page left: `documents` are the origins whose documents it loaded, and
+    /// `prepared` what the render set the tab up for. Only a tab whose page loaded documents of one
+    /// origin is kept: another origin's frame could leave storage behind under keys a later page
+    /// of the domain might read, so such a tab is disposed as usual.
+    pub fn keep_for(
+        &mut self,
+        affinity: Affinity,
+        documents: BTreeSet<String>,
+        prepared: Prepared,
+    ) {
+        if documents.len() == 1 {
+            self.reuse = Some(Reuse {
+                affinity,
+                documents,
+                prepared,
+            });
+        }
+    }
 }
 
 impl Drop for Lease {
@@ -613,26 +756,141 @@ impl Drop for Lease {
             }
         }
         self.instance.changed.notify_one();
-        // A broken browser is about to be killed with all its contexts; a healthy one disposes this
-        // render's context, which closes its page and deletes its cookies, storage and cache.
+        // A broken browser is about to be killed with all its contexts; a healthy one keeps this
+        // render's tab for its domain, scrubbed, or disposes its context, which closes its page and
+        // deletes its cookies, storage and cache.
         if healthy && let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let instance = self.instance.clone();
-            self.inner.tasks.spawn_on(
-                async move {
-                    let dispose = instance
-                        .browser
-                        .execute(DisposeBrowserContextParams::new(tab.context));
-                    let failure = match tokio::time::timeout(TAB_DISPOSE_TIMEOUT, dispose).await {
-                        Ok(Ok(_)) => return,
-                        Ok(Err(error)) => format!("could not dispose a browser context: {error}"),
-                        Err(_) => "disposing a browser context timed out".to_owned(),
-                    };
-                    instance.break_with(failure);
-                },
-                &runtime,
-            );
+            match self.reuse.take() {
+                Some(reuse) => {
+                    lock(&instance.state).parking += 1;
+                    let inner = self.inner.clone();
+                    self.inner
+                        .tasks
+                        .spawn_on(park(inner, instance, tab, reuse), &runtime);
+                }
+                None => {
+                    self.inner
+                        .tasks
+                        .spawn_on(dispose(instance, tab.context), &runtime);
+                }
+            }
         }
     }
+}
+
+/// Disposes a tab's browser context (its page, cookies, storage and cache go with it). A browser
+/// that cannot do that is replaced.
+async fn dispose(instance: Arc<Instance>, context: BrowserContextId) {
+    let dispose = instance
+        .browser
+        .execute(DisposeBrowserContextParams::new(context));
+    let failure = match tokio::time::timeout(TAB_DISPOSE_TIMEOUT, dispose).await {
+        Ok(Ok(_)) => return,
+        Ok(Err(error)) => format!("could not dispose a browser context: {error}"),
+        Err(_) => "disposing a browser context timed out".to_owned(),
+    };
+    instance.break_with(failure);
+}
+
+/// Scrubs a tab whose render went well and keeps it for the next render of its affinity, or
+/// disposes it if scrubbing fails or the browser takes no more renders.
+async fn park(inner: Arc<Inner>, instance: Arc<Instance>, mut tab: Tab, reuse: Reuse) {
+    let scrubbed = tokio::time::timeout(SCRUB_TIMEOUT, scrub(&instance, &tab, &reuse.documents))
+        .await
+        .map_err(|_| CdpError::Timeout)
+        .and_then(|result| result);
+    if let Err(error) = &scrubbed {
+        tracing::debug!(browser.id = instance.id, %error, "could not scrub a tab; disposing it");
+    }
+    // The contexts to dispose: this tab's if it cannot be kept, or the kept tabs it displaces.
+    let to_dispose = {
+        let mut state = lock(&instance.state);
+        state.parking = state.parking.saturating_sub(1);
+        if scrubbed.is_err() || !instance.accepting(&state, inner.settings.recycle_after) {
+            vec![tab.context]
+        } else {
+            // At most one kept tab per render slot: the oldest goes first.
+            let mut evicted = Vec::new();
+            while state.parked.len() >= inner.settings.tabs_per_browser.max(1) {
+                evicted.push(state.parked.remove(0).tab.context);
+            }
+            tab.prepared = reuse.prepared;
+            tracing::debug!(browser.id = instance.id, site = %reuse.affinity.site, "tab kept for the domain's next render");
+            state.parked.push(Parked {
+                affinity: reuse.affinity,
+                tab,
+                since: Instant::now(),
+            });
+            evicted
+        }
+    };
+    instance.changed.notify_one();
+    inner.tab_ready.notify_waiters();
+    for context in to_dispose {
+        dispose(instance.clone(), context).await;
+    }
+}
+
+/// Leaves nothing of the last page in a tab: the page is replaced by `about:blank` (from then on no
+/// script of it runs), then the context's cookies, every storage of the origins whose documents it
+/// loaded (`documents`), its permissions and the tab's history are cleared, and the context's HTTP
+/// cache too if the page had cookies: responses cached with them may have been made for them.
+async fn scrub(
+    instance: &Instance,
+    tab: &Tab,
+    documents: &BTreeSet<String>,
+) -> Result<(), CdpError> {
+    let page = &tab.page;
+    // No script of the page runs from here on (no timer, no unload handler writing storage on its
+    // way out), while its session storage, which belongs to the tab, is cleared: it can only be
+    // reached through a frame of its origin.
+    page.execute(SetScriptExecutionDisabledParams::new(true))
+        .await?;
+    page.execute(dom_storage::EnableParams::default()).await?;
+    for origin in documents {
+        page.execute(dom_storage::ClearParams::new(StorageId {
+            security_origin: Some(origin.clone()),
+            storage_key: None,
+            is_local_storage: false,
+        }))
+        .await?;
+    }
+    page.execute(NavigateParams::new("about:blank")).await?;
+    page.execute(SetScriptExecutionDisabledParams::new(false))
+        .await?;
+    // The window's name outlives its documents within a site; `about:blank` runs no page script.
+    page.execute(EvaluateParams::new("window.name = ''"))
+        .await?;
+    let cookies = instance
+        .browser
+        .execute(GetCookiesParams {
+            browser_context_id: Some(tab.context.clone()),
+        })
+        .await?;
+    let had_cookies = !cookies.result.cookies.is_empty();
+    instance
+        .browser
+        .execute(ClearCookiesParams {
+            browser_context_id: Some(tab.context.clone()),
+        })
+        .await?;
+    for origin in documents {
+        page.execute(ClearDataForOriginParams::new(origin.clone(), "all"))
+            .await?;
+    }
+    if had_cookies {
+        page.execute(ClearBrowserCacheParams::default()).await?;
+    }
+    page.execute(ResetNavigationHistoryParams::default())
+        .await?;
+    instance
+        .browser
+        .execute(ResetPermissionsParams {
+            browser_context_id: Some(tab.context.clone()),
+        })
+        .await?;
+    Ok(())
 }
 
 impl Instance {
@@ -771,6 +1029,7 @@ impl Instance {
                 context,
                 page,
                 prepared,
+                proxy: proxy.map(str::to_owned),
             }),
             Err(error) => {
                 let _ = self
@@ -898,6 +1157,7 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
     let aged_at = instance.started.checked_add(inner.settings.recycle_age);
     loop {
         let changed = instance.changed.notified();
+        let next_expiry: Option<Instant>;
         {
             let mut state = lock(&instance.state);
             if inner.shutdown.is_cancelled() {
@@ -915,6 +1175,17 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
             if instance.started.elapsed() >= inner.settings.recycle_age {
                 return Retirement::Aged;
             }
+            // Kept tabs unused for too long go (the oldest are first).
+            let now = Instant::now();
+            while state
+                .parked
+                .first()
+                .is_some_and(|parked| now >= parked.since + PARKED_TTL)
+            {
+                let expired = state.parked.remove(0).tab.context;
+                inner.tasks.spawn(dispose(instance.clone(), expired));
+            }
+            next_expiry = state.parked.first().map(|parked| parked.since + PARKED_TTL);
             // One warm tab per render slot not in use, and always at least one spare, so that the
             // next render finds a tab ready even while all the others are busy.
             let target = tabs.saturating_sub(state.in_use).max(1);
@@ -948,6 +1219,13 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
             _ = changed => {}
             _ = instance.dead.cancelled() => {}
             _ = inner.shutdown.cancelled() => {}
+            // So are kept tabs' expiries.
+            _ = async {
+                match next_expiry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             // The age limit is checked at the top of the loop: wake for it on time.
             _ = async {
                 match aged_at {
@@ -1025,7 +1303,11 @@ async fn retire(instance: Arc<Instance>, reason: String) {
             }
         }
     }
-    lock(&instance.state).warm.clear();
+    {
+        let mut state = lock(&instance.state);
+        state.warm.clear();
+        state.parked.clear();
+    }
 
     // A polite close first, so that Chromium shuts down in order; the group is signalled either way.
     instance.closing.cancel();

@@ -27,7 +27,7 @@ use futures::{FutureExt, StreamExt, TryFutureExt};
 use kiln_core::{DeviceClass, ResourceBlocking};
 use kiln_egress::EGRESS_HEADER;
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -207,13 +207,17 @@ fn cdp_error(error: CdpError) -> RenderError {
     }
 }
 
-/// Renders `request.url` in `page`, a blank page in a fresh browser context, set up as `prepared`
-/// says. `browser_dead` is cancelled if the browser dies meanwhile.
+/// Renders `request.url` in `page`, a blank page set up as `prepared` says, in a browser context
+/// that holds nothing a page has left (a fresh one, or one the pool has scrubbed).
+/// `browser_dead` is cancelled if the browser dies meanwhile. `documents` gets the origin of every
+/// document the page loads, its frames' included, whatever the outcome: what the pool clears
+/// before the context serves another render.
 pub async fn render(
     page: &Page,
     prepared: Prepared,
     request: &RenderRequest<'_>,
     browser_dead: &CancellationToken,
+    documents: &mut BTreeSet<String>,
 ) -> Result<Rendered, RenderError> {
     match url::Url::parse(request.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {}
@@ -251,7 +255,7 @@ pub async fn render(
                 });
             }
             event = events.next() => match event {
-                Some(event) => tracker.on_event(event, page, Instant::now()),
+                Some(event) => tracker.on_event(event, page, Instant::now(), documents),
                 None => return Err(RenderError::BrowserCrashed("the page's event stream ended".into())),
             },
             navigated = &mut navigate, if navigating => {
@@ -291,7 +295,7 @@ pub async fn render(
                 }
                 // Events that arrived while the page was being asked count too.
                 while let Some(Some(event)) = events.next().now_or_never() {
-                    tracker.on_event(event, page, Instant::now());
+                    tracker.on_event(event, page, Instant::now(), documents);
                 }
                 if ready && tracker.until_network_settles(Instant::now()).is_none() {
                     break;
@@ -825,9 +829,23 @@ impl Tracker {
         }
     }
 
-    fn on_event(&mut self, event: Event, page: &Page, now: Instant) {
+    fn on_event(
+        &mut self,
+        event: Event,
+        page: &Page,
+        now: Instant,
+        documents: &mut BTreeSet<String>,
+    ) {
         match event {
-            Event::RequestWillBeSent(event) => self.on_request(&event, now),
+            Event::RequestWillBeSent(event) => {
+                if event.r#type == Some(ResourceType::Document)
+                    && let Ok(url) = url::Url::parse(&event.request.url)
+                    && url.origin().is_tuple()
+                {
+                    documents.insert(url.origin().ascii_serialization());
+                }
+                self.on_request(&event, now)
+            }
             Event::ResponseReceived(event) => {
                 // Matched by type and frame rather than by request id: the request's own event may
                 // not have been seen yet (see `finished_early`).
