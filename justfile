@@ -40,11 +40,18 @@ fuzz-cmin target:
 screenshots:
     scripts/screenshots.sh
 
-# The benchmark suite (about 10 minutes after the release build): builds, starts a private stack,
-# measures against in-run references, stops it, and writes docs/benchmarks/latest.{md,csv,png} and
-# render.md. BENCH_SECONDS, BENCH_ROUNDS, ... tune it (see scripts/bench.sh).
+# The benchmark suite (about 25 minutes after the release build): builds, starts a private stack,
+# measures against in-run references, stops it, and writes docs/benchmarks/latest.{md,csv,png},
+# render.md and render-cost.{md,csv,png}. BENCH_SECONDS, BENCH_ROUNDS, ... tune it (see scripts/bench.sh).
 bench:
     scripts/bench.sh
+
+# What a cold render costs, Kiln against prerender and Rendertron in the same run (about 10 minutes
+# after the build; the quick settings, `just bench` runs the full ones): renders/s and CPU-seconds
+# per render at 1, 2, 4 and 8 at once, docs/benchmarks/render-cost.{md,csv,png}. See
+# scripts/bench-render-cost.sh for its BENCH_* settings.
+bench-render-cost:
+    BENCH_QUICK="${BENCH_QUICK:-1}" scripts/bench-render-cost.sh
 
 # Cold-render throughput with 1, 2, 3 and 4 workers on this machine: docs/benchmarks/scale.md.
 bench-scale *ARGS:

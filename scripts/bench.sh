@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Kiln's benchmark suite (`just bench`). Needs nothing running: it builds the release binaries, runs
-# the render-engine benchmark over the corpus (scripts/bench-render.sh), starts a private stack on
-# free ports (Redis, a throwaway Postgres to register the demo domain, the demo origin, worker,
-# gateway and the nginx edge, so a running scripts/run-local.sh is left alone), measures, stops
-# everything it started and writes docs/benchmarks/latest.{md,csv,png} and render.md. About 10 minutes
+# the render-engine benchmark over the corpus (scripts/bench-render.sh) and the render-cost
+# benchmark against prerender and Rendertron (scripts/bench-render-cost.sh, a stack of its own),
+# starts a private stack on free ports (Redis, a throwaway Postgres to register the demo domain, the
+# demo origin, worker, gateway and the nginx edge, so a running scripts/run-local.sh is left alone;
+# scripts/bench-lib.sh starts it), measures, stops everything it started and writes
+# docs/benchmarks/latest.{md,csv,png}, render.md and render-cost.{md,csv,png}. About 25 minutes
 # after the build; BENCH_KEEP=1 keeps the logs and raw figures.
 #
 #   scripts/bench.sh
@@ -29,10 +31,13 @@
 #   BENCH_RENDER_SECONDS  how long each concurrency level of renders runs (default 20)
 #   BENCH_LEVELS          concurrency levels of renders (default "1 2 4 8")
 #   BENCH_CORPUS_RUNS     renders per corpus page in scripts/bench-render.sh (default 3; 0 skips it)
+#   BENCH_RENDER_COST     1 (default) runs scripts/bench-render-cost.sh with its full settings, 0
+#                         skips it (its own BENCH_* settings, at its head, pass through)
 #   BENCH_OUT             where the results go (default docs/benchmarks)
 #   BENCH_KEEP=1          keep the run's directory (logs, raw figures) instead of removing it
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 # A decimal point in EPOCHREALTIME and in every number the tools print.
 export LC_ALL=C
 
@@ -42,13 +47,14 @@ CONNS=${BENCH_CONNECTIONS:-32}
 RENDER_SECONDS=${BENCH_RENDER_SECONDS:-20}
 read -r -a LEVELS <<<"${BENCH_LEVELS:-1 2 4 8}"
 CORPUS_RUNS=${BENCH_CORPUS_RUNS:-3}
+RENDER_COST=${BENCH_RENDER_COST:-1}
 OUT=${BENCH_OUT:-$KILN_ROOT/docs/benchmarks}
-HOST=demo.localhost
-BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
+HOST=$BENCH_HOST
+BOT_UA=$BENCH_BOT_UA
 PERSON_UA='Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36'
 # Crawlers and browsers all accept gzip; the gateway sends its stored gzip bytes as they are.
 ACCEPT='Accept-Encoding: gzip'
-for n in "$RUN_SECONDS" "$ROUNDS" "$CONNS" "$RENDER_SECONDS" "$CORPUS_RUNS" "${LEVELS[@]}"; do
+for n in "$RUN_SECONDS" "$ROUNDS" "$CONNS" "$RENDER_SECONDS" "$CORPUS_RUNS" "$RENDER_COST" "${LEVELS[@]}"; do
   [[ $n =~ ^[0-9]+$ ]] || die "BENCH_* settings must be whole numbers, not '$n'"
 done
 
@@ -58,93 +64,20 @@ VENV=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/bench-venv
 REQUIREMENTS="$KILN_ROOT/scripts/bench-requirements.txt"
 
 # --- the run's directory, and cleaning up whatever this script started -------------------------
-WORK=$(mktemp -d /tmp/kiln-bench.XXXXXX)
-# The postgres user (Postgres refuses to run as root) must be able to enter it.
-chmod 755 "$WORK"
-mkdir -p "$WORK/logs" "$WORK/raw"
-PIDS=()          # every service this script started, by name=pid
-CHILDREN=""      # the worker's descendants (Chromium), recorded when it is stopped
+bench_make_work kiln-bench
 SAMPLER_PID=""
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
   [ -z "$SAMPLER_PID" ] || kill "$SAMPLER_PID" 2>/dev/null || true
-  local entry pid
-  for entry in "${PIDS[@]}"; do
-    pid=${entry#*=}
-    [ "${entry%%=*}" != worker ] || CHILDREN+=" $(descendants "$pid" | tr '\n' ' ')"
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for entry in "${PIDS[@]}"; do
-    pid=${entry#*=}
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  # Chromium processes the worker started and did not take down with it: the ids recorded just
-  # before it was stopped, and only if they still are Chromium's.
-  for pid in $CHILDREN; do
-    grep -qa chrom "/proc/$pid/cmdline" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  done
-  stop_edge "$WORK/edge"
+  bench_stack_stop
   stop_edge "$WORK/ref"
   stop_edge "$WORK/ceiling-hits"
   stop_edge "$WORK/ceiling-human"
-  stop_redis "$WORK/redis"
-  stop_postgres "$WORK/postgres"
-  if [ "$status" -ne 0 ] || [ "${BENCH_KEEP:-}" = 1 ]; then
-    log "logs and raw figures kept in $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$status"
+  bench_finish "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# descendants PID: the process and every process below it, one id a line.
-descendants() {
-  ps -e -o pid=,ppid= | awk -v root="$1" '
-    { parent[$1] = $2 }
-    END { for (p in parent) { q = p; while ((q in parent) && q != root && q > 1) q = parent[q]; if (q == root) print p } }'
-}
-
-# cpu_ticks PID...: CPU time (user + system, with reaped children's) of these processes, in ticks.
-cpu_ticks() {
-  local pid
-  for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
-    awk '{ sub(/^.*\) /, ""); split($0, f, " "); s += f[12] + f[13] + f[14] + f[15] } END { print s + 0 }'
-}
-
-# machine_ticks: "busy total" CPU ticks of the whole machine since boot.
-machine_ticks() {
-  awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
-}
-
-rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-# A free port below the ephemeral range (where outgoing connections' own ports come from, so a port
-# nothing listens on may still be taken), not yet handed out by this script.
-used_ports=" "
-EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % (EPHEMERAL_LOW - 20000)))
-    case $used_ports in *" $port "*) continue ;; esac
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
-    used_ports+="$port "
-    echo "$port"
-    return
-  done
-}
-
-# metric URL NAME [LABEL-REGEX]: the sum of a Prometheus metric's samples whose labels match.
-metric() {
-  curl -fsS --max-time 2 "$1/metrics" 2>/dev/null |
-    awk -v name="$2" -v labels="${3:-}" '
-      index($1, name) == 1 && (substr($1, length(name) + 1, 1) == "{" || length($1) == length(name)) && $0 ~ labels { s += $NF; n++ }
-      END { if (n) printf "%.0f\n", s; else print "" }'
-}
 
 # --- builds ------------------------------------------------------------------------------------
 BIN="${CARGO_TARGET_DIR:-$KILN_ROOT/target}/release"
@@ -165,14 +98,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   || die "the open-files limit is $(ulimit -n); the 1,000-connection run needs at least 4096 (ulimit -n)"
 
 {
-  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "commit=$(git -C "$KILN_ROOT" rev-parse --short HEAD)$(git -C "$KILN_ROOT" diff --quiet HEAD 2>/dev/null || echo '+changes')"
-  echo "cores=$(nproc)"
-  echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-  echo "memory_gb=$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)"
-  echo "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "nginx=$(nginx -v 2>&1 | sed 's|.*nginx/||')"
-  echo "chromium=$(chromium --version 2>/dev/null | awk '{ print $2 }')"
+  bench_meta
   echo "wrk_seconds=$RUN_SECONDS"
   echo "rounds=$ROUNDS"
   echo "connections=$CONNS"
@@ -187,67 +113,24 @@ if [ "$CORPUS_RUNS" -gt 0 ]; then
   grep -E '^Median overhead|^Throughput at' "$WORK/logs/corpus.log" | sed 's/\*\*//g' >&2 || true
 fi
 
+# --- render cost against prerender and Rendertron (a stack of its own; before this one starts) ---
+if [ "$RENDER_COST" = 1 ]; then
+  log "render cost, Kiln against prerender and Rendertron on the same pages: scripts/bench-render-cost.sh"
+  BENCH_OUT="$OUT" "$KILN_ROOT/scripts/bench-render-cost.sh" || die "scripts/bench-render-cost.sh failed"
+fi
+
 # --- the private stack -------------------------------------------------------------------------
-REDIS_PORT=$(free_port) PG_PORT=$(free_port) DEMO_PORT=$(free_port) GW_PORT=$(free_port)
-GW_ADMIN_PORT=$(free_port) WORKER_ADMIN_PORT=$(free_port) EDGE_PORT=$(free_port)
-EDGE_TLS_PORT=$(free_port) STATIC_PORT=$(free_port) PROXY_PORT=$(free_port)
+bench_stack_ports
+STATIC_PORT=$(free_port) PROXY_PORT=$(free_port)
 CEIL_HITS_PORT=$(free_port) CEIL_HITS_TLS_PORT=$(free_port) CEIL_HUMAN_PORT=$(free_port)
 CEIL_HUMAN_TLS_PORT=$(free_port)
-EDGE=http://127.0.0.1:$EDGE_PORT
-GATEWAY=http://127.0.0.1:$GW_PORT
-GW_ADMIN=http://127.0.0.1:$GW_ADMIN_PORT
-WORKER_ADMIN=http://127.0.0.1:$WORKER_ADMIN_PORT
-ORIGIN=http://127.0.0.1:$DEMO_PORT
 STATIC=http://127.0.0.1:$STATIC_PORT
 PROXY=http://127.0.0.1:$PROXY_PORT
 CEIL_HITS=http://127.0.0.1:$CEIL_HITS_PORT
 CEIL_HUMAN=http://127.0.0.1:$CEIL_HUMAN_PORT
-
-export KILN_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" KILN_REDIS_PREFIX="kiln:"
-export KILN_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-export KILN_ALLOWED_PRIVATE_NETS="127.0.0.1:1-65535@*"
-export KILN_DEMO_LISTEN="127.0.0.1:$DEMO_PORT"
-export KILN_GATEWAY_LISTEN="127.0.0.1:$GW_PORT" KILN_GATEWAY_ADMIN_LISTEN="127.0.0.1:$GW_ADMIN_PORT"
-export KILN_WORKER_ADMIN_LISTEN="127.0.0.1:$WORKER_ADMIN_PORT"
-export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"
-# As deployed (deploy/kubernetes/base/config.yaml): JSON logs at info; the edge is the trusted proxy.
-export KILN_LOG_FORMAT=json RUST_LOG=info KILN_TRUSTED_PROXIES="127.0.0.1/32"
 # Eight tabs, so that eight concurrent renders are eight renders in Chromium, not four and a queue.
 export KILN_WORKER_TABS_PER_BROWSER=8
-export KILN_WORKER_PROFILE_DIR="$WORK/profiles"
-mkdir -p "$KILN_WORKER_PROFILE_DIR"
-
-start() { # NAME COMMAND...: runs a service in the background, its output in logs/NAME.log
-  local name=$1; shift
-  "$@" >"$WORK/logs/$name.log" 2>&1 &
-  PIDS+=("$name=$!")
-}
-pid_of() { local e; for e in "${PIDS[@]}"; do [ "${e%%=*}" != "$1" ] || { echo "${e#*=}"; return; }; done; }
-
-log "starting a private stack: Redis :$REDIS_PORT, Postgres :$PG_PORT, demo :$DEMO_PORT, gateway :$GW_PORT, edge :$EDGE_PORT"
-start_redis "$WORK/redis" "$REDIS_PORT"
-start_postgres "$WORK/postgres" "$PG_PORT"
-"$BIN/kiln-dashboard" migrate >"$WORK/logs/migrate.log" 2>&1 \
-  || { cat "$WORK/logs/migrate.log" >&2; die "kiln-dashboard migrate failed"; }
-start demo "$BIN/kiln-demo"
-wait_tcp "$DEMO_PORT" 30 || die "the demo origin did not start (see $WORK/logs/demo.log)"
-# Registered and published to Redis as the operator does it; the dashboard service is not needed.
-# The real Googlebot is a verified crawler, which no per-address bot rate limit holds back. The
-# benchmark's comes from 127.0.0.1, which no crawler check can verify (not a public address), so the
-# domain's limit is turned off instead (`--bot-rate-per-second 0`). Should that ever not hold, the
-# HIT counts below catch the 429s.
-"$BIN/kiln-dashboard" domain add --host "$HOST" --origin "$ORIGIN" --bot-rate-per-second 0 \
-  >"$WORK/logs/domain.log" 2>&1 \
-  || { cat "$WORK/logs/domain.log" >&2; die "kiln-dashboard domain add failed"; }
-start worker "$BIN/kiln-worker"
-start gateway "$BIN/kiln-gateway"
-start_edge "$WORK/edge" "127.0.0.1:$EDGE_PORT" "127.0.0.1:$GW_PORT" "127.0.0.1:$EDGE_TLS_PORT"
-for check in "gateway $GW_ADMIN/readyz" "worker $WORKER_ADMIN/readyz" "edge $EDGE/_edge/healthz"; do
-  set -- $check
-  wait_http "$2" 60 || die "the $1 did not become ready (see $WORK/logs/$1.log or $WORK/edge/error.log)"
-done
-GW_PID=$(pid_of gateway)
-WORKER_PID=$(pid_of worker)
+bench_stack_start
 
 # bot URL [curl args...]: a Googlebot's GET through the edge; prints "status cache render_ms total_ms".
 bot() {
