@@ -66,6 +66,7 @@ bench_meta() {
   echo "nginx=$(nginx -v 2>&1 | sed 's|.*nginx/||')"
   # Debian's launcher script prints a shell warning before the version on some machines.
   echo "chromium=$(chromium --version 2>/dev/null | awk '/^Chromium/ { print $2 }')"
+  echo "kiln_chrome=${KILN_CHROME_PATH:-/usr/lib/chromium/chromium-headless-shell}"
 }
 
 # --- CPU accounting by cgroup ------------------------------------------------------------------
@@ -206,7 +207,8 @@ bench_stack_ports() {
   export KILN_DEMO_LISTEN="127.0.0.1:$DEMO_PORT"
   export KILN_GATEWAY_LISTEN="127.0.0.1:$GW_PORT" KILN_GATEWAY_ADMIN_LISTEN="127.0.0.1:$GW_ADMIN_PORT"
   export KILN_WORKER_ADMIN_LISTEN="127.0.0.1:$WORKER_ADMIN_PORT"
-  export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/bin/chromium}"
+  # The worker's own default, as scripts/run-local.sh starts it.
+  export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/lib/chromium/chromium-headless-shell}"
   # As deployed (deploy/kubernetes/base/config.yaml): JSON logs at info; the edge is the trusted proxy.
   export KILN_LOG_FORMAT=json RUST_LOG=info KILN_TRUSTED_PROXIES="127.0.0.1/32"
   export KILN_WORKER_PROFILE_DIR="$WORK/profiles"

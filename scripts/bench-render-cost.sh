@@ -38,6 +38,9 @@
 #                         apps' (default 24; 12 with BENCH_QUICK=1); never fewer than two per client
 #   BENCH_QUICK=1         the smaller defaults above
 #   BENCH_DEMO_API_DELAY_MS  the demo API's delay (default 600, the issue's headline page)
+#   BENCH_PEER_CHROME     the peers' Chromium (default /usr/bin/chromium, as PEERS.md sets them up;
+#                         /usr/lib/chromium/chromium-headless-shell gives them the browser Kiln's
+#                         worker runs by default)
 #   BENCH_CPU_METHOD=proc    count CPU from /proc even where cgroups can be made
 #   BENCH_OUT             where the results go (default docs/benchmarks)
 #   BENCH_KEEP=1          keep the run's directory (logs, every request's figures)
@@ -55,17 +58,20 @@ else
   DEMO_RENDERS=${BENCH_DEMO_RENDERS:-40} PAGE_RENDERS=${BENCH_PAGE_RENDERS:-24}
 fi
 API_DELAY_MS=${BENCH_DEMO_API_DELAY_MS:-600}
+# PEERS.md runs the peers with Debian's full Chromium; Kiln's worker runs its headless shell by default.
+PEER_CHROME=${BENCH_PEER_CHROME:-/usr/bin/chromium}
 OUT=${BENCH_OUT:-$KILN_ROOT/docs/benchmarks}
 for n in "$DEMO_RENDERS" "$PAGE_RENDERS" "$API_DELAY_MS" "${LEVELS[@]}"; do
   [[ $n =~ ^[0-9]+$ ]] && [ "$n" -gt 0 ] || die "BENCH_* settings must be whole numbers above 0, not '$n'"
 done
 COMMAND="scripts/bench-render-cost.sh"
-for setting in BENCH_QUICK BENCH_LEVELS BENCH_DEMO_RENDERS BENCH_PAGE_RENDERS BENCH_DEMO_API_DELAY_MS BENCH_CPU_METHOD; do
+for setting in BENCH_QUICK BENCH_LEVELS BENCH_DEMO_RENDERS BENCH_PAGE_RENDERS BENCH_DEMO_API_DELAY_MS \
+    BENCH_PEER_CHROME BENCH_CPU_METHOD; do
   [ -z "${!setting:-}" ] || COMMAND="$setting=\"${!setting}\" $COMMAND"
 done
 
-ensure_packages redis-server postgresql nginx chromium fonts-liberation curl ca-certificates procps \
-  python3-venv
+ensure_packages redis-server postgresql nginx chromium chromium-headless-shell fonts-liberation curl \
+  ca-certificates procps python3-venv
 # Node.js for the peers: any 18 or newer, Debian's or another source's (NodeSource's brings its own
 # npm, which Debian's npm package would conflict with).
 node_ok() {
@@ -129,13 +135,14 @@ install_peer rendertron "$RENDERTRON_VERSION" PUPPETEER_SKIP_DOWNLOAD=1 PUPPETEE
 # The peers' servers, as PEERS.md sets them up. Written on every run, so that they always match
 # this script. Two departures, both only about where they listen: the ports are free ones picked
 # for the run (PORT for both, which each reads; prerender's DevTools port too, which it would
-# otherwise share at 9222 with whatever else uses that port on this machine).
+# otherwise share at 9222 with whatever else uses that port on this machine). And the Chromium
+# comes from PEER_CHROME (BENCH_PEER_CHROME), PEERS.md's /usr/bin/chromium by default.
 cat >"$PEERS/prerender/server.js" <<'JS'
 // Written by scripts/bench-render-cost.sh: prerender as /work/shared/PEERS.md sets it up.
 const prerender = require('prerender');
 const debuggingPort = Number(process.env.BROWSER_DEBUGGING_PORT);
 const server = prerender({
-  chromeLocation: '/usr/bin/chromium',
+  chromeLocation: process.env.PEER_CHROME || '/usr/bin/chromium',
   port: Number(process.env.PORT),
   browserDebuggingPort: debuggingPort,
   chromeFlags: ['--headless', '--no-sandbox', '--disable-gpu', `--remote-debugging-port=${debuggingPort}`,
@@ -158,7 +165,8 @@ cat >"$PEERS/rendertron/run.js" <<'JS'
 // Puppeteer pointed at Debian's Chromium. Its port comes from PORT (config.json's is the default).
 const puppeteer = require('puppeteer');
 const launch = puppeteer.launch.bind(puppeteer);
-puppeteer.launch = (opts) => launch(Object.assign({}, opts, { executablePath: '/usr/bin/chromium' }));
+const executablePath = process.env.PEER_CHROME || '/usr/bin/chromium';
+puppeteer.launch = (opts) => launch(Object.assign({}, opts, { executablePath }));
 const { Rendertron } = require('rendertron/build/rendertron');
 new Rendertron().initialize();
 JS
@@ -188,6 +196,7 @@ for dir in "$CG_KILN" "$CG_FRONT" "$CG_PRERENDER" "$CG_RENDERTRON"; do [ -z "$di
   echo "prerender=$PRERENDER_VERSION"
   echo "rendertron=$RENDERTRON_VERSION"
   echo "puppeteer=$(node -p "require('$PEERS/rendertron/node_modules/puppeteer/package.json').version" 2>/dev/null)"
+  echo "peer_chrome=$PEER_CHROME"
   echo "command=$COMMAND"
   echo "demo_api_delay_ms=$API_DELAY_MS"
   echo "clk_tck=$(getconf CLK_TCK)"
@@ -213,9 +222,9 @@ bench_stack_start
 PRERENDER_PORT=$(free_port) PRERENDER_DEVTOOLS_PORT=$(free_port) RENDERTRON_PORT=$(free_port)
 log "starting prerender $PRERENDER_VERSION (:$PRERENDER_PORT) and Rendertron $RENDERTRON_VERSION (:$RENDERTRON_PORT)"
 bench_start prerender bench_exec_in "$CG_PRERENDER" env -C "$PEERS/prerender" \
-  PORT="$PRERENDER_PORT" BROWSER_DEBUGGING_PORT="$PRERENDER_DEVTOOLS_PORT" node server.js
+  PORT="$PRERENDER_PORT" BROWSER_DEBUGGING_PORT="$PRERENDER_DEVTOOLS_PORT" PEER_CHROME="$PEER_CHROME" node server.js
 bench_start rendertron bench_exec_in "$CG_RENDERTRON" env -C "$PEERS/rendertron" \
-  PORT="$RENDERTRON_PORT" HOST=127.0.0.1 node run.js
+  PORT="$RENDERTRON_PORT" HOST=127.0.0.1 PEER_CHROME="$PEER_CHROME" node run.js
 wait_tcp "$PRERENDER_PORT" 60 || die "prerender did not start (see $WORK/logs/prerender.log)"
 wait_tcp "$RENDERTRON_PORT" 60 || die "Rendertron did not start (see $WORK/logs/rendertron.log)"
 

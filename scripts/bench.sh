@@ -58,8 +58,8 @@ for n in "$RUN_SECONDS" "$ROUNDS" "$CONNS" "$RENDER_SECONDS" "$CORPUS_RUNS" "$RE
   [[ $n =~ ^[0-9]+$ ]] || die "BENCH_* settings must be whole numbers, not '$n'"
 done
 
-ensure_packages redis-server postgresql nginx chromium fonts-liberation curl ca-certificates procps \
-  wrk python3-venv
+ensure_packages redis-server postgresql nginx chromium chromium-headless-shell fonts-liberation curl \
+  ca-certificates procps wrk python3-venv
 VENV=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/bench-venv
 REQUIREMENTS="$KILN_ROOT/scripts/bench-requirements.txt"
 

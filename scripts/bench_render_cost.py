@@ -746,8 +746,10 @@ def report(raw_dir, out_dir):
     add(
         f"Cold renders, {', '.join(str(l) for l in levels)} at once, of the same pages by the three systems in one run "
         f"on this machine ({meta.get('cores')} cores, {meta.get('cpu')}, {meta.get('memory_gb')} GB), "
-        f"{meta.get('date')}, commit {meta.get('commit')}. Chromium {meta.get('chromium')} (Debian's) for all three; "
-        f"Node.js {meta.get('node')} for the peers. Written by `{meta.get('command')}` "
+        f"{meta.get('date')}, commit {meta.get('commit')}. Debian's Chromium {meta.get('chromium')}: Kiln's worker runs "
+        f"`{meta.get('kiln_chrome')}` (its default), the peers `{meta.get('peer_chrome')}`"
+        + (" (as PEERS.md sets them up)" if meta.get("peer_chrome") == "/usr/bin/chromium" else "")
+        + f"; Node.js {meta.get('node')} for the peers. Written by `{meta.get('command')}` "
         "(scripts/bench-render-cost.sh; `just bench-render-cost` is the quick run, `just bench` the full one)."
     )
     add("")
@@ -785,8 +787,8 @@ def report(raw_dir, out_dir):
         "page's script writes), so that an empty shell answered fast counts as a failure. Latencies are of good "
         "renders, from request to last byte, on a new connection each.")
     add(f"- **Kiln**: asked through the nginx edge as Googlebot (`Host: demo.localhost` and the like, "
-        "`Accept-Encoding: gzip`), on a private stack with the worker's defaults (one browser, four tabs), as "
-        "scripts/run-local.sh starts it. Its domains block images, media and fonts (the default).")
+        "`Accept-Encoding: gzip`), on a private stack with the worker's defaults (one browser, four tabs, Chromium's headless "
+        "shell), as scripts/run-local.sh starts it. Its domains block images, media and fonts (the default).")
     add(f"- **prerender {meta.get('prerender')}** (`/render?url=`) and **Rendertron {meta.get('rendertron')}** "
         f"(`/render/<URL>`, Puppeteer {meta.get('puppeteer')}), installed from npm into "
         "`~/.cache/kiln/bench-peers/` and set up as /work/shared/PEERS.md says, on free ports.")
