@@ -247,6 +247,7 @@ cat >"$WORK/raw/config.json" <<JSON
   "origins": {"demo": "$ORIGIN", "corpus": "$CORPUS", "react": "$REACT", "vue": "$VUE"},
   "kiln_hosts": {"demo": "$BENCH_HOST", "corpus": "corpus.localhost", "react": "react.localhost", "vue": "vue.localhost"},
   "bot_user_agent": "$BENCH_BOT_UA",
+  "kiln_render_slots": $(( ${KILN_WORKER_BROWSERS:-1} * ${KILN_WORKER_TABS_PER_BROWSER:-4} )),
   "systems": [
     {"name": "Kiln", "kind": "kiln", "base": "$EDGE", "account": $(account "$CG_KILN" "$WORKER_PID"),
      "extra": {"name": "Kiln's gateway, edge and Redis", "account": $(account "$CG_FRONT" "$GW_PID")}},

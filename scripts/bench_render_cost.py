@@ -760,6 +760,19 @@ def report(raw_dir, out_dir):
     for goal, value, result in goals:
         add(f"| {goal} | {value} | {result} |")
     add("")
+    # What no overhead could change: a render slot of Kiln's worker serves one render at a time, and
+    # a render of the demo's page lasts at least the page's own waiting.
+    slots = config.get("kiln_render_slots", 4)
+    ceiling = 1000 * slots / demo_wait
+    top = max(levels)
+    busy_top = get(kiln, "demo", top, "busy_cores")
+    add(f"What bounds Kiln's renders per second on the demo page: its worker, as a newcomer starts it, renders "
+        f"{slots} pages at once (KILN_WORKER_BROWSERS × KILN_WORKER_TABS_PER_BROWSER; the rest wait in the queue), and each render lasts at "
+        f"least the page's {demo_wait} ms of designed waiting, so it cannot pass {slots} ÷ {demo_wait / 1000:g} s = "
+        f"**{ceiling:.1f} renders/s** however small its overhead"
+        + (f"; at {top} at once the machine was {busy_top:.2f} of {meta.get('cores')} cores busy" if busy_top else "")
+        + ". More tabs (KILN_WORKER_TABS_PER_BROWSER) or workers raise that bound.")
+    add("")
     add("## How it was measured")
     add("")
     method = meta.get("cpu_method")
