@@ -846,34 +846,7 @@ impl Tracker {
                 }
                 self.on_request(&event, now)
             }
-            Event::ResponseReceived(event) => {
-                // Matched by type and frame rather than by request id: the request's own event may
-                // not have been seen yet (see `finished_early`).
-                if event.r#type == ResourceType::Document
-                    && event.frame_id.as_ref() == Some(&self.main_frame)
-                {
-                    self.main_status = u16::try_from(event.response.status).ok();
-                    // The egress proxy answered instead of the origin: the origin is refused or
-                    // unreachable, and its answer is no page to keep.
-                    if let Some(kind) = header(event.response.headers.inner(), EGRESS_HEADER) {
-                        let what = match kind.as_str() {
-                            "refused" => {
-                                "the origin's address is outside the public internet and the allowed networks"
-                            }
-                            "timeout" => "the origin did not answer in time",
-                            "unreachable" => "the origin is unreachable",
-                            _ => "the origin could not be reached",
-                        };
-                        self.navigation_error.get_or_insert(format!(
-                            "{what} (egress proxy: {kind}, status {})",
-                            event.response.status
-                        ));
-                    }
-                }
-                if !self.ignored.contains(&event.request_id) {
-                    self.last_network_activity = now;
-                }
-            }
+            Event::ResponseReceived(event) => self.on_response(&event, now),
             Event::LoadingFinished(event) => {
                 if self.finish(&event.request_id) {
                     self.last_network_activity = now;
@@ -903,6 +876,43 @@ impl Tracker {
             }
             Event::Crashed => self.crashed = true,
         }
+    }
+
+    fn on_response(&mut self, event: &EventResponseReceived, now: Instant) {
+        // Matched by type and frame rather than by request id: the request's own event may
+        // not have been seen yet (see `finished_early`).
+        if event.r#type == ResourceType::Document
+            && event.frame_id.as_ref() == Some(&self.main_frame)
+        {
+            self.main_status = u16::try_from(event.response.status).ok();
+            // The egress proxy answered instead of the origin: the origin is refused or
+            // unreachable, and its answer is no page to keep.
+            if let Some(kind) = header(event.response.headers.inner(), EGRESS_HEADER) {
+                let what = match kind.as_str() {
+                    "refused" => {
+                        "the origin's address is outside the public internet and the allowed networks"
+                    }
+                    "timeout" => "the origin did not answer in time",
+                    "unreachable" => "the origin is unreachable",
+                    _ => "the origin could not be reached",
+                };
+                self.navigation_error.get_or_insert(format!(
+                    "{what} (egress proxy: {kind}, status {})",
+                    event.response.status
+                ));
+            }
+        }
+        // The egress proxy's own answer (a refusal, a timeout) is whole once its headers
+        // are in, but Chromium may never report its end: a no-cors fetch's opaque answer,
+        // blocked by ORB, gets no loadingFinished, and readiness would wait for it like a
+        // long-poll (2 s).
+        if self.ignored.contains(&event.request_id) {
+            return;
+        }
+        if header(event.response.headers.inner(), EGRESS_HEADER).is_some() {
+            self.finish(&event.request_id);
+        }
+        self.last_network_activity = now;
     }
 
     fn on_request(&mut self, event: &EventRequestWillBeSent, now: Instant) {
@@ -1251,6 +1261,64 @@ mod tests {
             Some("https://www.example.com/shop/list/page-2")
         );
         assert_eq!(base_href("about:blank", render, public), None);
+    }
+
+    /// A request's events as Chromium sends them (only the fields the tracker reads vary).
+    fn request_events(
+        id: &str,
+        kind: &str,
+        headers: serde_json::Value,
+    ) -> (EventRequestWillBeSent, EventResponseReceived) {
+        let url = format!("http://127.0.0.1:1/{id}");
+        let sent = serde_json::json!({
+            "requestId": id, "loaderId": "l", "documentURL": "http://127.0.0.1:1/",
+            "request": { "url": url, "method": "GET", "headers": {}, "initialPriority": "High",
+                         "referrerPolicy": "no-referrer" },
+            "timestamp": 1.0, "wallTime": 1.0, "initiator": { "type": "script" },
+            "redirectHasExtraInfo": false, "type": kind, "frameId": "main",
+        });
+        let received = serde_json::json!({
+            "requestId": id, "loaderId": "l", "timestamp": 1.0, "type": kind, "frameId": "main",
+            "hasExtraInfo": false,
+            "response": { "url": url, "status": 403, "statusText": "Forbidden", "headers": headers,
+                          "mimeType": "text/plain", "charset": "utf-8", "connectionReused": false,
+                          "connectionId": 1.0, "encodedDataLength": 10.0, "securityState": "insecure" },
+        });
+        (
+            serde_json::from_value(sent).unwrap(),
+            serde_json::from_value(received).unwrap(),
+        )
+    }
+
+    /// A subrequest the egress proxy refused is over once its answer's headers arrive: Chromium
+    /// never reports the end of some (a no-cors fetch's, blocked by ORB), and readiness must not
+    /// wait for them as for a long-poll. Any other response still waits for its end.
+    #[test]
+    fn a_refused_subrequest_does_not_hold_the_page() {
+        let quiet = Duration::from_millis(50);
+        let start = Instant::now();
+        let mut tracker = Tracker::new(FrameId::new("main"), quiet, start);
+        tracker.main_status = Some(200);
+        let (sent, received) = request_events(
+            "refused",
+            "Fetch",
+            serde_json::json!({ EGRESS_HEADER: "refused" }),
+        );
+        tracker.on_request(&sent, start);
+        assert_eq!(tracker.pending_requests(start), 1);
+        tracker.on_response(&received, start);
+        assert_eq!(tracker.pending_requests(start), 0);
+        assert_eq!(tracker.until_network_settles(start + quiet), None);
+
+        let (sent, received) = request_events(
+            "streaming",
+            "Fetch",
+            serde_json::json!({ "content-type": "text/plain" }),
+        );
+        tracker.on_request(&sent, start);
+        tracker.on_response(&received, start);
+        assert_eq!(tracker.pending_requests(start), 1);
+        assert!(tracker.until_network_settles(start + quiet).is_some());
     }
 
     #[test]
