@@ -5,10 +5,11 @@
 //! A render gets a tab in a browser context that holds nothing a page has left. A domain's first
 //! render takes a warm tab in a fresh context. When a render has gone well, its tab is kept for the
 //! next render of the same [`Affinity`] (one tenant's domain, through one egress proxy), scrubbed
-//! first: navigated to `about:blank` (so no script of the page runs any more), its cookies, the
-//! storage of every origin whose document it loaded (local and session storage, IndexedDB, Cache
-//! Storage, service workers, ...), its permissions and its history cleared, and its HTTP cache
-//! too if the page had cookies (a response cached then may have been made for them). The next
+//! first (see [`scrub`]): the page's scripts stopped and the tab on `about:blank`, then its
+//! cookies, the storage of every origin whose document it loaded (local and session storage,
+//! IndexedDB, Cache Storage, service workers, ...), its permissions, history and `window.name`
+//! cleared, and its HTTP cache too if the page had cookies (a response cached then may have been
+//! made for them). The next
 //! render of the domain then reuses the renderer process and the cacheable scripts and styles of
 //! the last one instead of paying for a context, a process and their download and compilation
 //! again: less than half the CPU (ARCHITECTURE.md, "The browser"). A render whose page loaded a
@@ -248,8 +249,6 @@ struct InstanceState {
     warm: Vec<Tab>,
     /// Tabs kept for their domain's next render, oldest first.
     parked: Vec<Parked>,
-    /// Tabs being scrubbed to be parked.
-    parking: usize,
     creating: usize,
     /// Tabs being created for mobile renders (the others are for desktop).
     creating_mobile: usize,
@@ -763,7 +762,6 @@ impl Drop for Lease {
             let instance = self.instance.clone();
             match self.reuse.take() {
                 Some(reuse) => {
-                    lock(&instance.state).parking += 1;
                     let inner = self.inner.clone();
                     self.inner
                         .tasks
@@ -806,7 +804,6 @@ async fn park(inner: Arc<Inner>, instance: Arc<Instance>, mut tab: Tab, reuse: R
     // The contexts to dispose: this tab's if it cannot be kept, or the kept tabs it displaces.
     let to_dispose = {
         let mut state = lock(&instance.state);
-        state.parking = state.parking.saturating_sub(1);
         if scrubbed.is_err() || !instance.accepting(&state, inner.settings.recycle_after) {
             vec![tab.context]
         } else {
@@ -832,10 +829,11 @@ async fn park(inner: Arc<Inner>, instance: Arc<Instance>, mut tab: Tab, reuse: R
     }
 }
 
-/// Leaves nothing of the last page in a tab: the page is replaced by `about:blank` (from then on no
-/// script of it runs), then the context's cookies, every storage of the origins whose documents it
-/// loaded (`documents`), its permissions and the tab's history are cleared, and the context's HTTP
-/// cache too if the page had cookies: responses cached with them may have been made for them.
+/// Leaves nothing of the last page in a tab: the page's scripts are switched off and its session
+/// storage (the tab's) cleared, the page is replaced by `about:blank`, then `window.name`, the
+/// context's cookies, every storage of the origins whose documents it loaded (`documents`), the
+/// tab's history and the context's permissions are cleared, and the context's HTTP cache too if
+/// the page had cookies: responses cached with them may have been made for them.
 async fn scrub(
     instance: &Instance,
     tab: &Tab,
@@ -1219,16 +1217,10 @@ async fn serve(inner: &Arc<Inner>, instance: &Arc<Instance>) -> Retirement {
             _ = changed => {}
             _ = instance.dead.cancelled() => {}
             _ = inner.shutdown.cancelled() => {}
-            // So are kept tabs' expiries.
+            // The age limit and kept tabs' expiries are checked at the top of the loop: wake for the
+            // first of them on time.
             _ = async {
-                match next_expiry {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => {}
-            // The age limit is checked at the top of the loop: wake for it on time.
-            _ = async {
-                match aged_at {
+                match aged_at.into_iter().chain(next_expiry).min() {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }

@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 /// Flags for every browser. Besides headless operation they keep Chromium from reaching out to
 /// Google services (this network refuses them, and a render service has no use for them).
 const CHROME_ARGS: &[&str] = &[
-    // Root cannot use Chromium's sandbox; isolation comes from the container and the fresh browser
-    // context of every render.
+    // Root cannot use Chromium's sandbox; isolation comes from the container and the browser
+    // contexts, never shared between domains or tenants (see `pool.rs`).
     "--no-sandbox",
     "--disable-gpu",
     "--disable-dev-shm-usage",

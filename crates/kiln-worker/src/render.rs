@@ -879,6 +879,8 @@ impl Tracker {
     }
 
     fn on_response(&mut self, event: &EventResponseReceived, now: Instant) {
+        // Set when the egress proxy answered instead of the origin.
+        let egress = header(event.response.headers.inner(), EGRESS_HEADER);
         // Matched by type and frame rather than by request id: the request's own event may
         // not have been seen yet (see `finished_early`).
         if event.r#type == ResourceType::Document
@@ -887,7 +889,7 @@ impl Tracker {
             self.main_status = u16::try_from(event.response.status).ok();
             // The egress proxy answered instead of the origin: the origin is refused or
             // unreachable, and its answer is no page to keep.
-            if let Some(kind) = header(event.response.headers.inner(), EGRESS_HEADER) {
+            if let Some(kind) = &egress {
                 let what = match kind.as_str() {
                     "refused" => {
                         "the origin's address is outside the public internet and the allowed networks"
@@ -909,7 +911,7 @@ impl Tracker {
         if self.ignored.contains(&event.request_id) {
             return;
         }
-        if header(event.response.headers.inner(), EGRESS_HEADER).is_some() {
+        if egress.is_some() {
             self.finish(&event.request_id);
         }
         self.last_network_activity = now;
