@@ -1,6 +1,7 @@
 //! The render engine's figures on the corpus: for each page, the median cold render and what it
 //! adds to the page's own completion time; renders per second at concurrency 4; and the worker's
-//! and Chromium's memory before and after many renders.
+//! and Chromium's memory over many renders of one domain, its tabs kept and scrubbed between
+//! renders as the worker does it.
 //!
 //! `cargo bench -p kiln-worker --bench corpus -- [--runs N] [--throughput N] [--soak N] [--out FILE]`
 //! (`scripts/bench-render.sh` runs it with the figures the README reports). Timings on a shared
@@ -14,8 +15,11 @@ use futures::StreamExt;
 use kiln_core::{DeviceClass, ResourceBlocking};
 use kiln_egress::{EgressProxy, EgressSettings};
 use kiln_testkit::corpus;
-use kiln_worker::render::{self, RenderRequest};
+use kiln_worker::pool::Affinity;
+use kiln_worker::render::{self, Prepared, RenderRequest};
+use kiln_worker::settings::{DEFAULT_CHROME_PATH, DEFAULT_RECYCLE_AFTER};
 use kiln_worker::{BrowserPool, PoolSettings};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -95,11 +99,11 @@ async fn main() {
     let profile = tempfile::tempdir().expect("a temporary directory");
     let pool = BrowserPool::start(PoolSettings {
         chrome_path: std::env::var("KILN_CHROME_PATH")
-            .unwrap_or_else(|_| "/usr/bin/chromium".into())
+            .unwrap_or_else(|_| DEFAULT_CHROME_PATH.into())
             .into(),
         browsers: 1,
         tabs_per_browser: TABS,
-        recycle_after: 50,
+        recycle_after: DEFAULT_RECYCLE_AFTER,
         recycle_age: Duration::from_secs(1800),
         recycle_memory_mb: 1536,
         extra_args: proxy.chromium_args(),
@@ -135,11 +139,11 @@ async fn main() {
     let mut overheads = Vec::new();
     for (name, url) in &pages {
         // One render first, so that the origin and Chromium's code caches are as warm as in production.
-        let _ = render_one(&pool, url).await;
+        let _ = render_one(&pool, url, None).await;
         let mut samples = Vec::new();
         for _ in 0..args.runs {
             settle(&pool).await;
-            match render_one(&pool, url).await {
+            match render_one(&pool, url, None).await {
                 Ok(sample) => samples.push(sample),
                 Err(error) => eprintln!("{name}: {error}"),
             }
@@ -173,7 +177,7 @@ async fn main() {
 
     let mix: Vec<String> = MIX.iter().map(|p| origin.url(&format!("/{p}"))).collect();
     let started = Instant::now();
-    let done = render_mix(&pool, &mix, args.throughput).await;
+    let done = render_mix(&pool, &mix, args.throughput, None).await;
     let rate = done as f64 / started.elapsed().as_secs_f64();
     let line = format!(
         "Throughput at concurrency {TABS} on this machine: **{rate:.1} renders/s** ({done} of {} renders of the mix {MIX:?} succeeded).\n",
@@ -189,22 +193,50 @@ async fn main() {
              alone measures it over 1,000 renders).\n"
         );
     } else {
+        // One domain, as the worker keeps tabs: each render's tab is scrubbed and kept for the
+        // next, and memory is read every 100 renders.
+        let affinity = Affinity {
+            tenant: "bench".into(),
+            site: format!("{0} {0}", origin.url("")),
+            proxy: None,
+        };
         let before = memory(&pool);
         let started = Instant::now();
-        let ok = render_mix(&pool, &mix, args.soak).await;
+        let mut ok = 0;
+        let mut peak = before;
+        let mut readings = Vec::new();
+        let mut done = 0;
+        while done < args.soak {
+            let batch = (args.soak - done).min(100);
+            ok += render_mix(&pool, &mix, batch, Some(&affinity)).await;
+            done += batch;
+            let now = memory(&pool);
+            peak = (peak.0.max(now.0), peak.1.max(now.1));
+            readings.push(format!("{:.0}", now.1));
+            eprintln!(
+                "soak: {done} renders, worker {:.0} MB, Chromium {:.0} MB, {} tabs kept",
+                now.0,
+                now.1,
+                pool.tabs_kept()
+            );
+        }
         // Let the last recycled browser's replacement settle before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = memory(&pool);
         let line = format!(
-            "Memory over {} renders ({ok} succeeded, {:.0} s; browsers recycled every 50 renders): \
-             worker {:.0} MB → {:.0} MB RSS, Chromium {:.0} MB → {:.0} MB (proportional set size of \
-             all its processes).\n",
+            "Memory over {} renders of one domain with its tabs kept ({ok} succeeded, {:.0} s; browsers \
+             recycled every {DEFAULT_RECYCLE_AFTER} renders, the worker's default): worker {:.0} MB → \
+             {:.0} MB RSS (peak {:.0} MB), Chromium {:.0} MB → {:.0} MB (peak {:.0} MB; proportional \
+             set size of all its processes, every 100 renders: {}).\n",
             args.soak,
             started.elapsed().as_secs_f64(),
             before.0,
             after.0,
+            peak.0,
             before.1,
-            after.1
+            after.1,
+            peak.1,
+            readings.join(", "),
         );
         eprintln!("{line}");
         let _ = writeln!(report, "{line}");
@@ -282,19 +314,27 @@ fn notes(args: &Args) -> String {
     );
     if args.soak > 0 {
         notes.push_str(
-            "* \"Before\" memory is measured after the per-page and throughput runs; browsers are \
-             replaced every 50 renders, so the figures compare browsers of similar age.\n",
+            "* \"Before\" memory is measured after the per-page and throughput runs. The soak renders \
+             the mix as one domain: each tab is scrubbed after its render and kept for the next \
+             (cookies, storage and history cleared, the page replaced by `about:blank`), as the \
+             worker does for a domain's renders.\n",
         );
     }
     notes
 }
 
-/// Renders `count` pages of `mix`, one per warm tab at a time; returns how many succeeded.
-async fn render_mix(pool: &BrowserPool, mix: &[String], count: usize) -> usize {
+/// Renders `count` pages of `mix`, one per warm tab at a time, their tabs kept for `keep` if
+/// given; returns how many succeeded.
+async fn render_mix(
+    pool: &BrowserPool,
+    mix: &[String],
+    count: usize,
+    keep: Option<&Affinity>,
+) -> usize {
     futures::stream::iter((0..count).map(|i| {
         let pool = pool.clone();
         let url = mix[i % mix.len()].clone();
-        async move { render_one(&pool, &url).await.is_ok() }
+        async move { render_one(&pool, &url, keep).await.is_ok() }
     }))
     .buffer_unordered(TABS)
     .filter(|ok| futures::future::ready(*ok))
@@ -313,15 +353,20 @@ async fn settle(pool: &BrowserPool) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn render_one(pool: &BrowserPool, url: &str) -> Result<Sample, String> {
+/// One render; in a fresh browser context unless `keep` is given, in which case the tab comes
+/// from (and goes back to) the domain's kept tabs.
+async fn render_one(
+    pool: &BrowserPool,
+    url: &str,
+    keep: Option<&Affinity>,
+) -> Result<Sample, String> {
     let started = Instant::now();
-    let lease = pool
+    let mut lease = pool
         .checkout(
             Duration::from_secs(30),
             DeviceClass::Desktop,
             kiln_worker::Priority::Waiting,
-            // Every render in a fresh context: the figures are the first render of a domain's.
-            None,
+            keep,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -334,15 +379,24 @@ async fn render_one(pool: &BrowserPool, url: &str) -> Result<Sample, String> {
         blocking: ResourceBlocking::default(),
     };
     let dead = lease.browser_dead();
+    let mut documents = BTreeSet::new();
     let rendered = render::render(
         lease.page(),
         lease.prepared(),
         &request,
         &dead,
-        &mut Default::default(),
+        &mut documents,
     )
     .await
     .map_err(|e| e.to_string())?;
+    if let Some(affinity) = keep {
+        let prepared = Prepared {
+            device: Some(DeviceClass::Desktop),
+            blocking: Some(ResourceBlocking::default()),
+            tracker: true,
+        };
+        lease.keep_for(affinity.clone(), documents, prepared);
+    }
     let total = started.elapsed();
     drop(lease);
     Ok(Sample {

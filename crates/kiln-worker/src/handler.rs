@@ -510,6 +510,9 @@ impl Inner {
             // will not get one.
             turn.waiting = None;
             let mut lease = checkout.map_err(|error| RenderError::NoBrowser(error.to_string()))?;
+            // Stamped now, not after the health check (a CDP round trip that takes tens of ms on a
+            // loaded machine): the render log says when the render took its tab.
+            turn.tab_at.get_or_insert_with(kiln_core::unix_millis_now);
             if lease.is_responsive(HEALTH_CHECK_TIMEOUT).await {
                 break lease;
             }
@@ -530,7 +533,6 @@ impl Inner {
             ));
             return Err(RenderError::NoBrowser(error.to_string()));
         }
-        turn.tab_at.get_or_insert_with(kiln_core::unix_millis_now);
         tracing::Span::current().record("render.browser", lease.browser_id());
         let request = RenderRequest {
             url: &job.render_url,

@@ -794,6 +794,7 @@ async fn dispose(instance: Arc<Instance>, context: BrowserContextId) {
 /// Scrubs a tab whose render went well and keeps it for the next render of its affinity, or
 /// disposes it if scrubbing fails or the browser takes no more renders.
 async fn park(inner: Arc<Inner>, instance: Arc<Instance>, mut tab: Tab, reuse: Reuse) {
+    let started = Instant::now();
     let scrubbed = tokio::time::timeout(SCRUB_TIMEOUT, scrub(&instance, &tab, &reuse.documents))
         .await
         .map_err(|_| CdpError::Timeout)
@@ -813,7 +814,12 @@ async fn park(inner: Arc<Inner>, instance: Arc<Instance>, mut tab: Tab, reuse: R
                 evicted.push(state.parked.remove(0).tab.context);
             }
             tab.prepared = reuse.prepared;
-            tracing::debug!(browser.id = instance.id, site = %reuse.affinity.site, "tab kept for the domain's next render");
+            tracing::debug!(
+                browser.id = instance.id,
+                site = %reuse.affinity.site,
+                scrub_ms = started.elapsed().as_millis() as u64,
+                "tab kept for the domain's next render"
+            );
             state.parked.push(Parked {
                 affinity: reuse.affinity,
                 tab,

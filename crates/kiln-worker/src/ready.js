@@ -1,7 +1,14 @@
 // Kiln's in-page readiness tracker, injected with Page.addScriptToEvaluateOnNewDocument so that it
-// runs before any of the page's own scripts. The worker polls `window.__kilnState()` and treats the
+// runs before any of the page's own scripts. The worker reads `window.__kilnState()` and treats the
 // page as ready once no short timers and no fetch/XHR calls are pending, the DOM has been quiet for a
-// while and the page has not asked to be waited for (`window.prerenderReady === false`).
+// while and the page has not asked to be waited for (`window.prerenderReady === false`). A page
+// that said it was not ready and then that it is (`prerenderReady` false, then true) is ready as
+// soon as nothing is pending, without the quiet window: it has told us.
+//
+// The worker does not poll while the page is busy: the tracker calls the `__kilnSignal` binding
+// (Runtime.addBinding) when the page may have become ready (the last pending timer, request or
+// frame settled, `prerenderReady` turned true, the load event ended), and the worker looks then.
+// Without the binding (a page that replaced it) the worker's slow fallback look still finds it.
 //
 // Requests (and the reading of their bodies) are counted here as well as from the browser's network
 // events, and a counted timer that just fired counts as activity for the quiet window: otherwise a
@@ -18,6 +25,22 @@
   // Timers created from timer callbacks nested deeper than this are polling loops: counting them
   // would keep the page from ever becoming ready.
   const MAX_COUNTED_DEPTH = 3;
+
+  // The worker's binding, taken off the window so that the page neither sees nor replaces it.
+  const SIGNAL = '__kilnSignal';
+  let signalBinding = null;
+  function takeBinding() {
+    if (!signalBinding && typeof window[SIGNAL] === 'function') {
+      signalBinding = window[SIGNAL];
+      try {
+        delete window[SIGNAL];
+      } catch (_) {
+        // Not deletable: it stays visible, and still works.
+      }
+    }
+    return signalBinding;
+  }
+  takeBinding();
 
   const nativeSetTimeout = window.setTimeout;
   const nativeClearTimeout = window.clearTimeout;
@@ -43,6 +66,28 @@
   // When the last fetch/XHR call (or the reading of its body) finished.
   let lastRequestEnd = 0;
 
+  // Tells the worker to look, once the microtasks of what just settled have run, if nothing the
+  // page started is pending any more (one call per burst of settling).
+  let signalQueued = false;
+  function settled() {
+    if (signalQueued) {
+      return;
+    }
+    signalQueued = true;
+    queueMicrotask(() => {
+      signalQueued = false;
+      const state = window.__kilnState();
+      const binding = takeBinding();
+      if (binding && state.timers === 0 && state.requests === 0 && state.prerenderReady) {
+        try {
+          binding('');
+        } catch (_) {
+          // A binding gone with its context: the worker's fallback look covers it.
+        }
+      }
+    });
+  }
+
   // Schedules `callback` with `schedule` (which is given the wrapped callback and returns an id) as
   // one link of `chain`: readiness waits for it (`pending` holds its id until it runs) if
   // `waitable` and the chain is not nested too deep; the callbacks it schedules in turn are one
@@ -61,6 +106,7 @@
         chain.depth = outer;
         if (counted) {
           lastTimer = now();
+          settled();
         }
       }
     });
@@ -122,6 +168,7 @@
     return () => {
       if (requests.delete(id)) {
         lastRequestEnd = now();
+        settled();
       }
     };
   }
@@ -222,6 +269,7 @@
         return handler.apply(this, arguments);
       } finally {
         lastTimer = now();
+        settled();
       }
     };
     const nativePost = PortProto.postMessage;
@@ -280,6 +328,32 @@
     return postedMessages.length;
   }
 
+  // `prerenderReady`, watched: turning it true after it was false is the page saying it is
+  // complete. A page that defines the property itself replaces the watch; then only its value is
+  // read.
+  let prerenderValue = window.prerenderReady;
+  let saidNotReady = prerenderValue === false;
+  try {
+    Object.defineProperty(window, 'prerenderReady', {
+      configurable: true,
+      enumerable: true,
+      get() {
+        return prerenderValue;
+      },
+      set(value) {
+        prerenderValue = value;
+        if (value === false) {
+          saidNotReady = true;
+        } else {
+          settled();
+        }
+      },
+    });
+  } catch (_) {
+    // A non-configurable property (a page cannot make one before this runs): read it as it is.
+  }
+  window.addEventListener('load', () => nativeSetTimeout.call(window, settled, 0));
+
   window.setTimeout = setTimeout;
   window.clearTimeout = clearTimeout;
   window.setInterval = setInterval;
@@ -314,6 +388,8 @@
         // When the page last changed its content, by its own clock (for Kiln's overhead figures).
         contentAtMs: Math.max(lastMutation, lastRequestEnd),
         prerenderReady: window.prerenderReady !== false,
+        // The page said it was not ready and now says it is.
+        declaredReady: saidNotReady && window.prerenderReady !== false && window.prerenderReady !== undefined,
       };
     },
     enumerable: false,

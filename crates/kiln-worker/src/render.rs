@@ -4,7 +4,15 @@
 //! sleeps: the load event has fired, no network request is in flight (long-polls, event streams and
 //! beacons aside) and the network has been quiet for the quiet window, no short timer is pending,
 //! the DOM has not changed for the quiet window, and the page has not set
-//! `window.prerenderReady = false`. All of it within the job's cap.
+//! `window.prerenderReady = false`. All of it within the job's cap. A page that set
+//! `prerenderReady` false and then true has said it is complete: it is ready once nothing is
+//! pending, without the quiet windows.
+//!
+//! The worker looks at the page's state (a `Runtime.evaluate`) when something may have changed: the
+//! quiet window after the last activity is over, the network settled, or the page's tracker called
+//! the `__kilnSignal` binding because what it waited for has settled. While the page is busy with
+//! something only it can see (a timer, `prerenderReady`), a slow fallback look is all the polling
+//! left.
 
 use chromiumoxide::Page;
 use chromiumoxide::cdp::browser_protocol::emulation::{
@@ -20,7 +28,9 @@ use chromiumoxide::cdp::browser_protocol::network::{
 use chromiumoxide::cdp::browser_protocol::page::{
     AddScriptToEvaluateOnNewDocumentParams, FrameId, NavigateParams,
 };
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::cdp::js_protocol::runtime::{
+    AddBindingParams, EvaluateParams, EventBindingCalled,
+};
 use chromiumoxide::error::CdpError;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt, TryFutureExt};
@@ -78,9 +88,15 @@ const SERIALIZE_JS: &str = r#"(() => {
 
 /// The shortest gap between two looks at the page's state.
 const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(4);
-/// How often the page is looked at while it waits for something with no known end (a timer, a
-/// request, `prerenderReady`).
+/// How often the browser's side (the network) is checked while requests are in flight: no CDP
+/// call, only the events already received.
 const WAITING_CHECK_INTERVAL: Duration = Duration::from_millis(15);
+/// How often the page is looked at while it waits for something only it sees (a timer, a fetch,
+/// `prerenderReady`). Its tracker signals when that settles; this look is for what time alone
+/// settles (a request turning into a long-poll) and for a page that removed the signal.
+const FALLBACK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// The binding through which the page's tracker signals (ready.js).
+const SIGNAL_BINDING: &str = "__kilnSignal";
 /// Requests in flight longer than this are long-polls (or hung): readiness does not wait for them.
 const LONG_REQUEST: Duration = Duration::from_secs(2);
 /// Reading the finished page gets this long of its own, beyond the readiness cap. A 3 MB DOM takes
@@ -243,6 +259,10 @@ pub async fn render(
     // Checks are scheduled for the moment the page could first count as ready (the quiet window
     // after its last activity), not on a fixed tick, so readiness is seen within a few ms of it.
     let mut next_check = Instant::now() + request.quiet;
+    // When the page's state was last read, how often, and whether the page has signalled since.
+    let mut last_look = started;
+    let mut looks = 0u32;
+    let mut signalled = false;
 
     loop {
         tokio::select! {
@@ -255,7 +275,19 @@ pub async fn render(
                 });
             }
             event = events.next() => match event {
-                Some(event) => tracker.on_event(event, page, Instant::now(), documents),
+                Some(Event::Signal) => {
+                    // Look at once (but not twice within the shortest gap), unless a look is due sooner.
+                    signalled = true;
+                    next_check = next_check.min((last_look + MIN_CHECK_INTERVAL).max(Instant::now()));
+                }
+                Some(event) => {
+                    let now = Instant::now();
+                    tracker.on_event(event, page, now, documents);
+                    // The page signalled while its last request's end was still on its way here.
+                    if signalled && tracker.network_idle(now) {
+                        next_check = next_check.min((last_look + MIN_CHECK_INTERVAL).max(now));
+                    }
+                }
                 None => return Err(RenderError::BrowserCrashed("the page's event stream ended".into())),
             },
             navigated = &mut navigate, if navigating => {
@@ -275,32 +307,50 @@ pub async fn render(
             // runs on a timer rather than as a precondition of the branch.
             _ = tokio::time::sleep_until(next_check) => {
                 let now = Instant::now();
-                if let Some(wait) = tracker.until_network_settles(now) {
+                // Requests in flight: nothing to ask the page yet. The network's quiet window only
+                // defers the look if the page did not signal (it may have said it is complete).
+                if let Some(wait) = tracker.until_network_settles(now)
+                    && (!signalled || !tracker.network_idle(now))
+                {
                     next_check = now + wait.clamp(MIN_CHECK_INTERVAL, request.quiet);
                     continue;
                 }
+                signalled = false;
                 // Evaluating takes about a millisecond; one that outlasts the cap by a second means
                 // the renderer is stuck (an endless script, say).
                 let state = tokio::time::timeout_at(deadline + Duration::from_secs(1), read_state(page))
                     .await
                     .map_err(|_| RenderError::Hung)??;
-                let now = Instant::now();
+                looks += 1;
+                last_look = Instant::now();
+                let now = last_look;
+                let declared = state.as_ref().is_some_and(|state| state.is_declared_ready() && tracker.document_loaded(state, now));
                 let ready = state.as_ref().is_some_and(|state| state.is_ready(request.quiet) && tracker.document_loaded(state, now));
                 let wait = state
                     .as_ref()
                     .and_then(|state| state.until_quiet(request.quiet))
-                    .unwrap_or(WAITING_CHECK_INTERVAL);
+                    .unwrap_or(FALLBACK_CHECK_INTERVAL);
                 if state.is_some() {
                     tracker.page_state = state;
                 }
                 // Events that arrived while the page was being asked count too.
                 while let Some(Some(event)) = events.next().now_or_never() {
-                    tracker.on_event(event, page, Instant::now(), documents);
+                    match event {
+                        Event::Signal => signalled = true,
+                        event => tracker.on_event(event, page, Instant::now(), documents),
+                    }
                 }
-                if ready && tracker.until_network_settles(Instant::now()).is_none() {
+                let now = Instant::now();
+                if (declared && tracker.network_idle(now))
+                    || (ready && tracker.until_network_settles(now).is_none())
+                {
                     break;
                 }
-                next_check = Instant::now() + wait.clamp(MIN_CHECK_INTERVAL, request.quiet);
+                next_check = if signalled {
+                    last_look + MIN_CHECK_INTERVAL
+                } else {
+                    Instant::now() + wait.max(MIN_CHECK_INTERVAL)
+                };
             }
         }
         if tracker.crashed {
@@ -322,6 +372,7 @@ pub async fn render(
     tracing::debug!(
         prepared_ms,
         ready_ms,
+        looks,
         requests = tracker.requests_seen,
         state = ?tracker.page_state,
         "page ready"
@@ -427,6 +478,8 @@ enum Event {
     LoadingFailed(Arc<EventLoadingFailed>),
     RequestPaused(Arc<EventRequestPaused>),
     Crashed,
+    /// The page's tracker says something it waited for settled.
+    Signal,
 }
 
 async fn subscribe(page: &Page) -> Result<SelectAll<BoxStream<'static, Event>>, RenderError> {
@@ -460,6 +513,12 @@ async fn subscribe(page: &Page) -> Result<SelectAll<BoxStream<'static, Event>>, 
             .await
             .map_err(cdp_error)?
             .map(|_| Event::Crashed)
+            .boxed(),
+        page.event_listener::<EventBindingCalled>()
+            .await
+            .map_err(cdp_error)?
+            .filter(|event| futures::future::ready(event.name == SIGNAL_BINDING))
+            .map(|_| Event::Signal)
             .boxed(),
     ];
     Ok(futures::stream::select_all(streams))
@@ -520,6 +579,9 @@ pub async fn prepare(
     if !prepared.tracker {
         let tracker = AddScriptToEvaluateOnNewDocumentParams::new(READY_JS);
         steps.push(page.execute(tracker).map_ok(drop).boxed());
+        // Every document of the tab gets it, before its scripts run.
+        let signal = AddBindingParams::new(SIGNAL_BINDING);
+        steps.push(page.execute(signal).map_ok(drop).boxed());
         // Reports renderer crashes (Inspector.targetCrashed).
         steps.push(
             page.execute(inspector::EnableParams::default())
@@ -551,6 +613,9 @@ struct PageState {
     since_mutation_ms: f64,
     since_timer_ms: f64,
     prerender_ready: bool,
+    /// The page set `prerenderReady` false and then true: it says it is complete.
+    #[serde(default)]
+    declared_ready: bool,
     /// When the page last changed its DOM or finished a fetch/XHR, in ms since navigation start.
     #[serde(default)]
     content_at_ms: f64,
@@ -581,6 +646,12 @@ impl PageState {
     /// window over.
     fn is_ready(&self, quiet: Duration) -> bool {
         self.until_quiet(quiet) == Some(Duration::ZERO)
+    }
+
+    /// The page said it is complete (`prerenderReady` false, then true) and nothing it started
+    /// is pending: no quiet window to wait out.
+    fn is_declared_ready(&self) -> bool {
+        self.tracked && self.declared_ready && self.timers == 0 && self.requests == 0
     }
 }
 
@@ -875,6 +946,8 @@ impl Tracker {
                 });
             }
             Event::Crashed => self.crashed = true,
+            // The render loop's business.
+            Event::Signal => {}
         }
     }
 
@@ -991,6 +1064,12 @@ impl Tracker {
         }
         let quiet_for = now.duration_since(self.last_network_activity);
         (quiet_for < self.quiet).then(|| self.quiet - quiet_for)
+    }
+
+    /// The main document's response has arrived and no request younger than the long-poll limit
+    /// is in flight (the network's quiet window aside).
+    fn network_idle(&self, now: Instant) -> bool {
+        self.main_status.is_some() && self.pending_requests(now) == 0
     }
 
     /// Whether the document counts as loaded: its load event has fired, or it has been parsed and
@@ -1335,6 +1414,7 @@ mod tests {
                 since_mutation_ms,
                 since_timer_ms,
                 prerender_ready,
+                declared_ready: false,
                 content_at_ms: 0.0,
                 load_end_ms: 0.0,
             };
@@ -1351,6 +1431,24 @@ mod tests {
             ..state(0, 0, 500.0, 500.0, true)
         };
         assert!(!untracked.is_ready(quiet));
+
+        // A page that said it is complete needs no quiet window, but still nothing pending.
+        let declared = |timers, requests| PageState {
+            declared_ready: true,
+            ..state(timers, requests, 0.0, 0.0, true)
+        };
+        assert!(declared(0, 0).is_declared_ready());
+        assert!(!declared(0, 0).is_ready(quiet));
+        assert!(!declared(1, 0).is_declared_ready());
+        assert!(!declared(0, 1).is_declared_ready());
+        assert!(!state(0, 0, 500.0, 500.0, true).is_declared_ready());
+        assert!(
+            !PageState {
+                tracked: false,
+                ..declared(0, 0)
+            }
+            .is_declared_ready()
+        );
 
         let json = serde_json::json!({
             "tracked": true, "readyState": "complete", "timers": 0, "requests": 0,

@@ -12,6 +12,22 @@ use crate::pool::PoolSettings;
 
 pub use kiln_runtime::LogFormat;
 
+/// The Chromium the worker runs unless `KILN_CHROME_PATH` says otherwise (see
+/// [`Settings::chrome_path`]).
+pub const DEFAULT_CHROME_PATH: &str = "/usr/lib/chromium/chromium-headless-shell";
+
+/// Renders at once per browser unless `KILN_WORKER_TABS_PER_BROWSER` says otherwise. A render
+/// mostly waits (for the origin, for the page's scripts and timers), so a two-core machine keeps
+/// eight busy: with the headless shell and kept tabs, eight at once used 1.3–1.9 of 2 cores in
+/// `scripts/bench-render-cost.sh`, where four left the machine half idle.
+pub const DEFAULT_TABS_PER_BROWSER: usize = 8;
+
+/// Renders after which a browser is replaced unless `KILN_WORKER_RECYCLE_AFTER` says otherwise.
+/// Replacing a browser discards its kept tabs and their HTTP caches, and its memory is bounded
+/// anyway (`KILN_WORKER_RECYCLE_MEMORY_MB`, `KILN_WORKER_RECYCLE_AGE_SECS`):
+/// `scripts/bench-render.sh` measures memory over 1,000 renders of one domain with kept tabs.
+pub const DEFAULT_RECYCLE_AFTER: u64 = 500;
+
 #[derive(Clone)]
 pub struct Settings {
     /// `KILN_REDIS_URL` (default `redis://127.0.0.1:6379`; `redis-cluster://host:port?node=…` for a
@@ -33,15 +49,16 @@ pub struct Settings {
     pub chrome_path: PathBuf,
     /// `KILN_WORKER_BROWSERS`: how many Chromium processes to keep running (default 1).
     pub browsers: usize,
-    /// `KILN_WORKER_TABS_PER_BROWSER`: concurrent renders per browser (default 4). The render
-    /// queue's consumer takes `browsers × tabs_per_browser` jobs at once.
+    /// `KILN_WORKER_TABS_PER_BROWSER`: concurrent renders per browser (default 8,
+    /// [`DEFAULT_TABS_PER_BROWSER`]). The render queue's consumer takes `browsers ×
+    /// tabs_per_browser` jobs at once.
     pub tabs_per_browser: usize,
     /// `KILN_WORKER_WARM_CONCURRENCY`: how many background jobs (cache warming, refreshes of stale
     /// pages) run at once (default 1; 0: this worker takes none). They share the browsers with
     /// bots' renders, so keep it below the number of tabs.
     pub warm_concurrency: usize,
     /// `KILN_WORKER_RECYCLE_AFTER`: renders after which a browser is replaced by a fresh process
-    /// (default 50).
+    /// (default 500, [`DEFAULT_RECYCLE_AFTER`]).
     pub recycle_after: u64,
     /// `KILN_WORKER_RECYCLE_AGE_SECS`: age after which a browser is replaced (default 1800).
     pub recycle_age: Duration,
@@ -193,17 +210,17 @@ impl Settings {
             queue_redis_url,
             redis_prefix: text("KILN_REDIS_PREFIX", "kiln:")?,
             redis_timeout: millis("KILN_REDIS_TIMEOUT_MS", 500)?,
-            chrome_path: PathBuf::from(text(
-                "KILN_CHROME_PATH",
-                "/usr/lib/chromium/chromium-headless-shell",
-            )?),
+            chrome_path: PathBuf::from(text("KILN_CHROME_PATH", DEFAULT_CHROME_PATH)?),
             browsers: as_usize("KILN_WORKER_BROWSERS", count("KILN_WORKER_BROWSERS", 1)?)?,
             tabs_per_browser: as_usize(
                 "KILN_WORKER_TABS_PER_BROWSER",
-                count("KILN_WORKER_TABS_PER_BROWSER", 4)?,
+                count(
+                    "KILN_WORKER_TABS_PER_BROWSER",
+                    DEFAULT_TABS_PER_BROWSER as u64,
+                )?,
             )?,
             warm_concurrency: as_usize("KILN_WORKER_WARM_CONCURRENCY", warm_concurrency)?,
-            recycle_after: count("KILN_WORKER_RECYCLE_AFTER", 50)?,
+            recycle_after: count("KILN_WORKER_RECYCLE_AFTER", DEFAULT_RECYCLE_AFTER)?,
             recycle_age: Duration::from_secs(count("KILN_WORKER_RECYCLE_AGE_SECS", 1800)?),
             recycle_memory_mb: count("KILN_WORKER_RECYCLE_MEMORY_MB", 1536)?,
             allowed_private_nets,
@@ -297,9 +314,9 @@ mod tests {
             s.chrome_path,
             PathBuf::from("/usr/lib/chromium/chromium-headless-shell")
         );
-        assert_eq!((s.browsers, s.tabs_per_browser, s.concurrency()), (1, 4, 4));
+        assert_eq!((s.browsers, s.tabs_per_browser, s.concurrency()), (1, 8, 8));
         assert_eq!(s.warm_concurrency, 1);
-        assert_eq!(s.recycle_after, 50);
+        assert_eq!(s.recycle_after, DEFAULT_RECYCLE_AFTER);
         assert_eq!(s.admin_listen, "127.0.0.1:9101".parse().unwrap());
         assert_eq!(s.render_quiet, Duration::from_millis(50));
         assert_eq!(s.log_format, LogFormat::Pretty);

@@ -98,6 +98,19 @@ async fn waits_for_prerender_ready() {
     app.shutdown().await;
 }
 
+/// A page that said it is complete is ready without the quiet window (its DOM never goes quiet
+/// here), but not while a request it started is still in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_declares_itself_ready_needs_no_quiet_window() {
+    let app = spawn_app().await;
+    let rendered = app.render("/declared", Desktop).await;
+    assert_eq!(rendered.status(), 200);
+    let html = rendered.html();
+    assert!(html.contains("the data after the declaration"), "{html}");
+    assert!(!html.contains("no data yet"), "{html}");
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_headers_and_the_quality_gate() {
     let app = spawn_app().await;

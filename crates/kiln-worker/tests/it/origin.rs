@@ -47,6 +47,26 @@ const LATE: &str = r#"<!DOCTYPE html>
 </script></head>
 <body><h1>Late</h1><p id="late">not yet</p></body></html>"#;
 
+/// Says it is complete (`prerenderReady` false, then true) while its DOM never stops changing (a
+/// clock ticking every 20 ms, by an interval, which readiness never waits for) and while its data
+/// is still on its way: only the declaration can end the wait, and it must not end it before the
+/// data arrives.
+const DECLARED: &str = r#"<!DOCTYPE html>
+<html><head><title>Declared</title>
+<script>
+  window.prerenderReady = false;
+  setInterval(function () {
+    document.getElementById('clock').textContent = String(Date.now());
+  }, 20);
+  setTimeout(function () {
+    fetch('/api/slow.json')
+      .then(function (r) { return r.json(); })
+      .then(function (data) { document.getElementById('data').textContent = data.message; });
+    window.prerenderReady = true;
+  }, 100);
+</script></head>
+<body><h1>Declared</h1><p id="clock">0</p><p id="data">no data yet</p></body></html>"#;
+
 const META_404: &str = r#"<!DOCTYPE html>
 <html><head><title>Gone</title><meta name="prerender-status-code" content="404"></head>
 <body><h1>This product no longer exists</h1></body></html>"#;
@@ -248,6 +268,14 @@ impl Origin {
                 get(|| async { ([(header::CONTENT_TYPE, "image/png")], vec![0u8; 64]) }),
             )
             .route("/late", get(|| async { Html(LATE) }))
+            .route("/declared", get(|| async { Html(DECLARED) }))
+            .route(
+                "/api/slow.json",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    json(r#"{"message":"the data after the declaration"}"#)
+                }),
+            )
             .route(
                 "/slow",
                 get(|| async {

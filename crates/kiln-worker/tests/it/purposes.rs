@@ -172,9 +172,12 @@ async fn a_long_warm_backlog_delays_a_bots_render_by_one_render_at_most() {
     // at most gets a tab: one the warm consumer took before the bot's job reached the worker.
     // (Counting the warm renders that *finish* meanwhile would not do: they run beside the bot's.)
     for round in 0..3 {
-        let queued_at = kiln_core::unix_millis_now();
         let bot = app.job(&app.origin.url("/app"), Desktop);
-        assert_eq!(app.run(bot.clone()).await.status(), 200);
+        // The job is queued once its push returns (before, the test's subscription to the
+        // announcements was still being made: no worker could know of the job).
+        let pending = app.start(bot.clone()).await;
+        let queued_at = kiln_core::unix_millis_now();
+        assert_eq!(pending.outcome(&app.store).await.status(), 200);
         // The render is logged just after it is announced.
         let deadline = Instant::now() + DEADLINE;
         let (log, bot_tab_at) = loop {
