@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The render engine's figures over the corpus: per-page median render time and overhead beyond the
-# page's own completion, renders per second at concurrency 4, and memory before and after many
+# page's own completion, renders per second at the worker's default tabs (8), and memory over many
 # renders. Writes docs/benchmarks/render.md (the whole file: figures and notes). Needs Chromium
 # (scripts/test.sh installs it). `just bench` (scripts/bench.sh) runs it with fewer renders and no
 # soak; run it alone for the full figures (about 15 minutes on two cores).

@@ -1,5 +1,5 @@
 //! The render engine's figures on the corpus: for each page, the median cold render and what it
-//! adds to the page's own completion time; renders per second at concurrency 4; and the worker's
+//! adds to the page's own completion time; renders per second with the worker's default tabs; and the worker's
 //! and Chromium's memory over many renders of one domain, its tabs kept and scrubbed between
 //! renders as the worker does it.
 //!
@@ -17,14 +17,15 @@ use kiln_egress::{EgressProxy, EgressSettings};
 use kiln_testkit::corpus;
 use kiln_worker::pool::Affinity;
 use kiln_worker::render::{self, Prepared, RenderRequest};
-use kiln_worker::settings::{DEFAULT_CHROME_PATH, DEFAULT_RECYCLE_AFTER};
+use kiln_worker::settings::{DEFAULT_CHROME_PATH, DEFAULT_RECYCLE_AFTER, DEFAULT_TABS_PER_BROWSER};
 use kiln_worker::{BrowserPool, PoolSettings};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-/// Warm tabs of the one browser, as many as the throughput run's concurrency.
-const TABS: usize = 4;
+/// Tabs of the one browser, the worker's default, and the throughput run's and the soak's
+/// concurrency.
+const TABS: usize = DEFAULT_TABS_PER_BROWSER;
 /// Pages whose figures mean something for speed (the SSRF probes are about safety; `wiped` must fail).
 const SKIPPED: &[&str] = &["ssrf-fetch", "ssrf-file", "ssrf-iframe", "wiped"];
 /// The mix for throughput and memory: typical single-page-app pages.
