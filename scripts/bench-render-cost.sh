@@ -2,14 +2,18 @@
 # What a cold render costs (`just bench-render-cost`; `just bench` runs it too): renders per second
 # and CPU-seconds per render at 1, 2, 4 and 8 renders at once, for Kiln and, in the same run, on the
 # same pages, for prerender 5.21.6 and Rendertron 3.1.0 with Debian's Chromium, set up as
-# /work/shared/PEERS.md says. Writes docs/benchmarks/render-cost.{md,csv,png}.
+# /work/shared/PEERS.md says, and for "Chromium alone" (scripts/bench-bare-chromium.js): one
+# Chromium driven by a bare CDP client, with a pool of tabs and no isolation, queue, cache or edge,
+# the floor of what any renderer on this machine can do with these pages. Writes
+# docs/benchmarks/render-cost.{md,csv,png}.
 #
 #   scripts/bench-render-cost.sh               the full run (about 20 minutes after the build)
 #   BENCH_QUICK=1 scripts/bench-render-cost.sh fewer renders (under 10 minutes; `just bench-render-cost`)
 #
 # Needs nothing running. It installs what it lacks (Debian packages; Node.js 18 or newer and npm;
-# the two peers from npm, pinned, into ${XDG_CACHE_HOME:-~/.cache}/kiln/bench-peers/, reused when
-# present; matplotlib in the venv of scripts/bench.sh), builds the release binaries and
+# the two peers and Chromium alone's `ws` from npm, pinned, into
+# ${XDG_CACHE_HOME:-~/.cache}/kiln/bench-peers/, reused when present; matplotlib in the venv of
+# scripts/bench.sh), builds the release binaries and
 # crates/kiln-testkit/examples/bench-origins.rs, and starts on free ports of 127.0.0.1:
 #   - a private Kiln stack (scripts/bench-lib.sh): Redis, a throwaway Postgres to register the
 #     domains, the demo origin with its API answering after 600 ms (KILN_DEMO_API_DELAY_MS), the
@@ -17,16 +21,20 @@
 #     the gateway and the nginx edge;
 #   - the origins of the render corpus and of the React and Vue apps (bench-origins), each also
 #     registered with Kiln (corpus.localhost, react.localhost, vue.localhost);
-#   - prerender and Rendertron.
-# Kiln is asked through the edge as Googlebot; prerender at /render?url=, Rendertron at /render/,
-# each with the origin's URL; every URL carries a query parameter no one asked for before, so every
-# render is a cold one. scripts/bench_render_cost.py drives the clients and reads the figures.
+#   - prerender and Rendertron;
+#   - Chromium alone, with the browser Kiln's worker runs (KILN_CHROME_PATH, its headless shell by
+#     default) and as many tabs as the highest level of BENCH_LEVELS.
+# Kiln is asked through the edge as Googlebot; prerender and Chromium alone at /render?url=,
+# Rendertron at /render/, each with the origin's URL; every URL carries a query parameter no one
+# asked for before, so every render is a cold one. scripts/bench_render_cost.py drives the clients
+# and reads the figures.
 #
 # CPU: each system runs in a cgroup of its own (Kiln's worker with its browsers; Kiln's gateway, edge
-# and Redis in another, reported beside it; each peer's Node server with its browser), so every
-# process it starts is counted, renderers that exit during a run and Crashpad handlers that leave
-# the process tree included. Without cgroups the driver reads /proc over the process trees every
-# 50 ms instead (BENCH_CPU_METHOD=proc forces that). The report names the method used.
+# and Redis in another, reported beside it; each peer's Node server with its browser, and Chromium
+# alone's the same way), so every process it starts is counted, renderers that exit during a run and
+# Crashpad handlers that leave the process tree included. Without cgroups the driver reads /proc
+# over the process trees every 50 ms instead (BENCH_CPU_METHOD=proc forces that). The report names
+# the method used.
 #
 # Everything it started is stopped when it ends, however it ends (Ctrl-C included).
 #
@@ -51,6 +59,7 @@ export LC_ALL=C
 
 PRERENDER_VERSION=5.21.6
 RENDERTRON_VERSION=3.1.0
+WS_VERSION=8.18.3
 read -r -a LEVELS <<<"${BENCH_LEVELS:-1 2 4 8}"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   DEMO_RENDERS=${BENCH_DEMO_RENDERS:-16} PAGE_RENDERS=${BENCH_PAGE_RENDERS:-12}
@@ -131,6 +140,8 @@ install_peer() {
 install_peer prerender "$PRERENDER_VERSION"
 # Puppeteer would download a Chromium of its own; the peers use Debian's, as Kiln does.
 install_peer rendertron "$RENDERTRON_VERSION" PUPPETEER_SKIP_DOWNLOAD=1 PUPPETEER_SKIP_CHROMIUM_DOWNLOAD=1
+# Chromium alone's WebSocket client; its server is scripts/bench-bare-chromium.js, found through NODE_PATH.
+install_peer ws "$WS_VERSION"
 
 # The peers' servers, as PEERS.md sets them up. Written on every run, so that they always match
 # this script. Two departures, both only about where they listen: the ports are free ones picked
@@ -185,8 +196,8 @@ else
   log "CPU accounting: $CPU_METHOD cgroups under $CGROUP_ROOT"
 fi
 CG_KILN=$(cgroup_for kiln-worker); CG_FRONT=$(cgroup_for kiln-front)
-CG_PRERENDER=$(cgroup_for prerender); CG_RENDERTRON=$(cgroup_for rendertron)
-for dir in "$CG_KILN" "$CG_FRONT" "$CG_PRERENDER" "$CG_RENDERTRON"; do [ -z "$dir" ] || CGROUPS+=("$dir"); done
+CG_PRERENDER=$(cgroup_for prerender); CG_RENDERTRON=$(cgroup_for rendertron); CG_BARE=$(cgroup_for bare)
+for dir in "$CG_KILN" "$CG_FRONT" "$CG_PRERENDER" "$CG_RENDERTRON" "$CG_BARE"; do [ -z "$dir" ] || CGROUPS+=("$dir"); done
 
 {
   bench_meta
@@ -197,6 +208,7 @@ for dir in "$CG_KILN" "$CG_FRONT" "$CG_PRERENDER" "$CG_RENDERTRON"; do [ -z "$di
   echo "rendertron=$RENDERTRON_VERSION"
   echo "puppeteer=$(node -p "require('$PEERS/rendertron/node_modules/puppeteer/package.json').version" 2>/dev/null)"
   echo "peer_chrome=$PEER_CHROME"
+  echo "ws=$WS_VERSION"
   echo "command=$COMMAND"
   echo "demo_api_delay_ms=$API_DELAY_MS"
   echo "clk_tck=$(getconf CLK_TCK)"
@@ -228,6 +240,18 @@ bench_start rendertron bench_exec_in "$CG_RENDERTRON" env -C "$PEERS/rendertron"
 wait_tcp "$PRERENDER_PORT" 60 || die "prerender did not start (see $WORK/logs/prerender.log)"
 wait_tcp "$RENDERTRON_PORT" 60 || die "Rendertron did not start (see $WORK/logs/rendertron.log)"
 
+# Chromium alone: the browser Kiln's worker runs (bench_stack_ports set KILN_CHROME_PATH), with a tab
+# for each render of the highest level, so that it never queues.
+BARE_PORT=$(free_port)
+BARE_CHROME=$KILN_CHROME_PATH
+BARE_TABS=$(printf '%s\n' "${LEVELS[@]}" | sort -n | tail -n 1)
+log "starting Chromium alone (:$BARE_PORT, $BARE_TABS tabs)"
+bench_start bare bench_exec_in "$CG_BARE" env NODE_PATH="$PEERS/ws/node_modules" PORT="$BARE_PORT" \
+  BARE_CHROME="$BARE_CHROME" BARE_TABS="$BARE_TABS" node "$KILN_ROOT/scripts/bench-bare-chromium.js"
+wait_tcp "$BARE_PORT" 60 || die "Chromium alone did not start (see $WORK/logs/bare.log)"
+echo "bare_chrome=$BARE_CHROME" >>"$WORK/raw/meta.env"
+echo "bare_tabs=$BARE_TABS" >>"$WORK/raw/meta.env"
+
 # The driver's view of the run. A system's "account" is its cgroup, or with the proc method the
 # process whose tree it is.
 account() { # CGROUP PID
@@ -254,7 +278,9 @@ cat >"$WORK/raw/config.json" <<JSON
     {"name": "prerender $PRERENDER_VERSION", "kind": "prerender", "base": "http://127.0.0.1:$PRERENDER_PORT",
      "account": $(account "$CG_PRERENDER" "$(bench_pid_of prerender)")},
     {"name": "Rendertron $RENDERTRON_VERSION", "kind": "rendertron", "base": "http://127.0.0.1:$RENDERTRON_PORT",
-     "account": $(account "$CG_RENDERTRON" "$(bench_pid_of rendertron)")}
+     "account": $(account "$CG_RENDERTRON" "$(bench_pid_of rendertron)")},
+    {"name": "Chromium alone", "kind": "bare", "base": "http://127.0.0.1:$BARE_PORT",
+     "account": $(account "$CG_BARE" "$(bench_pid_of bare)")}
   ]
 }
 JSON
