@@ -17,7 +17,7 @@
 # crates/kiln-testkit/examples/bench-origins.rs, and starts on free ports of 127.0.0.1:
 #   - a private Kiln stack (scripts/bench-lib.sh): Redis, a throwaway Postgres to register the
 #     domains, the demo origin with its API answering after 600 ms (KILN_DEMO_API_DELAY_MS), the
-#     worker with the settings a newcomer gets from scripts/run-local.sh (one browser, four tabs),
+#     worker with the settings a newcomer gets from scripts/run-local.sh (one browser, eight tabs),
 #     the gateway and the nginx edge;
 #   - the origins of the render corpus and of the React and Vue apps (bench-origins), each also
 #     registered with Kiln (corpus.localhost, react.localhost, vue.localhost);
@@ -271,7 +271,7 @@ cat >"$WORK/raw/config.json" <<JSON
   "origins": {"demo": "$ORIGIN", "corpus": "$CORPUS", "react": "$REACT", "vue": "$VUE"},
   "kiln_hosts": {"demo": "$BENCH_HOST", "corpus": "corpus.localhost", "react": "react.localhost", "vue": "vue.localhost"},
   "bot_user_agent": "$BENCH_BOT_UA",
-  "kiln_render_slots": $(( ${KILN_WORKER_BROWSERS:-1} * ${KILN_WORKER_TABS_PER_BROWSER:-4} )),
+  "kiln_render_slots": $(( ${KILN_WORKER_BROWSERS:-1} * ${KILN_WORKER_TABS_PER_BROWSER:-8} )),
   "systems": [
     {"name": "Kiln", "kind": "kiln", "base": "$EDGE", "account": $(account "$CG_KILN" "$WORKER_PID"),
      "extra": {"name": "Kiln's gateway, edge and Redis", "account": $(account "$CG_FRONT" "$GW_PID")}},

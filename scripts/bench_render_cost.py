@@ -821,7 +821,8 @@ def report(raw_dir, out_dir):
         "page's script writes), so that an empty shell answered fast counts as a failure. Latencies are of good "
         "renders, from request to last byte, on a new connection each.")
     add(f"- **Kiln**: asked through the nginx edge as Googlebot (`Host: demo.localhost` and the like, "
-        "`Accept-Encoding: gzip`), on a private stack with the worker's defaults (one browser, four tabs, Chromium's headless "
+        "`Accept-Encoding: gzip`), on a private stack with the worker's defaults (one browser, "
+        f"{config.get('kiln_render_slots', 8)} tabs, Chromium's headless "
         "shell), as scripts/run-local.sh starts it. Its domains block images, media and fonts (the default).")
     add(f"- **prerender {meta.get('prerender')}** (`/render?url=`) and **Rendertron {meta.get('rendertron')}** "
         f"(`/render/<URL>`, Puppeteer {meta.get('puppeteer')}), installed from npm into "
