@@ -532,26 +532,22 @@ impl BrowserPool {
 
     /// Whether a tab of `affinity` is being scrubbed in a browser that takes renders.
     fn being_scrubbed(&self, affinity: &Affinity) -> bool {
-        self.inner
-            .slots
-            .iter()
-            .filter_map(|slot| lock(slot).clone())
-            .any(|instance| {
-                let state = lock(&instance.state);
-                instance.accepting(&state, self.inner.settings.recycle_after)
-                    && state.scrubbing.contains(affinity)
-            })
+        self.any_accepting(|state| state.scrubbing.contains(affinity))
     }
 
     fn has_warm_tab(&self) -> bool {
+        self.any_accepting(|state| !state.warm.is_empty())
+    }
+
+    /// Whether `test` holds for the state of a browser that takes renders.
+    fn any_accepting(&self, test: impl Fn(&InstanceState) -> bool) -> bool {
         self.inner
             .slots
             .iter()
             .filter_map(|slot| lock(slot).clone())
             .any(|instance| {
                 let state = lock(&instance.state);
-                instance.accepting(&state, self.inner.settings.recycle_after)
-                    && !state.warm.is_empty()
+                instance.accepting(&state, self.inner.settings.recycle_after) && test(&state)
             })
     }
 
