@@ -68,10 +68,6 @@ const TAB_DISPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PARALLEL_CREATES: usize = 2;
 /// Backoff between failed launches (and after browsers that die young).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
-/// How long a render waits for a tab of its domain that is being scrubbed rather than take a warm
-/// tab in a fresh context. A scrub takes 25-90 ms on a quiet two-core machine (up to ~400 ms
-/// loaded); a fresh context costs a render ~130 ms and a renderer process's CPU.
-const KEPT_TAB_WAIT: Duration = Duration::from_millis(150);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A browser that has to be replaced sooner than this after its start counts as a failed launch.
 const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
@@ -253,8 +249,6 @@ struct InstanceState {
     warm: Vec<Tab>,
     /// Tabs kept for their domain's next render, oldest first.
     parked: Vec<Parked>,
-    /// The affinities of the tabs being scrubbed, to be kept once clean (one entry a tab).
-    scrubbing: Vec<Affinity>,
     creating: usize,
     /// Tabs being created for mobile renders (the others are for desktop).
     creating_mobile: usize,
@@ -456,34 +450,24 @@ impl BrowserPool {
     ) -> Result<Lease, PoolError> {
         let _waiting =
             (priority == Priority::Waiting).then(|| WaitingRender::new(self.inner.clone()));
-        // A tab of the domain that is being scrubbed is worth a short wait: a fresh context costs
-        // a renderer process, and the domain's bundles fetched and compiled again.
-        let wait_for_kept = Instant::now() + KEPT_TAB_WAIT;
-        self.wait_until(wait, Some(wait_for_kept), || {
-            if !self.may_take(priority) {
-                return None;
-            }
-            let prefer_kept = Instant::now() < wait_for_kept;
-            self.try_checkout(device, affinity, prefer_kept)
-        })
-        .await
+        self.wait_until(wait, || self.try_take(device, priority, affinity))
+            .await
     }
 
     /// Waits up to `wait` until a tab could be taken at `priority`, taking none: for a caller that
     /// checks something else first and then calls [`try_take`](Self::try_take).
     pub async fn wait_for_tab(&self, wait: Duration, priority: Priority) -> Result<(), PoolError> {
-        self.wait_until(wait, None, || {
+        self.wait_until(wait, || {
             (self.may_take(priority) && self.has_warm_tab()).then_some(())
         })
         .await
     }
 
-    /// Looks with `look` each time a tab becomes ready (or a waiting render stops waiting), and
-    /// once more at `look_again` if given, up to `wait`, until it finds something.
+    /// Looks with `look` each time a tab becomes ready (or a waiting render stops waiting), up to
+    /// `wait`, until it finds something.
     async fn wait_until<T>(
         &self,
         wait: Duration,
-        mut look_again: Option<Instant>,
         mut look: impl FnMut() -> Option<T>,
     ) -> Result<T, PoolError> {
         let deadline = Instant::now() + wait;
@@ -498,10 +482,8 @@ impl BrowserPool {
             if let Some(found) = look() {
                 return Ok(found);
             }
-            let again = look_again.unwrap_or(deadline).min(deadline);
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep_until(again), if look_again.is_some() => look_again = None,
                 _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Unavailable(wait)),
                 _ = self.inner.shutdown.cancelled() => return Err(PoolError::ShuttingDown),
             }
@@ -516,7 +498,7 @@ impl BrowserPool {
         affinity: Option<&Affinity>,
     ) -> Option<Lease> {
         if self.may_take(priority) {
-            self.try_checkout(device, affinity, false)
+            self.try_checkout(device, affinity)
         } else {
             None
         }
@@ -530,35 +512,19 @@ impl BrowserPool {
         }
     }
 
-    /// Whether a tab of `affinity` is being scrubbed in a browser that takes renders.
-    fn being_scrubbed(&self, affinity: &Affinity) -> bool {
-        self.any_accepting(|state| state.scrubbing.contains(affinity))
-    }
-
     fn has_warm_tab(&self) -> bool {
-        self.any_accepting(|state| !state.warm.is_empty())
-    }
-
-    /// Whether `test` holds for the state of a browser that takes renders.
-    fn any_accepting(&self, test: impl Fn(&InstanceState) -> bool) -> bool {
         self.inner
             .slots
             .iter()
             .filter_map(|slot| lock(slot).clone())
             .any(|instance| {
                 let state = lock(&instance.state);
-                instance.accepting(&state, self.inner.settings.recycle_after) && test(&state)
+                instance.accepting(&state, self.inner.settings.recycle_after)
+                    && !state.warm.is_empty()
             })
     }
 
-    /// Takes the domain's kept tab, or else a warm one; with `prefer_kept`, takes nothing while a
-    /// tab of the domain is being scrubbed (it will be kept in a moment).
-    fn try_checkout(
-        &self,
-        device: DeviceClass,
-        affinity: Option<&Affinity>,
-        prefer_kept: bool,
-    ) -> Option<Lease> {
+    fn try_checkout(&self, device: DeviceClass, affinity: Option<&Affinity>) -> Option<Lease> {
         let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
         // The domain's own kept tab first (one set up for the device if there is one); then a warm
         // tab already set up for the device; any warm tab otherwise (the render sets it up).
@@ -574,9 +540,6 @@ impl BrowserPool {
             });
             if lease.is_some() {
                 return lease;
-            }
-            if prefer_kept && self.being_scrubbed(affinity) {
-                return None;
             }
         }
         for matching in [true, false] {
@@ -799,7 +762,6 @@ impl Drop for Lease {
             let instance = self.instance.clone();
             match self.reuse.take() {
                 Some(reuse) => {
-                    lock(&instance.state).scrubbing.push(reuse.affinity.clone());
                     let inner = self.inner.clone();
                     self.inner
                         .tasks
@@ -843,9 +805,6 @@ async fn park(inner: Arc<Inner>, instance: Arc<Instance>, mut tab: Tab, reuse: R
     // The contexts to dispose: this tab's if it cannot be kept, or the kept tabs it displaces.
     let to_dispose = {
         let mut state = lock(&instance.state);
-        if let Some(at) = state.scrubbing.iter().position(|a| *a == reuse.affinity) {
-            state.scrubbing.swap_remove(at);
-        }
         if scrubbed.is_err() || !instance.accepting(&state, inner.settings.recycle_after) {
             vec![tab.context]
         } else {
