@@ -416,7 +416,7 @@ def main():
         f"{', '.join(str(e['level']) for e in level_rows)} bots at once (closed loop: each asks for its next never-rendered page as soon as it has "
         f"the last), {meta.get('render_seconds', '?')} s a level, the render cache emptied and the worker idle "
         "before each; one browser with 8 tabs (`KILN_WORKER_TABS_PER_BROWSER=8`, so eight at once are eight "
-        "renders in Chromium), recycled every 50 renders as by default. Renders/s counts 200 MISS answers over "
+        "renders in Chromium), recycled as by default (every 500 renders since issue 18, 50 before). Renders/s counts 200 MISS answers over "
         "the time until the last one finished. *Kiln CPU* is the CPU time the worker and its Chromium processes "
         "used, in cores; *machine busy* is the whole machine's (other work included).\n"
     )
