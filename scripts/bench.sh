@@ -128,7 +128,8 @@ STATIC=http://127.0.0.1:$STATIC_PORT
 PROXY=http://127.0.0.1:$PROXY_PORT
 CEIL_HITS=http://127.0.0.1:$CEIL_HITS_PORT
 CEIL_HUMAN=http://127.0.0.1:$CEIL_HUMAN_PORT
-# Eight tabs, so that eight concurrent renders are eight renders in Chromium, not four and a queue.
+# Eight tabs (the worker's default, set here so that the figures do not move with it): eight
+# concurrent renders are eight renders in Chromium, not fewer and a queue.
 export KILN_WORKER_TABS_PER_BROWSER=8
 bench_stack_start
 

@@ -196,11 +196,7 @@ async fn main() {
     } else {
         // One domain, as the worker keeps tabs: each render's tab is scrubbed and kept for the
         // next, and memory is read every 100 renders.
-        let affinity = Affinity {
-            tenant: "bench".into(),
-            site: format!("{0} {0}", origin.url("")),
-            proxy: None,
-        };
+        let affinity = Affinity::new("bench", &origin.url(""), &origin.url("/"), None);
         let before = memory(&pool);
         let started = Instant::now();
         let mut ok = 0;
@@ -391,11 +387,7 @@ async fn render_one(
     .await
     .map_err(|e| e.to_string())?;
     if let Some(affinity) = keep {
-        let prepared = Prepared {
-            device: Some(DeviceClass::Desktop),
-            blocking: Some(ResourceBlocking::default()),
-            tracker: true,
-        };
+        let prepared = Prepared::set_up(DeviceClass::Desktop, ResourceBlocking::default());
         lease.keep_for(affinity.clone(), documents, prepared);
     }
     let total = started.elapsed();

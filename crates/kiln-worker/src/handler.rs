@@ -476,17 +476,12 @@ impl Inner {
         };
         let checkout_deadline = Instant::now() + cap.max(min_wait);
         let proxy = self.tenant_proxies.get(&job.tenant_id);
-        let affinity = Affinity {
-            tenant: job.tenant_id.clone(),
-            site: format!(
-                "{} {}",
-                job.page_url.base(),
-                url::Url::parse(&job.render_url)
-                    .map(|url| url.origin().ascii_serialization())
-                    .unwrap_or_else(|_| job.render_url.clone())
-            ),
-            proxy: proxy.cloned(),
-        };
+        let affinity = Affinity::new(
+            &job.tenant_id,
+            job.page_url.base(),
+            &job.render_url,
+            proxy.cloned(),
+        );
         // The health check before use: a tab whose browser does not answer at once is given back
         // (its browser replaced) and another taken, without spending the render's retry.
         let mut lease = loop {
@@ -564,11 +559,7 @@ impl Inner {
         // A tab whose render went well serves the domain's next render, scrubbed; any other is
         // disposed.
         if result.is_ok() {
-            let prepared = Prepared {
-                device: Some(job.device),
-                blocking: Some(job.blocking),
-                tracker: true,
-            };
+            let prepared = Prepared::set_up(job.device, job.blocking);
             lease.keep_for(affinity, documents, prepared);
         }
         // A page that never got ready may be the browser's fault: a browser that no longer answers

@@ -122,6 +122,21 @@ pub struct Affinity {
     pub proxy: Option<String>,
 }
 
+impl Affinity {
+    /// The affinity of `tenant`'s render of `render_url` (on its origin) for the public page base
+    /// `page_base` (scheme and host bots asked for), through `proxy`.
+    pub fn new(tenant: &str, page_base: &str, render_url: &str, proxy: Option<String>) -> Self {
+        let origin = url::Url::parse(render_url)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_else(|_| render_url.to_owned());
+        Affinity {
+            tenant: tenant.to_owned(),
+            site: format!("{page_base} {origin}"),
+            proxy,
+        }
+    }
+}
+
 /// A handle on the pool. Cheap to clone.
 #[derive(Clone)]
 pub struct BrowserPool {

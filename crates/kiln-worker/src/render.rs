@@ -278,14 +278,14 @@ pub async fn render(
                 Some(Event::Signal) => {
                     // Look at once (but not twice within the shortest gap), unless a look is due sooner.
                     signalled = true;
-                    next_check = next_check.min((last_look + MIN_CHECK_INTERVAL).max(Instant::now()));
+                    next_check = look_soon(next_check, last_look, Instant::now());
                 }
                 Some(event) => {
                     let now = Instant::now();
                     tracker.on_event(event, page, now, documents);
                     // The page signalled while its last request's end was still on its way here.
                     if signalled && tracker.network_idle(now) {
-                        next_check = next_check.min((last_look + MIN_CHECK_INTERVAL).max(now));
+                        next_check = look_soon(next_check, last_look, now);
                     }
                 }
                 None => return Err(RenderError::BrowserCrashed("the page's event stream ended".into())),
@@ -537,6 +537,18 @@ pub struct Prepared {
     pub tracker: bool,
 }
 
+impl Prepared {
+    /// A tab set up for a render of `device` with `blocking`, the tracker installed: what
+    /// [`prepare`] leaves, and so what a tab is after any render.
+    pub fn set_up(device: DeviceClass, blocking: ResourceBlocking) -> Self {
+        Prepared {
+            device: Some(device),
+            blocking: Some(blocking),
+            tracker: true,
+        }
+    }
+}
+
 /// Brings `page`, set up as `prepared` says, to `device` and `blocking`, returning what it now is.
 /// Each step that is already in place is skipped.
 pub async fn prepare(
@@ -592,11 +604,13 @@ pub async fn prepare(
     futures::future::try_join_all(steps)
         .await
         .map_err(cdp_error)?;
-    Ok(Prepared {
-        device: Some(device),
-        blocking: Some(*blocking),
-        tracker: true,
-    })
+    Ok(Prepared::set_up(device, *blocking))
+}
+
+/// The next look at the page after a signal: now (but not within the shortest gap after the last
+/// look, at `last_look`), unless one is due sooner than that.
+fn look_soon(next_check: Instant, last_look: Instant, now: Instant) -> Instant {
+    next_check.min((last_look + MIN_CHECK_INTERVAL).max(now))
 }
 
 /// What `__kilnState()` reports, plus what the worker asks beside it.
