@@ -53,6 +53,29 @@ impl DeviceClass {
     }
 }
 
+impl DeviceClass {
+    /// The User-Agent of a person's browser of this class: the render User-Agent without Kiln's
+    /// token. A parity check loads the live page with it, as people see the page.
+    pub fn person_user_agent(self) -> &'static str {
+        match self {
+            DeviceClass::Desktop => {
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"
+            }
+            DeviceClass::Mobile => {
+                "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36"
+            }
+        }
+    }
+
+    /// The device's pixels per CSS pixel, as renders emulate it.
+    pub fn scale_factor(self) -> f64 {
+        match self {
+            DeviceClass::Desktop => 1.0,
+            DeviceClass::Mobile => 2.0,
+        }
+    }
+}
+
 impl std::fmt::Display for DeviceClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -62,6 +85,16 @@ impl std::fmt::Display for DeviceClass {
 #[cfg(test)]
 mod tests {
     use super::DeviceClass::{self, *};
+
+    #[test]
+    fn a_persons_user_agent_is_the_render_one_without_kilns_token() {
+        for device in [Desktop, Mobile] {
+            let person = device.person_user_agent();
+            assert!(!person.contains("KilnRender"));
+            assert!(device.render_user_agent().starts_with(person));
+            assert_eq!(DeviceClass::from_user_agent(person), device);
+        }
+    }
 
     #[test]
     fn classifies_crawler_user_agents() {

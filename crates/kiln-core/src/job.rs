@@ -44,7 +44,7 @@ pub const MAX_JOB_USER_AGENT_CHARS: usize = 256;
 /// Why a page is rendered.
 ///
 /// Serialised with a `kind` tag: `{"kind":"bot"}`, `{"kind":"warm","job_id":"…"}`,
-/// `{"kind":"preview","reply_to":"…"}`.
+/// `{"kind":"preview","reply_to":"…"}`, `{"kind":"parity","check_id":"…"}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RenderPurpose {
@@ -58,15 +58,20 @@ pub enum RenderPurpose {
     /// A dashboard preview: render, store nothing, and hand the result to whoever waits on
     /// `reply_to`.
     Preview { reply_to: String },
+    /// A parity check: render the page as for a bot (storing nothing), load it live as a person's
+    /// browser would, compare the two and store the report under `check_id` (see
+    /// [`crate::parity`]).
+    Parity { check_id: String },
 }
 
 impl RenderPurpose {
-    /// `bot`, `warm` or `preview`, for logs and the render log.
+    /// `bot`, `warm`, `preview` or `parity`, for logs and the render log.
     pub fn as_str(&self) -> &'static str {
         match self {
             RenderPurpose::Bot => "bot",
             RenderPurpose::Warm { .. } => "warm",
             RenderPurpose::Preview { .. } => "preview",
+            RenderPurpose::Parity { .. } => "parity",
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod host;
 pub mod job;
 pub mod key;
 pub mod net;
+pub mod parity;
 pub mod policy;
 pub mod rules;
 pub mod url;

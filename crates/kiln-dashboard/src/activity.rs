@@ -67,6 +67,7 @@ pub async fn copy_render_log(app: &App) -> Result<usize, ActivityError> {
                         RenderLogPurpose::Bot => "bot",
                         RenderLogPurpose::Warm => "warm",
                         RenderLogPurpose::Preview => "preview",
+                        RenderLogPurpose::Parity => "parity",
                     }
                     .to_owned(),
                     outcome: match entry.outcome {

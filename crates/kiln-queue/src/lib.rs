@@ -1,7 +1,8 @@
 //! The render queues: gateways (and the dashboard) push [`RenderJob`]s, workers consume them.
 //!
-//! Two queues, so that cache warming never starves bots: [`QueueKind::Render`] (`<prefix>render`)
-//! takes bots' renders and previews, [`QueueKind::Warm`] (`<prefix>warm`) takes warm jobs. A worker
+//! Three queues, so that cache warming never starves bots: [`QueueKind::Render`] (`<prefix>render`)
+//! takes bots' renders and previews, [`QueueKind::Warm`] (`<prefix>warm`) takes warm jobs and
+//! [`QueueKind::Parity`] (`<prefix>parity`) parity checks, background work like warming. A worker
 //! runs one consumer per queue, each with its own concurrency, so however long the warm queue
 //! grows, it only ever occupies the warm consumer's few slots. Within the warm queue, tenants take
 //! turns: see [`fair`].
@@ -81,7 +82,7 @@ pub fn redis_errors() -> u64 {
     REDIS_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Which of the two queues.
+/// Which of the queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QueueKind {
     /// Bots' renders and dashboard previews: someone is waiting.
@@ -89,6 +90,9 @@ pub enum QueueKind {
     /// Background work — cache warming and refreshes of stale pages: nobody is waiting, so it must
     /// never delay the other queue.
     Warm,
+    /// Parity checks (`kiln_core::parity`): background work like warming, on a queue of its own so
+    /// that a long warm-up does not hold a customer's check back, nor a burst of checks a warm-up.
+    Parity,
 }
 
 impl QueueKind {
@@ -96,6 +100,7 @@ impl QueueKind {
         match self {
             QueueKind::Render => "render",
             QueueKind::Warm => "warm",
+            QueueKind::Parity => "parity",
         }
     }
 }
@@ -240,6 +245,7 @@ impl QueueDepth {
 pub struct RenderQueue {
     render: Producer,
     warm: Producer,
+    parity: Producer,
     /// Where warm jobs are held for fair shares between tenants (see [`fair`]).
     fair: fair::FairKeys,
     conn: ConnectionManager,
@@ -267,6 +273,7 @@ impl RenderQueue {
         RenderQueue {
             render: producer(QueueKind::Render),
             warm: producer(QueueKind::Warm),
+            parity: producer(QueueKind::Parity),
             fair: fair::FairKeys::of(&settings.config(QueueKind::Warm)),
             conn,
             timeout: settings.command_timeout,
@@ -288,7 +295,7 @@ impl RenderQueue {
     /// the queue in its turn (see [`fair`]); a render goes on the queue at once.
     pub async fn push_to(&self, kind: QueueKind, job: RenderJob) -> Result<(), QueueError> {
         match kind {
-            QueueKind::Render => self.push_now(kind, job).await,
+            QueueKind::Render | QueueKind::Parity => self.push_now(kind, job).await,
             QueueKind::Warm => self.push_fair(job).await,
         }
     }
@@ -350,6 +357,7 @@ impl RenderQueue {
         match kind {
             QueueKind::Render => &self.render,
             QueueKind::Warm => &self.warm,
+            QueueKind::Parity => &self.parity,
         }
     }
 
@@ -604,7 +612,7 @@ pub async fn run_worker(
     )));
     let dispatcher = match kind {
         QueueKind::Warm => Some(RenderQueue::on(settings, conn.clone())),
-        QueueKind::Render => None,
+        QueueKind::Render | QueueKind::Parity => None,
     };
     let _dispatcher = dispatcher.clone().map(|queue| {
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(fair::dispatch_periodically(queue)))

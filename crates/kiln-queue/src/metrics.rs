@@ -8,7 +8,11 @@ use kiln_runtime::metrics::prometheus_client::metrics::gauge::Gauge;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-const QUEUES: [(QueueKind, &str); 2] = [(QueueKind::Render, "render"), (QueueKind::Warm, "warm")];
+const QUEUES: [(QueueKind, &str); 3] = [
+    (QueueKind::Render, "render"),
+    (QueueKind::Warm, "warm"),
+    (QueueKind::Parity, "parity"),
+];
 
 /// The two gauges, read from Redis at each scrape.
 #[derive(Clone)]

@@ -60,6 +60,7 @@ pub enum RenderLogPurpose {
     Bot,
     Warm,
     Preview,
+    Parity,
 }
 
 impl From<&RenderPurpose> for RenderLogPurpose {
@@ -68,6 +69,7 @@ impl From<&RenderPurpose> for RenderLogPurpose {
             RenderPurpose::Bot => RenderLogPurpose::Bot,
             RenderPurpose::Warm { .. } => RenderLogPurpose::Warm,
             RenderPurpose::Preview { .. } => RenderLogPurpose::Preview,
+            RenderPurpose::Parity { .. } => RenderLogPurpose::Parity,
         }
     }
 }

@@ -110,6 +110,7 @@ async fn main() {
         extra_args: proxy.chromium_args(),
         profile_dir: profile.path().to_owned(),
         devtools_refusals: devtools,
+        faithful: true,
     });
     while pool.alive_browsers() == 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -374,6 +375,8 @@ async fn render_one(
         cap: Duration::from_secs(10),
         quiet: Duration::from_millis(50),
         blocking: ResourceBlocking::default(),
+        faithful: true,
+        user_agent: None,
     };
     let dead = lease.browser_dead();
     let mut documents = BTreeSet::new();

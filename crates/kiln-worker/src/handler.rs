@@ -12,6 +12,7 @@
 //! shutdown can wait for it even if the queue stops polling the job's future.
 
 mod bot;
+mod parity;
 mod preview;
 mod warm;
 
@@ -50,6 +51,15 @@ const MIN_BACKGROUND_CHECKOUT_WAIT: Duration = Duration::from_secs(60);
 /// The longest a background job waits for the render queue to have no untaken job.
 const YIELD_TO_QUEUED_RENDERS: Duration = Duration::from_secs(2);
 
+/// How the worker renders, whatever the job.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderOptions {
+    /// How long the DOM and network must be quiet (`KILN_RENDER_QUIET_MS`).
+    pub quiet: Duration,
+    /// Whether snapshots carry what pages hold only in memory (`KILN_RENDER_FIDELITY`).
+    pub faithful: bool,
+}
+
 /// Renders jobs from the queues.
 #[derive(Clone)]
 pub struct RenderHandler {
@@ -62,7 +72,7 @@ struct Inner {
     /// The worker's name (`KILN_WORKER_NAME`), which its render-log entries carry: with several
     /// workers on one queue, the log shows which rendered what.
     worker_name: String,
-    quiet: Duration,
+    options: RenderOptions,
     jobs: TaskTracker,
     /// For background jobs to see renders queued but not yet taken (none if it could not connect).
     render_queue: Option<RenderQueue>,
@@ -80,7 +90,7 @@ impl RenderHandler {
         pool: BrowserPool,
         store: Store,
         worker_name: String,
-        quiet: Duration,
+        options: RenderOptions,
         render_queue: Option<RenderQueue>,
         metrics: Arc<WorkerMetrics>,
         tenant_proxies: std::collections::HashMap<String, String>,
@@ -90,7 +100,7 @@ impl RenderHandler {
                 pool,
                 store,
                 worker_name,
-                quiet,
+                options,
                 jobs: TaskTracker::new(),
                 render_queue,
                 metrics,
@@ -232,9 +242,12 @@ impl Inner {
         // taking (see `background_checkout`).
         let priority = match queue {
             QueueKind::Render => Priority::Waiting,
-            QueueKind::Warm => Priority::Background,
+            QueueKind::Warm | QueueKind::Parity => Priority::Background,
         };
-        let result = self.render_with_retry(&job, priority, &mut turn).await;
+        let result = match &job.purpose {
+            RenderPurpose::Parity { check_id } => self.parity(&job, check_id, &mut turn).await,
+            _ => self.render_with_retry(&job, priority, &mut turn).await,
+        };
         let render_ms = started.elapsed().as_millis() as u64;
         self.finish(&job, result, render_ms, turn.tab_at).await;
     }
@@ -265,6 +278,7 @@ impl Inner {
             RenderPurpose::Preview { reply_to } => {
                 self.finish_preview(job, reply_to, result, render_ms).await
             }
+            RenderPurpose::Parity { check_id } => self.finish_parity(job, check_id, result).await,
         };
         match &finished.reason {
             None => {
@@ -463,13 +477,15 @@ impl Inner {
         }
     }
 
-    async fn render_once(
+    /// A healthy tab for `job` (in the tenant's own proxy's context if it has one), and the
+    /// affinity to keep it for afterwards.
+    async fn take_tab(
         &self,
         job: &RenderJob,
         priority: Priority,
         turn: &mut Turn,
-    ) -> Result<Rendered, RenderError> {
-        let cap = Duration::from_millis(job.render_timeout_ms).clamp(MIN_CAP, MAX_CAP);
+    ) -> Result<(Lease, Affinity), RenderError> {
+        let cap = job_cap(job);
         let min_wait = match priority {
             Priority::Background => MIN_BACKGROUND_CHECKOUT_WAIT,
             Priority::Waiting => MIN_CHECKOUT_WAIT,
@@ -528,15 +544,19 @@ impl Inner {
             ));
             return Err(RenderError::NoBrowser(error.to_string()));
         }
+        Ok((lease, affinity))
+    }
+
+    async fn render_once(
+        &self,
+        job: &RenderJob,
+        priority: Priority,
+        turn: &mut Turn,
+    ) -> Result<Rendered, RenderError> {
+        let (mut lease, affinity) = self.take_tab(job, priority, turn).await?;
         tracing::Span::current().record("render.browser", lease.browser_id());
-        let request = RenderRequest {
-            url: &job.render_url,
-            page_url: job.page_url.as_str(),
-            device: job.device,
-            cap,
-            quiet: self.quiet,
-            blocking: job.blocking,
-        };
+        let cap = job_cap(job);
+        let request = self.request(job);
         let dead = lease.browser_dead();
         let mut documents = BTreeSet::new();
         // The watchdog: a render that outlives its cap by the margin is stuck in a CDP call that
@@ -608,6 +628,27 @@ impl Inner {
         self.store
             .put_page(&job.key, &entry, job.cache_ttl_secs, job.stale_ttl_secs)
             .await
+    }
+}
+
+/// The cap on a job's render: what it asks for, within bounds.
+fn job_cap(job: &RenderJob) -> Duration {
+    Duration::from_millis(job.render_timeout_ms).clamp(MIN_CAP, MAX_CAP)
+}
+
+impl Inner {
+    /// What to ask of a render for `job`.
+    fn request<'a>(&self, job: &'a RenderJob) -> RenderRequest<'a> {
+        RenderRequest {
+            url: &job.render_url,
+            page_url: job.page_url.as_str(),
+            device: job.device,
+            cap: job_cap(job),
+            quiet: self.options.quiet,
+            blocking: job.blocking,
+            faithful: self.options.faithful,
+            user_agent: None,
+        }
     }
 }
 

@@ -18,12 +18,13 @@ pub mod fuzzing;
 pub mod handler;
 pub mod metrics;
 pub mod output;
+pub mod parity;
 pub mod pool;
 mod process;
 pub mod render;
 pub mod settings;
 
-pub use handler::RenderHandler;
+pub use handler::{RenderHandler, RenderOptions};
 pub use pool::{BrowserPool, PoolSettings, Priority};
 pub use process::group_memory_bytes;
 pub use render::{RenderError, Rendered};
@@ -204,7 +205,10 @@ impl Application {
             pool.clone(),
             store.clone(),
             settings.worker_name.clone(),
-            settings.render_quiet,
+            RenderOptions {
+                quiet: settings.render_quiet,
+                faithful: settings.render_fidelity,
+            },
             render_queue,
             metrics,
             tenant_proxies
@@ -241,7 +245,17 @@ impl Application {
                 settings.warm_concurrency,
             ))
         };
-        for consumer in std::iter::once(render).chain(warm) {
+        let parity = if settings.parity_concurrency == 0 {
+            tracing::info!("KILN_WORKER_PARITY_CONCURRENCY is 0: not taking parity checks");
+            None
+        } else {
+            Some(spawn_consumer(
+                QueueKind::Parity,
+                format!("{}.parity", settings.worker_name),
+                settings.parity_concurrency,
+            ))
+        };
+        for consumer in std::iter::once(render).chain(warm).chain(parity) {
             if let Err(error) = consumer.await {
                 // Half a worker would look healthy while taking only one queue's jobs: stop.
                 tracing::error!(%error, "a queue consumer task failed; stopping the worker");

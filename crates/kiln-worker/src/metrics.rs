@@ -114,6 +114,7 @@ impl WorkerMetrics {
             RenderLogPurpose::Bot => "bot",
             RenderLogPurpose::Warm => "warm",
             RenderLogPurpose::Preview => "preview",
+            RenderLogPurpose::Parity => "parity",
         };
         self.renders
             .get_or_create(&vec![

@@ -102,6 +102,8 @@ pub struct PoolSettings {
     /// Each browser's DevTools address is added here while the browser lives, so that the egress
     /// proxies refuse it: a page that reached it could drive the browser.
     pub devtools_refusals: kiln_egress::Refusals,
+    /// Whether tabs are set up for faithful snapshots (`KILN_RENDER_FIDELITY`, see `render`).
+    pub faithful: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +227,8 @@ struct Instance {
     memory_bytes: AtomicU64,
     /// Keeps the DevTools address refused by the egress proxies while the instance lives.
     _devtools: DevtoolsRefusal,
+    /// Whether its tabs are set up for faithful snapshots.
+    faithful: bool,
 }
 
 /// A browser's DevTools address in the egress proxies' refusals, taken out when dropped.
@@ -989,6 +993,7 @@ impl Instance {
             closing,
             memory_bytes: AtomicU64::new(0),
             _devtools: devtools,
+            faithful: settings.faithful,
         }))
     }
 
@@ -1037,6 +1042,7 @@ impl Instance {
                 Prepared::default(),
                 device,
                 &ResourceBlocking::default(),
+                self.faithful,
             )
             .await
             .map(|prepared| (page, prepared))

@@ -354,6 +354,94 @@
   }
   window.addEventListener('load', () => nativeSetTimeout.call(window, settled, 0));
 
+  // Style sheets changed through the CSSOM (CSS-in-JS libraries insert their rules with
+  // `insertRule`, leaving the `<style>` element's text empty): the snapshot writes their rules out
+  // as text (see snapshot.js). Grouping rules (`@media`, `@supports`…) mark the sheet they are in.
+  const changedSheets = new WeakSet();
+  const markChanged = (sheet) => {
+    if (sheet) {
+      changedSheets.add(sheet);
+    }
+  };
+  const watchMethods = (proto, names, sheetOf) => {
+    if (!proto) {
+      return;
+    }
+    for (const name of names) {
+      const native = proto[name];
+      if (typeof native !== 'function') {
+        continue;
+      }
+      proto[name] = function (...args) {
+        markChanged(sheetOf(this));
+        return native.apply(this, args);
+      };
+    }
+  };
+  watchMethods(
+    window.CSSStyleSheet && window.CSSStyleSheet.prototype,
+    ['insertRule', 'deleteRule', 'addRule', 'removeRule', 'replace', 'replaceSync'],
+    (sheet) => sheet,
+  );
+  for (const ruleType of ['CSSGroupingRule', 'CSSKeyframesRule']) {
+    watchMethods(
+      window[ruleType] && window[ruleType].prototype,
+      ['insertRule', 'deleteRule', 'appendRule'],
+      (rule) => rule.parentStyleSheet,
+    );
+  }
+  Object.defineProperty(window, '__kilnSheetChanged', {
+    value: (sheet) => changedSheets.has(sheet),
+    enumerable: false,
+    configurable: false,
+    writable: false,
+  });
+
+  // Content a person reaches by scrolling. Google's renderer lays pages out in a very tall viewport
+  // (about 9,300 px on desktop, 12,100 px on mobile), so sections loaded on intersection appear to
+  // it; Kiln keeps the page's own viewport (a taller one would make `100vh` sections, and the
+  // heights scripts derive from `innerHeight`, that tall in the snapshot) and instead extends the
+  // bottom margin of every observer of the viewport to that height: what a person would scroll
+  // into view within it counts as in view, and the readiness rules wait for what that starts.
+  const TALL_VIEW = /*KILN:TALL_VIEW*/ { desktop: 9300, mobile: 12100 };
+  const NativeObserver = window.IntersectionObserver;
+  if (TALL_VIEW && typeof NativeObserver === 'function') {
+    const MARGIN = /^(-?[0-9.]+)(px|%)$/;
+    const extended = (options) => {
+      const root = options && options.root;
+      if (root && root !== document) {
+        // An observer of a scrolling box (a carousel, say) sees what the box shows.
+        return options;
+      }
+      const view = window.innerHeight || 0;
+      const tall = window.innerWidth > 0 && window.innerWidth < 768 ? TALL_VIEW.mobile : TALL_VIEW.desktop;
+      const extra = Math.max(0, tall - view);
+      const parts = String((options && options.rootMargin) || '0px').trim().split(/\s+/);
+      const [top, right = top, bottom = top, left = right] = parts;
+      const match = MARGIN.exec(bottom);
+      if (!match || parts.length > 4) {
+        return options;
+      }
+      const bottomPx = match[2] === '%' ? (Number(match[1]) * view) / 100 : Number(match[1]);
+      return Object.assign({}, options, { rootMargin: `${top} ${right} ${bottomPx + extra}px ${left}` });
+    };
+    const Observer = class IntersectionObserver extends NativeObserver {
+      constructor(callback, options) {
+        super(callback, extended(options));
+      }
+    };
+    try {
+      Object.defineProperty(window, 'IntersectionObserver', {
+        value: Observer,
+        configurable: true,
+        enumerable: false,
+        writable: true,
+      });
+    } catch (_) {
+      // Not replaceable: the page's observers see the page's own viewport.
+    }
+  }
+
   window.setTimeout = setTimeout;
   window.clearTimeout = clearTimeout;
   window.setInterval = setInterval;

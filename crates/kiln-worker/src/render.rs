@@ -47,6 +47,19 @@ use crate::{blocking, output};
 
 /// The in-page readiness tracker, run before any of the page's own scripts.
 const READY_JS: &str = include_str!("ready.js");
+/// What in ready.js says how tall a viewport its observers of the viewport see (see
+/// [`tracker_script`]).
+const TALL_VIEW_MARKER: &str = "/*KILN:TALL_VIEW*/ { desktop: 9300, mobile: 12100 }";
+
+/// The tracker as a tab gets it: with `faithful`, as it is; without, its observers of the viewport
+/// see only the viewport.
+fn tracker_script(faithful: bool) -> String {
+    if faithful {
+        READY_JS.to_owned()
+    } else {
+        READY_JS.replacen(TALL_VIEW_MARKER, "null", 1)
+    }
+}
 
 /// Reads the tracker's state and the document's ready state. A document without the tracker never
 /// counts as ready: it is the blank page the navigation is replacing (error pages end the render
@@ -58,33 +71,8 @@ const STATE_JS: &str = "(() => { const f = window.__kilnState; \
     return Object.assign(s, { tracked: typeof f === 'function', readyState: document.readyState, \
     loadEndMs: nav ? nav.loadEventEnd : 0 }); })()";
 
-/// Serialises the document as it stands, open shadow roots included (as declarative
-/// `<template shadowrootmode>`), with its doctype. Everything else (scripts, base, meta tags) is the
-/// business of [`output`](crate::output), in Rust.
-const SERIALIZE_JS: &str = r#"(() => {
-  const root = document.documentElement;
-  if (!root) return null;
-  const dt = document.doctype;
-  let doctype = '';
-  if (dt) {
-    doctype = '<!DOCTYPE ' + dt.name
-      + (dt.publicId ? ' PUBLIC "' + dt.publicId + '"' : (dt.systemId ? ' SYSTEM' : ''))
-      + (dt.systemId ? ' "' + dt.systemId + '"' : '') + '>';
-  }
-  const shadowRoots = [];
-  const collect = (scope) => {
-    for (const el of scope.querySelectorAll('*')) {
-      if (el.shadowRoot) { shadowRoots.push(el.shadowRoot); collect(el.shadowRoot); }
-    }
-  };
-  collect(document);
-  const escape = (v) => v.replace(/&/g, '&amp;').replace(/"/g, '&quot;');
-  const attributes = Array.from(root.attributes, (a) => ' ' + a.name + '="' + escape(a.value) + '"').join('');
-  const inner = typeof root.getHTML === 'function'
-    ? root.getHTML({ serializableShadowRoots: true, shadowRoots })
-    : root.innerHTML;
-  return { html: doctype + '<' + root.localName + attributes + '>' + inner + '</' + root.localName + '>', url: location.href };
-})()"#;
+/// Serialises the document (snapshot.js); called with whether the snapshot is to be faithful.
+const SNAPSHOT_JS: &str = include_str!("snapshot.js");
 
 /// The shortest gap between two looks at the page's state.
 const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(4);
@@ -129,6 +117,11 @@ pub struct RenderRequest<'a> {
     pub quiet: Duration,
     /// What the page does not download.
     pub blocking: ResourceBlocking,
+    /// Whether the snapshot carries what the page holds only in memory (see snapshot.js).
+    pub faithful: bool,
+    /// A User-Agent to present instead of the device's render User-Agent (a parity check's live
+    /// load, as a person's browser). The tab is then set up for nothing else: dispose of it after.
+    pub user_agent: Option<&'a str>,
 }
 
 /// A finished render, ready to be stored.
@@ -213,7 +206,7 @@ impl RenderError {
 
 /// Errors Chromium answered are about the page; anything else (a closed channel, a lost socket, no
 /// answer) is about the browser.
-fn cdp_error(error: CdpError) -> RenderError {
+pub(crate) fn cdp_error(error: CdpError) -> RenderError {
     match error {
         CdpError::Chrome(error) => RenderError::Page(error.to_string()),
         CdpError::JavascriptException(details) => RenderError::Page(details.text.clone()),
@@ -235,6 +228,74 @@ pub async fn render(
     browser_dead: &CancellationToken,
     documents: &mut BTreeSet<String>,
 ) -> Result<Rendered, RenderError> {
+    let loaded = match load(page, prepared, request, browser_dead, documents).await? {
+        Loaded::Ready(loaded) => loaded,
+        Loaded::Redirect(rendered) => return Ok(rendered),
+    };
+    let Ready { tracker, started } = *loaded;
+    let snapshot = tokio::time::timeout(SERIALIZE_TIMEOUT, serialize(page, request.faithful))
+        .await
+        .map_err(|_| RenderError::Hung)??;
+    let base = base_href(&snapshot.url, request.url, request.page_url);
+    // Rewriting a multi-megabyte page is CPU work: off the runtime's threads, so it does not hold up
+    // the CDP traffic of the renders beside it.
+    let html = snapshot.html;
+    let processed = tokio::task::spawn_blocking(move || {
+        output::process(
+            &html,
+            &output::Options {
+                base_href: base.as_deref(),
+            },
+        )
+    })
+    .await
+    .map_err(|e| RenderError::Page(format!("rewriting the page failed: {e}")))?
+    .map_err(|e| RenderError::Page(e.to_string()))?;
+    tracing::debug!(
+        serialized_ms = started.elapsed().as_millis() as u64,
+        bytes = processed.html.len(),
+        "page serialised"
+    );
+    let visible_text = processed.visible_text;
+    let mut rendered = judge(tracker.main_status, &snapshot.url, processed)?;
+    rendered.page_ms = tracker.page_state.as_ref().map(PageState::complete_at_ms);
+    if (200..300).contains(&rendered.status) && visible_text < NEARLY_EMPTY_TEXT {
+        // Only now is the origin's own page worth reading: a short page is fine unless the
+        // origin's was not (a render that lost its content, e.g. to a script error).
+        if let Some(request_id) = &tracker.main_request
+            && let Some(origin_text) = origin_visible_text(page, request_id).await
+            && origin_text >= SUBSTANTIAL_TEXT
+        {
+            return Err(RenderError::NearlyEmpty {
+                rendered: visible_text,
+                origin: origin_text,
+            });
+        }
+    }
+    Ok(rendered)
+}
+
+/// A page loaded until ready, or the origin's redirect (which is what bots get instead).
+pub(crate) enum Loaded {
+    Ready(Box<Ready>),
+    Redirect(Rendered),
+}
+
+/// A page that is ready: what its loading saw, and when it started.
+pub(crate) struct Ready {
+    tracker: Tracker,
+    started: Instant,
+}
+
+/// Loads `request.url` in `page` (set up as `prepared` says) and waits until it is ready, as
+/// [`render`] describes.
+pub(crate) async fn load(
+    page: &Page,
+    prepared: Prepared,
+    request: &RenderRequest<'_>,
+    browser_dead: &CancellationToken,
+    documents: &mut BTreeSet<String>,
+) -> Result<Loaded, RenderError> {
     match url::Url::parse(request.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {}
         _ => return Err(RenderError::InvalidUrl(request.url.to_owned())),
@@ -244,7 +305,19 @@ pub async fn render(
 
     // Listeners first: nothing the navigation causes may be missed.
     let mut events = subscribe(page).await?;
-    prepare(page, prepared, request.device, &request.blocking).await?;
+    prepare(
+        page,
+        prepared,
+        request.device,
+        &request.blocking,
+        request.faithful,
+    )
+    .await?;
+    if let Some(user_agent) = request.user_agent {
+        page.execute(SetUserAgentOverrideParams::new(user_agent))
+            .await
+            .map_err(cdp_error)?;
+    }
     let main_frame = match page.mainframe().await.map_err(cdp_error)? {
         Some(frame) => frame,
         // A top-level target's main frame has the target's id.
@@ -365,7 +438,7 @@ pub async fn render(
             && let Some(rendered) = redirect_entry(&redirect, request.url, request.page_url)
         {
             tracing::debug!(status = redirect.status, location = %redirect.location, "the origin redirected");
-            return Ok(rendered);
+            return Ok(Loaded::Redirect(rendered));
         }
     }
     let ready_ms = started.elapsed().as_millis() as u64;
@@ -377,47 +450,7 @@ pub async fn render(
         state = ?tracker.page_state,
         "page ready"
     );
-
-    let snapshot = tokio::time::timeout(SERIALIZE_TIMEOUT, serialize(page))
-        .await
-        .map_err(|_| RenderError::Hung)??;
-    let base = base_href(&snapshot.url, request.url, request.page_url);
-    // Rewriting a multi-megabyte page is CPU work: off the runtime's threads, so it does not hold up
-    // the CDP traffic of the renders beside it.
-    let html = snapshot.html;
-    let processed = tokio::task::spawn_blocking(move || {
-        output::process(
-            &html,
-            &output::Options {
-                base_href: base.as_deref(),
-            },
-        )
-    })
-    .await
-    .map_err(|e| RenderError::Page(format!("rewriting the page failed: {e}")))?
-    .map_err(|e| RenderError::Page(e.to_string()))?;
-    tracing::debug!(
-        serialized_ms = started.elapsed().as_millis() as u64,
-        bytes = processed.html.len(),
-        "page serialised"
-    );
-    let visible_text = processed.visible_text;
-    let mut rendered = judge(tracker.main_status, &snapshot.url, processed)?;
-    rendered.page_ms = tracker.page_state.as_ref().map(PageState::complete_at_ms);
-    if (200..300).contains(&rendered.status) && visible_text < NEARLY_EMPTY_TEXT {
-        // Only now is the origin's own page worth reading: a short page is fine unless the
-        // origin's was not (a render that lost its content, e.g. to a script error).
-        if let Some(request_id) = &tracker.main_request
-            && let Some(origin_text) = origin_visible_text(page, request_id).await
-            && origin_text >= SUBSTANTIAL_TEXT
-        {
-            return Err(RenderError::NearlyEmpty {
-                rendered: visible_text,
-                origin: origin_text,
-            });
-        }
-    }
-    Ok(rendered)
+    Ok(Loaded::Ready(Box::new(Ready { tracker, started })))
 }
 
 /// The origin's own document, as it arrived, reduced to its visible text. `None` if Chromium no
@@ -556,6 +589,7 @@ pub async fn prepare(
     prepared: Prepared,
     device: DeviceClass,
     blocking: &ResourceBlocking,
+    faithful: bool,
 ) -> Result<Prepared, RenderError> {
     let mut steps: Vec<futures::future::BoxFuture<'_, Result<(), CdpError>>> = Vec::new();
     if prepared.device != Some(device) {
@@ -564,7 +598,7 @@ pub async fn prepare(
         let mut metrics = SetDeviceMetricsOverrideParams::new(
             i64::from(width),
             i64::from(height),
-            if mobile { 2.0 } else { 1.0 },
+            device.scale_factor(),
             mobile,
         );
         metrics.screen_orientation = Some(if mobile {
@@ -589,7 +623,7 @@ pub async fn prepare(
         steps.push(page.execute(fetch).map_ok(drop).boxed());
     }
     if !prepared.tracker {
-        let tracker = AddScriptToEvaluateOnNewDocumentParams::new(READY_JS);
+        let tracker = AddScriptToEvaluateOnNewDocumentParams::new(tracker_script(faithful));
         steps.push(page.execute(tracker).map_ok(drop).boxed());
         // Every document of the tab gets it, before its scripts run.
         let signal = AddBindingParams::new(SIGNAL_BINDING);
@@ -682,7 +716,10 @@ async fn read_state(page: &Page) -> Result<Option<PageState>, RenderError> {
 
 /// Evaluates `expression` in the page's main world and returns its value as JSON (`None` if it
 /// threw or returned nothing).
-async fn evaluate(page: &Page, expression: &str) -> Result<Option<serde_json::Value>, RenderError> {
+pub(crate) async fn evaluate(
+    page: &Page,
+    expression: &str,
+) -> Result<Option<serde_json::Value>, RenderError> {
     let mut params = EvaluateParams::new(expression);
     params.return_by_value = Some(true);
     params.silent = Some(true);
@@ -705,8 +742,8 @@ struct Snapshot {
     url: String,
 }
 
-async fn serialize(page: &Page) -> Result<Snapshot, RenderError> {
-    let value = evaluate(page, SERIALIZE_JS)
+async fn serialize(page: &Page, faithful: bool) -> Result<Snapshot, RenderError> {
+    let value = evaluate(page, &format!("({SNAPSHOT_JS})({faithful})"))
         .await?
         .ok_or_else(|| RenderError::Page("the page has no document element".into()))?;
     serde_json::from_value(value)

@@ -57,6 +57,13 @@ pub struct Settings {
     /// pages) run at once (default 1; 0: this worker takes none). They share the browsers with
     /// bots' renders, so keep it below the number of tabs.
     pub warm_concurrency: usize,
+    /// `KILN_WORKER_PARITY_CONCURRENCY`: how many parity checks run at once (default 1; 0: this
+    /// worker takes none). Each holds one tab for three page loads, at the warm queue's priority.
+    pub parity_concurrency: usize,
+    /// `KILN_RENDER_FIDELITY`: `on` (default) writes what a page holds only in the browser's memory
+    /// into its snapshot (CSSOM rules, adopted style sheets, form state) and lets its observers of
+    /// the viewport see as far as a crawler's tall viewport; `off` serialises the DOM as it stands.
+    pub render_fidelity: bool,
     /// `KILN_WORKER_RECYCLE_AFTER`: renders after which a browser is replaced by a fresh process
     /// (default 500, [`DEFAULT_RECYCLE_AFTER`]).
     pub recycle_after: u64,
@@ -98,6 +105,8 @@ impl std::fmt::Debug for Settings {
             .field("chrome_path", &self.chrome_path)
             .field("browsers", &self.browsers)
             .field("tabs_per_browser", &self.tabs_per_browser)
+            .field("parity_concurrency", &self.parity_concurrency)
+            .field("render_fidelity", &self.render_fidelity)
             .field("warm_concurrency", &self.warm_concurrency)
             .field("recycle_after", &self.recycle_after)
             .field("recycle_age", &self.recycle_age)
@@ -204,6 +213,17 @@ impl Settings {
                 format!("KILN_WORKER_WARM_CONCURRENCY must be a whole number, not `{value}`")
             })?,
         };
+        let parity_concurrency = match get("KILN_WORKER_PARITY_CONCURRENCY")? {
+            None => 1,
+            Some(value) => value.parse::<u64>().with_context(|| {
+                format!("KILN_WORKER_PARITY_CONCURRENCY must be a whole number, not `{value}`")
+            })?,
+        };
+        let render_fidelity = match text("KILN_RENDER_FIDELITY", "on")?.trim() {
+            "on" | "true" | "1" => true,
+            "off" | "false" | "0" => false,
+            other => anyhow::bail!("KILN_RENDER_FIDELITY must be `on` or `off`, not `{other}`"),
+        };
 
         Ok(Settings {
             redis_url,
@@ -220,6 +240,8 @@ impl Settings {
                 )?,
             )?,
             warm_concurrency: as_usize("KILN_WORKER_WARM_CONCURRENCY", warm_concurrency)?,
+            parity_concurrency: as_usize("KILN_WORKER_PARITY_CONCURRENCY", parity_concurrency)?,
+            render_fidelity,
             recycle_after: count("KILN_WORKER_RECYCLE_AFTER", DEFAULT_RECYCLE_AFTER)?,
             recycle_age: Duration::from_secs(count("KILN_WORKER_RECYCLE_AGE_SECS", 1800)?),
             recycle_memory_mb: count("KILN_WORKER_RECYCLE_MEMORY_MB", 1536)?,
@@ -263,6 +285,7 @@ impl Settings {
             extra_args: Vec::new(),
             profile_dir: self.profile_dir.clone(),
             devtools_refusals: Default::default(),
+            faithful: self.render_fidelity,
         }
     }
 }

@@ -5,6 +5,7 @@ mod fuzz_corpus;
 mod helpers;
 mod isolation;
 mod origin;
+mod parity;
 mod purposes;
 
 use helpers::{spawn_app, spawn_app_with, spawn_unready_app};
