@@ -42,7 +42,35 @@ document.addEventListener("DOMContentLoaded", () => {
   // Warm progress: poll the job until it is done.
   const warm = document.getElementById("warm");
   if (warm) followWarm(warm);
+
+  // A parity check being checked: poll it, and show the page again once it is done or failed.
+  const parity = document.getElementById("parity-check");
+  if (parity) followParity(parity);
 });
+
+function followParity(section) {
+  const pending = (state) => state === "queued" || state === "running";
+  if (!pending(section.dataset.state)) return;
+  const url = section.dataset.statusUrl;
+  const label = document.getElementById("parity-state");
+  let delay = 2000;
+  const tick = async () => {
+    try {
+      const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      // Gone (it expired, or the session did): the page itself says what happened.
+      if (response.status === 404 || response.status === 401) { window.location.reload(); return; }
+      if (!response.ok) throw new Error(String(response.status));
+      const check = await response.json();
+      if (!pending(check.state)) { window.location.reload(); return; }
+      if (label) label.textContent = check.state;
+      delay = 2000;
+    } catch {
+      delay = Math.min(delay * 2, 30000);
+    }
+    setTimeout(tick, delay);
+  };
+  setTimeout(tick, delay);
+}
 
 function followWarm(section) {
   const url = section.dataset.statusUrl;

@@ -51,13 +51,13 @@ pub enum CacheError {
 }
 
 /// A URL mapped onto the tenant's domain that serves it.
-struct PageRef<'a> {
-    domain: &'a DomainRecord,
-    url: NormalizedUrl,
+pub(crate) struct PageRef<'a> {
+    pub(crate) domain: &'a DomainRecord,
+    pub(crate) url: NormalizedUrl,
 }
 
 /// `domains` keyed by hostname, for [`resolve_url`].
-fn by_host(domains: &[DomainRecord]) -> HashMap<&Hostname, &DomainRecord> {
+pub(crate) fn by_host(domains: &[DomainRecord]) -> HashMap<&Hostname, &DomainRecord> {
     domains.iter().map(|d| (&d.host, d)).collect()
 }
 
@@ -92,7 +92,7 @@ fn resolve_urls<'a>(
     }
 }
 
-fn resolve_url<'a>(
+pub(crate) fn resolve_url<'a>(
     by_host: &HashMap<&Hostname, &'a DomainRecord>,
     raw: &str,
 ) -> Result<PageRef<'a>, String> {
@@ -125,12 +125,12 @@ fn resolve_url<'a>(
     Ok(PageRef { domain, url })
 }
 
-fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     shorten_to(text, 120)
 }
 
 /// `text` cut to its first `max` characters, with `…` when anything was cut.
-fn shorten_to(text: &str, max: usize) -> String {
+pub(crate) fn shorten_to(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some((end, _)) => format!("{}…", &text[..end]),
@@ -192,11 +192,11 @@ impl LeftOut {
 }
 
 /// Why a warm leaves out a page the domain's path rules exclude.
-const EXCLUDED: &str =
+pub(crate) const EXCLUDED: &str =
     "the domain's include_paths/exclude_paths leave it out: bots are proxied to the origin for it";
 
 /// The path of a normalised URL, without its query: what path rules match.
-fn path_of(url: &NormalizedUrl) -> &str {
+pub(crate) fn path_of(url: &NormalizedUrl) -> &str {
     let path = url.path_and_query();
     path.split_once('?').map_or(path, |(path, _)| path)
 }
@@ -319,7 +319,7 @@ async fn own_domain(app: &App, tenant_id: Uuid, id: Uuid) -> Result<DomainRecord
         .ok_or(CacheError::DomainNotFound)
 }
 
-fn render_job(
+pub(crate) fn render_job(
     domain: &DomainRecord,
     url: NormalizedUrl,
     device: DeviceClass,

@@ -20,6 +20,7 @@ pub mod hostnames;
 pub mod http;
 pub mod metrics;
 pub mod origin;
+pub mod parity;
 pub mod settings;
 pub mod sitemaps;
 pub mod state;

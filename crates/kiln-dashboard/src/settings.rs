@@ -5,6 +5,7 @@
 
 use anyhow::{Context, bail};
 use kiln_core::{AllowedNets, EgressPolicy, Hostname};
+pub use kiln_store::RenderBudget;
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,6 +66,11 @@ pub struct Settings {
     pub api_rate_per_second: u32,
     /// `KILN_API_RATE_BURST` (default 100): requests an API key or user may make at once.
     pub api_rate_burst: u32,
+    /// `KILN_TENANT_MAX_RENDERS` (default 16) and `KILN_TENANT_RENDERS_PER_MINUTE` (default 600;
+    /// `0`: no limit), the gateways' tenant render budget: a parity check holds a place in it
+    /// while it is queued or running, and is refused (`429`) when the tenant has none free. Set
+    /// them as the gateways have them.
+    pub render_budget: RenderBudget,
     /// `KILN_LOG_FORMAT` (`pretty` or `json`, default `pretty`): how logs are written to stderr.
     pub log_format: LogFormat,
     /// `RUST_LOG` (default `info,sqlx=warn`): which logs are written, in `tracing_subscriber::EnvFilter`
@@ -180,6 +186,7 @@ impl Settings {
         let api_rate_per_second =
             count("KILN_API_RATE_PER_SECOND", DEFAULT_API_RATE_PER_SECOND, 0)?;
         let api_rate_burst = count("KILN_API_RATE_BURST", DEFAULT_API_RATE_BURST, 1)?;
+        let render_budget = RenderBudget::from_lookup(var).map_err(anyhow::Error::msg)?;
         let log_format = LogFormat::from_lookup(var).map_err(anyhow::Error::msg)?;
         let log_filter = var("RUST_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
 
@@ -200,6 +207,7 @@ impl Settings {
             trusted_proxies,
             api_rate_per_second,
             api_rate_burst,
+            render_budget,
             log_format,
             log_filter,
         })
@@ -236,6 +244,7 @@ mod tests {
             (settings.api_rate_per_second, settings.api_rate_burst),
             (DEFAULT_API_RATE_PER_SECOND, DEFAULT_API_RATE_BURST)
         );
+        assert_eq!(settings.render_budget, RenderBudget::DEFAULT);
     }
 
     #[test]
@@ -250,8 +259,17 @@ mod tests {
             ("KILN_LOG_FORMAT", "json"),
             ("KILN_API_RATE_PER_SECOND", "0"),
             ("KILN_API_RATE_BURST", "7"),
+            ("KILN_TENANT_MAX_RENDERS", "3"),
+            ("KILN_TENANT_RENDERS_PER_MINUTE", "0"),
         ])
         .unwrap();
+        assert_eq!(
+            settings.render_budget,
+            RenderBudget {
+                concurrent: 3,
+                per_minute: 0
+            }
+        );
         assert_eq!(
             (settings.api_rate_per_second, settings.api_rate_burst),
             (0, 7)
@@ -317,6 +335,13 @@ mod tests {
                     ("KILN_API_RATE_PER_SECOND", "fast"),
                 ],
                 "KILN_API_RATE_PER_SECOND `fast`",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_TENANT_MAX_RENDERS", "many"),
+                ],
+                "KILN_TENANT_MAX_RENDERS `many`",
             ),
             (
                 &[

@@ -6,7 +6,7 @@ use crate::db::Db;
 use crate::hostnames::HostnamePolicy;
 use anyhow::Context;
 use kiln_core::EgressPolicy;
-use kiln_store::{Store, StoreSettings};
+use kiln_store::{RenderBudget, Store, StoreSettings};
 use secrecy::ExposeSecret;
 
 /// Connections and policy shared by the command line and the HTTP service. Cheap to clone.
@@ -20,6 +20,9 @@ pub struct App {
     /// Which hostnames may be registered: not the platform's own, nor single labels or public
     /// suffixes.
     pub hostnames: HostnamePolicy,
+    /// How many renders a tenant may have under way, and start a minute (the gateways' budget,
+    /// which parity checks count against).
+    pub render_budget: RenderBudget,
 }
 
 impl App {
@@ -32,6 +35,7 @@ impl App {
             store,
             allowed_nets: origin_policy(settings).await?,
             hostnames: HostnamePolicy::from_settings(settings),
+            render_budget: settings.render_budget,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod certificates;
 pub mod domains;
 pub mod error;
 pub mod keys;
+pub mod parity;
 pub mod state;
 
 pub use error::{ApiError, ErrorBody, JsonBodyErrors};
@@ -37,9 +38,10 @@ pub const MAX_BODY_BYTES: usize = 9 * 1024 * 1024;
     info(
         title = "Kiln API",
         version = "1",
-        description = "Manage domains, purge and warm the render cache, and see what bots were \
-                       served. Authenticate with `Authorization: Bearer <API key>` (create keys \
-                       while logged in) or a session cookie from `/api/v1/auth/login`. Errors \
+        description = "Manage domains, purge and warm the render cache, see what bots were \
+                       served and compare it with what people see. Authenticate with \
+                       `Authorization: Bearer <API key>` (create keys while logged in) or a \
+                       session cookie from `/api/v1/auth/login`. Errors \
                        are always `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. \
                        Each API key and user may make a burst of requests, then a steady rate \
                        (by default 100, then 10 a second); beyond it every endpoint answers 429 \
@@ -67,6 +69,10 @@ pub const MAX_BODY_BYTES: usize = 9 * 1024 * 1024;
         cache::warm_status,
         cache::list,
         cache::render,
+        parity::file,
+        parity::list,
+        parity::get,
+        parity::image,
         activity::renders,
         activity::usage,
         audit::list,
@@ -77,6 +83,7 @@ pub const MAX_BODY_BYTES: usize = 9 * 1024 * 1024;
         (name = "api-keys", description = "Keys for scripts and CI"),
         (name = "domains", description = "Domains, settings and ownership"),
         (name = "cache", description = "Purge, warm, list and preview renders"),
+        (name = "parity", description = "Compare what people see with the snapshot bots get"),
         (name = "activity", description = "Render log and usage"),
     )
 )]
@@ -186,6 +193,9 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/cache/warm/{id}", get(cache::warm_status))
         .route("/cache", get(cache::list))
         .route("/render", get(cache::render))
+        .route("/parity", post(parity::file).get(parity::list))
+        .route("/parity/{id}", get(parity::get))
+        .route("/parity/{id}/images/{image}", get(parity::image))
         .route("/renders", get(activity::renders))
         .route("/usage", get(activity::usage))
         .route("/audit", get(audit::list))

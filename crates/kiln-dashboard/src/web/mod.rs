@@ -2,9 +2,9 @@
 //!
 //! Pages are askama templates from the repository's `dashboard/templates` folder, escaped by
 //! default. Every handler calls the same domain logic as the REST API ([`crate::domains`],
-//! [`crate::cache`], [`crate::accounts`], …); what is here only reads forms and renders pages.
-//! Errors from that logic are first turned into an [`ApiError`], so a page and the API always
-//! agree on what went wrong and how bad it is.
+//! [`crate::cache`], [`crate::parity`], [`crate::accounts`], …); what is here only reads forms
+//! and renders pages. Errors from that logic are first turned into an [`ApiError`], so a page and
+//! the API always agree on what went wrong and how bad it is.
 //!
 //! Security: the session cookie is the REST API's; every state-changing form carries a CSRF token
 //! ([`csrf`]), and `POST`s announced as cross-site by the browser are refused outright; responses
@@ -21,6 +21,7 @@ pub mod csrf;
 mod domains;
 mod format;
 mod keys;
+mod parity;
 
 use crate::api::auth::SessionUser;
 use crate::api::{self, ApiError, Ctx};
@@ -98,6 +99,9 @@ pub fn router(ctx: Ctx) -> Router {
             "/domains/{id}/preview",
             get(cache::preview_page).post(cache::preview),
         )
+        .route("/domains/{id}/parity", get(parity::page).post(parity::file))
+        .route("/domains/{id}/parity/{check}", get(parity::show))
+        .route("/domains/{id}/parity/{check}/{image}", get(parity::picture))
         .route("/activity", get(activity::page))
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}/revoke", post(keys::revoke))

@@ -1506,6 +1506,10 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/api/v1/cache/warm/{id}", "get"),
         ("/api/v1/cache", "get"),
         ("/api/v1/render", "get"),
+        ("/api/v1/parity", "post"),
+        ("/api/v1/parity", "get"),
+        ("/api/v1/parity/{id}", "get"),
+        ("/api/v1/parity/{id}/images/{image}", "get"),
         ("/api/v1/renders", "get"),
         ("/api/v1/usage", "get"),
         ("/api/v1/audit", "get"),
@@ -1535,7 +1539,7 @@ async fn the_openapi_document_describes_every_endpoint() {
             }
         }
     }
-    assert_eq!(with_body, 8);
+    assert_eq!(with_body, 9);
 
     // Every reference resolves.
     fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {

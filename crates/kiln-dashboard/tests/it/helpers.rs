@@ -73,6 +73,7 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
         trusted_proxies: AllowedNets::default(),
         api_rate_per_second: kiln_dashboard::settings::DEFAULT_API_RATE_PER_SECOND,
         api_rate_burst: kiln_dashboard::settings::DEFAULT_API_RATE_BURST,
+        render_budget: kiln_dashboard::settings::RenderBudget::DEFAULT,
         log_format: LogFormat::Pretty,
         log_filter: "info".to_owned(),
     };

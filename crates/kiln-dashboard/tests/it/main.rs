@@ -5,6 +5,7 @@ mod api;
 mod certificates;
 mod helpers;
 mod outage;
+mod parity;
 mod secrets;
 mod stats;
 mod web;

@@ -325,6 +325,7 @@ impl Platform {
             trusted_proxies: AllowedNets::default(),
             api_rate_per_second: kiln_dashboard::settings::DEFAULT_API_RATE_PER_SECOND,
             api_rate_burst: kiln_dashboard::settings::DEFAULT_API_RATE_BURST,
+            render_budget: kiln_dashboard::settings::RenderBudget::DEFAULT,
             log_format: kiln_dashboard::LogFormat::Pretty,
             log_filter: "info".to_owned(),
         };
