@@ -1,6 +1,7 @@
 //! The render corpus: a local origin serving the fixture pages in `corpus/` (one per behaviour the
-//! worker must get right), their APIs, the built framework apps in `examples/frameworks/`, and an
-//! "internal" server on another loopback address that no render may ever reach.
+//! worker must get right), their APIs, a page that answers bots another page (`/cloaking`), the
+//! built framework apps in `examples/frameworks/`, and an "internal" server on another loopback
+//! address that no render may ever reach.
 //!
 //! Every server counts the requests it receives by path, so tests can tell what a render fetched.
 
@@ -20,6 +21,43 @@ use tokio::sync::oneshot;
 
 /// What the internal server answers; it must never appear in a render.
 pub const INTERNAL_SECRET: &str = "KILN-INTERNAL-SECRET-7f3a";
+
+/// Tokens (lowercase) in a User-Agent for which `/cloaking` answers its page for bots: Kiln's
+/// renderer's own, and search and social bots'.
+const CLOAKED_FOR: &[&str] = &[
+    "kilnrender",
+    "googlebot",
+    "bingbot",
+    "yandexbot",
+    "duckduckbot",
+    "baiduspider",
+    "applebot",
+    "facebookexternalhit",
+    "twitterbot",
+];
+
+/// What `/cloaking` answers bots: another title, other headings, keyword-stuffed text and other
+/// colours than the `cloaking` page people get.
+const CLOAKED_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Cheap chairs | best cheap chairs | buy cheap chairs online | chairs sale</title>
+  <meta name="description" content="cheap chairs best chairs buy chairs chairs sale chairs discount">
+  <style>
+    body { margin: 0; font-family: Arial, sans-serif; background-color: rgb(255, 230, 0); color: rgb(200, 0, 0); }
+    h1 { font-size: 72px; text-transform: uppercase; }
+  </style>
+</head>
+<body>
+  <h1>Best cheap chairs buy now</h1>
+  <h2>Cheap chairs sale discount chairs</h2>
+  <p id="bot-copy">cheap chairs cheap chairs cheap chairs best chairs buy chairs online chairs sale chairs
+    discount chairs cheap chairs free shipping chairs cheap chairs best price chairs</p>
+  <ul><li>cheap oak chairs</li><li>cheap ash chairs</li><li>cheap kitchen chairs</li><li>cheap office chairs</li></ul>
+</body>
+</html>
+"#;
 
 /// Requests received, by path.
 #[derive(Clone, Default)]
@@ -112,6 +150,7 @@ pub async fn corpus_origin(internal: &Server) -> Server {
     let app = Router::new()
         .route("/", get(|| async { Html(index()) }))
         .route("/{page}", get(page).with_state(pages.clone()))
+        .route("/cloaking", get(cloaking).with_state(pages.clone()))
         .route("/corpus/{file}", get(script).with_state(pages.clone()))
         .route("/api/delay/{ms}/{name}", get(delayed))
         .route(
@@ -219,6 +258,26 @@ async fn page(State(pages): State<Arc<Pages>>, Path(name): Path<String>) -> Resp
 async fn missing(pages: State<Arc<Pages>>) -> Response {
     let mut response = page(pages, Path("missing".to_owned())).await;
     *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+/// The `cloaking` page for people, another page for bots and Kiln's renderer: what a cloaking origin
+/// does, for tests of the parity check.
+async fn cloaking(pages: State<Arc<Pages>>, request: Request) -> Response {
+    let agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut response = if CLOAKED_FOR.iter().any(|token| agent.contains(token)) {
+        Html(CLOAKED_PAGE).into_response()
+    } else {
+        page(pages, Path("cloaking".to_owned())).await
+    };
+    response
+        .headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("User-Agent"));
     response
 }
 

@@ -1,6 +1,7 @@
 //! The worker end to end: real Redis, real Chromium, a real origin, jobs through the queue.
 
 mod corpus;
+mod fidelity;
 mod fuzz_corpus;
 mod helpers;
 mod isolation;

@@ -1,5 +1,6 @@
 import React, { Suspense, lazy } from 'react';
 import { Route, Routes } from 'react-router-dom';
+import Layout from './Layout.jsx';
 import Home from './pages/Home.jsx';
 import Product from './pages/Product.jsx';
 import NotFound from './pages/NotFound.jsx';
@@ -9,7 +10,7 @@ const About = lazy(() => import('./pages/About.jsx'));
 
 export default function App() {
   return (
-    <main>
+    <Layout>
       <Routes>
         <Route path="/" element={<Home />} />
         <Route path="/products/:id" element={<Product />} />
@@ -23,6 +24,6 @@ export default function App() {
         />
         <Route path="*" element={<NotFound />} />
       </Routes>
-    </main>
+    </Layout>
   );
 }

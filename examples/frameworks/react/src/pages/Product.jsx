@@ -1,8 +1,22 @@
 import React, { useEffect, useState } from 'react';
+import styled from '@emotion/styled';
 import { Link, useParams } from 'react-router-dom';
 import Head from '../Head.jsx';
 import { SITE, loadProduct, pageTitle, productJsonLd } from '../shop.js';
 import NotFound from './NotFound.jsx';
+
+// The product card, styled with emotion (see Layout.jsx); it keeps its plain "product" class too.
+const Card = styled.article`
+  margin: 16px 0;
+  padding: 24px;
+  border: 4px solid rgb(190, 120, 40);
+  border-radius: 12px;
+  background-color: rgb(255, 248, 235);
+  .price {
+    font-size: 28px;
+    color: rgb(190, 120, 40);
+  }
+`;
 
 export default function Product() {
   const { id } = useParams();
@@ -54,11 +68,11 @@ export default function Product() {
         <link rel="canonical" href={`${SITE}/products/${p.id}`} />
         <script type="application/ld+json">{JSON.stringify(productJsonLd(p))}</script>
       </Head>
-      <article className="product">
+      <Card className="product">
         <h1>{p.name}</h1>
         <p className="price">{`${p.price} ${p.currency}`}</p>
         <p className="description">{p.description}</p>
-      </article>
+      </Card>
       <Link to="/">Back to the shop</Link>
     </>
   );

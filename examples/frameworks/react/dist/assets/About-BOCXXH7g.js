@@ -1,1 +1,0 @@
-import{j as e,H as s,p as t,L as a}from"./index-Dg1ry4mg.js";function n(){return e.jsxs(e.Fragment,{children:[e.jsx(s,{children:e.jsx("title",{children:t("About")})}),e.jsx("h1",{children:"About us"}),e.jsx("p",{children:"We are a small workshop selling handmade furniture and lamps."}),e.jsx(a,{to:"/",children:"Back to the shop"})]})}export{n as default};
