@@ -16,7 +16,7 @@ use crate::cache;
 use crate::db::DbError;
 use bytes::Bytes;
 use kiln_core::job::RenderPurpose;
-use kiln_core::parity::{ParityCheck, ParityImage, ParityState};
+use kiln_core::parity::{ParityCheck, ParityImage, ParityState, budget_place};
 use kiln_core::{DeviceClass, Hostname};
 use kiln_queue::{QueueError, QueueKind, RenderQueue};
 use kiln_store::{Admission, PARITY_RECENT_MAX, StoreError};
@@ -66,11 +66,6 @@ impl ParityError {
 /// `wait` in whole seconds, rounded up, at least 1: what `Retry-After` says.
 fn whole_secs(wait: Duration) -> u64 {
     wait.as_millis().div_ceil(1000).max(1) as u64
-}
-
-/// The name of a check's place in its tenant's render budget (what the worker gives back).
-pub fn budget_place(check_id: &str) -> String {
-    format!("parity:{check_id}")
 }
 
 /// How long a check's place in the budget is held at most: the worker loads the page twice (live
