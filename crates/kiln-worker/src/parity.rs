@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::blocking;
+use crate::pool::Lease;
 use crate::render::{self, Loaded, Prepared, RenderError, RenderRequest, cdp_error, evaluate};
 
 /// The tallest area compared, in CSS pixels: six screens of a desktop. Below it a page is compared
@@ -64,9 +65,10 @@ const FACTS_JS: &str = r#"(() => {
   };
 })()"#;
 
-/// Whether the snapshot's document has loaded: its load event has fired and its fonts are in.
-const LOADED_JS: &str =
-    "document.readyState === 'complete' && (!document.fonts || document.fonts.status === 'loaded')";
+/// Where the snapshot's document is in its loading: `loaded` once its load event has fired and its
+/// fonts are in, else what it waits for.
+const LOADED_JS: &str = "document.readyState !== 'complete' ? 'its load event (the document is ' + \
+    document.readyState + ')' : (document.fonts && document.fonts.status !== 'loaded' ? 'its fonts' : 'loaded')";
 
 /// How often the snapshot's load is looked at.
 const SNAPSHOT_POLL: Duration = Duration::from_millis(25);
@@ -79,22 +81,59 @@ pub struct Captures {
     pub snapshot_ms: u64,
 }
 
-/// Loads the page live and then `snapshot_html` (the render of `request.url`) in `page`, and
-/// captures both. The tab is set up for nothing else afterwards: dispose of it.
+/// Loads the page live and then `snapshot_html` (the render of `request.url`), each in a page of
+/// its own that `lease` opens in its context, and captures both. Dispose of the lease afterwards.
 pub async fn capture(
-    page: &Page,
-    prepared: Prepared,
+    lease: &Lease,
     request: &RenderRequest<'_>,
     snapshot_html: &str,
-    browser_dead: &CancellationToken,
 ) -> Result<Captures, RenderError> {
+    let browser_dead = &lease.browser_dead();
+    let page = open(lease).await?;
+    let live = capture_live(&page, request, browser_dead).await;
+    let _ = page.close().await;
+    let (live, live_height, live_ms) = live?;
+
+    let started = Instant::now();
+    let page = open(lease).await?;
+    let snapshot = capture_snapshot(&page, request, snapshot_html, live_height, browser_dead).await;
+    let _ = page.close().await;
+    Ok(Captures {
+        live,
+        snapshot: snapshot?,
+        live_ms,
+        snapshot_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+async fn open(lease: &Lease) -> Result<Page, RenderError> {
+    lease
+        .open_page()
+        .await
+        .map_err(|e| RenderError::NoBrowser(format!("could not open a page for the check: {e}")))
+}
+
+/// The live page, the height it was photographed at, and how long it took.
+async fn capture_live(
+    page: &Page,
+    request: &RenderRequest<'_>,
+    browser_dead: &CancellationToken,
+) -> Result<(PageCapture, u32, u64), RenderError> {
     let started = Instant::now();
     let live_request = RenderRequest {
         user_agent: Some(request.device.person_user_agent()),
         ..request.clone()
     };
     let mut documents = BTreeSet::new();
-    match render::load(page, prepared, &live_request, browser_dead, &mut documents).await? {
+    match render::load(
+        page,
+        Prepared::default(),
+        &live_request,
+        browser_dead,
+        &mut documents,
+    )
+    .await?
+    {
         // A page of any status is compared: bots get a 404's page too.
         Loaded::Ready(_) => {}
         Loaded::Redirect(redirect) => {
@@ -109,32 +148,33 @@ pub async fn capture(
             )));
         }
     }
-    let live_facts = facts(page).await?;
-    let live_height = shot_height(&live_facts, 0);
-    let live_png = screenshot(page, request.device, live_height).await?;
-    let live_ms = started.elapsed().as_millis() as u64;
+    let facts = facts(page).await?;
+    let height = shot_height(&facts, 0);
+    let png = screenshot(page, request.device, height).await?;
+    let elapsed = started.elapsed().as_millis() as u64;
+    Ok((PageCapture { png, facts }, height, elapsed))
+}
 
-    let started = Instant::now();
-    load_snapshot(page, request, snapshot_html, browser_dead).await?;
-    let snapshot_facts = facts(page).await?;
-    let snapshot_png = screenshot(
+/// The snapshot, photographed over at least `live_height`.
+async fn capture_snapshot(
+    page: &Page,
+    request: &RenderRequest<'_>,
+    html: &str,
+    live_height: u32,
+    browser_dead: &CancellationToken,
+) -> Result<PageCapture, RenderError> {
+    render::prepare(
         page,
+        Prepared::default(),
         request.device,
-        shot_height(&snapshot_facts, live_height),
+        &request.blocking,
+        request.faithful,
     )
     .await?;
-    Ok(Captures {
-        live: PageCapture {
-            png: live_png,
-            facts: live_facts,
-        },
-        snapshot: PageCapture {
-            png: snapshot_png,
-            facts: snapshot_facts,
-        },
-        live_ms,
-        snapshot_ms: started.elapsed().as_millis() as u64,
-    })
+    load_snapshot(page, request, html, browser_dead).await?;
+    let facts = facts(page).await?;
+    let png = screenshot(page, request.device, shot_height(&facts, live_height)).await?;
+    Ok(PageCapture { png, facts })
 }
 
 /// The height to photograph a page at: its own, at least `at_least`, at most the cap.
@@ -196,6 +236,7 @@ async fn load_snapshot(
     let mut navigating = true;
     let mut served = false;
     let mut next_look = Instant::now() + SNAPSHOT_POLL;
+    let mut waiting_for = String::from("its document");
     loop {
         tokio::select! {
             biased;
@@ -205,7 +246,7 @@ async fn load_snapshot(
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(RenderError::Timeout {
                     after_ms: request.cap.as_millis() as u64,
-                    waiting_for: "the snapshot's styles and fonts".into(),
+                    waiting_for: format!("the snapshot's load: {waiting_for}"),
                 });
             }
             event = paused.next() => {
@@ -264,9 +305,13 @@ async fn load_snapshot(
                     Err(error) => return Err(cdp_error(error)),
                 }
             }
-            _ = tokio::time::sleep_until(next_look), if served && !navigating => {
-                if evaluate(page, LOADED_JS).await?.and_then(|v| v.as_bool()) == Some(true) {
-                    return Ok(());
+            // Not once chromiumoxide says the navigation is over: it waits for every frame's load
+            // event, which a lazy or refused frame never fires.
+            _ = tokio::time::sleep_until(next_look), if served => {
+                match evaluate(page, LOADED_JS).await? {
+                    Some(serde_json::Value::String(state)) if state == "loaded" => return Ok(()),
+                    Some(serde_json::Value::String(state)) => waiting_for = state,
+                    _ => {}
                 }
                 next_look = Instant::now() + SNAPSHOT_POLL;
             }

@@ -665,6 +665,30 @@ impl Lease {
         self.instance.dead.clone()
     }
 
+    /// Another page in the tab's browser context, for a load that must start afresh (a parity
+    /// check's, see `crate::parity`): chromiumoxide lets a page navigate only once its previous
+    /// navigation has finished by its reckoning, which a page with a frame that never loads (a
+    /// lazy or refused one) never does. Close it when done; disposing of the context closes it
+    /// too, so never keep a lease that opened pages for its domain.
+    pub async fn open_page(&self) -> Result<Page, CdpError> {
+        let tab = self
+            .tab
+            .as_ref()
+            .expect("a lease holds its tab until dropped");
+        let params = CreateTargetParams::builder()
+            .url("about:blank")
+            .browser_context_id(tab.context.clone())
+            .build()
+            .map_err(CdpError::msg)?;
+        tokio::time::timeout(TAB_CREATE_TIMEOUT, self.instance.browser.new_page(params))
+            .await
+            .map_err(|_| {
+                CdpError::msg(format!(
+                    "opening a page took longer than {TAB_CREATE_TIMEOUT:?}"
+                ))
+            })?
+    }
+
     /// Whether the tab's renderer answers a trivial evaluation within `timeout` (about a
     /// millisecond when healthy).
     pub async fn is_responsive(&self, timeout: Duration) -> bool {

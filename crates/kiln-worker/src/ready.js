@@ -404,18 +404,19 @@
   // bottom margin of every observer of the viewport to that height: what a person would scroll
   // into view within it counts as in view, and the readiness rules wait for what that starts.
   const TALL_VIEW = /*KILN:TALL_VIEW*/ { desktop: 9300, mobile: 12100 };
+  // Phones are told apart by their width (renders emulate a 412-px-wide phone).
+  const tallView = () => (window.innerWidth > 0 && window.innerWidth < 768 ? TALL_VIEW.mobile : TALL_VIEW.desktop);
   const NativeObserver = window.IntersectionObserver;
   if (TALL_VIEW && typeof NativeObserver === 'function') {
     const MARGIN = /^(-?[0-9.]+)(px|%)$/;
-    const extended = (options) => {
+    const ofViewport = (options) => {
       const root = options && options.root;
-      if (root && root !== document) {
-        // An observer of a scrolling box (a carousel, say) sees what the box shows.
-        return options;
-      }
+      // An observer of a scrolling box (a carousel, say) sees what the box shows.
+      return !root || root === document;
+    };
+    const extended = (options) => {
       const view = window.innerHeight || 0;
-      const tall = window.innerWidth > 0 && window.innerWidth < 768 ? TALL_VIEW.mobile : TALL_VIEW.desktop;
-      const extra = Math.max(0, tall - view);
+      const extra = Math.max(0, tallView() - view);
       const parts = String((options && options.rootMargin) || '0px').trim().split(/\s+/);
       const [top, right = top, bottom = top, left = right] = parts;
       const match = MARGIN.exec(bottom);
@@ -425,9 +426,24 @@
       const bottomPx = match[2] === '%' ? (Number(match[1]) * view) / 100 : Number(match[1]);
       return Object.assign({}, options, { rootMargin: `${top} ${right} ${bottomPx + extra}px ${left}` });
     };
+    // The tall view is the top of the page, wherever it is scrolled to (the worker may scroll it,
+    // see `__kilnScroll`): what comes into view below it is not reported.
+    const withinView = (callback) => function (entries, observer) {
+      const bound = tallView();
+      const scrolled = window.scrollY || 0;
+      const kept = entries.filter((entry) => !entry.isIntersecting || entry.boundingClientRect.top + scrolled < bound);
+      if (kept.length > 0) {
+        return callback.call(this, kept, observer);
+      }
+      return undefined;
+    };
     const Observer = class IntersectionObserver extends NativeObserver {
       constructor(callback, options) {
-        super(callback, extended(options));
+        if (ofViewport(options) && typeof callback === 'function') {
+          super(withinView(callback), extended(options));
+        } else {
+          super(callback, options);
+        }
       }
     };
     try {
@@ -441,6 +457,68 @@
       // Not replaceable: the page's observers see the page's own viewport.
     }
   }
+
+  // Pages that act on scrolling itself (scroll-event lazy loaders, virtualised lists of the
+  // window) see nothing of a tall view: the worker scrolls them through it once, a screen a frame,
+  // and back to the top (`__kilnScroll`). Only pages that listen to the window's scrolling are
+  // scrolled: for the others it would cost frames and change nothing.
+  let scrollListeners = 0;
+  const scrollTargets = () => [window, document, document.documentElement, document.body];
+  const EventTargetProto = window.EventTarget && window.EventTarget.prototype;
+  if (TALL_VIEW && EventTargetProto && typeof EventTargetProto.addEventListener === 'function') {
+    const nativeAddListener = EventTargetProto.addEventListener;
+    EventTargetProto.addEventListener = function addEventListener(type, ...rest) {
+      if (type === 'scroll' && scrollTargets().includes(this)) {
+        scrollListeners += 1;
+      }
+      return nativeAddListener.call(this, type, ...rest);
+    };
+  }
+  const scrollsWithListeners = () => {
+    if (scrollListeners === 0 && typeof window.onscroll !== 'function' && typeof document.onscroll !== 'function') {
+      return false;
+    }
+    const scroller = document.scrollingElement || document.documentElement;
+    return Boolean(scroller) && scroller.scrollHeight > window.innerHeight + 1;
+  };
+  const nextFrame = () => new Promise((resolve) => {
+    if (typeof nativeRequestAnimationFrame === 'function') {
+      nativeRequestAnimationFrame.call(window, () => resolve());
+    }
+    // A page that is not being drawn gets no frames.
+    nativeSetTimeout.call(window, resolve, 100);
+  });
+  Object.defineProperty(window, '__kilnScroll', {
+    value: async function __kilnScroll() {
+      const scroller = document.scrollingElement || document.documentElement;
+      const view = window.innerHeight;
+      if (!TALL_VIEW || !scroller || view <= 0) {
+        return 0;
+      }
+      const tall = tallView();
+      let steps = 0;
+      let y = window.scrollY;
+      // Forty screens at most, whatever the page does while it is scrolled.
+      while (steps < 40) {
+        const bottom = Math.min(scroller.scrollHeight, tall);
+        if (y + view >= bottom) {
+          break;
+        }
+        y = Math.min(y + view, bottom - view);
+        window.scrollTo(0, y);
+        steps += 1;
+        await nextFrame();
+      }
+      if (steps > 0) {
+        window.scrollTo(0, 0);
+        await nextFrame();
+      }
+      return steps;
+    },
+    enumerable: false,
+    configurable: false,
+    writable: false,
+  });
 
   window.setTimeout = setTimeout;
   window.clearTimeout = clearTimeout;
@@ -476,6 +554,8 @@
         // When the page last changed its content, by its own clock (for Kiln's overhead figures).
         contentAtMs: Math.max(lastMutation, lastRequestEnd),
         prerenderReady: window.prerenderReady !== false,
+        // The page acts on scrolling and is taller than its viewport: worth a scroll through.
+        wantsScroll: Boolean(TALL_VIEW) && scrollsWithListeners(),
         // The page said it was not ready and now says it is.
         declaredReady: saidNotReady && window.prerenderReady !== false && window.prerenderReady !== undefined,
       };

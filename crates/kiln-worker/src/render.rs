@@ -318,11 +318,10 @@ pub(crate) async fn load(
             .await
             .map_err(cdp_error)?;
     }
-    let main_frame = match page.mainframe().await.map_err(cdp_error)? {
-        Some(frame) => frame,
-        // A top-level target's main frame has the target's id.
-        None => FrameId::new(page.target_id().inner().clone()),
-    };
+    // A top-level target's main frame has the target's id. (chromiumoxide's own idea of the main
+    // frame can be a frame of the page before: after a page with frames, a second load in the same
+    // tab waited for a main document that had long arrived, found by the parity checks.)
+    let main_frame = FrameId::new(page.target_id().inner().clone());
     let mut tracker = Tracker::new(main_frame, request.quiet, started);
     let prepared_ms = started.elapsed().as_millis() as u64;
 
@@ -336,6 +335,8 @@ pub(crate) async fn load(
     let mut last_look = started;
     let mut looks = 0u32;
     let mut signalled = false;
+    // Whether the page has been scrolled through (see `PageState::wants_scroll`).
+    let mut scrolled = false;
 
     loop {
         tokio::select! {
@@ -397,6 +398,7 @@ pub(crate) async fn load(
                 looks += 1;
                 last_look = Instant::now();
                 let now = last_look;
+                let wants_scroll = state.as_ref().is_some_and(|state| state.wants_scroll);
                 let declared = state.as_ref().is_some_and(|state| state.is_declared_ready() && tracker.document_loaded(state, now));
                 let ready = state.as_ref().is_some_and(|state| state.is_ready(request.quiet) && tracker.document_loaded(state, now));
                 let wait = state
@@ -417,7 +419,17 @@ pub(crate) async fn load(
                 if (declared && tracker.network_idle(now))
                     || (ready && tracker.until_network_settles(now).is_none())
                 {
-                    break;
+                    if !wants_scroll || scrolled {
+                        break;
+                    }
+                    // What the scrolling starts is waited for like the rest: look again after it.
+                    scrolled = true;
+                    let steps = tokio::time::timeout_at(deadline + Duration::from_secs(1), scroll_through(page))
+                        .await
+                        .map_err(|_| RenderError::Hung)??;
+                    tracing::debug!(steps, "scrolled the page through");
+                    next_check = Instant::now() + MIN_CHECK_INTERVAL;
+                    continue;
                 }
                 next_check = if signalled {
                     last_look + MIN_CHECK_INTERVAL
@@ -670,6 +682,10 @@ struct PageState {
     /// When the load event's handlers finished, in ms since navigation start (0 before that).
     #[serde(default)]
     load_end_ms: f64,
+    /// The page listens to the window's scrolling and is taller than its viewport (and the render
+    /// is faithful): it is scrolled through a crawler's tall view once before it counts as ready.
+    #[serde(default)]
+    wants_scroll: bool,
 }
 
 impl PageState {
@@ -701,6 +717,25 @@ impl PageState {
     fn is_declared_ready(&self) -> bool {
         self.tracked && self.declared_ready && self.timers == 0 && self.requests == 0
     }
+}
+
+/// Scrolls the page through a crawler's tall view and back (ready.js's `__kilnScroll`); how many
+/// screens it took.
+async fn scroll_through(page: &Page) -> Result<u64, RenderError> {
+    let mut params = EvaluateParams::new(
+        "typeof window.__kilnScroll === 'function' ? window.__kilnScroll() : 0",
+    );
+    params.return_by_value = Some(true);
+    params.await_promise = Some(true);
+    params.silent = Some(true);
+    let response = page.execute(params).await.map_err(cdp_error)?;
+    Ok(response
+        .result
+        .result
+        .value
+        .as_ref()
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0))
 }
 
 /// `Ok(None)` when the page cannot answer right now (for example while a navigation replaces its
@@ -1468,6 +1503,7 @@ mod tests {
                 declared_ready: false,
                 content_at_ms: 0.0,
                 load_end_ms: 0.0,
+                wants_scroll: false,
             };
         assert!(state(0, 0, 50.0, 50.0, true).is_ready(quiet));
         assert!(state(0, 0, 500.0, f64::INFINITY, true).is_ready(quiet));

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use super::{Finished, HEALTH_CHECK_TIMEOUT, Inner, Turn, WATCHDOG_MARGIN, job_cap};
 use crate::pool::Priority;
-use crate::render::{self, Prepared, RenderError, Rendered};
+use crate::render::{self, RenderError, Rendered};
 
 impl Inner {
     /// Runs the check: the render's result, or why the check could not be made.
@@ -44,14 +44,7 @@ impl Inner {
                 &mut documents,
             )
             .await?;
-            let captures = crate::parity::capture(
-                lease.page(),
-                Prepared::set_up(job.device, job.blocking),
-                &request,
-                &rendered.html,
-                &dead,
-            )
-            .await?;
+            let captures = crate::parity::capture(&lease, &request, &rendered.html).await?;
             Ok::<_, RenderError>((rendered, captures))
         };
         // Three loads, each within the cap; the watchdog as for a render.

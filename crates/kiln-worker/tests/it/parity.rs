@@ -151,10 +151,32 @@ async fn suite(
         .await;
         for ((name, _, _), check) in chunk.iter().zip(checks) {
             eprintln!("{}", line(name, &check));
+            dump(app, name, &check).await;
             results.push((name.clone(), check));
         }
     }
     results
+}
+
+/// With `KILN_PARITY_DUMP` set to a directory, writes each check's pictures there (to look at them).
+async fn dump(app: &TestApp, name: &str, check: &ParityCheck) {
+    let Ok(dir) = std::env::var("KILN_PARITY_DUMP") else {
+        return;
+    };
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    for image in ParityImage::ALL {
+        if let Ok(Some(png)) = app
+            .store
+            .parity_image(&check.tenant_id, &check.id, image)
+            .await
+        {
+            let path = std::path::Path::new(&dir).join(format!("{name}.{}.png", image.as_str()));
+            std::fs::write(&path, &png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
