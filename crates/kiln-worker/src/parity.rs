@@ -120,8 +120,10 @@ async fn capture_live(
     browser_dead: &CancellationToken,
 ) -> Result<(PageCapture, u32, u64), RenderError> {
     let started = Instant::now();
+    // A person scrolls: the live page always gets the tall view, whatever the snapshot's fidelity.
     let live_request = RenderRequest {
         user_agent: Some(request.device.person_user_agent()),
+        faithful: true,
         ..request.clone()
     };
     let mut documents = BTreeSet::new();
