@@ -98,12 +98,42 @@ pub async fn capture(
     let page = open(lease).await?;
     let snapshot = capture_snapshot(&page, request, snapshot_html, live_height, browser_dead).await;
     let _ = page.close().await;
+    let (mut live, mut snapshot) = (live, snapshot?);
+    // Both loads ran on the origin; bots see the page on its public host.
+    for facts in [&mut live.facts, &mut snapshot.facts] {
+        on_public_host(facts, request.url, request.page_url);
+    }
     Ok(Captures {
         live,
-        snapshot: snapshot?,
+        snapshot,
         live_ms,
         snapshot_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// `facts`' links and canonical URL with the origin's scheme, host and port (of `render_url`)
+/// replaced by the public ones (of `page_url`), as bots get them: a `<base>` Kiln adds names the
+/// public host, and the live page names the origin.
+fn on_public_host(facts: &mut PageFacts, render_url: &str, page_url: &str) {
+    let base = |url: &str| {
+        url::Url::parse(url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    };
+    let (Some(origin), Some(public)) = (base(render_url), base(page_url)) else {
+        return;
+    };
+    let rebase = |url: &mut String| {
+        if let Some(rest) = url.strip_prefix(origin.as_str())
+            && (rest.is_empty() || rest.starts_with(['/', '?', '#']))
+        {
+            *url = format!("{public}{rest}");
+        }
+    };
+    facts.links.iter_mut().for_each(rebase);
+    if let Some(canonical) = facts.canonical.as_mut() {
+        rebase(canonical);
+    }
 }
 
 async fn open(lease: &Lease) -> Result<Page, RenderError> {
@@ -393,6 +423,35 @@ mod tests {
         ));
         assert!(wildcard_match("http://a/*", "http://a/"));
         assert!(!wildcard_match("http://a/*", "http://b/"));
+    }
+
+    #[test]
+    fn links_are_compared_on_the_public_host() {
+        let mut facts = PageFacts {
+            links: vec![
+                "http://127.0.0.1:8080/a?b#c".into(),
+                "http://127.0.0.1:8080".into(),
+                "http://127.0.0.1:80801/x".into(),
+                "https://elsewhere.example/".into(),
+            ],
+            canonical: Some("http://127.0.0.1:8080/p".into()),
+            ..PageFacts::default()
+        };
+        on_public_host(
+            &mut facts,
+            "http://127.0.0.1:8080/p",
+            "https://shop.example/p",
+        );
+        assert_eq!(
+            facts.links,
+            [
+                "https://shop.example/a?b#c",
+                "https://shop.example",
+                "http://127.0.0.1:80801/x",
+                "https://elsewhere.example/",
+            ]
+        );
+        assert_eq!(facts.canonical.as_deref(), Some("https://shop.example/p"));
     }
 
     #[test]
