@@ -383,6 +383,33 @@ async fn a_customer_manages_kiln_from_the_browser() {
     assert!(html.contains("<title>"), "rendered head: {html}");
     screenshot(&page, "preview").await;
 
+    // ---- compare with people: a parity check through the real worker ---------------------------
+    click(&page, "#preview-result form[action$='/parity'] button").await;
+    wait_until(
+        &page,
+        "document.querySelector('#parity-check[data-state=\"done\"] .score-number')",
+        "the parity check's report",
+        Duration::from_secs(120),
+    )
+    .await;
+    // The demo's product page is what people see: the snapshot differs by a sliver at most.
+    let score = text_of(&page, ".score-number").await;
+    let percent: f64 = score
+        .trim_start_matches('<')
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("a score in percent: {score}"));
+    assert!(percent < 0.5, "the demo's snapshot differs by {score}");
+    wait_until(
+        &page,
+        "Array.from(document.querySelectorAll('.shots img')).filter(i => i.complete && i.naturalWidth > 0).length === 3",
+        "the live page, the snapshot and the difference shown",
+        Duration::from_secs(10),
+    )
+    .await;
+    screenshot(&page, "parity").await;
+
     // ---- API keys: create (shown once, copyable), use, revoke ----------------------------------
     page.goto(format!("{base}/keys")).await.unwrap();
     wait_for_path(&page, "/keys").await;
