@@ -158,3 +158,29 @@ pub struct ParityCheck {
     pub live_ms: Option<u64>,
     pub snapshot_ms: Option<u64>,
 }
+
+impl ParityCheck {
+    /// A check just asked for, waiting on the parity queue.
+    pub fn queued(
+        id: String,
+        tenant_id: String,
+        domain_id: String,
+        url: String,
+        device: DeviceClass,
+    ) -> Self {
+        ParityCheck {
+            id,
+            tenant_id,
+            domain_id,
+            url,
+            device,
+            state: ParityState::Queued,
+            requested_at: crate::unix_millis_now(),
+            finished_at: None,
+            error: None,
+            report: None,
+            live_ms: None,
+            snapshot_ms: None,
+        }
+    }
+}

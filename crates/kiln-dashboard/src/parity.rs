@@ -121,20 +121,13 @@ pub async fn file(
         }
     }
 
-    let mut check = ParityCheck {
-        id: id.clone(),
-        tenant_id: tenant,
-        domain_id: page.domain.id.to_string(),
-        url: page.url.to_string(),
+    let mut check = ParityCheck::queued(
+        id.clone(),
+        tenant,
+        page.domain.id.to_string(),
+        page.url.to_string(),
         device,
-        state: ParityState::Queued,
-        requested_at: kiln_core::unix_millis_now(),
-        finished_at: None,
-        error: None,
-        report: None,
-        live_ms: None,
-        snapshot_ms: None,
-    };
+    );
     if let Err(error) = app.store.put_parity_check(&check).await {
         give_back_place(app, &check).await;
         return Err(error.into());

@@ -43,20 +43,13 @@ async fn check(app: &TestApp, url: &str, device: DeviceClass) -> ParityCheck {
     job.purpose = RenderPurpose::Parity {
         check_id: id.clone(),
     };
-    let check = ParityCheck {
-        id: id.clone(),
-        tenant_id: job.tenant_id.clone(),
-        domain_id: job.key.domain_id.clone(),
-        url: job.page_url.as_str().to_owned(),
+    let check = ParityCheck::queued(
+        id.clone(),
+        job.tenant_id.clone(),
+        job.key.domain_id.clone(),
+        job.page_url.as_str().to_owned(),
         device,
-        state: ParityState::Queued,
-        requested_at: kiln_core::unix_millis_now(),
-        finished_at: None,
-        error: None,
-        report: None,
-        live_ms: None,
-        snapshot_ms: None,
-    };
+    );
     app.store.put_parity_check(&check).await.unwrap();
     let tenant = job.tenant_id.clone();
     app.push(QueueKind::Parity, job).await;
