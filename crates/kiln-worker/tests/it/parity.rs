@@ -4,8 +4,9 @@
 
 use kiln_core::DeviceClass::{self, Desktop, Mobile};
 use kiln_core::job::RenderPurpose;
-use kiln_core::parity::{ParityCheck, ParityImage, ParityReport, ParityState};
+use kiln_core::parity::{ParityCheck, ParityImage, ParityReport, ParityState, budget_place};
 use kiln_queue::QueueKind;
+use kiln_store::{Admission, RenderBudget};
 use kiln_testkit::corpus::{self, Server};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -36,7 +37,14 @@ const NOT_COMPARABLE: &[(&str, &str)] = &[
     ("meta-redirect", "it redirects"),
 ];
 
-/// Files a parity check of `url` as the dashboard does and waits for its end.
+/// A budget of one render at a time: a place still held refuses the next.
+const ONE_AT_A_TIME: RenderBudget = RenderBudget {
+    concurrent: 1,
+    per_minute: 0,
+};
+
+/// Files a parity check of `url` as the dashboard does (its place in the tenant's render budget
+/// taken, the check stored, the job queued) and waits for its end.
 async fn check(app: &TestApp, url: &str, device: DeviceClass) -> ParityCheck {
     let mut job = app.job(url, device);
     let id = uuid::Uuid::new_v4().to_string();
@@ -50,6 +58,15 @@ async fn check(app: &TestApp, url: &str, device: DeviceClass) -> ParityCheck {
         job.page_url.as_str().to_owned(),
         device,
     );
+    app.store
+        .admit_render(
+            &job.tenant_id,
+            &budget_place(&id),
+            RenderBudget::DEFAULT,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
     app.store.put_parity_check(&check).await.unwrap();
     let tenant = job.tenant_id.clone();
     app.push(QueueKind::Parity, job).await;
@@ -151,6 +168,25 @@ async fn suite(
     results
 }
 
+/// Every check of the tenant has given its place in the render budget back: with room for one
+/// render at a time, another is admitted.
+async fn assert_budget_free(app: &TestApp, tenant: &str) {
+    let admitted = app
+        .store
+        .admit_render(tenant, "probe", ONE_AT_A_TIME, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        admitted,
+        Admission::Admitted,
+        "a parity check still holds its place"
+    );
+    app.store
+        .release_render_place(tenant, "probe")
+        .await
+        .unwrap();
+}
+
 /// With `KILN_PARITY_DUMP` set to a directory, writes each check's pictures there (to look at them).
 async fn dump(app: &TestApp, name: &str, check: &ParityCheck) {
     let Ok(dir) = std::env::var("KILN_PARITY_DUMP") else {
@@ -247,6 +283,14 @@ async fn a_page_that_shows_bots_something_else_is_reported() {
             .unwrap_or_else(|| panic!("the {} picture is stored", image.as_str()));
         assert!(png.starts_with(b"\x89PNG"), "{} is a PNG", image.as_str());
     }
+    // Nothing went into the page cache, and the check's place in the budget is free again.
+    let key = kiln_core::CacheKey::new(
+        &cloaked.domain_id,
+        Desktop,
+        &kiln_core::NormalizedUrl::from_stored(cloaked.url.clone()),
+    );
+    assert!(app.store.get_page_meta(&key).await.unwrap().is_none());
+    assert_budget_free(&app, &cloaked.tenant_id).await;
     app.shutdown().await;
 }
 
@@ -266,6 +310,7 @@ async fn a_check_that_cannot_load_the_page_fails_with_the_reason() {
         "a failed check says why: {error}"
     );
     assert!(dead.report.is_none());
+    assert_budget_free(&app, &dead.tenant_id).await;
     app.shutdown().await;
 }
 
