@@ -517,14 +517,51 @@ pub async fn preview_page(
     ))
 }
 
+/// A form naming one page of the domain and a device: the preview's, and the parity check's.
 #[derive(Deserialize)]
-pub struct PreviewForm {
+pub struct PageForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
     #[serde(default)]
-    url: String,
+    pub url: String,
     #[serde(default)]
-    device: String,
+    pub device: String,
+}
+
+impl PageForm {
+    /// Whether the form asks for a phone.
+    pub fn mobile(&self) -> bool {
+        self.device == "mobile"
+    }
+
+    pub fn device_class(&self) -> DeviceClass {
+        if self.mobile() {
+            DeviceClass::Mobile
+        } else {
+            DeviceClass::Desktop
+        }
+    }
+
+    /// The URL, trimmed, when it is an absolute URL on `domain`; otherwise the URL field's error is
+    /// added to `errors`. (A URL of another of the account's domains belongs on that domain's page.)
+    pub fn url_on(&self, domain: &DomainRecord, errors: &mut FieldErrors) -> Option<&str> {
+        let url = self.url.trim();
+        let on_domain = url::Url::parse(url).ok().is_some_and(|u| {
+            u.host_str()
+                .is_some_and(|host| host.eq_ignore_ascii_case(domain.host.as_str()))
+        });
+        if !on_domain {
+            errors.add(
+                "url",
+                format!(
+                    "give an absolute URL on {}, e.g. https://{}/",
+                    domain.host, domain.host
+                ),
+            );
+            return None;
+        }
+        Some(url)
+    }
 }
 
 /// Renders the URL now, as a bot would get it; nothing is cached. A POST with a CSRF token, since
@@ -533,32 +570,14 @@ pub async fn preview(
     State(ctx): State<Ctx>,
     user: WebUser,
     Path(id): Path<Uuid>,
-    WebForm(form): WebForm<PreviewForm>,
+    WebForm(form): WebForm<PageForm>,
 ) -> PageResult {
     user.check_csrf(&ctx, &form.csrf)?;
     let domain = own_domain(&ctx, &user, id).await?;
-    let mobile = form.device == "mobile";
-    let device = if mobile {
-        DeviceClass::Mobile
-    } else {
-        DeviceClass::Desktop
-    };
     let mut errors = FieldErrors::default();
     let mut result = None;
-    let url = form.url.trim();
-    let on_domain = url::Url::parse(url).ok().is_some_and(|u| {
-        u.host_str()
-            .is_some_and(|host| host.eq_ignore_ascii_case(domain.host.as_str()))
-    });
-    if !on_domain {
-        errors.add(
-            "url",
-            format!(
-                "give an absolute URL on {}, e.g. https://{}/",
-                domain.host, domain.host
-            ),
-        );
-    } else {
+    if let Some(url) = form.url_on(&domain, &mut errors) {
+        let device = form.device_class();
         match cache::preview(&ctx.app, &ctx.queue, user.tenant_id, url, device).await {
             Ok((normalised, render)) => {
                 result = Some(PreviewView {
@@ -590,8 +609,8 @@ pub async fn preview(
         &PreviewPage {
             chrome: user.chrome(Nav::Domains),
             domain,
+            mobile: form.mobile(),
             url: form.url,
-            mobile,
             result,
             errors,
         },

@@ -3,6 +3,7 @@
 //! bots get differs from the page people see, as a picture first: the score on a coloured gauge,
 //! the three screenshots, the text and the fields that differ.
 
+use super::cache::PageForm;
 use super::domains::own_domain;
 use super::format;
 use super::{Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render};
@@ -372,51 +373,21 @@ pub async fn page(
     Ok(parity_page(&ctx, &user, domain, shown).await)
 }
 
-#[derive(Deserialize)]
-pub struct ParityForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    url: String,
-    #[serde(default)]
-    device: String,
-}
-
 /// Files a check and sends the browser to its page. A POST with a CSRF token, since each one costs
 /// renders.
 pub async fn file(
     State(ctx): State<Ctx>,
     user: WebUser,
     Path(id): Path<Uuid>,
-    WebForm(form): WebForm<ParityForm>,
+    WebForm(form): WebForm<PageForm>,
 ) -> PageResult {
     user.check_csrf(&ctx, &form.csrf)?;
     let domain = own_domain(&ctx, &user, id).await?;
-    let mobile = form.device == "mobile";
-    let device = if mobile {
-        DeviceClass::Mobile
-    } else {
-        DeviceClass::Desktop
-    };
     let mut errors = FieldErrors::default();
     let mut status = StatusCode::UNPROCESSABLE_ENTITY;
     let mut retry_after = None;
-    let url = form.url.trim();
-    // The form is the domain's: a URL of another of the account's domains belongs on that
-    // domain's page.
-    let on_domain = url::Url::parse(url).ok().is_some_and(|u| {
-        u.host_str()
-            .is_some_and(|host| host.eq_ignore_ascii_case(domain.host.as_str()))
-    });
-    if !on_domain {
-        errors.add(
-            "url",
-            format!(
-                "give an absolute URL on {}, e.g. https://{}/",
-                domain.host, domain.host
-            ),
-        );
-    } else {
+    if let Some(url) = form.url_on(&domain, &mut errors) {
+        let device = form.device_class();
         match parity::file(&ctx.app, &ctx.queue, user.tenant_id, url, device).await {
             Ok(check) => {
                 return Ok(redirect_with(
@@ -436,8 +407,8 @@ pub async fn file(
         }
     }
     let shown = Shown {
+        mobile: form.mobile(),
         url: form.url,
-        mobile,
         errors,
         check: None,
         status,

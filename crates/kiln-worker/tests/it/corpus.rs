@@ -3,33 +3,16 @@
 
 use futures::future::join_all;
 use kiln_core::DeviceClass::{self, Desktop, Mobile};
-use kiln_testkit::corpus::{self, INTERNAL_SECRET, Server};
+use kiln_testkit::corpus::{self, INTERNAL_SECRET};
 use std::time::Duration;
 
-use crate::helpers::{Outcome, TestApp, spawn_app_with};
+use crate::helpers::{Corpus, Outcome, spawn_app_with};
 
 /// The origin is on 127.0.0.1; the "internal" server on 127.0.0.2 stands for everything private.
 /// (The helpers allow 127.0.0.1/32.)
 const WORKER: &[(&str, &str)] = &[("KILN_WORKER_TABS_PER_BROWSER", "4")];
 
-struct Corpus {
-    app: TestApp,
-    origin: Server,
-    internal: Server,
-}
-
 impl Corpus {
-    async fn start() -> Corpus {
-        let app = spawn_app_with(WORKER).await;
-        let internal = corpus::internal_server().await;
-        let origin = corpus::corpus_origin(&internal).await;
-        Corpus {
-            app,
-            origin,
-            internal,
-        }
-    }
-
     /// Renders several corpus pages at once.
     async fn render_all(&self, pages: &[&str], device: DeviceClass) -> Vec<Outcome> {
         join_all(pages.iter().map(|page| {
@@ -44,15 +27,6 @@ impl Corpus {
             .run(self.app.job(&self.origin.url(path), Desktop))
             .await
     }
-
-    async fn shutdown(self) {
-        assert_eq!(
-            self.internal.hits.total(),
-            0,
-            "a render reached the internal server"
-        );
-        self.app.shutdown().await;
-    }
 }
 
 fn text_of(html: &str) -> String {
@@ -61,7 +35,7 @@ fn text_of(html: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_built_fetched_and_inserted_late_is_all_there() {
-    let corpus = Corpus::start().await;
+    let corpus = Corpus::start(WORKER).await;
     let pages = [
         "script-built",
         "after-load",
@@ -144,7 +118,7 @@ async fn content_built_fetched_and_inserted_late_is_all_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_keeps_doctype_json_ld_and_shadow_roots_and_drops_scripts() {
-    let corpus = Corpus::start().await;
+    let corpus = Corpus::start(WORKER).await;
     let outcomes = corpus
         .render_all(&["json-ld", "doctype", "base-href", "shadow"], Desktop)
         .await;
@@ -206,7 +180,7 @@ async fn output_keeps_doctype_json_ld_and_shadow_roots_and_drops_scripts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_and_headers_from_the_origin_and_meta_tags() {
-    let corpus = Corpus::start().await;
+    let corpus = Corpus::start(WORKER).await;
     let outcomes = corpus
         .render_all(
             &[
@@ -259,7 +233,7 @@ async fn statuses_and_headers_from_the_origin_and_meta_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_flag_and_not_for_noise_or_media() {
-    let corpus = Corpus::start().await;
+    let corpus = Corpus::start(WORKER).await;
     let outcomes = corpus
         .render_all(&["prerender-ready", "never-idle", "slow-assets"], Desktop)
         .await;
@@ -293,7 +267,7 @@ async fn readiness_waits_for_the_flag_and_not_for_noise_or_media() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phones_and_desktops_render_with_their_own_viewport() {
-    let corpus = Corpus::start().await;
+    let corpus = Corpus::start(WORKER).await;
     let desktop = corpus.render_all(&["device"], Desktop).await;
     let mobile = corpus.render_all(&["device"], Mobile).await;
     let desktop = desktop[0].html();
@@ -306,7 +280,7 @@ async fn phones_and_desktops_render_with_their_own_viewport() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_render_reaches_an_internal_address_or_a_local_file() {
-    let corpus = Corpus::start().await;
+    let corpus = Corpus::start(WORKER).await;
     let outcomes = corpus
         .render_all(&["ssrf-iframe", "ssrf-fetch", "ssrf-file"], Desktop)
         .await;

@@ -6,53 +6,27 @@
 
 use futures::future::join_all;
 use kiln_core::DeviceClass::{self, Desktop, Mobile};
-use kiln_testkit::corpus::{self, Server};
+use kiln_testkit::corpus;
 use lol_html::{RewriteStrSettings, element, rewrite_str, text};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::helpers::{Outcome, TestApp, spawn_app_with};
+use crate::helpers::{Corpus, Outcome, spawn_app_with};
 
 const WORKER: &[(&str, &str)] = &[("KILN_WORKER_TABS_PER_BROWSER", "4")];
 
 /// The opening tag Chromium writes for an open shadow root.
 const SHADOW_ROOT: &str = r#"<template shadowrootmode="open">"#;
 
-struct Corpus {
-    app: TestApp,
-    origin: Server,
-    internal: Server,
-}
-
 impl Corpus {
-    async fn start() -> Corpus {
-        let app = spawn_app_with(WORKER).await;
-        let internal = corpus::internal_server().await;
-        let origin = corpus::corpus_origin(&internal).await;
-        Corpus {
-            app,
-            origin,
-            internal,
-        }
-    }
-
     /// Renders corpus pages at once, each for its device.
-    async fn render_all(&self, pages: &[(&str, DeviceClass)]) -> Vec<String> {
+    async fn render_each(&self, pages: &[(&str, DeviceClass)]) -> Vec<String> {
         let outcomes = join_all(pages.iter().map(|(page, device)| {
             self.app
                 .run(self.app.job(&self.origin.url(&format!("/{page}")), *device))
         }))
         .await;
         outcomes.iter().map(stored_html).collect()
-    }
-
-    async fn shutdown(self) {
-        assert_eq!(
-            self.internal.hits.total(),
-            0,
-            "a render reached the internal server"
-        );
-        self.app.shutdown().await;
     }
 }
 
@@ -63,9 +37,9 @@ fn stored_html(outcome: &Outcome) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_that_live_only_in_the_cssom_are_written_into_the_snapshot() {
-    let corpus = Corpus::start().await;
+    let corpus = Corpus::start(WORKER).await;
     let html = corpus
-        .render_all(&[("cssom-rules", Desktop), ("adopted-sheets", Desktop)])
+        .render_each(&[("cssom-rules", Desktop), ("adopted-sheets", Desktop)])
         .await;
 
     // Rules inserted with insertRule into an empty <style>, as emotion and styled-components do.
@@ -175,9 +149,9 @@ async fn rules_that_live_only_in_the_cssom_are_written_into_the_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_reached_by_scrolling_is_in_the_snapshot_within_a_bound() {
-    let corpus = Corpus::start().await;
+    let corpus = Corpus::start(WORKER).await;
     let html = corpus
-        .render_all(&[("lazy-content", Desktop), ("lazy-content", Mobile)])
+        .render_each(&[("lazy-content", Desktop), ("lazy-content", Mobile)])
         .await;
 
     // Desktop: the viewport is 900 px high; mobile: 915 px. The endless feed starts at about
@@ -266,8 +240,8 @@ async fn content_reached_by_scrolling_is_in_the_snapshot_within_a_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_set_through_dom_properties_is_written_as_attributes_but_never_passwords() {
-    let corpus = Corpus::start().await;
-    let html = corpus.render_all(&[("dom-state", Desktop)]).await;
+    let corpus = Corpus::start(WORKER).await;
+    let html = corpus.render_each(&[("dom-state", Desktop)]).await;
     let page = &html[0];
 
     let one = |selector: &str| -> BTreeMap<String, String> {
@@ -389,8 +363,8 @@ async fn css_in_js_rules_and_lit_s_adopted_styles_are_in_the_framework_apps_snap
 /// The fixture for the parity check: Kiln's renderer gets the page for bots, people another one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cloaking_page_shows_kiln_the_page_it_shows_bots() {
-    let corpus = Corpus::start().await;
-    let html = corpus.render_all(&[("cloaking", Desktop)]).await;
+    let corpus = Corpus::start(WORKER).await;
+    let html = corpus.render_each(&[("cloaking", Desktop)]).await;
     let page = &html[0];
     assert!(
         page.contains("<h1>Best cheap chairs buy now</h1>"),

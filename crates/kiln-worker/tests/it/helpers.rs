@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use kiln_testkit::RedisServer;
+use kiln_testkit::corpus::{self, Server};
 
 use crate::origin::Origin;
 
@@ -517,4 +518,36 @@ fn dir_entries(dir: &Path) -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect()
+}
+
+/// A worker with the render corpus's origin (on 127.0.0.1) and the "internal" server (on
+/// 127.0.0.2, standing for everything private) that no render may reach. Each test module adds the
+/// ways of rendering it needs.
+pub struct Corpus {
+    pub app: TestApp,
+    pub origin: Server,
+    pub internal: Server,
+}
+
+impl Corpus {
+    pub async fn start(overrides: &[(&str, &str)]) -> Corpus {
+        let app = spawn_app_with(overrides).await;
+        let internal = corpus::internal_server().await;
+        let origin = corpus::corpus_origin(&internal).await;
+        Corpus {
+            app,
+            origin,
+            internal,
+        }
+    }
+
+    /// Stops the worker, once sure that no render reached the internal server.
+    pub async fn shutdown(self) {
+        assert_eq!(
+            self.internal.hits.total(),
+            0,
+            "a render reached the internal server"
+        );
+        self.app.shutdown().await;
+    }
 }

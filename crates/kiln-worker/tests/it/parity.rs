@@ -11,7 +11,7 @@ use kiln_testkit::corpus::{self, Server};
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{Corpus, TestApp, spawn_app_with};
 
 const WORKER: &[(&str, &str)] = &[
     ("KILN_WORKER_TABS_PER_BROWSER", "4"),
@@ -210,14 +210,12 @@ async fn dump(app: &TestApp, name: &str, check: &ParityCheck) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_page_and_framework_route_looks_like_its_live_page() {
-    let app = spawn_app_with(WORKER).await;
-    let internal = corpus::internal_server().await;
-    let origin = corpus::corpus_origin(&internal).await;
+    let corpus = Corpus::start(WORKER).await;
     let frameworks = vec![
         ("react", corpus::framework_origin("react").await),
         ("vue", corpus::framework_origin("vue").await),
     ];
-    let results = suite(&app, &origin, &frameworks).await;
+    let results = suite(&corpus.app, &corpus.origin, &frameworks).await;
     let mut failures = Vec::new();
     for (name, check) in &results {
         if name == "cloaking" {
@@ -236,21 +234,15 @@ async fn every_corpus_page_and_framework_route_looks_like_its_live_page() {
         "snapshots that do not look like their live page:\n{}",
         failures.join("\n")
     );
-    assert_eq!(
-        internal.hits.total(),
-        0,
-        "a load reached the internal server"
-    );
-    app.shutdown().await;
+    corpus.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_shows_bots_something_else_is_reported() {
-    let app = spawn_app_with(WORKER).await;
-    let internal = corpus::internal_server().await;
-    let origin = corpus::corpus_origin(&internal).await;
+    let corpus = Corpus::start(WORKER).await;
+    let (app, origin) = (&corpus.app, &corpus.origin);
 
-    let cloaked = check(&app, &origin.url("/cloaking"), Desktop).await;
+    let cloaked = check(app, &origin.url("/cloaking"), Desktop).await;
     let report = report(&cloaked);
     assert!(
         report.visual.score > 0.2,
@@ -290,8 +282,8 @@ async fn a_page_that_shows_bots_something_else_is_reported() {
         &kiln_core::NormalizedUrl::from_stored(cloaked.url.clone()),
     );
     assert!(app.store.get_page_meta(&key).await.unwrap().is_none());
-    assert_budget_free(&app, &cloaked.tenant_id).await;
-    app.shutdown().await;
+    assert_budget_free(app, &cloaked.tenant_id).await;
+    corpus.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,13 +313,11 @@ async fn a_check_that_cannot_load_the_page_fails_with_the_reason() {
 async fn parity_report_without_fidelity() {
     let mut overrides = WORKER.to_vec();
     overrides.push(("KILN_RENDER_FIDELITY", "off"));
-    let app = spawn_app_with(&overrides).await;
-    let internal = corpus::internal_server().await;
-    let origin = corpus::corpus_origin(&internal).await;
+    let corpus = Corpus::start(&overrides).await;
     let frameworks = vec![
         ("react", corpus::framework_origin("react").await),
         ("vue", corpus::framework_origin("vue").await),
     ];
-    suite(&app, &origin, &frameworks).await;
-    app.shutdown().await;
+    suite(&corpus.app, &corpus.origin, &frameworks).await;
+    corpus.shutdown().await;
 }
