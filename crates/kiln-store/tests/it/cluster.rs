@@ -8,6 +8,7 @@ use crate::helpers::{ClusterStore, domain_key, page_scoped_key, raw_client, star
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::util::redis_keyslot;
+use kiln_core::parity::ParityImage;
 use kiln_core::{CacheKey, DeviceClass, DomainConfig, Hostname, NormalizedUrl, RenderOutcome};
 use kiln_store::{
     Admission, CertificateRecord, CertificateState, CertificateStatus, PageEntry, PageMeta,
@@ -520,7 +521,8 @@ async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
 }
 
 #[tokio::test]
-async fn the_directory_render_log_warm_progress_previews_and_certificates_work_on_a_cluster() {
+async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certificates_work_on_a_cluster()
+ {
     let t = start_cluster().await;
     t.store.ping().await.unwrap();
     assert!(t.store.is_connected());
@@ -610,6 +612,48 @@ async fn the_directory_render_log_warm_progress_previews_and_certificates_work_o
     assert_eq!(
         t.store
             .take_preview("r3", Duration::from_millis(100))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Parity checks: a transaction over the tenant's keys to put, one MGET to list.
+    let mut checks = Vec::new();
+    for n in 0..3u64 {
+        let mut check = kiln_core::parity::ParityCheck::queued(
+            format!("c{n}"),
+            "t1".into(),
+            "d1".into(),
+            format!("https://a.test/p/{n}"),
+            Desktop,
+        );
+        check.requested_at = 1_700_000_000_000 + n;
+        t.store.put_parity_check(&check).await.unwrap();
+        checks.push(check);
+    }
+    checks.reverse();
+    assert_eq!(
+        t.store.recent_parity_checks("t1", 10).await.unwrap(),
+        checks,
+        "newest first"
+    );
+    assert_eq!(t.store.recent_parity_checks("t2", 10).await.unwrap(), []);
+    assert_eq!(t.store.parity_check("t2", "c1").await.unwrap(), None);
+    let png = Bytes::from_static(b"\x89PNG picture");
+    t.store
+        .put_parity_image("t1", "c1", ParityImage::Diff, png.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store
+            .parity_image("t1", "c1", ParityImage::Diff)
+            .await
+            .unwrap(),
+        Some(png)
+    );
+    assert_eq!(
+        t.store
+            .parity_image("t2", "c1", ParityImage::Diff)
             .await
             .unwrap(),
         None
