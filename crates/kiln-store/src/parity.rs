@@ -6,7 +6,9 @@
 //! - `{prefix}{t:<tenant>}:parity:{id}:{image}`: one of its PNG pictures (`live`, `snapshot`,
 //!   `diff`), written before the check is marked done, so a done check always has them.
 //! - `{prefix}{t:<tenant>}:parity:recent`: sorted set of the tenant's check ids by when they were
-//!   asked for, trimmed to the newest [`PARITY_RECENT_MAX`].
+//!   asked for, trimmed to the newest [`PARITY_RECENT_MAX`]; a check trimmed from it is deleted
+//!   with its pictures, so that a tenant's checks never hold more than that many sets of pictures
+//!   (a few MB each at most) whatever it asks for.
 //!
 //! A check is nothing that cannot be asked for again, so it expires: a week is long enough to look
 //! at it, share it, and compare it with the next.
@@ -59,11 +61,40 @@ impl Store {
                 (check.requested_at as f64, check.id.as_str()),
             )
             .await?;
-        let _: () = tx
-            .zremrangebyrank(&recent, 0, -(PARITY_RECENT_MAX + 1))
-            .await?;
         let _: () = tx.expire(&recent, PARITY_TTL_SECS, None).await?;
         let _: () = tx.exec(true).await?;
+        self.trim_parity_checks(&check.tenant_id).await
+    }
+
+    /// Deletes the tenant's checks beyond the newest [`PARITY_RECENT_MAX`], pictures included. Two
+    /// trims at once delete the same checks twice, which is harmless.
+    async fn trim_parity_checks(&self, tenant_id: &str) -> Result<()> {
+        let recent = self.parity_recent_key(tenant_id);
+        let excess: Vec<String> = self
+            .pool
+            .zrange(
+                &recent,
+                0,
+                -(PARITY_RECENT_MAX + 1),
+                None,
+                false,
+                None,
+                false,
+            )
+            .await?;
+        if excess.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(excess.len() * 4);
+        for id in &excess {
+            keys.push(self.parity_key(tenant_id, id));
+            for image in ParityImage::ALL {
+                keys.push(self.parity_image_key(tenant_id, id, image));
+            }
+        }
+        // One slot (the tenant's hash tag), so one DEL even on a cluster.
+        let _: i64 = self.pool.del(keys).await?;
+        let _: i64 = self.pool.zrem(&recent, excess).await?;
         Ok(())
     }
 

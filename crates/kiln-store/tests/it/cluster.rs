@@ -11,9 +11,9 @@ use fred::util::redis_keyslot;
 use kiln_core::parity::ParityImage;
 use kiln_core::{CacheKey, DeviceClass, DomainConfig, Hostname, NormalizedUrl, RenderOutcome};
 use kiln_store::{
-    Admission, CertificateRecord, CertificateState, CertificateStatus, PageEntry, PageMeta,
-    PreviewResult, RenderBudget, RenderLogEntry, RenderLogOutcome, RenderLogPurpose, StoreEvent,
-    Subscription, UsageBatch, UsageHour, UsageKind, WarmProgress,
+    Admission, CertificateRecord, CertificateState, CertificateStatus, PARITY_RECENT_MAX,
+    PageEntry, PageMeta, PreviewResult, RenderBudget, RenderLogEntry, RenderLogOutcome,
+    RenderLogPurpose, StoreEvent, Subscription, UsageBatch, UsageHour, UsageKind, WarmProgress,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -657,6 +657,53 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
             .await
             .unwrap(),
         None
+    );
+    // Beyond the newest PARITY_RECENT_MAX, the oldest checks go, pictures and all.
+    for n in 3..PARITY_RECENT_MAX as u64 + 1 {
+        let mut check = kiln_core::parity::ParityCheck::queued(
+            format!("c{n}"),
+            "t1".into(),
+            "d1".into(),
+            format!("https://a.test/p/{n}"),
+            Desktop,
+        );
+        check.requested_at = 1_700_000_000_000 + n;
+        t.store.put_parity_check(&check).await.unwrap();
+    }
+    let recent = t
+        .store
+        .recent_parity_checks("t1", PARITY_RECENT_MAX as usize)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), PARITY_RECENT_MAX as usize);
+    assert_eq!(recent.last().unwrap().id, "c1", "c0, the oldest, is gone");
+    assert_eq!(t.store.parity_check("t1", "c0").await.unwrap(), None);
+    assert!(t.store.parity_check("t1", "c1").await.unwrap().is_some());
+    assert!(
+        t.store
+            .parity_image("t1", "c1", ParityImage::Diff)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    t.store
+        .put_parity_check(&kiln_core::parity::ParityCheck::queued(
+            "c-new".into(),
+            "t1".into(),
+            "d1".into(),
+            "https://a.test/new".into(),
+            Desktop,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(t.store.parity_check("t1", "c1").await.unwrap(), None);
+    assert_eq!(
+        t.store
+            .parity_image("t1", "c1", ParityImage::Diff)
+            .await
+            .unwrap(),
+        None,
+        "a trimmed check's pictures go with it"
     );
 
     // Certificates and ACME.
