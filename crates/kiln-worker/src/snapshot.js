@@ -108,5 +108,11 @@
   const inner = typeof root.getHTML === 'function'
     ? root.getHTML({ serializableShadowRoots: true, shadowRoots })
     : root.innerHTML;
-  return { html: doctype + '<' + root.localName + attributes + '>' + inner + '</' + root.localName + '>', url: location.href };
+  const html = doctype + '<' + root.localName + attributes + '>' + inner + '</' + root.localName + '>';
+  // The page is read: its frames go, so that a frame that never loaded (a lazy one below the fold,
+  // one the egress proxy refused) no longer holds the tab's navigation open in chromiumoxide, which
+  // lets a page navigate only once every frame of its last document has fired its load event. The
+  // tab's next step, navigating to about:blank to be kept for the domain, would otherwise wait for it.
+  for (const frame of document.querySelectorAll('iframe, frame, object, embed')) frame.remove();
+  return { html, url: location.href };
 }

@@ -359,3 +359,28 @@ async fn react_and_vue_apps_render_their_routes_titles_and_meta_tags() {
     }
     app.shutdown().await;
 }
+
+/// A frame that never loads (lazy, far below any screen) neither holds the render up nor costs the
+/// domain its kept tab: the tab is scrubbed and kept within the scrub's time (5 s), as for any page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_never_loads_leaves_the_tab_for_the_domains_next_render() {
+    let corpus = Corpus::start(WORKER).await;
+    let rendered = corpus.render("/far-frame").await;
+    assert_eq!(rendered.status(), 200);
+    assert!(
+        rendered
+            .html()
+            .contains(r#"<iframe loading="lazy" src="/script-built""#),
+        "the frame stays in the snapshot: {}",
+        rendered.html()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while corpus.app.metric("kiln_browser_tabs_kept").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tab was not kept: its scrub waited for a frame that never loads"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    corpus.shutdown().await;
+}
