@@ -559,10 +559,8 @@ impl Inner {
         let request = self.request(job);
         let dead = lease.browser_dead();
         let mut documents = BTreeSet::new();
-        // The watchdog: a render that outlives its cap by the margin is stuck in a CDP call that
-        // will not return, which means the page or the browser hangs.
-        let result = match tokio::time::timeout(
-            cap + WATCHDOG_MARGIN,
+        let result = watchdog(
+            cap,
             render::render(
                 lease.page(),
                 lease.prepared(),
@@ -571,35 +569,14 @@ impl Inner {
                 &mut documents,
             ),
         )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(RenderError::Hung),
-        };
+        .await;
         // A tab whose render went well serves the domain's next render, scrubbed; any other is
         // disposed.
         if result.is_ok() {
             let prepared = Prepared::set_up(job.device, job.blocking);
             lease.keep_for(affinity, documents, prepared);
         }
-        // A page that never got ready may be the browser's fault: a browser that no longer answers
-        // at all (not just a page busy with its scripts) is replaced now, so the retry gets a
-        // fresh one instead of waiting on it.
-        let result = match result {
-            Err(RenderError::Timeout { .. })
-                if !lease.browser_answers(HEALTH_CHECK_TIMEOUT).await =>
-            {
-                tracing::warn!("the page timed out and its browser does not answer");
-                Err(RenderError::Hung)
-            }
-            result => result,
-        };
-        if let Err(error) = &result
-            && error.is_browser_fault()
-        {
-            lease.mark_broken(error.to_string());
-        }
-        result
+        blame_browser(&mut lease, result).await
     }
 
     async fn store_page(
@@ -629,6 +606,40 @@ impl Inner {
             .put_page(&job.key, &entry, job.cache_ttl_secs, job.stale_ttl_secs)
             .await
     }
+}
+
+/// Runs `work` on a tab under the watchdog: work that outlives `cap` by [`WATCHDOG_MARGIN`] is stuck
+/// in a CDP call that will not return, which means the page or the browser hangs.
+async fn watchdog<T>(
+    cap: Duration,
+    work: impl std::future::Future<Output = Result<T, RenderError>>,
+) -> Result<T, RenderError> {
+    tokio::time::timeout(cap + WATCHDOG_MARGIN, work)
+        .await
+        .unwrap_or(Err(RenderError::Hung))
+}
+
+/// `result` of work on `lease`'s tab, with the browser blamed where it is at fault: a page that
+/// never got ready may be the browser's fault, and a browser that no longer answers at all (not
+/// just a page busy with its scripts) is replaced now, so a retry gets a fresh one instead of
+/// waiting on it.
+async fn blame_browser<T>(
+    lease: &mut Lease,
+    result: Result<T, RenderError>,
+) -> Result<T, RenderError> {
+    let result = match result {
+        Err(RenderError::Timeout { .. }) if !lease.browser_answers(HEALTH_CHECK_TIMEOUT).await => {
+            tracing::warn!("the page timed out and its browser does not answer");
+            Err(RenderError::Hung)
+        }
+        result => result,
+    };
+    if let Err(error) = &result
+        && error.is_browser_fault()
+    {
+        lease.mark_broken(error.to_string());
+    }
+    result
 }
 
 /// The cap on a job's render: what it asks for, within bounds.

@@ -235,7 +235,8 @@ async fn load_snapshot(
         .event_listener::<EventRequestPaused>()
         .await
         .map_err(cdp_error)?;
-    let mut patterns = blocking::patterns(&request.blocking);
+    let blocked_patterns = blocking::patterns(&request.blocking);
+    let mut patterns = blocked_patterns.clone();
     patterns.push(
         RequestPattern::builder()
             .url_pattern("*")
@@ -302,10 +303,12 @@ async fn load_snapshot(
                     page.execute(fulfil).await.map_err(cdp_error)?;
                     continue;
                 }
+                // A pattern matches as Chromium matches it: its resource type, if it names one,
+                // and its URL pattern, if it has one.
                 let blocked = !matches!(event.resource_type, ResourceType::Document)
-                    && blocking::patterns(&request.blocking).iter().any(|pattern| {
-                        pattern.resource_type.as_ref() == Some(&event.resource_type)
-                            || pattern.url_pattern.as_deref().is_some_and(|p| wildcard_match(p, url))
+                    && blocked_patterns.iter().any(|pattern| {
+                        pattern.resource_type.as_ref().is_none_or(|kind| *kind == event.resource_type)
+                            && pattern.url_pattern.as_deref().is_none_or(|p| wildcard_match(p, url))
                     });
                 let page = page.clone();
                 let rewritten = public_base

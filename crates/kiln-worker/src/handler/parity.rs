@@ -13,7 +13,7 @@ use kiln_core::parity::{ParityCheck, ParityImage, ParityState, budget_place};
 use kiln_store::RenderLogOutcome;
 use std::collections::BTreeSet;
 
-use super::{Finished, HEALTH_CHECK_TIMEOUT, Inner, Turn, WATCHDOG_MARGIN, job_cap};
+use super::{Finished, Inner, Turn, blame_browser, job_cap, watchdog};
 use crate::pool::Priority;
 use crate::render::{self, RenderError, Rendered};
 
@@ -47,24 +47,9 @@ impl Inner {
             let captures = crate::parity::capture(&lease, &request, &rendered.html).await?;
             Ok::<_, RenderError>((rendered, captures))
         };
-        // Three loads, each within the cap; the watchdog as for a render.
-        let loaded = match tokio::time::timeout(3 * cap + WATCHDOG_MARGIN, loaded).await {
-            Ok(loaded) => loaded,
-            Err(_) => Err(RenderError::Hung),
-        };
-        let loaded = match loaded {
-            Err(RenderError::Timeout { .. })
-                if !lease.browser_answers(HEALTH_CHECK_TIMEOUT).await =>
-            {
-                Err(RenderError::Hung)
-            }
-            loaded => loaded,
-        };
-        if let Err(error) = &loaded
-            && error.is_browser_fault()
-        {
-            lease.mark_broken(error.to_string());
-        }
+        // Three loads, each within the cap.
+        let loaded = watchdog(3 * cap, loaded).await;
+        let loaded = blame_browser(&mut lease, loaded).await;
         // Disposed of, never kept for the domain (see the module's comment).
         drop(lease);
         let (rendered, captures) = loaded?;
