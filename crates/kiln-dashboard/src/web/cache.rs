@@ -489,21 +489,28 @@ pub struct PreviewView {
     pub error: Option<String>,
 }
 
+/// `?url=` of a page that names one page of the domain (View as bot, Compare with people).
 #[derive(Deserialize)]
-pub struct PreviewQuery {
+pub struct PageQuery {
     url: Option<String>,
+}
+
+impl PageQuery {
+    /// The URL asked for, or the domain's home page.
+    pub fn url_or_home(self, domain: &DomainRecord) -> String {
+        self.url
+            .unwrap_or_else(|| format!("https://{}/", domain.host))
+    }
 }
 
 pub async fn preview_page(
     State(ctx): State<Ctx>,
     user: WebUser,
     Path(id): Path<Uuid>,
-    Query(query): Query<PreviewQuery>,
+    Query(query): Query<PageQuery>,
 ) -> PageResult {
     let domain = own_domain(&ctx, &user, id).await?;
-    let url = query
-        .url
-        .unwrap_or_else(|| format!("https://{}/", domain.host));
+    let url = query.url_or_home(&domain);
     Ok(render(
         StatusCode::OK,
         &PreviewPage {

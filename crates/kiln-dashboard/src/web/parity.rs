@@ -3,7 +3,7 @@
 //! bots get differs from the page people see, as a picture first: the score on a coloured gauge,
 //! the three screenshots, the text and the fields that differ.
 
-use super::cache::PageForm;
+use super::cache::{PageForm, PageQuery};
 use super::domains::own_domain;
 use super::format;
 use super::{Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render};
@@ -19,7 +19,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use kiln_core::DeviceClass;
 use kiln_core::parity::{ParityCheck, ParityImage, ParityReport, ParityState};
-use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -347,11 +346,6 @@ async fn parity_page(ctx: &Ctx, user: &WebUser, domain: DomainRecord, shown: Sho
     )
 }
 
-#[derive(Deserialize)]
-pub struct PageQuery {
-    url: Option<String>,
-}
-
 /// The compare tab: the form and the domain's recent checks.
 pub async fn page(
     State(ctx): State<Ctx>,
@@ -360,9 +354,7 @@ pub async fn page(
     Query(query): Query<PageQuery>,
 ) -> PageResult {
     let domain = own_domain(&ctx, &user, id).await?;
-    let url = query
-        .url
-        .unwrap_or_else(|| format!("https://{}/", domain.host));
+    let url = query.url_or_home(&domain);
     let shown = Shown {
         url,
         mobile: false,
