@@ -6,28 +6,22 @@
 //! origin's port by `KILN_ALLOWED_PRIVATE_NETS`, and never one of Kiln's own services), since DNS may
 //! have changed since the domain was registered; redirects are not followed.
 //!
-//! The client is hyper with rustls (ring), the same stack as the gateway's origin client.
+//! The client is `kiln_origin`'s, the gateway's origin client, with its default settings.
 
 use crate::db::DomainRecord;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Request, header};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kiln_core::EgressPolicy;
-use kiln_egress::GuardedResolver;
+use kiln_origin::{ClientSettings, OriginHttp};
 use kiln_sitemap::{Fetch, FetchError};
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use url::Url;
 
 /// How long one sitemap file may take to arrive.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 const USER_AGENT: &str = concat!("Kiln/", env!("CARGO_PKG_VERSION"), " (sitemap reader)");
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 
 /// What sitemap fetches may reach. Cheap to clone.
 #[derive(Clone)]
@@ -51,17 +45,8 @@ impl SitemapFetcher {
             .ok()
             .and_then(|u| u.port_or_known_default())
             .unwrap_or(80);
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy.clone(), port));
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         DomainFetcher {
-            client: Client::builder(TokioExecutor::new()).build(https),
-            policy,
+            client: kiln_origin::client(policy, port, &ClientSettings::default()),
             host: domain.host.to_string(),
             origin: domain.origin.clone(),
         }
@@ -69,8 +54,7 @@ impl SitemapFetcher {
 }
 
 pub struct DomainFetcher {
-    client: Client<Connector, Empty<Bytes>>,
-    policy: EgressPolicy,
+    client: OriginHttp<Empty<Bytes>>,
     host: String,
     origin: String,
 }
@@ -86,24 +70,18 @@ impl DomainFetcher {
             target.push_str(query);
         }
         let origin_url = format!("{}{target}", self.origin.trim_end_matches('/'));
-        let parsed = Url::parse(&origin_url).map_err(|e| FetchError(e.to_string()))?;
-        // An IP-literal origin never reaches the resolver, so it is checked here.
-        let port = parsed.port_or_known_default().unwrap_or(80);
-        match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip), port)?,
-            Some(url::Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip), port)?,
-            _ => {}
-        }
         let request = Request::get(origin_url.as_str())
             .header(header::USER_AGENT, USER_AGENT)
             .body(Empty::new())
             .map_err(|e| FetchError(e.to_string()))?;
         let response = tokio::time::timeout(FETCH_TIMEOUT, async {
             let response = self.client.request(request).await.map_err(|e| {
-                FetchError(format!(
-                    "the origin did not answer: {}",
-                    crate::http::error_chain(&e)
-                ))
+                let what = if kiln_origin::is_refusal(&e) {
+                    "the origin's address is not one Kiln may reach (see KILN_ALLOWED_PRIVATE_NETS)"
+                } else {
+                    "the origin did not answer"
+                };
+                FetchError(format!("{what}: {}", crate::http::error_chain(&e)))
             })?;
             let status = response.status();
             if status.is_redirection() {
@@ -140,17 +118,6 @@ impl DomainFetcher {
             ))
         })??;
         Ok(response)
-    }
-
-    fn check_ip(&self, ip: IpAddr, port: u16) -> Result<(), FetchError> {
-        if self.policy.permits(SocketAddr::new(ip, port)) {
-            Ok(())
-        } else {
-            Err(FetchError(format!(
-                "the origin's address {ip} port {port} is not one Kiln may reach (see \
-                 KILN_ALLOWED_PRIVATE_NETS)"
-            )))
-        }
     }
 }
 

@@ -45,12 +45,10 @@
 
 mod error;
 mod gate;
-mod guarded;
 mod resolve;
 mod serve;
 
 pub use error::EGRESS_HEADER;
-pub use guarded::GuardedResolver;
 pub use resolve::{Resolve, Resolving, SystemResolver};
 
 use gate::{Counters, Gate};

@@ -5,9 +5,10 @@
 //! Bodies stream in both directions without buffering. The origin's host is resolved for every new
 //! connection and refused when it resolves to one of Kiln's own services, or to a non-public address
 //! that `KILN_ALLOWED_PRIVATE_NETS` does not grant to the domain's tenant at the origin's port, so a
-//! DNS change cannot turn a customer domain into a door to Kiln's own network. Since hyper asks a
-//! resolver for a name only, there is one client per (tenant with grants of its own, port): each
-//! with its own resolver and connection pool, so tenants never share a connection either.
+//! DNS change cannot turn a customer domain into a door to Kiln's own network; an IP-literal origin
+//! is held to the same policy (`kiln_origin`). Since a client vets addresses for one port, there is
+//! one client per (tenant with grants of its own, port): each with its own connection pool, so
+//! tenants never share a connection either.
 //!
 //! Protocol upgrades (WebSocket and the like) are passed through: the `Upgrade` request goes to the
 //! origin, and when it answers `101 Switching Protocols` the two connections are joined byte for byte.
@@ -16,34 +17,20 @@ use crate::error::GatewayError;
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kiln_core::{DomainConfig, EgressPolicy, strip_hop_by_hop};
-use kiln_egress::GuardedResolver;
+use kiln_origin::{ClientSettings, OriginHttp};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
-
-type OriginHttp = Client<Connector, Body>;
-
 /// Which client a request goes through: the tenant when it has grants of its own, and the port.
 type ClientKey = (Option<String>, u16);
 
-/// A client and the policy its resolver applies, for origins given as IP literals (which hyper
-/// connects to without asking the resolver).
-struct Scoped {
-    http: OriginHttp,
-    policy: EgressPolicy,
-}
-
 pub struct OriginClient {
     policy: EgressPolicy,
-    clients: RwLock<HashMap<ClientKey, Arc<Scoped>>>,
-    connect_timeout: Duration,
+    clients: RwLock<HashMap<ClientKey, Arc<OriginHttp<Body>>>>,
+    settings: ClientSettings,
     response_timeout: Duration,
 }
 
@@ -56,13 +43,18 @@ impl OriginClient {
         OriginClient {
             policy,
             clients: RwLock::default(),
-            connect_timeout,
+            settings: ClientSettings {
+                connect_timeout,
+                nodelay: true,
+                pool_idle_timeout: Some(Duration::from_secs(30)),
+                pool_max_idle_per_host: 64,
+            },
             response_timeout,
         }
     }
 
     /// The client for connections to `port` on behalf of `tenant`, made on first use.
-    fn client(&self, tenant: &str, port: u16) -> Arc<Scoped> {
+    fn client(&self, tenant: &str, port: u16) -> Arc<OriginHttp<Body>> {
         let tenant = self
             .policy
             .has_own_grants(tenant)
@@ -78,15 +70,9 @@ impl OriginClient {
         }
         let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
         let policy = self.policy.for_tenant(key.0.as_deref());
-        let timeout = self.connect_timeout;
         clients
             .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Scoped {
-                    http: origin_http(policy.clone(), port, timeout),
-                    policy,
-                })
-            })
+            .or_insert_with(|| Arc::new(kiln_origin::client(policy, port, &self.settings)))
             .clone()
     }
 
@@ -116,17 +102,6 @@ impl OriginClient {
             _ => 80,
         });
         let client = self.client(&domain.tenant_id, port);
-        if let Some(ip) = uri.host().and_then(|h| {
-            h.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .ok()
-        }) && !client.policy.permits(SocketAddr::new(ip, port))
-        {
-            return Err(GatewayError::OriginRefused(format!(
-                "{ip}:{port} is one of Kiln's own services or not granted to the domain's tenant"
-            )));
-        }
 
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove("x-is-bot");
@@ -154,7 +129,7 @@ impl OriginClient {
         parts.version = http::Version::HTTP_11;
 
         let request = Request::from_parts(parts, body);
-        let response = tokio::time::timeout(self.response_timeout, client.http.request(request))
+        let response = tokio::time::timeout(self.response_timeout, client.request(request))
             .await
             .map_err(|_| GatewayError::OriginTimeout)?
             .map_err(|error| failure(&error))?;
@@ -168,23 +143,6 @@ impl OriginClient {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(body)))
     }
-}
-
-/// A client whose connections go only where `policy` permits at `port`.
-fn origin_http(policy: EgressPolicy, port: u16, connect_timeout: Duration) -> OriginHttp {
-    let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy, port));
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .build(https)
 }
 
 /// The protocol a request asks to switch to, if it asks (`Connection: upgrade` with `Upgrade: …`).
@@ -248,12 +206,7 @@ fn failure(error: &hyper_util::client::legacy::Error) -> GatewayError {
     if causes.iter().any(|cause| cause.is::<axum::Error>()) {
         return GatewayError::BadRequest("the request body is malformed or was cut short");
     }
-    // The guarded resolver refuses with `PermissionDenied`.
-    if causes.iter().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
-    }) {
+    if kiln_origin::is_refusal(error) {
         return GatewayError::OriginRefused(describe(error));
     }
     GatewayError::OriginUnreachable(describe(error))
