@@ -278,7 +278,8 @@ impl<'a> Walk<'a> {
     }
 
     /// Takes in one parsed sitemap at `depth` (the root is 0) and returns the child sitemaps to
-    /// read on the next level.
+    /// read on the next level. Its entries are validated here rather than by the parser, since
+    /// which to keep depends on the root sitemap's host (the walk's [`Scope`]).
     fn absorb(&mut self, sitemap: &Url, depth: usize, document: Document) -> Vec<Url> {
         match document {
             Document::UrlSet(locs) => {

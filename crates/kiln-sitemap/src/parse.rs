@@ -13,8 +13,8 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 /// The `<loc>` entries of one sitemap, trimmed and with entities decoded but not yet validated
-/// as URLs: deciding which entries to keep needs the root sitemap's host, which only
-/// [`collect`](crate::collect) knows.
+/// as URLs: which entries to keep depends on the root sitemap's host, which one body does not
+/// tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Document {
     /// A `<urlset>` or a plain-text sitemap: page URLs.

@@ -1,5 +1,6 @@
-//! Why a [`Verifier`](crate::Verifier) could not be set up. Failed lookups are not errors: they are
-//! findings of a [`Verification`](crate::Verification).
+//! Why a verifier, of domains or of crawlers, could not be set up: its DNS settings or the
+//! system's DNS configuration. Failed lookups are not errors: they are findings of a
+//! [`Verification`](crate::Verification).
 
 use hickory_resolver::net::NetError;
 
