@@ -17,6 +17,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# No module uses another that uses it back (the test command runs this too); PACKAGE... checks
+# only those, in full, skip list or not.
+module-loops *PACKAGES:
+    scripts/module-loops.sh {{PACKAGES}}
+
 # Dependencies against deny.toml: licences, banned crates, sources and security advisories.
 deny:
     scripts/deny.sh

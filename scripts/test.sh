@@ -3,15 +3,20 @@
 #
 #   scripts/test.sh [extra arguments for the test runner]
 #
-# Installs the Debian packages it lacks, starts a throwaway Postgres cluster for the tests (each test
-# creates its own database in it; Redis and nginx are started per test by the tests themselves), runs
-# the tests with cargo-nextest when it is installed (cargo test otherwise), and cleans up. Then it
-# fuzzes the dashboard's REST API against its OpenAPI document (scripts/schemathesis.sh, a minute or
-# two); KILN_SKIP_SCHEMATHESIS=1 skips that on a developer's machine, never in CI (CI=true).
+# Checks first that no module uses another that uses it back (scripts/module-loops.sh, a second or
+# two after its first build). Then installs the Debian packages it lacks, starts a throwaway
+# Postgres cluster for the tests (each test creates its own database in it; Redis and nginx are
+# started per test by the tests themselves), runs the tests with cargo-nextest when it is installed
+# (cargo test otherwise), and cleans up. Then it fuzzes the dashboard's REST API against its OpenAPI
+# document (scripts/schemathesis.sh, a minute or two); KILN_SKIP_SCHEMATHESIS=1 skips that on a
+# developer's machine, never in CI (CI=true).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_packages
+
+log "checking for module loops (scripts/module-loops.sh)"
+"$KILN_ROOT/scripts/module-loops.sh"
 
 TMP=$(mktemp -d /tmp/kiln-test.XXXXXX)
 chmod 755 "$TMP"
