@@ -1,5 +1,6 @@
 //! Redis access for gateways, workers and the dashboard: page entries, the domain directory, render
-//! locks and the event channel that announces domain changes and finished renders.
+//! claims (a render's lock and budget place, see [`RenderClaim`]) and the event channel that
+//! announces domain changes and finished renders.
 //!
 //! Architecture invariant: this is the only crate that knows Kiln's Redis key names (the render
 //! queue's keys belong to `kiln-queue`). Every key starts with the deployment prefix (`kiln:` by
@@ -19,6 +20,7 @@
 
 mod acme;
 mod budget;
+mod claim;
 mod directory;
 mod events;
 mod failures;
@@ -33,6 +35,7 @@ mod warm;
 
 pub use acme::{CHALLENGE_TTL, CertificateRecord, CertificateState, CertificateStatus};
 pub use budget::{Admission, RenderBudget};
+pub use claim::{ClaimOutcome, ReleaseError, RenderClaim};
 pub use directory::PublishedDirectory;
 pub use events::{StoreEvent, Subscription};
 pub use gateways::{CONFIRM_WAIT, Confirmation, GATEWAY_HEARTBEAT, GATEWAY_LIVE_WINDOW};
@@ -153,6 +156,9 @@ impl Store {
     }
 
     // ---- render locks -----------------------------------------------------------------------
+    //
+    // The gateway and the worker take and release a render's lock through a `RenderClaim`,
+    // which keeps the lock and the budget place together; these are what it is built on.
 
     /// Takes the render lock for `key` if nobody holds it. The lock expires by itself after `ttl`,
     /// so a render whose worker died is taken over by the next request.

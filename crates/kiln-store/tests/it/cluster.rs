@@ -4,16 +4,18 @@
 //! Without the hash tags the page, budget and usage scripts, the purges' multi-key `DEL`s and the
 //! domain sweep would fail here with `CROSSSLOT` (or, for the sweep, scan the wrong node).
 
-use crate::helpers::{ClusterStore, domain_key, page_scoped_key, raw_client, start_cluster};
+use crate::helpers::{
+    ClusterStore, domain_key, key, next_event, page_scoped_key, raw_client, start_cluster, url,
+};
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::util::redis_keyslot;
 use kiln_core::parity::ParityImage;
-use kiln_core::{CacheKey, DeviceClass, DomainConfig, Hostname, NormalizedUrl, RenderOutcome};
+use kiln_core::{CacheKey, DeviceClass, DomainConfig, Hostname, RenderOutcome};
 use kiln_store::{
     Admission, CertificateRecord, CertificateState, CertificateStatus, PARITY_RECENT_MAX,
     PageEntry, PageMeta, PreviewResult, RenderBudget, RenderLogEntry, RenderLogOutcome,
-    RenderLogPurpose, StoreEvent, Subscription, UsageBatch, UsageHour, UsageKind, WarmProgress,
+    RenderLogPurpose, StoreEvent, UsageBatch, UsageHour, UsageKind, WarmProgress,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -21,14 +23,6 @@ use std::time::Duration;
 use DeviceClass::{Desktop, Mobile};
 
 const TTL: u64 = 300;
-
-fn url(path: &str) -> NormalizedUrl {
-    NormalizedUrl::from_stored(format!("https://shop.test{path}"))
-}
-
-fn key(domain: &str, path: &str, device: DeviceClass) -> CacheKey {
-    CacheKey::new(domain, device, &url(path))
-}
 
 fn entry(path: &str, device: DeviceClass) -> PageEntry {
     PageEntry {
@@ -438,19 +432,6 @@ async fn usage_counts_add_up_on_a_cluster() {
 }
 
 /// The next event that is not about the subscription itself, within a few seconds.
-async fn next_event(events: &mut Subscription) -> StoreEvent {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match events.next().await.expect("the subscription closed") {
-                StoreEvent::Resync | StoreEvent::Interrupted => continue,
-                event => return event,
-            }
-        }
-    })
-    .await
-    .expect("no event within 5 s")
-}
-
 #[tokio::test]
 async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
     let t = start_cluster().await;

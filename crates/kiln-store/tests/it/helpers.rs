@@ -2,8 +2,10 @@
 //! look at the keys it writes.
 
 use fred::prelude::*;
-use kiln_store::{Store, StoreSettings};
+use kiln_core::{CacheKey, DeviceClass, NormalizedUrl};
+use kiln_store::{Store, StoreEvent, StoreSettings, Subscription};
 use kiln_testkit::{RedisCluster, RedisServer};
+use std::time::Duration;
 
 pub struct TestStore {
     pub store: Store,
@@ -76,4 +78,28 @@ pub fn page_scoped_key(prefix: &str, kind: &str, key: &kiln_core::CacheKey) -> S
         &key.domain_id,
         &format!("{kind}:{}:{}", key.device, key.url_hash),
     )
+}
+
+/// The page at `path` on the tests' public host.
+pub fn url(path: &str) -> NormalizedUrl {
+    NormalizedUrl::from_stored(format!("https://shop.test{path}"))
+}
+
+/// The cache key of `path` for `device` in the domain `domain`.
+pub fn key(domain: &str, path: &str, device: DeviceClass) -> CacheKey {
+    CacheKey::new(domain, device, &url(path))
+}
+
+/// The next event the subscription delivers, past reports of its own connection; 5 s at most.
+pub async fn next_event(events: &mut Subscription) -> StoreEvent {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.next().await.expect("the subscription closed") {
+                StoreEvent::Resync | StoreEvent::Interrupted => continue,
+                event => return event,
+            }
+        }
+    })
+    .await
+    .expect("no event within 5 s")
 }

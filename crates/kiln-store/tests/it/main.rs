@@ -1,6 +1,7 @@
 //! The store against a real Redis.
 
 mod budget;
+mod claim;
 mod cluster;
 mod helpers;
 mod pages;

@@ -1,10 +1,10 @@
 //! Page entries and their per-domain index: listing by path prefix with a cursor, expiry, and the
 //! three purges.
 
-use crate::helpers::{TestStore, domain_key, page_scoped_key, start};
+use crate::helpers::{TestStore, domain_key, key, page_scoped_key, start, url};
 use bytes::Bytes;
 use fred::prelude::*;
-use kiln_core::{CacheKey, DeviceClass, NormalizedUrl};
+use kiln_core::{CacheKey, DeviceClass};
 use kiln_store::{PageEntry, PageMeta, PageSummary, StoreError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,14 +15,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn url(path: &str) -> NormalizedUrl {
-    NormalizedUrl::from_stored(format!("https://shop.test{path}"))
-}
-
-fn key(domain: &str, path: &str, device: DeviceClass) -> CacheKey {
-    CacheKey::new(domain, device, &url(path))
 }
 
 /// A page whose HTML names its path and device, so every entry has its own length.
