@@ -2,7 +2,7 @@
 //! then do what the job's purpose asks with the result, and log the render.
 //!
 //! What becomes of a render depends on why it was asked for, one file per purpose: `bot.rs` (store,
-//! announce, release the gateway's lock), `warm.rs` (store, announce a stored page, count the
+//! end the gateway's render claim and announce), `warm.rs` (store, announce a stored page, count the
 //! result for the warm job; no lock was taken) and `preview.rs` (store nothing, reply to the
 //! dashboard). Every finished render gets one entry in the render log; writing it (like the warm
 //! counts and preview replies) is best effort: a failure is logged and never fails the render.

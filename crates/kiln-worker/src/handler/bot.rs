@@ -1,9 +1,11 @@
-//! A bot's render: a bot missed the cache (or was served a stale copy) and the gateway that won the
-//! render lock queued the job. Store the page, tell every waiting gateway, and release the lock. A
-//! render that failed because of the page or its origin leaves a failure marker, so bots are not
-//! held back for the same broken page again for a while, and a stale copy stays as it is.
+//! A bot's render: a bot missed the cache (or was served a stale copy) and the gateway that claimed
+//! the render (its lock and budget place) queued the job. Store the page, then end the claim and
+//! tell every waiting gateway. A render that failed because of the page or its origin leaves a
+//! failure marker, so bots are not held back for the same broken page again for a while, and a
+//! stale copy stays as it is.
 
 use kiln_core::{RenderJob, RenderOutcome};
+use kiln_store::RenderClaim;
 use std::time::Duration;
 
 use super::{Finished, Inner};
@@ -35,22 +37,15 @@ impl Inner {
         finished
     }
 
-    /// Releases the render lock the job's gateway took (and the place in the tenant's render
-    /// budget it was given), then tells the gateways waiting on the job's page what became of it.
-    /// In this order, a bot that arrives once the waiting ones are told never finds the lock still
-    /// held: after a failure that left no failure marker (the worker was out of browsers), it
-    /// would wait out its whole budget for an announcement that had already been made.
+    /// Ends the render claim the job's gateway took (its render lock and its place in the tenant's
+    /// render budget) by telling the gateways waiting on the job's page what became of it (see
+    /// `kiln_store::RenderClaim` for why the claim is released before the announcement).
     pub(super) async fn unlock_and_announce(&self, job: &RenderJob, outcome: RenderOutcome) {
-        if let Err(error) = self.store.release_render_lock(&job.key).await {
-            tracing::error!(%error, "could not release the render lock");
+        let Some(claim) = RenderClaim::of_job(&self.store, job) else {
+            return;
+        };
+        if let Err(error) = claim.announce_and_release(outcome).await {
+            tracing::error!(%error, "could not end the render claim");
         }
-        if let Err(error) = self
-            .store
-            .release_render_place(&job.tenant_id, &job.key.page_key())
-            .await
-        {
-            tracing::warn!(%error, "could not give back the render's place in the tenant's budget");
-        }
-        self.announce(job, outcome).await;
     }
 }

@@ -11,6 +11,7 @@ mod purposes;
 
 use helpers::{spawn_app, spawn_app_with, spawn_unready_app};
 use kiln_core::DeviceClass::{Desktop, Mobile};
+use kiln_store::{ClaimOutcome, RenderBudget};
 use kiln_testkit::free_port;
 use std::time::Duration;
 
@@ -18,13 +19,28 @@ use std::time::Duration;
 async fn renders_script_inserted_content_and_strips_scripts() {
     let app = spawn_app().await;
     let job = app.job(&app.origin.url("/app"), Desktop);
-    // The gateway that queued the job holds the render lock; the worker must release it.
-    assert!(
-        app.store
-            .try_lock_render(&job.key, "gateway-1", Duration::from_secs(60))
-            .await
-            .unwrap()
-    );
+    // The gateway that queued the job holds its render claim (the lock and a place in the
+    // tenant's budget); the worker must end it.
+    let one_at_a_time = RenderBudget {
+        concurrent: 1,
+        per_minute: 0,
+    };
+    let claimed = app
+        .store
+        .claim_render(
+            &job.key,
+            &job.tenant_id,
+            "gateway-1",
+            Duration::from_secs(60),
+            one_at_a_time,
+            async { None },
+        )
+        .await
+        .unwrap();
+    match claimed {
+        ClaimOutcome::Claimed(claim) => claim.hand_over(),
+        other => panic!("the render was not claimed: {other:?}"),
+    }
 
     let rendered = app.run(job.clone()).await;
 
@@ -68,6 +84,11 @@ async fn renders_script_inserted_content_and_strips_scripts() {
             .await
             .unwrap(),
         "the render lock was not released"
+    );
+    assert_eq!(
+        app.store.renders_under_way(&job.tenant_id).await.unwrap(),
+        0,
+        "the render's place in the tenant's budget was not given back"
     );
     tracing::info!(
         elapsed_ms = rendered.elapsed.as_millis() as u64,
