@@ -7,7 +7,7 @@
 //! `series-c`, `grid`, `axis`, `legend` and `no-data`. Each chart is an image to assistive
 //! technology (`role="img"`), labelled with its title and a summary of its values.
 
-use crate::stats::Bucket;
+use kiln_control::stats::Bucket;
 use std::fmt::Write;
 use time::OffsetDateTime;
 

@@ -1,15 +1,15 @@
-//! The `kiln-dashboard` command line: parses arguments into domain types, calls [`crate::domains`] or
+//! The `kiln-dashboard` command line: parses arguments into domain types, calls [`kiln_control::domains`] or
 //! starts the HTTP service, and prints results to stdout (logs go to stderr).
 
 use crate::Settings;
-use crate::accounts::{self, AccountError, Email};
-use crate::db::DomainRecord;
-use crate::domains::{self, AddDomain, Added, CLI_ACTOR};
 use crate::http::Application;
-use crate::origin::Origin;
-use crate::state::{App, connect_db};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use kiln_control::accounts::{self, AccountError, Email};
+use kiln_control::db::DomainRecord;
+use kiln_control::domains::{self, AddDomain, Added, CLI_ACTOR};
+use kiln_control::origin::Origin;
+use kiln_control::state::{App, connect_db};
 use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
 
 /// Kiln's control plane: keeps domains in Postgres and publishes them to Redis for the gateways.
@@ -176,7 +176,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Publish => {
             let app = App::connect(&settings).await?;
-            let report = crate::directory::publish_all(&app).await?;
+            let report = kiln_control::directory::publish_all(&app).await?;
             println!("published {} domain(s)", report.published);
             for host in &report.withdrawn {
                 println!("withdrew {host}, which is no longer registered");

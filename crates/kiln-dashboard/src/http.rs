@@ -1,12 +1,10 @@
 //! The dashboard's HTTP service (`kiln-dashboard serve`): the REST API under `/api/v1`, health and
 //! readiness endpoints, and the web dashboard's pages at the root.
 
-use crate::accounts::SessionKeys;
 use crate::api::auth::{AccountLimiter, CallerLimiter};
 use crate::api::{self, ApiContext};
 use crate::metrics::DashboardMetrics;
-use crate::sitemaps::SitemapFetcher;
-use crate::{App, Settings, activity, cache, directory, domains, web};
+use crate::web;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -14,6 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use futures::FutureExt;
+use kiln_control::accounts::SessionKeys;
+use kiln_control::sitemaps::SitemapFetcher;
+use kiln_control::{App, Settings, activity, cache, directory, domains};
 use secrecy::ExposeSecret;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -53,7 +53,7 @@ impl DashboardMetrics {
             "kiln_postgres_errors_total",
             "Database operations that failed (constraint violations aside)",
             &[],
-            crate::db::postgres_errors,
+            kiln_control::db::postgres_errors,
         );
         metrics::redis_errors(&mut registry, "dashboard", || {
             kiln_store::redis_errors() + kiln_queue::redis_errors()

@@ -3,11 +3,11 @@
 use super::auth::{SessionUser, append_cookie, cleared_cookie, client_ip, session_cookie};
 use super::error::{ApiError, ApiJson};
 use super::state::Ctx;
-use crate::accounts::{self, AccountError, Email};
-use crate::db::UserRecord;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kiln_control::accounts::{self, AccountError, Email};
+use kiln_control::db::UserRecord;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use time::OffsetDateTime;

@@ -3,8 +3,8 @@
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery};
 use super::state::Ctx;
-use crate::activity::{self, ActivityError};
 use axum::extract::State;
+use kiln_control::activity::{self, ActivityError};
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime};
 use utoipa::{IntoParams, ToSchema};

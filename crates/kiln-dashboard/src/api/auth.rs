@@ -4,9 +4,6 @@
 
 use super::ApiError;
 use super::state::Ctx;
-use crate::accounts::{self, AccountError};
-use crate::api_keys;
-use crate::db::UserRecord;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -15,6 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use kiln_control::accounts::{self, AccountError};
+use kiln_control::api_keys;
+use kiln_control::db::UserRecord;
 use kiln_core::AllowedNets;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -3,10 +3,10 @@
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::Ctx;
-use crate::cache::{self, CacheError, Purge};
-use crate::db::WarmJobRecord;
 use axum::extract::State;
 use axum::http::StatusCode;
+use kiln_control::cache::{self, CacheError, Purge};
+use kiln_control::db::WarmJobRecord;
 use kiln_core::DeviceClass;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -33,7 +33,7 @@ impl From<CacheError> for ApiError {
             ),
             CacheError::Db(error) => error.into(),
             CacheError::Store(_) | CacheError::Queue(_) => {
-                tracing::warn!(error = %crate::http::error_chain(&error), "cache operation failed");
+                tracing::warn!(error = %kiln_control::error_chain(&error), "cache operation failed");
                 ApiError::unavailable(error.to_string())
             }
         }

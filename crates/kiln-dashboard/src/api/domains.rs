@@ -3,12 +3,12 @@
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::Ctx;
-use crate::db::DomainRecord;
-use crate::domains::{self, DomainError};
-use crate::hostnames::HostnameRefused;
-use crate::origin::{Origin, OriginError};
 use axum::extract::State;
 use axum::http::StatusCode;
+use kiln_control::db::DomainRecord;
+use kiln_control::domains::{self, DomainError};
+use kiln_control::hostnames::HostnameRefused;
+use kiln_control::origin::{Origin, OriginError};
 use kiln_core::{BotFamily, DomainSettings, Hostname, ResourceBlocking, SettingsError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -349,7 +349,7 @@ impl From<DomainError> for ApiError {
                 _ => unreachable!("matched above"),
             },
             DomainError::Publish { .. } | DomainError::Store(_) => {
-                tracing::error!(error = %crate::http::error_chain(&error), "redis update failed");
+                tracing::error!(error = %kiln_control::error_chain(&error), "redis update failed");
                 ApiError::unavailable(error.to_string())
             }
         }

@@ -126,7 +126,7 @@ impl ApiError {
 
     /// An unexpected failure: logged in full, reported without internals.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
-        tracing::error!(error = %crate::http::error_chain(error), "request failed");
+        tracing::error!(error = %kiln_control::error_chain(error), "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -153,11 +153,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::db::DbError> for ApiError {
-    fn from(error: crate::db::DbError) -> Self {
+impl From<kiln_control::db::DbError> for ApiError {
+    fn from(error: kiln_control::db::DbError) -> Self {
         match error {
-            crate::db::DbError::Unavailable(_) => {
-                tracing::warn!(error = %crate::http::error_chain(&error), "postgres unavailable");
+            kiln_control::db::DbError::Unavailable(_) => {
+                tracing::warn!(error = %kiln_control::error_chain(&error), "postgres unavailable");
                 ApiError::unavailable("the database is unavailable; try again shortly")
             }
             other => ApiError::internal(&other),

@@ -3,10 +3,10 @@
 use super::auth::SessionUser;
 use super::error::{ApiError, ApiJson, ApiPath};
 use super::state::Ctx;
-use crate::api_keys::{self, KeyError};
-use crate::db::ApiKeyRecord;
 use axum::extract::State;
 use axum::http::StatusCode;
+use kiln_control::api_keys::{self, KeyError};
+use kiln_control::db::ApiKeyRecord;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;

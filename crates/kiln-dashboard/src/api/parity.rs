@@ -4,10 +4,10 @@ use super::auth::Caller;
 use super::cache::{Device, from_millis};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::state::Ctx;
-use crate::parity::{self, ParityError};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kiln_control::parity::{self, ParityError};
 use kiln_core::DeviceClass;
 use kiln_core::parity::{FieldDiff, ParityCheck, ParityImage, ParityReport, ParityState};
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ impl From<ParityError> for ApiError {
             },
             ParityError::Db(error) => error.into(),
             ParityError::Store(_) | ParityError::Queue(_) => {
-                tracing::warn!(error = %crate::http::error_chain(&error), "parity check operation failed");
+                tracing::warn!(error = %kiln_control::error_chain(&error), "parity check operation failed");
                 ApiError::unavailable(error.to_string())
             }
         }

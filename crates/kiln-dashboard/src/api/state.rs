@@ -1,9 +1,9 @@
 //! What every API handler works with.
 
 use super::auth::{AccountLimiter, CallerLimiter};
-use crate::App;
-use crate::accounts::SessionKeys;
-use crate::sitemaps::SitemapFetcher;
+use kiln_control::App;
+use kiln_control::accounts::SessionKeys;
+use kiln_control::sitemaps::SitemapFetcher;
 use kiln_core::{AllowedNets, Hostname};
 use kiln_queue::RenderQueue;
 use kiln_verify::Verifier;

@@ -5,7 +5,6 @@ use super::{
     Chrome, CsrfForm, FieldErrors, Flash, Nav, PageResult, WebForm, WebUser, fail, is_local_path,
     redirect_with, render,
 };
-use crate::accounts::{self, AccountError, Email};
 use crate::api::Ctx;
 use crate::api::auth::{append_cookie, cleared_cookie, client_ip, request_cookie, session_cookie};
 use askama::Template;
@@ -14,6 +13,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
+use kiln_control::accounts::{self, AccountError, Email};
 use serde::Deserialize;
 use std::net::SocketAddr;
 

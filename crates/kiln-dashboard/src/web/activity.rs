@@ -3,10 +3,10 @@
 use super::format;
 use super::{Chrome, Nav, PageResult, WebUser, fail, render};
 use crate::api::Ctx;
-use crate::db::{RenderFilter, RenderRecord};
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use kiln_control::db::{RenderFilter, RenderRecord};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -163,7 +163,7 @@ pub async fn page(
         ctx.app
             .db
             .renders_matching(user.tenant_id, &filter, before, PAGE_SIZE + 1),
-        crate::stats::charts(&ctx.app.db, user.tenant_id, domain_id, now),
+        kiln_control::stats::charts(&ctx.app.db, user.tenant_id, domain_id, now),
     );
     let renders = renders.map_err(fail)?;
     let charts = charts.map_err(fail)?;
@@ -204,9 +204,9 @@ pub async fn page(
 }
 
 /// The three charts for each period: renders, hit ratio, render time.
-fn chart_views(charts: &crate::stats::Charts) -> (Vec<ChartView>, Vec<ChartView>) {
+fn chart_views(charts: &kiln_control::stats::Charts) -> (Vec<ChartView>, Vec<ChartView>) {
     use crate::charts::{Period, hit_ratio_chart, render_time_chart, renders_chart};
-    let views = |buckets: &[crate::stats::Bucket], period: Period| {
+    let views = |buckets: &[kiln_control::stats::Bucket], period: Period| {
         vec![
             ChartView {
                 title: "Renders (stored and failed)".to_owned(),

@@ -3,10 +3,10 @@
 use super::format;
 use super::{Chrome, Nav, PageResult, WebUser, fail, render};
 use crate::api::Ctx;
-use crate::db::AuditRecord;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use kiln_control::db::AuditRecord;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};

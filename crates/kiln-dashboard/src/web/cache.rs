@@ -8,12 +8,12 @@ use super::{
 };
 use crate::api::Ctx;
 use crate::api::cache::WarmView;
-use crate::cache::{self, CacheError, Purge};
-use crate::db::DomainRecord;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use kiln_control::cache::{self, CacheError, Purge};
+use kiln_control::db::DomainRecord;
 use kiln_core::DeviceClass;
 use serde::Deserialize;
 use time::OffsetDateTime;

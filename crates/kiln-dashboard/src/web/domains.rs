@@ -6,13 +6,13 @@ use super::{
     render,
 };
 use crate::api::Ctx;
-use crate::db::DomainRecord;
-use crate::domains::{self, DomainError};
-use crate::origin::Origin;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use kiln_control::db::DomainRecord;
+use kiln_control::domains::{self, DomainError};
+use kiln_control::origin::Origin;
 use kiln_core::{BotFamily, DomainSettings, Hostname, ResourceBlocking};
 use serde::Deserialize;
 use time::OffsetDateTime;

@@ -5,10 +5,10 @@ use super::{
     Chrome, CsrfForm, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render,
 };
 use crate::api::{ApiError, Ctx};
-use crate::api_keys::{self, KeyError};
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use kiln_control::api_keys::{self, KeyError};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;

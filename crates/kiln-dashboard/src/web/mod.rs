@@ -1,8 +1,8 @@
 //! The web dashboard: server-rendered pages for people, beside the REST API for scripts.
 //!
 //! Pages are askama templates from the repository's `dashboard/templates` folder, escaped by
-//! default. Every handler calls the same domain logic as the REST API ([`crate::domains`],
-//! [`crate::cache`], [`crate::parity`], [`crate::accounts`], …); what is here only reads forms
+//! default. Every handler calls the same domain logic as the REST API ([`kiln_control::domains`],
+//! [`kiln_control::cache`], [`kiln_control::parity`], [`kiln_control::accounts`], …); what is here only reads forms
 //! and renders pages. Errors from that logic are first turned into an [`ApiError`], so a page and
 //! the API always agree on what went wrong and how bad it is.
 //!
@@ -25,7 +25,6 @@ mod parity;
 
 use crate::api::auth::SessionUser;
 use crate::api::{self, ApiError, Ctx};
-use crate::db::UserRecord;
 use askama::Template;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
@@ -35,6 +34,7 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::{Cookie, SameSite};
+use kiln_control::db::UserRecord;
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;

@@ -10,13 +10,13 @@ use super::{Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redire
 use crate::api::Ctx;
 use crate::api::cache::from_millis;
 use crate::api::parity::{png_response, score_of};
-use crate::cache::shorten_to;
-use crate::db::DomainRecord;
-use crate::parity::{self, ParityError};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use kiln_control::cache::shorten_to;
+use kiln_control::db::DomainRecord;
+use kiln_control::parity::{self, ParityError};
 use kiln_core::DeviceClass;
 use kiln_core::parity::{ParityCheck, ParityImage, ParityReport, ParityState};
 use time::OffsetDateTime;

@@ -3,11 +3,11 @@
 //! Every test gets its own `redis-server` (killed when the test's [`TestApp`] is dropped) and its own
 //! database (see `kiln_testkit::postgres`), so tests run in parallel without seeing each other's data.
 
+use kiln_control::domains::{self, AddDomain, Added, DomainError};
+use kiln_control::origin::Origin;
+use kiln_control::{App, LogFormat, Settings};
 use kiln_core::{AllowedNets, DomainConfig, DomainSettings, EgressPolicy, Hostname};
-use kiln_dashboard::domains::{self, AddDomain, Added, DomainError};
 use kiln_dashboard::http::Application;
-use kiln_dashboard::origin::Origin;
-use kiln_dashboard::{App, LogFormat, Settings};
 use sqlx::PgPool;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -71,9 +71,9 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
         cname_target: Some(Hostname::parse(CNAME_TARGET).unwrap()),
         dns_server: None,
         trusted_proxies: AllowedNets::default(),
-        api_rate_per_second: kiln_dashboard::settings::DEFAULT_API_RATE_PER_SECOND,
-        api_rate_burst: kiln_dashboard::settings::DEFAULT_API_RATE_BURST,
-        render_budget: kiln_dashboard::settings::RenderBudget::DEFAULT,
+        api_rate_per_second: kiln_control::settings::DEFAULT_API_RATE_PER_SECOND,
+        api_rate_burst: kiln_control::settings::DEFAULT_API_RATE_BURST,
+        render_budget: kiln_control::settings::RenderBudget::DEFAULT,
         log_format: LogFormat::Pretty,
         log_filter: "info".to_owned(),
     };
@@ -135,10 +135,7 @@ impl TestApp {
         domains::add_domain(&self.app, request, TEST_ACTOR).await
     }
 
-    pub async fn remove(
-        &self,
-        host: &str,
-    ) -> Result<kiln_dashboard::db::DomainRecord, DomainError> {
+    pub async fn remove(&self, host: &str) -> Result<kiln_control::db::DomainRecord, DomainError> {
         domains::remove_domain(&self.app, &host_name(host), TEST_ACTOR).await
     }
 

@@ -11,11 +11,11 @@ mod stats;
 mod web;
 
 use helpers::{TEST_ACTOR, spawn_app, spawn_app_allowing};
+use kiln_control::OPERATOR_TENANT_ID;
+use kiln_control::directory;
+use kiln_control::domains::{self, Added, DomainError};
+use kiln_control::origin::OriginError;
 use kiln_core::{DomainSettings, Hostname};
-use kiln_dashboard::OPERATOR_TENANT_ID;
-use kiln_dashboard::directory;
-use kiln_dashboard::domains::{self, Added, DomainError};
-use kiln_dashboard::origin::OriginError;
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 
@@ -469,7 +469,7 @@ async fn domains_registered_under_names_nobody_may_claim_are_never_published() {
         t.app
             .db
             .insert_domain(
-                &kiln_dashboard::db::NewDomain {
+                &kiln_control::db::NewDomain {
                     id: uuid::Uuid::now_v7(),
                     tenant_id: OPERATOR_TENANT_ID,
                     host: &host,
@@ -895,7 +895,7 @@ async fn an_origin_can_never_be_one_of_kiln_s_own_services() {
     let error = domains::update(
         &t.app,
         &record,
-        Some(kiln_dashboard::origin::Origin::parse(&redis).unwrap()),
+        Some(kiln_control::origin::Origin::parse(&redis).unwrap()),
         record.settings.clone(),
         TEST_ACTOR,
     )

@@ -7,12 +7,12 @@
 use crate::helpers::{ApiClient, CNAME_TARGET, RedisServer, TestApp, TestServer, spawn_app};
 use base64::Engine;
 use bytes::Bytes;
+use kiln_control::settings::RenderBudget;
 use kiln_core::job::RenderPurpose;
 use kiln_core::parity::{
     FieldDiff, ParityCheck, ParityImage, ParityReport, ParityState, TextDiff, VisualDiff,
 };
 use kiln_core::{DeviceClass, RenderJob};
-use kiln_dashboard::settings::RenderBudget;
 use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
 use kiln_testkit::dns::{DnsRecord, DnsServer};
 use reqwest::StatusCode;

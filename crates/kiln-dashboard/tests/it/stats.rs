@@ -2,12 +2,12 @@
 //! bot traffic copied from the Redis counters, per hour and per day, for one tenant only.
 
 use crate::helpers::{TEST_ACTOR, TestApp, host_name, spawn_app};
+use kiln_control::activity;
+use kiln_control::db::{RenderRecord, UsageSnapshot};
+use kiln_control::domains::{self, AddDomain};
+use kiln_control::origin::Origin;
+use kiln_control::stats::{self, Bucket, Charts};
 use kiln_core::DomainSettings;
-use kiln_dashboard::activity;
-use kiln_dashboard::db::{RenderRecord, UsageSnapshot};
-use kiln_dashboard::domains::{self, AddDomain};
-use kiln_dashboard::origin::Origin;
-use kiln_dashboard::stats::{self, Bucket, Charts};
 use kiln_store::{UsageHour, UsageKind};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;

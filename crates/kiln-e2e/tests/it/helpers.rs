@@ -323,9 +323,9 @@ impl Platform {
             cname_target: Some(Hostname::parse(CNAME_TARGET).unwrap()),
             dns_server: Some(dns.addr()),
             trusted_proxies: AllowedNets::default(),
-            api_rate_per_second: kiln_dashboard::settings::DEFAULT_API_RATE_PER_SECOND,
-            api_rate_burst: kiln_dashboard::settings::DEFAULT_API_RATE_BURST,
-            render_budget: kiln_dashboard::settings::RenderBudget::DEFAULT,
+            api_rate_per_second: kiln_control::settings::DEFAULT_API_RATE_PER_SECOND,
+            api_rate_burst: kiln_control::settings::DEFAULT_API_RATE_BURST,
+            render_budget: kiln_control::settings::RenderBudget::DEFAULT,
             log_format: kiln_dashboard::LogFormat::Pretty,
             log_filter: "info".to_owned(),
         };

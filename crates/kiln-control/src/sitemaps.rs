@@ -81,7 +81,7 @@ impl DomainFetcher {
                 } else {
                     "the origin did not answer"
                 };
-                FetchError(format!("{what}: {}", crate::http::error_chain(&e)))
+                FetchError(format!("{what}: {}", crate::error_chain(&e)))
             })?;
             let status = response.status();
             if status.is_redirection() {

@@ -130,7 +130,7 @@ pub(crate) fn shorten(text: &str) -> String {
 }
 
 /// `text` cut to its first `max` characters, with `…` when anything was cut.
-pub(crate) fn shorten_to(text: &str, max: usize) -> String {
+pub fn shorten_to(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some((end, _)) => format!("{}…", &text[..end]),

@@ -1,0 +1,51 @@
+//! Kiln's control plane: accounts and sessions, API keys, domains and their verification, the
+//! cache (purge, warm, preview), parity checks, activity and usage, the charts' numbers, the audit
+//! log and sitemaps, over Postgres and the store. Postgres is the source of truth for tenants and
+//! their domains; what gateways and workers need (the domain directory) is published to Redis
+//! through `kiln-store`.
+//!
+//! Both front ends (the REST API, `kiln-api`, and the web dashboard, `kiln-web`) and the operator's
+//! command line call this crate and nothing below it.
+//!
+//! Architecture invariants:
+//! - No HTTP types in its API: callers pass plain values and get domain types and errors (each a
+//!   `thiserror` enum that keeps its source), which each front end turns into its own answer.
+//! - It is the only writer of the Postgres schema in `migrations/`, and the only crate that depends
+//!   on sqlx; only [`db`] sees `sqlx::Error`.
+//! - Every operation on a tenant's data takes the tenant's id and filters by it: another tenant's
+//!   ids are not found, exactly like ids that do not exist.
+
+pub mod accounts;
+pub mod activity;
+pub mod api_keys;
+pub mod cache;
+pub mod db;
+pub mod directory;
+pub mod domains;
+pub mod hostnames;
+pub mod origin;
+pub mod parity;
+pub mod settings;
+pub mod sitemaps;
+pub mod state;
+pub mod stats;
+
+pub use settings::{LogFormat, Settings};
+pub use state::App;
+
+use uuid::Uuid;
+
+/// The built-in tenant that owns domains an operator registers (inserted by `0001_initial.sql`).
+pub const OPERATOR_TENANT_ID: Uuid = Uuid::from_u128(1);
+
+/// An error and its causes on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
