@@ -192,9 +192,55 @@ pub async fn run_copier(app: App, every: std::time::Duration) {
     }
 }
 
+/// Whether `cursor` can be a render log cursor: the Redis stream id of the previous page's last
+/// entry, `<milliseconds>-<sequence>`. Anything else is refused before it reaches a query.
+pub fn is_stream_id(cursor: &str) -> bool {
+    let number =
+        |part: &str| (1..=20).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
+    cursor
+        .split_once('-')
+        .is_some_and(|(ms, seq)| number(ms) && number(seq))
+}
+
+/// Brings the copy up to date before a read. Only Postgres failing fails it: if Redis is down,
+/// what Postgres has is served (and the failure logged).
+pub async fn catch_up(app: &App) -> Result<(), DbError> {
+    match copy_render_log(app).await {
+        Err(ActivityError::Db(error)) => return Err(error),
+        Err(error) => tracing::warn!(%error, "serving the render log without the latest entries"),
+        Ok(_) => {}
+    }
+    match snapshot_usage(app).await {
+        Err(ActivityError::Db(error)) => return Err(error),
+        Err(error) => tracing::warn!(%error, "serving usage without the latest counts"),
+        Ok(()) => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_stream_ids_are_cursors() {
+        let check = |cursor: &str, expected: bool| {
+            assert_eq!(is_stream_id(cursor), expected, "{cursor:?}");
+        };
+        check("1700000000000-0", true);
+        check("1700000000000-12", true);
+        check("0-1", true);
+        check("", false);
+        check("-", false);
+        check("1700000000000", false);
+        check("1700000000000-", false);
+        check("-0", false);
+        check("1700000000000-0-1", false);
+        check("17000a0000000-0", false);
+        check("1700000000000-0\0", false);
+        check(" 1700000000000-0", false);
+        check("123456789012345678901-0", false);
+    }
 
     #[test]
     fn day_keys_match_the_gateways() {

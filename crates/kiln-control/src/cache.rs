@@ -567,6 +567,66 @@ pub struct WarmStatus {
     pub failed: u64,
 }
 
+/// A warm job and how far it got, as both front ends show it.
+#[derive(Clone, Debug)]
+pub struct WarmProgress {
+    pub id: Uuid,
+    /// `collecting` (reading the sitemap), `rendering`, `done` (every render finished, whether
+    /// or not the job's record says so yet) or `failed`.
+    pub state: String,
+    pub domain_id: Option<Uuid>,
+    pub sitemap_url: Option<String>,
+    /// Renders in the job (URLs × device variants).
+    pub total: u64,
+    /// Renders not finished yet.
+    pub queued: u64,
+    pub done: u64,
+    pub failed: u64,
+    /// The first entries left out, with reasons (`[{"url": …, "reason": …}]`).
+    pub skipped: serde_json::Value,
+    /// How many entries were left out in all.
+    pub skipped_total: u64,
+    /// Whether more entries were left out than `skipped` lists.
+    pub skipped_truncated: bool,
+    /// Why the job failed, when it did.
+    pub error: Option<String>,
+    pub created_at: time::OffsetDateTime,
+}
+
+impl WarmProgress {
+    pub fn new(job: &WarmJobRecord, done: u64, failed: u64) -> Self {
+        let total = u64::try_from(job.total).unwrap_or(0);
+        let finished = done + failed;
+        let skipped_total = u64::try_from(job.skipped_total).unwrap_or(0);
+        let listed = job.skipped.as_array().map_or(0, Vec::len) as u64;
+        let state = match job.state.as_str() {
+            "rendering" if finished >= total => "done",
+            other => other,
+        };
+        WarmProgress {
+            id: job.id,
+            state: state.to_owned(),
+            domain_id: job.domain_id,
+            sitemap_url: job.sitemap_url.clone(),
+            total,
+            queued: total.saturating_sub(finished),
+            done,
+            failed,
+            skipped: job.skipped.clone(),
+            skipped_total,
+            skipped_truncated: skipped_total > listed,
+            error: job.error.clone(),
+            created_at: job.created_at,
+        }
+    }
+}
+
+impl From<&WarmStatus> for WarmProgress {
+    fn from(status: &WarmStatus) -> Self {
+        WarmProgress::new(&status.job, status.done, status.failed)
+    }
+}
+
 pub async fn warm_status(app: &App, tenant_id: Uuid, id: Uuid) -> Result<WarmStatus, CacheError> {
     let job = app
         .db

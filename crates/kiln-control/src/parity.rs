@@ -214,9 +214,31 @@ pub async fn image(
         .ok_or(ParityError::NotFound)
 }
 
+/// A score as reports promise it, between 0 and 1. (A score that is not a number can only come
+/// from a worker's bug, and reads as "no difference measured".)
+pub fn score_of(score: f64) -> f64 {
+    if score.is_finite() {
+        score.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_stay_between_0_and_1() {
+        let check = |score: f64, expected: f64| assert_eq!(score_of(score), expected, "{score}");
+        check(0.0, 0.0);
+        check(0.25, 0.25);
+        check(1.0, 1.0);
+        check(1.5, 1.0);
+        check(-0.1, 0.0);
+        check(f64::NAN, 0.0);
+        check(f64::INFINITY, 0.0);
+    }
 
     #[test]
     fn a_refused_check_is_told_when_to_come_back_in_whole_seconds() {

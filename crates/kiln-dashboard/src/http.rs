@@ -1,10 +1,7 @@
 //! The dashboard's HTTP service (`kiln-dashboard serve`): the REST API under `/api/v1`, health and
 //! readiness endpoints, and the web dashboard's pages at the root.
 
-use crate::api::auth::{AccountLimiter, CallerLimiter};
-use crate::api::{self, ApiContext};
 use crate::metrics::DashboardMetrics;
-use crate::web;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -15,6 +12,7 @@ use futures::FutureExt;
 use kiln_control::accounts::SessionKeys;
 use kiln_control::sitemaps::SitemapFetcher;
 use kiln_control::{App, Settings, activity, cache, directory, domains};
+use kiln_frontdoor::auth::{self, AccountLimiter, CallerLimiter};
 use secrecy::ExposeSecret;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -91,12 +89,12 @@ impl Application {
         let account_limiter = AccountLimiter::log_in_attempts();
         let caller_limiter =
             CallerLimiter::per_caller(settings.api_rate_per_second, settings.api_rate_burst);
-        let address_limits = api::address_limits(
+        let address_limits = auth::address_limits(
             settings.trusted_proxies.clone(),
             account_limiter.clone(),
             caller_limiter.clone(),
         );
-        let ctx = Arc::new(ApiContext {
+        let ctx = Arc::new(kiln_frontdoor::Context {
             app: app.clone(),
             sessions: SessionKeys::new(secret, settings.session_ttl),
             secure_cookies: settings.public_url.scheme() == "https",
@@ -106,7 +104,7 @@ impl Application {
             account_limiter,
             caller_limiter,
             address_limits,
-            csrf: crate::web::csrf::CsrfKey::derive(secret),
+            csrf: kiln_frontdoor::csrf::CsrfKey::derive(secret),
             trusted_proxies: settings.trusted_proxies.clone(),
             sitemaps: SitemapFetcher::new(app.allowed_nets.clone())
                 .context("failed to build the sitemap HTTP client")?,
@@ -208,17 +206,17 @@ impl Application {
     }
 }
 
-fn router(state: AppState, ctx: api::Ctx, metrics: Arc<DashboardMetrics>) -> Router {
+fn router(state: AppState, ctx: kiln_frontdoor::Ctx, metrics: Arc<DashboardMetrics>) -> Router {
     let https = ctx.secure_cookies;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
-        .nest("/api/v1", api::router(ctx.clone()))
-        .merge(web::router(ctx))
+        .nest("/api/v1", kiln_api::router(ctx.clone()))
+        .merge(kiln_web::router(ctx))
         .layer(axum::middleware::from_fn_with_state(
             https,
-            web::security_headers,
+            kiln_web::security_headers,
         ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
@@ -280,21 +278,9 @@ async fn check<E: std::error::Error>(
 ) -> Option<String> {
     let failure = match tokio::time::timeout(READY_CHECK_TIMEOUT, probe).await {
         Ok(Ok(())) => return None,
-        Ok(Err(error)) => error_chain(&error),
+        Ok(Err(error)) => kiln_control::error_chain(&error),
         Err(_) => format!("no answer within {} ms", READY_CHECK_TIMEOUT.as_millis()),
     };
     tracing::warn!(ready.check = name, error = %failure, "readiness check failed");
     Some(failure)
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,13 +1,14 @@
-//! The dashboard's HTTP service and command line: the REST API under `/api/v1` ([`api`]) and the web
-//! dashboard ([`web`]) over the control plane (`kiln-control`), and the operator's commands
-//! ([`cli`]).
+//! The `kiln-dashboard` program: it composes the control plane (`kiln-control`) and its two front
+//! ends, the REST API under `/api/v1` (`kiln-api`) and the web dashboard (`kiln-web`), into one
+//! HTTP service ([`http`]), and gives the operator its commands ([`cli`]: serve, migrate, domains,
+//! publish).
+//!
+//! Architecture invariant: nothing here is domain logic or a handler; this crate only reads the
+//! settings, connects, and wires the parts together.
 
-pub mod api;
-pub mod charts;
 pub mod cli;
 pub mod http;
 pub mod metrics;
-pub mod web;
 
 pub use kiln_control::{LogFormat, Settings};
 

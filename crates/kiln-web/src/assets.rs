@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
-const CSS: &str = include_str!("../../../../dashboard/static/kiln.css");
-const JS: &str = include_str!("../../../../dashboard/static/kiln.js");
+const CSS: &str = include_str!("../../../dashboard/static/kiln.css");
+const JS: &str = include_str!("../../../dashboard/static/kiln.js");
 
 /// The URLs pages link their assets with.
 pub struct Assets {

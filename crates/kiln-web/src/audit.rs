@@ -2,11 +2,11 @@
 
 use super::format;
 use super::{Chrome, Nav, PageResult, WebUser, fail, render};
-use crate::api::Ctx;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use kiln_control::db::AuditRecord;
+use kiln_frontdoor::Ctx;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};

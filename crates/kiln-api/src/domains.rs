@@ -1,15 +1,15 @@
 //! `/api/v1/domains`: a tenant's domains, their settings and their ownership verification.
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiPath};
-use super::state::Ctx;
+use crate::extract::{ApiJson, ApiPath};
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_control::db::DomainRecord;
-use kiln_control::domains::{self, DomainError};
-use kiln_control::hostnames::HostnameRefused;
-use kiln_control::origin::{Origin, OriginError};
+use kiln_control::domains;
+use kiln_control::origin::Origin;
 use kiln_core::{BotFamily, DomainSettings, Hostname, ResourceBlocking, SettingsError};
+use kiln_frontdoor::ApiError;
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::Caller;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use time::OffsetDateTime;
@@ -322,40 +322,6 @@ pub struct DomainList {
     pub domains: Vec<DomainView>,
 }
 
-impl From<DomainError> for ApiError {
-    fn from(error: DomainError) -> Self {
-        match &error {
-            DomainError::Conflict(_) | DomainError::ConflictDiffers { .. } => {
-                ApiError::conflict(error.to_string())
-            }
-            DomainError::NotRegistered(_) | DomainError::NotFound => ApiError::not_found("domain"),
-            DomainError::Hostname(refused) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                match refused {
-                    HostnameRefused::Reserved { .. } => "hostname_reserved",
-                    HostnameRefused::SingleLabel(_) => "hostname_single_label",
-                    HostnameRefused::PublicSuffix(_) => "hostname_public_suffix",
-                },
-                format!("hostname: {error}"),
-            ),
-            DomainError::Origin(OriginError::Unresolvable { .. }) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "origin_unresolvable",
-                error.to_string(),
-            ),
-            DomainError::Origin(_) => ApiError::invalid(error.to_string()),
-            DomainError::Db(_) => match error {
-                DomainError::Db(error) => error.into(),
-                _ => unreachable!("matched above"),
-            },
-            DomainError::Publish { .. } | DomainError::Store(_) => {
-                tracing::error!(error = %kiln_control::error_chain(&error), "redis update failed");
-                ApiError::unavailable(error.to_string())
-            }
-        }
-    }
-}
-
 pub(super) fn parse_hostname(input: &str) -> Result<Hostname, ApiError> {
     Hostname::parse(input).map_err(|error| ApiError::invalid(format!("hostname: {error}")))
 }
@@ -370,13 +336,13 @@ pub(super) fn parse_origin(input: &str) -> Result<Origin, ApiError> {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 201, description = "Added", body = DomainView),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 409, description = "The hostname is registered already", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 409, description = "The hostname is registered already", body = kiln_frontdoor::ErrorBody),
         (status = 422, description = "Invalid hostname, origin or settings, or a body of the wrong shape; \
             a hostname no one may register is `hostname_reserved` (the platform's own names: its CNAME target, \
             the dashboard's host and names under them), `hostname_single_label` (`localhost`) or \
-            `hostname_public_suffix` (`co.uk`, `github.io`: on the Public Suffix List)", body = super::ErrorBody),
-        super::JsonBodyErrors,
+            `hostname_public_suffix` (`co.uk`, `github.io`: on the Public Suffix List)", body = kiln_frontdoor::ErrorBody),
+        crate::JsonBodyErrors,
     ))]
 pub async fn create(
     State(ctx): State<Ctx>,
@@ -409,7 +375,7 @@ pub async fn create(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domains", body = DomainList),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
@@ -429,8 +395,8 @@ pub async fn list(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domain", body = DomainView),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn get(
     State(ctx): State<Ctx>,
@@ -452,10 +418,10 @@ pub async fn get(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Changed", body = DomainView),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
-        (status = 422, description = "Invalid origin or settings, or a body of the wrong shape", body = super::ErrorBody),
-        super::JsonBodyErrors,
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "Invalid origin or settings, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
+        crate::JsonBodyErrors,
     ))]
 pub async fn update(
     State(ctx): State<Ctx>,
@@ -484,8 +450,8 @@ pub async fn update(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn delete(
     State(ctx): State<Ctx>,
@@ -503,8 +469,8 @@ pub async fn delete(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domain after the check; `verification.last_check` says what was found", body = DomainView),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn verify(
     State(ctx): State<Ctx>,

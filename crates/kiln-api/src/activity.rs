@@ -1,41 +1,15 @@
 //! `/api/v1/renders` and `/api/v1/usage`: what was rendered, and how bots were served.
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiQuery};
-use super::state::Ctx;
+use crate::extract::ApiQuery;
 use axum::extract::State;
-use kiln_control::activity::{self, ActivityError};
+use kiln_control::activity;
+use kiln_frontdoor::ApiError;
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::Caller;
 use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-
-impl From<ActivityError> for ApiError {
-    fn from(error: ActivityError) -> Self {
-        match error {
-            ActivityError::Db(error) => error.into(),
-            ActivityError::Store(_) => {
-                tracing::warn!(%error, "reading activity from Redis failed");
-                ApiError::unavailable(error.to_string())
-            }
-        }
-    }
-}
-
-/// Brings the copy up to date before a read; if Redis is down, what Postgres has is served.
-pub(crate) async fn catch_up(ctx: &Ctx) -> Result<(), ApiError> {
-    match activity::copy_render_log(&ctx.app).await {
-        Err(ActivityError::Db(error)) => return Err(error.into()),
-        Err(error) => tracing::warn!(%error, "serving the render log without the latest entries"),
-        Ok(_) => {}
-    }
-    match activity::snapshot_usage(&ctx.app).await {
-        Err(ActivityError::Db(error)) => return Err(error.into()),
-        Err(error) => tracing::warn!(%error, "serving usage without the latest counts"),
-        Ok(()) => {}
-    }
-    Ok(())
-}
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -46,18 +20,8 @@ pub struct RendersQuery {
     pub cursor: Option<String>,
     /// Entries per response (1–500, default 100).
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub limit: Option<u32>,
-}
-
-/// Whether `cursor` can be a render log cursor: the Redis stream id of the previous page's last
-/// entry, `<milliseconds>-<sequence>`. Anything else is refused before it reaches a query.
-pub(crate) fn is_stream_id(cursor: &str) -> bool {
-    let number =
-        |part: &str| (1..=20).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
-    cursor
-        .split_once('-')
-        .is_some_and(|(ms, seq)| number(ms) && number(seq))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -91,9 +55,9 @@ pub struct RenderLog {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Renders", body = RenderLog),
-        (status = 400, description = "Invalid query", body = super::ErrorBody),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn renders(
     State(ctx): State<Ctx>,
@@ -109,12 +73,16 @@ pub async fn renders(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
     }
-    if query.cursor.as_deref().is_some_and(|c| !is_stream_id(c)) {
+    if query
+        .cursor
+        .as_deref()
+        .is_some_and(|c| !activity::is_stream_id(c))
+    {
         return Err(ApiError::bad_request(
             "`cursor` is not one this API returned",
         ));
     }
-    catch_up(&ctx).await?;
+    activity::catch_up(&ctx.app).await?;
     let records = ctx
         .app
         .db
@@ -154,15 +122,15 @@ pub async fn renders(
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// One domain; all of the account's when left out.
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub domain_id: Option<Uuid>,
     /// First day (UTC, `YYYY-MM-DD`); default 29 days before `to`.
     #[param(value_type = Option<String>, format = Date, example = "2026-11-01")]
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub from: Option<String>,
     /// Last day (UTC, `YYYY-MM-DD`); default today.
     #[param(value_type = Option<String>, format = Date, example = "2026-11-30")]
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub to: Option<String>,
 }
 
@@ -205,9 +173,9 @@ fn parse_day(name: &str, value: Option<&str>) -> Result<Option<Date>, ApiError> 
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Usage", body = Usage),
-        (status = 400, description = "Invalid query", body = super::ErrorBody),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn usage(
     State(ctx): State<Ctx>,
@@ -230,7 +198,7 @@ pub async fn usage(
     if (to - from).whole_days() > 366 {
         return Err(ApiError::bad_request("ask for at most 366 days at a time"));
     }
-    catch_up(&ctx).await?;
+    activity::catch_up(&ctx.app).await?;
     let records = ctx
         .app
         .db
@@ -250,29 +218,4 @@ pub async fn usage(
         })
         .collect();
     Ok(axum::Json(Usage { days }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_stream_ids_are_cursors() {
-        let check = |cursor: &str, expected: bool| {
-            assert_eq!(is_stream_id(cursor), expected, "{cursor:?}");
-        };
-        check("1700000000000-0", true);
-        check("1700000000000-12", true);
-        check("0-1", true);
-        check("", false);
-        check("-", false);
-        check("1700000000000", false);
-        check("1700000000000-", false);
-        check("-0", false);
-        check("1700000000000-0-1", false);
-        check("17000a0000000-0", false);
-        check("1700000000000-0\0", false);
-        check(" 1700000000000-0", false);
-        check("123456789012345678901-0", false);
-    }
 }

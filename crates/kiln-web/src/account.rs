@@ -1,12 +1,9 @@
 //! Signing up, logging in and out, and changing the password.
 
-use super::csrf::{self, VISITOR_COOKIE};
 use super::{
     Chrome, CsrfForm, FieldErrors, Flash, Nav, PageResult, WebForm, WebUser, fail, is_local_path,
     redirect_with, render,
 };
-use crate::api::Ctx;
-use crate::api::auth::{append_cookie, cleared_cookie, client_ip, request_cookie, session_cookie};
 use askama::Template;
 use axum::Extension;
 use axum::extract::{ConnectInfo, Query, State};
@@ -14,6 +11,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use kiln_control::accounts::{self, AccountError, Email};
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::{
+    append_cookie, cleared_cookie, client_ip, request_cookie, session_cookie,
+};
+use kiln_frontdoor::csrf::{self, VISITOR_COOKIE};
 use serde::Deserialize;
 use std::net::SocketAddr;
 

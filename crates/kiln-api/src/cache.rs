@@ -1,44 +1,18 @@
 //! `/api/v1/cache…` and `/api/v1/render`: purge, warm, list and preview.
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::state::Ctx;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::extract::State;
 use axum::http::StatusCode;
-use kiln_control::cache::{self, CacheError, Purge};
-use kiln_control::db::WarmJobRecord;
+use kiln_control::cache::{self, CacheError, Purge, WarmProgress};
+use kiln_control::from_millis;
 use kiln_core::DeviceClass;
+use kiln_frontdoor::ApiError;
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::Caller;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-
-impl From<CacheError> for ApiError {
-    fn from(error: CacheError) -> Self {
-        match error {
-            CacheError::InvalidUrls(_) | CacheError::Invalid(_) => {
-                ApiError::invalid(error.to_string())
-            }
-            CacheError::DomainNotFound => ApiError::not_found("domain"),
-            CacheError::WarmNotFound => ApiError::not_found("warm job"),
-            CacheError::NotVerified(_) => ApiError::new(
-                StatusCode::CONFLICT,
-                "domain_not_verified",
-                error.to_string(),
-            ),
-            CacheError::PreviewTimeout(_) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "render_timeout",
-                error.to_string(),
-            ),
-            CacheError::Db(error) => error.into(),
-            CacheError::Store(_) | CacheError::Queue(_) => {
-                tracing::warn!(error = %kiln_control::error_chain(&error), "cache operation failed");
-                ApiError::unavailable(error.to_string())
-            }
-        }
-    }
-}
 
 /// What to purge: exactly one of `urls`, `domain_id` + `prefix`, or `domain_id` + `all: true`.
 #[derive(Deserialize, ToSchema)]
@@ -77,10 +51,10 @@ pub struct PurgeResult {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Purged", body = PurgeResult),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
-        (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = super::ErrorBody),
-        super::JsonBodyErrors,
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = kiln_frontdoor::ErrorBody),
+        crate::JsonBodyErrors,
     ))]
 pub async fn purge(
     State(ctx): State<Ctx>,
@@ -184,30 +158,37 @@ pub struct SkippedEntry {
     pub reason: String,
 }
 
-impl WarmView {
-    pub fn new(job: &WarmJobRecord, done: u64, failed: u64) -> Self {
-        let total = u64::try_from(job.total).unwrap_or(0);
-        let finished = done + failed;
-        let skipped_total = u64::try_from(job.skipped_total).unwrap_or(0);
-        let listed = job.skipped.as_array().map_or(0, Vec::len) as u64;
-        let state = match job.state.as_str() {
-            "rendering" if finished >= total => "done",
-            other => other,
-        };
-        WarmView {
-            id: job.id,
-            state: state.to_owned(),
-            domain_id: job.domain_id,
-            sitemap_url: job.sitemap_url.clone(),
+impl From<WarmProgress> for WarmView {
+    fn from(progress: WarmProgress) -> Self {
+        let WarmProgress {
+            id,
+            state,
+            domain_id,
+            sitemap_url,
             total,
-            queued: total.saturating_sub(finished),
+            queued,
             done,
             failed,
-            skipped: job.skipped.clone(),
+            skipped,
             skipped_total,
-            skipped_truncated: skipped_total > listed,
-            error: job.error.clone(),
-            created_at: job.created_at,
+            skipped_truncated,
+            error,
+            created_at,
+        } = progress;
+        WarmView {
+            id,
+            state,
+            domain_id,
+            sitemap_url,
+            total,
+            queued,
+            done,
+            failed,
+            skipped,
+            skipped_total,
+            skipped_truncated,
+            error,
+            created_at,
         }
     }
 }
@@ -217,11 +198,11 @@ impl WarmView {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 202, description = "Queued", body = WarmView),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
-        (status = 409, description = "The domain is not verified", body = super::ErrorBody),
-        (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = super::ErrorBody),
-        super::JsonBodyErrors,
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        (status = 409, description = "The domain is not verified", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = kiln_frontdoor::ErrorBody),
+        crate::JsonBodyErrors,
     ))]
 pub async fn warm(
     State(ctx): State<Ctx>,
@@ -257,7 +238,10 @@ pub async fn warm(
             ));
         }
     };
-    Ok((StatusCode::ACCEPTED, axum::Json(WarmView::new(&job, 0, 0))))
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(WarmView::from(WarmProgress::new(&job, 0, 0))),
+    ))
 }
 
 /// A warm job's progress.
@@ -266,8 +250,8 @@ pub async fn warm(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The job", body = WarmView),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such warm job in this account", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such warm job in this account", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn warm_status(
     State(ctx): State<Ctx>,
@@ -275,11 +259,7 @@ pub async fn warm_status(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<WarmView>, ApiError> {
     let status = cache::warm_status(&ctx.app, caller.tenant_id, id).await?;
-    Ok(axum::Json(WarmView::new(
-        &status.job,
-        status.done,
-        status.failed,
-    )))
+    Ok(axum::Json(WarmView::from(WarmProgress::from(&status))))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -294,7 +274,7 @@ pub struct CacheQuery {
     pub cursor: Option<String>,
     /// Pages per response (1–1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub limit: Option<u32>,
 }
 
@@ -322,19 +302,14 @@ pub struct CacheListing {
     pub next_cursor: Option<String>,
 }
 
-pub(crate) fn from_millis(ms: u64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
 /// The domain's cached pages, by path.
 #[utoipa::path(get, path = "/api/v1/cache", tag = "cache", params(CacheQuery),
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Cached pages", body = CacheListing),
-        (status = 400, description = "Invalid query", body = super::ErrorBody),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
+        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
@@ -396,7 +371,7 @@ pub struct RenderQuery {
     pub url: String,
     /// `desktop` (default) or `mobile`.
     #[param(inline)]
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub device: Option<Device>,
 }
 
@@ -427,12 +402,12 @@ pub struct RenderView {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The render (see `error` for a failed one)", body = RenderView),
-        (status = 400, description = "Invalid query", body = super::ErrorBody),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 409, description = "The domain is not verified", body = super::ErrorBody),
-        (status = 422, description = "The URL is not on the account's domains", body = super::ErrorBody),
-        (status = 503, description = "The render queue is unavailable", body = super::ErrorBody),
-        (status = 504, description = "No worker finished the render in time", body = super::ErrorBody),
+        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 409, description = "The domain is not verified", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "The URL is not on the account's domains", body = kiln_frontdoor::ErrorBody),
+        (status = 503, description = "The render queue is unavailable", body = kiln_frontdoor::ErrorBody),
+        (status = 504, description = "No worker finished the render in time", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn render(
     State(ctx): State<Ctx>,

@@ -6,15 +6,15 @@ use super::format;
 use super::{
     Chrome, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, lines, redirect_with, render,
 };
-use crate::api::Ctx;
-use crate::api::cache::WarmView;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use kiln_control::cache::WarmProgress;
 use kiln_control::cache::{self, CacheError, Purge};
 use kiln_control::db::DomainRecord;
 use kiln_core::DeviceClass;
+use kiln_frontdoor::Ctx;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -63,7 +63,7 @@ async fn recent_warms(ctx: &Ctx, user: &WebUser, domain: &DomainRecord) -> Vec<W
     for job in jobs {
         let progress = ctx.app.store.warm_progress(&job.id.to_string()).await.ok();
         let (done, failed) = progress.map_or((0, 0), |p| (p.done, p.failed));
-        let view = WarmView::new(&job, done, failed);
+        let view = WarmProgress::new(&job, done, failed);
         let source = match &view.sitemap_url {
             Some(sitemap) => sitemap.clone(),
             None => format!("{} URLs", view.total),
@@ -187,8 +187,8 @@ async fn cache_page(
                 .pages
                 .into_iter()
                 .map(|page| {
-                    let rendered = crate::api::cache::from_millis(page.rendered_at);
-                    let fresh_until = crate::api::cache::from_millis(page.fresh_until);
+                    let rendered = kiln_control::from_millis(page.rendered_at);
+                    let fresh_until = kiln_control::from_millis(page.fresh_until);
                     let freshness = if fresh_until > now {
                         let left = (fresh_until - now).whole_seconds().max(0) as u64;
                         format!("fresh for {}", format::span(left))
@@ -203,10 +203,7 @@ async fn cache_page(
                         age: format::relative(rendered, now),
                         rendered_at: format::when(rendered),
                         freshness,
-                        expires: format::relative(
-                            crate::api::cache::from_millis(page.expires_at),
-                            now,
-                        ),
+                        expires: format::relative(kiln_control::from_millis(page.expires_at), now),
                     }
                 })
                 .collect();
@@ -411,7 +408,7 @@ pub async fn warm(
 struct WarmPage {
     chrome: Chrome,
     domain: DomainRecord,
-    job: WarmView,
+    job: WarmProgress,
     started: String,
     percent: u64,
     finished: bool,
@@ -430,7 +427,7 @@ pub async fn warm_progress(
     if status.job.domain_id.is_some_and(|d| d != id) {
         return Err(fail(CacheError::WarmNotFound));
     }
-    let job = WarmView::new(&status.job, status.done, status.failed);
+    let job = WarmProgress::from(&status);
     let percent = (job.done + job.failed)
         .saturating_mul(100)
         .checked_div(job.total)

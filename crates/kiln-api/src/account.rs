@@ -1,13 +1,14 @@
 //! `/api/v1/auth/…`: sign-up, log-in, log-out, the current user, password changes.
 
-use super::auth::{SessionUser, append_cookie, cleared_cookie, client_ip, session_cookie};
-use super::error::{ApiError, ApiJson};
-use super::state::Ctx;
+use crate::extract::ApiJson;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_control::accounts::{self, AccountError, Email};
 use kiln_control::db::UserRecord;
+use kiln_frontdoor::ApiError;
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::{SessionUser, append_cookie, cleared_cookie, client_ip, session_cookie};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use time::OffsetDateTime;
@@ -58,31 +59,15 @@ pub struct PasswordChanged {
     pub sessions_revoked: u64,
 }
 
-impl From<AccountError> for ApiError {
-    fn from(error: AccountError) -> Self {
-        match error {
-            AccountError::InvalidEmail(_) | AccountError::WeakPassword(_) => {
-                ApiError::invalid(error.to_string())
-            }
-            AccountError::EmailTaken => ApiError::conflict(error.to_string()),
-            AccountError::InvalidCredentials
-            | AccountError::WrongCurrentPassword
-            | AccountError::SessionEnded => ApiError::unauthorized(error.to_string()),
-            AccountError::Db(error) => error.into(),
-            AccountError::Hashing(_) => ApiError::internal(&error),
-        }
-    }
-}
-
 /// Creates an account (a tenant and its user) and logs it in.
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = Credentials,
     responses(
         (status = 201, description = "Account created; the session cookie is set", body = UserView),
-        (status = 409, description = "The email is taken", body = super::ErrorBody),
-        (status = 422, description = "Invalid email or weak password, or a body of the wrong shape", body = super::ErrorBody),
-        (status = 429, description = "Too many attempts from this address", body = super::ErrorBody,
+        (status = 409, description = "The email is taken", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "Invalid email or weak password, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
+        (status = 429, description = "Too many attempts from this address", body = kiln_frontdoor::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        super::JsonBodyErrors,
+        crate::JsonBodyErrors,
     ))]
 pub async fn sign_up(
     State(ctx): State<Ctx>,
@@ -100,11 +85,11 @@ pub async fn sign_up(
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = UserView),
-        (status = 401, description = "Wrong email or password (a malformed email is a wrong one)", body = super::ErrorBody),
-        (status = 422, description = "A body of the wrong shape", body = super::ErrorBody),
-        (status = 429, description = "Too many attempts from this address (for this account, or in all), or too many failed ones for this account from an address that failed before", body = super::ErrorBody,
+        (status = 401, description = "Wrong email or password (a malformed email is a wrong one)", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = kiln_frontdoor::ErrorBody),
+        (status = 429, description = "Too many attempts from this address (for this account, or in all), or too many failed ones for this account from an address that failed before", body = kiln_frontdoor::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        super::JsonBodyErrors,
+        crate::JsonBodyErrors,
     ))]
 pub async fn log_in(
     State(ctx): State<Ctx>,
@@ -141,8 +126,8 @@ pub async fn log_in(
     security(("session" = [])),
     responses(
         (status = 204, description = "Logged out"),
-        (status = 401, description = "Not logged in", body = super::ErrorBody),
-        (status = 403, description = "Called with an API key", body = super::ErrorBody),
+        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
+        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn log_out(State(ctx): State<Ctx>, who: SessionUser) -> Result<Response, ApiError> {
     ctx.app
@@ -159,8 +144,8 @@ pub async fn log_out(State(ctx): State<Ctx>, who: SessionUser) -> Result<Respons
     security(("session" = [])),
     responses(
         (status = 200, description = "The user", body = UserView),
-        (status = 401, description = "Not logged in", body = super::ErrorBody),
-        (status = 403, description = "Called with an API key", body = super::ErrorBody),
+        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
+        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn me(who: SessionUser) -> axum::Json<UserView> {
     axum::Json(UserView::from(&who.user))
@@ -171,12 +156,12 @@ pub async fn me(who: SessionUser) -> axum::Json<UserView> {
     security(("session" = [])),
     responses(
         (status = 200, description = "Changed", body = PasswordChanged),
-        (status = 401, description = "Not logged in, or the current password is wrong", body = super::ErrorBody),
-        (status = 403, description = "Called with an API key", body = super::ErrorBody),
-        (status = 422, description = "The new password is too weak, or a body of the wrong shape", body = super::ErrorBody),
-        (status = 429, description = "Too many attempts for this account", body = super::ErrorBody,
+        (status = 401, description = "Not logged in, or the current password is wrong", body = kiln_frontdoor::ErrorBody),
+        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "The new password is too weak, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
+        (status = 429, description = "Too many attempts for this account", body = kiln_frontdoor::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        super::JsonBodyErrors,
+        crate::JsonBodyErrors,
     ))]
 pub async fn change_password(
     State(ctx): State<Ctx>,

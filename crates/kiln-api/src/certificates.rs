@@ -1,10 +1,11 @@
 //! `/api/v1/domains/{id}/certificate`: where a domain's TLS certificate stands, as `kiln-acme`
 //! recorded it in Redis.
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiPath};
-use super::state::Ctx;
+use crate::extract::ApiPath;
 use axum::extract::State;
+use kiln_frontdoor::ApiError;
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::Caller;
 use kiln_store::CertificateState;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -50,9 +51,9 @@ fn at(unix: Option<i64>) -> Option<OffsetDateTime> {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domain's certificate", body = CertificateView),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such domain in this account", body = super::ErrorBody),
-        (status = 503, description = "Redis is unreachable", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        (status = 503, description = "Redis is unreachable", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn get(
     State(ctx): State<Ctx>,

@@ -17,14 +17,12 @@ mod activity;
 mod assets;
 mod audit;
 mod cache;
-pub mod csrf;
+mod charts;
 mod domains;
 mod format;
 mod keys;
 mod parity;
 
-use crate::api::auth::SessionUser;
-use crate::api::{self, ApiError, Ctx};
 use askama::Template;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
@@ -35,6 +33,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use kiln_control::db::UserRecord;
+use kiln_frontdoor::auth;
+use kiln_frontdoor::auth::SessionUser;
+use kiln_frontdoor::{ApiError, Ctx, MAX_BODY_BYTES};
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -111,8 +112,8 @@ pub fn router(ctx: Ctx) -> Router {
         .fallback(not_found)
         .layer(from_fn(flash))
         .layer(from_fn(refuse_cross_site_posts))
-        .layer(from_fn_with_state(ctx.clone(), api::auth::authenticate))
-        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(from_fn_with_state(ctx.clone(), auth::authenticate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
 }
 
@@ -186,7 +187,7 @@ pub struct Flash(pub Option<String>);
 
 /// Hands the flash cookie's message to the page, and deletes the cookie once a page has shown it.
 async fn flash(mut req: Request, next: Next) -> Response {
-    let message = api::auth::request_cookie(req.headers(), FLASH_COOKIE)
+    let message = auth::request_cookie(req.headers(), FLASH_COOKIE)
         .map(|value| percent_decode_str(&value).decode_utf8_lossy().into_owned())
         .filter(|message| !message.is_empty());
     let had_flash = message.is_some();
@@ -199,7 +200,7 @@ async fn flash(mut req: Request, next: Next) -> Response {
             .same_site(SameSite::Lax)
             .max_age(time::Duration::ZERO)
             .build();
-        api::auth::append_cookie(&mut response, cleared);
+        auth::append_cookie(&mut response, cleared);
     }
     response
 }
@@ -216,7 +217,7 @@ pub fn redirect_with(location: &str, message: &str) -> Response {
     .same_site(SameSite::Lax)
     .max_age(time::Duration::seconds(60))
     .build();
-    api::auth::append_cookie(&mut response, cookie);
+    auth::append_cookie(&mut response, cookie);
     response
 }
 

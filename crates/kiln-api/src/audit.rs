@@ -1,9 +1,10 @@
 //! `/api/v1/audit`: the account's audit log.
 
-use super::auth::Caller;
-use super::error::{ApiError, ApiQuery};
-use super::state::Ctx;
+use crate::extract::ApiQuery;
 use axum::extract::State;
+use kiln_frontdoor::ApiError;
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::Caller;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -14,11 +15,11 @@ use utoipa::{IntoParams, ToSchema};
 pub struct AuditQuery {
     /// From the previous page's `next_cursor`.
     #[param(minimum = 1)]
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub cursor: Option<i64>,
     /// Events per response (1–500, default 100).
     #[param(minimum = 1, maximum = 500)]
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub limit: Option<u32>,
 }
 
@@ -55,8 +56,8 @@ pub struct AuditLog {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Events", body = AuditLog),
-        (status = 400, description = "Invalid query", body = super::ErrorBody),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
+        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,

@@ -2,11 +2,11 @@
 
 use super::format;
 use super::{Chrome, Nav, PageResult, WebUser, fail, render};
-use crate::api::Ctx;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use kiln_control::db::{RenderFilter, RenderRecord};
+use kiln_frontdoor::Ctx;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -153,11 +153,13 @@ pub async fn page(
         user_agent: Some(query.bot.trim().to_owned()).filter(|bot| !bot.is_empty()),
     };
     // Renders logged in the last few seconds are copied in first, as the API does.
-    crate::api::activity::catch_up(&ctx).await.map_err(fail)?;
+    kiln_control::activity::catch_up(&ctx.app)
+        .await
+        .map_err(fail)?;
     let before = query
         .before
         .as_deref()
-        .filter(|cursor| crate::api::activity::is_stream_id(cursor));
+        .filter(|cursor| kiln_control::activity::is_stream_id(cursor));
     let now = OffsetDateTime::now_utc();
     let (renders, charts) = tokio::join!(
         ctx.app

@@ -5,7 +5,6 @@ use super::{
     Chrome, CsrfForm, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, lines, redirect_with,
     render,
 };
-use crate::api::Ctx;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,6 +13,7 @@ use kiln_control::db::DomainRecord;
 use kiln_control::domains::{self, DomainError};
 use kiln_control::origin::Origin;
 use kiln_core::{BotFamily, DomainSettings, Hostname, ResourceBlocking};
+use kiln_frontdoor::Ctx;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;

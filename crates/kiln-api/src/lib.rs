@@ -9,29 +9,25 @@
 pub mod account;
 pub mod activity;
 pub mod audit;
-pub mod auth;
 pub mod cache;
 pub mod certificates;
 pub mod domains;
-pub mod error;
+pub mod extract;
 pub mod keys;
 pub mod parity;
-pub mod state;
 
-pub use error::{ApiError, ErrorBody, JsonBodyErrors};
-pub use state::{ApiContext, Ctx};
+pub use extract::JsonBodyErrors;
+
+use kiln_frontdoor::auth;
+use kiln_frontdoor::{ApiError, Ctx, MAX_BODY_BYTES};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use std::sync::Arc;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-
-/// The largest request body accepted: 1,000 URLs of up to 8 KiB each, with room for JSON.
-pub const MAX_BODY_BYTES: usize = 9 * 1024 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -110,43 +106,6 @@ impl Modify for Security {
     }
 }
 
-/// Per-address limits on signing up and logging in, shared by the REST API and the web forms.
-pub type AddressLimits = tower_governor::governor::GovernorConfig<
-    auth::ClientIpKey,
-    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
->;
-
-/// Sign-up and log-in are limited per client address (a burst of 20, then one every 3 s); log-in
-/// is also limited per account (see [`auth::AccountLimiter`]). Every authenticated request is limited
-/// per API key or user (see [`auth::CallerLimiter`]). The limiters forget clients whose buckets are
-/// full again, once a minute, so memory stays bounded.
-pub fn address_limits(
-    trusted_proxies: kiln_core::AllowedNets,
-    accounts: auth::AccountLimiter,
-    callers: auth::CallerLimiter,
-) -> Arc<AddressLimits> {
-    let limits = tower_governor::governor::GovernorConfigBuilder::default()
-        .key_extractor(auth::ClientIpKey {
-            trusted: trusted_proxies,
-        })
-        .period(std::time::Duration::from_secs(3))
-        .burst_size(20)
-        .finish()
-        .expect("the rate limit's period and burst are not zero");
-    let limits = Arc::new(limits);
-    let limiter = limits.limiter().clone();
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            ticker.tick().await;
-            limiter.retain_recent();
-            accounts.retain_recent();
-            callers.retain_recent();
-        }
-    });
-    limits
-}
-
 /// The `/api/v1` routes.
 pub fn router(ctx: Ctx) -> Router {
     let limited =
@@ -200,8 +159,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/usage", get(activity::usage))
         .route("/audit", get(audit::list))
         .route("/openapi.json", get(openapi))
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .fallback(error::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed)
+        .fallback(extract::not_found)
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             auth::authenticate,

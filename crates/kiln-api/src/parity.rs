@@ -1,46 +1,22 @@
 //! `/api/v1/parity…`: parity checks, which compare the page people see with the snapshot bots get.
 
-use super::auth::Caller;
-use super::cache::{Device, from_millis};
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::state::Ctx;
+use crate::cache::Device;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_control::parity::{self, ParityError};
+use kiln_control::from_millis;
+use kiln_control::parity;
+use kiln_control::parity::score_of;
 use kiln_core::DeviceClass;
 use kiln_core::parity::{FieldDiff, ParityCheck, ParityImage, ParityReport, ParityState};
+use kiln_frontdoor::ApiError;
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::Caller;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-
-impl From<ParityError> for ApiError {
-    fn from(error: ParityError) -> Self {
-        match error {
-            ParityError::InvalidUrl(_) => ApiError::invalid(error.to_string()),
-            ParityError::NotVerified(_) => ApiError::new(
-                StatusCode::CONFLICT,
-                "domain_not_verified",
-                error.to_string(),
-            ),
-            ParityError::NotFound => ApiError::not_found("parity check"),
-            ParityError::BudgetExhausted { .. } => ApiError {
-                retry_after: error.retry_after_secs(),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "render_budget_exhausted",
-                    error.to_string(),
-                )
-            },
-            ParityError::Db(error) => error.into(),
-            ParityError::Store(_) | ParityError::Queue(_) => {
-                tracing::warn!(error = %kiln_control::error_chain(&error), "parity check operation failed");
-                ApiError::unavailable(error.to_string())
-            }
-        }
-    }
-}
 
 /// What to compare.
 #[derive(Deserialize, ToSchema)]
@@ -205,17 +181,6 @@ impl From<&FieldDiff> for FieldView {
     }
 }
 
-/// A score as the document promises it, between 0 and 1. (A score that is not a number would be
-/// written as `null` by serde_json; it can only come from a worker's bug, and reads as "no
-/// difference measured".)
-pub(crate) fn score_of(score: f64) -> f64 {
-    if score.is_finite() {
-        score.clamp(0.0, 1.0)
-    } else {
-        0.0
-    }
-}
-
 impl From<&ParityCheck> for ParityView {
     fn from(check: &ParityCheck) -> Self {
         let images = (check.state == ParityState::Done).then(|| {
@@ -262,13 +227,13 @@ fn image_path(id: &str, image: ParityImage) -> String {
     responses(
         (status = 202, description = "Queued", body = ParityView,
             headers(("Location" = String, description = "The check: /api/v1/parity/{id}"))),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 409, description = "The domain is not verified", body = super::ErrorBody),
-        (status = 422, description = "Invalid request, a URL that is not on the account's domains, or a path the domain does not render", body = super::ErrorBody),
-        (status = 429, description = "Every render the account may have under way is taken (`render_budget_exhausted`); nothing was queued", body = super::ErrorBody,
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 409, description = "The domain is not verified", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "Invalid request, a URL that is not on the account's domains, or a path the domain does not render", body = kiln_frontdoor::ErrorBody),
+        (status = 429, description = "Every render the account may have under way is taken (`render_budget_exhausted`); nothing was queued", body = kiln_frontdoor::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until a place may be free"))),
-        (status = 503, description = "Redis or the parity queue is unavailable", body = super::ErrorBody),
-        super::JsonBodyErrors,
+        (status = 503, description = "Redis or the parity queue is unavailable", body = kiln_frontdoor::ErrorBody),
+        crate::JsonBodyErrors,
     ))]
 pub async fn file(
     State(ctx): State<Ctx>,
@@ -296,9 +261,9 @@ pub async fn file(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The check", body = ParityView),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such check in this account (checks are kept a week)", body = super::ErrorBody),
-        (status = 503, description = "Redis is unavailable", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such check in this account (checks are kept a week)", body = kiln_frontdoor::ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn get(
     State(ctx): State<Ctx>,
@@ -315,7 +280,7 @@ pub async fn get(
 pub struct ParityQuery {
     /// Checks per response (1–100, default 20).
     #[param(minimum = 1, maximum = 100)]
-    #[serde(default, deserialize_with = "super::error::given")]
+    #[serde(default, deserialize_with = "crate::extract::given")]
     pub limit: Option<u32>,
 }
 
@@ -331,9 +296,9 @@ pub struct ParityList {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The checks", body = ParityList),
-        (status = 400, description = "Invalid query", body = super::ErrorBody),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 503, description = "Redis is unavailable", body = super::ErrorBody),
+        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
@@ -392,9 +357,9 @@ pub struct Png(Vec<u8>);
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The picture", content_type = "image/png", body = Png),
-        (status = 401, description = "Not authenticated", body = super::ErrorBody),
-        (status = 404, description = "No such check in this account, or it is not done", body = super::ErrorBody),
-        (status = 503, description = "Redis is unavailable", body = super::ErrorBody),
+        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such check in this account, or it is not done", body = kiln_frontdoor::ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn image(
     State(ctx): State<Ctx>,
@@ -402,37 +367,12 @@ pub async fn image(
     ApiPath((id, image)): ApiPath<(Uuid, Image)>,
 ) -> Result<Response, ApiError> {
     let png = parity::image(&ctx.app, caller.tenant_id, id, image.into()).await?;
-    Ok(png_response(png))
-}
-
-/// A check's picture as a response. A picture never changes once written, but it is the
-/// tenant's: browsers may keep it, shared caches may not.
-pub(crate) fn png_response(png: bytes::Bytes) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "image/png"),
-            (header::CACHE_CONTROL, "private, max-age=3600"),
-        ],
-        png,
-    )
-        .into_response()
+    Ok(kiln_frontdoor::png_response(png))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scores_stay_between_0_and_1() {
-        let check = |score: f64, expected: f64| assert_eq!(score_of(score), expected, "{score}");
-        check(0.0, 0.0);
-        check(0.25, 0.25);
-        check(1.0, 1.0);
-        check(1.5, 1.0);
-        check(-0.1, 0.0);
-        check(f64::NAN, 0.0);
-        check(f64::INFINITY, 0.0);
-    }
 
     #[test]
     fn a_done_check_links_its_pictures_and_a_pending_one_does_not() {

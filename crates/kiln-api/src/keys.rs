@@ -1,12 +1,13 @@
 //! `/api/v1/api-keys`: a logged-in user's keys for scripts and CI.
 
-use super::auth::SessionUser;
-use super::error::{ApiError, ApiJson, ApiPath};
-use super::state::Ctx;
+use crate::extract::{ApiJson, ApiPath};
 use axum::extract::State;
 use axum::http::StatusCode;
-use kiln_control::api_keys::{self, KeyError};
+use kiln_control::api_keys;
 use kiln_control::db::ApiKeyRecord;
+use kiln_frontdoor::ApiError;
+use kiln_frontdoor::Ctx;
+use kiln_frontdoor::auth::SessionUser;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -63,25 +64,15 @@ pub struct KeyList {
     pub keys: Vec<KeyView>,
 }
 
-impl From<KeyError> for ApiError {
-    fn from(error: KeyError) -> Self {
-        match error {
-            KeyError::InvalidName => ApiError::invalid(error.to_string()),
-            KeyError::Db(error) => error.into(),
-            KeyError::Random(_) => ApiError::internal(&error),
-        }
-    }
-}
-
 /// Creates an API key. Needs a logged-in user (a key cannot create keys).
 #[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = NewKey,
     security(("session" = [])),
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = CreatedKeyView),
-        (status = 401, description = "Not logged in", body = super::ErrorBody),
-        (status = 403, description = "Called with an API key", body = super::ErrorBody),
-        (status = 422, description = "Invalid name, or a body of the wrong shape", body = super::ErrorBody),
-        super::JsonBodyErrors,
+        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
+        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "Invalid name, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
+        crate::JsonBodyErrors,
     ))]
 pub async fn create(
     State(ctx): State<Ctx>,
@@ -108,8 +99,8 @@ pub async fn create(
     security(("session" = [])),
     responses(
         (status = 200, description = "The keys, newest first", body = KeyList),
-        (status = 401, description = "Not logged in", body = super::ErrorBody),
-        (status = 403, description = "Called with an API key", body = super::ErrorBody),
+        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
+        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
@@ -127,9 +118,9 @@ pub async fn list(
     security(("session" = [])),
     responses(
         (status = 200, description = "Revoked", body = KeyView),
-        (status = 401, description = "Not logged in", body = super::ErrorBody),
-        (status = 403, description = "Called with an API key", body = super::ErrorBody),
-        (status = 404, description = "No such key", body = super::ErrorBody),
+        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
+        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
+        (status = 404, description = "No such key", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn revoke(
     State(ctx): State<Ctx>,
@@ -158,8 +149,8 @@ pub struct RevokedKeys {
     security(("session" = [])),
     responses(
         (status = 200, description = "Revoked (an empty list when no key was live)", body = RevokedKeys),
-        (status = 401, description = "Not logged in", body = super::ErrorBody),
-        (status = 403, description = "Called with an API key", body = super::ErrorBody),
+        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
+        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn revoke_all(
     State(ctx): State<Ctx>,

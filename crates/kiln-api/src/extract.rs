@@ -1,15 +1,16 @@
-//! The REST API's one error shape, `{"error": {"code": "...", "message": "..."}}`, and the extractors
-//! that turn rejected input (bad JSON, unknown fields, bad query strings, oversized bodies) into it.
+//! The extractors that turn rejected input (bad JSON, unknown fields, bad query strings, oversized
+//! bodies) into the API's one error shape, [`ApiError`] (`{"error": {"code": "...", "message":
+//! "..."}}`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use kiln_frontdoor::{ApiError, ErrorBody};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::{IntoResponses, ToSchema};
+use serde::{Deserialize, Deserializer};
+use utoipa::IntoResponses;
 
 /// The errors any endpoint that reads a JSON body may answer besides its own (a body that does not
 /// match the expected shape is each endpoint's own 422): list `JsonBodyErrors` in its
@@ -25,144 +26,6 @@ pub enum JsonBodyErrors {
     /// The request body was not sent as `Content-Type: application/json` (`unsupported_media_type`)
     #[response(status = 415)]
     UnsupportedMediaType(ErrorBody),
-}
-
-/// Every error the API returns.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    /// Seconds to wait before retrying (sent as `Retry-After`).
-    pub retry_after: Option<u64>,
-}
-
-/// The error body.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A stable, machine-readable code, e.g. `not_found`, `invalid_body`, `conflict`.
-    #[schema(example = "invalid_body")]
-    pub code: String,
-    /// What went wrong, for a person.
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
-    }
-
-    pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such {what}"),
-        )
-    }
-
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
-    pub fn too_many(retry_after: u64) -> Self {
-        ApiError {
-            retry_after: Some(retry_after.max(1)),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many attempts; try again in {} s", retry_after.max(1)),
-            )
-        }
-    }
-
-    /// A caller over its API rate limit (see [`super::auth::CallerLimiter`]).
-    pub fn too_many_requests(caller: &super::auth::Caller, retry_after: u64) -> Self {
-        let who = match caller.principal {
-            super::auth::Principal::ApiKey { .. } => "this API key",
-            super::auth::Principal::User { .. } => "this user",
-        };
-        ApiError {
-            retry_after: Some(retry_after.max(1)),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many requests for {who}; try again in {} s",
-                    retry_after.max(1)
-                ),
-            )
-        }
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-    }
-
-    /// An unexpected failure: logged in full, reported without internals.
-    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
-        tracing::error!(error = %kiln_control::error_chain(error), "request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an internal error occurred; it has been logged",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_owned(),
-                message: self.message,
-            },
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-impl From<kiln_control::db::DbError> for ApiError {
-    fn from(error: kiln_control::db::DbError) -> Self {
-        match error {
-            kiln_control::db::DbError::Unavailable(_) => {
-                tracing::warn!(error = %kiln_control::error_chain(&error), "postgres unavailable");
-                ApiError::unavailable("the database is unavailable; try again shortly")
-            }
-            other => ApiError::internal(&other),
-        }
-    }
 }
 
 /// A JSON object request body, whose rejections are [`ApiError`]s. Beyond what `axum::Json`
@@ -250,7 +113,7 @@ fn bytes_rejection(rejection: BytesRejection) -> ApiError {
             "body_too_large",
             format!(
                 "the request body is larger than {} bytes",
-                super::MAX_BODY_BYTES
+                crate::MAX_BODY_BYTES
             ),
         )
     } else {
@@ -312,7 +175,7 @@ where
 /// For an optional query parameter: `name=` with an empty value is a value (an invalid one, for a
 /// number, id, date or choice), not a parameter left out, so that `?limit=` is refused instead of
 /// meaning the default. (serde_html_form reads an empty value as `None` for an `Option`.) Use with
-/// `#[serde(default, deserialize_with = "super::error::given")]`.
+/// `#[serde(default, deserialize_with = "crate::extract::given")]`.
 pub fn given<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -361,6 +224,7 @@ pub async fn method_not_allowed() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn json_content_types_are_recognised_as_axum_does() {

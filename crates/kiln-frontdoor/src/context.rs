@@ -1,6 +1,7 @@
-//! What every API handler works with.
+//! What every handler of both front ends works with: the control plane's handles and the
+//! services and limits around them.
 
-use super::auth::{AccountLimiter, CallerLimiter};
+use crate::auth::{AccountLimiter, AddressLimits, CallerLimiter};
 use kiln_control::App;
 use kiln_control::accounts::SessionKeys;
 use kiln_control::sitemaps::SitemapFetcher;
@@ -9,10 +10,10 @@ use kiln_queue::RenderQueue;
 use kiln_verify::Verifier;
 use std::sync::Arc;
 
-/// The API's shared state. Cheap to clone.
-pub type Ctx = Arc<ApiContext>;
+/// The front ends' shared state. Cheap to clone.
+pub type Ctx = Arc<Context>;
 
-pub struct ApiContext {
+pub struct Context {
     pub app: App,
     pub sessions: SessionKeys,
     /// Whether cookies get `Secure` (the dashboard's public URL is https).
@@ -27,7 +28,7 @@ pub struct ApiContext {
     pub trusted_proxies: AllowedNets,
     pub sitemaps: SitemapFetcher,
     /// Per-address limits on signing up and logging in (the API's and the web forms').
-    pub address_limits: Arc<super::AddressLimits>,
+    pub address_limits: Arc<AddressLimits>,
     /// Signs the web dashboard's CSRF tokens.
-    pub csrf: crate::web::csrf::CsrfKey,
+    pub csrf: crate::csrf::CsrfKey,
 }

@@ -4,11 +4,11 @@ use super::format;
 use super::{
     Chrome, CsrfForm, FieldErrors, Nav, PageResult, WebForm, WebUser, fail, redirect_with, render,
 };
-use crate::api::{ApiError, Ctx};
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use kiln_control::api_keys::{self, KeyError};
+use kiln_frontdoor::{ApiError, Ctx};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;

@@ -2,8 +2,8 @@
 //! once per request by [`authenticate`] and read by the [`Caller`] and [`SessionUser`] extractors.
 //! Also the log-in rate limits and the client address they key on.
 
-use super::ApiError;
-use super::state::Ctx;
+use crate::ApiError;
+use crate::Ctx;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -19,6 +19,7 @@ use kiln_core::AllowedNets;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -426,6 +427,43 @@ impl Caller {
             Principal::ApiKey { id } => *id,
         }
     }
+}
+
+/// Per-address limits on signing up and logging in, shared by the REST API and the web forms.
+pub type AddressLimits = tower_governor::governor::GovernorConfig<
+    ClientIpKey,
+    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+>;
+
+/// Sign-up and log-in are limited per client address (a burst of 20, then one every 3 s); log-in
+/// is also limited per account (see [`AccountLimiter`]). Every authenticated request is limited
+/// per API key or user (see [`CallerLimiter`]). The limiters forget clients whose buckets are
+/// full again, once a minute, so memory stays bounded.
+pub fn address_limits(
+    trusted_proxies: kiln_core::AllowedNets,
+    accounts: AccountLimiter,
+    callers: CallerLimiter,
+) -> Arc<AddressLimits> {
+    let limits = tower_governor::governor::GovernorConfigBuilder::default()
+        .key_extractor(ClientIpKey {
+            trusted: trusted_proxies,
+        })
+        .period(std::time::Duration::from_secs(3))
+        .burst_size(20)
+        .finish()
+        .expect("the rate limit's period and burst are not zero");
+    let limits = Arc::new(limits);
+    let limiter = limits.limiter().clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            ticker.tick().await;
+            limiter.retain_recent();
+            accounts.retain_recent();
+            callers.retain_recent();
+        }
+    });
+    limits
 }
 
 #[cfg(test)]
