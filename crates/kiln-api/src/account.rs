@@ -130,10 +130,7 @@ pub async fn log_in(
         (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
     ))]
 pub async fn log_out(State(ctx): State<Ctx>, who: SessionUser) -> Result<Response, ApiError> {
-    ctx.app
-        .db
-        .revoke_session(who.caller.tenant_id, who.session_id)
-        .await?;
+    accounts::log_out(&ctx.app, who.caller.tenant_id, who.session_id).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     append_cookie(&mut response, cleared_cookie(&ctx));
     Ok(response)

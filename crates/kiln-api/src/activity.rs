@@ -64,11 +64,7 @@ pub async fn renders(
     caller: Caller,
     ApiQuery(query): ApiQuery<RendersQuery>,
 ) -> Result<axum::Json<RenderLog>, ApiError> {
-    ctx.app
-        .db
-        .domain_of(caller.tenant_id, query.domain_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("domain"))?;
+    kiln_control::domains::get(&ctx.app, caller.tenant_id, query.domain_id).await?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
@@ -82,17 +78,14 @@ pub async fn renders(
             "`cursor` is not one this API returned",
         ));
     }
-    activity::catch_up(&ctx.app).await?;
-    let records = ctx
-        .app
-        .db
-        .renders_of(
-            caller.tenant_id,
-            query.domain_id,
-            query.cursor.as_deref(),
-            i64::from(limit),
-        )
-        .await?;
+    let records = activity::renders(
+        &ctx.app,
+        caller.tenant_id,
+        query.domain_id,
+        query.cursor.as_deref(),
+        i64::from(limit),
+    )
+    .await?;
     let next_cursor = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.stream_id.clone()))
         .flatten();
@@ -183,11 +176,7 @@ pub async fn usage(
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<axum::Json<Usage>, ApiError> {
     if let Some(id) = query.domain_id {
-        ctx.app
-            .db
-            .domain_of(caller.tenant_id, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("domain"))?;
+        kiln_control::domains::get(&ctx.app, caller.tenant_id, id).await?;
     }
     let to =
         parse_day("to", query.to.as_deref())?.unwrap_or_else(|| OffsetDateTime::now_utc().date());
@@ -198,12 +187,7 @@ pub async fn usage(
     if (to - from).whole_days() > 366 {
         return Err(ApiError::bad_request("ask for at most 366 days at a time"));
     }
-    activity::catch_up(&ctx.app).await?;
-    let records = ctx
-        .app
-        .db
-        .usage_of(caller.tenant_id, query.domain_id, from, to)
-        .await?;
+    let records = activity::usage(&ctx.app, caller.tenant_id, query.domain_id, from, to).await?;
     let days = records
         .into_iter()
         .map(|r| UsageDay {

@@ -73,11 +73,9 @@ pub async fn list(
             "`cursor` is not one this API returned",
         ));
     }
-    let records = ctx
-        .app
-        .db
-        .audit_events_of(caller.tenant_id, query.cursor, i64::from(limit))
-        .await?;
+    let records =
+        kiln_control::audit::events(&ctx.app, caller.tenant_id, query.cursor, i64::from(limit))
+            .await?;
     let next_cursor = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.id))
         .flatten();

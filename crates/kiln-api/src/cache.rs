@@ -3,7 +3,7 @@
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::extract::State;
 use axum::http::StatusCode;
-use kiln_control::cache::{self, CacheError, Purge, WarmProgress};
+use kiln_control::cache::{self, Purge, WarmProgress};
 use kiln_control::from_millis;
 use kiln_core::DeviceClass;
 use kiln_frontdoor::ApiError;
@@ -316,33 +316,20 @@ pub async fn list(
     caller: Caller,
     ApiQuery(query): ApiQuery<CacheQuery>,
 ) -> Result<axum::Json<CacheListing>, ApiError> {
-    let domain = ctx
-        .app
-        .db
-        .domain_of(caller.tenant_id, query.domain_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("domain"))?;
+    let domain = kiln_control::domains::get(&ctx.app, caller.tenant_id, query.domain_id).await?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 1000"));
     }
     let prefix = query.prefix.unwrap_or_default();
-    let listing = ctx
-        .app
-        .store
-        .list_pages(
-            &domain.id.to_string(),
-            &prefix,
-            query.cursor.as_deref(),
-            limit as usize,
-        )
-        .await
-        .map_err(|error| match error {
-            kiln_store::StoreError::InvalidCursor => {
-                ApiError::bad_request("`cursor` is not one this API returned")
-            }
-            other => CacheError::Store(other).into(),
-        })?;
+    let listing = cache::pages(
+        &ctx.app,
+        &domain,
+        &prefix,
+        query.cursor.as_deref(),
+        limit as usize,
+    )
+    .await?;
     let pages = listing
         .pages
         .into_iter()

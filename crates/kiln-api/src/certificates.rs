@@ -3,10 +3,10 @@
 
 use crate::extract::ApiPath;
 use axum::extract::State;
+use kiln_control::certificates::CertificateState;
 use kiln_frontdoor::ApiError;
 use kiln_frontdoor::Ctx;
 use kiln_frontdoor::auth::Caller;
-use kiln_store::CertificateState;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -60,16 +60,8 @@ pub async fn get(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<CertificateView>, ApiError> {
-    let record = ctx
-        .app
-        .db
-        .domain_of(caller.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("domain"))?;
-    let status = ctx
-        .app
-        .store
-        .certificate_status(&record.host)
+    let record = kiln_control::domains::get(&ctx.app, caller.tenant_id, id).await?;
+    let status = kiln_control::certificates::status(&ctx.app, &record)
         .await
         .map_err(|error| {
             tracing::warn!(%error, "cannot read a certificate's status");

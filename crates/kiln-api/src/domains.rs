@@ -381,7 +381,7 @@ pub async fn list(
     State(ctx): State<Ctx>,
     caller: Caller,
 ) -> Result<axum::Json<DomainList>, ApiError> {
-    let records = ctx.app.db.domains_of(caller.tenant_id).await?;
+    let records = domains::of_tenant(&ctx.app, caller.tenant_id).await?;
     let domains = records
         .iter()
         .map(|record| DomainView::new(record, &ctx.cname_target))
@@ -403,12 +403,7 @@ pub async fn get(
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<DomainView>, ApiError> {
-    let record = ctx
-        .app
-        .db
-        .domain_of(caller.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("domain"))?;
+    let record = kiln_control::domains::get(&ctx.app, caller.tenant_id, id).await?;
     Ok(axum::Json(DomainView::new(&record, &ctx.cname_target)))
 }
 
@@ -429,12 +424,7 @@ pub async fn update(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(patch): ApiJson<DomainPatch>,
 ) -> Result<axum::Json<DomainView>, ApiError> {
-    let current = ctx
-        .app
-        .db
-        .domain_of(caller.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("domain"))?;
+    let current = kiln_control::domains::get(&ctx.app, caller.tenant_id, id).await?;
     let origin = patch.origin.as_deref().map(parse_origin).transpose()?;
     let settings = patch
         .settings

@@ -106,7 +106,7 @@ pub async fn list(
     State(ctx): State<Ctx>,
     who: SessionUser,
 ) -> Result<axum::Json<KeyList>, ApiError> {
-    let keys = ctx.app.db.api_keys_of(who.caller.tenant_id).await?;
+    let keys = api_keys::list(&ctx.app, who.caller.tenant_id).await?;
     Ok(axum::Json(KeyList {
         keys: keys.iter().map(KeyView::from).collect(),
     }))
@@ -127,12 +127,7 @@ pub async fn revoke(
     who: SessionUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
-    let record = ctx
-        .app
-        .db
-        .revoke_api_key(who.caller.tenant_id, id, &who.caller.actor())
-        .await?
-        .ok_or_else(|| ApiError::not_found("API key"))?;
+    let record = api_keys::revoke(&ctx.app, who.caller.tenant_id, id, &who.caller.actor()).await?;
     Ok(axum::Json(KeyView::from(&record)))
 }
 
@@ -156,11 +151,7 @@ pub async fn revoke_all(
     State(ctx): State<Ctx>,
     who: SessionUser,
 ) -> Result<axum::Json<RevokedKeys>, ApiError> {
-    let revoked = ctx
-        .app
-        .db
-        .revoke_all_api_keys(who.caller.tenant_id, &who.caller.actor())
-        .await?;
+    let revoked = api_keys::revoke_all(&ctx.app, who.caller.tenant_id, &who.caller.actor()).await?;
     Ok(axum::Json(RevokedKeys {
         revoked: revoked.iter().map(KeyView::from).collect(),
     }))

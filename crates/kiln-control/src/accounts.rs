@@ -340,6 +340,12 @@ pub async fn resume_session(
     Ok((session, user))
 }
 
+/// Ends a session (log-out): its token stops working at once, wherever it is.
+pub async fn log_out(app: &App, tenant_id: Uuid, session_id: Uuid) -> Result<(), AccountError> {
+    app.db.revoke_session(tenant_id, session_id).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,9 @@
 //! a repeat stores nothing twice).
 
 use crate::App;
-use crate::db::{DbError, RenderRecord, UsageSnapshot};
+use crate::db::{DbError, RenderFilter, RenderRecord, UsageRecord, UsageSnapshot};
 use kiln_store::{RenderLogOutcome, RenderLogPurpose, StoreError, UsageCounts, UsageHours};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use time::{Date, Duration, OffsetDateTime};
@@ -216,6 +216,52 @@ pub async fn catch_up(app: &App) -> Result<(), DbError> {
         Ok(()) => {}
     }
     Ok(())
+}
+
+/// The render log of one of the tenant's domains, up to date, newest first, continuing after the
+/// entry `before` (a stream id) when given.
+pub async fn renders(
+    app: &App,
+    tenant_id: Uuid,
+    domain_id: Uuid,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RenderRecord>, DbError> {
+    catch_up(app).await?;
+    app.db.renders_of(tenant_id, domain_id, before, limit).await
+}
+
+/// The tenant's renders matching `filter`, newest first, continuing after the entry `before` (a
+/// stream id) when given. As copied so far: call [`catch_up`] first for the latest.
+pub async fn renders_matching(
+    app: &App,
+    tenant_id: Uuid,
+    filter: &RenderFilter,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RenderRecord>, DbError> {
+    app.db
+        .renders_matching(tenant_id, filter, before, limit)
+        .await
+}
+
+/// Bot traffic and renders per domain per day between `from` and `to` (inclusive), up to date, for
+/// the tenant's domains (or one of them).
+pub async fn usage(
+    app: &App,
+    tenant_id: Uuid,
+    domain_id: Option<Uuid>,
+    from: Date,
+    to: Date,
+) -> Result<Vec<UsageRecord>, DbError> {
+    catch_up(app).await?;
+    app.db.usage_of(tenant_id, domain_id, from, to).await
+}
+
+/// Each of the tenant's domains' cache hits and bot requests over the last 30 days (domains with
+/// none are missing).
+pub async fn hit_ratios(app: &App, tenant_id: Uuid) -> Result<HashMap<Uuid, (i64, i64)>, DbError> {
+    app.db.domain_hit_ratios(tenant_id).await
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub const MAX_NAME_LEN: usize = 100;
 pub enum KeyError {
     #[error("the key name must be 1 to {MAX_NAME_LEN} characters, without control characters")]
     InvalidName,
+    #[error("no such API key")]
+    NotFound,
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("the operating system's random number generator failed: {0}")]
@@ -80,6 +82,38 @@ pub async fn create(
     let record = app.db.insert_api_key(&new, actor).await?;
     tracing::info!(api_key.id = %record.id, api_key.prefix = %record.prefix, "API key created");
     Ok(CreatedKey { record, secret })
+}
+
+/// The live key whose secret is `key`, if there is one, marked as used now.
+pub async fn use_key(app: &App, key: &str) -> Result<Option<ApiKeyRecord>, KeyError> {
+    Ok(app.db.use_api_key(&hash(key)).await?)
+}
+
+/// The tenant's keys, live and revoked, newest first.
+pub async fn list(app: &App, tenant_id: Uuid) -> Result<Vec<ApiKeyRecord>, KeyError> {
+    Ok(app.db.api_keys_of(tenant_id).await?)
+}
+
+/// Revokes one of the tenant's keys: requests using it fail from now on.
+pub async fn revoke(
+    app: &App,
+    tenant_id: Uuid,
+    id: Uuid,
+    actor: &str,
+) -> Result<ApiKeyRecord, KeyError> {
+    app.db
+        .revoke_api_key(tenant_id, id, actor)
+        .await?
+        .ok_or(KeyError::NotFound)
+}
+
+/// Revokes every live key of the tenant, and returns them.
+pub async fn revoke_all(
+    app: &App,
+    tenant_id: Uuid,
+    actor: &str,
+) -> Result<Vec<ApiKeyRecord>, KeyError> {
+    Ok(app.db.revoke_all_api_keys(tenant_id, actor).await?)
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub enum CacheError {
     DomainNotFound,
     #[error("no such warm job")]
     WarmNotFound,
+    #[error("the cursor is not one a listing returned")]
+    InvalidCursor,
     #[error(
         "{0} is not verified yet; verify it (POST /api/v1/domains/{{id}}/verify) before rendering its pages"
     )]
@@ -682,6 +684,50 @@ pub async fn preview(
         Some(result) => Ok((page.url, result)),
         None => Err(CacheError::PreviewTimeout(wait.as_secs())),
     }
+}
+
+/// The domain's cached pages whose path starts with `prefix`, by path, `limit` at a time from
+/// `cursor` (what the previous listing returned).
+pub async fn pages(
+    app: &App,
+    domain: &DomainRecord,
+    prefix: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<kiln_store::PageListing, CacheError> {
+    app.store
+        .list_pages(&domain.id.to_string(), prefix, cursor, limit)
+        .await
+        .map_err(|error| match error {
+            StoreError::InvalidCursor => CacheError::InvalidCursor,
+            other => CacheError::Store(other),
+        })
+}
+
+/// How many pages of the domain are cached and not expired.
+pub async fn page_count(app: &App, domain_id: Uuid) -> Result<u64, CacheError> {
+    Ok(app
+        .store
+        .count_pages(&domain_id.to_string(), kiln_core::unix_millis_now())
+        .await?)
+}
+
+/// The domain's last `count` warm jobs with their progress, newest first. A job whose progress
+/// Redis cannot tell shows none done.
+pub async fn recent_warms(
+    app: &App,
+    tenant_id: Uuid,
+    domain_id: Uuid,
+    count: i64,
+) -> Result<Vec<WarmProgress>, CacheError> {
+    let jobs = app.db.recent_warm_jobs(tenant_id, domain_id, count).await?;
+    let mut warms = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let progress = app.store.warm_progress(&job.id.to_string()).await.ok();
+        let (done, failed) = progress.map_or((0, 0), |p| (p.done, p.failed));
+        warms.push(WarmProgress::new(&job, done, failed));
+    }
+    Ok(warms)
 }
 
 #[cfg(test)]

@@ -389,3 +389,17 @@ pub async fn run_background_verifier(
 fn verification_token() -> String {
     format!("kiln-verify-{}", Uuid::new_v4().simple())
 }
+
+/// The tenant's domains, by hostname.
+pub async fn of_tenant(app: &App, tenant_id: Uuid) -> Result<Vec<DomainRecord>, DomainError> {
+    Ok(app.db.domains_of(tenant_id).await?)
+}
+
+/// One of the tenant's domains; another tenant's is [`DomainError::NotFound`], like one that does
+/// not exist.
+pub async fn get(app: &App, tenant_id: Uuid, id: Uuid) -> Result<DomainRecord, DomainError> {
+    app.db
+        .domain_of(tenant_id, id)
+        .await?
+        .ok_or(DomainError::NotFound)
+}

@@ -18,7 +18,9 @@
 pub mod accounts;
 pub mod activity;
 pub mod api_keys;
+pub mod audit;
 pub mod cache;
+pub mod certificates;
 pub mod db;
 pub mod directory;
 pub mod domains;

@@ -5,7 +5,8 @@
 //! copied out of Redis (`usage_hourly`, `usage_daily`). Callers that want the latest minutes copy
 //! both first (see [`crate::activity`]).
 
-use crate::db::{Db, DbError};
+use crate::App;
+use crate::db::DbError;
 use std::collections::HashMap;
 use time::{Duration, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
@@ -74,7 +75,7 @@ pub struct Charts {
 /// The charts of the tenant's domains, or of one of them, as of `now`. Hours and days without any
 /// activity are there, with zero counts.
 pub async fn charts(
-    db: &Db,
+    app: &App,
     tenant_id: Uuid,
     domain_id: Option<Uuid>,
     now: OffsetDateTime,
@@ -82,6 +83,7 @@ pub async fn charts(
     let now = now.to_offset(UtcOffset::UTC);
     let first_hour = now.truncate_to_hour() - Duration::hours(HOURS as i64 - 1);
     let first_day = now.truncate_to_day() - Duration::days(DAYS as i64 - 1);
+    let db = &app.db;
     let (hours, days) = tokio::try_join!(
         db.hourly_buckets(
             tenant_id,

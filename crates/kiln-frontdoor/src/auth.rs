@@ -144,7 +144,7 @@ async fn resolve(ctx: &Ctx, headers: &HeaderMap) -> (Auth, Option<String>) {
                 None,
             );
         };
-        return match ctx.app.db.use_api_key(&api_keys::hash(key)).await {
+        return match api_keys::use_key(&ctx.app, key).await {
             Ok(Some(record)) => (
                 Auth::Caller(Caller {
                     tenant_id: record.tenant_id,

@@ -192,6 +192,9 @@ impl From<CacheError> for ApiError {
             }
             CacheError::DomainNotFound => ApiError::not_found("domain"),
             CacheError::WarmNotFound => ApiError::not_found("warm job"),
+            CacheError::InvalidCursor => {
+                ApiError::bad_request("`cursor` is not one this API returned")
+            }
             CacheError::NotVerified(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "domain_not_verified",
@@ -249,6 +252,7 @@ impl From<KeyError> for ApiError {
     fn from(error: KeyError) -> Self {
         match error {
             KeyError::InvalidName => ApiError::invalid(error.to_string()),
+            KeyError::NotFound => ApiError::not_found("API key"),
             KeyError::Db(error) => error.into(),
             KeyError::Random(_) => ApiError::internal(&error),
         }

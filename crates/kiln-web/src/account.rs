@@ -282,9 +282,7 @@ pub async fn log_out(
     WebForm(form): WebForm<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&ctx, &form.csrf)?;
-    ctx.app
-        .db
-        .revoke_session(user.tenant_id, user.session_id)
+    kiln_control::accounts::log_out(&ctx.app, user.tenant_id, user.session_id)
         .await
         .map_err(fail)?;
     let mut response = redirect_with("/login", "You are logged out.");

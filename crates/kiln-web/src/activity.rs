@@ -138,7 +138,9 @@ pub async fn page(
     user: WebUser,
     Query(query): Query<ActivityQuery>,
 ) -> PageResult {
-    let records = ctx.app.db.domains_of(user.tenant_id).await.map_err(fail)?;
+    let records = kiln_control::domains::of_tenant(&ctx.app, user.tenant_id)
+        .await
+        .map_err(fail)?;
     let domains: Vec<(Uuid, String)> = records
         .iter()
         .map(|record| (record.id, record.host.to_string()))
@@ -162,10 +164,14 @@ pub async fn page(
         .filter(|cursor| kiln_control::activity::is_stream_id(cursor));
     let now = OffsetDateTime::now_utc();
     let (renders, charts) = tokio::join!(
-        ctx.app
-            .db
-            .renders_matching(user.tenant_id, &filter, before, PAGE_SIZE + 1),
-        kiln_control::stats::charts(&ctx.app.db, user.tenant_id, domain_id, now),
+        kiln_control::activity::renders_matching(
+            &ctx.app,
+            user.tenant_id,
+            &filter,
+            before,
+            PAGE_SIZE + 1
+        ),
+        kiln_control::stats::charts(&ctx.app, user.tenant_id, domain_id, now),
     );
     let renders = renders.map_err(fail)?;
     let charts = charts.map_err(fail)?;

@@ -43,16 +43,11 @@ pub async fn page(
     user: WebUser,
     Query(query): Query<AuditQuery>,
 ) -> PageResult {
-    let records = ctx
-        .app
-        .db
-        .audit_events_of(user.tenant_id, query.before, PAGE_SIZE + 1)
-        .await
-        .map_err(fail)?;
-    let keys: HashMap<Uuid, String> = ctx
-        .app
-        .db
-        .api_keys_of(user.tenant_id)
+    let records =
+        kiln_control::audit::events(&ctx.app, user.tenant_id, query.before, PAGE_SIZE + 1)
+            .await
+            .map_err(fail)?;
+    let keys: HashMap<Uuid, String> = kiln_control::api_keys::list(&ctx.app, user.tenant_id)
         .await
         .map_err(fail)?
         .into_iter()

@@ -47,23 +47,15 @@ pub struct WarmRow {
 /// shown without it).
 async fn recent_warms(ctx: &Ctx, user: &WebUser, domain: &DomainRecord) -> Vec<WarmRow> {
     let now = OffsetDateTime::now_utc();
-    let jobs = match ctx
-        .app
-        .db
-        .recent_warm_jobs(user.tenant_id, domain.id, 5)
-        .await
-    {
-        Ok(jobs) => jobs,
+    let warms = match cache::recent_warms(&ctx.app, user.tenant_id, domain.id, 5).await {
+        Ok(warms) => warms,
         Err(error) => {
             tracing::warn!(%error, "cannot list warm jobs");
             return Vec::new();
         }
     };
-    let mut rows = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let progress = ctx.app.store.warm_progress(&job.id.to_string()).await.ok();
-        let (done, failed) = progress.map_or((0, 0), |p| (p.done, p.failed));
-        let view = WarmProgress::new(&job, done, failed);
+    let mut rows = Vec::with_capacity(warms.len());
+    for view in warms {
         let source = match &view.sitemap_url {
             Some(sitemap) => sitemap.clone(),
             None => format!("{} URLs", view.total),
@@ -171,16 +163,14 @@ async fn cache_page(
 ) -> Response {
     let prefix = search_prefix(&domain, &query.q);
     let now = OffsetDateTime::now_utc();
-    let listing = ctx
-        .app
-        .store
-        .list_pages(
-            &domain.id.to_string(),
-            &prefix,
-            query.cursor.as_deref(),
-            PAGE_SIZE,
-        )
-        .await;
+    let listing = cache::pages(
+        &ctx.app,
+        &domain,
+        &prefix,
+        query.cursor.as_deref(),
+        PAGE_SIZE,
+    )
+    .await;
     let (rows, next, listing_error) = match listing {
         Ok(listing) => {
             let rows = listing
@@ -209,7 +199,7 @@ async fn cache_page(
                 .collect();
             (rows, listing.next_cursor, None)
         }
-        Err(kiln_store::StoreError::InvalidCursor) => (
+        Err(CacheError::InvalidCursor) => (
             Vec::new(),
             None,
             Some("That page of the list no longer exists; start again from the first page.".into()),

@@ -255,22 +255,14 @@ pub(super) async fn own_domain(
     user: &WebUser,
     id: Uuid,
 ) -> Result<DomainRecord, Response> {
-    ctx.app
-        .db
-        .domain_of(user.tenant_id, id)
+    domains::get(&ctx.app, user.tenant_id, id)
         .await
-        .map_err(fail)?
-        .ok_or_else(|| fail(DomainError::NotFound))
+        .map_err(fail)
 }
 
 /// The domain's cached page count, or `None` when Redis does not answer (the page still shows).
 pub(super) async fn page_count(ctx: &Ctx, id: Uuid) -> Option<u64> {
-    match ctx
-        .app
-        .store
-        .count_pages(&id.to_string(), kiln_core::unix_millis_now())
-        .await
-    {
+    match kiln_control::cache::page_count(&ctx.app, id).await {
         Ok(count) => Some(count),
         Err(error) => {
             tracing::warn!(%error, "cannot count cached pages");
@@ -280,11 +272,10 @@ pub(super) async fn page_count(ctx: &Ctx, id: Uuid) -> Option<u64> {
 }
 
 pub async fn list(State(ctx): State<Ctx>, user: WebUser) -> PageResult {
-    let records = ctx.app.db.domains_of(user.tenant_id).await.map_err(fail)?;
-    let ratios = ctx
-        .app
-        .db
-        .domain_hit_ratios(user.tenant_id)
+    let records = domains::of_tenant(&ctx.app, user.tenant_id)
+        .await
+        .map_err(fail)?;
+    let ratios = kiln_control::activity::hit_ratios(&ctx.app, user.tenant_id)
         .await
         .map_err(fail)?;
     let counts = futures::future::join_all(records.iter().map(|r| page_count(&ctx, r.id))).await;
@@ -416,13 +407,15 @@ fn dns(ctx: &Ctx, record: &DomainRecord) -> Dns {
 
 /// The domain's certificate as the certificate manager (`kiln-acme`) recorded it, for people.
 async fn certificate_text(ctx: &Ctx, record: &DomainRecord) -> Option<String> {
-    use kiln_store::CertificateState;
+    use kiln_control::certificates::CertificateState;
     let at = |secs: i64| {
         OffsetDateTime::from_unix_timestamp(secs)
             .ok()
             .map(format::when)
     };
-    let status = ctx.app.store.certificate_status(&record.host).await.ok()?;
+    let status = kiln_control::certificates::status(&ctx.app, record)
+        .await
+        .ok()?;
     Some(match status {
         None if record.verified => "HTTPS: a certificate will be requested shortly.".to_owned(),
         None => "HTTPS: a certificate is requested once the domain is verified.".to_owned(),

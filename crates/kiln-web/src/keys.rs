@@ -42,7 +42,7 @@ impl KeysPage {
 
 async fn rows(ctx: &Ctx, user: &WebUser) -> Result<Vec<KeyRow>, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let keys = ctx.app.db.api_keys_of(user.tenant_id).await?;
+    let keys = api_keys::list(&ctx.app, user.tenant_id).await?;
     Ok(keys
         .into_iter()
         .map(|key| KeyRow {
@@ -132,13 +132,9 @@ pub async fn revoke(
     WebForm(form): WebForm<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&ctx, &form.csrf)?;
-    let record = ctx
-        .app
-        .db
-        .revoke_api_key(user.tenant_id, id, &user.actor)
+    let record = api_keys::revoke(&ctx.app, user.tenant_id, id, &user.actor)
         .await
-        .map_err(fail)?
-        .ok_or_else(|| fail(ApiError::not_found("API key")))?;
+        .map_err(fail)?;
     Ok(redirect_with(
         "/keys",
         &format!(
@@ -154,10 +150,7 @@ pub async fn revoke_all(
     WebForm(form): WebForm<CsrfForm>,
 ) -> PageResult {
     user.check_csrf(&ctx, &form.csrf)?;
-    let revoked = ctx
-        .app
-        .db
-        .revoke_all_api_keys(user.tenant_id, &user.actor)
+    let revoked = api_keys::revoke_all(&ctx.app, user.tenant_id, &user.actor)
         .await
         .map_err(fail)?;
     let message = match revoked.len() {

@@ -148,7 +148,7 @@ async fn charts_count_renders_and_traffic_per_hour_and_day_for_one_tenant() {
         .await
         .unwrap();
 
-    let charts = stats::charts(&t.app.db, tenant, None, now).await.unwrap();
+    let charts = stats::charts(&t.app, tenant, None, now).await.unwrap();
 
     // Every hour and day is there, oldest first, ending now.
     assert_eq!(charts.hours.len(), 24);
@@ -230,7 +230,7 @@ async fn charts_count_renders_and_traffic_per_hour_and_day_for_one_tenant() {
     );
 
     // One domain of the tenant.
-    let shop_only = stats::charts(&t.app.db, tenant, Some(shop), now)
+    let shop_only = stats::charts(&t.app, tenant, Some(shop), now)
         .await
         .unwrap();
     let hour = &shop_only.hours[23];
@@ -241,7 +241,7 @@ async fn charts_count_renders_and_traffic_per_hour_and_day_for_one_tenant() {
     assert_eq!(shop_only.hours[20].renders, 1);
 
     // The other tenant sees only its own, and nothing of the first tenant's domains.
-    let theirs = stats::charts(&t.app.db, other_tenant, None, now)
+    let theirs = stats::charts(&t.app, other_tenant, None, now)
         .await
         .unwrap();
     let hour = &theirs.hours[23];
@@ -258,7 +258,7 @@ async fn charts_count_renders_and_traffic_per_hour_and_day_for_one_tenant() {
             .sum::<i64>(),
         2
     );
-    let snooping = stats::charts(&t.app.db, other_tenant, Some(shop), now)
+    let snooping = stats::charts(&t.app, other_tenant, Some(shop), now)
         .await
         .unwrap();
     assert!(
