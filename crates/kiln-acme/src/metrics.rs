@@ -1,7 +1,6 @@
 //! The certificate manager's metrics and its admin port (`KILN_ACME_ADMIN_LISTEN`): `/metrics`,
 //! `/healthz` and `/readyz` (Redis answers), for monitoring only.
 
-use crate::PassReport;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -50,10 +49,10 @@ impl AcmeMetrics {
         }
     }
 
-    /// Counts one pass's orders.
-    pub fn passed(&self, report: &PassReport) {
-        self.issued.inc_by(report.issued.len() as u64);
-        self.failed.inc_by(report.failed.len() as u64);
+    /// Counts one pass's orders: `issued` certificates stored, `failed` orders.
+    pub fn passed(&self, issued: usize, failed: usize) {
+        self.issued.inc_by(issued as u64);
+        self.failed.inc_by(failed as u64);
     }
 
     /// The registry in Prometheus' text format, with the certificates counted now (the last count

@@ -1,8 +1,8 @@
-//! Registering, listing, removing and publishing domains: the logic the command line uses now and the
-//! REST API will use later.
+//! Registering, listing, changing, verifying, removing and publishing domains: the logic the REST
+//! API, the web dashboard and the operator's command line share.
 //!
 //! Postgres is written first and is the truth; Redis is updated after the commit. If Redis fails in
-//! between, the change is kept in Postgres and the error says so: [`crate::directory::publish_all`]
+//! between, the change is kept in Postgres and the error says so: the directory's `publish_all`
 //! (the `publish` command, every start of `serve`, and each dashboard by itself when Redis lost the
 //! directory) brings Redis back in line.
 

@@ -49,7 +49,7 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// `KILN_DASHBOARD_PUBLIC_URL` (default `http://` + the listen address): where users reach the
     /// dashboard. With `https://`, session cookies are marked `Secure`. Its host, and every name
-    /// under it, can never be registered as a domain (see [`crate::hostnames`]).
+    /// under it, can never be registered as a domain (see the `hostnames` module).
     pub public_url: Url,
     /// `KILN_CNAME_TARGET` (e.g. `edge.kiln.example.com`): the hostname customers point their
     /// domains' CNAME records at. Unset, domains can only be verified with a TXT record. It, and

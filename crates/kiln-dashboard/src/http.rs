@@ -12,7 +12,7 @@ use futures::FutureExt;
 use kiln_control::accounts::SessionKeys;
 use kiln_control::sitemaps::SitemapFetcher;
 use kiln_control::{App, Settings, activity, cache, directory, domains};
-use kiln_frontdoor::auth::{self, AccountLimiter, CallerLimiter};
+use kiln_frontdoor::limits::{self, AccountLimiter, CallerLimiter};
 use secrecy::ExposeSecret;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -89,7 +89,7 @@ impl Application {
         let account_limiter = AccountLimiter::log_in_attempts();
         let caller_limiter =
             CallerLimiter::per_caller(settings.api_rate_per_second, settings.api_rate_burst);
-        let address_limits = auth::address_limits(
+        let address_limits = limits::address_limits(
             settings.trusted_proxies.clone(),
             account_limiter.clone(),
             caller_limiter.clone(),

@@ -1,7 +1,7 @@
 //! What every handler of both front ends works with: the control plane's handles and the
 //! services and limits around them.
 
-use crate::auth::{AccountLimiter, AddressLimits, CallerLimiter};
+use crate::limits::{AccountLimiter, AddressLimits, CallerLimiter};
 use kiln_control::App;
 use kiln_control::accounts::SessionKeys;
 use kiln_control::sitemaps::SitemapFetcher;

@@ -90,25 +90,6 @@ impl ApiError {
         }
     }
 
-    /// A caller over its API rate limit (see [`crate::auth::CallerLimiter`]).
-    pub fn too_many_requests(caller: &crate::auth::Caller, retry_after: u64) -> Self {
-        let who = match caller.principal {
-            crate::auth::Principal::ApiKey { .. } => "this API key",
-            crate::auth::Principal::User { .. } => "this user",
-        };
-        ApiError {
-            retry_after: Some(retry_after.max(1)),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many requests for {who}; try again in {} s",
-                    retry_after.max(1)
-                ),
-            )
-        }
-    }
-
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }

@@ -1,6 +1,6 @@
 //! What the dashboard's two front ends, the REST API (`kiln-api`) and the web dashboard
-//! (`kiln-web`), share about a request: who is calling ([`auth`]: an API key or a session cookie,
-//! and the rate limits on callers and addresses), the state every handler works with
+//! (`kiln-web`), share about a request: who is calling ([`auth`]: an API key or a session cookie)
+//! and the rate limits on callers and addresses ([`limits`]), the state every handler works with
 //! ([`Context`]), the forms' CSRF keys ([`csrf`]), and the one error shape ([`ApiError`]) that the
 //! control plane's errors become.
 //!
@@ -11,6 +11,7 @@ pub mod auth;
 pub mod context;
 pub mod csrf;
 pub mod error;
+pub mod limits;
 
 pub use context::{Context, Ctx};
 pub use error::{ApiError, ErrorBody, ErrorDetail};

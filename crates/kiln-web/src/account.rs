@@ -12,10 +12,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use kiln_control::accounts::{self, AccountError, Email};
 use kiln_frontdoor::Ctx;
-use kiln_frontdoor::auth::{
-    append_cookie, cleared_cookie, client_ip, request_cookie, session_cookie,
-};
+use kiln_frontdoor::auth::{append_cookie, cleared_cookie, request_cookie, session_cookie};
 use kiln_frontdoor::csrf::{self, VISITOR_COOKIE};
+use kiln_frontdoor::limits::client_ip;
 use serde::Deserialize;
 use std::net::SocketAddr;
 

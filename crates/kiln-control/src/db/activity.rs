@@ -2,7 +2,6 @@
 //! buckets of the dashboard's charts.
 
 use super::{AuditEvent, Db, DbError, action, insert_audit};
-use crate::stats::Bucket;
 use std::collections::HashMap;
 use time::{Date, Duration, OffsetDateTime, Time};
 use uuid::Uuid;
@@ -330,6 +329,53 @@ impl Db {
 
 /// A chart bucket as [`chart_buckets_sql`] selects it: start, renders, failed renders, hits,
 /// misses, bypasses, p50 and p95 render time.
+/// One hour or one day of a chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket {
+    /// The start of the hour or day, in UTC.
+    pub start: OffsetDateTime,
+    /// Renders that stored a page. Previews are not counted.
+    pub renders: i64,
+    /// Renders that failed (or whose page could not be stored).
+    pub failed_renders: i64,
+    /// Bots served from the cache.
+    pub hits: i64,
+    /// Bots that waited for a render and got it.
+    pub misses: i64,
+    /// Bots that got the origin's page although it renders.
+    pub bypasses: i64,
+    /// The median render time of the stored renders; `None` without any.
+    pub p50_ms: Option<f64>,
+    /// The 95th percentile render time of the stored renders; `None` without any.
+    pub p95_ms: Option<f64>,
+}
+
+impl Bucket {
+    /// A bucket in which nothing happened.
+    pub fn empty(start: OffsetDateTime) -> Self {
+        Bucket {
+            start,
+            renders: 0,
+            failed_renders: 0,
+            hits: 0,
+            misses: 0,
+            bypasses: 0,
+            p50_ms: None,
+            p95_ms: None,
+        }
+    }
+
+    /// The share of bot lookups served from the cache, 0 to 1: hits over hits, misses and bypasses.
+    /// `None` when no bot asked.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self
+            .hits
+            .saturating_add(self.misses)
+            .saturating_add(self.bypasses);
+        (lookups > 0).then(|| self.hits as f64 / lookups as f64)
+    }
+}
+
 type BucketRow = (
     OffsetDateTime,
     i64,

@@ -30,7 +30,7 @@ mod keys;
 mod render_log;
 
 pub use accounts::{NewUser, SessionRecord, USERS_EMAIL_KEY, UserRecord};
-pub use activity::{RenderRecord, UsageRecord, UsageSnapshot, WarmJobRecord};
+pub use activity::{Bucket, RenderRecord, UsageRecord, UsageSnapshot, WarmJobRecord};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use render_log::RenderFilter;
 
