@@ -2,6 +2,10 @@
 //! JavaScript fetches products from `/api/...` and builds the page), exactly like a customer's static
 //! host plus API would. It counts the page loads it serves so tests can prove a cache hit never
 //! reached the origin.
+//!
+//! Architecture invariant: it is a customer's site, not part of Kiln: no platform crate depends on
+//! it (only the tests, the benchmarks and `scripts/run-local.sh` start it), and it knows nothing of
+//! Kiln beyond what any origin sees.
 
 use anyhow::Context;
 use axum::extract::{Path, State};

@@ -5,8 +5,10 @@
 //! follows index files breadth-first within [`Limits`], and keeps only the page URLs a warm may
 //! render: http(s) URLs on the root sitemap's own host.
 //!
-//! This crate does no network IO of its own. The caller supplies a [`Fetch`] implementation, which
-//! is where requests are routed to the customer's origin and private addresses are refused.
+//! Architecture invariant: this crate does no network IO of its own. The caller supplies a
+//! [`Fetch`] implementation, which is where requests are routed to the customer's origin and
+//! private addresses are refused; every walk is bounded by [`Limits`] (URLs, files, bytes,
+//! depth) whatever the sitemaps say.
 
 mod collect;
 mod parse;

@@ -8,6 +8,10 @@
 //! Crawler verification: [`CrawlerVerifier::verify`] tells whether a request claiming to be
 //! Googlebot (or another crawler that publishes how to check) comes from one of the crawler's
 //! addresses, by forward-confirmed reverse DNS or the crawler's published ranges.
+//!
+//! Architecture invariants: DNS is the only IO here, always bounded by a timeout; a lookup that
+//! fails is never read as an answer (a domain is "not verified, the lookup failed", a crawler
+//! "unknown", never an impostor), and only a crawler's verdict is cached, never a domain's.
 
 mod crawler;
 mod error;

@@ -2,9 +2,10 @@
 //! the pages in Redis and announces each outcome to the waiting gateways (or, for a preview, replies
 //! to the dashboard), and logs every render.
 //!
-//! Two queue consumers share one browser pool: the render queue's (bots and previews) with one slot
-//! per tab, and the warm queue's with `KILN_WORKER_WARM_CONCURRENCY` slots, so cache warming never
-//! takes more than those few tabs however many warm jobs wait.
+//! Three queue consumers share one browser pool: the render queue's (bots and previews) with one
+//! slot per tab, the warm queue's with `KILN_WORKER_WARM_CONCURRENCY` slots and the parity queue's
+//! with `KILN_WORKER_PARITY_CONCURRENCY`, so cache warming and parity checks never take more than
+//! those few tabs however many of them wait.
 //!
 //! Architecture invariant: the worker talks to Redis only through `kiln-store` and `kiln-queue`, and
 //! to Chromium only through the pool. A render never touches a browser context another render used,
