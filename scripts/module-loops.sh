@@ -3,7 +3,10 @@
 # loop (a module using its own ancestors' items aside), with crates/kiln-modgraph: it reads every
 # crate's module tree and the paths each module names (in `use` items, code, attributes, macro
 # arguments and intra-doc links), prints each loop as `crate: a -> b -> a` with the lines that make
-# it, and fails on any. Reading the sources takes a second or two, after a first build of the tool.
+# it, and fails on any. Over the whole workspace it also counts each package's non-test lines (its
+# library's and binaries' files, less `#[cfg(test)]` items) and fails if one holds more than a
+# quarter of them (`--max-share PERCENT` to try another bound). Reading the sources takes a second or
+# two, after a first build of the tool.
 #
 #   scripts/module-loops.sh              # the whole workspace, less the skip list below
 #   scripts/module-loops.sh PACKAGE...   # only these packages, in full, skip list or not

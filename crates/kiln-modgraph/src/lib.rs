@@ -6,11 +6,13 @@
 //! from the crate root, [`refs`] collects the paths each module names (in `use` items, code,
 //! attributes, macro arguments and intra-doc links), [`resolve`] finds the module that defines
 //! what each names, and [`loops`] finds the loops, leaving out a module's uses of its own
-//! ancestors' items.
+//! ancestors' items. [`sizes`] counts each package's non-test lines, so that no crate grows back
+//! into one that holds everything.
 
 pub mod loops;
 pub mod refs;
 pub mod resolve;
+pub mod sizes;
 pub mod tree;
 pub mod workspace;
 

@@ -23,6 +23,10 @@ struct Cli {
     skip: Vec<String>,
     /// Check only these packages (all of the workspace's by default).
     packages: Vec<String>,
+    /// The largest share of the workspace's non-test lines one package may hold, in percent
+    /// (checked only over the whole workspace).
+    #[arg(long, value_name = "PERCENT", default_value_t = 25)]
+    max_share: u32,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,8 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         }
     }
 
+    // Shares only mean something over the whole workspace.
+    let sizes_ok = !cli.packages.is_empty() || sizes_fit(&crates, cli.max_share)?;
     if failed > 0 {
         println!(
             "{failed} module loop(s): each module uses the next and the last the first; move what \
@@ -97,7 +103,7 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         " outside the skip list"
     };
     println!("no module loops in {checked} crate(s){what}");
-    Ok(true)
+    Ok(sizes_ok)
 }
 
 fn print_loop(label: &str, found: &Loop, root: &Path) {
@@ -119,4 +125,45 @@ fn print_loop(label: &str, found: &Loop, root: &Path) {
             println!("    {from} -> {to}: and {} more", evidence.len() - 3);
         }
     }
+}
+
+/// Whether every package holds at most `max_share` percent of the workspace's non-test lines
+/// (its library's and binaries' files, less `#[cfg(test)]` items); prints the largest three.
+fn sizes_fit(crates: &[kiln_modgraph::CrateRoot], max_share: u32) -> anyhow::Result<bool> {
+    use std::collections::BTreeMap;
+    let mut files: BTreeMap<&str, BTreeMap<std::path::PathBuf, usize>> = BTreeMap::new();
+    for krate in crates.iter().filter(|c| c.kind == "lib" || c.kind == "bin") {
+        let lines = kiln_modgraph::sizes::non_test_lines(&krate.root)
+            .with_context(|| format!("failed to count the lines of {}", krate.label))?;
+        files.entry(&krate.package).or_default().extend(lines);
+    }
+    let mut sizes: Vec<(&str, usize)> = files
+        .iter()
+        .map(|(package, files)| (*package, files.values().sum()))
+        .collect();
+    sizes.sort_by_key(|(_, lines)| std::cmp::Reverse(*lines));
+    let total: usize = sizes.iter().map(|(_, lines)| lines).sum();
+    let share = |lines: usize| lines as f64 * 100.0 / total.max(1) as f64;
+    let largest: Vec<String> = sizes
+        .iter()
+        .take(3)
+        .map(|(package, lines)| format!("{package} {lines} ({:.1} %)", share(*lines)))
+        .collect();
+    println!(
+        "non-test lines: {total} in {} packages; the largest: {}",
+        sizes.len(),
+        largest.join(", ")
+    );
+    let over: Vec<&(&str, usize)> = sizes
+        .iter()
+        .filter(|(_, lines)| share(*lines) > f64::from(max_share))
+        .collect();
+    for (package, lines) in &over {
+        println!(
+            "{package} holds {:.1} % of the workspace's non-test lines ({lines}), more than \
+             {max_share} %: split it by its jobs",
+            share(*lines)
+        );
+    }
+    Ok(over.is_empty())
 }

@@ -268,3 +268,24 @@ fn doc_links_are_read_as_rustdoc_reads_them() {
         assert_eq!(links, *expected, "{text}");
     }
 }
+
+#[test]
+fn non_test_lines_leave_out_what_is_under_cfg_test() {
+    let check = |source: &str, expected: usize| {
+        let lines = crate::sizes::count(source, Path::new("src/lib.rs")).expect("it parses");
+        assert_eq!(lines, expected, "{source}");
+    };
+    check("fn a() {}\nfn b() {}\n", 2);
+    check(
+        "fn a() {}\n#[cfg(test)]\nmod tests {\n    fn t() {}\n}\n",
+        1,
+    );
+    check("#[cfg(test)]\nfn helper() {}\nfn a() {}\n", 1);
+    // Only a plain `cfg(test)`: a feature gate is production code.
+    check("#[cfg(feature = \"x\")]\nfn a() {}\n", 2);
+    // Inline modules are looked into.
+    check(
+        "mod m {\n    fn a() {}\n    #[cfg(test)]\n    fn t() {}\n}\n",
+        3,
+    );
+}

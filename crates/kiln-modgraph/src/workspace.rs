@@ -16,6 +16,8 @@ pub struct CrateRoot {
     pub label: String,
     /// Its root file.
     pub root: PathBuf,
+    /// What cargo builds from it: `lib`, `bin`, `test`, `bench`, `example`.
+    pub kind: String,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +69,11 @@ pub fn crates(dir: &Path) -> anyhow::Result<(PathBuf, Vec<CrateRoot>)> {
                 package: package.name.clone(),
                 label,
                 root: target.src_path,
+                kind: match kind {
+                    "rlib" | "dylib" | "proc-macro" => "lib",
+                    other => other,
+                }
+                .to_owned(),
             });
         }
     }
