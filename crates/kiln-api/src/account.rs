@@ -61,7 +61,7 @@ pub struct PasswordChanged {
 }
 
 /// Creates an account (a tenant and its user) and logs it in.
-#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = Credentials,
+#[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = Credentials,
     responses(
         (status = 201, description = "Account created; the session cookie is set", body = UserView),
         (status = 409, description = "The email is taken", body = kiln_frontdoor::ErrorBody),
@@ -83,7 +83,7 @@ pub async fn sign_up(
 }
 
 /// Logs in with email and password; sets the session cookie.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Credentials,
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Credentials,
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = UserView),
         (status = 401, description = "Wrong email or password (a malformed email is a wrong one)", body = kiln_frontdoor::ErrorBody),
@@ -123,7 +123,7 @@ pub async fn log_in(
 }
 
 /// Ends the current session and clears the cookie.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
     security(("session" = [])),
     responses(
         (status = 204, description = "Logged out"),
@@ -138,7 +138,7 @@ pub async fn log_out(State(ctx): State<Ctx>, who: SessionUser) -> Result<Respons
 }
 
 /// The logged-in user.
-#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+#[utoipa::path(get, path = "/auth/me", tag = "auth",
     security(("session" = [])),
     responses(
         (status = 200, description = "The user", body = UserView),
@@ -150,7 +150,7 @@ pub async fn me(who: SessionUser) -> axum::Json<UserView> {
 }
 
 /// Changes the password; every other session is logged out.
-#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = PasswordChange,
+#[utoipa::path(post, path = "/auth/password", tag = "auth", request_body = PasswordChange,
     security(("session" = [])),
     responses(
         (status = 200, description = "Changed", body = PasswordChanged),

@@ -51,7 +51,7 @@ pub struct RenderLog {
 }
 
 /// The domain's render log, newest first.
-#[utoipa::path(get, path = "/api/v1/renders", tag = "activity", params(RendersQuery),
+#[utoipa::path(get, path = "/renders", tag = "activity", params(RendersQuery),
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Renders", body = RenderLog),
@@ -162,7 +162,7 @@ fn parse_day(name: &str, value: Option<&str>) -> Result<Option<Date>, ApiError> 
 }
 
 /// Renders and cache hits per domain per UTC day (days without traffic are left out).
-#[utoipa::path(get, path = "/api/v1/usage", tag = "activity", params(UsageQuery),
+#[utoipa::path(get, path = "/usage", tag = "activity", params(UsageQuery),
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Usage", body = Usage),

@@ -52,7 +52,7 @@ pub struct AuditLog {
 
 /// The account's audit log, newest first: every change to domains, settings, keys and the
 /// password, and every purge and warm, with who made it.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "activity", params(AuditQuery),
+#[utoipa::path(get, path = "/audit", tag = "activity", params(AuditQuery),
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Events", body = AuditLog),

@@ -47,7 +47,7 @@ pub struct PurgeResult {
 /// Removes cached pages, from Redis and from every gateway's memory, so that the next bot gets a
 /// fresh render. The answer comes once every gateway has confirmed it (at most 2 seconds later;
 /// `confirmed` says whether all did).
-#[utoipa::path(post, path = "/api/v1/cache/purge", tag = "cache", request_body = PurgeRequest,
+#[utoipa::path(post, path = "/cache/purge", tag = "cache", request_body = PurgeRequest,
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Purged", body = PurgeResult),
@@ -194,7 +194,7 @@ impl From<WarmProgress> for WarmView {
 }
 
 /// Renders pages ahead of bots. Returns at once with a job id; see `GET /api/v1/cache/warm/{id}`.
-#[utoipa::path(post, path = "/api/v1/cache/warm", tag = "cache", request_body = WarmRequest,
+#[utoipa::path(post, path = "/cache/warm", tag = "cache", request_body = WarmRequest,
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 202, description = "Queued", body = WarmView),
@@ -245,7 +245,7 @@ pub async fn warm(
 }
 
 /// A warm job's progress.
-#[utoipa::path(get, path = "/api/v1/cache/warm/{id}", tag = "cache",
+#[utoipa::path(get, path = "/cache/warm/{id}", tag = "cache",
     params(("id" = Uuid, Path, description = "The warm job's id")),
     security(("api_key" = []), ("session" = [])),
     responses(
@@ -303,7 +303,7 @@ pub struct CacheListing {
 }
 
 /// The domain's cached pages, by path.
-#[utoipa::path(get, path = "/api/v1/cache", tag = "cache", params(CacheQuery),
+#[utoipa::path(get, path = "/cache", tag = "cache", params(CacheQuery),
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Cached pages", body = CacheListing),
@@ -385,7 +385,7 @@ pub struct RenderView {
 }
 
 /// Renders one URL now and returns what a bot would get, without storing it in the cache.
-#[utoipa::path(get, path = "/api/v1/render", tag = "cache", params(RenderQuery),
+#[utoipa::path(get, path = "/render", tag = "cache", params(RenderQuery),
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The render (see `error` for a failed one)", body = RenderView),

@@ -46,7 +46,7 @@ fn at(unix: Option<i64>) -> Option<OffsetDateTime> {
 }
 
 /// The domain's TLS certificate.
-#[utoipa::path(get, path = "/api/v1/domains/{id}/certificate", tag = "domains",
+#[utoipa::path(get, path = "/domains/{id}/certificate", tag = "domains",
     params(("id" = Uuid, Path, description = "The domain's id")),
     security(("api_key" = []), ("session" = [])),
     responses(

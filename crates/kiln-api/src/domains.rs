@@ -332,7 +332,7 @@ pub(super) fn parse_origin(input: &str) -> Result<Origin, ApiError> {
 
 /// Adds a domain. It starts unverified: people are proxied at once, bots get renders once the
 /// hostname's DNS proves ownership (see `POST /api/v1/domains/{id}/verify`).
-#[utoipa::path(post, path = "/api/v1/domains", tag = "domains", request_body = NewDomainInput,
+#[utoipa::path(post, path = "/domains", tag = "domains", request_body = NewDomainInput,
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 201, description = "Added", body = DomainView),
@@ -371,7 +371,7 @@ pub async fn create(
 }
 
 /// The account's domains, by hostname.
-#[utoipa::path(get, path = "/api/v1/domains", tag = "domains",
+#[utoipa::path(get, path = "/domains", tag = "domains",
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domains", body = DomainList),
@@ -390,7 +390,7 @@ pub async fn list(
 }
 
 /// One domain.
-#[utoipa::path(get, path = "/api/v1/domains/{id}", tag = "domains",
+#[utoipa::path(get, path = "/domains/{id}", tag = "domains",
     params(("id" = Uuid, Path, description = "The domain's id")),
     security(("api_key" = []), ("session" = [])),
     responses(
@@ -408,7 +408,7 @@ pub async fn get(
 }
 
 /// Changes a domain's origin or settings. Gateways and workers see the change within a second.
-#[utoipa::path(patch, path = "/api/v1/domains/{id}", tag = "domains", request_body = DomainPatch,
+#[utoipa::path(patch, path = "/domains/{id}", tag = "domains", request_body = DomainPatch,
     params(("id" = Uuid, Path, description = "The domain's id")),
     security(("api_key" = []), ("session" = [])),
     responses(
@@ -435,7 +435,7 @@ pub async fn update(
 }
 
 /// Removes a domain: gateways stop serving it and its cached pages are purged.
-#[utoipa::path(delete, path = "/api/v1/domains/{id}", tag = "domains",
+#[utoipa::path(delete, path = "/domains/{id}", tag = "domains",
     params(("id" = Uuid, Path, description = "The domain's id")),
     security(("api_key" = []), ("session" = [])),
     responses(
@@ -454,7 +454,7 @@ pub async fn delete(
 
 /// Checks the domain's DNS now: verified when its CNAME points at the CNAME target, or
 /// `_kiln-challenge.<hostname>` has a TXT record with the domain's token.
-#[utoipa::path(post, path = "/api/v1/domains/{id}/verify", tag = "domains",
+#[utoipa::path(post, path = "/domains/{id}/verify", tag = "domains",
     params(("id" = Uuid, Path, description = "The domain's id")),
     security(("api_key" = []), ("session" = [])),
     responses(

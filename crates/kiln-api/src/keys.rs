@@ -65,7 +65,7 @@ pub struct KeyList {
 }
 
 /// Creates an API key. Needs a logged-in user (a key cannot create keys).
-#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = NewKey,
+#[utoipa::path(post, path = "/api-keys", tag = "api-keys", request_body = NewKey,
     security(("session" = [])),
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = CreatedKeyView),
@@ -95,7 +95,7 @@ pub async fn create(
 }
 
 /// The account's API keys, revoked ones included.
-#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
+#[utoipa::path(get, path = "/api-keys", tag = "api-keys",
     security(("session" = [])),
     responses(
         (status = 200, description = "The keys, newest first", body = KeyList),
@@ -113,7 +113,7 @@ pub async fn list(
 }
 
 /// Revokes a key; requests using it fail from now on.
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+#[utoipa::path(delete, path = "/api-keys/{id}", tag = "api-keys",
     params(("id" = Uuid, Path, description = "The key's id")),
     security(("session" = [])),
     responses(
@@ -140,7 +140,7 @@ pub struct RevokedKeys {
 /// Revokes every live key of the account at once; requests using any of them fail from now on.
 /// Keys are not tied to the password: changing it leaves them working, so revoke them too when
 /// a key or the password may have leaked.
-#[utoipa::path(post, path = "/api/v1/api-keys/revoke-all", tag = "api-keys",
+#[utoipa::path(post, path = "/api-keys/revoke-all", tag = "api-keys",
     security(("session" = [])),
     responses(
         (status = 200, description = "Revoked (an empty list when no key was live)", body = RevokedKeys),

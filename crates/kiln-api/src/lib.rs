@@ -5,6 +5,11 @@
 //! Tenant isolation: handlers take the tenant from the authenticated [`auth::Caller`] only, and
 //! every query filters by it; another tenant's ids are "not found", exactly like ids that do not
 //! exist, so nothing can be learnt by probing.
+//!
+//! Architecture invariant: the router and the document cannot drift. Each handler is registered
+//! once, with `utoipa_axum::routes!`, which takes its method and path from its `#[utoipa::path]`
+//! (relative to [`PREFIX`]) and adds the operation to the document as it adds the route; the
+//! document is committed beside the crate (`openapi.json`) and a test fails when they differ.
 
 pub mod account;
 pub mod activity;
@@ -25,10 +30,19 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
+use std::sync::Arc;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+/// Where the API is served: the dashboard nests [`router`] here, and every path in the document
+/// starts with it.
+pub const PREFIX: &str = "/api/v1";
+
+/// What the document says besides its paths (and the schemas they use), which come from the
+/// routes themselves: see [`document`].
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -43,36 +57,6 @@ use utoipa::{Modify, OpenApi};
                        (by default 100, then 10 a second); beyond it every endpoint answers 429 \
                        `rate_limited` with `Retry-After`."
     ),
-    paths(
-        account::sign_up,
-        account::log_in,
-        account::log_out,
-        account::me,
-        account::change_password,
-        keys::create,
-        keys::list,
-        keys::revoke,
-        keys::revoke_all,
-        domains::create,
-        domains::list,
-        domains::get,
-        domains::update,
-        domains::delete,
-        domains::verify,
-        certificates::get,
-        cache::purge,
-        cache::warm,
-        cache::warm_status,
-        cache::list,
-        cache::render,
-        parity::file,
-        parity::list,
-        parity::get,
-        parity::image,
-        activity::renders,
-        activity::usage,
-        audit::list,
-    ),
     modifiers(&Security),
     tags(
         (name = "auth", description = "Accounts and sessions"),
@@ -83,7 +67,7 @@ use utoipa::{Modify, OpenApi};
         (name = "activity", description = "Render log and usage"),
     )
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
 struct Security;
 
@@ -106,6 +90,63 @@ impl Modify for Security {
     }
 }
 
+/// Every endpoint, each registered once: `routes!` takes a handler's method and path from its
+/// `#[utoipa::path]`, so the router and the document cannot disagree. (Handlers on one path go in
+/// one `routes!`.) Sign-up and log-in are apart because they are also limited per client address,
+/// a layer [`router`] adds and the document does not need.
+struct Routes {
+    address_limited: OpenApiRouter<Ctx>,
+    rest: OpenApiRouter<Ctx>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        let address_limited = OpenApiRouter::new()
+            .routes(routes!(account::sign_up))
+            .routes(routes!(account::log_in));
+        let rest = OpenApiRouter::new()
+            .routes(routes!(account::log_out))
+            .routes(routes!(account::me))
+            .routes(routes!(account::change_password))
+            .routes(routes!(keys::create, keys::list))
+            .routes(routes!(keys::revoke))
+            .routes(routes!(keys::revoke_all))
+            .routes(routes!(domains::create, domains::list))
+            .routes(routes!(domains::get, domains::update, domains::delete))
+            .routes(routes!(domains::verify))
+            .routes(routes!(certificates::get))
+            .routes(routes!(cache::purge))
+            .routes(routes!(cache::warm))
+            .routes(routes!(cache::warm_status))
+            .routes(routes!(cache::list))
+            .routes(routes!(cache::render))
+            .routes(routes!(parity::file, parity::list))
+            .routes(routes!(parity::get))
+            .routes(routes!(parity::image))
+            .routes(routes!(activity::renders))
+            .routes(routes!(activity::usage))
+            .routes(routes!(audit::list));
+        Routes {
+            address_limited,
+            rest,
+        }
+    }
+}
+
+/// The OpenAPI document [`router`] serves at `/api/v1/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let Routes {
+        address_limited,
+        rest,
+    } = Routes::new();
+    with_prefix(address_limited.merge(rest).into_openapi())
+}
+
+/// The whole document: [`ApiDoc`] with the routes' paths, under [`PREFIX`].
+fn with_prefix(routes: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi().nest(PREFIX, routes)
+}
+
 /// The `/api/v1` routes.
 pub fn router(ctx: Ctx) -> Router {
     let limited =
@@ -125,40 +166,20 @@ pub fn router(ctx: Ctx) -> Router {
                 }
             }
         });
-    let auth_routes = Router::new()
-        .route("/auth/signup", post(account::sign_up))
-        .route("/auth/login", post(account::log_in))
-        .layer(limited);
-
-    Router::new()
-        .merge(auth_routes)
-        .route("/auth/logout", post(account::log_out))
-        .route("/auth/me", get(account::me))
-        .route("/auth/password", post(account::change_password))
-        .route("/api-keys", post(keys::create).get(keys::list))
-        .route("/api-keys/{id}", axum::routing::delete(keys::revoke))
-        .route("/api-keys/revoke-all", post(keys::revoke_all))
-        .route("/domains", post(domains::create).get(domains::list))
+    let Routes {
+        address_limited,
+        rest,
+    } = Routes::new();
+    let (router, routes) = address_limited.layer(limited).merge(rest).split_for_parts();
+    let document = Arc::new(with_prefix(routes));
+    router
         .route(
-            "/domains/{id}",
-            get(domains::get)
-                .patch(domains::update)
-                .delete(domains::delete),
+            "/openapi.json",
+            get(move || {
+                let document = Arc::clone(&document);
+                async move { axum::Json(&*document).into_response() }
+            }),
         )
-        .route("/domains/{id}/verify", post(domains::verify))
-        .route("/domains/{id}/certificate", get(certificates::get))
-        .route("/cache/purge", post(cache::purge))
-        .route("/cache/warm", post(cache::warm))
-        .route("/cache/warm/{id}", get(cache::warm_status))
-        .route("/cache", get(cache::list))
-        .route("/render", get(cache::render))
-        .route("/parity", post(parity::file).get(parity::list))
-        .route("/parity/{id}", get(parity::get))
-        .route("/parity/{id}/images/{image}", get(parity::image))
-        .route("/renders", get(activity::renders))
-        .route("/usage", get(activity::usage))
-        .route("/audit", get(audit::list))
-        .route("/openapi.json", get(openapi))
         .method_not_allowed_fallback(extract::method_not_allowed)
         .fallback(extract::not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -169,6 +190,36 @@ pub fn router(ctx: Ctx) -> Router {
         .with_state(ctx)
 }
 
-async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The document is committed beside the crate (`openapi.json`), so that a change to the API
+    /// shows in review as a change to that file.
+    #[test]
+    fn the_document_is_the_committed_one() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+        let served = serde_json::to_string_pretty(&super::document()).unwrap() + "\n";
+        if std::env::var_os("KILN_UPDATE_OPENAPI").is_some_and(|value| value == "1") {
+            std::fs::write(&path, &served).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != served {
+            let (was, is): (Vec<_>, Vec<_>) =
+                (committed.lines().collect(), served.lines().collect());
+            let line = (0..was.len().max(is.len()))
+                .find(|&at| was.get(at) != is.get(at))
+                .unwrap_or(was.len());
+            panic!(
+                "the API's OpenAPI document is not {}: line {} is `{}` there but `{}` now. If the \
+                 API changed on purpose, write the file again with \
+                 `KILN_UPDATE_OPENAPI=1 cargo test -p kiln-api` and commit it",
+                path.display(),
+                line + 1,
+                was.get(line).map_or("(the end)", |text| text.trim()),
+                is.get(line).map_or("(the end)", |text| text.trim()),
+            );
+        }
+    }
 }

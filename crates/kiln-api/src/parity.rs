@@ -221,7 +221,7 @@ fn image_path(id: &str, image: ParityImage) -> String {
 /// and what a crawler reads that differs (title, description, canonical link, headings, links,
 /// JSON-LD). Returns at once with the check, `queued`; follow its `Location`. A check counts
 /// against the account's render budget while it is queued or running.
-#[utoipa::path(post, path = "/api/v1/parity", tag = "parity", request_body = ParityRequest,
+#[utoipa::path(post, path = "/parity", tag = "parity", request_body = ParityRequest,
     operation_id = "file_parity_check",
     security(("api_key" = []), ("session" = [])),
     responses(
@@ -255,7 +255,7 @@ pub async fn file(
 
 /// A parity check, in whatever state it is: `queued` and `running` ones are worth asking again
 /// in a few seconds.
-#[utoipa::path(get, path = "/api/v1/parity/{id}", tag = "parity",
+#[utoipa::path(get, path = "/parity/{id}", tag = "parity",
     operation_id = "get_parity_check",
     params(("id" = Uuid, Path, description = "The check's id")),
     security(("api_key" = []), ("session" = [])),
@@ -291,7 +291,7 @@ pub struct ParityList {
 }
 
 /// The account's recent parity checks, newest first (the last 100 of the past week at most).
-#[utoipa::path(get, path = "/api/v1/parity", tag = "parity", params(ParityQuery),
+#[utoipa::path(get, path = "/parity", tag = "parity", params(ParityQuery),
     operation_id = "list_parity_checks",
     security(("api_key" = []), ("session" = [])),
     responses(
@@ -348,7 +348,7 @@ pub struct Png(Vec<u8>);
 
 /// A check's picture, as a PNG: the live page, the snapshot, or where they differ (differing
 /// pixels in red over a faded copy of the live page). There once the check is done.
-#[utoipa::path(get, path = "/api/v1/parity/{id}/images/{image}", tag = "parity",
+#[utoipa::path(get, path = "/parity/{id}/images/{image}", tag = "parity",
     operation_id = "get_parity_image",
     params(
         ("id" = Uuid, Path, description = "The check's id"),

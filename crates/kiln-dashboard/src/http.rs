@@ -212,7 +212,7 @@ fn router(state: AppState, ctx: kiln_frontdoor::Ctx, metrics: Arc<DashboardMetri
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
-        .nest("/api/v1", kiln_api::router(ctx.clone()))
+        .nest(kiln_api::PREFIX, kiln_api::router(ctx.clone()))
         .merge(kiln_web::router(ctx))
         .layer(axum::middleware::from_fn_with_state(
             https,
