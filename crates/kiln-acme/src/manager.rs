@@ -234,7 +234,8 @@ impl Manager {
                 Err(error) => report.failed.push((host.to_string(), error)),
             }
         }
-        self.metrics.passed(report.issued.len(), report.failed.len());
+        self.metrics
+            .passed(report.issued.len(), report.failed.len());
         Ok(report)
     }
 

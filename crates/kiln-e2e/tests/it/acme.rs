@@ -28,7 +28,7 @@ struct AcmeStack {
     store: Store,
     edge: Edge,
     pebble: Pebble,
-    manager: Arc<Manager>,
+    manager: Manager,
     sync: CertSync,
     origin_port: u16,
     _dns: DnsServer,
@@ -102,7 +102,7 @@ impl AcmeStack {
             DnsServer::start(&[SHOP, LATE, UNVERIFIED].map(|host| DnsRecord::a(host, "127.0.0.1")));
         let pebble = Pebble::start(edge.port(), dns.addr(), validity);
         let sealer = || Sealer::new(&Secret::new(SECRET));
-        let manager = Arc::new(Manager::new(
+        let manager = Manager::new(
             store.clone(),
             sealer(),
             ManagerSettings {
@@ -112,7 +112,7 @@ impl AcmeStack {
                 renew_before,
                 check_interval: Duration::from_secs(3600),
             },
-        ));
+        );
         let sync = CertSync::new(store.clone(), sealer(), edge.cert_dir());
         // As the dashboard does when it starts: the whole directory published (none yet), so that
         // it is complete and the domains published one by one below are all there is.
@@ -129,6 +129,45 @@ impl AcmeStack {
             prefix,
             _stops: stops,
         }
+    }
+
+    /// The certificate manager as `kiln-acme run` runs it (`kiln_acme::Application`), on the
+    /// stack's Redis and Pebble with the settings of the stack's own manager (renewing 30 days
+    /// ahead) and an admin port on a free port, once that port says it is ready. It runs until
+    /// the returned sender is used or dropped.
+    async fn spawn_manager(
+        &self,
+    ) -> (
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let vars = std::collections::HashMap::from([
+            ("KILN_REDIS_URL", self.redis.url()),
+            ("KILN_REDIS_PREFIX", self.prefix.clone()),
+            ("KILN_ACME_SECRET", SECRET.to_owned()),
+            ("KILN_ACME_DIRECTORY_URL", self.pebble.directory_url()),
+            ("KILN_ACME_CONTACT_EMAIL", "ops@kiln.test".to_owned()),
+            (
+                "KILN_ACME_CA_ROOT",
+                self.pebble.ca_pem_path().display().to_string(),
+            ),
+            ("KILN_ACME_RENEW_BEFORE_DAYS", "30".to_owned()),
+            ("KILN_ACME_CHECK_INTERVAL_SECS", "3600".to_owned()),
+            ("KILN_ACME_ADMIN_LISTEN", "127.0.0.1:0".to_owned()),
+        ]);
+        let app = kiln_acme::Application::build(
+            kiln_acme::Settings::from_lookup(|name| vars.get(name).cloned()).unwrap(),
+        )
+        .await
+        .expect("the certificate manager");
+        let admin_port = app.admin_port().expect("an admin port");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        kiln_testkit::wait_until_ready(&client, admin_port, Duration::from_secs(10)).await;
+        (stop, running)
     }
 
     /// Publishes `host` as the dashboard does.
@@ -446,15 +485,7 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
     let mut stack = AcmeStack::start(None, 30 * DAY).await;
     stack.publish(SHOP, true).await;
     stack.publish(LATE, false).await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let manager = Arc::clone(&stack.manager);
-    let running = tokio::spawn(async move {
-        manager
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, running) = stack.spawn_manager().await;
     let late = Hostname::parse(LATE).unwrap();
     // The first pass certifies the verified domain only; the check interval is an hour, so only
     // the verification's announcement can bring the other's certificate.
@@ -541,6 +572,7 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
     tokio::time::timeout(Duration::from_secs(5), running)
         .await
         .expect("the manager stops")
+        .unwrap()
         .unwrap();
 }
 
