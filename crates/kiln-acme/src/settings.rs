@@ -1,21 +1,21 @@
 //! `kiln-acme`'s configuration, read once from `KILN_*` environment variables.
 
-use anyhow::Context;
 use kiln_runtime::LogFormat;
+use kiln_runtime::env::{ExposeSecret, SecretString, Vars};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The secret that seals private keys in Redis; `Debug` never shows it.
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
 
     pub(crate) fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -66,52 +66,43 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_vars(&Vars::from_env())
     }
 
     /// Builds settings from any variable source; tests pass a map.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let var = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_owned());
-        let number = |name: &str, default: u64| -> anyhow::Result<u64> {
-            match get(name) {
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .with_context(|| format!("{name} must be a whole number")),
-                None => Ok(default),
-            }
-        };
-        let secret = get("KILN_ACME_SECRET").context(
-            "KILN_ACME_SECRET is required: it seals the private keys kept in Redis \
-             (at least 32 characters, e.g. `openssl rand -base64 48`)",
+        Self::from_vars(&Vars::new(get))
+    }
+
+    fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let secret = vars.required_secret(
+            "KILN_ACME_SECRET",
+            32,
+            "it seals the private keys kept in Redis: at least 32 characters, e.g. the output of \
+             `openssl rand -base64 48`",
         )?;
-        anyhow::ensure!(
-            secret.chars().count() >= 32,
-            "KILN_ACME_SECRET must be at least 32 characters"
-        );
         Ok(Settings {
-            redis_url: var("KILN_REDIS_URL", "redis://127.0.0.1:6379"),
-            redis_prefix: var("KILN_REDIS_PREFIX", "kiln:"),
+            redis_url: vars.or("KILN_REDIS_URL", "redis://127.0.0.1:6379")?,
+            redis_prefix: vars.or("KILN_REDIS_PREFIX", "kiln:")?,
             secret: Secret(secret),
-            directory_url: var("KILN_ACME_DIRECTORY_URL", LETS_ENCRYPT),
-            contact_email: get("KILN_ACME_CONTACT_EMAIL"),
-            ca_root: get("KILN_ACME_CA_ROOT").map(PathBuf::from),
+            directory_url: vars.or("KILN_ACME_DIRECTORY_URL", LETS_ENCRYPT)?,
+            contact_email: vars.get("KILN_ACME_CONTACT_EMAIL")?,
+            ca_root: vars.get("KILN_ACME_CA_ROOT")?.map(PathBuf::from),
             renew_before: Duration::from_secs(
-                number("KILN_ACME_RENEW_BEFORE_DAYS", 30)?.saturating_mul(24 * 3600),
+                vars.number("KILN_ACME_RENEW_BEFORE_DAYS", 30u64, .., "days")?
+                    .saturating_mul(24 * 3600),
             ),
             check_interval: Duration::from_secs(
-                number("KILN_ACME_CHECK_INTERVAL_SECS", 300)?.max(1),
+                vars.number("KILN_ACME_CHECK_INTERVAL_SECS", 300u64, .., "seconds")?
+                    .max(1),
             ),
-            cert_dir: PathBuf::from(var("KILN_ACME_CERT_DIR", "/var/lib/kiln/certs")),
-            sync_interval: Duration::from_secs(number("KILN_ACME_SYNC_INTERVAL_SECS", 10)?.max(1)),
-            admin_listen: match var("KILN_ACME_ADMIN_LISTEN", "127.0.0.1:9103").trim() {
-                "off" => None,
-                address => Some(address.parse().with_context(|| {
-                    format!("KILN_ACME_ADMIN_LISTEN `{address}` is not an address such as 127.0.0.1:9103, or `off`")
-                })?),
-            },
-            log_format: LogFormat::from_lookup(get).map_err(anyhow::Error::msg)?,
+            cert_dir: PathBuf::from(vars.or("KILN_ACME_CERT_DIR", "/var/lib/kiln/certs")?),
+            sync_interval: Duration::from_secs(
+                vars.number("KILN_ACME_SYNC_INTERVAL_SECS", 10u64, .., "seconds")?
+                    .max(1),
+            ),
+            admin_listen: vars.addr_or_off("KILN_ACME_ADMIN_LISTEN", "127.0.0.1:9103")?,
+            log_format: vars.log_format()?,
         })
     }
 }

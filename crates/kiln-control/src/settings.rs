@@ -3,10 +3,11 @@
 //! Nothing else in the crate reads the environment: tests build a [`Settings`] directly, or feed
 //! [`Settings::from_lookup`] a table of variables.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kiln_core::{AllowedNets, EgressPolicy, Hostname};
+use kiln_runtime::env::{VarError, Vars};
 pub use kiln_store::RenderBudget;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::time::Duration;
 use url::Url;
@@ -95,121 +96,86 @@ pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
 impl Settings {
     /// Reads the settings from the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_vars(&Vars::from_env())
     }
 
     /// Reads the settings through `lookup`, which returns a variable's value if it is set. Empty values
     /// count as unset, so `KILN_REDIS_URL=` in an env file means "use the default".
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        Self::from_vars(&Vars::new(lookup))
+    }
 
-        let Some(database_url) = var("KILN_DATABASE_URL") else {
-            bail!(
-                "KILN_DATABASE_URL is not set; point it at the Postgres database, \
-                 e.g. postgres://kiln:secret@127.0.0.1:5432/kiln"
-            );
-        };
-        let redis_url = var("KILN_REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+    fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let database_url = vars.required(
+            "KILN_DATABASE_URL",
+            "point it at the Postgres database, e.g. postgres://kiln:secret@127.0.0.1:5432/kiln",
+        )?;
+        let redis_url = vars.or("KILN_REDIS_URL", DEFAULT_REDIS_URL)?;
         let queue_redis_url =
-            kiln_queue::queue_redis_url(&redis_url, var("KILN_QUEUE_REDIS_URL").as_deref())
+            kiln_queue::queue_redis_url(&redis_url, vars.get("KILN_QUEUE_REDIS_URL")?.as_deref())
                 .map_err(anyhow::Error::msg)?;
-        let redis_prefix =
-            var("KILN_REDIS_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned());
-        let allowed_private_nets =
-            EgressPolicy::parse(&var("KILN_ALLOWED_PRIVATE_NETS").unwrap_or_default())
-                .context("KILN_ALLOWED_PRIVATE_NETS is invalid")?;
-        let platform_addrs = var("KILN_PLATFORM_ADDRS").unwrap_or_default();
-        let listen = var("KILN_DASHBOARD_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen: SocketAddr = listen.trim().parse().with_context(|| {
-            format!("KILN_DASHBOARD_LISTEN `{listen}` is not an address such as 127.0.0.1:3001 or 0.0.0.0:3001")
-        })?;
-        let admin_listen =
-            var("KILN_DASHBOARD_ADMIN_LISTEN").unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
-        let admin_listen: Option<SocketAddr> = match admin_listen.trim() {
-            "off" => None,
-            address => Some(address.parse().with_context(|| {
-                format!("KILN_DASHBOARD_ADMIN_LISTEN `{address}` is not an address such as 127.0.0.1:9102, or `off`")
-            })?),
-        };
-        let session_secret = match var("KILN_SESSION_SECRET") {
-            Some(secret) if secret.trim().len() < MIN_SESSION_SECRET_LEN => bail!(
-                "KILN_SESSION_SECRET is too short ({} characters); use at least {MIN_SESSION_SECRET_LEN}, \
-                 e.g. the output of `openssl rand -base64 48`",
-                secret.trim().len()
-            ),
-            Some(secret) => Some(SecretString::from(secret.trim().to_owned())),
-            None => None,
-        };
-        let session_ttl = match var("KILN_SESSION_TTL_SECS") {
-            None => Duration::from_secs(DEFAULT_SESSION_TTL_SECS),
-            Some(value) => match value.trim().parse::<u64>() {
-                Ok(secs) if (60..=86_400).contains(&secs) => Duration::from_secs(secs),
-                _ => bail!(
-                    "KILN_SESSION_TTL_SECS `{value}` is not a number of seconds between 60 and 86400"
-                ),
-            },
-        };
-        let public_url = match var("KILN_DASHBOARD_PUBLIC_URL") {
+        let listen = vars.addr("KILN_DASHBOARD_LISTEN", DEFAULT_LISTEN)?;
+        let session_secret = vars
+            .secret("KILN_SESSION_SECRET", MIN_SESSION_SECRET_LEN)?
+            // Sessions have always been signed with the value trimmed: kept so, so that nobody is
+            // logged out by an upgrade.
+            .map(|secret| SecretString::from(secret.expose_secret().trim()));
+        let public_url = match vars.get("KILN_DASHBOARD_PUBLIC_URL")? {
             None => Url::parse(&format!("http://{listen}"))
                 .context("the listen address is not a URL host")?,
-            Some(value) => match Url::parse(value.trim()) {
+            Some(value) => match Url::parse(&value) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
-                _ => bail!(
-                    "KILN_DASHBOARD_PUBLIC_URL `{value}` is not an http(s) URL such as https://kiln.example.com"
-                ),
+                _ => {
+                    return Err(VarError::invalid(
+                        "KILN_DASHBOARD_PUBLIC_URL",
+                        &value,
+                        "an http(s) URL, e.g. https://kiln.example.com",
+                    )
+                    .into());
+                }
             },
         };
-        let cname_target = var("KILN_CNAME_TARGET")
-            .map(|value| {
-                Hostname::parse(&value)
-                    .with_context(|| format!("KILN_CNAME_TARGET `{value}` is not a hostname"))
-            })
-            .transpose()?;
-        let dns_server = var("KILN_DNS_SERVER")
-            .map(|value| {
-                value.trim().parse::<SocketAddr>().with_context(|| {
-                    format!("KILN_DNS_SERVER `{value}` is not an address such as 127.0.0.1:53")
-                })
-            })
-            .transpose()?;
-        let trusted_proxies = AllowedNets::parse(&var("KILN_TRUSTED_PROXIES").unwrap_or_default())
-            .context("KILN_TRUSTED_PROXIES is invalid")?;
-        let count = |name: &str, default: u32, min: u32| -> anyhow::Result<u32> {
-            match var(name) {
-                None => Ok(default),
-                Some(value) => match value.trim().parse::<u32>() {
-                    Ok(n) if (min..=1_000_000).contains(&n) => Ok(n),
-                    _ => bail!("{name} `{value}` is not a whole number between {min} and 1000000"),
-                },
-            }
-        };
-        let api_rate_per_second =
-            count("KILN_API_RATE_PER_SECOND", DEFAULT_API_RATE_PER_SECOND, 0)?;
-        let api_rate_burst = count("KILN_API_RATE_BURST", DEFAULT_API_RATE_BURST, 1)?;
-        let render_budget = RenderBudget::from_lookup(var).map_err(anyhow::Error::msg)?;
-        let log_format = LogFormat::from_lookup(var).map_err(anyhow::Error::msg)?;
-        let log_filter = var("RUST_LOG").unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
+        let rate =
+            |name: &str, default: u32, min: u32| vars.number(name, default, min..=1_000_000, "");
 
         Ok(Settings {
             database_url: database_url.into(),
             redis_url: redis_url.into(),
             queue_redis_url: queue_redis_url.into(),
-            redis_prefix,
-            allowed_private_nets,
-            platform_addrs,
+            redis_prefix: vars.or("KILN_REDIS_PREFIX", DEFAULT_REDIS_PREFIX)?,
+            allowed_private_nets: vars.allowed_private_nets()?,
+            platform_addrs: vars.or("KILN_PLATFORM_ADDRS", "")?,
             listen,
-            admin_listen,
+            admin_listen: vars.addr_or_off("KILN_DASHBOARD_ADMIN_LISTEN", DEFAULT_ADMIN_LISTEN)?,
             session_secret,
-            session_ttl,
+            session_ttl: Duration::from_secs(vars.number(
+                "KILN_SESSION_TTL_SECS",
+                DEFAULT_SESSION_TTL_SECS,
+                60..=86_400,
+                "seconds",
+            )?),
             public_url,
-            cname_target,
-            dns_server,
-            trusted_proxies,
-            api_rate_per_second,
-            api_rate_burst,
-            render_budget,
-            log_format,
-            log_filter,
+            cname_target: vars.parse_with(
+                "KILN_CNAME_TARGET",
+                "a hostname, e.g. edge.kiln.example.com",
+                Hostname::parse,
+            )?,
+            dns_server: vars.parse(
+                "KILN_DNS_SERVER",
+                "an IP address and port, e.g. 127.0.0.1:53",
+            )?,
+            trusted_proxies: vars
+                .parse_with(
+                    "KILN_TRUSTED_PROXIES",
+                    "a list of CIDR networks, e.g. 10.0.0.0/8, fd00::/8",
+                    AllowedNets::parse,
+                )?
+                .unwrap_or_default(),
+            api_rate_per_second: rate("KILN_API_RATE_PER_SECOND", DEFAULT_API_RATE_PER_SECOND, 0)?,
+            api_rate_burst: rate("KILN_API_RATE_BURST", DEFAULT_API_RATE_BURST, 1)?,
+            render_budget: RenderBudget::from_vars(vars)?,
+            log_format: vars.log_format()?,
+            log_filter: vars.or("RUST_LOG", DEFAULT_LOG_FILTER)?,
         })
     }
 }

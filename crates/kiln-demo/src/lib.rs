@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use kiln_runtime::env::Vars;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,19 +35,13 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
-        let get = |name: &str| std::env::var(name).ok();
+        let vars = Vars::from_env();
         Ok(Settings {
-            listen: get("KILN_DEMO_LISTEN")
-                .unwrap_or_else(|| "127.0.0.1:5173".into())
-                .parse()
-                .context("KILN_DEMO_LISTEN must be an address such as 127.0.0.1:5173")?,
-            dir: get("KILN_DEMO_DIR").map_or_else(Self::bundled_dir, PathBuf::from),
-            api_delay: Duration::from_millis(
-                get("KILN_DEMO_API_DELAY_MS")
-                    .unwrap_or_else(|| "150".into())
-                    .parse()
-                    .context("KILN_DEMO_API_DELAY_MS must be a whole number")?,
-            ),
+            listen: vars.addr("KILN_DEMO_LISTEN", "127.0.0.1:5173")?,
+            dir: vars
+                .get("KILN_DEMO_DIR")?
+                .map_or_else(Self::bundled_dir, PathBuf::from),
+            api_delay: vars.duration_ms("KILN_DEMO_API_DELAY_MS", 150, ..)?,
         })
     }
 

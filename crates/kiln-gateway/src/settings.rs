@@ -3,6 +3,7 @@
 use anyhow::Context;
 use kiln_core::{AllowedNets, CrawlerRanges, EgressPolicy};
 use kiln_runtime::LogFormat;
+use kiln_runtime::env::{VarError, Vars};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -50,7 +51,8 @@ pub struct Settings {
     /// request from anywhere else is from its peer, whatever its headers say.
     pub trusted_proxies: AllowedNets,
     /// `KILN_GATEWAY_VERIFY_CRAWLERS`: check that requests claiming to be Googlebot and other
-    /// verifiable crawlers come from them (`true`, the default, or `false`).
+    /// verifiable crawlers come from them (`true`, the default, or `false`; `on`/`off` and `1`/`0`
+    /// too, as every switch).
     pub verify_crawlers: bool,
     /// `KILN_GATEWAY_VERIFY_WAIT_MS`: how long a crawler's request waits for the check of a new
     /// address (default 1500); past it, the request is served as unverified and the check goes on.
@@ -79,97 +81,83 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_vars(&Vars::from_env())
     }
 
     /// Builds settings from any variable source; tests pass a map.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let var = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_owned());
-        let addr = |name: &str, default: &str| -> anyhow::Result<SocketAddr> {
-            var(name, default)
-                .parse()
-                .with_context(|| format!("{name} must be an address such as 127.0.0.1:3000"))
+        Self::from_vars(&Vars::new(get))
+    }
+
+    fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let redis_url = vars.or("KILN_REDIS_URL", "redis://127.0.0.1:6379")?;
+        let queue_redis_url =
+            kiln_queue::queue_redis_url(&redis_url, vars.get("KILN_QUEUE_REDIS_URL")?.as_deref())
+                .map_err(anyhow::Error::msg)?;
+        let megabytes = |name: &str, default: u64| -> Result<u64, VarError> {
+            Ok(vars
+                .number(name, default, .., "megabytes")?
+                .saturating_mul(1024 * 1024))
         };
-        let millis = |name: &str, default: u64| -> anyhow::Result<Duration> {
-            match get(name) {
-                Some(v) => v
-                    .parse::<u64>()
-                    .map(Duration::from_millis)
-                    .with_context(|| format!("{name} must be a whole number of milliseconds")),
-                None => Ok(Duration::from_millis(default)),
-            }
-        };
-        let redis_url = var("KILN_REDIS_URL", "redis://127.0.0.1:6379");
-        let queue_redis_url = kiln_queue::queue_redis_url(
-            &redis_url,
-            get("KILN_QUEUE_REDIS_URL")
-                .as_deref()
-                .filter(|url| !url.is_empty()),
-        )
-        .map_err(anyhow::Error::msg)?;
         Ok(Settings {
-            listen: addr("KILN_GATEWAY_LISTEN", "127.0.0.1:3000")?,
-            admin_listen: addr("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9100")?,
+            listen: vars.addr("KILN_GATEWAY_LISTEN", "127.0.0.1:3000")?,
+            admin_listen: vars.addr("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9100")?,
             redis_url,
             queue_redis_url,
-            redis_prefix: var("KILN_REDIS_PREFIX", "kiln:"),
-            redis_timeout: millis("KILN_REDIS_TIMEOUT_MS", 500)?,
-            origin_connect_timeout: millis("KILN_ORIGIN_CONNECT_TIMEOUT_MS", 5_000)?,
-            origin_response_timeout: millis("KILN_ORIGIN_TIMEOUT_MS", 30_000)?,
-            header_timeout: millis("KILN_GATEWAY_HEADER_TIMEOUT_MS", 30_000)?,
-            max_body_bytes: var("KILN_GATEWAY_MAX_BODY_MB", "100")
-                .parse::<u64>()
-                .map(|mb| mb.saturating_mul(1024 * 1024))
-                .context("KILN_GATEWAY_MAX_BODY_MB must be a whole number of megabytes")?,
-            allowed_private_nets: EgressPolicy::parse(&var("KILN_ALLOWED_PRIVATE_NETS", ""))
-                .context("KILN_ALLOWED_PRIVATE_NETS")?,
-            platform_addrs: var("KILN_PLATFORM_ADDRS", ""),
-            hot_cache_bytes: var("KILN_GATEWAY_HOT_CACHE_MB", "64")
-                .parse::<u64>()
-                .map(|mb| mb.saturating_mul(1024 * 1024))
-                .context("KILN_GATEWAY_HOT_CACHE_MB must be a whole number of megabytes")?,
-            trusted_proxies: AllowedNets::parse(&var(
+            redis_prefix: vars.or("KILN_REDIS_PREFIX", "kiln:")?,
+            redis_timeout: vars.duration_ms("KILN_REDIS_TIMEOUT_MS", 500, ..)?,
+            origin_connect_timeout: vars.duration_ms(
+                "KILN_ORIGIN_CONNECT_TIMEOUT_MS",
+                5_000,
+                ..,
+            )?,
+            origin_response_timeout: vars.duration_ms("KILN_ORIGIN_TIMEOUT_MS", 30_000, ..)?,
+            header_timeout: vars.duration_ms("KILN_GATEWAY_HEADER_TIMEOUT_MS", 30_000, ..)?,
+            max_body_bytes: megabytes("KILN_GATEWAY_MAX_BODY_MB", 100)?,
+            allowed_private_nets: vars.allowed_private_nets()?,
+            platform_addrs: vars.or("KILN_PLATFORM_ADDRS", "")?,
+            hot_cache_bytes: megabytes("KILN_GATEWAY_HOT_CACHE_MB", 64)?,
+            trusted_proxies: match vars.parse_with(
                 "KILN_TRUSTED_PROXIES",
-                "127.0.0.1/32, ::1/128",
-            ))
-            .context("KILN_TRUSTED_PROXIES")?,
-            verify_crawlers: match var("KILN_GATEWAY_VERIFY_CRAWLERS", "true").as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                other => anyhow::bail!(
-                    "KILN_GATEWAY_VERIFY_CRAWLERS must be `true` or `false`, not `{other}`"
-                ),
+                "a list of CIDR networks, e.g. 10.0.0.0/8, fd00::/8",
+                AllowedNets::parse,
+            )? {
+                Some(proxies) => proxies,
+                None => AllowedNets::parse("127.0.0.1/32, ::1/128")?,
             },
-            verify_wait: millis("KILN_GATEWAY_VERIFY_WAIT_MS", 1_500)?,
-            dns_server: match get("KILN_DNS_SERVER").filter(|v| !v.is_empty()) {
-                Some(value) => Some(value.parse().with_context(|| {
-                    format!("KILN_DNS_SERVER `{value}` is not an address such as 127.0.0.1:53")
-                })?),
-                None => None,
-            },
-            dns_timeout: millis("KILN_DNS_TIMEOUT_MS", 1_000)?,
-            crawler_ranges: read_crawler_ranges(&var("KILN_GATEWAY_CRAWLER_RANGES", ""))?,
-            render_budget: kiln_store::RenderBudget::from_lookup(&get)
-                .map_err(anyhow::Error::msg)?,
-            max_queued_renders: var("KILN_GATEWAY_MAX_QUEUED_RENDERS", "100")
-                .trim()
-                .parse::<u64>()
-                .context(
-                    "KILN_GATEWAY_MAX_QUEUED_RENDERS must be a whole number of renders (0: no limit)",
-                )?,
-            directory_resync: millis("KILN_GATEWAY_DIRECTORY_RESYNC_MS", 30_000)?
+            verify_crawlers: vars.switch("KILN_GATEWAY_VERIFY_CRAWLERS", true)?,
+            verify_wait: vars.duration_ms("KILN_GATEWAY_VERIFY_WAIT_MS", 1_500, ..)?,
+            dns_server: vars.parse(
+                "KILN_DNS_SERVER",
+                "an IP address and port, e.g. 127.0.0.1:53",
+            )?,
+            dns_timeout: vars.duration_ms("KILN_DNS_TIMEOUT_MS", 1_000, ..)?,
+            crawler_ranges: read_crawler_ranges(&vars.list("KILN_GATEWAY_CRAWLER_RANGES")?)?,
+            render_budget: kiln_store::RenderBudget::from_vars(vars)?,
+            max_queued_renders: vars.number(
+                "KILN_GATEWAY_MAX_QUEUED_RENDERS",
+                100,
+                ..,
+                "renders (0: no limit)",
+            )?,
+            directory_resync: vars
+                .duration_ms("KILN_GATEWAY_DIRECTORY_RESYNC_MS", 30_000, ..)?
                 .max(Duration::from_millis(100)),
-            log_format: LogFormat::from_lookup(&get).map_err(anyhow::Error::msg)?,
+            log_format: vars.log_format()?,
         })
     }
 }
 
 /// Reads the files named in `KILN_GATEWAY_CRAWLER_RANGES` (`name=path,name=path`).
-fn read_crawler_ranges(list: &str) -> anyhow::Result<CrawlerRanges> {
+fn read_crawler_ranges(pairs: &[String]) -> anyhow::Result<CrawlerRanges> {
     let mut ranges = CrawlerRanges::default();
-    for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, path) = pair.split_once('=').with_context(|| {
-            format!("KILN_GATEWAY_CRAWLER_RANGES: `{pair}` is not `name=path`, e.g. `google=/etc/kiln/googlebot.json`")
+    for pair in pairs {
+        let (name, path) = pair.split_once('=').ok_or_else(|| {
+            VarError::invalid(
+                "KILN_GATEWAY_CRAWLER_RANGES",
+                pair,
+                "a list of name=path pairs, e.g. google=/etc/kiln/googlebot.json",
+            )
         })?;
         let text = std::fs::read_to_string(path.trim()).with_context(|| {
             format!("KILN_GATEWAY_CRAWLER_RANGES: cannot read the {name} ranges at {path}")
@@ -179,4 +167,108 @@ fn read_crawler_ranges(list: &str) -> anyhow::Result<CrawlerRanges> {
             .with_context(|| format!("KILN_GATEWAY_CRAWLER_RANGES: {path}"))?;
     }
     Ok(ranges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let map: HashMap<&str, &str> = vars.iter().copied().collect();
+        Settings::from_lookup(|name| map.get(name).map(|v| (*v).to_owned()))
+    }
+
+    #[test]
+    fn defaults_and_blank_values_alike() {
+        let blank = [
+            "KILN_GATEWAY_LISTEN",
+            "KILN_REDIS_PREFIX",
+            "KILN_REDIS_TIMEOUT_MS",
+            "KILN_GATEWAY_MAX_BODY_MB",
+            "KILN_TRUSTED_PROXIES",
+            "KILN_GATEWAY_VERIFY_CRAWLERS",
+            "KILN_DNS_SERVER",
+            "KILN_LOG_FORMAT",
+        ]
+        .map(|name| (name, " "));
+        for s in [from(&[]).unwrap(), from(&blank).unwrap()] {
+            assert_eq!(s.listen, "127.0.0.1:3000".parse().unwrap());
+            assert_eq!(s.admin_listen, "127.0.0.1:9100".parse().unwrap());
+            assert_eq!(s.redis_prefix, "kiln:");
+            assert_eq!(s.queue_redis_url, s.redis_url);
+            assert_eq!(s.redis_timeout, Duration::from_millis(500));
+            assert_eq!(s.max_body_bytes, 100 * 1024 * 1024);
+            assert_eq!(s.hot_cache_bytes, 64 * 1024 * 1024);
+            assert!(s.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
+            assert!(s.trusted_proxies.contains("::1".parse().unwrap()));
+            assert!(!s.trusted_proxies.contains("10.0.0.1".parse().unwrap()));
+            assert_eq!(s.dns_server, None);
+            assert_eq!(s.max_queued_renders, 100);
+            assert_eq!(s.directory_resync, Duration::from_secs(30));
+            assert_eq!(s.render_budget, kiln_store::RenderBudget::DEFAULT);
+            assert_eq!(s.log_format, LogFormat::Pretty);
+            assert!(s.verify_crawlers);
+        }
+    }
+
+    #[test]
+    fn overrides() {
+        let s = from(&[
+            ("KILN_GATEWAY_LISTEN", "0.0.0.0:8080"),
+            ("KILN_REDIS_TIMEOUT_MS", "75"),
+            ("KILN_GATEWAY_MAX_BODY_MB", "2"),
+            ("KILN_GATEWAY_HOT_CACHE_MB", "0"),
+            ("KILN_TRUSTED_PROXIES", "10.0.0.0/8"),
+            ("KILN_GATEWAY_VERIFY_CRAWLERS", "false"),
+            ("KILN_GATEWAY_VERIFY_WAIT_MS", "0"),
+            ("KILN_DNS_SERVER", "10.0.0.2:53"),
+            ("KILN_GATEWAY_MAX_QUEUED_RENDERS", "0"),
+            ("KILN_GATEWAY_DIRECTORY_RESYNC_MS", "5"),
+            ("KILN_TENANT_MAX_RENDERS", "4"),
+            ("KILN_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(s.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.redis_timeout, Duration::from_millis(75));
+        assert_eq!(s.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(s.hot_cache_bytes, 0);
+        assert!(s.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(!s.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
+        assert!(!s.verify_crawlers);
+        assert_eq!(s.verify_wait, Duration::ZERO);
+        assert_eq!(s.dns_server, Some("10.0.0.2:53".parse().unwrap()));
+        assert_eq!(s.max_queued_renders, 0);
+        assert_eq!(
+            s.directory_resync,
+            Duration::from_millis(100),
+            "at least 100 ms"
+        );
+        assert_eq!(s.render_budget.concurrent, 4);
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_bad_value_is_named_with_what_would_do() {
+        let cases = [
+            ("KILN_GATEWAY_LISTEN", "localhost", "e.g. 127.0.0.1:3000"),
+            ("KILN_REDIS_TIMEOUT_MS", "fast", "milliseconds, e.g. 500"),
+            ("KILN_GATEWAY_MAX_BODY_MB", "1.5", "megabytes, e.g. 100"),
+            ("KILN_ALLOWED_PRIVATE_NETS", "lan", "NET[:PORTS][@SCOPE]"),
+            ("KILN_TRUSTED_PROXIES", "edge", "CIDR networks"),
+            ("KILN_GATEWAY_VERIFY_CRAWLERS", "yes", "a switch"),
+            ("KILN_DNS_SERVER", "dns", "e.g. 127.0.0.1:53"),
+            ("KILN_GATEWAY_CRAWLER_RANGES", "google", "name=path"),
+            ("KILN_GATEWAY_MAX_QUEUED_RENDERS", "-1", "(0: no limit)"),
+            ("KILN_TENANT_RENDERS_PER_MINUTE", "many", "(0: no limit)"),
+            ("KILN_LOG_FORMAT", "xml", "`pretty` or `json`"),
+        ];
+        for (name, value, expected) in cases {
+            let error = format!("{:#}", from(&[(name, value)]).unwrap_err());
+            assert!(
+                error.contains(&format!("{name} `{value}` is not")) && error.contains(expected),
+                "{name}={value}: {error}"
+            );
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! read `KILN_LOG_FORMAT` and `RUST_LOG` alike and log in the same shape; and the metrics every one
 //! of them serves (`metrics`).
 
+pub mod env;
 pub mod metrics;
 pub mod platform;
 

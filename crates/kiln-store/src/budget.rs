@@ -13,6 +13,7 @@
 use crate::{Result, Store};
 use fred::prelude::*;
 use kiln_core::UnixMillis;
+use kiln_runtime::env::{VarError, Vars};
 use std::time::Duration;
 
 /// How many renders a tenant may have under way, and start a minute.
@@ -30,19 +31,22 @@ impl RenderBudget {
         per_minute: 600,
     };
 
-    /// Reads `KILN_TENANT_MAX_RENDERS` and `KILN_TENANT_RENDERS_PER_MINUTE` through `get` (unset:
-    /// the defaults, 16 and 600; `0`: no limit).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let read = |name: &str, default: u32| match get(name) {
-            None => Ok(default),
-            Some(value) if value.trim().is_empty() => Ok(default),
-            Some(value) => value.trim().parse::<u32>().map_err(|_| {
-                format!("{name} `{value}` is not a whole number (0 turns the limit off)")
-            }),
-        };
+    /// Reads `KILN_TENANT_MAX_RENDERS` and `KILN_TENANT_RENDERS_PER_MINUTE` (unset: the defaults,
+    /// 16 and 600; `0`: no limit).
+    pub fn from_vars(vars: &Vars) -> Result<Self, VarError> {
         Ok(RenderBudget {
-            concurrent: read("KILN_TENANT_MAX_RENDERS", Self::DEFAULT.concurrent)?,
-            per_minute: read("KILN_TENANT_RENDERS_PER_MINUTE", Self::DEFAULT.per_minute)?,
+            concurrent: vars.number(
+                "KILN_TENANT_MAX_RENDERS",
+                Self::DEFAULT.concurrent,
+                ..,
+                "renders (0: no limit)",
+            )?,
+            per_minute: vars.number(
+                "KILN_TENANT_RENDERS_PER_MINUTE",
+                Self::DEFAULT.per_minute,
+                ..,
+                "renders a minute (0: no limit)",
+            )?,
         })
     }
 
@@ -159,11 +163,11 @@ mod tests {
     #[test]
     fn the_budget_is_read_from_its_variables() {
         let read = |vars: &[(&str, &str)]| {
-            RenderBudget::from_lookup(|name| {
+            RenderBudget::from_vars(&Vars::new(|name| {
                 vars.iter()
                     .find(|(n, _)| *n == name)
                     .map(|(_, v)| v.to_string())
-            })
+            }))
         };
         assert_eq!(read(&[]).unwrap(), RenderBudget::DEFAULT);
         assert_eq!(
@@ -185,7 +189,9 @@ mod tests {
             .unwrap()
             .is_unlimited()
         );
-        let error = read(&[("KILN_TENANT_MAX_RENDERS", "lots")]).unwrap_err();
+        let error = read(&[("KILN_TENANT_MAX_RENDERS", "lots")])
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("KILN_TENANT_MAX_RENDERS `lots`"), "{error}");
     }
 }

@@ -1,8 +1,8 @@
 //! The worker's configuration, read once from `KILN_*` environment variables.
 
-use anyhow::{Context, bail};
 use kiln_core::EgressPolicy;
 use kiln_queue::QueueSettings;
+use kiln_runtime::env::{VarError, Vars};
 use kiln_store::StoreSettings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -124,51 +124,18 @@ impl std::fmt::Debug for Settings {
 impl Settings {
     /// Reads the settings from the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|name| match std::env::var(name) {
-            Ok(value) => Ok(Some(value)),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not valid UTF-8"),
-        })
+        Self::from_vars(&Vars::from_env())
     }
 
     /// Builds settings from any variable source; tests pass a map. Empty values count as unset.
     pub fn from_lookup(
         get: impl Fn(&str) -> anyhow::Result<Option<String>>,
     ) -> anyhow::Result<Self> {
-        let get = |name: &str| -> anyhow::Result<Option<String>> {
-            Ok(get(name)?
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty()))
-        };
-        let text = |name: &str, default: &str| -> anyhow::Result<String> {
-            Ok(get(name)?.unwrap_or_else(|| default.to_owned()))
-        };
-        let count = |name: &str, default: u64| -> anyhow::Result<u64> {
-            let Some(value) = get(name)? else {
-                return Ok(default);
-            };
-            let n: u64 = value
-                .parse()
-                .with_context(|| format!("{name} must be a whole number, not `{value}`"))?;
-            if n == 0 {
-                bail!("{name} must be at least 1");
-            }
-            Ok(n)
-        };
-        let millis = |name: &str, default: u64| -> anyhow::Result<Duration> {
-            let Some(value) = get(name)? else {
-                return Ok(Duration::from_millis(default));
-            };
-            let ms: u64 = value.parse().with_context(|| {
-                format!("{name} must be a whole number of milliseconds, not `{value}`")
-            })?;
-            if ms == 0 {
-                bail!("{name} must be at least 1 millisecond");
-            }
-            Ok(Duration::from_millis(ms))
-        };
+        Self::from_vars(&Vars::try_new(get))
+    }
 
-        let redis_url = text("KILN_REDIS_URL", "redis://127.0.0.1:6379")?;
+    fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let redis_url = vars.or("KILN_REDIS_URL", "redis://127.0.0.1:6379")?;
         if ![
             "redis://",
             "rediss://",
@@ -178,80 +145,79 @@ impl Settings {
         .iter()
         .any(|scheme| redis_url.starts_with(scheme))
         {
-            bail!(
-                "KILN_REDIS_URL must start with redis://, rediss://, redis-cluster:// or \
-                 rediss-cluster://"
-            );
+            // The value may carry a password: it is shown redacted.
+            return Err(VarError::invalid(
+                "KILN_REDIS_URL",
+                &redact_url(&redis_url),
+                "a redis://, rediss://, redis-cluster:// or rediss-cluster:// URL, \
+                 e.g. redis://127.0.0.1:6379",
+            )
+            .into());
         }
         let queue_redis_url =
-            kiln_queue::queue_redis_url(&redis_url, get("KILN_QUEUE_REDIS_URL")?.as_deref())
+            kiln_queue::queue_redis_url(&redis_url, vars.get("KILN_QUEUE_REDIS_URL")?.as_deref())
                 .map_err(anyhow::Error::msg)?;
-        let admin_listen = text("KILN_WORKER_ADMIN_LISTEN", "127.0.0.1:9101")?;
-        let admin_listen = admin_listen
-            .parse()
-            .with_context(|| format!("KILN_WORKER_ADMIN_LISTEN must be an address such as 127.0.0.1:9101, not `{admin_listen}`"))?;
-        let worker_name = match get("KILN_WORKER_NAME")? {
+        let worker_name = match vars.get("KILN_WORKER_NAME")? {
             Some(name) => name,
             None => default_worker_name(),
         };
-        let profile_dir = match get("KILN_WORKER_PROFILE_DIR")? {
+        let profile_dir = match vars.get("KILN_WORKER_PROFILE_DIR")? {
             Some(dir) => PathBuf::from(dir),
             None => std::env::temp_dir(),
-        };
-        let log_format = text("KILN_LOG_FORMAT", "pretty")?
-            .parse::<LogFormat>()
-            .map_err(anyhow::Error::msg)?;
-        let allowed_private_nets = EgressPolicy::parse(&text("KILN_ALLOWED_PRIVATE_NETS", "")?)
-            .context("KILN_ALLOWED_PRIVATE_NETS")?;
-        let platform_addrs = text("KILN_PLATFORM_ADDRS", "")?;
-        let as_usize =
-            |name: &str, n: u64| usize::try_from(n).with_context(|| format!("{name} is too large"));
-        // Unlike the counts above, zero is meaningful here: no warm consumer at all.
-        let warm_concurrency = match get("KILN_WORKER_WARM_CONCURRENCY")? {
-            None => 1,
-            Some(value) => value.parse::<u64>().with_context(|| {
-                format!("KILN_WORKER_WARM_CONCURRENCY must be a whole number, not `{value}`")
-            })?,
-        };
-        let parity_concurrency = match get("KILN_WORKER_PARITY_CONCURRENCY")? {
-            None => 1,
-            Some(value) => value.parse::<u64>().with_context(|| {
-                format!("KILN_WORKER_PARITY_CONCURRENCY must be a whole number, not `{value}`")
-            })?,
-        };
-        let render_fidelity = match text("KILN_RENDER_FIDELITY", "on")?.trim() {
-            "on" | "true" | "1" => true,
-            "off" | "false" | "0" => false,
-            other => anyhow::bail!("KILN_RENDER_FIDELITY must be `on` or `off`, not `{other}`"),
         };
 
         Ok(Settings {
             redis_url,
             queue_redis_url,
-            redis_prefix: text("KILN_REDIS_PREFIX", "kiln:")?,
-            redis_timeout: millis("KILN_REDIS_TIMEOUT_MS", 500)?,
-            chrome_path: PathBuf::from(text("KILN_CHROME_PATH", DEFAULT_CHROME_PATH)?),
-            browsers: as_usize("KILN_WORKER_BROWSERS", count("KILN_WORKER_BROWSERS", 1)?)?,
-            tabs_per_browser: as_usize(
+            redis_prefix: vars.or("KILN_REDIS_PREFIX", "kiln:")?,
+            redis_timeout: vars.duration_ms("KILN_REDIS_TIMEOUT_MS", 500, 1..)?,
+            chrome_path: PathBuf::from(vars.or("KILN_CHROME_PATH", DEFAULT_CHROME_PATH)?),
+            browsers: vars.number("KILN_WORKER_BROWSERS", 1, 1.., "browsers")?,
+            tabs_per_browser: vars.number(
                 "KILN_WORKER_TABS_PER_BROWSER",
-                count(
-                    "KILN_WORKER_TABS_PER_BROWSER",
-                    DEFAULT_TABS_PER_BROWSER as u64,
-                )?,
+                DEFAULT_TABS_PER_BROWSER,
+                1..,
+                "tabs",
             )?,
-            warm_concurrency: as_usize("KILN_WORKER_WARM_CONCURRENCY", warm_concurrency)?,
-            parity_concurrency: as_usize("KILN_WORKER_PARITY_CONCURRENCY", parity_concurrency)?,
-            render_fidelity,
-            recycle_after: count("KILN_WORKER_RECYCLE_AFTER", DEFAULT_RECYCLE_AFTER)?,
-            recycle_age: Duration::from_secs(count("KILN_WORKER_RECYCLE_AGE_SECS", 1800)?),
-            recycle_memory_mb: count("KILN_WORKER_RECYCLE_MEMORY_MB", 1536)?,
-            allowed_private_nets,
-            platform_addrs,
-            admin_listen,
+            // Unlike the other counts, zero is meaningful here: no warm or parity consumer at all.
+            warm_concurrency: vars.number(
+                "KILN_WORKER_WARM_CONCURRENCY",
+                1,
+                ..,
+                "jobs (0: none)",
+            )?,
+            parity_concurrency: vars.number(
+                "KILN_WORKER_PARITY_CONCURRENCY",
+                1,
+                ..,
+                "checks (0: none)",
+            )?,
+            render_fidelity: vars.switch("KILN_RENDER_FIDELITY", true)?,
+            recycle_after: vars.number(
+                "KILN_WORKER_RECYCLE_AFTER",
+                DEFAULT_RECYCLE_AFTER,
+                1..,
+                "renders",
+            )?,
+            recycle_age: Duration::from_secs(vars.number(
+                "KILN_WORKER_RECYCLE_AGE_SECS",
+                1800,
+                1..,
+                "seconds",
+            )?),
+            recycle_memory_mb: vars.number(
+                "KILN_WORKER_RECYCLE_MEMORY_MB",
+                1536,
+                1..,
+                "megabytes",
+            )?,
+            allowed_private_nets: vars.allowed_private_nets()?,
+            platform_addrs: vars.or("KILN_PLATFORM_ADDRS", "")?,
+            admin_listen: vars.addr("KILN_WORKER_ADMIN_LISTEN", "127.0.0.1:9101")?,
             worker_name,
-            render_quiet: millis("KILN_RENDER_QUIET_MS", 50)?,
+            render_quiet: vars.duration_ms("KILN_RENDER_QUIET_MS", 50, 1..)?,
             profile_dir,
-            log_format,
+            log_format: vars.log_format()?,
         })
     }
 
