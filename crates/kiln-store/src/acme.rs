@@ -119,7 +119,7 @@ impl Store {
 
     /// Stores a host's new certificate; edges pick it up on their next sync.
     pub async fn put_certificate(&self, host: &Hostname, record: &CertificateRecord) -> Result<()> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(record).map_err(StoreError::encode("certificate"))?;
         // The certificate first, then the index: an edge that sees the new fingerprint finds the
         // new certificate.
         let _: () = self
@@ -140,7 +140,7 @@ impl Store {
         let json: Option<String> = self.pool.hget(self.key("certs"), host.as_str()).await?;
         json.map(|j| {
             serde_json::from_str(&j)
-                .map_err(|e| StoreError::Corrupt(format!("certificate of {host}: {e}")))
+                .map_err(|e| StoreError::corrupt(format!("certificate of {host}"), e))
         })
         .transpose()
     }
@@ -163,7 +163,8 @@ impl Store {
         host: &Hostname,
         status: &CertificateStatus,
     ) -> Result<()> {
-        let json = serde_json::to_string(status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json =
+            serde_json::to_string(status).map_err(StoreError::encode("certificate status"))?;
         let _: () = self
             .pool
             .hset(self.key("acme:status"), (host.as_str(), json))
@@ -178,7 +179,7 @@ impl Store {
             .await?;
         json.map(|j| {
             serde_json::from_str(&j)
-                .map_err(|e| StoreError::Corrupt(format!("certificate status of {host}: {e}")))
+                .map_err(|e| StoreError::corrupt(format!("certificate status of {host}"), e))
         })
         .transpose()
     }

@@ -70,11 +70,11 @@ pub enum ClaimOutcome {
 /// back lapses by itself with the lifetime it was taken for.
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("could not release the render lock: {0}")]
+    #[error("could not release the render lock")]
     Lock(#[source] StoreError),
-    #[error("could not give back the render's place in the tenant's budget: {0}")]
+    #[error("could not give back the render's place in the tenant's budget")]
     Place(#[source] StoreError),
-    #[error("could not announce the render's outcome: {0}")]
+    #[error("could not announce the render's outcome")]
     Announce(#[source] StoreError),
 }
 
@@ -117,7 +117,11 @@ impl Store {
                 return Ok(ClaimOutcome::OverBudget { retry_after });
             }
             Err(error) => {
-                tracing::debug!(%error, "could not check the tenant's render budget");
+                // The log takes the error itself, so that the subscriber writes its sources too.
+                tracing::debug!(
+                    error = &error as &dyn std::error::Error,
+                    "could not check the tenant's render budget"
+                );
             }
         }
         Ok(ClaimOutcome::Claimed(RenderClaim {

@@ -38,7 +38,7 @@ impl Store {
 
     /// Publishes a domain's configuration for gateways and workers, and tells them it changed.
     pub async fn put_domain(&self, domain: &DomainConfig) -> Result<()> {
-        let json = serde_json::to_string(domain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(domain).map_err(StoreError::encode("domain"))?;
         let _: () = self
             .pool
             .hset(self.directory_key(), (domain.host.as_str(), json))
@@ -62,7 +62,7 @@ impl Store {
     pub async fn get_domain(&self, host: &Hostname) -> Result<Option<DomainConfig>> {
         let json: Option<String> = self.pool.hget(self.directory_key(), host.as_str()).await?;
         json.map(|j| {
-            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("domain {host}: {e}")))
+            serde_json::from_str(&j).map_err(|e| StoreError::corrupt(format!("domain {host}"), e))
         })
         .transpose()
     }
@@ -74,8 +74,7 @@ impl Store {
     pub async fn publish_directory(&self, domains: &[DomainConfig]) -> Result<()> {
         let mut fields = Vec::with_capacity(domains.len() + 1);
         for domain in domains {
-            let json =
-                serde_json::to_string(domain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let json = serde_json::to_string(domain).map_err(StoreError::encode("domain"))?;
             fields.push((domain.host.to_string(), json));
         }
         let now = std::time::SystemTime::now()

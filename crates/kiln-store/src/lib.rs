@@ -57,12 +57,46 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(fred::error::Error),
-    #[error("a stored record is malformed: {0}")]
-    Corrupt(String),
+    #[error("a Redis command failed")]
+    Redis(#[source] fred::error::Error),
+    /// A record read from Redis does not decode (`what` names it: "page …", "domain …").
+    #[error("the stored {what} is malformed")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record could not be encoded for Redis (`what` names its kind).
+    #[error("encoding the {what} for Redis failed")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("compressing a page failed")]
+    Compress(#[source] std::io::Error),
+    #[error("the task compressing a page failed")]
+    CompressTask(#[source] tokio::task::JoinError),
     #[error("the listing cursor is not one this store handed out")]
     InvalidCursor,
+}
+
+impl StoreError {
+    /// The record `what` read from Redis does not decode, for the reason `source`.
+    fn corrupt(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Corrupt {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// For `map_err`: encoding a `what` failed.
+    fn encode(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| StoreError::Encode { what, source }
+    }
 }
 
 /// Every Redis error (a timeout included) reaches callers through here, so that it is counted.
@@ -227,7 +261,7 @@ impl Store {
     }
 
     async fn publish(&self, event: &StoreEvent) -> Result<()> {
-        let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(event).map_err(StoreError::encode("event"))?;
         let _: u64 = self
             .pool
             .next()

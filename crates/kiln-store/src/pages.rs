@@ -102,7 +102,7 @@ impl PageEntry {
                 let mut out = Vec::with_capacity(self.meta.length as usize);
                 flate2::read::GzDecoder::new(&self.html[..])
                     .read_to_end(&mut out)
-                    .map_err(|e| StoreError::Corrupt(format!("page {}: {e}", self.meta.url)))?;
+                    .map_err(|e| StoreError::corrupt(format!("page {}", self.meta.url), e))?;
                 Ok(Bytes::from(out))
             }
         }
@@ -149,7 +149,7 @@ impl PageEntry {
                 meta.encoding = ContentEncoding::Gzip;
                 (Bytes::from(gz), meta)
             })
-            .map_err(|e| StoreError::Corrupt(format!("compressing a page failed: {e}")))
+            .map_err(StoreError::Compress)
     }
 }
 
@@ -361,7 +361,7 @@ impl Store {
             return Ok(None);
         };
         let meta = serde_json::from_slice(&meta)
-            .map_err(|e| StoreError::Corrupt(format!("page {}: {e}", key.page_key())))?;
+            .map_err(|e| StoreError::corrupt(format!("page {}", key.page_key()), e))?;
         Ok(Some(PageEntry { html, meta }))
     }
 
@@ -370,7 +370,7 @@ impl Store {
         let meta: Option<Bytes> = self.pool.hget(self.page_key(key), "meta").await?;
         meta.map(|meta| {
             serde_json::from_slice(&meta)
-                .map_err(|e| StoreError::Corrupt(format!("page {}: {e}", key.page_key())))
+                .map_err(|e| StoreError::corrupt(format!("page {}", key.page_key()), e))
         })
         .transpose()
     }
@@ -395,7 +395,7 @@ impl Store {
             let entry = entry.clone();
             tokio::task::spawn_blocking(move || entry.for_storage())
                 .await
-                .map_err(|e| StoreError::Corrupt(format!("compressing a page failed: {e}")))??
+                .map_err(StoreError::CompressTask)??
         };
         let meta = PageMeta {
             fresh_until,
@@ -404,7 +404,7 @@ impl Store {
         };
         let path = NormalizedUrl::from_stored(meta.url.clone());
         let member = index_member(path.path_and_query(), key);
-        let meta = serde_json::to_vec(&meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let meta = serde_json::to_vec(&meta).map_err(StoreError::encode("page meta"))?;
         let (by_path, by_expiry) = self.index_keys(&key.domain_id);
         let args: Vec<Value> = vec![
             Bytes::from(meta).into(),
@@ -609,7 +609,7 @@ fn lex_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn parse_listing(reply: Vec<Value>) -> Result<PageListing> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("page listing: {what}"));
+    let corrupt = |what: &str| StoreError::corrupt("page listing", what);
     let mut values = reply.into_iter();
     let cursor = values
         .next()
@@ -632,8 +632,8 @@ fn parse_listing(reply: Vec<Value>) -> Result<PageListing> {
             .and_then(parse_device)
             .ok_or_else(|| corrupt("a member without a device"))?;
         let meta = meta.into_bytes().ok_or_else(|| corrupt("a meta field"))?;
-        let meta: PageMeta = serde_json::from_slice(&meta)
-            .map_err(|e| StoreError::Corrupt(format!("page listing: {e}")))?;
+        let meta: PageMeta =
+            serde_json::from_slice(&meta).map_err(|e| StoreError::corrupt("page listing", e))?;
         let bytes = bytes.as_u64().ok_or_else(|| corrupt("a length"))?;
         let expires_at = expires_at
             .as_u64()

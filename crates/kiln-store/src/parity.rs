@@ -39,7 +39,7 @@ impl Store {
     /// Stores `check` (a new one, or its new state), and lists a new one among the tenant's recent
     /// checks.
     pub async fn put_parity_check(&self, check: &ParityCheck) -> Result<()> {
-        let json = serde_json::to_string(check).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(check).map_err(StoreError::encode("parity check"))?;
         let recent = self.parity_recent_key(&check.tenant_id);
         let tx = self.pool.next().multi();
         let _: () = tx
@@ -103,7 +103,7 @@ impl Store {
         let json: Option<String> = self.pool.get(self.parity_key(tenant_id, id)).await?;
         json.map(|json| {
             serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("parity check {id}: {e}")))
+                .map_err(|e| StoreError::corrupt(format!("parity check {id}"), e))
         })
         .transpose()
     }
@@ -142,7 +142,7 @@ impl Store {
             if let Some(json) = json {
                 checks.push(
                     serde_json::from_str(&json)
-                        .map_err(|e| StoreError::Corrupt(format!("parity check {id}: {e}")))?,
+                        .map_err(|e| StoreError::corrupt(format!("parity check {id}"), e))?,
                 );
             }
         }

@@ -39,7 +39,7 @@ impl Store {
     /// Hands a preview's result to whoever waits on `reply_to`.
     pub async fn put_preview(&self, reply_to: &str, result: &PreviewResult) -> Result<()> {
         let key = self.preview_key(reply_to);
-        let json = serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(result).map_err(StoreError::encode("preview"))?;
         let tx = self.pool.next().multi();
         let _: () = tx.rpush(&key, json).await?;
         let _: () = tx.expire(&key, PREVIEW_TTL_SECS, None).await?;
@@ -84,7 +84,7 @@ impl Store {
         };
         json.map(|json| {
             serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("preview {reply_to}: {e}")))
+                .map_err(|e| StoreError::corrupt(format!("preview {reply_to}"), e))
         })
         .transpose()
     }

@@ -94,7 +94,7 @@ impl Store {
     /// Appends `entry` to the render log. Callers treat a failure as something to log, not to fail
     /// the render for.
     pub async fn log_render(&self, entry: &RenderLogEntry) -> Result<()> {
-        let json = serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(entry).map_err(StoreError::encode("render log entry"))?;
         let cap: XCap = (XCapKind::MaxLen, XCapTrim::AlmostExact, RENDER_LOG_MAX_LEN).try_into()?;
         let _: String = self
             .pool
