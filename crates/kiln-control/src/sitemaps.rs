@@ -62,7 +62,7 @@ pub struct DomainFetcher {
 impl DomainFetcher {
     async fn get(&self, url: &Url, max_bytes: usize) -> Result<Bytes, FetchError> {
         if url.host_str() != Some(self.host.as_str()) {
-            return Err(FetchError(format!("{url} is not on {}", self.host)));
+            return Err(FetchError::new(format!("{url} is not on {}", self.host)));
         }
         let mut target = url.path().to_owned();
         if let Some(query) = url.query() {
@@ -73,7 +73,7 @@ impl DomainFetcher {
         let request = Request::get(origin_url.as_str())
             .header(header::USER_AGENT, USER_AGENT)
             .body(Empty::new())
-            .map_err(|e| FetchError(e.to_string()))?;
+            .map_err(|e| FetchError::with_source("the request could not be built", e))?;
         let response = tokio::time::timeout(FETCH_TIMEOUT, async {
             let response = self.client.request(request).await.map_err(|e| {
                 let what = if kiln_origin::is_refusal(&e) {
@@ -81,7 +81,7 @@ impl DomainFetcher {
                 } else {
                     "the origin did not answer"
                 };
-                FetchError(format!("{what}: {}", crate::error_chain(&e)))
+                FetchError::with_source(what, e)
             })?;
             let status = response.status();
             if status.is_redirection() {
@@ -91,12 +91,12 @@ impl DomainFetcher {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("?")
                     .to_owned();
-                return Err(FetchError(format!(
+                return Err(FetchError::new(format!(
                     "the origin redirects it ({status}) to {to}; give the final sitemap URL"
                 )));
             }
             if !status.is_success() {
-                return Err(FetchError(format!("the origin answered {status}")));
+                return Err(FetchError::new(format!("the origin answered {status}")));
             }
             Limited::new(response.into_body(), max_bytes)
                 .collect()
@@ -104,15 +104,15 @@ impl DomainFetcher {
                 .map(|body| body.to_bytes())
                 .map_err(|e| {
                     if e.is::<http_body_util::LengthLimitError>() {
-                        FetchError(format!("it is larger than {max_bytes} bytes"))
+                        FetchError::new(format!("it is larger than {max_bytes} bytes"))
                     } else {
-                        FetchError(format!("reading it failed: {e}"))
+                        FetchError::with_source("reading it failed", e)
                     }
                 })
         })
         .await
         .map_err(|_| {
-            FetchError(format!(
+            FetchError::new(format!(
                 "the origin did not send it within {} s",
                 FETCH_TIMEOUT.as_secs()
             ))

@@ -30,11 +30,37 @@ pub trait Fetch: Send + Sync {
     ) -> BoxFuture<'a, Result<Bytes, FetchError>>;
 }
 
-/// Why a [`Fetch`] failed, as a message fit to show the customer ("HTTP 404", "timed out after
-/// 10s", "the body is larger than 52428800 bytes").
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct FetchError(pub String);
+/// Why a [`Fetch`] failed: a message fit to show the customer ("the origin answered 404 Not
+/// Found", "the origin did not send it within 30 s", "it is larger than 52428800 bytes"), and the
+/// error behind it, when there is one (a connection's, a body's), as its `source()`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FetchError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl FetchError {
+    /// A failure that `message` says all about.
+    pub fn new(message: impl Into<String>) -> Self {
+        FetchError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure `message` describes, caused by `source`.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        FetchError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
 
 /// Bounds on one [`collect`] run. Every bound exists because the sitemap is customer input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,17 +125,17 @@ pub enum SkipReason {
     EmptyLoc,
     #[error("not an absolute URL")]
     Relative,
-    #[error("malformed URL: {0}")]
-    Malformed(url::ParseError),
+    #[error("malformed URL")]
+    Malformed(#[source] url::ParseError),
     #[error("not an http or https URL")]
     UnsupportedScheme,
     /// The protocol forbids entries on other hosts, and a warm must never render another site.
     #[error("not on {expected}, the host of the root sitemap")]
     OtherHost { expected: String },
-    #[error("failed to fetch: {0}")]
-    FetchFailed(FetchError),
-    #[error("not a sitemap: {0}")]
-    NotSitemap(ParseError),
+    #[error("failed to fetch")]
+    FetchFailed(#[source] FetchError),
+    #[error("not a sitemap")]
+    NotSitemap(#[source] ParseError),
     #[error("nested deeper than {max_depth} index levels")]
     DepthLimit { max_depth: usize },
     #[error("the limit of {max_sitemaps} sitemaps was reached")]
@@ -126,12 +152,20 @@ pub enum SitemapError {
         "{url} cannot be a sitemap location: only http and https URLs with a host are supported"
     )]
     UnsupportedRoot { url: Url },
-    // The reason is part of the message rather than a `source()`: the dashboard shows this
-    // message to the customer as is, and it must say what was wrong.
-    #[error("failed to fetch {url}: {reason}")]
-    Fetch { url: Url, reason: FetchError },
-    #[error("{url} is not a sitemap: {reason}")]
-    Invalid { url: Url, reason: ParseError },
+    // The reason is the `source()`: whoever shows this error (the dashboard, on a warm that
+    // failed) writes out its chain, "failed to fetch …: the origin answered 404 Not Found".
+    #[error("failed to fetch {url}")]
+    Fetch {
+        url: Url,
+        #[source]
+        source: FetchError,
+    },
+    #[error("{url} is not a sitemap")]
+    Invalid {
+        url: Url,
+        #[source]
+        source: ParseError,
+    },
 }
 
 /// Reads the sitemap at `root` and the child sitemaps it leads to, within `limits`, and returns
@@ -153,13 +187,13 @@ pub async fn collect(
         read(fetcher, root, limits.max_bytes)
             .await
             .map_err(|failure| match failure {
-                Failure::Fetch(reason) => SitemapError::Fetch {
+                Failure::Fetch(source) => SitemapError::Fetch {
                     url: root.clone(),
-                    reason,
+                    source,
                 },
-                Failure::Parse(reason) => SitemapError::Invalid {
+                Failure::Parse(source) => SitemapError::Invalid {
                     url: root.clone(),
-                    reason,
+                    source,
                 },
             })?;
 
@@ -203,7 +237,12 @@ async fn read_level(
                 next_level.extend(walk.absorb(url, depth, document));
             }
             Err(failure) => {
-                tracing::debug!(sitemap.url = %url, error = %failure, "child sitemap skipped");
+                // The log takes the error itself, so that the subscriber writes its sources too.
+                tracing::debug!(
+                    sitemap.url = %url,
+                    error = &failure as &dyn std::error::Error,
+                    "child sitemap skipped"
+                );
                 walk.skip(url.as_str(), failure.into_skip_reason());
             }
         }
@@ -412,9 +451,9 @@ fn without_fragment(mut url: Url) -> Url {
 /// Why one sitemap could not be read.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    #[error("{0}")]
+    #[error(transparent)]
     Fetch(FetchError),
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(ParseError),
 }
 

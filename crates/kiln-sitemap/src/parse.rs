@@ -32,20 +32,21 @@ pub enum ParseError {
     Empty,
     #[error("the body is larger than {limit} bytes once decompressed")]
     TooLarge { limit: usize },
-    #[error("invalid gzip data: {0}")]
-    Gzip(std::io::Error),
-    #[error("malformed XML at byte {position}: {error}")]
+    #[error("invalid gzip data")]
+    Gzip(#[source] std::io::Error),
+    #[error("malformed XML at byte {position}")]
     Xml {
         position: u64,
-        error: quick_xml::Error,
+        #[source]
+        source: quick_xml::Error,
     },
     /// `found` is the root element as written (`<html>`) or a description of what came instead.
     #[error("expected <urlset> or <sitemapindex>, found {found}")]
     UnexpectedRoot { found: String },
     #[error("expected an XML sitemap or one URL per line, found text starting with {start:?}")]
     NotUrlList { start: String },
-    #[error("a text sitemap must be UTF-8: {0}")]
-    NotUtf8(std::str::Utf8Error),
+    #[error("a text sitemap must be UTF-8")]
+    NotUtf8(#[source] std::str::Utf8Error),
 }
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -157,9 +158,9 @@ fn parse_xml(body: &[u8]) -> Result<Document, ParseError> {
 }
 
 fn next_event<'i>(reader: &mut NsReader<&'i [u8]>) -> Result<Event<'i>, ParseError> {
-    reader.read_event().map_err(|error| ParseError::Xml {
+    reader.read_event().map_err(|source| ParseError::Xml {
         position: reader.error_position(),
-        error,
+        source,
     })
 }
 
@@ -500,24 +501,28 @@ mod tests {
 
     #[test]
     fn malformed_xml_is_an_error_with_position() {
-        let cases: [(&str, &[u8], &str); 3] = [
+        // (case, body, the error's message, the start of its source's: the XML reader's error)
+        let cases: [(&str, &[u8], &str, &str); 3] = [
             (
                 "mismatched end tag",
                 b"<urlset><url><loc>https://a.example/</url></urlset>",
-                "malformed XML at byte 36: ill-formed document: expected `</loc>`, but `</url>` was found",
+                "malformed XML at byte 36",
+                "ill-formed document: expected `</loc>`, but `</url>` was found",
             ),
             (
                 "unclosed tag at end of input",
                 b"<urlset><url><loc>https://a.example/</loc",
-                "malformed XML at byte 36: ",
+                "malformed XML at byte 36",
+                "",
             ),
             (
                 "invalid UTF-8",
                 b"<urlset><url><loc>https://a.example/\xff</loc></url></urlset>",
                 "malformed XML at byte ",
+                "",
             ),
         ];
-        for (name, body, message_start) in cases {
+        for (name, body, message_start, source_start) in cases {
             let error = parse(body, LIMIT).unwrap_err();
             assert!(
                 matches!(error, ParseError::Xml { .. }),
@@ -526,6 +531,13 @@ mod tests {
             assert!(
                 error.to_string().starts_with(message_start),
                 "case: {name}: {error}"
+            );
+            let source = std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                !source.is_empty() && source.starts_with(source_start),
+                "case: {name}: {source}"
             );
         }
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kiln_sitemap::{Limits, SitemapError, SkipReason};
 
-use crate::helpers::{MemoryFetcher, ROOT, gzip, index, pair, shop, skipped, urls, urlset};
+use crate::helpers::{MemoryFetcher, ROOT, chain, gzip, index, pair, shop, skipped, urls, urlset};
 
 #[tokio::test]
 async fn nested_indexes_are_read_breadth_first() {
@@ -460,7 +460,7 @@ async fn a_root_that_cannot_be_read_is_an_error() {
     ];
     for (fetcher, expected) in cases {
         let error = fetcher.collect(&Limits::default()).await.unwrap_err();
-        assert_eq!(error.to_string(), expected);
+        assert_eq!(chain(&error), expected);
         assert!(matches!(
             error,
             SitemapError::Fetch { .. } | SitemapError::Invalid { .. }

@@ -70,10 +70,10 @@ impl Fetch for MemoryFetcher {
             tokio::task::yield_now().await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             match self.responses.get(url.as_str()) {
-                None => Err(FetchError("HTTP 404".to_owned())),
-                Some(Err(message)) => Err(FetchError(message.clone())),
+                None => Err(FetchError::new("HTTP 404")),
+                Some(Err(message)) => Err(FetchError::new(message.clone())),
                 // The contract: an implementation refuses bodies over the limit.
-                Some(Ok(body)) if body.len() > max_bytes => Err(FetchError(format!(
+                Some(Ok(body)) if body.len() > max_bytes => Err(FetchError::new(format!(
                     "the body is larger than {max_bytes} bytes"
                 ))),
                 Some(Ok(body)) => Ok(Bytes::from(body.clone())),
@@ -119,12 +119,23 @@ pub fn urls(collected: &Collected) -> Vec<String> {
     collected.urls.iter().map(Url::to_string).collect()
 }
 
-/// Skipped entries as (url, reason message) pairs.
+/// An error and its sources on one line, as the dashboard shows a sitemap's.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Skipped entries as (url, reason message) pairs, the reason with its sources.
 pub fn skipped(collected: &Collected) -> Vec<(String, String)> {
     collected
         .skipped
         .iter()
-        .map(|skipped| (skipped.url.clone(), skipped.reason.to_string()))
+        .map(|skipped| (skipped.url.clone(), chain(&skipped.reason)))
         .collect()
 }
 
