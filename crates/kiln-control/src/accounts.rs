@@ -44,8 +44,12 @@ pub enum AccountError {
     SessionEnded,
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("hashing a password failed: {0}")]
-    Hashing(String),
+    #[error("hashing a password failed")]
+    Hashing(#[source] argon2::password_hash::Error),
+    #[error("the task hashing a password failed")]
+    HashingTask(#[source] tokio::task::JoinError),
+    #[error("signing a session token failed")]
+    Signing(#[source] jsonwebtoken::errors::Error),
 }
 
 /// An email address, trimmed and lowercased.
@@ -128,10 +132,10 @@ async fn hash_password(password: String) -> Result<String, AccountError> {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|hash| hash.to_string())
-            .map_err(|e| AccountError::Hashing(e.to_string()))
+            .map_err(AccountError::Hashing)
     })
     .await
-    .map_err(|e| AccountError::Hashing(e.to_string()))?
+    .map_err(AccountError::HashingTask)?
 }
 
 async fn password_matches(password: String, hash: String) -> bool {
@@ -289,7 +293,7 @@ impl SessionKeys {
             &claims,
             &self.inner.encoding,
         )
-        .map_err(|e| AccountError::Hashing(format!("signing a session token: {e}")))
+        .map_err(AccountError::Signing)
     }
 
     /// The claims of a genuine, unexpired token; `None` for anything else (tampered, expired,

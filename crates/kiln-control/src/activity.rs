@@ -32,7 +32,7 @@ static USAGE_PRUNED_HOUR: AtomicI64 = AtomicI64::new(i64::MIN);
 pub enum ActivityError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("reading Redis failed: {0}")]
+    #[error("reading Redis failed")]
     Store(#[from] StoreError),
 }
 
@@ -184,10 +184,16 @@ pub async fn run_copier(app: App, every: std::time::Duration) {
     loop {
         ticker.tick().await;
         if let Err(error) = copy_render_log(&app).await {
-            tracing::warn!(%error, "copying the render log failed; retrying");
+            tracing::warn!(
+                error = %crate::error_chain(&error),
+                "copying the render log failed; retrying"
+            );
         }
         if let Err(error) = snapshot_usage(&app).await {
-            tracing::warn!(%error, "copying usage counters failed; retrying");
+            tracing::warn!(
+                error = %crate::error_chain(&error),
+                "copying usage counters failed; retrying"
+            );
         }
     }
 }
@@ -207,12 +213,18 @@ pub fn is_stream_id(cursor: &str) -> bool {
 pub async fn catch_up(app: &App) -> Result<(), DbError> {
     match copy_render_log(app).await {
         Err(ActivityError::Db(error)) => return Err(error),
-        Err(error) => tracing::warn!(%error, "serving the render log without the latest entries"),
+        Err(error) => tracing::warn!(
+            error = %crate::error_chain(&error),
+            "serving the render log without the latest entries"
+        ),
         Ok(_) => {}
     }
     match snapshot_usage(app).await {
         Err(ActivityError::Db(error)) => return Err(error),
-        Err(error) => tracing::warn!(%error, "serving usage without the latest counts"),
+        Err(error) => tracing::warn!(
+            error = %crate::error_chain(&error),
+            "serving usage without the latest counts"
+        ),
         Ok(()) => {}
     }
     Ok(())

@@ -20,9 +20,22 @@ pub enum KeyError {
     NotFound,
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("the operating system's random number generator failed: {0}")]
-    Random(String),
+    #[error("the operating system's random number generator failed")]
+    Random(#[source] RandomError),
 }
+
+/// getrandom's error, as an error with a `source()` chain: getrandom implements
+/// `std::error::Error` only with its `std` feature, which this crate's build may not have.
+#[derive(Debug)]
+pub struct RandomError(pub getrandom::Error);
+
+impl std::fmt::Display for RandomError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for RandomError {}
 
 /// A freshly created key: the only time its secret exists outside the caller's hands.
 pub struct CreatedKey {
@@ -48,7 +61,7 @@ fn generate() -> Result<String, KeyError> {
     let mut key = String::from(KEY_PREFIX);
     let mut byte = [0u8; 1];
     while key.len() < KEY_PREFIX.len() + RANDOM_LEN {
-        getrandom::fill(&mut byte).map_err(|e| KeyError::Random(e.to_string()))?;
+        getrandom::fill(&mut byte).map_err(|e| KeyError::Random(RandomError(e)))?;
         // Rejection sampling: 248 = 4 × 62, so accepted bytes map onto the alphabet uniformly.
         if byte[0] < 248 {
             key.push(ALPHABET[(byte[0] % 62) as usize] as char);

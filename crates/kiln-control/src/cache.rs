@@ -10,6 +10,7 @@ use crate::sitemaps::SitemapFetcher;
 use kiln_core::job::RenderPurpose;
 use kiln_core::{CacheKey, DeviceClass, Hostname, NormalizedUrl, RenderJob};
 use kiln_queue::{QueueError, RenderQueue};
+use kiln_sitemap::SitemapError;
 use kiln_store::{PreviewResult, StoreError};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,8 +29,10 @@ const PREVIEW_QUEUE_MARGIN: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{0}")]
-    InvalidUrls(String),
+    /// URLs of the request that are not pages of the tenant's, every one with why.
+    #[error(transparent)]
+    InvalidUrls(UrlProblems),
+    /// What is wrong with the request, in words written for its sender (no other error's text).
     #[error("{0}")]
     Invalid(String),
     #[error("no such domain")]
@@ -44,13 +47,89 @@ pub enum CacheError {
     NotVerified(Hostname),
     #[error("the render did not finish within {0} s; the workers may be busy or stopped")]
     PreviewTimeout(u64),
+    /// The root of a sitemap warm could not be read (only a warm's background task meets it).
+    #[error(transparent)]
+    Sitemap(Box<SitemapError>),
+    #[error("reading the sitemap took longer than {0} s")]
+    SitemapTimeout(u64),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("the cache is unavailable: {0}")]
+    #[error("the cache is unavailable")]
     Store(#[from] StoreError),
-    #[error("the render queue is unavailable: {0}")]
+    #[error("the render queue is unavailable")]
     Queue(#[from] QueueError),
 }
+
+/// Why a URL a tenant sent is not a page of theirs that Kiln renders.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlRefused {
+    #[error("not an absolute URL")]
+    NotAbsolute(#[source] url::ParseError),
+    #[error("the scheme `{0}` is not http or https")]
+    Scheme(String),
+    #[error("the URL has no valid hostname")]
+    NoHostname,
+    #[error("{0} is not one of this account's domains")]
+    NotOurs(Hostname),
+    #[error(transparent)]
+    Unnormalisable(#[from] kiln_core::UrlError),
+    /// The domain's path rules leave the page out, so there is nothing to do with it (`so` says
+    /// what is not there: "there is no render to preview").
+    #[error("{EXCLUDED}, so {so}")]
+    Excluded { so: &'static str },
+}
+
+/// One URL of a request that is not a page of the tenant's.
+#[derive(Debug)]
+pub struct UrlProblem {
+    /// Where the request had it: `url`, `urls[3]`.
+    pub field: String,
+    /// The URL as sent, shortened to 120 characters.
+    pub url: String,
+    pub reason: UrlRefused,
+}
+
+impl UrlProblem {
+    pub(crate) fn new(field: impl Into<String>, url: &str, reason: UrlRefused) -> Self {
+        UrlProblem {
+            field: field.into(),
+            url: shorten(url),
+            reason,
+        }
+    }
+}
+
+/// The URLs of a request that are not pages of the tenant's, as one message for the person who
+/// sent them (``urls[1] `x`: not an absolute URL: relative URL without a base; …``), the first
+/// ten listed and the rest counted.
+#[derive(Debug)]
+pub struct UrlProblems(pub Vec<UrlProblem>);
+
+impl UrlProblems {
+    pub(crate) fn one(problem: UrlProblem) -> Self {
+        UrlProblems(vec![problem])
+    }
+}
+
+impl std::fmt::Display for UrlProblems {
+    // A list of several problems has no one source to expose, so each reason is written out
+    // with its own sources here, where the list is reported.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, problem) in self.0.iter().take(MAX_PROBLEMS_LISTED).enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
+            }
+            let reason = crate::error_chain(&problem.reason);
+            write!(f, "{} `{}`: {reason}", problem.field, problem.url)?;
+        }
+        if self.0.len() > MAX_PROBLEMS_LISTED {
+            write!(f, "; and {} more", self.0.len() - MAX_PROBLEMS_LISTED)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UrlProblems {}
 
 /// A URL mapped onto the tenant's domain that serves it.
 pub(crate) struct PageRef<'a> {
@@ -84,34 +163,31 @@ fn resolve_urls<'a>(
     for (index, raw) in urls.iter().enumerate() {
         match resolve_url(&by_host, raw) {
             Ok(page) => pages.push(page),
-            Err(problem) => problems.push(format!("urls[{index}] `{}`: {problem}", shorten(raw))),
+            Err(reason) => problems.push(UrlProblem::new(format!("urls[{index}]"), raw, reason)),
         }
     }
     if problems.is_empty() {
         Ok(pages)
     } else {
-        Err(CacheError::InvalidUrls(list_problems(&problems)))
+        Err(CacheError::InvalidUrls(UrlProblems(problems)))
     }
 }
 
 pub(crate) fn resolve_url<'a>(
     by_host: &HashMap<&Hostname, &'a DomainRecord>,
     raw: &str,
-) -> Result<PageRef<'a>, String> {
-    let parsed = url::Url::parse(raw.trim()).map_err(|e| format!("not an absolute URL ({e})"))?;
+) -> Result<PageRef<'a>, UrlRefused> {
+    let parsed = url::Url::parse(raw.trim()).map_err(UrlRefused::NotAbsolute)?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!(
-            "the scheme `{}` is not http or https",
-            parsed.scheme()
-        ));
+        return Err(UrlRefused::Scheme(parsed.scheme().to_owned()));
     }
     let host = parsed
         .host_str()
         .and_then(|h| Hostname::parse(h).ok())
-        .ok_or("the URL has no valid hostname")?;
+        .ok_or(UrlRefused::NoHostname)?;
     let domain = by_host
         .get(&host)
-        .ok_or_else(|| format!("{host} is not one of this account's domains"))?;
+        .ok_or_else(|| UrlRefused::NotOurs(host.clone()))?;
     let mut target = parsed.path().to_owned();
     if let Some(query) = parsed.query() {
         target.push('?');
@@ -122,8 +198,7 @@ pub(crate) fn resolve_url<'a>(
         &domain.host,
         &target,
         &domain.settings.ignored_query_params,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(PageRef { domain, url })
 }
 
@@ -137,22 +212,6 @@ pub fn shorten_to(text: &str, max: usize) -> String {
         None => text.to_owned(),
         Some((end, _)) => format!("{}…", &text[..end]),
     }
-}
-
-fn list_problems(problems: &[String]) -> String {
-    let mut message = problems
-        .iter()
-        .take(MAX_PROBLEMS_LISTED)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("; ");
-    if problems.len() > MAX_PROBLEMS_LISTED {
-        message.push_str(&format!(
-            "; and {} more",
-            problems.len() - MAX_PROBLEMS_LISTED
-        ));
-    }
-    message
 }
 
 /// How many of the entries a warm leaves out its record lists (with their reasons); the rest are
@@ -482,10 +541,14 @@ pub async fn warm_sitemap(
     tokio::spawn(async move {
         if let Err(error) = collect_and_enqueue(&app, &queue, &fetcher, &domain, &job, &root).await
         {
-            let message = error.to_string();
+            let message = crate::error_chain(&error);
             tracing::warn!(warm.id = %job.id, %message, "sitemap warm failed");
             if let Err(error) = app.db.warm_job_failed(job.id, &message).await {
-                tracing::error!(warm.id = %job.id, %error, "could not record a failed warm job");
+                tracing::error!(
+                    warm.id = %job.id,
+                    error = %crate::error_chain(&error),
+                    "could not record a failed warm job"
+                );
             }
         }
     });
@@ -511,13 +574,8 @@ async fn collect_and_enqueue(
         kiln_sitemap::collect(&fetcher, root, &limits),
     )
     .await
-    .map_err(|_| {
-        CacheError::Invalid(format!(
-            "reading the sitemap took longer than {} s",
-            SITEMAP_DEADLINE.as_secs()
-        ))
-    })?
-    .map_err(|e| CacheError::Invalid(e.to_string()))?;
+    .map_err(|_| CacheError::SitemapTimeout(SITEMAP_DEADLINE.as_secs()))?
+    .map_err(|error| CacheError::Sitemap(Box::new(error)))?;
 
     let mut left_out = LeftOut::default();
     // First, so that the record lists it however much else was left out.
@@ -532,7 +590,7 @@ async fn collect_and_enqueue(
         );
     }
     for skipped in &collected.skipped {
-        left_out.add(&skipped.url, &skipped.reason);
+        left_out.add(&skipped.url, crate::error_chain(&skipped.reason));
     }
     left_out.add_uncounted(collected.skipped_omitted);
     let mut renders = Vec::new();
@@ -546,7 +604,7 @@ async fn collect_and_enqueue(
                     renders.push((domain, page.url.clone(), *device));
                 }
             }
-            Err(reason) => left_out.add(url.as_str(), reason),
+            Err(reason) => left_out.add(url.as_str(), crate::error_chain(&reason)),
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -652,8 +710,9 @@ pub async fn preview(
     device: DeviceClass,
 ) -> Result<(NormalizedUrl, PreviewResult), CacheError> {
     let domains = app.db.domains_of(tenant_id).await?;
-    let page = resolve_url(&by_host(&domains), url)
-        .map_err(|problem| CacheError::InvalidUrls(format!("url `{}`: {problem}", shorten(url))))?;
+    let refused =
+        |reason| CacheError::InvalidUrls(UrlProblems::one(UrlProblem::new("url", url, reason)));
+    let page = resolve_url(&by_host(&domains), url).map_err(refused)?;
     if !page.domain.verified {
         return Err(CacheError::NotVerified(page.domain.host.clone()));
     }
@@ -663,10 +722,9 @@ pub async fn preview(
         .path_rules()
         .renders(path_of(&page.url))
     {
-        return Err(CacheError::Invalid(format!(
-            "{}: {EXCLUDED}, so there is no render to preview",
-            page.url
-        )));
+        return Err(refused(UrlRefused::Excluded {
+            so: "there is no render to preview",
+        }));
     }
     let reply_to = Uuid::new_v4().to_string();
     let budget = Duration::from_millis(page.domain.settings.render_timeout_ms) * 2;
@@ -745,6 +803,38 @@ mod tests {
         check("ééé", 3, "ééé");
         check("éééé", 2, "éé…");
         check("abc", 0, "…");
+    }
+
+    #[test]
+    fn url_problems_are_one_message_with_each_reason_and_its_sources() {
+        let not_absolute = url::Url::parse("not a url").unwrap_err();
+        let problem = |n: usize| {
+            UrlProblem::new(
+                format!("urls[{n}]"),
+                "not a url",
+                UrlRefused::NotAbsolute(not_absolute),
+            )
+        };
+        let one = "not an absolute URL: relative URL without a base";
+        assert_eq!(
+            UrlProblems::one(problem(1)).to_string(),
+            format!("urls[1] `not a url`: {one}")
+        );
+        let many = UrlProblems((0..MAX_PROBLEMS_LISTED + 2).map(problem).collect());
+        let message = many.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "urls[0] `not a url`: {one}; urls[1] `not a url`: {one}; "
+            )),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(&format!("urls[9] `not a url`: {one}; and 2 more")),
+            "{message}"
+        );
+        // The list is the whole message: nothing follows it in a chain.
+        let error = CacheError::InvalidUrls(many);
+        assert_eq!(crate::error_chain(&error), error.to_string());
     }
 
     #[test]

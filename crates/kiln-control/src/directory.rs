@@ -128,7 +128,10 @@ pub async fn keep_published(app: App, every: Duration) {
             Ok(()) => {}
             Err(error) if !failing => {
                 failing = true;
-                tracing::warn!(%error, "cannot check or republish the domain directory; retrying");
+                tracing::warn!(
+                    error = %crate::error_chain(&error),
+                    "cannot check or republish the domain directory; retrying"
+                );
             }
             Err(_) => {}
         }

@@ -363,7 +363,10 @@ pub async fn run_background_verifier(
         {
             Ok(pending) => pending,
             Err(error) => {
-                tracing::warn!(%error, "cannot list domains awaiting verification");
+                tracing::warn!(
+                    error = %crate::error_chain(&error),
+                    "cannot list domains awaiting verification"
+                );
                 continue;
             }
         };
@@ -378,7 +381,11 @@ pub async fn run_background_verifier(
             )
             .await;
             if let Err(error) = checked {
-                tracing::warn!(domain.host = %domain.host, %error, "background verification failed");
+                tracing::warn!(
+                    domain.host = %domain.host,
+                    error = %crate::error_chain(&error),
+                    "background verification failed"
+                );
             }
         }
     }

@@ -26,7 +26,7 @@ pub struct Origin {
     canonical: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum OriginError {
     #[error("origin `{0}` is not a URL such as https://origin.example.com")]
     Unparsable(String),
@@ -50,8 +50,12 @@ pub enum OriginError {
     QueryOrFragment(String),
     #[error("origin `{0}` has no host")]
     NoHost(String),
-    #[error("origin host `{host}` cannot be resolved: {reason}")]
-    Unresolvable { host: String, reason: String },
+    #[error("origin host `{host}` cannot be resolved")]
+    Unresolvable {
+        host: String,
+        #[source]
+        source: ResolveError,
+    },
     #[error(
         "origin host `{host}` resolves to {address}, which is not a public address; if that is \
          intended, the operator can grant it with KILN_ALLOWED_PRIVATE_NETS (e.g. {suggestion})"
@@ -70,6 +74,17 @@ pub enum OriginError {
         address: IpAddr,
         port: u16,
     },
+}
+
+/// Why an origin's host could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("no addresses")]
+    NoAddresses,
+    #[error(transparent)]
+    Lookup(std::io::Error),
 }
 
 impl Origin {
@@ -172,19 +187,19 @@ impl fmt::Display for Origin {
 }
 
 async fn resolve(host: &str, port: u16) -> Result<Vec<IpAddr>, OriginError> {
-    let unresolvable = |reason: String| OriginError::Unresolvable {
+    let unresolvable = |source| OriginError::Unresolvable {
         host: host.to_owned(),
-        reason,
+        source,
     };
     let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
         .await
-        .map_err(|_| unresolvable(format!("no answer within {} s", RESOLVE_TIMEOUT.as_secs())))?
-        .map_err(|error| unresolvable(error.to_string()))?;
+        .map_err(|_| unresolvable(ResolveError::Timeout(RESOLVE_TIMEOUT)))?
+        .map_err(|error| unresolvable(ResolveError::Lookup(error)))?;
     let mut addresses: Vec<IpAddr> = lookup.map(|socket| socket.ip()).collect();
     addresses.sort();
     addresses.dedup();
     if addresses.is_empty() {
-        return Err(unresolvable("no addresses".to_owned()));
+        return Err(unresolvable(ResolveError::NoAddresses));
     }
     Ok(addresses)
 }
@@ -309,6 +324,13 @@ mod tests {
         assert!(
             matches!(&error, OriginError::Unresolvable { host, .. } if host == "no-such-origin.invalid"),
             "{error}"
+        );
+        // Why the lookup failed is the error's source, which a report writes after it.
+        let reported = crate::error_chain(&error);
+        assert!(
+            reported.starts_with("origin host `no-such-origin.invalid` cannot be resolved: ")
+                && reported.len() > error.to_string().len() + 2,
+            "{reported}"
         );
     }
 }

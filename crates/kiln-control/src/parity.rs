@@ -12,7 +12,7 @@
 //! never (a worker that died), the place lapses by itself after [`budget_hold`].
 
 use crate::App;
-use crate::cache;
+use crate::cache::{self, UrlProblem, UrlProblems, UrlRefused};
 use crate::db::DbError;
 use bytes::Bytes;
 use kiln_core::job::RenderPurpose;
@@ -31,8 +31,8 @@ const QUEUE_ALLOWANCE: Duration = Duration::from_secs(120);
 pub enum ParityError {
     /// The URL is not a page of the tenant's that Kiln renders: malformed, on a host that is not
     /// one of the tenant's domains, or left out by the domain's path rules.
-    #[error("{0}")]
-    InvalidUrl(String),
+    #[error(transparent)]
+    InvalidUrl(UrlProblems),
     #[error(
         "{0} is not verified yet; verify it (POST /api/v1/domains/{{id}}/verify) before comparing its pages"
     )]
@@ -47,9 +47,9 @@ pub enum ParityError {
     BudgetExhausted { retry_after: Duration },
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("parity checks are unavailable (Redis does not answer): {0}")]
+    #[error("parity checks are unavailable (Redis does not answer)")]
     Store(#[from] StoreError),
-    #[error("the parity queue is unavailable: {0}")]
+    #[error("the parity queue is unavailable")]
     Queue(#[from] QueueError),
 }
 
@@ -88,9 +88,9 @@ pub async fn file(
     device: DeviceClass,
 ) -> Result<ParityCheck, ParityError> {
     let domains = app.db.domains_of(tenant_id).await?;
-    let page = cache::resolve_url(&cache::by_host(&domains), url).map_err(|problem| {
-        ParityError::InvalidUrl(format!("url `{}`: {problem}", cache::shorten(url)))
-    })?;
+    let refused =
+        |reason| ParityError::InvalidUrl(UrlProblems::one(UrlProblem::new("url", url, reason)));
+    let page = cache::resolve_url(&cache::by_host(&domains), url).map_err(refused)?;
     if !page.domain.verified {
         return Err(ParityError::NotVerified(page.domain.host.clone()));
     }
@@ -100,11 +100,9 @@ pub async fn file(
         .path_rules()
         .renders(cache::path_of(&page.url))
     {
-        return Err(ParityError::InvalidUrl(format!(
-            "{}: {}, so there is no snapshot to compare",
-            page.url,
-            cache::EXCLUDED
-        )));
+        return Err(refused(UrlRefused::Excluded {
+            so: "there is no snapshot to compare",
+        }));
     }
 
     let tenant = tenant_id.to_string();
@@ -141,9 +139,16 @@ pub async fn file(
     if let Err(error) = queue.push_to(QueueKind::Parity, job).await {
         check.state = ParityState::Failed;
         check.finished_at = Some(kiln_core::unix_millis_now());
-        check.error = Some(format!("the check could not be queued: {error}"));
+        check.error = Some(format!(
+            "the check could not be queued: {}",
+            crate::error_chain(&error)
+        ));
         if let Err(store_error) = app.store.put_parity_check(&check).await {
-            tracing::warn!(parity.id = %check.id, error = %store_error, "could not record a parity check that was not queued");
+            tracing::warn!(
+                parity.id = %check.id,
+                error = %crate::error_chain(&store_error),
+                "could not record a parity check that was not queued"
+            );
         }
         give_back_place(app, &check).await;
         return Err(error.into());
@@ -164,7 +169,11 @@ async fn give_back_place(app: &App, check: &ParityCheck) {
         .release_render_place(&check.tenant_id, &budget_place(&check.id))
         .await
     {
-        tracing::warn!(parity.id = %check.id, %error, "could not give back a parity check's render budget place; it lapses by itself");
+        tracing::warn!(
+            parity.id = %check.id,
+            error = %crate::error_chain(&error),
+            "could not give back a parity check's render budget place; it lapses by itself"
+        );
     }
 }
 

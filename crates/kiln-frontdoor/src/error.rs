@@ -148,7 +148,9 @@ impl From<AccountError> for ApiError {
             | AccountError::WrongCurrentPassword
             | AccountError::SessionEnded => ApiError::unauthorized(error.to_string()),
             AccountError::Db(error) => error.into(),
-            AccountError::Hashing(_) => ApiError::internal(&error),
+            AccountError::Hashing(_) | AccountError::HashingTask(_) | AccountError::Signing(_) => {
+                ApiError::internal(&error)
+            }
         }
     }
 }
@@ -158,8 +160,9 @@ impl From<ActivityError> for ApiError {
         match error {
             ActivityError::Db(error) => error.into(),
             ActivityError::Store(_) => {
-                tracing::warn!(%error, "reading activity from Redis failed");
-                ApiError::unavailable(error.to_string())
+                let message = kiln_control::error_chain(&error);
+                tracing::warn!(error = %message, "reading activity from Redis failed");
+                ApiError::unavailable(message)
             }
         }
     }
@@ -186,10 +189,16 @@ impl From<CacheError> for ApiError {
                 "render_timeout",
                 error.to_string(),
             ),
+            // Only a warm's background task meets these (it records them on the job), but were a
+            // request to, they are what was wrong with the sitemap it named.
+            CacheError::Sitemap(_) | CacheError::SitemapTimeout(_) => {
+                ApiError::invalid(kiln_control::error_chain(&error))
+            }
             CacheError::Db(error) => error.into(),
             CacheError::Store(_) | CacheError::Queue(_) => {
-                tracing::warn!(error = %kiln_control::error_chain(&error), "cache operation failed");
-                ApiError::unavailable(error.to_string())
+                let message = kiln_control::error_chain(&error);
+                tracing::warn!(error = %message, "cache operation failed");
+                ApiError::unavailable(message)
             }
         }
     }
@@ -214,9 +223,9 @@ impl From<DomainError> for ApiError {
             DomainError::Origin(OriginError::Unresolvable { .. }) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "origin_unresolvable",
-                error.to_string(),
+                kiln_control::error_chain(&error),
             ),
-            DomainError::Origin(_) => ApiError::invalid(error.to_string()),
+            DomainError::Origin(_) => ApiError::invalid(kiln_control::error_chain(&error)),
             DomainError::Db(_) => match error {
                 DomainError::Db(error) => error.into(),
                 _ => unreachable!("matched above"),
@@ -260,8 +269,9 @@ impl From<ParityError> for ApiError {
             },
             ParityError::Db(error) => error.into(),
             ParityError::Store(_) | ParityError::Queue(_) => {
-                tracing::warn!(error = %kiln_control::error_chain(&error), "parity check operation failed");
-                ApiError::unavailable(error.to_string())
+                let message = kiln_control::error_chain(&error);
+                tracing::warn!(error = %message, "parity check operation failed");
+                ApiError::unavailable(message)
             }
         }
     }
