@@ -81,7 +81,7 @@ impl IntoResponse for GatewayError {
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {title}</title></head>\
              <body><h1>{code} {title}</h1><p>{detail}</p><hr><p>Kiln</p></body></html>\n",
             code = status.as_u16(),
-            detail = escape(&detail),
+            detail = html_escape::encode_text(&detail),
         );
         let mut response = Response::builder()
             .status(status)
@@ -114,11 +114,4 @@ impl GatewayError {
 /// `Retry-After` in whole seconds, rounded up: a client retrying on time must not be refused.
 fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

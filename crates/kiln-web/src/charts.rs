@@ -114,14 +114,14 @@ pub fn stacked_bar_chart(frame: &Frame<'_>, lower: &Series<'_>, upper: &Series<'
             if parts.iter().all(|&part| part == 0.0) {
                 continue;
             }
-            let label = escape(&frame.labels[i]);
+            let label = text(&frame.labels[i]);
             let _ = write!(
                 svg,
                 "<g><title>{label}: {} {}, {} {}</title>",
                 Unit::Count.format(parts[0]),
-                escape(lower.name),
+                text(lower.name),
                 Unit::Count.format(parts[1]),
-                escape(upper.name),
+                text(upper.name),
             );
             let x = LEFT + slot * i as f64 + slot * 0.15;
             let mut base = BOTTOM;
@@ -217,8 +217,8 @@ pub fn line_chart(frame: &Frame<'_>, series: &[Series<'_>], unit: Unit) -> Strin
                         r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" stroke="none"><title>{}: {} {}</title></circle>"#,
                         x(i),
                         y(v),
-                        escape(&frame.labels[i]),
-                        escape(s.name),
+                        text(&frame.labels[i]),
+                        text(s.name),
                         unit.format(v),
                     );
                 }
@@ -345,14 +345,15 @@ pub fn day_label(start: OffsetDateTime) -> String {
 
 /// The opening of the `<svg>` element, its title and description, and the baseline.
 fn open(frame: &Frame<'_>, summary: &str) -> String {
-    let title = escape(frame.title);
     let summary = if summary.is_empty() {
-        "No data.".to_owned()
+        "No data."
     } else {
-        escape(summary)
+        summary
     };
+    let label = attribute(&format!("{}. {summary}", frame.title));
+    let (title, summary) = (text(frame.title), text(summary));
     let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" aria-label="{title}. {summary}" font-family="system-ui, sans-serif" font-size="12"><title>{title}</title><desc>{summary}</desc>"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" aria-label="{label}" font-family="system-ui, sans-serif" font-size="12"><title>{title}</title><desc>{summary}</desc>"#
     );
     let _ = write!(
         svg,
@@ -374,7 +375,7 @@ fn close(mut svg: String, frame: &Frame<'_>, has_data: bool) -> String {
                 r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
                 LEFT + slot * (i as f64 + 0.5),
                 HEIGHT - 6.0,
-                escape(label)
+                text(label)
             );
         }
     }
@@ -404,7 +405,7 @@ fn y_axis(svg: &mut String, max_label: &str) {
         r#"<g class="axis" fill="currentColor" text-anchor="end"><text x="{:.1}" y="{:.1}">{}</text><text x="{:.1}" y="{:.1}">0</text></g>"#,
         LEFT - 6.0,
         TOP + 4.0,
-        escape(max_label),
+        text(max_label),
         LEFT - 6.0,
         BOTTOM + 4.0,
     );
@@ -420,7 +421,7 @@ fn legend(svg: &mut String, series: &[&Series<'_>]) {
             svg,
             r#"<rect class="{class}" fill="{colour}" x="{x:.1}" y="4" width="10" height="10"/><text x="{:.1}" y="13">{}</text>"#,
             x + 14.0,
-            escape(s.name),
+            text(s.name),
         );
         // An estimate of the name's width: good enough to keep the entries apart.
         x += 14.0 + 7.0 * s.name.chars().count() as f64 + 14.0;
@@ -507,22 +508,33 @@ fn nice_ceiling(value: f64) -> f64 {
         .unwrap_or(10.0 * power)
 }
 
-/// `text` made safe for XML text and attribute values; characters XML cannot hold are dropped.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            '\t' | '\n' | '\r' => escaped.push(c),
-            c if c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => escaped.push(c),
-        }
+/// `content` made safe as the text of an element; characters XML cannot hold are dropped.
+fn text(content: &str) -> String {
+    html_escape::encode_text(&xml_chars(content)).into_owned()
+}
+
+/// `value` made safe as an attribute's value (every attribute here is written in double quotes);
+/// characters XML cannot hold are dropped.
+fn attribute(value: &str) -> String {
+    html_escape::encode_double_quoted_attribute(&xml_chars(value)).into_owned()
+}
+
+/// `text` without the characters an XML document cannot hold, even escaped: control characters
+/// other than tab, newline and carriage return, and U+FFFE and U+FFFF. An SVG must stay XML
+/// wherever it goes; `html_escape` escapes markup and leaves these to its caller, so they are
+/// dropped here.
+fn xml_chars(text: &str) -> std::borrow::Cow<'_, str> {
+    let unfit = |c: char| {
+        (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    };
+    if text.contains(unfit) {
+        text.chars()
+            .filter(|&c| !unfit(c))
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
     }
-    escaped
 }
 
 #[cfg(test)]
@@ -536,7 +548,7 @@ mod tests {
     #[track_caller]
     fn assert_well_formed(svg: &str) {
         let entity_ok = |rest: &str| {
-            ["&amp;", "&lt;", "&gt;", "&quot;", "&#39;"]
+            ["&amp;", "&lt;", "&gt;", "&quot;"]
                 .iter()
                 .any(|e| rest.starts_with(e))
         };
@@ -635,11 +647,14 @@ mod tests {
 
     #[test]
     fn text_is_escaped_everywhere_it_goes() {
+        // Quotes need no escape in text, and `'` none in an attribute value in double quotes.
+        assert_eq!(text(r#"<b> & "x" 'y'"#), r#"&lt;b&gt; &amp; "x" 'y'"#);
         assert_eq!(
-            escape(r#"<b> & "x" 'y'"#),
-            "&lt;b&gt; &amp; &quot;x&quot; &#39;y&#39;"
+            attribute(r#"<b> & "x" 'y'"#),
+            "&lt;b&gt; &amp; &quot;x&quot; 'y'"
         );
-        assert_eq!(escape("a\u{0}b\u{1b}c\nd\u{FFFF}é"), "abc\ndé");
+        assert_eq!(text("a\u{0}b\u{1b}c\nd\u{FFFF}é"), "abc\ndé");
+        assert_eq!(attribute("a\u{0}b\u{1b}c\nd\u{FFFF}é"), "abc\ndé");
         let hostile = r#"</svg><script>alert("&")</script>"#;
         let labels = vec![hostile.to_owned(); 3];
         let frame = Frame {
@@ -659,8 +674,13 @@ mod tests {
         ] {
             assert_well_formed(&svg);
             assert!(!svg.contains("<script"), "{svg}");
+            // In the accessible label (an attribute), and in the title (text).
             assert!(
                 svg.contains("&lt;/svg&gt;&lt;script&gt;alert(&quot;&amp;&quot;)"),
+                "{svg}"
+            );
+            assert!(
+                svg.contains(r#"<title>&lt;/svg&gt;&lt;script&gt;alert("&amp;")"#),
                 "{svg}"
             );
         }

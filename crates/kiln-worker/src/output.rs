@@ -148,14 +148,10 @@ pub fn visible_text(html: &str) -> usize {
 
 /// The `<base>` tag that puts `href` in.
 pub(crate) fn base_tag(href: &str) -> String {
-    format!("<base href=\"{}\">", escape_attribute(href))
-}
-
-fn escape_attribute(value: &str) -> String {
-    value
-        .replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
+    format!(
+        "<base href=\"{}\">",
+        html_escape::encode_double_quoted_attribute(href)
+    )
 }
 
 #[cfg(test)]
