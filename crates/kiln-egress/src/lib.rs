@@ -57,6 +57,7 @@ use serve::Proxy;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -90,20 +91,20 @@ impl Refusals {
     pub fn insert(&self, addr: SocketAddr) {
         self.0
             .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(addr);
     }
 
     pub fn remove(&self, addr: SocketAddr) {
         self.0
             .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(&addr);
     }
 
     /// Whether `addr` is refused (an unspecified address stands for every loopback one).
     pub fn contains(&self, addr: SocketAddr) -> bool {
-        let set = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let set = self.0.read().unwrap_or_else(PoisonError::into_inner);
         if set.is_empty() {
             return false;
         }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -120,7 +121,7 @@ impl AccountLimiter {
     }
 
     fn has_failed(&self, email: &str, ip: IpAddr) -> bool {
-        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
         failed.len() >= MAX_FAILED_PAIRS || failed.contains_key(&(email.to_owned(), ip))
     }
 
@@ -139,7 +140,7 @@ impl AccountLimiter {
     /// success forgets the pair's failures.
     pub fn log_in_ended(&self, email: &str, ip: IpAddr, succeeded: bool) {
         let pair = (email.to_owned(), ip);
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
         if succeeded {
             failed.remove(&pair);
             return;
@@ -166,7 +167,7 @@ impl AccountLimiter {
         self.password_changes.retain_recent();
         self.failed
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, at| at.elapsed() < FAILURES_KEPT);
     }
 }

@@ -21,7 +21,7 @@ use kiln_core::{DomainConfig, EgressPolicy, strip_hop_by_hop};
 use kiln_origin::{ClientSettings, OriginHttp};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Which client a request goes through: the tenant when it has grants of its own, and the port.
@@ -63,12 +63,12 @@ impl OriginClient {
         if let Some(client) = self
             .clients
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
         {
             return client.clone();
         }
-        let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
         let policy = self.policy.for_tenant(key.0.as_deref());
         clients
             .entry(key)

@@ -10,7 +10,7 @@
 
 use kiln_store::{Store, UsageBatch, UsageCounts, UsageHour, UsageKind};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 /// The most (hour, domain) pairs counted while a batch waits to be confirmed: about 15 MB at worst
 /// (twice that with the waiting batch). That is a day's outage for 4 000 domains busy around the
@@ -119,12 +119,10 @@ impl Usage {
     }
 
     fn record_at(&self, at: u64, domain_id: &str, kind: UsageKind) {
-        self.pending.lock().expect("usage lock poisoned").add(
-            self.capacity,
-            at / HOUR_MS,
-            domain_id,
-            kind,
-        );
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(self.capacity, at / HOUR_MS, domain_id, kind);
     }
 
     /// Writes what was counted so far: the unconfirmed batch first, if there is one, then a new batch
@@ -134,7 +132,7 @@ impl Usage {
         let _one_at_a_time = self.flushing.lock().await;
         loop {
             let (next, dropped) = {
-                let mut pending = self.pending.lock().expect("usage lock poisoned");
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
                 let dropped = std::mem::take(&mut pending.dropped);
                 (pending.next_batch(&self.writer), dropped)
             };
@@ -150,7 +148,7 @@ impl Usage {
             if let Err(error) = store.add_usage_batch(&batch).await {
                 self.pending
                     .lock()
-                    .expect("usage lock poisoned")
+                    .unwrap_or_else(PoisonError::into_inner)
                     .unconfirmed = Some(batch);
                 return Err(error);
             }
@@ -164,7 +162,7 @@ impl Usage {
     /// How many (hour, domain) pairs wait for a batch, and whether a batch waits for confirmation.
     #[cfg(test)]
     fn waiting(&self) -> (usize, bool) {
-        let pending = self.pending.lock().expect("usage lock poisoned");
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         (pending.pairs, pending.unconfirmed.is_some())
     }
 }

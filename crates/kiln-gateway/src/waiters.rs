@@ -8,7 +8,7 @@
 
 use kiln_core::RenderOutcome;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -34,7 +34,7 @@ impl Waiters {
     /// Starts waiting for `page_key`. Register before looking at the cache, so that an announcement
     /// arriving between the look-up and the wait is not lost.
     pub fn register(self: &Arc<Self>, page_key: &str) -> Waiter {
-        let mut pending = self.pending.lock().expect("waiters lock poisoned");
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let (entry, rx) = match pending.pages.get(page_key) {
             Some(entry) => (entry.number, entry.tx.subscribe()),
             None => {
@@ -60,7 +60,7 @@ impl Waiters {
         let entry = self
             .pending
             .lock()
-            .expect("waiters lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .pages
             .remove(page_key);
         if let Some(entry) = entry {
@@ -71,7 +71,10 @@ impl Waiters {
     /// Wakes everyone waiting for any page with a failure: the announcements they wait for can
     /// no longer arrive (the event subscription was lost), so they should not wait out their budget.
     pub fn fail_all(&self, reason: &str) {
-        let pages = std::mem::take(&mut self.pending.lock().expect("waiters lock poisoned").pages);
+        let pages = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::take(&mut pending.pages)
+        };
         for entry in pages.into_values() {
             entry.tx.send_replace(Some(RenderOutcome::Failed {
                 reason: reason.to_owned(),
@@ -84,7 +87,7 @@ impl Waiters {
     pub fn len(&self) -> usize {
         self.pending
             .lock()
-            .expect("waiters lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .pages
             .len()
     }
@@ -123,7 +126,11 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        let mut pending = self.waiters.pending.lock().expect("waiters lock poisoned");
+        let mut pending = self
+            .waiters
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Our own receiver still counts here: remove our entry when nobody else waits on it. The
         // page's entry may be a later render's (ours was announced, and others wait for the next
         // render): that one is not ours to remove.

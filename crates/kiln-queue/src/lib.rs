@@ -36,6 +36,7 @@ use kiln_core::RenderJob;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 mod fair;
@@ -580,7 +581,7 @@ async fn run_job(
     shared
         .finished
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(PoisonError::into_inner)
         .insert(id.to_string());
     Ok(())
 }
@@ -652,7 +653,7 @@ pub async fn run_worker(
     // heartbeats (15 s later, and the finished ones would run again).
     let finished: Vec<String> = finished
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .cloned()
         .collect();
@@ -810,7 +811,7 @@ async fn sweep_periodically(
             if let Ok(Ok(members)) = tokio::time::timeout(settings.command_timeout, members).await {
                 finished
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(PoisonError::into_inner)
                     .retain(|id| members.contains(id));
             }
         }

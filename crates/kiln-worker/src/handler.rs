@@ -24,6 +24,7 @@ use kiln_queue::{JobHandler, QueueKind, RenderQueue};
 use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, RenderLogPurpose, Store};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -219,7 +220,7 @@ impl Finished {
 
 impl Inner {
     fn starting_renders(&self) -> std::sync::MutexGuard<'_, Vec<WaitingRender>> {
-        self.starting.lock().unwrap_or_else(|e| e.into_inner())
+        self.starting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The hold a job of `queue` has had on background renders since the queue started it.
