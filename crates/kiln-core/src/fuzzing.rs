@@ -1,5 +1,6 @@
 //! The promises the hostile-input fuzz targets (`fuzz/`) check on every input, shared with the tests
-//! that replay the committed corpora on stable Rust (`tests/fuzz_corpus.rs`, and the worker's).
+//! that replay the committed corpora on stable Rust (`tests/fuzz_corpus.rs`, through
+//! `kiln_testkit::fuzzing::replay_corpus`).
 //!
 //! Each check takes the raw bytes a fuzzer produces and panics, naming the broken promise, when the
 //! code breaks one; a refused input (an error result) is fine, a panic or a wrong answer is not.
@@ -8,7 +9,6 @@
 use crate::bots::{BOTS_MAP, BotClassifier, MAX_USER_AGENT, compile};
 use crate::url::{MAX_TARGET_LEN, is_ignored};
 use crate::{Hostname, NormalizedUrl};
-use std::path::Path;
 use std::sync::LazyLock;
 
 /// The ignored query parameters of `DomainSettings::default()`, used when an input names none.
@@ -222,28 +222,4 @@ pub fn bots_map(data: &[u8]) {
             "{error} names a line the file does not have"
         ),
     }
-}
-
-/// Runs `check` on every file of the committed corpus `fuzz/corpus/<target>/` and returns how many
-/// there were; panics naming every file whose check failed.
-pub fn replay_corpus(target: &str, check: fn(&[u8])) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("a corpus entry").path())
-        .collect();
-    files.sort();
-    let failed: Vec<String> = files
-        .iter()
-        .filter_map(|path| {
-            let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            std::panic::catch_unwind(|| check(&data))
-                .is_err()
-                .then(|| path.display().to_string())
-        })
-        .collect();
-    assert!(failed.is_empty(), "{target}: failed on {failed:#?}");
-    files.len()
 }

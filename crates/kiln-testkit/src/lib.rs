@@ -6,6 +6,7 @@
 
 pub mod corpus;
 pub mod dns;
+pub mod fuzzing;
 pub mod logs;
 pub mod pebble;
 pub mod postgres;

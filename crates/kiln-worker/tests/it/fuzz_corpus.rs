@@ -2,7 +2,7 @@
 //! target's own checks, so the stable test suite catches a regression in the page post-processor on
 //! any document the fuzzer once found interesting, without nightly Rust or libFuzzer.
 
-use kiln_core::fuzzing::replay_corpus;
+use kiln_testkit::fuzzing::replay_corpus;
 
 #[test]
 fn html_output_corpus_keeps_the_post_processor_s_promises() {
