@@ -431,20 +431,8 @@ fn legend(svg: &mut String, series: &[&Series<'_>]) {
 
 /// "stored: 120 in all, most 30 (14:00)."
 fn sum_summary(series: &Series<'_>, labels: &[String]) -> String {
-    let values = || {
-        labels
-            .iter()
-            .zip(series.values)
-            .filter_map(|(label, v)| Some((label, v.filter(|v| v.is_finite())?)))
-    };
-    let total: f64 = values().map(|(_, v)| v).sum();
-    match values().fold(None, |best: Option<(&String, f64)>, (label, v)| {
-        if best.is_none_or(|(_, b)| v > b) {
-            Some((label, v))
-        } else {
-            best
-        }
-    }) {
+    let total: f64 = labelled(labels, series.values).map(|(_, v)| v).sum();
+    match peak(labelled(labels, series.values)) {
         Some((label, most)) if total > 0.0 => format!(
             "{}: {} in all, most {} ({label}).",
             series.name,
@@ -457,21 +445,8 @@ fn sum_summary(series: &Series<'_>, labels: &[String]) -> String {
 
 /// "p95: latest 1.2 s (14:00), highest 3 s (09:00)."
 fn line_summary(series: &Series<'_>, labels: &[String], unit: Unit) -> String {
-    let values = || {
-        labels
-            .iter()
-            .zip(series.values)
-            .filter_map(|(label, v)| Some((label, v.filter(|v| v.is_finite())?)))
-    };
-    let latest = values().next_back();
-    let highest = values().fold(None, |best: Option<(&String, f64)>, (label, v)| {
-        if best.is_none_or(|(_, b)| v > b) {
-            Some((label, v))
-        } else {
-            best
-        }
-    });
-    match (latest, highest) {
+    let latest = labelled(labels, series.values).next_back();
+    match (latest, peak(labelled(labels, series.values))) {
         (Some((latest_label, latest)), Some((highest_label, highest))) => format!(
             "{}: latest {} ({latest_label}), highest {} ({highest_label}).",
             series.name,
@@ -480,6 +455,28 @@ fn line_summary(series: &Series<'_>, labels: &[String], unit: Unit) -> String {
         ),
         _ => format!("{}: no data.", series.name),
     }
+}
+
+/// A series' finite values with their buckets' labels, oldest first: what its summary speaks of.
+fn labelled<'a>(
+    labels: &'a [String],
+    values: &'a [Option<f64>],
+) -> impl DoubleEndedIterator<Item = (&'a String, f64)> {
+    labels
+        .iter()
+        .zip(values)
+        .filter_map(|(label, v)| Some((label, v.filter(|v| v.is_finite())?)))
+}
+
+/// The highest of `values` with its label; the oldest of equal ones.
+fn peak<'a>(values: impl Iterator<Item = (&'a String, f64)>) -> Option<(&'a String, f64)> {
+    values.fold(None, |best, (label, v)| {
+        if best.is_none_or(|(_, b)| v > b) {
+            Some((label, v))
+        } else {
+            best
+        }
+    })
 }
 
 fn slot_width(buckets: usize) -> f64 {
@@ -866,6 +863,24 @@ mod tests {
         assert!(
             svg.contains("p95: latest 1.2 s (01:00), highest 1.2 s (01:00)."),
             "{svg}"
+        );
+    }
+
+    #[test]
+    fn summaries_skip_gaps_and_name_the_oldest_of_equal_peaks() {
+        let labels = labels(4);
+        let values = [Some(5.0), None, Some(5.0), Some(f64::NAN)];
+        let series = Series {
+            name: "p95",
+            values: &values,
+        };
+        assert_eq!(
+            sum_summary(&series, &labels),
+            "p95: 10 in all, most 5 (00:00)."
+        );
+        assert_eq!(
+            line_summary(&series, &labels, Unit::Milliseconds),
+            "p95: latest 5 ms (02:00), highest 5 ms (00:00)."
         );
     }
 
