@@ -9,16 +9,16 @@
 //! `<name> <base URL>` (`corpus`, `react`, `vue`, then `internal`), followed by `ready`, and serves
 //! until it is killed.
 
-use kiln_testkit::corpus;
+use kiln_testkit::corpus::TestCorpusOrigin;
 use std::io::Write as _;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let internal = corpus::internal_server().await;
+    let internal = TestCorpusOrigin::start_internal().await;
     let origins = [
-        ("corpus", corpus::corpus_origin(&internal).await),
-        ("react", corpus::framework_origin("react").await),
-        ("vue", corpus::framework_origin("vue").await),
+        ("corpus", TestCorpusOrigin::start(&internal).await),
+        ("react", TestCorpusOrigin::start_framework("react").await),
+        ("vue", TestCorpusOrigin::start_framework("vue").await),
         ("internal", internal),
     ];
     // One write and a flush: the script that started this program reads the lines from a pipe or a

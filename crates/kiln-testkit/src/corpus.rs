@@ -87,13 +87,13 @@ impl Hits {
 }
 
 /// A server running on a tokio runtime until dropped.
-pub struct Server {
+pub struct TestCorpusOrigin {
     pub addr: SocketAddr,
     pub hits: Hits,
     _stop: oneshot::Sender<()>,
 }
 
-impl Server {
+impl TestCorpusOrigin {
     pub fn base(&self) -> String {
         match self.addr.ip() {
             IpAddr::V6(ip) => format!("http://[{ip}]:{}", self.addr.port()),
@@ -105,7 +105,7 @@ impl Server {
         format!("{}{path}", self.base())
     }
 
-    async fn serve(ip: IpAddr, app: Router<Hits>) -> Server {
+    async fn serve(ip: IpAddr, app: Router<Hits>) -> TestCorpusOrigin {
         let hits = Hits::default();
         let app = app
             .layer(middleware::from_fn_with_state(hits.clone(), count))
@@ -124,81 +124,81 @@ impl Server {
                 })
                 .await;
         });
-        Server {
+        TestCorpusOrigin {
             addr,
             hits,
             _stop: stop,
         }
     }
-}
 
-/// The server on 127.0.0.2 standing for everything private: metadata services, admin panels,
-/// databases. Renders must never reach it.
-pub async fn internal_server() -> Server {
-    let app = Router::new().fallback(|| async { INTERNAL_SECRET });
-    Server::serve(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), app).await
-}
+    /// The server on 127.0.0.2 standing for everything private: metadata services, admin panels,
+    /// databases. Renders must never reach it.
+    pub async fn start_internal() -> TestCorpusOrigin {
+        let app = Router::new().fallback(|| async { INTERNAL_SECRET });
+        TestCorpusOrigin::serve(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), app).await
+    }
 
-/// The corpus origin on 127.0.0.1. `internal` is the server SSRF probes aim at.
-pub async fn corpus_origin(internal: &Server) -> Server {
-    let pages = Arc::new(Pages {
-        dir: corpus_dir(),
-        internal_base: internal.base(),
-        internal_port: internal.addr.port(),
-    });
-    let internal_secret_url = internal.url("/secret");
-    let app = Router::new()
-        .route("/", get(|| async { Html(index()) }))
-        .route("/{page}", get(page).with_state(pages.clone()))
-        .route("/cloaking", get(cloaking).with_state(pages.clone()))
-        .route("/corpus/{file}", get(script).with_state(pages.clone()))
-        .route("/api/delay/{ms}/{name}", get(delayed))
-        .route(
-            "/api/chain/1",
-            get(|| async { json(r#"{"name":"one","next":"/api/chain/2"}"#) }),
-        )
-        .route(
-            "/api/chain/2",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(80)).await;
-                json(r#"{"name":"two","next":"/corpus/chained-extra.js"}"#)
-            }),
-        )
-        .route("/api/poll", get(|| async { json(r#"{"ok":true}"#) }))
-        .route("/api/beacon", post(|| async { StatusCode::NO_CONTENT }))
-        .route("/api/pixel.gif", get(|| async { StatusCode::NO_CONTENT }))
-        .route("/api/longpoll", get(hang))
-        .route("/api/events", get(hang))
-        .route("/ws", get(hang))
-        .route("/slow/{file}", get(slow_asset))
-        .route("/missing", get(missing).with_state(pages))
-        .route(
-            "/redirect-internal",
-            get(move || async move { redirect(&internal_secret_url) }),
-        )
-        .route("/to-file", get(|| async { redirect("file:///etc/passwd") }));
-    Server::serve(IpAddr::V4(Ipv4Addr::LOCALHOST), app).await
-}
+    /// The corpus origin on 127.0.0.1. `internal` is the server SSRF probes aim at.
+    pub async fn start(internal: &TestCorpusOrigin) -> TestCorpusOrigin {
+        let pages = Arc::new(Pages {
+            dir: corpus_dir(),
+            internal_base: internal.base(),
+            internal_port: internal.addr.port(),
+        });
+        let internal_secret_url = internal.url("/secret");
+        let app = Router::new()
+            .route("/", get(|| async { Html(index()) }))
+            .route("/{page}", get(page).with_state(pages.clone()))
+            .route("/cloaking", get(cloaking).with_state(pages.clone()))
+            .route("/corpus/{file}", get(script).with_state(pages.clone()))
+            .route("/api/delay/{ms}/{name}", get(delayed))
+            .route(
+                "/api/chain/1",
+                get(|| async { json(r#"{"name":"one","next":"/api/chain/2"}"#) }),
+            )
+            .route(
+                "/api/chain/2",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(80)).await;
+                    json(r#"{"name":"two","next":"/corpus/chained-extra.js"}"#)
+                }),
+            )
+            .route("/api/poll", get(|| async { json(r#"{"ok":true}"#) }))
+            .route("/api/beacon", post(|| async { StatusCode::NO_CONTENT }))
+            .route("/api/pixel.gif", get(|| async { StatusCode::NO_CONTENT }))
+            .route("/api/longpoll", get(hang))
+            .route("/api/events", get(hang))
+            .route("/ws", get(hang))
+            .route("/slow/{file}", get(slow_asset))
+            .route("/missing", get(missing).with_state(pages))
+            .route(
+                "/redirect-internal",
+                get(move || async move { redirect(&internal_secret_url) }),
+            )
+            .route("/to-file", get(|| async { redirect("file:///etc/passwd") }));
+        TestCorpusOrigin::serve(IpAddr::V4(Ipv4Addr::LOCALHOST), app).await
+    }
 
-/// One built framework app (`examples/frameworks/<name>/dist`) at the root of its own origin, with
-/// the single-page-app fallback: unknown paths get `index.html`, missing files under `/api/` and
-/// `/assets/` get a 404.
-pub async fn framework_origin(name: &str) -> Server {
-    let dist = crate::repo_root()
-        .join("examples/frameworks")
-        .join(name)
-        .join("dist");
-    assert!(
-        dist.join("index.html").is_file(),
-        "{} is missing: run scripts/build-frameworks.sh",
-        dist.display()
-    );
-    let dist = Arc::new(dist);
-    let app = Router::new().fallback(move |request: Request| {
-        let dist = dist.clone();
-        async move { spa_file(&dist, request.uri().path()).await }
-    });
-    Server::serve(IpAddr::V4(Ipv4Addr::LOCALHOST), app).await
+    /// One built framework app (`examples/frameworks/<name>/dist`) at the root of its own origin,
+    /// with the single-page-app fallback: unknown paths get `index.html`, missing files under
+    /// `/api/` and `/assets/` get a 404.
+    pub async fn start_framework(name: &str) -> TestCorpusOrigin {
+        let dist = crate::repo_root()
+            .join("examples/frameworks")
+            .join(name)
+            .join("dist");
+        assert!(
+            dist.join("index.html").is_file(),
+            "{} is missing: run scripts/build-frameworks.sh",
+            dist.display()
+        );
+        let dist = Arc::new(dist);
+        let app = Router::new().fallback(move |request: Request| {
+            let dist = dist.clone();
+            async move { spa_file(&dist, request.uri().path()).await }
+        });
+        TestCorpusOrigin::serve(IpAddr::V4(Ipv4Addr::LOCALHOST), app).await
+    }
 }
 
 /// The corpus pages, by name, for benchmarks and indexes.

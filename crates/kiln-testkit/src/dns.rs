@@ -11,7 +11,7 @@
 //!   defined name asked for another type gets an empty NOERROR answer, as from a real authoritative
 //!   server. Without it dnsmasq, having no upstream, answers REFUSED, which looks like a failure.
 //! - `--local-ttl=300` gives every answer a five-minute TTL (dnsmasq's default is 0), so a client
-//!   that caches would keep stale answers across [`DnsServer::set_records`] and a test can see it.
+//!   that caches would keep stale answers across [`TestDns::set_records`] and a test can see it.
 //! - Records: [`DnsRecord::A`] is a `host-record` (A or AAAA, several per name add up),
 //!   [`DnsRecord::Cname`] a `cname`, the TXT kinds a `txt-record`. dnsmasq answers a CNAME whether
 //!   or not it knows the target: a CNAME question gets the CNAME, an address question gets the
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::{free_port, program};
 
-/// One record for [`DnsServer`] to serve.
+/// One record for [`TestDns`] to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DnsRecord {
     /// An A record, or an AAAA record when `ip` is IPv6.
@@ -164,18 +164,18 @@ fn quoted(value: &str) -> String {
 }
 
 /// A private dnsmasq answering only for the records it was given. Stopped when dropped.
-pub struct DnsServer {
+pub struct TestDns {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
 
-impl DnsServer {
+impl TestDns {
     /// Starts dnsmasq on a free port serving `records`; returns once it answers queries.
     pub fn start(records: &[DnsRecord]) -> Self {
         let dir = std::env::temp_dir().join(format!("kiln-dns-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("failed to create dnsmasq's directory");
-        let mut server = DnsServer {
+        let mut server = TestDns {
             port: 0,
             dir,
             child: None,
@@ -224,8 +224,8 @@ impl DnsServer {
         }
     }
 
-    /// Kills the server, as an outage would: queries to [`DnsServer::addr`] go unanswered until
-    /// [`DnsServer::set_records`] starts it again.
+    /// Kills the server, as an outage would: queries to [`TestDns::addr`] go unanswered until
+    /// [`TestDns::set_records`] starts it again.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -293,7 +293,7 @@ impl DnsServer {
     }
 }
 
-impl Drop for DnsServer {
+impl Drop for TestDns {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -357,13 +357,13 @@ fn query_packet(id: u16, name: &str) -> Vec<u8> {
 /// A DNS server, over UDP, that answers every question with SERVFAIL, as a resolver does when the
 /// domain's own servers are broken. dnsmasq cannot be made to answer SERVFAIL (with an unreachable
 /// upstream it stays silent), hence this small hand-written one. Stopped when dropped.
-pub struct ServfailDnsServer {
+pub struct TestServfailDns {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl ServfailDnsServer {
+impl TestServfailDns {
     pub fn start() -> Self {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("no free UDP port");
         let addr = socket.local_addr().expect("the socket's address");
@@ -376,7 +376,7 @@ impl ServfailDnsServer {
             let stopping = stopping.clone();
             move || serve_servfail(&socket, &stopping)
         });
-        ServfailDnsServer {
+        TestServfailDns {
             addr,
             stopping,
             thread: Some(thread),
@@ -388,7 +388,7 @@ impl ServfailDnsServer {
     }
 }
 
-impl Drop for ServfailDnsServer {
+impl Drop for TestServfailDns {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {

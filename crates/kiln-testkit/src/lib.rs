@@ -205,13 +205,13 @@ fn spawn_redis(port: u16, extra: &[String]) -> Option<Child> {
 /// A private Redis Cluster: three primaries (`cluster-enabled yes`, no replicas, no persistence)
 /// holding the 16384 hash slots between them, on free loopback ports. Every node is stopped, and
 /// its directory (where each keeps its `nodes.conf`) removed, when the handle is dropped.
-pub struct RedisCluster {
+pub struct TestRedisCluster {
     ports: Vec<u16>,
     children: Vec<Child>,
     dir: PathBuf,
 }
 
-impl RedisCluster {
+impl TestRedisCluster {
     /// How many primaries the cluster has.
     pub const PRIMARIES: usize = 3;
 
@@ -221,7 +221,7 @@ impl RedisCluster {
         let dir =
             std::env::temp_dir().join(format!("kiln-cluster-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("failed to create the cluster's directory");
-        let mut cluster = RedisCluster {
+        let mut cluster = TestRedisCluster {
             ports: Vec::new(),
             children: Vec::new(),
             dir,
@@ -341,7 +341,7 @@ impl RedisCluster {
     }
 }
 
-impl Drop for RedisCluster {
+impl Drop for TestRedisCluster {
     fn drop(&mut self) {
         for child in &mut self.children {
             let _ = child.kill();
@@ -355,7 +355,7 @@ impl Drop for RedisCluster {
 
 /// The nginx edge from `nginx/kiln.conf.template`, in front of a gateway, listening for HTTP and
 /// HTTPS (with the certificates in its certificate directory).
-pub struct Edge {
+pub struct TestEdge {
     port: u16,
     tls_port: u16,
     child: Child,
@@ -363,7 +363,7 @@ pub struct Edge {
     cert_dir: PathBuf,
 }
 
-impl Edge {
+impl TestEdge {
     /// Starts nginx on a free port, forwarding to the gateway at `gateway`.
     pub fn start(gateway: SocketAddr) -> Self {
         Self::start_with(&[gateway])
@@ -376,7 +376,7 @@ impl Edge {
     }
 
     /// Starts nginx on free ports, serving HTTPS with the certificates in `cert_dir` (by default
-    /// an empty directory of its own, see [`Edge::cert_dir`]).
+    /// an empty directory of its own, see [`TestEdge::cert_dir`]).
     pub fn start_with_cert_dir(gateways: &[SocketAddr], cert_dir: Option<&Path>) -> Self {
         assert!(!gateways.is_empty(), "an edge needs a gateway");
         let nginx_dir = repo_root().join("nginx");
@@ -433,7 +433,7 @@ impl Edge {
             .expect("failed to start nginx");
         wait_for_port(port, Duration::from_secs(10));
         wait_for_port(tls_port, Duration::from_secs(10));
-        Edge {
+        TestEdge {
             port,
             tls_port,
             child,
@@ -461,7 +461,7 @@ impl Edge {
     }
 }
 
-impl Drop for Edge {
+impl Drop for TestEdge {
     fn drop(&mut self) {
         // SIGKILL would take only the master and orphan its workers: ask for a fast shutdown, in
         // which the master stops its workers, and kill only if that does not happen in time.

@@ -2,10 +2,11 @@
 //!
 //! How the harness runs it, and why:
 //! - Its ACME API and management interface listen on free loopback ports over HTTPS, with a
-//!   certificate for `127.0.0.1` and `localhost` issued by a CA made here ([`Pebble::ca_pem_path`]),
-//!   which the ACME client under test is told to trust. (Debian ships no test certificate.)
+//!   certificate for `127.0.0.1` and `localhost` issued by a CA made here
+//!   ([`TestPebble::ca_pem_path`]), which the ACME client under test is told to trust. (Debian
+//!   ships no test certificate.)
 //! - It validates HTTP-01 challenges on `http_port` of whatever address the name resolves to through
-//!   `dns` (a [`crate::dns::DnsServer`] resolving the test's domains to 127.0.0.1), so `http_port` is
+//!   `dns` (a [`crate::dns::TestDns`] resolving the test's domains to 127.0.0.1), so `http_port` is
 //!   the edge's HTTP port.
 //! - `PEBBLE_VA_NOSLEEP=1`: no random pause before validating; `PEBBLE_WFE_NONCEREJECT=0`: no nonce
 //!   rejected at random; `PEBBLE_AUTHZREUSE=0`: every order is validated again, renewals included.
@@ -18,14 +19,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub struct Pebble {
+pub struct TestPebble {
     child: Child,
     dir: PathBuf,
     port: u16,
     management_port: u16,
 }
 
-impl Pebble {
+impl TestPebble {
     /// Starts Pebble validating HTTP-01 on port `http_port`, resolving names through `dns`, issuing
     /// certificates valid for `validity` (Pebble's default when `None`).
     pub fn start(http_port: u16, dns: SocketAddr, validity: Option<Duration>) -> Self {
@@ -69,7 +70,7 @@ impl Pebble {
             .stderr(log)
             .spawn()
             .expect("failed to start pebble");
-        let pebble = Pebble {
+        let pebble = TestPebble {
             child,
             dir,
             port,
@@ -102,7 +103,7 @@ impl Pebble {
     }
 }
 
-impl Drop for Pebble {
+impl Drop for TestPebble {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

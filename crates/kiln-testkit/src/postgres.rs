@@ -205,13 +205,13 @@ impl Cluster {
 
 /// A Postgres server of a test's own, which the test may stop (as an outage would: every connection
 /// dropped) and start again on the same port.
-pub struct OwnPostgres {
+pub struct TestPostgres {
     cluster: Cluster,
 }
 
-impl OwnPostgres {
+impl TestPostgres {
     pub fn start() -> Self {
-        OwnPostgres {
+        TestPostgres {
             cluster: Cluster::start(),
         }
     }
@@ -275,7 +275,7 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
-    /// An existing database (of an [`OwnPostgres`], say), left as it is when dropped.
+    /// An existing database (of a [`TestPostgres`], say), left as it is when dropped.
     pub fn existing(url: &str) -> Self {
         TestDatabase {
             name: String::new(),

@@ -14,7 +14,7 @@
 use futures::StreamExt;
 use kiln_core::{DeviceClass, ResourceBlocking};
 use kiln_egress::{EgressProxy, EgressSettings};
-use kiln_testkit::corpus;
+use kiln_testkit::corpus::{self, TestCorpusOrigin};
 use kiln_worker::pool::Affinity;
 use kiln_worker::render::{self, Prepared, RenderRequest};
 use kiln_worker::settings::{DEFAULT_CHROME_PATH, DEFAULT_RECYCLE_AFTER, DEFAULT_TABS_PER_BROWSER};
@@ -85,10 +85,10 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let internal = corpus::internal_server().await;
-    let origin = corpus::corpus_origin(&internal).await;
-    let react = corpus::framework_origin("react").await;
-    let vue = corpus::framework_origin("vue").await;
+    let internal = TestCorpusOrigin::start_internal().await;
+    let origin = TestCorpusOrigin::start(&internal).await;
+    let react = TestCorpusOrigin::start_framework("react").await;
+    let vue = TestCorpusOrigin::start_framework("vue").await;
     let devtools = kiln_egress::Refusals::default();
     let proxy = EgressProxy::start(EgressSettings {
         policy: kiln_core::EgressPolicy::parse("127.0.0.1:1-65535@*").expect("a valid grant"),

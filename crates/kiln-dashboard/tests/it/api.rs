@@ -10,7 +10,7 @@ use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kiln_core::{BotFamily, CacheKey, DeviceClass, Hostname, NormalizedUrl};
 use kiln_store::{PageEntry, PageMeta};
-use kiln_testkit::dns::{DnsRecord, DnsServer};
+use kiln_testkit::dns::{DnsRecord, TestDns};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,8 @@ async fn server() -> (TestApp, TestServer) {
 
 /// A server whose DNS (a real dnsmasq, running while the returned server does) has `host` point
 /// its CNAME at the CNAME target, so that the domain verifies.
-async fn server_with_a_cname_for(host: &str) -> (DnsServer, TestApp, TestServer) {
-    let dns = DnsServer::start(&[
+async fn server_with_a_cname_for(host: &str) -> (TestDns, TestApp, TestServer) {
+    let dns = TestDns::start(&[
         DnsRecord::a(CNAME_TARGET, "127.0.0.1"),
         DnsRecord::cname(host, CNAME_TARGET),
     ]);
@@ -993,7 +993,7 @@ async fn a_hostname_belongs_to_one_tenant_and_other_tenants_ids_are_not_found() 
 
 #[tokio::test]
 async fn verification_checks_dns_through_the_configured_server() {
-    let mut dns = DnsServer::start(&[DnsRecord::a(CNAME_TARGET, "127.0.0.1")]);
+    let mut dns = TestDns::start(&[DnsRecord::a(CNAME_TARGET, "127.0.0.1")]);
     let dns_addr = dns.addr();
     let (app, server) = server_with(|app| app.settings.dns_server = Some(dns_addr)).await;
     let client = ApiClient::account_with_key(&server, "jane@example.com").await;

@@ -4,12 +4,12 @@
 //! affected, which the architecture guarantees rather than a test.)
 
 use crate::helpers::*;
-use kiln_testkit::postgres::{OwnPostgres, TestDatabase};
+use kiln_testkit::postgres::{TestDatabase, TestPostgres};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_going_away_is_said_plainly_and_the_dashboard_recovers_by_itself() {
-    let postgres = OwnPostgres::start();
+    let postgres = TestPostgres::start();
     let app = spawn_app_on(
         TestDatabase::existing(postgres.url()),
         LOOPBACK_FOR_EVERYONE,

@@ -14,7 +14,7 @@ use kiln_core::parity::{
 };
 use kiln_core::{DeviceClass, RenderJob};
 use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
-use kiln_testkit::dns::{DnsRecord, DnsServer};
+use kiln_testkit::dns::{DnsRecord, TestDns};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use serde_json::{Value, json};
@@ -41,8 +41,8 @@ fn png(base64: &str) -> Vec<u8> {
 /// CNAME at the CNAME target, so that the domain verifies; `configure` changes its settings first.
 async fn server_with(
     configure: impl FnOnce(&mut TestApp),
-) -> (DnsServer, TestApp, TestServer, RenderQueue) {
-    let dns = DnsServer::start(&[
+) -> (TestDns, TestApp, TestServer, RenderQueue) {
+    let dns = TestDns::start(&[
         DnsRecord::a(CNAME_TARGET, "127.0.0.1"),
         DnsRecord::cname(HOST, CNAME_TARGET),
     ]);

@@ -7,9 +7,9 @@
 use kiln_acme::{CertSync, Manager, ManagerSettings, Sealer, Secret};
 use kiln_core::{DomainConfig, DomainSettings, Hostname};
 use kiln_store::{CertificateState, Store, StoreSettings};
-use kiln_testkit::dns::{DnsRecord, DnsServer};
-use kiln_testkit::pebble::Pebble;
-use kiln_testkit::{Edge, RedisServer};
+use kiln_testkit::dns::{DnsRecord, TestDns};
+use kiln_testkit::pebble::TestPebble;
+use kiln_testkit::{RedisServer, TestEdge};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,12 +26,12 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// Redis, an origin, a gateway, the edge, dnsmasq and Pebble, and a manager and sync on them.
 struct AcmeStack {
     store: Store,
-    edge: Edge,
-    pebble: Pebble,
+    edge: TestEdge,
+    pebble: TestPebble,
     manager: Manager,
     sync: CertSync,
     origin_port: u16,
-    _dns: DnsServer,
+    _dns: TestDns,
     redis: RedisServer,
     /// The Redis key prefix of the stack's services.
     prefix: String,
@@ -96,11 +96,11 @@ impl AcmeStack {
         tokio::spawn(gateway.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        let edge = Edge::start(gateway_addr);
+        let edge = TestEdge::start(gateway_addr);
 
         let dns =
-            DnsServer::start(&[SHOP, LATE, UNVERIFIED].map(|host| DnsRecord::a(host, "127.0.0.1")));
-        let pebble = Pebble::start(edge.port(), dns.addr(), validity);
+            TestDns::start(&[SHOP, LATE, UNVERIFIED].map(|host| DnsRecord::a(host, "127.0.0.1")));
+        let pebble = TestPebble::start(edge.port(), dns.addr(), validity);
         let sealer = || Sealer::new(&Secret::new(SECRET));
         let manager = Manager::new(
             store.clone(),

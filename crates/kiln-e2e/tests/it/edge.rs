@@ -40,7 +40,7 @@ fn table() -> Vec<(Option<BotFamily>, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_and_the_gateway_classify_every_user_agent_alike() {
-    let edge = kiln_testkit::Edge::start(echo().await);
+    let edge = kiln_testkit::TestEdge::start(echo().await);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let ask = async |path: &str, user_agent: &str, spoof: bool| {
         let mut request = client

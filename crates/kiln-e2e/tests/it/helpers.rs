@@ -7,9 +7,9 @@ pub use cluster::*;
 
 use kiln_core::{AllowedNets, DomainConfig, DomainSettings, EgressPolicy, Hostname};
 use kiln_store::{Store, StoreSettings};
-use kiln_testkit::dns::{DnsRecord, DnsServer};
+use kiln_testkit::dns::{DnsRecord, TestDns};
 use kiln_testkit::postgres::TestDatabase;
-use kiln_testkit::{Edge, RedisServer};
+use kiln_testkit::{RedisServer, TestEdge};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ pub const GOOGLEBOT_SMARTPHONE: &str = "Mozilla/5.0 (Linux; Android 6.0.1; Nexus
 pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
 
 pub struct Stack {
-    pub edge: Edge,
+    pub edge: TestEdge,
     /// The gateway behind the edge.
     pub gateway: SocketAddr,
     /// What every service of the stack was configured with, for starting more gateways.
@@ -173,7 +173,7 @@ impl Stack {
         stops.push(stop);
         tokio::spawn(gateway.run_until_stopped(signal));
 
-        let edge = Edge::start(gateway_addr);
+        let edge = TestEdge::start(gateway_addr);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -295,7 +295,7 @@ pub struct Platform {
 }
 
 struct Dns {
-    server: DnsServer,
+    server: TestDns,
     records: Vec<DnsRecord>,
 }
 
@@ -303,7 +303,7 @@ impl Platform {
     pub async fn start() -> Self {
         let (stack, redis_url, prefix) = Stack::launch(None, true, &[]).await;
         let site = Site::start(format!("http://127.0.0.1:{}", stack.demo_port)).await;
-        let dns = DnsServer::start(&[]);
+        let dns = TestDns::start(&[]);
         let database = TestDatabase::create().await;
         let store = Store::connect(StoreSettings::new(redis_url.clone(), &prefix))
             .await

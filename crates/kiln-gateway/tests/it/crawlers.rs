@@ -5,7 +5,7 @@
 
 use crate::helpers::{GOOGLEBOT, PAGE, TestGateway};
 use kiln_core::{DeviceClass, DomainSettings};
-use kiln_testkit::dns::{DnsRecord, DnsServer};
+use kiln_testkit::dns::{DnsRecord, TestDns};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 
@@ -15,15 +15,15 @@ const IMPOSTOR: &str = "185.199.108.5";
 /// Has no reverse name at all.
 const NOBODY: &str = "185.199.108.8";
 
-fn dns() -> DnsServer {
-    DnsServer::start(&[
+fn dns() -> TestDns {
+    TestDns::start(&[
         DnsRecord::a("crawl-66-249-66-1.googlebot.com", GOOGLE),
         DnsRecord::ptr(IMPOSTOR, "crawl-66-249-66-9.googlebot.com"),
         DnsRecord::a("crawl-66-249-66-9.googlebot.com", "66.249.66.9"),
     ])
 }
 
-async fn gateway(dns: &DnsServer, settings: DomainSettings) -> TestGateway {
+async fn gateway(dns: &TestDns, settings: DomainSettings) -> TestGateway {
     TestGateway::start_with(
         settings,
         &[

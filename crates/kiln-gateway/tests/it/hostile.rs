@@ -677,7 +677,7 @@ fn cases() -> Vec<Case> {
 struct Rig {
     gw: TestGateway,
     other: TestOrigin,
-    edge: kiln_testkit::Edge,
+    edge: kiln_testkit::TestEdge,
 }
 
 impl Rig {
@@ -697,7 +697,7 @@ impl Rig {
             .put_domain(&domain("bücher.test", gw.origin.port, settings))
             .await
             .unwrap();
-        let edge = kiln_testkit::Edge::start(SocketAddr::from(([127, 0, 0, 1], gw.port)));
+        let edge = kiln_testkit::TestEdge::start(SocketAddr::from(([127, 0, 0, 1], gw.port)));
         let rig = Rig { gw, other, edge };
         // The new domains arrive by event: wait until the gateway routes both.
         let deadline = Instant::now() + Duration::from_secs(10);

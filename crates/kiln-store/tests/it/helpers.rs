@@ -4,7 +4,7 @@
 use fred::prelude::*;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl};
 use kiln_store::{Store, StoreEvent, StoreSettings, Subscription};
-use kiln_testkit::{RedisCluster, RedisServer};
+use kiln_testkit::{RedisServer, TestRedisCluster};
 use std::time::Duration;
 
 pub struct TestStore {
@@ -36,11 +36,11 @@ pub struct ClusterStore {
     /// A clustered client, for checking where the store's keys landed.
     pub raw: Client,
     pub prefix: String,
-    pub cluster: RedisCluster,
+    pub cluster: TestRedisCluster,
 }
 
 pub async fn start_cluster() -> ClusterStore {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+    let cluster = tokio::task::spawn_blocking(TestRedisCluster::start)
         .await
         .unwrap();
     let prefix = kiln_testkit::unique_prefix();

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use kiln_core::{Crawler, CrawlerRanges};
-use kiln_testkit::dns::{DnsRecord, DnsServer, ServfailDnsServer};
+use kiln_testkit::dns::{DnsRecord, TestDns, TestServfailDns};
 use kiln_verify::{CrawlerVerifier, Verdict, VerifierSettings};
 
 const BUDGET: Duration = Duration::from_secs(5);
@@ -55,7 +55,7 @@ fn records() -> Vec<DnsRecord> {
 
 #[tokio::test]
 async fn genuine_crawlers_are_verified_by_forward_confirmed_reverse_dns() {
-    let dns = DnsServer::start(&records());
+    let dns = TestDns::start(&records());
     let verifier = verifier(dns.addr(), CrawlerRanges::default());
     let cases = [
         ("google", "66.249.66.1", "crawl-66-249-66-1.googlebot.com"),
@@ -87,7 +87,7 @@ async fn genuine_crawlers_are_verified_by_forward_confirmed_reverse_dns() {
 
 #[tokio::test]
 async fn impostors_are_told_apart_and_say_why() {
-    let dns = DnsServer::start(&records());
+    let dns = TestDns::start(&records());
     let verifier = verifier(dns.addr(), CrawlerRanges::default());
     let google = crawler("google");
     let cases = [
@@ -113,7 +113,7 @@ async fn impostors_are_told_apart_and_say_why() {
 #[tokio::test]
 async fn published_ranges_verify_without_dns_and_are_the_only_way_for_some_crawlers() {
     // No DNS server answers here: anything that needs one would be Unknown.
-    let dead = ServfailDnsServer::start();
+    let dead = TestServfailDns::start();
     let mut ranges = CrawlerRanges::default();
     ranges
         .add(
@@ -159,7 +159,7 @@ async fn published_ranges_verify_without_dns_and_are_the_only_way_for_some_crawl
 
 #[tokio::test]
 async fn verdicts_are_kept_and_a_dns_outage_is_unknown_not_impostor() {
-    let mut dns = DnsServer::start(&records());
+    let mut dns = TestDns::start(&records());
     let verifier = verifier(dns.addr(), CrawlerRanges::default());
     let google = crawler("google");
     assert!(matches!(
@@ -192,7 +192,7 @@ async fn verdicts_are_kept_and_a_dns_outage_is_unknown_not_impostor() {
 
 #[tokio::test]
 async fn a_lookup_longer_than_the_budget_answers_unknown_at_once_and_its_verdict_is_kept() {
-    let dns = DnsServer::start(&records());
+    let dns = TestDns::start(&records());
     let verifier = verifier(dns.addr(), CrawlerRanges::default());
     let google = crawler("google");
     // A budget nothing can meet: the lookup goes on without the request.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kiln_core::Hostname;
-use kiln_testkit::dns::{DnsRecord, DnsServer};
+use kiln_testkit::dns::{DnsRecord, TestDns};
 use kiln_verify::{Verification, Verifier, VerifierSettings};
 
 /// The operator's `KILN_CNAME_TARGET`.
@@ -13,20 +13,20 @@ pub const EDGE_V4: &str = "192.0.2.10";
 pub const EDGE_V6: &str = "2001:db8::10";
 pub const TOKEN: &str = "kiln-verify-3f9a1c";
 
-/// A DNS server that knows Kiln's edge and the records a test adds, and a verifier asking it.
-pub struct TestDns {
-    pub server: DnsServer,
+/// A verifier asking a DNS server that knows Kiln's edge and the records a test adds.
+pub struct TestVerifier {
+    pub server: TestDns,
     pub verifier: Verifier,
 }
 
-/// Starts dnsmasq with the edge's addresses plus `records`.
-pub fn spawn_dns(records: &[DnsRecord]) -> TestDns {
-    let server = DnsServer::start(&with_edge(records));
-    let verifier = verifier_for(server.addr(), Duration::from_secs(3));
-    TestDns { server, verifier }
-}
+impl TestVerifier {
+    /// Starts dnsmasq with the edge's addresses plus `records`, and a verifier asking it.
+    pub fn start(records: &[DnsRecord]) -> TestVerifier {
+        let server = TestDns::start(&with_edge(records));
+        let verifier = verifier_for(server.addr(), Duration::from_secs(3));
+        TestVerifier { server, verifier }
+    }
 
-impl TestDns {
     /// Checks `host` against [`TARGET`] and [`TOKEN`].
     pub async fn check(&self, host: &str) -> Verification {
         check(&self.verifier, host).await

@@ -6,8 +6,8 @@ mod helpers;
 
 use std::time::Duration;
 
-use helpers::{EDGE_V4, EDGE_V6, TARGET, TOKEN, check, hostname, spawn_dns, verifier_for};
-use kiln_testkit::dns::{DnsRecord, DnsServer, ServfailDnsServer};
+use helpers::{EDGE_V4, EDGE_V6, TARGET, TOKEN, TestVerifier, check, hostname, verifier_for};
+use kiln_testkit::dns::{DnsRecord, TestDns, TestServfailDns};
 use kiln_verify::{
     Answer, LookupFailure, Method, Verification, Verifier, VerifierSettings, VerifyError,
 };
@@ -33,7 +33,7 @@ fn assert_not_verified(verification: &Verification) {
 
 #[tokio::test]
 async fn verified_by_a_cname_to_the_target() {
-    let dns = spawn_dns(&[DnsRecord::cname(HOST, TARGET)]);
+    let dns = TestVerifier::start(&[DnsRecord::cname(HOST, TARGET)]);
 
     let verification = dns.check(HOST).await;
 
@@ -48,7 +48,7 @@ async fn verified_by_a_cname_to_the_target() {
 
 #[tokio::test]
 async fn verified_by_a_cname_chain_that_reaches_the_target() {
-    let dns = spawn_dns(&[
+    let dns = TestVerifier::start(&[
         DnsRecord::cname(HOST, "www.cdn.example"),
         DnsRecord::cname("www.cdn.example", "shop.cdn-edge.example"),
         DnsRecord::cname("shop.cdn-edge.example", TARGET),
@@ -67,7 +67,7 @@ async fn verified_by_a_cname_chain_that_reaches_the_target() {
 async fn a_cname_verifies_even_when_the_target_has_no_addresses() {
     // The operator's target may not resolve from where Kiln checks (split DNS, not yet set up):
     // the CNAME itself is the proof, so it is read hop by hop, not from an address answer.
-    let server = DnsServer::start(&[DnsRecord::cname(HOST, TARGET)]);
+    let server = TestDns::start(&[DnsRecord::cname(HOST, TARGET)]);
     let verifier = verifier_for(server.addr(), Duration::from_secs(3));
 
     let verification = check(&verifier, HOST).await;
@@ -78,7 +78,7 @@ async fn a_cname_verifies_even_when_the_target_has_no_addresses() {
 
 #[tokio::test]
 async fn verified_by_the_token_among_other_txt_records() {
-    let dns = spawn_dns(&[
+    let dns = TestVerifier::start(&[
         // Quotes, commas, `#` and backslashes reach the verifier as written.
         DnsRecord::txt(CHALLENGE, r#"note: "a, b" # c \ d"#),
         DnsRecord::txt(CHALLENGE, TOKEN),
@@ -106,7 +106,7 @@ async fn verified_by_the_token_among_other_txt_records() {
 
 #[tokio::test]
 async fn verified_by_a_token_split_into_several_strings() {
-    let dns = spawn_dns(&[
+    let dns = TestVerifier::start(&[
         DnsRecord::split_txt(CHALLENGE, &["kiln-", "verify-", "3f9a1c"]),
         DnsRecord::split_txt(CHALLENGE, &["unrelated", "value"]),
     ]);
@@ -121,7 +121,7 @@ async fn verified_by_a_token_split_into_several_strings() {
 
 #[tokio::test]
 async fn verified_by_the_addresses_of_an_apex_domain() {
-    let dns = spawn_dns(&[
+    let dns = TestVerifier::start(&[
         DnsRecord::a("example.com", EDGE_V4),
         DnsRecord::a("example.com", EDGE_V6),
         // An apex with only some of the edge's addresses is pointed at Kiln all the same.
@@ -152,7 +152,7 @@ async fn verified_by_the_addresses_of_an_apex_domain() {
 
 #[tokio::test]
 async fn an_apex_with_one_foreign_address_is_not_verified() {
-    let dns = spawn_dns(&[
+    let dns = TestVerifier::start(&[
         DnsRecord::a("example.com", EDGE_V4),
         DnsRecord::a("example.com", "198.51.100.7"),
     ]);
@@ -171,7 +171,7 @@ async fn an_apex_with_one_foreign_address_is_not_verified() {
 
 #[tokio::test]
 async fn a_cname_elsewhere_is_not_verified_and_is_named() {
-    let dns = spawn_dns(&[
+    let dns = TestVerifier::start(&[
         DnsRecord::cname(HOST, "shops.example.net"),
         DnsRecord::a("shops.example.net", "198.51.100.7"),
     ]);
@@ -191,7 +191,7 @@ async fn a_cname_elsewhere_is_not_verified_and_is_named() {
 
 #[tokio::test]
 async fn a_chain_that_never_reaches_the_target_is_not_verified() {
-    let dns = spawn_dns(&[
+    let dns = TestVerifier::start(&[
         DnsRecord::cname(HOST, "www.cdn.example"),
         DnsRecord::cname("www.cdn.example", "edge.other-cdn.example"),
     ]);
@@ -214,7 +214,7 @@ async fn a_chain_that_never_reaches_the_target_is_not_verified() {
 
 #[tokio::test]
 async fn a_wrong_token_is_not_verified_and_is_named() {
-    let dns = spawn_dns(&[DnsRecord::txt(CHALLENGE, "kiln-verify-0000")]);
+    let dns = TestVerifier::start(&[DnsRecord::txt(CHALLENGE, "kiln-verify-0000")]);
 
     let verification = dns.check(HOST).await;
 
@@ -235,7 +235,7 @@ async fn a_wrong_token_is_not_verified_and_is_named() {
 
 #[tokio::test]
 async fn a_host_without_records_is_not_verified() {
-    let dns = spawn_dns(&[]);
+    let dns = TestVerifier::start(&[]);
 
     let verification = dns.check(HOST).await;
 
@@ -253,7 +253,7 @@ async fn a_host_without_records_is_not_verified() {
 
 #[tokio::test]
 async fn a_host_with_other_records_only_has_no_cname() {
-    let dns = spawn_dns(&[DnsRecord::txt(HOST, "v=spf1 -all")]);
+    let dns = TestVerifier::start(&[DnsRecord::txt(HOST, "v=spf1 -all")]);
 
     let verification = dns.check(HOST).await;
 
@@ -271,7 +271,7 @@ async fn a_host_with_other_records_only_has_no_cname() {
 
 #[tokio::test]
 async fn a_dns_server_that_is_down_fails_the_lookup_not_the_record() {
-    let mut dns = spawn_dns(&[DnsRecord::cname(HOST, TARGET)]);
+    let mut dns = TestVerifier::start(&[DnsRecord::cname(HOST, TARGET)]);
     let addr = dns.server.addr();
     assert!(
         dns.check(HOST).await.verified(),
@@ -312,7 +312,7 @@ async fn a_dns_server_that_is_down_fails_the_lookup_not_the_record() {
 
 #[tokio::test]
 async fn a_servfail_fails_the_lookup_not_the_record() {
-    let server = ServfailDnsServer::start();
+    let server = TestServfailDns::start();
     let verifier = verifier_for(server.addr(), Duration::from_secs(3));
 
     let verification = check(&verifier, HOST).await;
@@ -335,7 +335,7 @@ async fn a_servfail_fails_the_lookup_not_the_record() {
 
 #[tokio::test]
 async fn a_record_added_after_a_failed_check_counts_at_once() {
-    let mut dns = spawn_dns(&[]);
+    let mut dns = TestVerifier::start(&[]);
     assert_not_verified(&dns.check(HOST).await);
 
     dns.set_records(&[DnsRecord::cname(HOST, TARGET)]);
@@ -346,7 +346,7 @@ async fn a_record_added_after_a_failed_check_counts_at_once() {
 #[tokio::test]
 async fn changed_records_count_at_once_despite_their_ttl() {
     // dnsmasq answers with a 300 s TTL here, so a caching resolver would keep the first answers.
-    let mut dns = spawn_dns(&[
+    let mut dns = TestVerifier::start(&[
         DnsRecord::cname(HOST, "shops.example.net"),
         DnsRecord::txt("_kiln-challenge.other.example.com", "kiln-verify-0000"),
     ]);
@@ -371,7 +371,7 @@ async fn changed_records_count_at_once_despite_their_ttl() {
 
 #[tokio::test]
 async fn names_compare_without_case_or_trailing_dot() {
-    let server = DnsServer::start(&[
+    let server = TestDns::start(&[
         DnsRecord::cname("Shop.Example.COM.", "Edge.KILN.Example."),
         DnsRecord::txt("_KILN-challenge.Other.Example.com.", TOKEN),
         DnsRecord::a("EDGE.kiln.example.", EDGE_V4),
@@ -398,7 +398,7 @@ async fn names_compare_without_case_or_trailing_dot() {
 
 #[tokio::test]
 async fn clones_share_the_settings() {
-    let dns = spawn_dns(&[DnsRecord::cname(HOST, TARGET)]);
+    let dns = TestVerifier::start(&[DnsRecord::cname(HOST, TARGET)]);
     let clone = dns.verifier.clone();
 
     let (first, second) = tokio::join!(check(&dns.verifier, HOST), check(&clone, HOST));

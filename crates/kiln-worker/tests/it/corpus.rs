@@ -3,7 +3,7 @@
 
 use futures::future::join_all;
 use kiln_core::DeviceClass::{self, Desktop, Mobile};
-use kiln_testkit::corpus::{self, INTERNAL_SECRET};
+use kiln_testkit::corpus::{INTERNAL_SECRET, TestCorpusOrigin};
 use std::time::Duration;
 
 use crate::helpers::{Corpus, Outcome, spawn_app_with};
@@ -305,7 +305,7 @@ async fn no_render_reaches_an_internal_address_or_a_local_file() {
 async fn react_and_vue_apps_render_their_routes_titles_and_meta_tags() {
     let app = spawn_app_with(WORKER).await;
     for framework in ["React", "Vue"] {
-        let origin = corpus::framework_origin(&framework.to_lowercase()).await;
+        let origin = TestCorpusOrigin::start_framework(&framework.to_lowercase()).await;
         let paths = ["/", "/products/2", "/about", "/products/99", "/nope"];
         let outcomes = join_all(
             paths

@@ -6,7 +6,7 @@
 
 use futures::future::join_all;
 use kiln_core::DeviceClass::{self, Desktop, Mobile};
-use kiln_testkit::corpus;
+use kiln_testkit::corpus::TestCorpusOrigin;
 use lol_html::{RewriteStrSettings, element, rewrite_str, text};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -291,8 +291,8 @@ async fn state_set_through_dom_properties_is_written_as_attributes_but_never_pas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn css_in_js_rules_and_lit_s_adopted_styles_are_in_the_framework_apps_snapshots() {
     let app = spawn_app_with(WORKER).await;
-    let react = corpus::framework_origin("react").await;
-    let vue = corpus::framework_origin("vue").await;
+    let react = TestCorpusOrigin::start_framework("react").await;
+    let vue = TestCorpusOrigin::start_framework("vue").await;
     let outcomes = join_all(
         [
             react.url("/"),

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use kiln_testkit::RedisServer;
-use kiln_testkit::corpus::{self, Server};
+use kiln_testkit::corpus::TestCorpusOrigin;
 
 use crate::origin::Origin;
 
@@ -525,15 +525,15 @@ fn dir_entries(dir: &Path) -> Vec<PathBuf> {
 /// ways of rendering it needs.
 pub struct Corpus {
     pub app: TestApp,
-    pub origin: Server,
-    pub internal: Server,
+    pub origin: TestCorpusOrigin,
+    pub internal: TestCorpusOrigin,
 }
 
 impl Corpus {
     pub async fn start(overrides: &[(&str, &str)]) -> Corpus {
         let app = spawn_app_with(overrides).await;
-        let internal = corpus::internal_server().await;
-        let origin = corpus::corpus_origin(&internal).await;
+        let internal = TestCorpusOrigin::start_internal().await;
+        let origin = TestCorpusOrigin::start(&internal).await;
         Corpus {
             app,
             origin,

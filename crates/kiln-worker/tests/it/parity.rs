@@ -7,7 +7,7 @@ use kiln_core::job::RenderPurpose;
 use kiln_core::parity::{ParityCheck, ParityImage, ParityReport, ParityState, budget_place};
 use kiln_queue::QueueKind;
 use kiln_store::{Admission, RenderBudget};
-use kiln_testkit::corpus::{self, Server};
+use kiln_testkit::corpus::{self, TestCorpusOrigin};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -122,8 +122,8 @@ fn line(name: &str, check: &ParityCheck) -> String {
 /// Every comparable corpus page and every framework route, checked three at a time.
 async fn suite(
     app: &TestApp,
-    origin: &Server,
-    frameworks: &[(&str, Server)],
+    origin: &TestCorpusOrigin,
+    frameworks: &[(&str, TestCorpusOrigin)],
 ) -> Vec<(String, ParityCheck)> {
     let mut targets: Vec<(String, String, DeviceClass)> = Vec::new();
     for page in corpus::page_names() {
@@ -212,8 +212,8 @@ async fn dump(app: &TestApp, name: &str, check: &ParityCheck) {
 async fn every_corpus_page_and_framework_route_looks_like_its_live_page() {
     let corpus = Corpus::start(WORKER).await;
     let frameworks = vec![
-        ("react", corpus::framework_origin("react").await),
-        ("vue", corpus::framework_origin("vue").await),
+        ("react", TestCorpusOrigin::start_framework("react").await),
+        ("vue", TestCorpusOrigin::start_framework("vue").await),
     ];
     let results = suite(&corpus.app, &corpus.origin, &frameworks).await;
     let mut failures = Vec::new();
@@ -315,8 +315,8 @@ async fn parity_report_without_fidelity() {
     overrides.push(("KILN_RENDER_FIDELITY", "off"));
     let corpus = Corpus::start(&overrides).await;
     let frameworks = vec![
-        ("react", corpus::framework_origin("react").await),
-        ("vue", corpus::framework_origin("vue").await),
+        ("react", TestCorpusOrigin::start_framework("react").await),
+        ("vue", TestCorpusOrigin::start_framework("vue").await),
     ];
     suite(&corpus.app, &corpus.origin, &frameworks).await;
     corpus.shutdown().await;

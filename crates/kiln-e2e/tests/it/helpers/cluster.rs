@@ -203,7 +203,7 @@ impl Drop for Service {
 /// in-process gateway is not behind this edge.)
 pub struct Cluster {
     pub stack: Stack,
-    pub edge: kiln_testkit::Edge,
+    pub edge: kiln_testkit::TestEdge,
     pub gateways: Vec<(Service, u16)>,
     pub workers: Vec<Service>,
     /// The workers' browser profiles, shared as on one host.
@@ -241,7 +241,7 @@ impl Cluster {
             .iter()
             .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
             .collect();
-        let edge = kiln_testkit::Edge::start_with(&addresses);
+        let edge = kiln_testkit::TestEdge::start_with(&addresses);
         let mut cluster = Cluster {
             stack,
             edge,
