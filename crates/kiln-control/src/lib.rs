@@ -40,17 +40,7 @@ use uuid::Uuid;
 /// The built-in tenant that owns domains an operator registers (inserted by `0001_initial.sql`).
 pub const OPERATOR_TENANT_ID: Uuid = Uuid::from_u128(1);
 
-/// An error and its causes on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use kiln_runtime::error_chain;
 
 /// A time stored as Unix milliseconds (as Redis holds them), as a date; the epoch if out of range.
 pub fn from_millis(ms: u64) -> time::OffsetDateTime {

@@ -45,7 +45,7 @@ pub async fn answer(app: &AppState, method: &Method, host: &Hostname, path: &str
         }
         Ok(None) => not_found(),
         Err(error) => {
-            tracing::warn!(%error, "cannot read an ACME challenge from Redis");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), "cannot read an ACME challenge from Redis");
             (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response()
         }
     }

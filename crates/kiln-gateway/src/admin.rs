@@ -35,7 +35,7 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, String) {
     if !app.directory.is_loaded() {
         let why = match redis {
             Ok(()) => String::new(),
-            Err(error) => format!(" (redis: {error})"),
+            Err(error) => format!(" (redis: {})", kiln_runtime::error_chain(&error)),
         };
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -55,7 +55,10 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(error) => (
             StatusCode::OK,
-            format!("ready; redis: {error} (bots get the origin's pages until it answers)\n"),
+            format!(
+                "ready; redis: {} (bots get the origin's pages until it answers)\n",
+                kiln_runtime::error_chain(&error)
+            ),
         ),
     }
 }

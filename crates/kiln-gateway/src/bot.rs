@@ -184,7 +184,7 @@ async fn look_up(app: &AppState, domain: &DomainConfig, wanted: &Wanted<'_>) -> 
             LookUp::Origin
         }
         Err(error) => {
-            tracing::warn!(%error, "cache unavailable; serving the origin");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), "cache unavailable; serving the origin");
             LookUp::Origin
         }
     }
@@ -238,7 +238,7 @@ async fn cached_or_waiter(app: &AppState, domain: &DomainConfig, wanted: &Wanted
                 None => registered = Some(app.waiters.register(&wanted.page_key)),
             },
             Err(error) => {
-                tracing::warn!(%error, "cache unavailable; serving the origin");
+                tracing::warn!(error = %kiln_runtime::error_chain(&error), "cache unavailable; serving the origin");
                 return LookUp::Origin;
             }
         }
@@ -283,7 +283,7 @@ async fn claim_and_queue(app: &AppState, domain: &DomainConfig, wanted: &Wanted<
             return false;
         }
         Err(error) => {
-            tracing::warn!(%error, "render lock unavailable; serving the origin");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), "render lock unavailable; serving the origin");
             return false;
         }
     };
@@ -384,7 +384,7 @@ fn refresh_in_background(app: &AppState, job: RenderJob, lock_ttl: Duration) {
             Ok(None) => {}
             Ok(Some(_)) => return,
             Err(error) => {
-                tracing::warn!(%error, "cannot refresh a stale page: the cache is unavailable");
+                tracing::warn!(error = %kiln_runtime::error_chain(&error), "cannot refresh a stale page: the cache is unavailable");
                 return;
             }
         }
@@ -402,7 +402,7 @@ fn refresh_in_background(app: &AppState, job: RenderJob, lock_ttl: Duration) {
             }
             Ok(None) => {}
             Err(error) => {
-                tracing::warn!(%error, "cannot refresh a stale page: the render lock is unavailable")
+                tracing::warn!(error = %kiln_runtime::error_chain(&error), "cannot refresh a stale page: the render lock is unavailable")
             }
         }
     });

@@ -218,7 +218,7 @@ impl Application {
         limits.abort();
         // Purges need not wait for a gateway that is gone.
         if let Err(error) = self.app.store.deregister_gateway(&self.app.instance).await {
-            tracing::warn!(%error, "could not deregister; purges wait for this gateway until its registration lapses");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not deregister; purges wait for this gateway until its registration lapses");
         }
         // The last requests have been answered: write their counts before going.
         let _ = stop_usage.send(());
@@ -268,13 +268,13 @@ async fn follow_events(app: AppState, directory_resync: Duration) {
                                 let app = Arc::clone(&app);
                                 tokio::spawn(async move {
                                     if let Err(error) = app.store.acknowledge_checkpoint(&id, &app.instance).await {
-                                        tracing::warn!(%error, "could not confirm a purge");
+                                        tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not confirm a purge");
                                     }
                                 });
                             }
                             Some(StoreEvent::DomainChanged { host }) => {
                                 if let Err(error) = app.directory.refresh(&app.store, &host).await {
-                                    tracing::warn!(%error, domain.host = %host, "could not refresh a domain");
+                                    tracing::warn!(error = %kiln_runtime::error_chain(&error), domain.host = %host, "could not refresh a domain");
                                 }
                             }
                             Some(StoreEvent::DirectoryPublished) => reload_directory(&app).await,
@@ -302,7 +302,9 @@ async fn follow_events(app: AppState, directory_resync: Duration) {
                 app.waiters.fail_all("the event subscription closed");
                 tracing::warn!("event subscription closed; resubscribing");
             }
-            Err(error) => tracing::warn!(%error, "could not subscribe to events; retrying"),
+            Err(error) => {
+                tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not subscribe to events; retrying")
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -311,7 +313,7 @@ async fn follow_events(app: AppState, directory_resync: Duration) {
 /// Registers this gateway with the ones a purge waits for (`kiln_store::Store::confirm_events`).
 async fn register(app: &AppState) {
     if let Err(error) = app.store.register_gateway(&app.instance).await {
-        tracing::warn!(%error, "could not register with the gateways purges wait for");
+        tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not register with the gateways purges wait for");
     }
 }
 
@@ -355,19 +357,19 @@ async fn flush_usage(app: AppState, mut stop: tokio::sync::oneshot::Receiver<()>
             // Said once per outage, not once a second; the counts wait in memory meanwhile.
             Err(error) if !failing => {
                 failing = true;
-                tracing::warn!(%error, "could not write usage counts; keeping them for later");
+                tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not write usage counts; keeping them for later");
             }
             Err(_) => {}
         }
     }
     if let Err(error) = app.usage.flush(&app.store).await {
-        tracing::warn!(%error, "could not write the last usage counts");
+        tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not write the last usage counts");
     }
 }
 
 async fn reload_directory(app: &AppState) {
     if let Err(error) = app.directory.reload(&app.store).await {
-        tracing::warn!(%error, "could not reload the domain directory");
+        tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not reload the domain directory");
     }
 }
 

@@ -135,7 +135,7 @@ pub fn page_response(
         ContentEncoding::Gzip => match entry.decoded() {
             Ok(html) => (html, false),
             Err(error) => {
-                tracing::error!(%error, "a stored page cannot be decompressed");
+                tracing::error!(error = %kiln_runtime::error_chain(&error), "a stored page cannot be decompressed");
                 return None;
             }
         },

@@ -1,11 +1,15 @@
 //! What every Kiln program does as it starts and stops: set up its logs, and wait for the signal to
 //! shut down. One copy, so that the gateway, the worker, the dashboard and the certificate manager
 //! read `KILN_LOG_FORMAT` and `RUST_LOG` alike and log in the same shape; and the metrics every one
-//! of them serves (`metrics`).
+//! of them serves (`metrics`), the one reader of their `KILN_*` variables (`env`), and the one way
+//! an error's chain of causes becomes text where it is reported ([`error_chain`]).
 
 pub mod env;
+mod errors;
 pub mod metrics;
 pub mod platform;
+
+pub use errors::error_chain;
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;

@@ -50,7 +50,7 @@ async fn recent_warms(ctx: &Ctx, user: &WebUser, domain: &DomainRecord) -> Vec<W
     let warms = match cache::recent_warms(&ctx.app, user.tenant_id, domain.id, 5).await {
         Ok(warms) => warms,
         Err(error) => {
-            tracing::warn!(%error, "cannot list warm jobs");
+            tracing::warn!(error = %kiln_control::error_chain(&error), "cannot list warm jobs");
             return Vec::new();
         }
     };
@@ -205,7 +205,7 @@ async fn cache_page(
             Some("That page of the list no longer exists; start again from the first page.".into()),
         ),
         Err(error) => {
-            tracing::warn!(%error, "cannot list cached pages");
+            tracing::warn!(error = %kiln_control::error_chain(&error), "cannot list cached pages");
             (
                 Vec::new(),
                 None,

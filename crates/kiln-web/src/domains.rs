@@ -265,7 +265,7 @@ pub(super) async fn page_count(ctx: &Ctx, id: Uuid) -> Option<u64> {
     match kiln_control::cache::page_count(&ctx.app, id).await {
         Ok(count) => Some(count),
         Err(error) => {
-            tracing::warn!(%error, "cannot count cached pages");
+            tracing::warn!(error = %kiln_control::error_chain(&error), "cannot count cached pages");
             None
         }
     }
@@ -369,7 +369,9 @@ pub async fn create(
             ) => {
                 errors.add("hostname", error.to_string());
             }
-            Err(DomainError::Origin(error)) => errors.add("origin", error.to_string()),
+            Err(DomainError::Origin(error)) => {
+                errors.add("origin", kiln_control::error_chain(&error))
+            }
             Err(error) => return Err(fail(error)),
         }
     }
@@ -494,7 +496,9 @@ pub async fn update(
                 );
                 return Ok(redirect_with(&format!("/domains/{id}"), &message));
             }
-            Err(DomainError::Origin(error)) => errors.add("origin", error.to_string()),
+            Err(DomainError::Origin(error)) => {
+                errors.add("origin", kiln_control::error_chain(&error))
+            }
             Err(error) => return Err(fail(error)),
         }
     }

@@ -301,37 +301,43 @@ struct Shown {
 
 async fn parity_page(ctx: &Ctx, user: &WebUser, domain: DomainRecord, shown: Shown) -> Response {
     let now = OffsetDateTime::now_utc();
-    let (recent, recent_error) =
-        match parity::recent(&ctx.app, user.tenant_id, Some(domain.id), RECENT_LISTED).await {
-            Ok(checks) => {
-                let rows = checks
-                    .iter()
-                    .map(|check| RecentRow {
-                        id: check.id.clone(),
-                        url: check.url.clone(),
-                        device: device_name(check.device),
-                        when: format::relative(from_millis(check.requested_at), now),
-                        state: state_name(check.state),
-                        gauge: check
-                            .report
-                            .as_ref()
-                            .filter(|_| check.state == ParityState::Done)
-                            .map(|report| Gauge::of(report.visual.score)),
-                    })
-                    .collect();
-                (rows, None)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot list parity checks");
-                (
-                    Vec::new(),
-                    Some(
-                        "Redis is not answering, so recent checks cannot be listed right now."
-                            .to_owned(),
-                    ),
-                )
-            }
-        };
+    let (recent, recent_error) = match parity::recent(
+        &ctx.app,
+        user.tenant_id,
+        Some(domain.id),
+        RECENT_LISTED,
+    )
+    .await
+    {
+        Ok(checks) => {
+            let rows = checks
+                .iter()
+                .map(|check| RecentRow {
+                    id: check.id.clone(),
+                    url: check.url.clone(),
+                    device: device_name(check.device),
+                    when: format::relative(from_millis(check.requested_at), now),
+                    state: state_name(check.state),
+                    gauge: check
+                        .report
+                        .as_ref()
+                        .filter(|_| check.state == ParityState::Done)
+                        .map(|report| Gauge::of(report.visual.score)),
+                })
+                .collect();
+            (rows, None)
+        }
+        Err(error) => {
+            tracing::warn!(error = %kiln_control::error_chain(&error), "cannot list parity checks");
+            (
+                Vec::new(),
+                Some(
+                    "Redis is not answering, so recent checks cannot be listed right now."
+                        .to_owned(),
+                ),
+            )
+        }
+    };
     render(
         shown.status,
         &ParityPage {

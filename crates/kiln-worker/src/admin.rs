@@ -76,7 +76,10 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     if let Err(error) = state.0.store.ping().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("redis is unreachable: {error}"),
+            format!(
+                "redis is unreachable: {}",
+                kiln_runtime::error_chain(&error)
+            ),
         );
     }
     if state.0.pool.alive_browsers() == 0 {

@@ -378,7 +378,7 @@ impl Inner {
             Ok(Some(meta)) if meta.is_fresh(kiln_core::unix_millis_now()) => meta,
             Ok(_) => return false,
             Err(error) => {
-                tracing::debug!(%error, "could not check whether the page is fresh; rendering it");
+                tracing::debug!(error = %kiln_runtime::error_chain(&error), "could not check whether the page is fresh; rendering it");
                 return false;
             }
         };
@@ -409,7 +409,10 @@ impl Inner {
                 let outcome = match self.store_page(job, rendered, html, render_ms).await {
                     Ok(()) => RenderOutcome::Stored { status, render_ms },
                     Err(error) => RenderOutcome::Failed {
-                        reason: format!("could not store the page: {error}"),
+                        reason: format!(
+                            "could not store the page: {}",
+                            kiln_runtime::error_chain(&error)
+                        ),
                     },
                 };
                 let finished = Finished::from_outcome(&outcome, bytes, Some(status));
@@ -427,7 +430,7 @@ impl Inner {
 
     async fn announce(&self, job: &RenderJob, outcome: RenderOutcome) {
         if let Err(error) = self.store.announce_render(&job.key, outcome).await {
-            tracing::error!(%error, "could not announce the render's outcome");
+            tracing::error!(error = %kiln_runtime::error_chain(&error), "could not announce the render's outcome");
         }
     }
 
@@ -456,7 +459,7 @@ impl Inner {
             worker: Some(self.worker_name.clone()),
         };
         if let Err(error) = self.store.log_render(&entry).await {
-            tracing::warn!(%error, "could not add the render to the render log");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not add the render to the render log");
         }
     }
 

@@ -31,7 +31,7 @@ impl Inner {
                 .put_failure(&job.key, reason, FAILURE_MARKER_TTL)
                 .await
         {
-            tracing::warn!(%error, "could not record the failed render");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not record the failed render");
         }
         self.unlock_and_announce(job, outcome).await;
         finished
@@ -45,7 +45,7 @@ impl Inner {
             return;
         };
         if let Err(error) = claim.announce_and_release(outcome).await {
-            tracing::error!(%error, "could not end the render claim");
+            tracing::error!(error = %kiln_runtime::error_chain(&error), "could not end the render claim");
         }
     }
 }

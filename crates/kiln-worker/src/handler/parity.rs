@@ -73,7 +73,12 @@ impl Inner {
             self.store
                 .put_parity_image(&job.tenant_id, check_id, image, Bytes::from(png))
                 .await
-                .map_err(|e| RenderError::Page(format!("could not store the pictures: {e}")))?;
+                .map_err(|e| {
+                    RenderError::Page(format!(
+                        "could not store the pictures: {}",
+                        kiln_runtime::error_chain(&e)
+                    ))
+                })?;
         }
         tracing::info!(
             parity.score = compared.report.visual.score,
@@ -87,10 +92,12 @@ impl Inner {
         check.live_ms = Some(live_ms);
         check.snapshot_ms = Some(snapshot_ms);
         check.report = Some(compared.report);
-        self.store
-            .put_parity_check(&check)
-            .await
-            .map_err(|e| RenderError::Page(format!("could not store the report: {e}")))?;
+        self.store.put_parity_check(&check).await.map_err(|e| {
+            RenderError::Page(format!(
+                "could not store the report: {}",
+                kiln_runtime::error_chain(&e)
+            ))
+        })?;
         Ok(rendered)
     }
 
@@ -120,7 +127,7 @@ impl Inner {
                     }
                     Ok(None) => {}
                     Err(error) => {
-                        tracing::warn!(%error, parity.check = check_id, "could not mark the parity check failed");
+                        tracing::warn!(error = %kiln_runtime::error_chain(&error), parity.check = check_id, "could not mark the parity check failed");
                     }
                 }
                 Finished {
@@ -136,7 +143,7 @@ impl Inner {
             .release_render_place(&job.tenant_id, &budget_place(check_id))
             .await
         {
-            tracing::warn!(%error, "could not give back the parity check's place in the render budget");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not give back the parity check's place in the render budget");
         }
         finished
     }
@@ -152,7 +159,8 @@ impl Inner {
                 "parity check {check_id} is gone (it expired, or was never filed)"
             ))),
             Err(error) => Err(RenderError::Page(format!(
-                "could not read parity check {check_id}: {error}"
+                "could not read parity check {check_id}: {}",
+                kiln_runtime::error_chain(&error)
             ))),
         }
     }
@@ -161,7 +169,7 @@ impl Inner {
     /// the state before).
     async fn save_check(&self, check: &ParityCheck) {
         if let Err(error) = self.store.put_parity_check(check).await {
-            tracing::warn!(%error, parity.check = check.id, "could not store the parity check's state");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), parity.check = check.id, "could not store the parity check's state");
         }
     }
 }

@@ -53,7 +53,7 @@ impl Inner {
             }
         };
         if let Err(error) = self.store.put_preview(reply_to, &reply).await {
-            tracing::error!(%error, preview.reply_to = reply_to, "could not reply to a preview");
+            tracing::error!(error = %kiln_runtime::error_chain(&error), preview.reply_to = reply_to, "could not reply to a preview");
         }
         finished
     }

@@ -25,7 +25,7 @@ impl Inner {
             self.announce(job, outcome).await;
         }
         if let Err(error) = self.store.record_warm_result(job_id, stored).await {
-            tracing::warn!(%error, warm.job_id = job_id, "could not count the warm render");
+            tracing::warn!(error = %kiln_runtime::error_chain(&error), warm.job_id = job_id, "could not count the warm render");
         }
         finished
     }
