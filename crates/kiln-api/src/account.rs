@@ -1,6 +1,7 @@
 //! `/api/v1/auth/…`: sign-up, log-in, log-out, the current user, password changes.
 
 use crate::extract::ApiJson;
+use crate::responses::{JsonBodyErrors, SessionErrors};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -68,7 +69,7 @@ pub struct PasswordChanged {
         (status = 422, description = "Invalid email or weak password, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
         (status = 429, description = "Too many attempts from this address", body = kiln_frontdoor::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
     ))]
 pub async fn sign_up(
     State(ctx): State<Ctx>,
@@ -76,10 +77,7 @@ pub async fn sign_up(
 ) -> Result<Response, ApiError> {
     let email = Email::parse(&input.email)?;
     let user = accounts::sign_up(&ctx.app, &email, &input.password).await?;
-    let (_, token) = accounts::start_session(&ctx.app, &ctx.sessions, &user).await?;
-    let mut response = (StatusCode::CREATED, axum::Json(UserView::from(&user))).into_response();
-    append_cookie(&mut response, session_cookie(&ctx, token));
-    Ok(response)
+    logged_in(&ctx, &user, StatusCode::CREATED).await
 }
 
 /// Logs in with email and password; sets the session cookie.
@@ -90,7 +88,7 @@ pub async fn sign_up(
         (status = 422, description = "A body of the wrong shape", body = kiln_frontdoor::ErrorBody),
         (status = 429, description = "Too many attempts from this address (for this account, or in all), or too many failed ones for this account from an address that failed before", body = kiln_frontdoor::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
     ))]
 pub async fn log_in(
     State(ctx): State<Ctx>,
@@ -115,10 +113,16 @@ pub async fn log_in(
             return Err(error.into());
         }
     };
-    let (_, token) = accounts::start_session(&ctx.app, &ctx.sessions, &user).await?;
+    let response = logged_in(&ctx, &user, StatusCode::OK).await?;
     tracing::info!(user.id = %user.id, "logged in");
-    let mut response = axum::Json(UserView::from(&user)).into_response();
-    append_cookie(&mut response, session_cookie(&ctx, token));
+    Ok(response)
+}
+
+/// Starts a session for `user` and answers with the user and the session's cookie.
+async fn logged_in(ctx: &Ctx, user: &UserRecord, status: StatusCode) -> Result<Response, ApiError> {
+    let (_, token) = accounts::start_session(&ctx.app, &ctx.sessions, user).await?;
+    let mut response = (status, axum::Json(UserView::from(user))).into_response();
+    append_cookie(&mut response, session_cookie(ctx, token));
     Ok(response)
 }
 
@@ -127,8 +131,7 @@ pub async fn log_in(
     security(("session" = [])),
     responses(
         (status = 204, description = "Logged out"),
-        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
-        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
+        SessionErrors,
     ))]
 pub async fn log_out(State(ctx): State<Ctx>, who: SessionUser) -> Result<Response, ApiError> {
     accounts::log_out(&ctx.app, who.caller.tenant_id, who.session_id).await?;
@@ -142,8 +145,7 @@ pub async fn log_out(State(ctx): State<Ctx>, who: SessionUser) -> Result<Respons
     security(("session" = [])),
     responses(
         (status = 200, description = "The user", body = UserView),
-        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
-        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
+        SessionErrors,
     ))]
 pub async fn me(who: SessionUser) -> axum::Json<UserView> {
     axum::Json(UserView::from(&who.user))
@@ -159,7 +161,7 @@ pub async fn me(who: SessionUser) -> axum::Json<UserView> {
         (status = 422, description = "The new password is too weak, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
         (status = 429, description = "Too many attempts for this account", body = kiln_frontdoor::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
     ))]
 pub async fn change_password(
     State(ctx): State<Ctx>,

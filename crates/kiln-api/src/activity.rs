@@ -1,6 +1,8 @@
 //! `/api/v1/renders` and `/api/v1/usage`: what was rendered, and how bots were served.
 
 use crate::extract::ApiQuery;
+use crate::page::{self, PageSize};
+use crate::responses::{CallerErrors, QueryErrors};
 use axum::extract::State;
 use kiln_control::activity;
 use kiln_frontdoor::ApiError;
@@ -23,6 +25,11 @@ pub struct RendersQuery {
     #[serde(default, deserialize_with = "crate::extract::given")]
     pub limit: Option<u32>,
 }
+
+const RENDERS_PER_PAGE: PageSize = PageSize {
+    default: 100,
+    max: 500,
+};
 
 #[derive(Serialize, ToSchema)]
 pub struct RenderEntry {
@@ -55,9 +62,9 @@ pub struct RenderLog {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Renders", body = RenderLog),
-        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        QueryErrors,
+        CallerErrors,
     ))]
 pub async fn renders(
     State(ctx): State<Ctx>,
@@ -65,18 +72,13 @@ pub async fn renders(
     ApiQuery(query): ApiQuery<RendersQuery>,
 ) -> Result<axum::Json<RenderLog>, ApiError> {
     kiln_control::domains::get(&ctx.app, caller.tenant_id, query.domain_id).await?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
-    }
+    let limit = RENDERS_PER_PAGE.of(query.limit)?;
     if query
         .cursor
         .as_deref()
         .is_some_and(|c| !activity::is_stream_id(c))
     {
-        return Err(ApiError::bad_request(
-            "`cursor` is not one this API returned",
-        ));
+        return Err(page::unknown_cursor());
     }
     let records = activity::renders(
         &ctx.app,
@@ -86,9 +88,7 @@ pub async fn renders(
         i64::from(limit),
     )
     .await?;
-    let next_cursor = (records.len() == limit as usize)
-        .then(|| records.last().map(|r| r.stream_id.clone()))
-        .flatten();
+    let next_cursor = page::next_cursor(&records, limit, |r| r.stream_id.clone());
     let renders = records
         .into_iter()
         .map(|r| RenderEntry {
@@ -166,9 +166,9 @@ fn parse_day(name: &str, value: Option<&str>) -> Result<Option<Date>, ApiError> 
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Usage", body = Usage),
-        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        QueryErrors,
+        CallerErrors,
     ))]
 pub async fn usage(
     State(ctx): State<Ctx>,

@@ -1,6 +1,8 @@
 //! `/api/v1/audit`: the account's audit log.
 
 use crate::extract::ApiQuery;
+use crate::page::{self, PageSize};
+use crate::responses::{CallerErrors, QueryErrors};
 use axum::extract::State;
 use kiln_frontdoor::ApiError;
 use kiln_frontdoor::Ctx;
@@ -22,6 +24,11 @@ pub struct AuditQuery {
     #[serde(default, deserialize_with = "crate::extract::given")]
     pub limit: Option<u32>,
 }
+
+const EVENTS_PER_PAGE: PageSize = PageSize {
+    default: 100,
+    max: 500,
+};
 
 /// One change to the account's configuration.
 #[derive(Serialize, ToSchema)]
@@ -56,29 +63,22 @@ pub struct AuditLog {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Events", body = AuditLog),
-        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        QueryErrors,
+        CallerErrors,
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
     caller: Caller,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<AuditLog>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
-    }
+    let limit = EVENTS_PER_PAGE.of(query.limit)?;
     if query.cursor.is_some_and(|cursor| cursor < 1) {
-        return Err(ApiError::bad_request(
-            "`cursor` is not one this API returned",
-        ));
+        return Err(page::unknown_cursor());
     }
     let records =
         kiln_control::audit::events(&ctx.app, caller.tenant_id, query.cursor, i64::from(limit))
             .await?;
-    let next_cursor = (records.len() == limit as usize)
-        .then(|| records.last().map(|r| r.id))
-        .flatten();
+    let next_cursor = page::next_cursor(&records, limit, |r| r.id);
     let events = records
         .into_iter()
         .map(|r| AuditEntry {

@@ -1,6 +1,8 @@
 //! `/api/v1/cache…` and `/api/v1/render`: purge, warm, list and preview.
 
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::page::PageSize;
+use crate::responses::{CallerErrors, JsonBodyErrors, QueryErrors};
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_control::cache::{self, Purge, WarmProgress};
@@ -51,10 +53,10 @@ pub struct PurgeResult {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Purged", body = PurgeResult),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
         (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = kiln_frontdoor::ErrorBody),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
+        CallerErrors,
     ))]
 pub async fn purge(
     State(ctx): State<Ctx>,
@@ -118,8 +120,12 @@ pub struct WarmRequest {
     pub sitemap_url: Option<String>,
 }
 
+// One list of fields, `kiln_control`'s `WarmProgress`'s, serves as the document's schema and, by
+// serde's remote derive, as the way a `WarmProgress` is written (`WarmJob`), so the two cannot
+// drift and no copy of the job is made field by field.
 /// A warm job and its progress.
 #[derive(Serialize, ToSchema)]
+#[serde(remote = "WarmProgress")]
 pub struct WarmView {
     pub id: Uuid,
     /// `collecting` (reading the sitemap), `rendering`, `done` or `failed`.
@@ -148,6 +154,11 @@ pub struct WarmView {
     pub created_at: OffsetDateTime,
 }
 
+/// A [`WarmProgress`] written as a [`WarmView`].
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct WarmJob(#[serde(with = "WarmView")] pub WarmProgress);
+
 /// An entry a warm left out. (For the OpenAPI document only: the job's record holds these.)
 #[derive(Serialize, ToSchema)]
 pub struct SkippedEntry {
@@ -158,57 +169,22 @@ pub struct SkippedEntry {
     pub reason: String,
 }
 
-impl From<WarmProgress> for WarmView {
-    fn from(progress: WarmProgress) -> Self {
-        let WarmProgress {
-            id,
-            state,
-            domain_id,
-            sitemap_url,
-            total,
-            queued,
-            done,
-            failed,
-            skipped,
-            skipped_total,
-            skipped_truncated,
-            error,
-            created_at,
-        } = progress;
-        WarmView {
-            id,
-            state,
-            domain_id,
-            sitemap_url,
-            total,
-            queued,
-            done,
-            failed,
-            skipped,
-            skipped_total,
-            skipped_truncated,
-            error,
-            created_at,
-        }
-    }
-}
-
 /// Renders pages ahead of bots. Returns at once with a job id; see `GET /api/v1/cache/warm/{id}`.
 #[utoipa::path(post, path = "/cache/warm", tag = "cache", request_body = WarmRequest,
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 202, description = "Queued", body = WarmView),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
         (status = 409, description = "The domain is not verified", body = kiln_frontdoor::ErrorBody),
         (status = 422, description = "Invalid request or a URL that is not on the account's domains", body = kiln_frontdoor::ErrorBody),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
+        CallerErrors,
     ))]
 pub async fn warm(
     State(ctx): State<Ctx>,
     caller: Caller,
     ApiJson(input): ApiJson<WarmRequest>,
-) -> Result<(StatusCode, axum::Json<WarmView>), ApiError> {
+) -> Result<(StatusCode, axum::Json<WarmJob>), ApiError> {
     let actor = caller.actor();
     let job = match input {
         WarmRequest {
@@ -240,7 +216,7 @@ pub async fn warm(
     };
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(WarmView::from(WarmProgress::new(&job, 0, 0))),
+        axum::Json(WarmJob(WarmProgress::new(&job, 0, 0))),
     ))
 }
 
@@ -250,16 +226,16 @@ pub async fn warm(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The job", body = WarmView),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such warm job in this account", body = kiln_frontdoor::ErrorBody),
+        CallerErrors,
     ))]
 pub async fn warm_status(
     State(ctx): State<Ctx>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<axum::Json<WarmView>, ApiError> {
+) -> Result<axum::Json<WarmJob>, ApiError> {
     let status = cache::warm_status(&ctx.app, caller.tenant_id, id).await?;
-    Ok(axum::Json(WarmView::from(WarmProgress::from(&status))))
+    Ok(axum::Json(WarmJob(WarmProgress::from(&status))))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -277,6 +253,11 @@ pub struct CacheQuery {
     #[serde(default, deserialize_with = "crate::extract::given")]
     pub limit: Option<u32>,
 }
+
+const PAGES_PER_PAGE: PageSize = PageSize {
+    default: 100,
+    max: 1000,
+};
 
 #[derive(Serialize, ToSchema)]
 pub struct CachedPage {
@@ -307,9 +288,9 @@ pub struct CacheListing {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Cached pages", body = CacheListing),
-        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        QueryErrors,
+        CallerErrors,
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
@@ -317,10 +298,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<CacheQuery>,
 ) -> Result<axum::Json<CacheListing>, ApiError> {
     let domain = kiln_control::domains::get(&ctx.app, caller.tenant_id, query.domain_id).await?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("`limit` must be between 1 and 1000"));
-    }
+    let limit = PAGES_PER_PAGE.of(query.limit)?;
     let prefix = query.prefix.unwrap_or_default();
     let listing = cache::pages(
         &ctx.app,
@@ -369,6 +347,15 @@ pub enum Device {
     Mobile,
 }
 
+impl From<Device> for DeviceClass {
+    fn from(device: Device) -> Self {
+        match device {
+            Device::Desktop => DeviceClass::Desktop,
+            Device::Mobile => DeviceClass::Mobile,
+        }
+    }
+}
+
 /// A fresh render, as a bot would get it.
 #[derive(Serialize, ToSchema)]
 pub struct RenderView {
@@ -389,22 +376,19 @@ pub struct RenderView {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The render (see `error` for a failed one)", body = RenderView),
-        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 409, description = "The domain is not verified", body = kiln_frontdoor::ErrorBody),
         (status = 422, description = "The URL is not on the account's domains", body = kiln_frontdoor::ErrorBody),
         (status = 503, description = "The render queue is unavailable", body = kiln_frontdoor::ErrorBody),
         (status = 504, description = "No worker finished the render in time", body = kiln_frontdoor::ErrorBody),
+        QueryErrors,
+        CallerErrors,
     ))]
 pub async fn render(
     State(ctx): State<Ctx>,
     caller: Caller,
     ApiQuery(query): ApiQuery<RenderQuery>,
 ) -> Result<axum::Json<RenderView>, ApiError> {
-    let device = match query.device.unwrap_or(Device::Desktop) {
-        Device::Desktop => DeviceClass::Desktop,
-        Device::Mobile => DeviceClass::Mobile,
-    };
+    let device = DeviceClass::from(query.device.unwrap_or(Device::Desktop));
     let (url, result) =
         cache::preview(&ctx.app, &ctx.queue, caller.tenant_id, &query.url, device).await?;
     Ok(axum::Json(RenderView {
@@ -416,4 +400,40 @@ pub async fn render(
         render_ms: result.render_ms,
         error: result.error,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn a_warm_job_is_written_with_the_fields_the_document_lists() {
+        let progress = WarmProgress {
+            id: Uuid::nil(),
+            state: "rendering".to_owned(),
+            domain_id: None,
+            sitemap_url: Some("https://shop.example/sitemap.xml".to_owned()),
+            total: 4,
+            queued: 1,
+            done: 2,
+            failed: 1,
+            skipped: serde_json::json!([{"url": "https://elsewhere.example/", "reason": "another host"}]),
+            skipped_total: 3,
+            skipped_truncated: true,
+            error: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let json = serde_json::to_value(WarmJob(progress)).unwrap();
+        assert_eq!(json["created_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(json["skipped"][0]["reason"], "another host");
+        assert_eq!(json["skipped_total"], 3);
+        assert_eq!(json["domain_id"], serde_json::Value::Null);
+
+        let schema = serde_json::to_value(WarmView::schema()).unwrap();
+        let listed: BTreeSet<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        let written: BTreeSet<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(written, listed);
+    }
 }

@@ -2,6 +2,7 @@
 //! recorded it in Redis.
 
 use crate::extract::ApiPath;
+use crate::responses::CallerErrors;
 use axum::extract::State;
 use kiln_control::certificates::CertificateState;
 use kiln_frontdoor::ApiError;
@@ -51,9 +52,9 @@ fn at(unix: Option<i64>) -> Option<OffsetDateTime> {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domain's certificate", body = CertificateView),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
         (status = 503, description = "Redis is unreachable", body = kiln_frontdoor::ErrorBody),
+        CallerErrors,
     ))]
 pub async fn get(
     State(ctx): State<Ctx>,

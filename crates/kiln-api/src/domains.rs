@@ -1,6 +1,7 @@
 //! `/api/v1/domains`: a tenant's domains, their settings and their ownership verification.
 
 use crate::extract::{ApiJson, ApiPath};
+use crate::responses::{CallerErrors, JsonBodyErrors};
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_control::db::DomainRecord;
@@ -336,13 +337,13 @@ pub(super) fn parse_origin(input: &str) -> Result<Origin, ApiError> {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 201, description = "Added", body = DomainView),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 409, description = "The hostname is registered already", body = kiln_frontdoor::ErrorBody),
         (status = 422, description = "Invalid hostname, origin or settings, or a body of the wrong shape; \
             a hostname no one may register is `hostname_reserved` (the platform's own names: its CNAME target, \
             the dashboard's host and names under them), `hostname_single_label` (`localhost`) or \
             `hostname_public_suffix` (`co.uk`, `github.io`: on the Public Suffix List)", body = kiln_frontdoor::ErrorBody),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
+        CallerErrors,
     ))]
 pub async fn create(
     State(ctx): State<Ctx>,
@@ -375,7 +376,7 @@ pub async fn create(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domains", body = DomainList),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
+        CallerErrors,
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
@@ -395,8 +396,8 @@ pub async fn list(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domain", body = DomainView),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        CallerErrors,
     ))]
 pub async fn get(
     State(ctx): State<Ctx>,
@@ -413,10 +414,10 @@ pub async fn get(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "Changed", body = DomainView),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
         (status = 422, description = "Invalid origin or settings, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
+        CallerErrors,
     ))]
 pub async fn update(
     State(ctx): State<Ctx>,
@@ -440,8 +441,8 @@ pub async fn update(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        CallerErrors,
     ))]
 pub async fn delete(
     State(ctx): State<Ctx>,
@@ -459,8 +460,8 @@ pub async fn delete(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The domain after the check; `verification.last_check` says what was found", body = DomainView),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
+        CallerErrors,
     ))]
 pub async fn verify(
     State(ctx): State<Ctx>,

@@ -7,26 +7,9 @@ use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use kiln_frontdoor::{ApiError, ErrorBody};
+use kiln_frontdoor::ApiError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
-use utoipa::IntoResponses;
-
-/// The errors any endpoint that reads a JSON body may answer besides its own (a body that does not
-/// match the expected shape is each endpoint's own 422): list `JsonBodyErrors` in its
-/// `responses(...)`.
-#[derive(IntoResponses)]
-pub enum JsonBodyErrors {
-    /// The request body is not valid JSON (`invalid_json`)
-    #[response(status = 400)]
-    InvalidJson(ErrorBody),
-    /// The request body is larger than 9 MiB (`body_too_large`)
-    #[response(status = 413)]
-    TooLarge(ErrorBody),
-    /// The request body was not sent as `Content-Type: application/json` (`unsupported_media_type`)
-    #[response(status = 415)]
-    UnsupportedMediaType(ErrorBody),
-}
 
 /// A JSON object request body, whose rejections are [`ApiError`]s. Beyond what `axum::Json`
 /// checks, it refuses two things serde lets through that the API cannot use: a JSON array in place

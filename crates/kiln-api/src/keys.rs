@@ -1,6 +1,7 @@
 //! `/api/v1/api-keys`: a logged-in user's keys for scripts and CI.
 
 use crate::extract::{ApiJson, ApiPath};
+use crate::responses::{JsonBodyErrors, SessionErrors};
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_control::api_keys;
@@ -69,10 +70,9 @@ pub struct KeyList {
     security(("session" = [])),
     responses(
         (status = 201, description = "Created; `secret` is shown only now", body = CreatedKeyView),
-        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
-        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
         (status = 422, description = "Invalid name, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
+        SessionErrors,
     ))]
 pub async fn create(
     State(ctx): State<Ctx>,
@@ -99,8 +99,7 @@ pub async fn create(
     security(("session" = [])),
     responses(
         (status = 200, description = "The keys, newest first", body = KeyList),
-        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
-        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
+        SessionErrors,
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
@@ -118,9 +117,8 @@ pub async fn list(
     security(("session" = [])),
     responses(
         (status = 200, description = "Revoked", body = KeyView),
-        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
-        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such key", body = kiln_frontdoor::ErrorBody),
+        SessionErrors,
     ))]
 pub async fn revoke(
     State(ctx): State<Ctx>,
@@ -144,8 +142,7 @@ pub struct RevokedKeys {
     security(("session" = [])),
     responses(
         (status = 200, description = "Revoked (an empty list when no key was live)", body = RevokedKeys),
-        (status = 401, description = "Not logged in", body = kiln_frontdoor::ErrorBody),
-        (status = 403, description = "Called with an API key", body = kiln_frontdoor::ErrorBody),
+        SessionErrors,
     ))]
 pub async fn revoke_all(
     State(ctx): State<Ctx>,

@@ -19,9 +19,9 @@ pub mod certificates;
 pub mod domains;
 pub mod extract;
 pub mod keys;
+pub mod page;
 pub mod parity;
-
-pub use extract::JsonBodyErrors;
+pub mod responses;
 
 use kiln_frontdoor::auth;
 use kiln_frontdoor::{ApiError, Ctx, MAX_BODY_BYTES};
@@ -135,11 +135,8 @@ impl Routes {
 
 /// The OpenAPI document [`router`] serves at `/api/v1/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let Routes {
-        address_limited,
-        rest,
-    } = Routes::new();
-    with_prefix(address_limited.merge(rest).into_openapi())
+    let routes = Routes::new();
+    with_prefix(routes.address_limited.merge(routes.rest).into_openapi())
 }
 
 /// The whole document: [`ApiDoc`] with the routes' paths, under [`PREFIX`].
@@ -166,12 +163,13 @@ pub fn router(ctx: Ctx) -> Router {
                 }
             }
         });
-    let Routes {
-        address_limited,
-        rest,
-    } = Routes::new();
-    let (router, routes) = address_limited.layer(limited).merge(rest).split_for_parts();
-    let document = Arc::new(with_prefix(routes));
+    let routes = Routes::new();
+    let (router, paths) = routes
+        .address_limited
+        .layer(limited)
+        .merge(routes.rest)
+        .split_for_parts();
+    let document = Arc::new(with_prefix(paths));
     router
         .route(
             "/openapi.json",

@@ -2,6 +2,8 @@
 
 use crate::cache::Device;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::page::PageSize;
+use crate::responses::{CallerErrors, JsonBodyErrors, QueryErrors};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -209,7 +211,7 @@ impl From<&ParityCheck> for ParityView {
 }
 
 fn check_path(id: &str) -> String {
-    format!("/api/v1/parity/{id}")
+    format!("{}/parity/{id}", crate::PREFIX)
 }
 
 fn image_path(id: &str, image: ParityImage) -> String {
@@ -227,23 +229,20 @@ fn image_path(id: &str, image: ParityImage) -> String {
     responses(
         (status = 202, description = "Queued", body = ParityView,
             headers(("Location" = String, description = "The check: /api/v1/parity/{id}"))),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 409, description = "The domain is not verified", body = kiln_frontdoor::ErrorBody),
         (status = 422, description = "Invalid request, a URL that is not on the account's domains, or a path the domain does not render", body = kiln_frontdoor::ErrorBody),
         (status = 429, description = "Every render the account may have under way is taken (`render_budget_exhausted`); nothing was queued", body = kiln_frontdoor::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until a place may be free"))),
         (status = 503, description = "Redis or the parity queue is unavailable", body = kiln_frontdoor::ErrorBody),
-        crate::JsonBodyErrors,
+        JsonBodyErrors,
+        CallerErrors,
     ))]
 pub async fn file(
     State(ctx): State<Ctx>,
     caller: Caller,
     ApiJson(input): ApiJson<ParityRequest>,
 ) -> Result<Response, ApiError> {
-    let device = match input.device.unwrap_or(Device::Desktop) {
-        Device::Desktop => DeviceClass::Desktop,
-        Device::Mobile => DeviceClass::Mobile,
-    };
+    let device = DeviceClass::from(input.device.unwrap_or(Device::Desktop));
     let check = parity::file(&ctx.app, &ctx.queue, caller.tenant_id, &input.url, device).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -261,9 +260,9 @@ pub async fn file(
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The check", body = ParityView),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such check in this account (checks are kept a week)", body = kiln_frontdoor::ErrorBody),
         (status = 503, description = "Redis is unavailable", body = kiln_frontdoor::ErrorBody),
+        CallerErrors,
     ))]
 pub async fn get(
     State(ctx): State<Ctx>,
@@ -284,6 +283,11 @@ pub struct ParityQuery {
     pub limit: Option<u32>,
 }
 
+const CHECKS_PER_PAGE: PageSize = PageSize {
+    default: 20,
+    max: 100,
+};
+
 #[derive(Serialize, ToSchema)]
 pub struct ParityList {
     /// Newest first.
@@ -296,19 +300,16 @@ pub struct ParityList {
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The checks", body = ParityList),
-        (status = 400, description = "Invalid query", body = kiln_frontdoor::ErrorBody),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 503, description = "Redis is unavailable", body = kiln_frontdoor::ErrorBody),
+        QueryErrors,
+        CallerErrors,
     ))]
 pub async fn list(
     State(ctx): State<Ctx>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ParityQuery>,
 ) -> Result<axum::Json<ParityList>, ApiError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request("`limit` must be between 1 and 100"));
-    }
+    let limit = CHECKS_PER_PAGE.of(query.limit)?;
     let checks = parity::recent(&ctx.app, caller.tenant_id, None, limit as usize).await?;
     Ok(axum::Json(ParityList {
         checks: checks.iter().map(ParityView::from).collect(),
@@ -357,9 +358,9 @@ pub struct Png(Vec<u8>);
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 200, description = "The picture", content_type = "image/png", body = Png),
-        (status = 401, description = "Not authenticated", body = kiln_frontdoor::ErrorBody),
         (status = 404, description = "No such check in this account, or it is not done", body = kiln_frontdoor::ErrorBody),
         (status = 503, description = "Redis is unavailable", body = kiln_frontdoor::ErrorBody),
+        CallerErrors,
     ))]
 pub async fn image(
     State(ctx): State<Ctx>,
