@@ -1,7 +1,7 @@
 //! ACME HTTP-01 challenges: answered from Redis on any host, for people and bots, never proxied to
 //! the origin, and only for the exact host and token they were published for.
 
-use crate::helpers::{GOOGLEBOT, TestGateway};
+use crate::helpers::{GOOGLEBOT, spawn_app};
 use kiln_core::{DomainSettings, Hostname};
 use reqwest::{Method, StatusCode};
 
@@ -9,7 +9,7 @@ const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
 
 #[tokio::test]
 async fn challenges_are_answered_from_redis_for_people_and_bots_and_never_proxied() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let shop = Hostname::parse("shop.test").unwrap();
     let answer = format!("{TOKEN}.thumbprint-of-the-account-key");
     gw.store
@@ -71,7 +71,7 @@ async fn challenges_are_answered_from_redis_for_people_and_bots_and_never_proxie
 
 #[tokio::test]
 async fn challenge_answers_do_not_leak_to_other_tokens_or_hosts() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let other = Hostname::parse("other.test").unwrap();
     gw.store
         .put_acme_challenge(&other, TOKEN, "other-hosts-answer")

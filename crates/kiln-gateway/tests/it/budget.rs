@@ -2,7 +2,7 @@
 //! minute), and a render queue too long for a bot to wait on. Either way the bot gets the origin's
 //! page at once and no render is queued for it. No worker runs here, so queued renders stay queued.
 
-use crate::helpers::{PAGE, TestGateway, domain};
+use crate::helpers::{PAGE, TestApp, domain, spawn_app_with};
 use kiln_core::DomainSettings;
 use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
 use reqwest::StatusCode;
@@ -19,7 +19,7 @@ fn settings() -> DomainSettings {
     }
 }
 
-async fn queue(gw: &TestGateway) -> RenderQueue {
+async fn queue(gw: &TestApp) -> RenderQueue {
     RenderQueue::connect(&QueueSettings::new(
         gw.redis.url(),
         gw.prefix.clone(),
@@ -30,7 +30,7 @@ async fn queue(gw: &TestGateway) -> RenderQueue {
 }
 
 /// Sends a bot for each path at once, without waiting for the answers (their renders never come).
-fn bots_waiting(gw: &TestGateway, host: &str, paths: &[&str]) -> Vec<tokio::task::JoinHandle<()>> {
+fn bots_waiting(gw: &TestApp, host: &str, paths: &[&str]) -> Vec<tokio::task::JoinHandle<()>> {
     paths
         .iter()
         .map(|path| {
@@ -47,7 +47,7 @@ fn bots_waiting(gw: &TestGateway, host: &str, paths: &[&str]) -> Vec<tokio::task
 }
 
 /// A bot's request that must be answered with the origin's page at once, not after its wait.
-async fn sent_to_the_origin_at_once(gw: &TestGateway, host: &str, path: &str) {
+async fn sent_to_the_origin_at_once(gw: &TestApp, host: &str, path: &str) {
     let started = Instant::now();
     let response = gw
         .client
@@ -84,7 +84,7 @@ async fn wait_for_queued(queue: &RenderQueue, expected: u64) {
 
 #[tokio::test]
 async fn a_tenant_with_all_its_renders_under_way_gets_the_origin_and_other_tenants_do_not() {
-    let gw = TestGateway::start_with(
+    let gw = spawn_app_with(
         settings(),
         &[
             ("KILN_TENANT_MAX_RENDERS", "2".to_owned()),
@@ -131,7 +131,7 @@ async fn a_tenant_with_all_its_renders_under_way_gets_the_origin_and_other_tenan
 
 #[tokio::test]
 async fn a_tenant_that_started_its_renders_for_the_minute_gets_the_origin() {
-    let gw = TestGateway::start_with(
+    let gw = spawn_app_with(
         settings(),
         &[
             ("KILN_TENANT_MAX_RENDERS", "0".to_owned()),
@@ -158,7 +158,7 @@ async fn a_tenant_that_started_its_renders_for_the_minute_gets_the_origin() {
 
 #[tokio::test]
 async fn with_the_render_queue_too_long_bots_get_the_origin_at_once() {
-    let gw = TestGateway::start_with(
+    let gw = spawn_app_with(
         settings(),
         &[("KILN_GATEWAY_MAX_QUEUED_RENDERS", "2".to_owned())],
     )

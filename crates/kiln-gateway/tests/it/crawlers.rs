@@ -3,7 +3,7 @@
 //! own addresses get renders. The test client plays the edge's trusted proxy, so its
 //! `X-Forwarded-For` names the client.
 
-use crate::helpers::{GOOGLEBOT, PAGE, TestGateway};
+use crate::helpers::{GOOGLEBOT, PAGE, TestApp, spawn_app_with};
 use kiln_core::{DeviceClass, DomainSettings};
 use kiln_testkit::dns::{DnsRecord, TestDns};
 use reqwest::StatusCode;
@@ -23,8 +23,8 @@ fn dns() -> TestDns {
     ])
 }
 
-async fn gateway(dns: &TestDns, settings: DomainSettings) -> TestGateway {
-    TestGateway::start_with(
+async fn gateway(dns: &TestDns, settings: DomainSettings) -> TestApp {
+    spawn_app_with(
         settings,
         &[
             ("KILN_DNS_SERVER", dns.addr().to_string()),
@@ -35,7 +35,7 @@ async fn gateway(dns: &TestDns, settings: DomainSettings) -> TestGateway {
 }
 
 /// Caches `/stale` so that it is stale, and asks for it as a bot at `client`: it is served as it is.
-async fn stale_page_served_to(gw: &TestGateway, client: &str) -> kiln_core::CacheKey {
+async fn stale_page_served_to(gw: &TestApp, client: &str) -> kiln_core::CacheKey {
     let key = gw
         .cache_page_for("/stale", DeviceClass::Desktop, "<p>old</p>", 1, 600)
         .await;
@@ -135,7 +135,7 @@ async fn googles_own_address_gets_renders_and_so_does_a_stale_refresh() {
 async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
     let dns = dns();
     // The test client is not a trusted proxy here: its header is the client's own claim.
-    let gw = TestGateway::start_with(
+    let gw = spawn_app_with(
         short_wait(),
         &[
             ("KILN_DNS_SERVER", dns.addr().to_string()),

@@ -3,7 +3,7 @@
 //! never replaces the domains the gateway knows, while single removals still apply and a complete
 //! directory still replaces them.
 
-use crate::helpers::{TestGateway, domain};
+use crate::helpers::{TestApp, domain, spawn_app_with};
 use kiln_core::{DomainConfig, DomainSettings, Hostname};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const RESYNC_MS: u64 = 100;
 
 /// The status a person gets for `/` on `host`.
-async fn status_of(gw: &TestGateway, host: &str) -> StatusCode {
+async fn status_of(gw: &TestApp, host: &str) -> StatusCode {
     gw.client
         .get(gw.url("/"))
         .header("host", host)
@@ -24,7 +24,7 @@ async fn status_of(gw: &TestGateway, host: &str) -> StatusCode {
 }
 
 /// Waits until `host` answers `wanted` (a 200 once served, a 421 once gone).
-async fn until_status(gw: &TestGateway, host: &str, wanted: StatusCode) {
+async fn until_status(gw: &TestApp, host: &str, wanted: StatusCode) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = status_of(gw, host).await;
@@ -40,7 +40,7 @@ async fn until_status(gw: &TestGateway, host: &str, wanted: StatusCode) {
 }
 
 /// Retries `publish` while the store reconnects after a Redis restart.
-async fn published(gw: &TestGateway, domain: &DomainConfig) {
+async fn published(gw: &TestApp, domain: &DomainConfig) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Err(error) = gw.store.put_domain(domain).await {
         assert!(Instant::now() < deadline, "cannot publish: {error}");
@@ -51,7 +51,7 @@ async fn published(gw: &TestGateway, domain: &DomainConfig) {
 #[tokio::test]
 async fn an_incomplete_directory_never_replaces_the_domains_known_but_removals_and_a_complete_one_do()
  {
-    let mut gw = TestGateway::start_with(
+    let mut gw = spawn_app_with(
         DomainSettings::default(),
         &[("KILN_GATEWAY_DIRECTORY_RESYNC_MS", RESYNC_MS.to_string())],
     )

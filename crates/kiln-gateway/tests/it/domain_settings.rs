@@ -3,7 +3,7 @@
 //! desktops; all in force as soon as published. Also: without the edge, the gateway classifies
 //! User-Agents itself, from the edge's own data file.
 
-use crate::helpers::{GOOGLEBOT, GOOGLEBOT_SMARTPHONE, PAGE, TestGateway};
+use crate::helpers::{GOOGLEBOT, GOOGLEBOT_SMARTPHONE, PAGE, TestApp, spawn_app};
 use kiln_core::{BotFamily, CacheKey, DeviceClass, DomainSettings, NormalizedUrl};
 use reqwest::{Method, StatusCode};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ fn cache_status(response: &reqwest::Response) -> Option<String> {
 
 #[tokio::test]
 async fn a_domain_bot_pattern_sends_a_request_the_edge_took_for_a_person_down_the_bot_path() {
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         bot_user_agents: strings(&["MyCrawler", "Screaming Frog"]),
         ..DomainSettings::default()
     })
@@ -51,7 +51,7 @@ async fn a_domain_bot_pattern_sends_a_request_the_edge_took_for_a_person_down_th
 
 /// A GET for `path` on `shop.test` from `user_agent` that did not come through the edge (no
 /// `X-Is-Bot`).
-fn direct(gw: &TestGateway, path: &str, user_agent: &str) -> reqwest::RequestBuilder {
+fn direct(gw: &TestApp, path: &str, user_agent: &str) -> reqwest::RequestBuilder {
     gw.client
         .get(gw.url(path))
         .header("host", "shop.test")
@@ -60,7 +60,7 @@ fn direct(gw: &TestGateway, path: &str, user_agent: &str) -> reqwest::RequestBui
 
 #[tokio::test]
 async fn without_the_edge_the_gateway_classifies_user_agents_as_the_edge_does() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     gw.cache_page("/products/1", DeviceClass::Desktop, RENDERED)
         .await;
     for bot in [
@@ -95,7 +95,7 @@ async fn without_the_edge_the_gateway_classifies_user_agents_as_the_edge_does() 
 
 #[tokio::test]
 async fn bots_of_families_the_domain_does_not_render_for_get_the_origins_page() {
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         bot_families: [BotFamily::Search, BotFamily::Social].into(),
         bot_user_agents: strings(&["AcmeAudit"]),
         bot_wait_ms: 5_000,
@@ -136,7 +136,7 @@ async fn bots_of_families_the_domain_does_not_render_for_get_the_origins_page() 
 #[tokio::test]
 async fn bots_asking_for_excluded_paths_are_proxied_like_people() {
     // A long budget: were the path taken for rendering, the bot would wait and come back marked.
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         exclude_paths: strings(&["/admin*", "*/print"]),
         bot_wait_ms: 5_000,
         ..DomainSettings::default()
@@ -171,7 +171,7 @@ async fn bots_asking_for_excluded_paths_are_proxied_like_people() {
 
 #[tokio::test]
 async fn with_an_include_list_only_those_paths_are_rendered() {
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         include_paths: strings(&["/", "/blog/*"]),
         exclude_paths: strings(&["/blog/drafts/*"]),
         ..DomainSettings::default()
@@ -199,7 +199,7 @@ async fn with_an_include_list_only_those_paths_are_rendered() {
 
 #[tokio::test]
 async fn without_device_variants_phones_and_desktops_share_one_render() {
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         device_variants: false,
         bot_wait_ms: 200,
         ..DomainSettings::default()
@@ -245,7 +245,7 @@ async fn without_device_variants_phones_and_desktops_share_one_render() {
 #[tokio::test]
 async fn with_device_variants_phones_get_their_own_render() {
     // The control for the test above: the same request misses the desktop entry by default.
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         bot_wait_ms: 100,
         ..DomainSettings::default()
     })
@@ -270,7 +270,7 @@ async fn with_device_variants_phones_get_their_own_render() {
 
 #[tokio::test]
 async fn changed_settings_take_effect_as_soon_as_they_are_published() {
-    let mut gw = TestGateway::start(DomainSettings::default()).await;
+    let mut gw = spawn_app(DomainSettings::default()).await;
     gw.cache_page("/admin", DeviceClass::Desktop, RENDERED)
         .await;
     let before = gw.bot("/admin").send().await.unwrap();

@@ -1,7 +1,7 @@
 //! Freshness on the bot path, without a worker: a stale entry is served at once and queues one
 //! refresh; a page that failed to render moments ago is neither rendered again nor refreshed.
 
-use crate::helpers::{PAGE, TestGateway};
+use crate::helpers::{PAGE, TestApp, spawn_app};
 use kiln_core::{DeviceClass, DomainSettings};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ async fn until_stale() {
 
 #[tokio::test]
 async fn a_stale_page_is_served_at_once_and_refreshed_once_in_the_background() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let (_, key) = gw.key("/products/3", DeviceClass::Desktop);
     gw.cache_page_for(
         "/products/3",
@@ -61,7 +61,7 @@ async fn a_stale_page_is_served_at_once_and_refreshed_once_in_the_background() {
 
 #[tokio::test]
 async fn a_recent_failure_sends_bots_to_the_origin_at_once_and_holds_back_refreshes() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let (_, cold) = gw.key("/products/1", DeviceClass::Desktop);
     gw.store
         .put_failure(&cold, "the origin answered 500", Duration::from_secs(30))
@@ -103,7 +103,7 @@ async fn a_domain_without_a_stale_window_renders_again_once_the_page_expires() {
         bot_wait_ms: 200,
         ..DomainSettings::default()
     };
-    let gw = TestGateway::start(settings).await;
+    let gw = spawn_app(settings).await;
     gw.cache_page_for("/products/3", DeviceClass::Desktop, "<p>old</p>", 1, 0)
         .await;
     assert_eq!(
@@ -119,7 +119,7 @@ async fn a_domain_without_a_stale_window_renders_again_once_the_page_expires() {
 #[tokio::test]
 async fn cached_pages_go_compressed_to_bots_that_take_gzip_and_answer_conditional_requests() {
     use std::io::Read;
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let html: String = (0..500).map(|i| format!("<li>Item {i}</li>\n")).collect();
     gw.cache_page_for("/list", DeviceClass::Desktop, &html, 60, 600)
         .await;
@@ -208,12 +208,12 @@ async fn cached_pages_go_compressed_to_bots_that_take_gzip_and_answer_conditiona
 
 /// Stores `html` for `path` in Redis without telling anyone (no event), as if it had changed behind
 /// the gateway's back.
-async fn overwrite_silently(gw: &TestGateway, path: &str, html: &str) {
+async fn overwrite_silently(gw: &TestApp, path: &str, html: &str) {
     gw.cache_page_for(path, DeviceClass::Desktop, html, 60, 0)
         .await;
 }
 
-async fn body_of(gw: &TestGateway, path: &str) -> (String, String) {
+async fn body_of(gw: &TestApp, path: &str) -> (String, String) {
     let response = gw.bot(path).send().await.unwrap();
     let cache = response
         .headers()
@@ -225,7 +225,7 @@ async fn body_of(gw: &TestGateway, path: &str) -> (String, String) {
 
 /// Waits until `path` comes back as `expected`, for at most a second (the promise for purges and
 /// re-renders reaching every gateway's memory).
-async fn within_a_second(gw: &TestGateway, path: &str, expected: impl Fn(&str, &str) -> bool) {
+async fn within_a_second(gw: &TestApp, path: &str, expected: impl Fn(&str, &str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         let (cache, body) = body_of(gw, path).await;
@@ -246,7 +246,7 @@ async fn hot_pages_are_served_from_memory_until_a_render_or_a_purge_drops_them_e
         bot_wait_ms: 100,
         ..DomainSettings::default()
     };
-    let gw = TestGateway::start(settings).await;
+    let gw = spawn_app(settings).await;
     // Once the gateway follows the event channel, a page it served comes from memory: a change in
     // Redis that nobody announced is not seen. (Each try uses a new page, untouched by the last.)
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -151,7 +151,7 @@ impl TestOrigin {
     }
 }
 
-pub struct TestGateway {
+pub struct TestApp {
     pub port: u16,
     pub admin_port: u16,
     pub redis: RedisServer,
@@ -196,53 +196,53 @@ pub fn domain(host: &str, origin_port: u16, settings: DomainSettings) -> DomainC
     }
 }
 
-impl TestGateway {
-    /// A gateway serving `shop.test` from a fresh test origin.
-    pub async fn start(domain_settings: DomainSettings) -> Self {
-        Self::start_with(domain_settings, &[]).await
-    }
+/// A gateway serving `shop.test` from a fresh test origin.
+pub async fn spawn_app(domain_settings: DomainSettings) -> TestApp {
+    spawn_app_with(domain_settings, &[]).await
+}
 
-    /// [`TestGateway::start`] with more gateway settings.
-    pub async fn start_with(domain_settings: DomainSettings, extra: &[(&str, String)]) -> Self {
-        let redis = RedisServer::start();
-        let prefix = kiln_testkit::unique_prefix();
-        let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
-            .await
-            .unwrap();
-        let origin = TestOrigin::start().await;
-        let domain = domain("shop.test", origin.port, domain_settings);
-        store.put_domain(&domain).await.unwrap();
-        let app = Application::build(settings_with(&redis, &prefix, extra))
-            .await
-            .unwrap();
-        let port = app.port();
-        let admin_port = app.admin_port();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .unwrap();
-        // As a load balancer would: no traffic before the gateway says it is ready (it hears
-        // render events).
-        kiln_testkit::wait_until_ready(&client, admin_port, Duration::from_secs(30)).await;
-        TestGateway {
-            port,
-            admin_port,
-            redis,
-            prefix,
-            store,
-            origin,
-            domain,
-            client,
-            stop: Some(stop),
-            server: Some(server),
-        }
+/// [`spawn_app`] with more gateway settings.
+pub async fn spawn_app_with(domain_settings: DomainSettings, extra: &[(&str, String)]) -> TestApp {
+    let redis = RedisServer::start();
+    let prefix = kiln_testkit::unique_prefix();
+    let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
+        .await
+        .unwrap();
+    let origin = TestOrigin::start().await;
+    let domain = domain("shop.test", origin.port, domain_settings);
+    store.put_domain(&domain).await.unwrap();
+    let app = Application::build(settings_with(&redis, &prefix, extra))
+        .await
+        .unwrap();
+    let port = app.port();
+    let admin_port = app.admin_port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    // As a load balancer would: no traffic before the gateway says it is ready (it hears
+    // render events).
+    kiln_testkit::wait_until_ready(&client, admin_port, Duration::from_secs(30)).await;
+    TestApp {
+        port,
+        admin_port,
+        redis,
+        prefix,
+        store,
+        origin,
+        domain,
+        client,
+        stop: Some(stop),
+        server: Some(server),
     }
+}
 
+impl TestApp {
     /// Shuts the gateway down gracefully, as SIGTERM would, and waits until it is gone.
     pub async fn shut_down(&mut self) {
         drop(self.stop.take());

@@ -8,7 +8,7 @@
 //! `cargo nextest run -p kiln-gateway -E 'test(hostile::)' --no-capture` prints the table of cases
 //! and what each got (set `KILN_HOSTILE_REPORT=<file>` to also write it there as markdown).
 
-use crate::helpers::{GOOGLEBOT, TestGateway, TestOrigin, domain};
+use crate::helpers::{GOOGLEBOT, TestApp, TestOrigin, domain, spawn_app_with};
 use kiln_core::DomainSettings;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -674,20 +674,20 @@ fn cases() -> Vec<Case> {
 
 /// A gateway with shop.test, the IDN domain bücher.test on the same origin, and the tenant
 /// other.test on an origin of its own, plus an edge in front.
-struct Rig {
-    gw: TestGateway,
+struct TestRig {
+    gw: TestApp,
     other: TestOrigin,
     edge: kiln_testkit::TestEdge,
 }
 
-impl Rig {
-    async fn start() -> Rig {
+impl TestRig {
+    async fn start() -> TestRig {
         let settings = DomainSettings {
             bot_rate_per_second: 0,
             bot_wait_ms: 500,
             ..DomainSettings::default()
         };
-        let gw = TestGateway::start_with(settings.clone(), &gateway_vars()).await;
+        let gw = spawn_app_with(settings.clone(), &gateway_vars()).await;
         let other = TestOrigin::start().await;
         gw.store
             .put_domain(&domain("other.test", other.port, settings.clone()))
@@ -698,7 +698,7 @@ impl Rig {
             .await
             .unwrap();
         let edge = kiln_testkit::TestEdge::start(SocketAddr::from(([127, 0, 0, 1], gw.port)));
-        let rig = Rig { gw, other, edge };
+        let rig = TestRig { gw, other, edge };
         // The new domains arrive by event: wait until the gateway routes both.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -734,7 +734,7 @@ impl Rig {
 
 /// Runs `request` on one path and says what it got, or why it is wrong.
 async fn run(
-    rig: &Rig,
+    rig: &TestRig,
     to: SocketAddr,
     from: Option<IpAddr>,
     case: &Case,
@@ -805,7 +805,7 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_a_clear_answer_and_nothing_is_fetched_or_cached() {
-    let rig = Rig::start().await;
+    let rig = TestRig::start().await;
     let mut table = String::from("| case | via edge | direct to gateway |\n| --- | --- | --- |\n");
     let mut failures = Vec::new();
     for case in cases() {
@@ -883,7 +883,7 @@ async fn slowloris(to: SocketAddr, from: Option<IpAddr>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_by_the_header_timeouts() {
-    let rig = Rig::start().await;
+    let rig = TestRig::start().await;
     let origin_before = rig.gw.origin.log.count();
     let (edge, gateway) = tokio::join!(
         slowloris(rig.edge(), None),

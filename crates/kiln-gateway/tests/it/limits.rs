@@ -2,7 +2,7 @@
 //! `Retry-After` beyond it; people never limited; and a flood of forged `X-Forwarded-For` values
 //! sharing one allowance.
 
-use crate::helpers::TestGateway;
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 use kiln_core::{DeviceClass, DomainSettings};
 use reqwest::StatusCode;
 use std::time::Duration;
@@ -11,7 +11,7 @@ const AHREFS: &str = "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com
 
 /// How many of `count` bot requests for a cached page, each with the `X-Forwarded-For` that
 /// `forwarded(i)` gives, were served and how many refused with 429.
-async fn flood(gw: &TestGateway, count: usize, forwarded: impl Fn(usize) -> String) -> (u32, u32) {
+async fn flood(gw: &TestApp, count: usize, forwarded: impl Fn(usize) -> String) -> (u32, u32) {
     let (mut served, mut refused) = (0, 0);
     for i in 0..count {
         let response = gw
@@ -31,7 +31,7 @@ async fn flood(gw: &TestGateway, count: usize, forwarded: impl Fn(usize) -> Stri
 
 #[tokio::test]
 async fn each_address_gets_its_burst_then_429_with_retry_after() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     gw.cache_page("/cached", DeviceClass::Desktop, "<p>rendered</p>")
         .await;
     let client = "185.199.108.20";
@@ -69,7 +69,7 @@ async fn each_address_gets_its_burst_then_429_with_retry_after() {
 async fn a_flood_of_forged_x_forwarded_for_values_shares_one_allowance() {
     // Through a trusted proxy (the test client plays the edge): the hop the edge appended is the
     // client, whatever the client wrote before it.
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     gw.cache_page("/cached", DeviceClass::Desktop, "<p>rendered</p>")
         .await;
     let behind_edge = flood(&gw, 200, |i| {
@@ -79,7 +79,7 @@ async fn a_flood_of_forged_x_forwarded_for_values_shares_one_allowance() {
     assert_eq!(behind_edge, (10, 190));
 
     // From a peer that is no trusted proxy, the header is not read at all.
-    let gw = TestGateway::start_with(
+    let gw = spawn_app_with(
         DomainSettings::default(),
         &[("KILN_TRUSTED_PROXIES", "192.0.2.1".to_owned())],
     )
@@ -92,7 +92,7 @@ async fn a_flood_of_forged_x_forwarded_for_values_shares_one_allowance() {
 
 #[tokio::test]
 async fn a_domain_can_change_or_lift_its_limit() {
-    let mut gw = TestGateway::start(DomainSettings {
+    let mut gw = spawn_app(DomainSettings {
         bot_rate_per_second: 1,
         bot_rate_burst: 3,
         ..DomainSettings::default()

@@ -15,14 +15,14 @@ mod origins;
 mod secrets;
 mod usage;
 
-use helpers::{PAGE, TestGateway, domain};
+use helpers::{PAGE, TestApp, domain, spawn_app};
 use kiln_core::DomainSettings;
 use reqwest::{Method, StatusCode};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn an_unknown_host_gets_421_and_nothing_is_fetched() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let response = gw
         .client
         .get(gw.url("/products/1"))
@@ -45,7 +45,7 @@ async fn an_unknown_host_gets_421_and_nothing_is_fetched() {
 
 #[tokio::test]
 async fn hosts_match_case_insensitively_without_port_or_trailing_dot() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     for host in ["SHOP.test", "shop.test:8080", "shop.test."] {
         let response = gw
             .client
@@ -62,7 +62,7 @@ async fn hosts_match_case_insensitively_without_port_or_trailing_dot() {
 
 #[tokio::test]
 async fn people_get_the_origins_bytes_and_every_set_cookie() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let page = gw.person(Method::GET, "/products/3").send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     assert!(
@@ -91,7 +91,7 @@ async fn people_get_the_origins_bytes_and_every_set_cookie() {
 
 #[tokio::test]
 async fn people_reuse_the_gateways_connections_to_the_origin() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     for n in 0..30 {
         let page = gw
             .person(Method::GET, &format!("/products/{n}"))
@@ -118,7 +118,7 @@ async fn people_reuse_the_gateways_connections_to_the_origin() {
 
 #[tokio::test]
 async fn methods_queries_and_bodies_pass_through_with_forwarding_headers() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let body = vec![7u8; 3 * 1024 * 1024];
     let response = gw
         .person(Method::POST, "/echo?b=2&a=1&utm_source=x")
@@ -163,7 +163,7 @@ async fn methods_queries_and_bodies_pass_through_with_forwarding_headers() {
 
 #[tokio::test]
 async fn hop_by_hop_response_headers_are_dropped_and_large_bodies_stream() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let hop = gw.person(Method::GET, "/hop").send().await.unwrap();
     assert!(hop.headers().get("x-private").is_none());
     assert!(hop.headers().get("keep-alive").is_none());
@@ -183,7 +183,7 @@ async fn hop_by_hop_response_headers_are_dropped_and_large_bodies_stream() {
 #[tokio::test]
 async fn protocol_upgrades_such_as_websockets_are_joined_through() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
         .await
         .unwrap();
@@ -216,7 +216,7 @@ async fn protocol_upgrades_such_as_websockets_are_joined_through() {
 
 #[tokio::test]
 async fn redirects_are_passed_on_not_followed() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let response = gw.person(Method::GET, "/redirect").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(response.headers()["location"], "/elsewhere");
@@ -225,7 +225,7 @@ async fn redirects_are_passed_on_not_followed() {
 
 #[tokio::test]
 async fn a_dead_origin_gives_a_quick_502_and_a_slow_one_a_504() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let dead_port = kiln_testkit::free_port();
     gw.store
         .put_domain(&domain("dead.test", dead_port, DomainSettings::default()))
@@ -255,7 +255,7 @@ async fn a_dead_origin_gives_a_quick_502_and_a_slow_one_a_504() {
 
 #[tokio::test]
 async fn origins_on_private_addresses_outside_the_allow_list_are_refused() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let mut config = domain("internal.test", gw.origin.port, DomainSettings::default());
     config.origin = format!("http://127.0.0.2:{}", gw.origin.port);
     gw.store.put_domain(&config).await.unwrap();
@@ -280,7 +280,7 @@ async fn a_bot_whose_render_never_comes_gets_the_origins_page_within_its_budget(
         bot_wait_ms: 300,
         ..DomainSettings::default()
     };
-    let gw = TestGateway::start(settings).await;
+    let gw = spawn_app(settings).await;
     let started = Instant::now();
     let response = gw.bot("/products/3").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -299,7 +299,7 @@ async fn a_bot_whose_render_never_comes_gets_the_origins_page_within_its_budget(
 
 #[tokio::test]
 async fn bots_on_unverified_domains_and_asset_requests_are_proxied() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let mut unverified = domain("new.test", gw.origin.port, DomainSettings::default());
     unverified.verified = false;
     gw.store.put_domain(&unverified).await.unwrap();
@@ -324,7 +324,7 @@ async fn bots_on_unverified_domains_and_asset_requests_are_proxied() {
 
 #[tokio::test]
 async fn people_are_served_and_bots_bypass_while_redis_is_down() {
-    let mut gw = TestGateway::start(DomainSettings::default()).await;
+    let mut gw = spawn_app(DomainSettings::default()).await;
     gw.redis.stop();
     let person = gw.person(Method::GET, "/").send().await.unwrap();
     assert_eq!(person.status(), StatusCode::OK);
@@ -352,7 +352,7 @@ async fn people_are_served_and_bots_bypass_while_redis_is_down() {
     assert!(body.starts_with("ready; redis:"), "{body}");
 }
 
-async fn wait_for_domain(gw: &TestGateway, host: &str) {
+async fn wait_for_domain(gw: &TestApp, host: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let response = gw

@@ -2,14 +2,14 @@
 //! queued and the queue's depth and age show, connections are counted while open, and Redis
 //! failures are counted.
 
-use crate::helpers::TestGateway;
+use crate::helpers::{TestApp, spawn_app};
 use kiln_core::{DeviceClass, DomainSettings};
 use reqwest::{Method, StatusCode};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The gateway's metrics, scraped now.
-async fn scrape(gw: &TestGateway) -> Metrics {
+async fn scrape(gw: &TestApp) -> Metrics {
     let response = gw
         .client
         .get(format!("http://127.0.0.1:{}/metrics", gw.admin_port))
@@ -44,7 +44,7 @@ impl Metrics {
 
 #[tokio::test]
 async fn requests_are_counted_by_class_and_cache_status() {
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         // No worker runs here: a missing page is queued and its bot gets the origin's page soon.
         bot_wait_ms: 300,
         ..Default::default()
@@ -146,7 +146,7 @@ async fn requests_are_counted_by_class_and_cache_status() {
 
 #[tokio::test]
 async fn open_connections_are_counted_until_they_close() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let open = |m: &Metrics| m.expect("kiln_gateway_open_connections");
     let base = open(&scrape(&gw).await);
     let mut connections = Vec::new();
@@ -178,7 +178,7 @@ async fn open_connections_are_counted_until_they_close() {
 
 #[tokio::test]
 async fn redis_failures_are_counted() {
-    let mut gw = TestGateway::start(DomainSettings {
+    let mut gw = spawn_app(DomainSettings {
         bot_wait_ms: 300,
         ..Default::default()
     })
@@ -203,7 +203,7 @@ async fn redis_failures_are_counted() {
 
 #[tokio::test]
 async fn every_metric_the_docs_promise_is_served() {
-    let gw = TestGateway::start(DomainSettings::default()).await;
+    let gw = spawn_app(DomainSettings::default()).await;
     let text = scrape(&gw).await.0;
     let checked =
         kiln_testkit::assert_serves_documented_metrics(&text, &["Every Kiln service", "Gateway"]);

@@ -2,14 +2,14 @@
 //! (Redis, the gateway's listeners, whatever `KILN_PLATFORM_ADDRS` names), whatever
 //! `KILN_ALLOWED_PRIVATE_NETS` grants, and a private grant opens only its ports to its tenants.
 
-use crate::helpers::{TestGateway, TestOrigin, domain};
+use crate::helpers::{TestApp, TestOrigin, domain, spawn_app_with};
 use kiln_core::DomainSettings;
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 
 /// Publishes a domain of `tenant` at `host` whose origin is `origin`, and waits until the gateway
 /// routes it.
-async fn publish(gw: &TestGateway, host: &str, tenant: &str, origin: String) {
+async fn publish(gw: &TestApp, host: &str, tenant: &str, origin: String) {
     let mut config = domain(host, 1, DomainSettings::default());
     config.tenant_id = tenant.to_owned();
     config.origin = origin;
@@ -24,7 +24,7 @@ async fn publish(gw: &TestGateway, host: &str, tenant: &str, origin: String) {
     }
 }
 
-async fn get(gw: &TestGateway, host: &str, path: &str) -> reqwest::Response {
+async fn get(gw: &TestApp, host: &str, path: &str) -> reqwest::Response {
     gw.client
         .get(gw.url(path))
         .header("host", host)
@@ -33,7 +33,7 @@ async fn get(gw: &TestGateway, host: &str, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-fn redis_connections(gw: &TestGateway) -> u64 {
+fn redis_connections(gw: &TestApp) -> u64 {
     let info = gw.redis.cli(&["INFO", "stats"]);
     info.lines()
         .find_map(|l| l.strip_prefix("total_connections_received:"))
@@ -47,7 +47,7 @@ async fn kiln_s_own_services_are_never_origins_whatever_is_granted() {
     // KILN_PLATFORM_ADDRS.
     let platform_service = TestOrigin::start().await;
     // The test settings grant every port of 127.0.0.1 to every tenant: the widest grant there is.
-    let gw = TestGateway::start_with(
+    let gw = spawn_app_with(
         DomainSettings::default(),
         &[(
             "KILN_PLATFORM_ADDRS",
@@ -113,7 +113,7 @@ async fn kiln_s_own_services_are_never_origins_whatever_is_granted() {
 async fn a_private_grant_opens_its_ports_to_its_tenants_only() {
     let granted = TestOrigin::start().await;
     let other_port = TestOrigin::start().await;
-    let gw = TestGateway::start_with(
+    let gw = spawn_app_with(
         DomainSettings::default(),
         &[(
             "KILN_ALLOWED_PRIVATE_NETS",

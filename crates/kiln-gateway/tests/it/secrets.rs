@@ -1,14 +1,14 @@
 //! Cookies, `Authorization` and other credentials pass through the gateway to the origin and never
 //! reach its logs, at the most verbose log level, for people and bots alike.
 
-use crate::helpers::TestGateway;
+use crate::helpers::spawn_app;
 use kiln_core::DomainSettings;
 use reqwest::Method;
 
 #[tokio::test]
 async fn credentials_passing_through_never_reach_the_logs_even_at_trace_level() {
     let logs = kiln_testkit::logs::capture("trace");
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         bot_wait_ms: 200,
         ..DomainSettings::default()
     })

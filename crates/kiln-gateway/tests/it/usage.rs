@@ -1,7 +1,7 @@
 //! Usage counting: bot responses per domain and day reach Redis without a round trip on the request
 //! path, and the last ones are written at shutdown.
 
-use crate::helpers::TestGateway;
+use crate::helpers::spawn_app;
 use kiln_core::{DeviceClass, DomainSettings};
 use kiln_store::UsageCounts;
 use reqwest::Method;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn bot_responses_are_counted_per_domain_and_day() {
-    let gw = TestGateway::start(DomainSettings {
+    let gw = spawn_app(DomainSettings {
         exclude_paths: vec!["/admin*".into()],
         bot_wait_ms: 100,
         ..DomainSettings::default()
@@ -48,7 +48,7 @@ async fn bot_responses_are_counted_per_domain_and_day() {
 
 #[tokio::test]
 async fn the_last_counts_are_written_at_shutdown() {
-    let mut gw = TestGateway::start(DomainSettings::default()).await;
+    let mut gw = spawn_app(DomainSettings::default()).await;
     gw.cache_page("/", DeviceClass::Desktop, "rendered").await;
     // Well within the first second, before the first periodic flush after the one at start.
     for _ in 0..3 {
