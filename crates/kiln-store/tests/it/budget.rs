@@ -1,6 +1,6 @@
 //! Tenants' render budgets, shared by every gateway and worker through Redis.
 
-use crate::helpers::start;
+use crate::helpers::TestStore;
 use kiln_store::{Admission, RenderBudget};
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ const HOLD: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn a_tenant_holds_at_most_its_concurrent_renders_and_others_are_not_affected() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let budget = RenderBudget {
         concurrent: 2,
         per_minute: 0,
@@ -49,7 +49,7 @@ async fn a_tenant_holds_at_most_its_concurrent_renders_and_others_are_not_affect
 
 #[tokio::test]
 async fn a_place_nobody_gives_back_lapses_by_itself() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let budget = RenderBudget {
         concurrent: 1,
         per_minute: 0,
@@ -91,7 +91,7 @@ async fn a_place_nobody_gives_back_lapses_by_itself() {
 
 #[tokio::test]
 async fn renders_a_minute_are_counted_whether_or_not_they_finished() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let budget = RenderBudget {
         concurrent: 0,
         per_minute: 3,

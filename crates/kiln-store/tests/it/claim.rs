@@ -2,7 +2,7 @@
 //! gateway in one call and given back together, by the gateway or by the worker that rebuilt the
 //! claim from its job.
 
-use crate::helpers::{TestStore, key, next_event, page_scoped_key, start, url};
+use crate::helpers::{TestStore, key, next_event, page_scoped_key, url};
 use fred::prelude::*;
 use kiln_core::job::RenderPurpose;
 use kiln_core::{CacheKey, DeviceClass, RenderJob, RenderOutcome};
@@ -65,7 +65,7 @@ async fn held(t: &TestStore, key: &CacheKey) -> (bool, u64) {
 
 #[tokio::test]
 async fn a_second_claim_of_a_page_is_refused_while_the_first_is_held_and_release_frees_both() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let a = page("/a");
     let first = claimed(claim(&t, &a, "gw-1", BUDGET).await);
     assert_eq!(held(&t, &a).await, (true, 1));
@@ -114,7 +114,7 @@ async fn a_second_claim_of_a_page_is_refused_while_the_first_is_held_and_release
 
 #[tokio::test]
 async fn announce_and_release_from_the_job_frees_both_and_wakes_a_subscriber() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let mut events = t.store.subscribe().await.unwrap();
     let a = page("/a");
     claimed(claim(&t, &a, "gw-1", BUDGET).await).hand_over();
@@ -148,7 +148,7 @@ async fn announce_and_release_from_the_job_frees_both_and_wakes_a_subscriber() {
 
 #[tokio::test]
 async fn a_render_the_budget_refuses_holds_no_lock() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let (a, b) = (page("/a"), page("/b"));
     let first = claimed(claim(&t, &a, "gw-1", BUDGET).await);
 
@@ -165,7 +165,7 @@ async fn a_render_the_budget_refuses_holds_no_lock() {
 
 #[tokio::test]
 async fn a_render_the_callers_check_declines_holds_no_lock_and_counts_nothing() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let (a, b) = (page("/a"), page("/b"));
     // The check declines before any place is taken, so nothing counts against the minute's
     // renders: the one render the minute allows is still there afterwards.
@@ -201,7 +201,7 @@ async fn a_render_the_callers_check_declines_holds_no_lock_and_counts_nothing() 
 
 #[tokio::test]
 async fn a_refresh_claims_the_lock_only() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let a = page("/a");
     let refresh = t
         .store

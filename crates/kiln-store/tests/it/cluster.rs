@@ -5,7 +5,7 @@
 //! domain sweep would fail here with `CROSSSLOT` (or, for the sweep, scan the wrong node).
 
 use crate::helpers::{
-    ClusterStore, domain_key, key, next_event, page_scoped_key, raw_client, start_cluster, url,
+    TestClusterStore, domain_key, key, next_event, page_scoped_key, raw_client, url,
 };
 use bytes::Bytes;
 use fred::prelude::*;
@@ -43,7 +43,7 @@ fn entry(path: &str, device: DeviceClass) -> PageEntry {
     }
 }
 
-impl ClusterStore {
+impl TestClusterStore {
     async fn put(&self, domain: &str, path: &str, device: DeviceClass) -> CacheKey {
         let key = key(domain, path, device);
         self.store
@@ -119,7 +119,7 @@ fn node_of(by_node: &BTreeMap<u16, BTreeSet<String>>, key: &str) -> u16 {
 
 #[tokio::test]
 async fn a_domains_keys_share_a_slot_while_domains_spread_over_the_nodes() {
-    let t = start_cluster().await;
+    let t = TestClusterStore::start().await;
     let domains: Vec<String> = (0..12).map(|i| format!("dom{i}")).collect();
     let mut written = Vec::new();
     for domain in &domains {
@@ -199,7 +199,7 @@ async fn a_domains_keys_share_a_slot_while_domains_spread_over_the_nodes() {
 
 #[tokio::test]
 async fn pages_are_stored_listed_and_purged_on_a_cluster() {
-    let t = start_cluster().await;
+    let t = TestClusterStore::start().await;
     let a = t.put("d1", "/a", Desktop).await;
     let a_mobile = t.put("d1", "/a", Mobile).await;
     let blog: Vec<CacheKey> = {
@@ -299,7 +299,7 @@ async fn pages_are_stored_listed_and_purged_on_a_cluster() {
 
 #[tokio::test]
 async fn locks_and_render_budgets_work_on_a_cluster() {
-    let t = start_cluster().await;
+    let t = TestClusterStore::start().await;
     let page = key("d1", "/a", Desktop);
     let ttl = Duration::from_secs(30);
     assert!(!t.store.render_locked(&page).await.unwrap());
@@ -382,7 +382,7 @@ async fn locks_and_render_budgets_work_on_a_cluster() {
 
 #[tokio::test]
 async fn usage_counts_add_up_on_a_cluster() {
-    let t = start_cluster().await;
+    let t = TestClusterStore::start().await;
     let hour = |day: &str, hour: u8| UsageHour::new(day, hour).unwrap();
     // One batch over two days: one script over the writer's marker and both days' hashes.
     let batch = |seq: u64, hits: u64| UsageBatch {
@@ -434,7 +434,7 @@ async fn usage_counts_add_up_on_a_cluster() {
 /// The next event that is not about the subscription itself, within a few seconds.
 #[tokio::test]
 async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
-    let t = start_cluster().await;
+    let t = TestClusterStore::start().await;
     let mut events = t.store.subscribe().await.unwrap();
 
     // The store's own announcements.
@@ -504,7 +504,7 @@ async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
 #[tokio::test]
 async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certificates_work_on_a_cluster()
  {
-    let t = start_cluster().await;
+    let t = TestClusterStore::start().await;
     t.store.ping().await.unwrap();
     assert!(t.store.is_connected());
 

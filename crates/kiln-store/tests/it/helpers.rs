@@ -15,23 +15,25 @@ pub struct TestStore {
     _redis: RedisServer,
 }
 
-pub async fn start() -> TestStore {
-    let redis = RedisServer::start();
-    let prefix = kiln_testkit::unique_prefix();
-    let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
-        .await
-        .unwrap();
-    let raw = raw_client(&redis.url()).await;
-    TestStore {
-        store,
-        raw,
-        prefix,
-        _redis: redis,
+impl TestStore {
+    pub async fn start() -> TestStore {
+        let redis = RedisServer::start();
+        let prefix = kiln_testkit::unique_prefix();
+        let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
+            .await
+            .unwrap();
+        let raw = raw_client(&redis.url()).await;
+        TestStore {
+            store,
+            raw,
+            prefix,
+            _redis: redis,
+        }
     }
 }
 
 /// A store on a three-node Redis Cluster.
-pub struct ClusterStore {
+pub struct TestClusterStore {
     pub store: Store,
     /// A clustered client, for checking where the store's keys landed.
     pub raw: Client,
@@ -39,20 +41,22 @@ pub struct ClusterStore {
     pub cluster: TestRedisCluster,
 }
 
-pub async fn start_cluster() -> ClusterStore {
-    let cluster = tokio::task::spawn_blocking(TestRedisCluster::start)
-        .await
-        .unwrap();
-    let prefix = kiln_testkit::unique_prefix();
-    let store = Store::connect(StoreSettings::new(cluster.url(), &prefix))
-        .await
-        .unwrap();
-    let raw = raw_client(&cluster.url()).await;
-    ClusterStore {
-        store,
-        raw,
-        prefix,
-        cluster,
+impl TestClusterStore {
+    pub async fn start() -> TestClusterStore {
+        let cluster = tokio::task::spawn_blocking(TestRedisCluster::start)
+            .await
+            .unwrap();
+        let prefix = kiln_testkit::unique_prefix();
+        let store = Store::connect(StoreSettings::new(cluster.url(), &prefix))
+            .await
+            .unwrap();
+        let raw = raw_client(&cluster.url()).await;
+        TestClusterStore {
+            store,
+            raw,
+            prefix,
+            cluster,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Page entries and their per-domain index: listing by path prefix with a cursor, expiry, and the
 //! three purges.
 
-use crate::helpers::{TestStore, domain_key, key, page_scoped_key, start, url};
+use crate::helpers::{TestStore, domain_key, key, page_scoped_key, url};
 use bytes::Bytes;
 use fred::prelude::*;
 use kiln_core::{CacheKey, DeviceClass};
@@ -112,7 +112,7 @@ use DeviceClass::{Desktop, Mobile};
 
 #[tokio::test]
 async fn pages_are_listed_by_path_prefix_in_path_order_across_pages() {
-    let t = start().await;
+    let t = TestStore::start().await;
     // Put out of order; the listing sorts.
     for (path, device) in [
         ("/blog/b", Desktop),
@@ -196,7 +196,7 @@ async fn pages_are_listed_by_path_prefix_in_path_order_across_pages() {
 
 #[tokio::test]
 async fn a_summary_describes_the_entry_and_names_its_key() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let before = now();
     let key = key("d1", "/p?q=1", Mobile);
     let stored = entry("/p?q=1", Mobile, 404);
@@ -233,7 +233,7 @@ async fn a_summary_describes_the_entry_and_names_its_key() {
 
 #[tokio::test]
 async fn expired_pages_leave_the_listing_and_the_index() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let short = t.put_for("d1", "/short", Desktop, 1).await;
     let also_short = t.put_for("d1", "/also-short", Mobile, 1).await;
     let long = t.put("d1", "/long", Desktop).await;
@@ -291,7 +291,7 @@ async fn expired_pages_leave_the_listing_and_the_index() {
 
 #[tokio::test]
 async fn rewriting_a_page_keeps_one_index_entry_with_the_new_expiry() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let k = t.put_for("d1", "/p", Desktop, 60).await;
     let k2 = t.put_for("d1", "/p", Desktop, 600).await;
     assert_eq!(k, k2);
@@ -303,7 +303,7 @@ async fn rewriting_a_page_keeps_one_index_entry_with_the_new_expiry() {
 
 #[tokio::test]
 async fn purging_keys_counts_what_existed_and_touches_nothing_else() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let a = t.put("d1", "/a", Desktop).await;
     let a_mobile = t.put("d1", "/a", Mobile).await;
     let b = t.put("d1", "/b", Desktop).await;
@@ -335,7 +335,7 @@ async fn purging_keys_counts_what_existed_and_touches_nothing_else() {
 
 #[tokio::test]
 async fn purging_a_prefix_takes_exactly_the_pages_under_it() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let mut under = Vec::new();
     for path in ["/blog/a", "/blog/b?x=1", "/blog/c/d"] {
         under.push(t.put("d1", path, Desktop).await);
@@ -372,7 +372,7 @@ async fn purging_a_prefix_takes_exactly_the_pages_under_it() {
 
 #[tokio::test]
 async fn purges_handle_thousands_of_pages_in_batches() {
-    let t = start().await;
+    let t = TestStore::start().await;
     const N: usize = 2_500;
     let keys: Vec<CacheKey> = futures::future::join_all((0..N).map(|i| {
         let t = &t;
@@ -399,7 +399,7 @@ async fn purges_handle_thousands_of_pages_in_batches() {
 
 #[tokio::test]
 async fn purging_a_domain_also_finds_entries_missing_from_the_index() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let indexed = [
         t.put("d1", "/a", Desktop).await,
         t.put("d1", "/b", Mobile).await,
@@ -463,7 +463,7 @@ async fn purging_a_domain_also_finds_entries_missing_from_the_index() {
 
 #[tokio::test]
 async fn a_page_is_fresh_for_its_ttl_then_stale_until_its_stale_window_ends() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let key = key("d1", "/a", DeviceClass::Desktop);
     let before = now();
     t.store
@@ -498,7 +498,7 @@ async fn a_page_is_fresh_for_its_ttl_then_stale_until_its_stale_window_ends() {
 
 #[tokio::test]
 async fn a_failure_marker_lasts_its_ttl_and_a_stored_page_or_a_purge_clears_it() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let key = key("d1", "/broken", DeviceClass::Desktop);
     assert_eq!(t.store.recent_failure(&key).await.unwrap(), None);
 
@@ -550,7 +550,7 @@ async fn a_failure_marker_lasts_its_ttl_and_a_stored_page_or_a_purge_clears_it()
 
 #[tokio::test]
 async fn large_pages_are_stored_gzip_compressed_and_read_back_whole() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let html: String = (0..800)
         .map(|i| format!("<p class=\"item\">Product {i}</p>\n"))
         .collect();

@@ -1,6 +1,6 @@
 //! Preview replies: put by a worker, taken (waiting) by the dashboard.
 
-use crate::helpers::start;
+use crate::helpers::TestStore;
 use fred::prelude::*;
 use fred::types::InfoKind;
 use kiln_store::{PREVIEW_TTL_SECS, PreviewResult};
@@ -18,7 +18,7 @@ fn result(html: &str) -> PreviewResult {
 
 #[tokio::test]
 async fn a_reply_put_is_taken_once() {
-    let t = start().await;
+    let t = TestStore::start().await;
     t.store
         .put_preview("r1", &result("<p>one</p>"))
         .await
@@ -66,7 +66,7 @@ async fn a_reply_put_is_taken_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_outlasts_the_command_timeout_and_ends_with_none() {
-    let t = start().await;
+    let t = TestStore::start().await;
     // Three times the store's 500 ms command timeout: a wait cut short by it would end early.
     let wait = Duration::from_millis(1_500);
     let started = Instant::now();
@@ -77,7 +77,7 @@ async fn waiting_outlasts_the_command_timeout_and_ends_with_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_taker_gets_a_reply_put_later_while_the_store_stays_usable() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let store = t.store.clone();
     let taker =
         tokio::spawn(async move { store.take_preview("late", Duration::from_secs(60)).await });

@@ -1,6 +1,6 @@
 //! The render log: appended entries read back in order, after a given id.
 
-use crate::helpers::start;
+use crate::helpers::TestStore;
 use fred::prelude::*;
 use kiln_core::DeviceClass;
 use kiln_store::{RenderLogEntry, RenderLogOutcome, RenderLogPurpose};
@@ -26,7 +26,7 @@ fn entry(n: u64, outcome: RenderLogOutcome) -> RenderLogEntry {
 
 #[tokio::test]
 async fn entries_are_read_back_in_order_after_an_id() {
-    let t = start().await;
+    let t = TestStore::start().await;
     assert_eq!(t.store.read_render_log("0", 10).await.unwrap(), vec![]);
 
     let written = [

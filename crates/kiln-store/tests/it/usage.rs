@@ -1,6 +1,6 @@
 //! Usage counters: key layout, sums per domain and kind, lifetime.
 
-use crate::helpers::start;
+use crate::helpers::TestStore;
 use fred::prelude::*;
 use kiln_store::{USAGE_RETENTION_SECS, UsageBatch, UsageCounts, UsageHour, UsageKind};
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ pub fn at(day: &str, hour: u8) -> UsageHour {
 
 #[tokio::test]
 async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let day = "2025-03-04";
     t.store
         .add_usage(
@@ -114,7 +114,7 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
 
 #[tokio::test]
 async fn empty_batches_write_nothing_and_unknown_fields_are_skipped() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let day = "2025-01-01";
     t.store.add_usage(&at(day, 0), &[]).await.unwrap();
     t.store
@@ -147,7 +147,7 @@ async fn empty_batches_write_nothing_and_unknown_fields_are_skipped() {
 
 #[tokio::test]
 async fn a_numbered_batch_counts_once_however_often_it_is_sent() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let batch = |seq: u64, hits: u64| UsageBatch {
         writer: "gw-1".into(),
         seq,

@@ -6,11 +6,11 @@ use fred::prelude::*;
 use kiln_store::{UsageBatch, UsageCounts, UsageKind};
 use std::collections::BTreeMap;
 
-use crate::helpers::start;
+use crate::helpers::TestStore;
 
 #[tokio::test]
 async fn a_resent_batch_counts_once_in_its_hours_as_in_its_day() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let day = "2025-03-04";
     let batch = |seq: u64| UsageBatch {
         writer: "gw-1".into(),
@@ -103,7 +103,7 @@ async fn a_resent_batch_counts_once_in_its_hours_as_in_its_day() {
 
 #[tokio::test]
 async fn days_without_hour_fields_have_totals_only() {
-    let t = start().await;
+    let t = TestStore::start().await;
     let day = "2025-01-01";
     // Counts written before hours were counted, and fields this version does not know.
     let key = format!("{}{{usage}}:{day}", t.prefix);

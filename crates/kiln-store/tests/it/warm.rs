@@ -1,12 +1,12 @@
 //! Warm job progress counters.
 
-use crate::helpers::start;
+use crate::helpers::TestStore;
 use fred::prelude::*;
 use kiln_store::{WARM_PROGRESS_TTL_SECS, WarmProgress};
 
 #[tokio::test]
 async fn warm_results_are_counted_per_job_and_kept_for_a_week() {
-    let t = start().await;
+    let t = TestStore::start().await;
     assert_eq!(
         t.store.warm_progress("w1").await.unwrap(),
         WarmProgress::default()
