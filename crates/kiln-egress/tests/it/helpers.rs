@@ -49,7 +49,7 @@ impl TestProxy {
         Self::start_with(settings(allowed), None).await
     }
 
-    pub async fn with_resolver(allowed: &str, resolver: Arc<dyn Resolve>) -> Self {
+    pub async fn start_with_resolver(allowed: &str, resolver: Arc<dyn Resolve>) -> Self {
         Self::start_with(settings(allowed), Some(resolver)).await
     }
 
@@ -185,7 +185,7 @@ type OriginBody = BoxBody<Bytes, Infallible>;
 /// in `seen`), `/stream` (sends `first`, then `second` only after `release`), `/upload` (reports each
 /// body chunk on `uploads` as it arrives), `/upgrade` (switches to an echo protocol), `/redirect`.
 /// Every response says which address answered in `x-origin`.
-pub struct HttpOrigin {
+pub struct TestOrigin {
     pub addr: SocketAddr,
     /// TCP connections accepted, whatever happened on them.
     pub connections: Arc<AtomicUsize>,
@@ -195,7 +195,7 @@ pub struct HttpOrigin {
     pub page: Arc<Mutex<String>>,
 }
 
-impl HttpOrigin {
+impl TestOrigin {
     pub async fn start(ip: IpAddr) -> Self {
         Self::start_at(SocketAddr::new(ip, 0)).await.unwrap()
     }
@@ -232,7 +232,7 @@ impl HttpOrigin {
                 });
             }
         });
-        Ok(HttpOrigin {
+        Ok(TestOrigin {
             addr,
             connections,
             seen,
@@ -364,12 +364,12 @@ impl OriginState {
 }
 
 /// A raw TCP origin: greets every connection with `hello\n`, then echoes what it receives.
-pub struct TcpEcho {
+pub struct TestTcpOrigin {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
 }
 
-impl TcpEcho {
+impl TestTcpOrigin {
     pub async fn start(ip: IpAddr) -> Self {
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -386,7 +386,7 @@ impl TcpEcho {
                 });
             }
         });
-        TcpEcho { addr, connections }
+        TestTcpOrigin { addr, connections }
     }
 
     pub fn connections(&self) -> usize {

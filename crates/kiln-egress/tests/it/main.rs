@@ -6,8 +6,8 @@ mod helpers;
 
 use bytes::Bytes;
 use helpers::{
-    HttpOrigin, ScriptedResolver, TcpEcho, TestProxy, chromium_dump_dom, dead_port, ip, settings,
-    within,
+    ScriptedResolver, TestOrigin, TestProxy, TestTcpOrigin, chromium_dump_dom, dead_port, ip,
+    settings, within,
 };
 use kiln_egress::{EGRESS_HEADER, EgressProxy, EgressSettings, EgressStats};
 use reqwest::StatusCode;
@@ -19,7 +19,7 @@ const ALLOWED: &str = "127.0.0.1:1-65535@*";
 
 #[tokio::test]
 async fn allowed_get_goes_out_in_origin_form_with_its_host_and_without_hop_by_hop_headers() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let response = t
         .client
@@ -69,7 +69,7 @@ async fn allowed_get_goes_out_in_origin_form_with_its_host_and_without_hop_by_ho
 
 #[tokio::test]
 async fn request_and_response_bodies_pass_intact_for_any_method() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
     for method in [
@@ -99,7 +99,7 @@ async fn request_and_response_bodies_pass_intact_for_any_method() {
 
 #[tokio::test]
 async fn responses_stream_without_waiting_for_the_whole_body() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let mut response = t.client.get(origin.url("/stream")).send().await.unwrap();
     // The origin sends `second` only once the test has received `first` through the proxy.
@@ -112,7 +112,7 @@ async fn responses_stream_without_waiting_for_the_whole_body() {
 
 #[tokio::test]
 async fn request_bodies_stream_without_waiting_for_the_whole_body() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
     let request = t
@@ -137,8 +137,8 @@ async fn request_bodies_stream_without_waiting_for_the_whole_body() {
 
 #[tokio::test]
 async fn redirects_are_handed_back_not_followed() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
-    let target = HttpOrigin::start(ip("127.0.0.2")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
+    let target = TestOrigin::start(ip("127.0.0.2")).await;
     let t = TestProxy::start(ALLOWED).await;
     let response = t.client.get(origin.url("/redirect")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FOUND);
@@ -149,7 +149,7 @@ async fn redirects_are_handed_back_not_followed() {
 
 #[tokio::test]
 async fn http_to_a_loopback_address_outside_the_allow_list_is_refused_with_403() {
-    let forbidden = HttpOrigin::start(ip("127.0.0.2")).await;
+    let forbidden = TestOrigin::start(ip("127.0.0.2")).await;
     let t = TestProxy::start(ALLOWED).await;
     let response = t
         .client
@@ -181,8 +181,8 @@ async fn http_to_a_loopback_address_outside_the_allow_list_is_refused_with_403()
 
 #[tokio::test]
 async fn every_request_on_a_kept_alive_proxy_connection_is_vetted_on_its_own() {
-    let allowed = HttpOrigin::start(ip("127.0.0.1")).await;
-    let forbidden = HttpOrigin::start(ip("127.0.0.2")).await;
+    let allowed = TestOrigin::start(ip("127.0.0.1")).await;
+    let forbidden = TestOrigin::start(ip("127.0.0.2")).await;
     let t = TestProxy::start(ALLOWED).await;
     let mut raw = t.raw().await;
     for (origin, expected) in [(&allowed, 200), (&forbidden, 403), (&allowed, 200)] {
@@ -202,9 +202,9 @@ async fn every_request_on_a_kept_alive_proxy_connection_is_vetted_on_its_own() {
 #[tokio::test]
 async fn kiln_s_own_services_and_the_proxy_itself_are_refused_whatever_is_granted() {
     // Stand-ins for Redis and an admin port, on an address and port the grant opens.
-    let redis = HttpOrigin::start(ip("127.0.0.1")).await;
-    let admin = TcpEcho::start(ip("127.0.0.1")).await;
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
+    let redis = TestOrigin::start(ip("127.0.0.1")).await;
+    let admin = TestTcpOrigin::start(ip("127.0.0.1")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
     let mut settings = settings(ALLOWED);
     settings.policy = settings.policy.with_platform([redis.addr, admin.addr]);
     let t = TestProxy::start_with(settings, None).await;
@@ -244,7 +244,7 @@ async fn kiln_s_own_services_and_the_proxy_itself_are_refused_whatever_is_grante
 #[tokio::test]
 async fn endpoints_refused_while_they_live_are_refused_only_then() {
     // Stands for a browser's DevTools port, which the worker adds while the browser lives.
-    let devtools = HttpOrigin::start(ip("127.0.0.1")).await;
+    let devtools = TestOrigin::start(ip("127.0.0.1")).await;
     let refusals = kiln_egress::Refusals::default();
     let mut settings = settings(ALLOWED);
     settings.refusals = refusals.clone();
@@ -268,7 +268,7 @@ async fn endpoints_refused_while_they_live_are_refused_only_then() {
 
 #[tokio::test]
 async fn connect_tunnels_bytes_both_ways() {
-    let echo = TcpEcho::start(ip("127.0.0.1")).await;
+    let echo = TestTcpOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let mut raw = t.raw().await;
     raw.send(&format!(
@@ -291,7 +291,7 @@ async fn connect_tunnels_bytes_both_ways() {
 
 #[tokio::test]
 async fn connect_to_an_address_outside_the_allow_list_is_refused_and_opens_no_tunnel() {
-    let forbidden = TcpEcho::start(ip("127.0.0.2")).await;
+    let forbidden = TestTcpOrigin::start(ip("127.0.0.2")).await;
     let t = TestProxy::start(ALLOWED).await;
     let mut raw = t.raw().await;
     raw.send(&format!(
@@ -309,8 +309,8 @@ async fn connect_to_an_address_outside_the_allow_list_is_refused_and_opens_no_tu
 
 #[tokio::test]
 async fn localhost_is_refused_unless_loopback_is_allowed() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
-    let echo = TcpEcho::start(ip("127.0.0.1")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
+    let echo = TestTcpOrigin::start(ip("127.0.0.1")).await;
     let strict = TestProxy::start("").await;
     let url = format!("http://localhost:{}/echo", origin.addr.port());
     let response = strict.client.get(&url).send().await.unwrap();
@@ -340,8 +340,8 @@ async fn localhost_is_refused_unless_loopback_is_allowed() {
 
 #[tokio::test]
 async fn ipv6_disguises_of_loopback_are_refused() {
-    let forbidden = HttpOrigin::start(ip("127.0.0.2")).await;
-    let allowed = HttpOrigin::start(ip("127.0.0.1")).await;
+    let forbidden = TestOrigin::start(ip("127.0.0.2")).await;
+    let allowed = TestOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let port = forbidden.addr.port();
     for host in ["[::ffff:127.0.0.2]", "[::ffff:7f00:2]", "[::1]", "[::]"] {
@@ -427,16 +427,16 @@ async fn metadata_and_other_special_addresses_are_refused_without_a_connection_a
 #[tokio::test]
 async fn a_name_is_resolved_once_and_the_vetted_address_is_the_one_connected() {
     // Both loopback addresses listen on the same port, so only the address decides who answers.
-    let allowed = HttpOrigin::start(ip("127.0.0.1")).await;
+    let allowed = TestOrigin::start(ip("127.0.0.1")).await;
     let port = allowed.addr.port();
-    let Ok(forbidden) = HttpOrigin::start_at(SocketAddr::new(ip("127.0.0.2"), port)).await else {
+    let Ok(forbidden) = TestOrigin::start_at(SocketAddr::new(ip("127.0.0.2"), port)).await else {
         panic!("127.0.0.2:{port} is taken; rerun the test");
     };
     // A rebinding name: the first lookup says 127.0.0.1 (allowed), every later one 127.0.0.2.
     let resolver = Arc::new(
         ScriptedResolver::default().answer("rebind.test", &[&["127.0.0.1"], &["127.0.0.2"]]),
     );
-    let t = TestProxy::with_resolver(ALLOWED, resolver.clone()).await;
+    let t = TestProxy::start_with_resolver(ALLOWED, resolver.clone()).await;
     let url = format!("http://rebind.test:{port}/echo");
     let response = t.client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -469,9 +469,9 @@ async fn a_name_is_resolved_once_and_the_vetted_address_is_the_one_connected() {
 
 #[tokio::test]
 async fn only_the_allowed_addresses_of_a_mixed_answer_are_tried() {
-    let allowed = HttpOrigin::start(ip("127.0.0.1")).await;
+    let allowed = TestOrigin::start(ip("127.0.0.1")).await;
     let port = allowed.addr.port();
-    let Ok(forbidden) = HttpOrigin::start_at(SocketAddr::new(ip("127.0.0.2"), port)).await else {
+    let Ok(forbidden) = TestOrigin::start_at(SocketAddr::new(ip("127.0.0.2"), port)).await else {
         panic!("127.0.0.2:{port} is taken; rerun the test");
     };
     let resolver = Arc::new(
@@ -479,7 +479,7 @@ async fn only_the_allowed_addresses_of_a_mixed_answer_are_tried() {
             .answer("mixed.test", &[&["127.0.0.2", "10.0.0.1", "127.0.0.1"]])
             .answer("private.test", &[&["10.0.0.1", "192.168.4.4"]]),
     );
-    let t = TestProxy::with_resolver(ALLOWED, resolver).await;
+    let t = TestProxy::start_with_resolver(ALLOWED, resolver).await;
     let response = t
         .client
         .get(format!("http://mixed.test:{port}/echo"))
@@ -507,7 +507,7 @@ async fn only_the_allowed_addresses_of_a_mixed_answer_are_tried() {
 
 #[tokio::test]
 async fn names_that_do_not_resolve_get_502() {
-    let t = TestProxy::with_resolver(ALLOWED, Arc::new(ScriptedResolver::default())).await;
+    let t = TestProxy::start_with_resolver(ALLOWED, Arc::new(ScriptedResolver::default())).await;
     let response = t.client.get("http://nowhere.test/").send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(response.headers()[EGRESS_HEADER], "unreachable");
@@ -523,7 +523,7 @@ async fn names_that_do_not_resolve_get_502() {
 
 #[tokio::test]
 async fn other_schemes_and_non_proxy_requests_get_400() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let requests = [
         format!(
@@ -604,7 +604,7 @@ async fn resolution_counts_against_the_connect_timeout() {
 
 #[tokio::test]
 async fn upgrades_in_absolute_form_are_joined() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let mut raw = t.raw().await;
     raw.send(&format!(
@@ -624,7 +624,7 @@ async fn upgrades_in_absolute_form_are_joined() {
 
 #[tokio::test]
 async fn shutdown_stops_accepting_and_closes_open_tunnels() {
-    let echo = TcpEcho::start(ip("127.0.0.1")).await;
+    let echo = TestTcpOrigin::start(ip("127.0.0.1")).await;
     let t = TestProxy::start(ALLOWED).await;
     let addr = t.proxy.addr();
     let mut raw = t.raw().await;
@@ -675,8 +675,8 @@ async fn chromium_is_pointed_at_the_proxy_for_everything_including_loopback() {
 
 #[tokio::test]
 async fn chromium_sends_every_request_through_the_proxy_and_private_ones_are_refused() {
-    let origin = HttpOrigin::start(ip("127.0.0.1")).await;
-    let forbidden = HttpOrigin::start(ip("127.0.0.2")).await;
+    let origin = TestOrigin::start(ip("127.0.0.1")).await;
+    let forbidden = TestOrigin::start(ip("127.0.0.2")).await;
     let f = forbidden.addr;
     // Every way a page reaches out: a subresource, a frame, fetch, XHR, a redirect hop into the
     // forbidden address, and the cloud metadata service.
