@@ -3,103 +3,16 @@
 //! slow) fallback poll, a busy warm queue does not hold up the render queue, and a queue's depth
 //! accounts for every job.
 
+mod helpers;
+
 use futures::future::BoxFuture;
-use kiln_core::{CacheKey, DeviceClass, NormalizedUrl, RenderJob};
+use helpers::{Forward, TestConsumer, job, settings_on, wait_until_drained};
+use kiln_core::RenderJob;
 use kiln_queue::{JobHandler, MAX_STARTS, QueueKind, QueueSettings, RenderQueue, run_worker};
 use kiln_testkit::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-struct Forward(mpsc::UnboundedSender<RenderJob>);
-
-impl JobHandler for Forward {
-    fn handle(&self, job: RenderJob, _queue: QueueKind) -> BoxFuture<'static, ()> {
-        let _ = self.0.send(job);
-        Box::pin(async {})
-    }
-
-    fn give_up(&self, job: RenderJob, _queue: QueueKind, starts: u64) -> BoxFuture<'static, ()> {
-        panic!("gave up {job:?} after {starts} starts");
-    }
-}
-
-fn job(path: &str) -> RenderJob {
-    let page_url = NormalizedUrl::from_stored(format!("https://shop.test{path}"));
-    RenderJob {
-        key: CacheKey::new("d1", DeviceClass::Desktop, &page_url),
-        tenant_id: "t1".into(),
-        render_url: format!("http://127.0.0.1:1{path}"),
-        page_url,
-        device: DeviceClass::Desktop,
-        cache_ttl_secs: 60,
-        stale_ttl_secs: 0,
-        render_timeout_ms: 1000,
-        enqueued_at: 0,
-        request_id: Some(path.to_owned()),
-        blocking: Default::default(),
-        purpose: Default::default(),
-        user_agent: None,
-    }
-}
-
-/// A consumer running in the background until [`Consumer::stop`].
-struct Consumer {
-    task: tokio::task::JoinHandle<Result<(), kiln_queue::QueueError>>,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Consumer {
-    fn start(
-        settings: &QueueSettings,
-        kind: QueueKind,
-        name: &'static str,
-        concurrency: usize,
-        handler: Arc<dyn JobHandler>,
-    ) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let settings = settings.clone();
-        let task = tokio::spawn(async move {
-            run_worker(&settings, kind, name, concurrency, handler, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        Consumer { task, stop }
-    }
-
-    /// Stops it, and waits until it has (its jobs in flight finished, its in-flight set settled).
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the consumer stops")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-/// Settings for queues under a prefix of their own, on `redis`.
-fn settings_on(redis: &RedisServer) -> QueueSettings {
-    QueueSettings::new(
-        redis.url(),
-        kiln_testkit::unique_prefix(),
-        Duration::from_secs(1),
-    )
-}
-
-/// Waits until the queue `kind` holds no unfinished job (10 s at most).
-async fn wait_until_drained(queue: &RenderQueue, kind: QueueKind) {
-    let drained = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let depth = queue.depth(kind).await.unwrap();
-        if depth.unfinished() == 0 {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < drained, "{kind:?}: {depth:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
@@ -114,7 +27,7 @@ async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
     let queue = RenderQueue::connect(&settings).await.unwrap();
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let consumer = Consumer::start(
+    let consumer = TestConsumer::start(
         &settings,
         QueueKind::Render,
         "test-consumer",
@@ -334,7 +247,7 @@ async fn a_tenants_long_warm_up_does_not_hold_up_another_tenants() {
         jobs: warm_tx,
         release: release.clone(),
     });
-    let consumer = Consumer::start(&settings, QueueKind::Warm, "warm", 1, handler);
+    let consumer = TestConsumer::start(&settings, QueueKind::Warm, "warm", 1, handler);
 
     // A big warm-up of one tenant, then a small one of another.
     const BIG: usize = 30;
@@ -421,7 +334,8 @@ async fn a_warm_job_whose_dispatcher_died_mid_hand_over_still_runs() {
     );
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let consumer = Consumer::start(&settings, QueueKind::Warm, "warm", 1, Arc::new(Forward(tx)));
+    let consumer =
+        TestConsumer::start(&settings, QueueKind::Warm, "warm", 1, Arc::new(Forward(tx)));
     let ran = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("the orphaned job never ran")
@@ -501,7 +415,7 @@ async fn a_job_whose_consumers_keep_going_away_is_given_up_not_run_again() {
         handled: handled_tx,
         given_up: given_up_tx,
     });
-    let consumer = Consumer::start(&settings, QueueKind::Render, "consumer", 2, handler);
+    let consumer = TestConsumer::start(&settings, QueueKind::Render, "consumer", 2, handler);
 
     // The handler hears that it is given up (so that whoever waits for it can be told), and it is
     // not run; the other job runs as usual.
@@ -532,7 +446,7 @@ async fn a_stopping_consumer_hands_back_what_it_took_and_never_started() {
             handled: handled_tx,
             given_up: given_up_tx,
         });
-        let consumer = Consumer::start(&settings, QueueKind::Render, name, 1, handler);
+        let consumer = TestConsumer::start(&settings, QueueKind::Render, name, 1, handler);
         (consumer, handled)
     };
 
