@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 async fn server_with(configure: impl FnOnce(&mut TestApp)) -> (TestApp, TestServer) {
     let mut app = spawn_app().await;
     configure(&mut app);
-    let server = app.spawn_server().await;
+    let server = TestServer::start(&app).await;
     (app, server)
 }
 

@@ -1,14 +1,14 @@
 //! `GET /api/v1/domains/{id}/certificate`: what the certificate manager recorded, for the tenant
 //! that owns the domain only.
 
-use crate::helpers::{ApiClient, host_name, session_from, spawn_app};
+use crate::helpers::{ApiClient, TestServer, host_name, session_from, spawn_app};
 use kiln_store::{CertificateState, CertificateStatus};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_domains_certificate_status_is_shown_to_its_tenant_only() {
     let app = spawn_app().await;
-    let server = app.spawn_server().await;
+    let server = TestServer::start(&app).await;
     let mut alice = ApiClient::new(&server);
     let session = session_from(&alice.sign_up("alice@example.com").await);
     let bob = ApiClient::account_with_key(&server, "bob@example.com").await;

@@ -198,30 +198,6 @@ impl TestApp {
         let _ = client.quit().await;
     }
 
-    /// Starts `serve` on a free port; it stops when the returned server is dropped.
-    pub async fn spawn_server(&self) -> TestServer {
-        let application = Application::build(self.settings.clone())
-            .await
-            .expect("failed to build the application");
-        let address = application.address();
-        let admin_port = application
-            .admin_port()
-            .expect("the test settings ask for an admin port");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(application.run_until(async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            base: format!("http://{address}"),
-            admin: format!("http://127.0.0.1:{admin_port}"),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-            _stop: stop,
-        }
-    }
-
     /// Runs the `kiln-dashboard` binary against this app's database and Redis.
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
         self.cli_with_env(args, &[("KILN_DATABASE_URL", &self.database.url)])
@@ -307,6 +283,30 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Starts `serve` for `app` on a free port; it stops when the returned server is dropped.
+    pub async fn start(app: &TestApp) -> TestServer {
+        let application = Application::build(app.settings.clone())
+            .await
+            .expect("failed to build the application");
+        let address = application.address();
+        let admin_port = application
+            .admin_port()
+            .expect("the test settings ask for an admin port");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(application.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base: format!("http://{address}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            _stop: stop,
+        }
+    }
+
     /// The value of one sample of the admin port's `/metrics` (name and labels exactly as written).
     pub async fn metric(&self, series: &str) -> f64 {
         let response = self

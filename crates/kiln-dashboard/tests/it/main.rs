@@ -10,7 +10,7 @@ mod secrets;
 mod stats;
 mod web;
 
-use helpers::{TEST_ACTOR, spawn_app, spawn_app_allowing};
+use helpers::{TEST_ACTOR, TestServer, spawn_app, spawn_app_allowing};
 use kiln_control::OPERATOR_TENANT_ID;
 use kiln_control::directory;
 use kiln_control::domains::{self, Added, DomainError};
@@ -502,7 +502,7 @@ async fn a_serving_dashboard_publishes_the_whole_directory_again_once_redis_lost
     t.add("shop.localhost", "http://127.0.0.1:5174")
         .await
         .unwrap();
-    let _server = t.spawn_server().await;
+    let _server = TestServer::start(&t).await;
     assert!(t.app.store.directory_is_complete().await.unwrap());
 
     // Redis restarts empty, then one domain is added: a directory of one, not marked complete.
@@ -531,7 +531,7 @@ async fn a_serving_dashboard_publishes_the_whole_directory_again_once_redis_lost
 #[tokio::test]
 async fn serve_answers_health_readiness_and_the_home_page() {
     let mut t = spawn_app().await;
-    let server = t.spawn_server().await;
+    let server = TestServer::start(&t).await;
 
     let health = server.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
@@ -640,7 +640,7 @@ async fn serve_republishes_every_domain_when_it_starts() {
         .unwrap();
     t.flush_redis().await;
 
-    let _server = t.spawn_server().await;
+    let _server = TestServer::start(&t).await;
 
     assert_eq!(t.redis_hosts().await, ["demo.localhost"]);
     assert_eq!(

@@ -15,7 +15,7 @@ async fn postgres_going_away_is_said_plainly_and_the_dashboard_recovers_by_itsel
         LOOPBACK_FOR_EVERYONE,
     )
     .await;
-    let server = app.spawn_server().await;
+    let server = TestServer::start(&app).await;
     let mut api = ApiClient::new(&server);
     api.sign_up("owner@outage.example").await;
     assert_eq!(api.get("/api/v1/domains").await.status, 200);

@@ -49,7 +49,7 @@ async fn server_with(
     let mut app = spawn_app().await;
     app.settings.dns_server = Some(dns.addr());
     configure(&mut app);
-    let server = app.spawn_server().await;
+    let server = TestServer::start(&app).await;
     let queue = RenderQueue::connect(&queue_settings(&app))
         .await
         .expect("failed to connect to the render queues");

@@ -2,14 +2,14 @@
 //! whatever the request does with them (signing up, logging in with the wrong password, using a
 //! revoked key, a malformed `Authorization` header), at the most verbose log level.
 
-use crate::helpers::{ApiClient, PASSWORD, session_from, spawn_app};
+use crate::helpers::{ApiClient, PASSWORD, TestServer, session_from, spawn_app};
 use serde_json::json;
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs_even_at_trace_level() {
     let logs = kiln_testkit::logs::capture("trace");
     let app = spawn_app().await;
-    let server = app.spawn_server().await;
+    let server = TestServer::start(&app).await;
 
     let mut user = ApiClient::new(&server);
     let created = user.sign_up("jane@example.com").await;

@@ -131,7 +131,7 @@ impl WebClient {
 #[tokio::test]
 async fn pages_need_a_log_in_and_return_to_where_the_user_was_going() {
     let t = spawn_app().await;
-    let server = t.spawn_server().await;
+    let server = TestServer::start(&t).await;
     let mut web = WebClient::new(&server);
     web.sign_up("owner@example.com").await;
     let logout = web.get("/domains").await;
@@ -232,7 +232,7 @@ async fn pages_need_a_log_in_and_return_to_where_the_user_was_going() {
 #[tokio::test]
 async fn the_keys_page_revokes_every_key_at_once_with_the_sessions_csrf_token() {
     let t = spawn_app().await;
-    let server = t.spawn_server().await;
+    let server = TestServer::start(&t).await;
     let mut web = WebClient::new(&server);
     web.sign_up("owner@example.com").await;
     let page = web.get("/keys").await;
@@ -278,7 +278,7 @@ async fn the_keys_page_revokes_every_key_at_once_with_the_sessions_csrf_token() 
 #[tokio::test]
 async fn state_changing_forms_need_the_sessions_csrf_token_and_a_same_site_origin() {
     let t = spawn_app().await;
-    let server = t.spawn_server().await;
+    let server = TestServer::start(&t).await;
     let mut web = WebClient::new(&server);
     let page = web.sign_up("owner@example.com").await;
     let csrf = page.csrf();
@@ -339,7 +339,7 @@ async fn state_changing_forms_need_the_sessions_csrf_token_and_a_same_site_origi
 #[tokio::test]
 async fn the_add_domain_form_refuses_the_platforms_names_and_public_suffixes_next_to_the_field() {
     let t = spawn_app().await;
-    let server = t.spawn_server().await;
+    let server = TestServer::start(&t).await;
     let mut web = WebClient::new(&server);
     let csrf = web.sign_up("owner@example.com").await.csrf();
 
@@ -394,7 +394,7 @@ async fn the_add_domain_form_refuses_the_platforms_names_and_public_suffixes_nex
 #[tokio::test]
 async fn every_response_carries_the_security_headers_and_pages_escape_what_users_typed() {
     let t = spawn_app().await;
-    let server = t.spawn_server().await;
+    let server = TestServer::start(&t).await;
     let mut web = WebClient::new(&server);
     let page = web.sign_up("owner@example.com").await;
     for headers in [&page.headers, &web.get("/api/v1/auth/me").await.headers] {
@@ -499,7 +499,7 @@ async fn every_response_carries_the_security_headers_and_pages_escape_what_users
 #[tokio::test]
 async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
     let t = spawn_app().await;
-    let server = t.spawn_server().await;
+    let server = TestServer::start(&t).await;
     let mut web = WebClient::new(&server);
 
     let form = web.get("/signup").await;
@@ -673,7 +673,7 @@ async fn forms_keep_what_was_typed_and_name_the_field_at_fault() {
 #[tokio::test]
 async fn another_tenants_domain_is_not_found_on_every_page() {
     let t = spawn_app().await;
-    let server = t.spawn_server().await;
+    let server = TestServer::start(&t).await;
     let mut owner = WebClient::new(&server);
     let page = owner.sign_up("owner@example.com").await;
     let added = owner
