@@ -6,13 +6,13 @@ use kiln_core::DeviceClass::{self, Desktop, Mobile};
 use kiln_testkit::corpus::{INTERNAL_SECRET, TestCorpusOrigin};
 use std::time::Duration;
 
-use crate::helpers::{Corpus, Outcome, spawn_app_with};
+use crate::helpers::{Outcome, TestCorpus, spawn_app_with};
 
 /// The origin is on 127.0.0.1; the "internal" server on 127.0.0.2 stands for everything private.
 /// (The helpers allow 127.0.0.1/32.)
 const WORKER: &[(&str, &str)] = &[("KILN_WORKER_TABS_PER_BROWSER", "4")];
 
-impl Corpus {
+impl TestCorpus {
     /// Renders several corpus pages at once.
     async fn render_all(&self, pages: &[&str], device: DeviceClass) -> Vec<Outcome> {
         join_all(pages.iter().map(|page| {
@@ -35,7 +35,7 @@ fn text_of(html: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_built_fetched_and_inserted_late_is_all_there() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let pages = [
         "script-built",
         "after-load",
@@ -118,7 +118,7 @@ async fn content_built_fetched_and_inserted_late_is_all_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_keeps_doctype_json_ld_and_shadow_roots_and_drops_scripts() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let outcomes = corpus
         .render_all(&["json-ld", "doctype", "base-href", "shadow"], Desktop)
         .await;
@@ -180,7 +180,7 @@ async fn output_keeps_doctype_json_ld_and_shadow_roots_and_drops_scripts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_and_headers_from_the_origin_and_meta_tags() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let outcomes = corpus
         .render_all(
             &[
@@ -233,7 +233,7 @@ async fn statuses_and_headers_from_the_origin_and_meta_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_flag_and_not_for_noise_or_media() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let outcomes = corpus
         .render_all(&["prerender-ready", "never-idle", "slow-assets"], Desktop)
         .await;
@@ -267,7 +267,7 @@ async fn readiness_waits_for_the_flag_and_not_for_noise_or_media() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phones_and_desktops_render_with_their_own_viewport() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let desktop = corpus.render_all(&["device"], Desktop).await;
     let mobile = corpus.render_all(&["device"], Mobile).await;
     let desktop = desktop[0].html();
@@ -280,7 +280,7 @@ async fn phones_and_desktops_render_with_their_own_viewport() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_render_reaches_an_internal_address_or_a_local_file() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let outcomes = corpus
         .render_all(&["ssrf-iframe", "ssrf-fetch", "ssrf-file"], Desktop)
         .await;
@@ -364,7 +364,7 @@ async fn react_and_vue_apps_render_their_routes_titles_and_meta_tags() {
 /// domain its kept tab: the tab is scrubbed and kept within the scrub's time (5 s), as for any page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_that_never_loads_leaves_the_tab_for_the_domains_next_render() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let rendered = corpus.render("/far-frame").await;
     assert_eq!(rendered.status(), 200);
     assert!(

@@ -11,14 +11,14 @@ use lol_html::{RewriteStrSettings, element, rewrite_str, text};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::helpers::{Corpus, Outcome, spawn_app_with};
+use crate::helpers::{Outcome, TestCorpus, spawn_app_with};
 
 const WORKER: &[(&str, &str)] = &[("KILN_WORKER_TABS_PER_BROWSER", "4")];
 
 /// The opening tag Chromium writes for an open shadow root.
 const SHADOW_ROOT: &str = r#"<template shadowrootmode="open">"#;
 
-impl Corpus {
+impl TestCorpus {
     /// Renders corpus pages at once, each for its device.
     async fn render_each(&self, pages: &[(&str, DeviceClass)]) -> Vec<String> {
         let outcomes = join_all(pages.iter().map(|(page, device)| {
@@ -37,7 +37,7 @@ fn stored_html(outcome: &Outcome) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_that_live_only_in_the_cssom_are_written_into_the_snapshot() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let html = corpus
         .render_each(&[("cssom-rules", Desktop), ("adopted-sheets", Desktop)])
         .await;
@@ -149,7 +149,7 @@ async fn rules_that_live_only_in_the_cssom_are_written_into_the_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_reached_by_scrolling_is_in_the_snapshot_within_a_bound() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let html = corpus
         .render_each(&[("lazy-content", Desktop), ("lazy-content", Mobile)])
         .await;
@@ -240,7 +240,7 @@ async fn content_reached_by_scrolling_is_in_the_snapshot_within_a_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_set_through_dom_properties_is_written_as_attributes_but_never_passwords() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let html = corpus.render_each(&[("dom-state", Desktop)]).await;
     let page = &html[0];
 
@@ -363,7 +363,7 @@ async fn css_in_js_rules_and_lit_s_adopted_styles_are_in_the_framework_apps_snap
 /// The fixture for the parity check: Kiln's renderer gets the page for bots, people another one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cloaking_page_shows_kiln_the_page_it_shows_bots() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let html = corpus.render_each(&[("cloaking", Desktop)]).await;
     let page = &html[0];
     assert!(

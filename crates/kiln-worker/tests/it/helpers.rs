@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use kiln_testkit::RedisServer;
 use kiln_testkit::corpus::TestCorpusOrigin;
 
-use crate::origin::Origin;
+use crate::origin::TestOrigin;
 
 /// How long one render may take through the whole path before a test gives up on it.
 const RENDER_DEADLINE: Duration = Duration::from_secs(60);
@@ -111,7 +111,7 @@ impl Outcome {
 
 pub struct TestApp {
     pub store: Store,
-    pub origin: Origin,
+    pub origin: TestOrigin,
     queue: RenderQueue,
     pub admin_port: u16,
     /// Deleted (with anything left in it) when the test ends.
@@ -145,7 +145,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 pub async fn spawn_unready_app(overrides: &[(&str, &str)]) -> TestApp {
     init_logging();
     let redis = RedisServer::start();
-    let origin = Origin::start().await;
+    let origin = TestOrigin::start().await;
     let profile_dir = tempfile::Builder::new()
         .prefix("kiln-worker-test-")
         .tempdir()
@@ -523,18 +523,18 @@ fn dir_entries(dir: &Path) -> Vec<PathBuf> {
 /// A worker with the render corpus's origin (on 127.0.0.1) and the "internal" server (on
 /// 127.0.0.2, standing for everything private) that no render may reach. Each test module adds the
 /// ways of rendering it needs.
-pub struct Corpus {
+pub struct TestCorpus {
     pub app: TestApp,
     pub origin: TestCorpusOrigin,
     pub internal: TestCorpusOrigin,
 }
 
-impl Corpus {
-    pub async fn start(overrides: &[(&str, &str)]) -> Corpus {
+impl TestCorpus {
+    pub async fn start(overrides: &[(&str, &str)]) -> TestCorpus {
         let app = spawn_app_with(overrides).await;
         let internal = TestCorpusOrigin::start_internal().await;
         let origin = TestCorpusOrigin::start(&internal).await;
-        Corpus {
+        TestCorpus {
             app,
             origin,
             internal,

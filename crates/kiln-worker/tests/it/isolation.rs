@@ -13,7 +13,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
-use crate::origin::Origin;
+use crate::origin::TestOrigin;
 
 /// Renders per test: enough that a tab, context or renderer handed out again by the pool (it
 /// keeps two warm tabs per browser in these tests) would be among them.
@@ -86,7 +86,7 @@ struct Report {
 
 /// One render of the probe.
 struct Probe<'a> {
-    origin: &'a Origin,
+    origin: &'a TestOrigin,
     tenant: &'a str,
     domain: &'a str,
     /// Have the page leave everything behind, marked with this token.
@@ -144,7 +144,7 @@ struct Counts {
 }
 
 impl Counts {
-    fn of(bundles: &Origin, pages: &Origin) -> Counts {
+    fn of(bundles: &TestOrigin, pages: &TestOrigin) -> Counts {
         Counts {
             pages: pages.hits("/isolation/page"),
             script: bundles.hits("/isolation/bundle.js"),
@@ -271,7 +271,7 @@ async fn nothing_crosses_tenants_not_even_the_http_cache() {
         "127.0.0.1:1-65535@*, 127.0.0.1:1-65535@tenant-c",
     )])
     .await;
-    let other = Origin::start().await;
+    let other = TestOrigin::start().await;
     let bundles = (
         app.origin.url("/isolation/bundle.js"),
         app.origin.url("/isolation/bundle.css"),

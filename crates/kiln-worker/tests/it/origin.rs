@@ -244,14 +244,14 @@ const BUNDLE_CSS: &str = "h1 { color: rgb(1, 2, 3); }";
 #[derive(Clone, Default)]
 pub struct Hits(Arc<Mutex<HashMap<String, usize>>>);
 
-pub struct Origin {
+pub struct TestOrigin {
     pub base: String,
     hits: Hits,
     _stop: oneshot::Sender<()>,
 }
 
-impl Origin {
-    pub async fn start() -> Origin {
+impl TestOrigin {
+    pub async fn start() -> TestOrigin {
         let hits = Hits::default();
         let app = Router::new()
             .route("/app", get(|| async { Html(APP) }))
@@ -366,7 +366,7 @@ impl Origin {
                 .await
                 .unwrap();
         });
-        Origin {
+        TestOrigin {
             base,
             hits,
             _stop: stop,

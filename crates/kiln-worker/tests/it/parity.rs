@@ -11,7 +11,7 @@ use kiln_testkit::corpus::{self, TestCorpusOrigin};
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::helpers::{Corpus, TestApp, spawn_app_with};
+use crate::helpers::{TestApp, TestCorpus, spawn_app_with};
 
 const WORKER: &[(&str, &str)] = &[
     ("KILN_WORKER_TABS_PER_BROWSER", "4"),
@@ -210,7 +210,7 @@ async fn dump(app: &TestApp, name: &str, check: &ParityCheck) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_page_and_framework_route_looks_like_its_live_page() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let frameworks = vec![
         ("react", TestCorpusOrigin::start_framework("react").await),
         ("vue", TestCorpusOrigin::start_framework("vue").await),
@@ -239,7 +239,7 @@ async fn every_corpus_page_and_framework_route_looks_like_its_live_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_shows_bots_something_else_is_reported() {
-    let corpus = Corpus::start(WORKER).await;
+    let corpus = TestCorpus::start(WORKER).await;
     let (app, origin) = (&corpus.app, &corpus.origin);
 
     let cloaked = check(app, &origin.url("/cloaking"), Desktop).await;
@@ -313,7 +313,7 @@ async fn a_check_that_cannot_load_the_page_fails_with_the_reason() {
 async fn parity_report_without_fidelity() {
     let mut overrides = WORKER.to_vec();
     overrides.push(("KILN_RENDER_FIDELITY", "off"));
-    let corpus = Corpus::start(&overrides).await;
+    let corpus = TestCorpus::start(&overrides).await;
     let frameworks = vec![
         ("react", TestCorpusOrigin::start_framework("react").await),
         ("vue", TestCorpusOrigin::start_framework("vue").await),
