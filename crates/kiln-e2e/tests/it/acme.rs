@@ -24,7 +24,7 @@ const SECRET: &str = "e2e-acme-secret-0123456789abcdefghijklmnop";
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Redis, an origin, a gateway, the edge, dnsmasq and Pebble, and a manager and sync on them.
-struct AcmeStack {
+struct TestAcmeStack {
     store: Store,
     edge: TestEdge,
     pebble: TestPebble,
@@ -38,7 +38,7 @@ struct AcmeStack {
     _stops: Vec<oneshot::Sender<()>>,
 }
 
-impl AcmeStack {
+impl TestAcmeStack {
     /// Pebble issues certificates valid for `validity` (its default, five years, when `None`); the
     /// manager renews them `renew_before` ahead of expiry.
     async fn start(validity: Option<Duration>, renew_before: Duration) -> Self {
@@ -117,7 +117,7 @@ impl AcmeStack {
         // As the dashboard does when it starts: the whole directory published (none yet), so that
         // it is complete and the domains published one by one below are all there is.
         store.publish_directory(&[]).await.unwrap();
-        AcmeStack {
+        TestAcmeStack {
             store,
             edge,
             pebble,
@@ -282,7 +282,7 @@ async fn https_get(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it_over_https() {
-    let mut stack = AcmeStack::start(None, 30 * DAY).await;
+    let mut stack = TestAcmeStack::start(None, 30 * DAY).await;
     stack.publish(SHOP, true).await;
     stack.publish(UNVERIFIED, false).await;
 
@@ -425,7 +425,7 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_near_expiry_is_renewed_and_the_edge_serves_the_new_one() {
     // Pebble issues one-hour certificates: inside a one-day renewal window from the start.
-    let mut stack = AcmeStack::start(Some(Duration::from_secs(3600)), DAY).await;
+    let mut stack = TestAcmeStack::start(Some(Duration::from_secs(3600)), DAY).await;
     stack.publish(SHOP, true).await;
     let shop = Hostname::parse(SHOP).unwrap();
     let root = stack.issuing_root().await;
@@ -482,7 +482,7 @@ async fn a_certificate_near_expiry_is_renewed_and_the_edge_serves_the_new_one() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_once_removed() {
-    let mut stack = AcmeStack::start(None, 30 * DAY).await;
+    let mut stack = TestAcmeStack::start(None, 30 * DAY).await;
     stack.publish(SHOP, true).await;
     stack.publish(LATE, false).await;
     let (stop, running) = stack.spawn_manager().await;
@@ -578,7 +578,7 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_redis_lost_withdraws_no_certificate_and_the_edge_keeps_its_copies() {
-    let mut stack = AcmeStack::start(None, 30 * DAY).await;
+    let mut stack = TestAcmeStack::start(None, 30 * DAY).await;
     stack.publish(SHOP, true).await;
     let report = stack.manager.run_once().await.expect("a pass");
     assert_eq!(report.issued, [SHOP], "{report:?}\n{}", stack.pebble.log());

@@ -3,8 +3,8 @@
 //! log and usage) and what bots then get through the real edge, gateway and worker.
 
 use crate::helpers::{
-    AUDIT_TOOL, CHROME, CNAME_TARGET, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, PASSWORD, Platform, Site,
-    cache_status, first_showing, gzip, session_cookie, utc_today,
+    AUDIT_TOOL, CHROME, CNAME_TARGET, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, PASSWORD, TestOrigin,
+    TestPlatform, cache_status, first_showing, gzip, session_cookie, utc_today,
 };
 use kiln_testkit::dns::DnsRecord;
 use reqwest::StatusCode;
@@ -26,7 +26,7 @@ fn str_of<'a>(value: &'a Value, field: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_takes_a_domain_from_nothing_to_renders_for_bots() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "shop.e2e.test";
 
     // Sign up; the session cookie is what creates API keys.
@@ -152,7 +152,7 @@ async fn a_script_takes_a_domain_from_nothing_to_renders_for_bots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_changes_reach_the_gateway_within_a_second() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "settings.e2e.test";
     let tenant = platform.api.tenant("owner@settings.example").await;
     let domain = platform.verified_domain(&tenant, host, json!({})).await;
@@ -234,7 +234,7 @@ async fn settings_changes_reach_the_gateway_within_a_second() {
     assert!(as_bot.text().await.unwrap().contains("<h1>"));
 
     // A new origin: people and renders go there from then on.
-    let moved = Site::start(format!("http://127.0.0.1:{}", platform.stack.demo_port)).await;
+    let moved = TestOrigin::start(format!("http://127.0.0.1:{}", platform.stack.demo_port)).await;
     let (status, changed) = tenant
         .update_domain(id, &json!({ "origin": moved.base() }))
         .await;
@@ -272,7 +272,7 @@ async fn settings_changes_reach_the_gateway_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warming_from_a_sitemap_index_renders_each_page_once_and_bots_hit() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "sitemap.e2e.test";
     let tenant = platform.api.tenant("owner@sitemap.example").await;
     // One render per URL: phones get the desktop render.
@@ -427,7 +427,7 @@ async fn warming_from_a_sitemap_index_renders_each_page_once_and_bots_hit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_counts_a_page_that_fails_to_render_as_failed() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "failing.e2e.test";
     let tenant = platform.api.tenant("owner@failing.example").await;
     let domain = platform.verified_domain(&tenant, host, json!({})).await;
@@ -530,7 +530,7 @@ async fn a_warm_counts_a_page_that_fails_to_render_as_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preview_render_returns_the_rendered_page_and_stores_nothing() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "preview.e2e.test";
     let tenant = platform.api.tenant("owner@preview.example").await;
     let domain = platform.verified_domain(&tenant, host, json!({})).await;
@@ -601,7 +601,7 @@ async fn a_preview_render_returns_the_rendered_page_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_render_log_and_usage_show_a_bots_miss_and_hit() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "activity.e2e.test";
     let tenant = platform.api.tenant("owner@activity.example").await;
     let domain = platform.verified_domain(&tenant, host, json!({})).await;
@@ -663,7 +663,7 @@ async fn the_render_log_and_usage_show_a_bots_miss_and_hit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_through_the_api_makes_the_next_bot_render_again() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "purge.e2e.test";
     let tenant = platform.api.tenant("owner@purge.example").await;
     let domain = platform.verified_domain(&tenant, host, json!({})).await;
@@ -719,7 +719,13 @@ async fn a_purge_through_the_api_makes_the_next_bot_render_again() {
 /// Stores `html` as `host`'s rendered `path` (for desktops, over http, as a bot straight at a
 /// gateway asks for it) in Redis without telling the gateways, as a render that just finished
 /// would be found there.
-async fn store_silently(platform: &Platform, domain_id: &str, host: &str, path: &str, html: &str) {
+async fn store_silently(
+    platform: &TestPlatform,
+    domain_id: &str,
+    host: &str,
+    path: &str,
+    html: &str,
+) {
     let host = kiln_core::Hostname::parse(host).unwrap();
     let url = kiln_core::NormalizedUrl::from_request("http", &host, path, &[]).unwrap();
     let key = kiln_core::CacheKey::new(domain_id, kiln_core::DeviceClass::Desktop, &url);
@@ -736,7 +742,7 @@ async fn store_silently(platform: &Platform, domain_id: &str, host: &str, path: 
 
 /// A bot's GET for `path` on `host` sent straight to one gateway: `X-Kiln-Cache` and body.
 async fn bot_at(
-    platform: &Platform,
+    platform: &TestPlatform,
     gateway: std::net::SocketAddr,
     host: &str,
     path: &str,
@@ -756,7 +762,7 @@ async fn bot_at(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_a_purge_answers_no_gateway_serves_the_purged_page_from_memory() {
-    let mut platform = Platform::start().await;
+    let mut platform = TestPlatform::start().await;
     platform.stack.stop_worker().await.unwrap();
     let second = platform.stack.another_gateway().await;
     let gateways = [platform.stack.gateway, second];
@@ -858,7 +864,7 @@ async fn once_a_purge_answers_no_gateway_serves_the_purged_page_from_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let (host_a, host_b) = ("a.e2e.test", "b.e2e.test");
     let alice = platform.api.tenant("alice@a.example").await;
     let domain_a = platform.verified_domain(&alice, host_a, json!({})).await;
@@ -988,7 +994,7 @@ async fn one_tenant_cannot_warm_render_purge_or_read_anothers_domain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sitemap_warm_leaves_out_paths_the_domain_never_renders() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "rules.e2e.test";
     let tenant = platform.api.tenant("owner@rules.example").await;
     let domain = platform
@@ -1054,7 +1060,7 @@ async fn a_sitemap_warm_leaves_out_paths_the_domain_never_renders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_pages_are_served_at_once_refreshed_and_kept_when_the_origin_fails() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let host = "stale.e2e.test";
     let tenant = platform.api.tenant("owner@stale.example").await;
     // Fresh for a second, then stale for the default week; one render per URL.

@@ -7,7 +7,7 @@
 //! With `KILN_SCREENSHOTS_DIR` set, the main pages are saved there as PNGs (`just screenshots`
 //! refreshes `docs/screenshots/`).
 
-use crate::helpers::Platform;
+use crate::helpers::TestPlatform;
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
@@ -25,7 +25,7 @@ struct TestBrowser {
 }
 
 impl TestBrowser {
-    async fn launch() -> Self {
+    async fn start() -> Self {
         let chrome =
             std::env::var("KILN_CHROME_PATH").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let profile = tempfile::tempdir().unwrap();
@@ -177,10 +177,10 @@ async fn set_viewport(page: &Page, width: i64, height: i64, mobile: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_manages_kiln_from_the_browser() {
-    let platform = Platform::start().await;
+    let platform = TestPlatform::start().await;
     let base = platform.api.base.clone();
     let host = "shop.ui.test";
-    let browser = TestBrowser::launch().await;
+    let browser = TestBrowser::start().await;
     let page = browser
         .browser
         .new_page(format!("{base}/signup"))

@@ -104,7 +104,7 @@ async fn until_served(client: &reqwest::Client, port: u16, host: &str, timeout: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_then_one_domain_added_keeps_every_other_domain_served_and_the_directory_comes_back()
  {
-    let mut platform = Platform::start().await;
+    let mut platform = TestPlatform::start().await;
     let tenant = platform.api.tenant("potter@pottery.test").await;
     for host in KNOWN {
         let (status, body) = tenant
@@ -125,7 +125,11 @@ async fn redis_restarted_empty_then_one_domain_added_keeps_every_other_domain_se
             "KILN_GATEWAY_DIRECTORY_RESYNC_MS",
             RESYNC.as_millis().to_string(),
         );
-        gateways.push(Service::gateway(&format!("gateway {i}"), &vars, port));
+        gateways.push(TestService::start_gateway(
+            &format!("gateway {i}"),
+            &vars,
+            port,
+        ));
         wait_until_ready(&client, admin).await;
         ports.push(port);
     }

@@ -1,7 +1,7 @@
 //! Faults under a steady load of people and bots through the nginx edge, on the platform as it is
-//! deployed at scale ([`Cluster`], in `helpers/cluster.rs`: two gateway processes behind the edge,
-//! two worker processes, one Redis): Redis going away and coming back empty, a worker killed (`kill -9`) mid-render, and a
-//! rolling restart (SIGTERM) of every gateway and every worker.
+//! deployed at scale ([`TestCluster`], in `helpers/cluster.rs`: two gateway processes behind the
+//! edge, two worker processes, one Redis): Redis going away and coming back empty, a worker killed
+//! (`kill -9`) mid-render, and a rolling restart (SIGTERM) of every gateway and every worker.
 //!
 //! Each test prints its figures (`cargo nextest run -p kiln-e2e faults --no-capture` shows them);
 //! the closing note of the issue quotes them. Everything runs on loopback and stops by itself.
@@ -131,7 +131,7 @@ impl Load {
 }
 
 /// What only the fault tests do with a cluster.
-impl Cluster {
+impl TestCluster {
     fn load(&self, people: usize, bots: usize) -> Load {
         Load::start(&self.stack.client, self.edge_url(), people, bots)
     }
@@ -148,7 +148,7 @@ impl Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_and_coming_back_empty_costs_people_nothing_and_bots_get_the_origin() {
-    let mut cluster = Cluster::start(one_render_per_url()).await;
+    let mut cluster = TestCluster::start(one_render_per_url()).await;
     cluster.warm().await;
 
     let load = cluster.load(4, 4);
@@ -195,7 +195,7 @@ async fn redis_going_away_and_coming_back_empty_costs_people_nothing_and_bots_ge
 async fn a_worker_killed_mid_render_leaves_no_bot_unanswered_and_its_job_is_done_by_another() {
     // Bots wait 5 s for a render here.
     let budget = Duration::from_millis(5_000);
-    let mut cluster = Cluster::start(DomainSettings {
+    let mut cluster = TestCluster::start(DomainSettings {
         bot_wait_ms: budget.as_millis() as u64,
         ..one_render_per_url()
     })
@@ -274,7 +274,7 @@ async fn a_worker_killed_mid_render_leaves_no_bot_unanswered_and_its_job_is_done
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_gateway_and_worker_under_load_fails_no_request() {
-    let mut cluster = Cluster::start(one_render_per_url()).await;
+    let mut cluster = TestCluster::start(one_render_per_url()).await;
     cluster.warm().await;
     let load = cluster.load(4, 4);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -290,7 +290,7 @@ async fn a_rolling_restart_of_every_gateway_and_worker_under_load_fails_no_reque
         let code = gateway.exit_code(Duration::from_secs(60));
         gateway_stops.push(stopping.elapsed());
         assert_eq!(code, Some(0), "{} exited with {code:?}", gateway.name);
-        *gateway = Service::gateway(
+        *gateway = TestService::start_gateway(
             &format!("gateway {i}, replaced"),
             &cluster.stack.vars,
             *port,

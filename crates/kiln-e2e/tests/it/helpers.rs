@@ -1,6 +1,6 @@
-//! The whole platform on free loopback ports, torn down when the [`Stack`] (or [`Platform`], which adds
-//! the dashboard, Postgres and DNS) is dropped.
-//! [`Cluster`] runs it as it is deployed at scale, each service a process of its own.
+//! The whole platform on free loopback ports, torn down when the [`TestStack`] (or
+//! [`TestPlatform`], which adds the dashboard, Postgres and DNS) is dropped. [`TestCluster`] runs
+//! it as it is deployed at scale, each service a process of its own.
 
 mod cluster;
 pub use cluster::*;
@@ -24,7 +24,7 @@ pub const GOOGLEBOT: &str =
 pub const GOOGLEBOT_SMARTPHONE: &str = "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/125.0.6422.175 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 pub const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
 
-pub struct Stack {
+pub struct TestStack {
     pub edge: TestEdge,
     /// The gateway behind the edge.
     pub gateway: SocketAddr,
@@ -53,14 +53,14 @@ fn stopper() -> (
     })
 }
 
-impl Stack {
+impl TestStack {
     /// The platform with the demo domain (`demo.localhost`, verified, with `settings`) published
     /// straight into Redis, as an operator's `domain add` would.
     pub async fn start(settings: DomainSettings) -> Self {
         Self::start_with(settings, &[]).await
     }
 
-    /// [`Stack::start`], with the services' settings in `vars` (`KILN_…`) added or replaced.
+    /// [`TestStack::start`], with the services' settings in `vars` (`KILN_…`) added or replaced.
     pub async fn start_with(settings: DomainSettings, vars: &[(&'static str, &str)]) -> Self {
         Self::launch(Some(settings), true, vars).await.0
     }
@@ -188,7 +188,7 @@ impl Stack {
         wait_until_ready(&client, gateway_admin).await;
 
         let redis_url = redis.url();
-        let stack = Stack {
+        let stack = TestStack {
             edge,
             gateway: gateway_addr,
             vars: vars.clone(),
@@ -277,14 +277,14 @@ pub const PASSWORD: &str = "glazed stoneware kiln firing 1240";
 /// A User-Agent the edge takes for a person's (no bot token in it), for domains' own bot patterns.
 pub const AUDIT_TOOL: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 AcmeSeoAudit/3.1";
 
-/// The whole platform run by its control plane: the [`Stack`] (edge, gateway, worker with Chromium,
-/// Redis, demo app) plus the dashboard on a fresh Postgres database, sharing the stack's Redis and
-/// key prefix, verifying domains against a private dnsmasq. No domain is published behind the
-/// dashboard's back: customers add theirs through the API, with [`Site`] as their origin.
-pub struct Platform {
-    pub stack: Stack,
+/// The whole platform run by its control plane: the [`TestStack`] (edge, gateway, worker with
+/// Chromium, Redis, demo app) plus the dashboard on a fresh Postgres database, sharing the stack's
+/// Redis and key prefix, verifying domains against a private dnsmasq. No domain is published behind
+/// the dashboard's back: customers add theirs through the API, with [`TestOrigin`] as their origin.
+pub struct TestPlatform {
+    pub stack: TestStack,
     /// The customers' origin.
-    pub site: Site,
+    pub site: TestOrigin,
     /// The dashboard's API, before anyone has logged in.
     pub api: Api,
     /// The platform's Redis, for what no API shows (a removed domain's leftovers).
@@ -299,10 +299,10 @@ struct Dns {
     records: Vec<DnsRecord>,
 }
 
-impl Platform {
+impl TestPlatform {
     pub async fn start() -> Self {
-        let (stack, redis_url, prefix) = Stack::launch(None, true, &[]).await;
-        let site = Site::start(format!("http://127.0.0.1:{}", stack.demo_port)).await;
+        let (stack, redis_url, prefix) = TestStack::launch(None, true, &[]).await;
+        let site = TestOrigin::start(format!("http://127.0.0.1:{}", stack.demo_port)).await;
         let dns = TestDns::start(&[]);
         let database = TestDatabase::create().await;
         let store = Store::connect(StoreSettings::new(redis_url.clone(), &prefix))
@@ -339,7 +339,7 @@ impl Platform {
             base,
             client: stack.client.clone(),
         };
-        Platform {
+        TestPlatform {
             stack,
             site,
             api,
@@ -751,7 +751,7 @@ impl Tenant {
 
 /// The customers' origin: the demo app behind a front that counts requests by path and answers
 /// the paths a test gives it (sitemaps, failing pages) itself. Stopped when dropped.
-pub struct Site {
+pub struct TestOrigin {
     addr: SocketAddr,
     state: Arc<SiteState>,
     _stop: oneshot::Sender<()>,
@@ -771,7 +771,7 @@ struct Canned {
     body: Vec<u8>,
 }
 
-impl Site {
+impl TestOrigin {
     /// Starts the front on a free port of 127.0.0.1, forwarding to the demo app at `demo`.
     pub async fn start(demo: String) -> Self {
         let state = Arc::new(SiteState {
@@ -791,7 +791,7 @@ impl Site {
                 .with_graceful_shutdown(signal)
                 .await;
         });
-        Site {
+        TestOrigin {
             addr,
             state,
             _stop: stop,

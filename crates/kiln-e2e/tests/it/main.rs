@@ -11,14 +11,14 @@ mod faults;
 mod helpers;
 mod scale;
 
-use helpers::{CHROME, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, Stack};
+use helpers::{CHROME, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, TestStack};
 use kiln_core::DomainSettings;
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_get_the_rendered_page_people_the_origins_bytes_and_the_second_bot_a_hit() {
-    let mut stack = Stack::start(DomainSettings::default()).await;
+    let mut stack = TestStack::start(DomainSettings::default()).await;
 
     let bot = stack.get("/products/3", GOOGLEBOT).send().await.unwrap();
     assert_eq!(bot.status(), StatusCode::OK);
@@ -114,7 +114,7 @@ async fn bots_get_the_rendered_page_people_the_origins_bytes_and_the_second_bot_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_follows_a_render_from_the_gateway_to_the_worker_and_back() {
     let logs = kiln_testkit::logs::capture("info");
-    let mut stack = Stack::start(DomainSettings::default()).await;
+    let mut stack = TestStack::start(DomainSettings::default()).await;
     let bot = stack
         .get("/products/5", GOOGLEBOT)
         .header("x-request-id", "forged-by-the-client")
@@ -185,7 +185,7 @@ async fn a_request_id_follows_a_render_from_the_gateway_to_the_worker_and_back()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sent_x_is_bot_header_does_not_make_a_person_a_bot() {
-    let stack = Stack::start(DomainSettings::default()).await;
+    let stack = TestStack::start(DomainSettings::default()).await;
     let forged = stack
         .get("/products/2", CHROME)
         .header("x-is-bot", "1")
@@ -210,7 +210,7 @@ async fn a_client_sent_x_is_bot_header_does_not_make_a_person_a_bot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_host_gets_421_through_the_edge_and_nothing_is_fetched() {
-    let stack = Stack::start(DomainSettings::default()).await;
+    let stack = TestStack::start(DomainSettings::default()).await;
     let response = stack
         .client
         .get(stack.edge.url("/products/3"))
@@ -226,7 +226,7 @@ async fn an_unknown_host_gets_421_through_the_edge_and_nothing_is_fetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_beyond_the_budget_bypasses_to_the_origin_and_the_next_bot_hits() {
     // The demo's API answers after 150 ms and its script waits 100 ms first: no render fits in 50 ms.
-    let stack = Stack::start(DomainSettings {
+    let stack = TestStack::start(DomainSettings {
         bot_wait_ms: 50,
         ..DomainSettings::default()
     })
@@ -263,7 +263,7 @@ async fn a_render_beyond_the_budget_bypasses_to_the_origin_and_the_next_bot_hits
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phones_and_desktops_get_separate_renders_and_a_missing_product_keeps_its_404() {
-    let stack = Stack::start(DomainSettings::default()).await;
+    let stack = TestStack::start(DomainSettings::default()).await;
     let desktop = stack.get("/products/1", GOOGLEBOT).send().await.unwrap();
     assert_eq!(desktop.headers()["x-kiln-cache"], "MISS");
     let mobile = stack
@@ -304,7 +304,7 @@ async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once(
     // origin error=redis: Timeout Error"). The herd is about the render lock and the announcement, not
     // about that deadline (the gateway's own tests hold it to its word), so here Redis may take a
     // quarter of a bot's 20 s wait.
-    let mut stack = Stack::start_with(settings, &[("KILN_REDIS_TIMEOUT_MS", "5000")]).await;
+    let mut stack = TestStack::start_with(settings, &[("KILN_REDIS_TIMEOUT_MS", "5000")]).await;
     let first = stack.gateway;
     let second = stack.another_gateway().await;
     let path = "/products/2";

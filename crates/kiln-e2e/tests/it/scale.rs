@@ -1,7 +1,7 @@
 //! Scaling out, tested on one machine: two gateway processes behind the nginx edge and three worker
-//! processes (one browser, two tabs each) sharing one Redis ([`Cluster`]). Renders spread across
-//! the workers, each page rendered once; and a worker's departure, stopped (SIGTERM) or killed
-//! (`kill -9`) mid-render, loses no page: the last worker takes the work over.
+//! processes (one browser, two tabs each) sharing one Redis ([`TestCluster`]). Renders spread
+//! across the workers, each page rendered once; and a worker's departure, stopped (SIGTERM) or
+//! killed (`kill -9`) mid-render, loses no page: the last worker takes the work over.
 //!
 //! Each test prints its figures (`cargo nextest run -p kiln-e2e -E 'test(scale::)' --no-capture`
 //! shows them). How throughput grows with workers is measured by `scripts/bench-scale.sh`.
@@ -47,7 +47,7 @@ async fn renders_spread_across_three_workers_and_each_page_is_rendered_once() {
     // 60 s), so each gets a MISS.
     const PAGES: usize = 36;
     let budget = Duration::from_secs(50);
-    let cluster = Cluster::start_with(
+    let cluster = TestCluster::start_with(
         DomainSettings {
             bot_wait_ms: budget.as_millis() as u64,
             ..one_render_per_url()
@@ -132,7 +132,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn start(cluster: &Cluster, every: Duration, waiting: usize, wait: Duration) -> Stream {
+    fn start(cluster: &TestCluster, every: Duration, waiting: usize, wait: Duration) -> Stream {
         let stop = Arc::new(AtomicBool::new(false));
         let asked = Arc::new(Mutex::new(Vec::new()));
         let (client, edge) = (cluster.stack.client.clone(), cluster.edge_url());
@@ -181,7 +181,7 @@ impl Stream {
 }
 
 /// The first worker other than those in `besides` seen with a render in flight (30 s at most).
-async fn a_worker_rendering(cluster: &Cluster, besides: &[&str]) -> String {
+async fn a_worker_rendering(cluster: &TestCluster, besides: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let in_flight = cluster.renders_in_flight().await;
@@ -205,7 +205,7 @@ async fn a_worker_stopped_and_another_killed_mid_render_lose_no_page_and_the_las
     // once its heartbeats have lapsed (15 s): their bots get the render if it comes within their
     // budget, else the origin's page (BYPASS).
     let budget = Duration::from_secs(20);
-    let mut cluster = Cluster::start_with(
+    let mut cluster = TestCluster::start_with(
         DomainSettings {
             bot_wait_ms: budget.as_millis() as u64,
             ..one_render_per_url()

@@ -1,9 +1,9 @@
-//! The platform as it is deployed at scale, each service a process of its own ([`Cluster`]: gateway
-//! processes behind the nginx edge, worker processes, one Redis), and what tests of faults and of
-//! scaling out do with it: ask for pages as a bot, stop (SIGTERM) or kill (`kill -9`) a service,
-//! and read the queue and the render log.
+//! The platform as it is deployed at scale, each service a process of its own ([`TestCluster`]:
+//! gateway processes behind the nginx edge, worker processes, one Redis), and what tests of faults
+//! and of scaling out do with it: ask for pages as a bot, stop (SIGTERM) or kill (`kill -9`) a
+//! service, and read the queue and the render log.
 
-use super::{CHROME, DEMO_HOST, GOOGLEBOT, Stack, cache_status, wait_until_ready};
+use super::{CHROME, DEMO_HOST, GOOGLEBOT, TestStack, cache_status, wait_until_ready};
 use kiln_core::DomainSettings;
 use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
 use kiln_store::RenderLogEntry;
@@ -107,13 +107,13 @@ pub fn path_of(url: &str) -> &str {
 
 /// A gateway or worker running as a process of its own (this package's copies of `kiln-gateway`
 /// and `kiln-worker`, built with the tests), killed when dropped.
-pub struct Service {
+pub struct TestService {
     pub name: String,
     child: Child,
 }
 
-impl Service {
-    pub fn start(program: &str, name: &str, vars: &HashMap<&'static str, String>) -> Service {
+impl TestService {
+    pub fn start(program: &str, name: &str, vars: &HashMap<&'static str, String>) -> TestService {
         let child = Command::new(program)
             .envs(vars)
             .env(
@@ -128,16 +128,20 @@ impl Service {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
-        Service {
+        TestService {
             name: name.to_owned(),
             child,
         }
     }
 
-    pub fn gateway(name: &str, vars: &HashMap<&'static str, String>, port: u16) -> Service {
+    pub fn start_gateway(
+        name: &str,
+        vars: &HashMap<&'static str, String>,
+        port: u16,
+    ) -> TestService {
         let mut vars = vars.clone();
         vars.insert("KILN_GATEWAY_LISTEN", format!("127.0.0.1:{port}"));
-        let service = Service::start(env!("CARGO_BIN_EXE_e2e-gateway"), name, &vars);
+        let service = TestService::start(env!("CARGO_BIN_EXE_e2e-gateway"), name, &vars);
         kiln_testkit::wait_for_port(port, Duration::from_secs(30));
         service
     }
@@ -173,7 +177,7 @@ impl Service {
     }
 }
 
-impl Drop for Service {
+impl Drop for TestService {
     /// Stops the process as an orchestrator would (SIGTERM: a worker closes its browsers, which
     /// run in process groups of their own), and kills its group if it is still there after 10 s.
     fn drop(&mut self) {
@@ -199,28 +203,28 @@ impl Drop for Service {
 
 /// The platform as it is deployed at scale, each service a process of its own: two gateways behind
 /// the edge and a few workers (one browser, two tabs each), sharing one Redis, in front of the demo
-/// origin. (The [`Stack`] underneath provides Redis, the origin and the published domain; its
+/// origin. (The [`TestStack`] underneath provides Redis, the origin and the published domain; its
 /// in-process gateway is not behind this edge.)
-pub struct Cluster {
-    pub stack: Stack,
+pub struct TestCluster {
+    pub stack: TestStack,
     pub edge: kiln_testkit::TestEdge,
-    pub gateways: Vec<(Service, u16)>,
-    pub workers: Vec<Service>,
+    pub gateways: Vec<(TestService, u16)>,
+    pub workers: Vec<TestService>,
     /// The workers' browser profiles, shared as on one host.
     profiles: TempDir,
     queue: RenderQueue,
 }
 
-impl Cluster {
+impl TestCluster {
     /// Two gateways and two workers (`worker-a`, `worker-b`).
-    pub async fn start(settings: DomainSettings) -> Cluster {
-        Cluster::start_with(settings, &["worker-a", "worker-b"]).await
+    pub async fn start(settings: DomainSettings) -> TestCluster {
+        TestCluster::start_with(settings, &["worker-a", "worker-b"]).await
     }
 
     /// Two gateways and one worker per name in `workers`, each ready (its browser up) before the
     /// cluster is returned.
-    pub async fn start_with(settings: DomainSettings, workers: &[&str]) -> Cluster {
-        let stack = Stack::start_without_worker(settings).await;
+    pub async fn start_with(settings: DomainSettings, workers: &[&str]) -> TestCluster {
+        let stack = TestStack::start_without_worker(settings).await;
         let queue = RenderQueue::connect(&QueueSettings::new(
             stack.redis.url(),
             stack.vars["KILN_REDIS_PREFIX"].clone(),
@@ -234,7 +238,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, port)| {
                 let name = format!("gateway {i}");
-                (Service::gateway(&name, &stack.vars, *port), *port)
+                (TestService::start_gateway(&name, &stack.vars, *port), *port)
             })
             .collect();
         let addresses: Vec<SocketAddr> = ports
@@ -242,7 +246,7 @@ impl Cluster {
             .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
             .collect();
         let edge = kiln_testkit::TestEdge::start_with(&addresses);
-        let mut cluster = Cluster {
+        let mut cluster = TestCluster {
             stack,
             edge,
             gateways,
@@ -261,7 +265,7 @@ impl Cluster {
     }
 
     /// A worker process named `name` (its queue consumers' names start with it), once ready.
-    pub async fn worker(&self, name: &str) -> Service {
+    pub async fn worker(&self, name: &str) -> TestService {
         let admin = kiln_testkit::free_port();
         let mut vars = self.stack.vars.clone();
         vars.insert("KILN_WORKER_NAME", name.to_owned());
@@ -270,13 +274,13 @@ impl Cluster {
             "KILN_WORKER_PROFILE_DIR",
             self.profiles.path().display().to_string(),
         );
-        let worker = Service::start(env!("CARGO_BIN_EXE_e2e-worker"), name, &vars);
+        let worker = TestService::start(env!("CARGO_BIN_EXE_e2e-worker"), name, &vars);
         wait_until_ready(&self.stack.client, admin).await;
         worker
     }
 
     /// The worker process named `name`.
-    pub fn worker_named(&mut self, name: &str) -> &mut Service {
+    pub fn worker_named(&mut self, name: &str) -> &mut TestService {
         self.workers
             .iter_mut()
             .find(|worker| worker.name == name)
@@ -361,7 +365,7 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
+impl Drop for TestCluster {
     fn drop(&mut self) {
         // The workers close their browsers as they stop; a worker killed by a test could not, and
         // its browsers (in process groups of their own) are found by their profile directories.
