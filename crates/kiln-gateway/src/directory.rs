@@ -10,7 +10,7 @@ use kiln_core::{BotAgents, DomainConfig, Hostname, PathRules};
 use kiln_store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// A published domain with its settings compiled for matching.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ impl Directory {
     pub fn get(&self, host: &Hostname) -> Option<Arc<Domain>> {
         self.domains
             .read()
-            .expect("directory lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .get(host)
             .cloned()
     }
@@ -62,7 +62,7 @@ impl Directory {
         let published = store.directory().await?;
         let mut domains: HashMap<Hostname, Arc<Domain>> = {
             // A periodic re-read mostly finds what is already here: keep those domains as compiled.
-            let current = self.domains.read().expect("directory lock poisoned");
+            let current = self.domains.read().unwrap_or_else(PoisonError::into_inner);
             published
                 .domains
                 .into_iter()
@@ -75,7 +75,7 @@ impl Directory {
                 })
                 .collect()
         };
-        let mut domains_guard = self.domains.write().expect("directory lock poisoned");
+        let mut domains_guard = self.domains.write().unwrap_or_else(PoisonError::into_inner);
         if !published.complete {
             let mut kept = 0;
             for (host, domain) in domains_guard.iter() {
@@ -104,7 +104,7 @@ impl Directory {
         };
         // Compiled before the lock is taken, so requests never wait for a domain's patterns.
         let domain = store.get_domain(&host).await?.map(Domain::new);
-        let mut domains = self.domains.write().expect("directory lock poisoned");
+        let mut domains = self.domains.write().unwrap_or_else(PoisonError::into_inner);
         match domain {
             Some(domain) => domains.insert(host, Arc::new(domain)),
             None => domains.remove(&host),

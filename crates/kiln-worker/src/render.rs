@@ -915,31 +915,17 @@ fn redirect_entry(redirect: &Redirect, render_url: &str, page_url: &str) -> Opti
     if without_fragment(&location) == without_fragment(&public) {
         return None;
     }
-    let escaped = html_escape(location.as_str());
+    let href = html_escape::encode_double_quoted_attribute(location.as_str());
+    let text = html_escape::encode_text(location.as_str());
     Some(Rendered {
         html: format!(
-            "<!DOCTYPE html><html><head><title>Moved</title></head><body><a href=\"{escaped}\">{escaped}</a></body></html>"
+            "<!DOCTYPE html><html><head><title>Moved</title></head><body><a href=\"{href}\">{text}</a></body></html>"
         ),
         status: redirect.status,
         headers: vec![("Location".to_owned(), location.to_string())],
         final_url: redirect.from.clone(),
         page_ms: None,
     })
-}
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Follows the main document and the page's network traffic.
@@ -1314,6 +1300,29 @@ mod tests {
     }
 
     #[test]
+    fn a_redirect_stub_escapes_its_link() {
+        let redirect = Redirect {
+            status: 302,
+            location: "/next?a=1&b=<2>".into(),
+            from: "http://origin.internal:8080/old".into(),
+        };
+        let stub = redirect_entry(
+            &redirect,
+            "http://origin.internal:8080/old",
+            "https://www.example.com/old",
+        )
+        .unwrap();
+        assert!(
+            stub.html.contains(
+                "<a href=\"https://www.example.com/next?a=1&amp;b=%3C2%3E\">\
+                 https://www.example.com/next?a=1&amp;b=%3C2%3E</a>"
+            ),
+            "{}",
+            stub.html
+        );
+    }
+
+    #[test]
     fn origin_redirects_point_bots_at_the_public_host() {
         let check = |status: u16, from: &str, location: &str, expected: Option<(&str, u16)>| {
             let redirect = Redirect {
@@ -1546,10 +1555,5 @@ mod tests {
                 .unwrap()
                 .is_ready(quiet)
         );
-    }
-
-    #[test]
-    fn escapes_html() {
-        assert_eq!(html_escape(r#"a<b>&"c'"#), "a&lt;b&gt;&amp;&quot;c&#39;");
     }
 }
