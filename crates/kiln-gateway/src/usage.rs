@@ -171,7 +171,7 @@ impl Usage {
 mod tests {
     use super::*;
     use kiln_store::StoreSettings;
-    use kiln_testkit::RedisServer;
+    use kiln_testkit::TestRedis;
     use std::time::{Duration, Instant};
 
     const DAY_1: u64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
@@ -263,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_survive_an_outage_and_are_written_exactly_once() {
-        let mut redis = RedisServer::start();
+        let mut redis = TestRedis::start();
         let prefix = kiln_testkit::unique_prefix();
         let mut settings = StoreSettings::new(redis.url(), &prefix);
         settings.command_timeout = Duration::from_millis(300);

@@ -90,16 +90,16 @@ pub fn program(name: &str) -> PathBuf {
 }
 
 /// A private `redis-server` with no persistence.
-pub struct RedisServer {
+pub struct TestRedis {
     port: u16,
     child: Option<Child>,
 }
 
-impl RedisServer {
+impl TestRedis {
     pub fn start() -> Self {
         // A port is only free when asked: if another process takes it first, try another.
         for _ in 0..5 {
-            let mut server = RedisServer {
+            let mut server = TestRedis {
                 port: free_port(),
                 child: None,
             };
@@ -161,7 +161,7 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
+impl Drop for TestRedis {
     fn drop(&mut self) {
         self.stop();
     }

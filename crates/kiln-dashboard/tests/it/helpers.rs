@@ -21,7 +21,7 @@ pub const TEST_ACTOR: &str = "test";
 
 // ---- Redis ---------------------------------------------------------------------------------------
 
-pub use kiln_testkit::RedisServer;
+pub use kiln_testkit::TestRedis;
 
 // ---- Postgres ------------------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ pub struct TestApp {
     pub settings: Settings,
     /// A separate pool for the tests' own assertions.
     pub pg: PgPool,
-    pub redis: RedisServer,
+    pub redis: TestRedis,
     pub database: TestDatabase,
 }
 
@@ -55,7 +55,7 @@ pub async fn spawn_app_allowing(nets: &str) -> TestApp {
 
 /// A test app on `database`, whose `KILN_ALLOWED_PRIVATE_NETS` is `nets`.
 pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let settings = Settings {
         database_url: database.url.clone().into(),
         redis_url: redis.url().into(),

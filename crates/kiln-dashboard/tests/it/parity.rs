@@ -4,7 +4,7 @@
 //! has stored a report, as a worker does, through the store. Other tenants find nothing of them.
 //! (Running a check needs a worker with Chromium: that is the worker's tests' and `kiln-e2e`'s.)
 
-use crate::helpers::{ApiClient, CNAME_TARGET, RedisServer, TestApp, TestServer, spawn_app};
+use crate::helpers::{ApiClient, CNAME_TARGET, TestApp, TestRedis, TestServer, spawn_app};
 use base64::Engine;
 use bytes::Bytes;
 use kiln_control::settings::RenderBudget;
@@ -106,7 +106,7 @@ async fn verified_domain(account: &Account, settings: Value) -> String {
 }
 
 /// Every job waiting on the parity queue, read from the queue's Redis as a worker would get it.
-fn parity_jobs(app: &TestApp, redis: &RedisServer) -> Vec<RenderJob> {
+fn parity_jobs(app: &TestApp, redis: &TestRedis) -> Vec<RenderJob> {
     let data = format!(
         "{}:data",
         queue_settings(app).queue_name_of(QueueKind::Parity)
@@ -427,7 +427,7 @@ async fn an_exhausted_render_budget_refuses_checks_with_retry_after_and_queues_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_that_cannot_be_queued_is_recorded_failed_and_gives_its_place_back() {
-    let mut queue_redis = RedisServer::start();
+    let mut queue_redis = TestRedis::start();
     let queue_url = queue_redis.url();
     let (_dns, app, server, _queue) = server_with(move |app| {
         app.settings.queue_redis_url = queue_url.into();

@@ -9,7 +9,7 @@ use kiln_core::{DomainConfig, DomainSettings, Hostname};
 use kiln_store::{CertificateState, Store, StoreSettings};
 use kiln_testkit::dns::{DnsRecord, TestDns};
 use kiln_testkit::pebble::TestPebble;
-use kiln_testkit::{RedisServer, TestEdge};
+use kiln_testkit::{TestEdge, TestRedis};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ struct TestAcmeStack {
     sync: CertSync,
     origin_port: u16,
     _dns: TestDns,
-    redis: RedisServer,
+    redis: TestRedis,
     /// The Redis key prefix of the stack's services.
     prefix: String,
     _stops: Vec<oneshot::Sender<()>>,
@@ -46,7 +46,7 @@ impl TestAcmeStack {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let redis = RedisServer::start();
+        let redis = TestRedis::start();
         let prefix = kiln_testkit::unique_prefix();
         let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
             .await

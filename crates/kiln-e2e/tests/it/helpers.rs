@@ -9,7 +9,7 @@ use kiln_core::{AllowedNets, DomainConfig, DomainSettings, EgressPolicy, Hostnam
 use kiln_store::{Store, StoreSettings};
 use kiln_testkit::dns::{DnsRecord, TestDns};
 use kiln_testkit::postgres::TestDatabase;
-use kiln_testkit::{RedisServer, TestEdge};
+use kiln_testkit::{TestEdge, TestRedis};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ pub struct TestStack {
     pub client: reqwest::Client,
     /// The stack's Redis, as its services see it.
     pub store: Store,
-    pub redis: RedisServer,
+    pub redis: TestRedis,
     _stops: Vec<oneshot::Sender<()>>,
     worker_done: Option<tokio::task::JoinHandle<WorkerExit>>,
 }
@@ -83,7 +83,7 @@ impl TestStack {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let redis = RedisServer::start();
+        let redis = TestRedis::start();
         let prefix = kiln_testkit::unique_prefix();
         let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
             .await

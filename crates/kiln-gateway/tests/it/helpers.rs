@@ -10,7 +10,7 @@ use axum::routing::{any, get};
 use kiln_core::{CacheKey, DeviceClass, DomainConfig, DomainSettings, Hostname, NormalizedUrl};
 use kiln_gateway::{Application, Settings};
 use kiln_store::{PageEntry, Store, StoreSettings, UsageCounts, UsageKind, usage_day};
-use kiln_testkit::RedisServer;
+use kiln_testkit::TestRedis;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -154,7 +154,7 @@ impl TestOrigin {
 pub struct TestApp {
     pub port: u16,
     pub admin_port: u16,
-    pub redis: RedisServer,
+    pub redis: TestRedis,
     /// The Redis key prefix of this gateway's store and queue.
     pub prefix: String,
     pub store: Store,
@@ -167,7 +167,7 @@ pub struct TestApp {
 }
 
 /// The gateway's settings for a test, with `extra` variables added (or in place of the defaults).
-pub fn settings_with(redis: &RedisServer, prefix: &str, extra: &[(&str, String)]) -> Settings {
+pub fn settings_with(redis: &TestRedis, prefix: &str, extra: &[(&str, String)]) -> Settings {
     let mut vars: HashMap<&str, String> = HashMap::from([
         ("KILN_GATEWAY_LISTEN", "127.0.0.1:0".to_owned()),
         ("KILN_GATEWAY_ADMIN_LISTEN", "127.0.0.1:0".to_owned()),
@@ -203,7 +203,7 @@ pub async fn spawn_app(domain_settings: DomainSettings) -> TestApp {
 
 /// [`spawn_app`] with more gateway settings.
 pub async fn spawn_app_with(domain_settings: DomainSettings, extra: &[(&str, String)]) -> TestApp {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let prefix = kiln_testkit::unique_prefix();
     let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
         .await

@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl, RenderJob};
 use kiln_queue::{JobHandler, QueueKind, QueueSettings, RenderQueue, run_worker};
-use kiln_testkit::RedisServer;
+use kiln_testkit::TestRedis;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -80,7 +80,7 @@ impl TestConsumer {
 }
 
 /// Settings for queues under a prefix of their own, on `redis`.
-pub fn settings_on(redis: &RedisServer) -> QueueSettings {
+pub fn settings_on(redis: &TestRedis) -> QueueSettings {
     QueueSettings::new(
         redis.url(),
         kiln_testkit::unique_prefix(),

@@ -9,14 +9,14 @@ use futures::future::BoxFuture;
 use helpers::{Forward, TestConsumer, job, settings_on, wait_until_drained};
 use kiln_core::RenderJob;
 use kiln_queue::{JobHandler, MAX_STARTS, QueueKind, QueueSettings, RenderQueue, run_worker};
-use kiln_testkit::RedisServer;
+use kiln_testkit::TestRedis;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_is_woken_by_a_push_not_by_its_poll() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let mut settings = QueueSettings::new(
         redis.url(),
         kiln_testkit::unique_prefix(),
@@ -84,7 +84,7 @@ impl JobHandler for Hold {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_jobs_go_to_their_own_queue_and_never_hold_up_renders() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let settings = settings_on(&redis);
     let queue = RenderQueue::connect(&settings).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -236,7 +236,7 @@ fn tenant_job(tenant: &str, i: usize) -> RenderJob {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_long_warm_up_does_not_hold_up_another_tenants() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let settings = settings_on(&redis);
     let queue = RenderQueue::connect(&settings).await.unwrap();
     // One warm slot, held by each job until the test lets it go: nothing runs until both tenants'
@@ -302,7 +302,7 @@ async fn a_tenants_long_warm_up_does_not_hold_up_another_tenants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_job_whose_dispatcher_died_mid_hand_over_still_runs() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let settings = settings_on(&redis);
     // What a dispatcher leaves when it dies between taking a job and handing it to apalis-redis:
     // the job under its id, and the id among those being handed over, since long enough.
@@ -379,7 +379,7 @@ impl JobHandler for Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_consumers_keep_going_away_is_given_up_not_run_again() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let settings = settings_on(&redis);
     let queue = RenderQueue::connect(&settings).await.unwrap();
     queue.push(job("/poison")).await.unwrap();
@@ -436,7 +436,7 @@ async fn a_job_whose_consumers_keep_going_away_is_given_up_not_run_again() {
 
 #[tokio::test]
 async fn a_stopping_consumer_hands_back_what_it_took_and_never_started() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let settings = settings_on(&redis);
     let queue = RenderQueue::connect(&settings).await.unwrap();
     let run = |name: &'static str| {

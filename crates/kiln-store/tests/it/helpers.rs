@@ -4,7 +4,7 @@
 use fred::prelude::*;
 use kiln_core::{CacheKey, DeviceClass, NormalizedUrl};
 use kiln_store::{Store, StoreEvent, StoreSettings, Subscription};
-use kiln_testkit::{RedisServer, TestRedisCluster};
+use kiln_testkit::{TestRedis, TestRedisCluster};
 use std::time::Duration;
 
 pub struct TestStore {
@@ -12,12 +12,12 @@ pub struct TestStore {
     /// A plain client, for checking the key layout the store promises.
     pub raw: Client,
     pub prefix: String,
-    _redis: RedisServer,
+    _redis: TestRedis,
 }
 
 impl TestStore {
     pub async fn start() -> TestStore {
-        let redis = RedisServer::start();
+        let redis = TestRedis::start();
         let prefix = kiln_testkit::unique_prefix();
         let store = Store::connect(StoreSettings::new(redis.url(), &prefix))
             .await

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use kiln_testkit::RedisServer;
+use kiln_testkit::TestRedis;
 use kiln_testkit::corpus::TestCorpusOrigin;
 
 use crate::origin::TestOrigin;
@@ -128,7 +128,7 @@ pub struct TestApp {
     /// Whether Chromium is expected to have run (it cannot with a bad `KILN_CHROME_PATH`).
     expect_browsers: bool,
     // Dropped last: the worker must be gone before its Redis.
-    redis: RedisServer,
+    redis: TestRedis,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -144,7 +144,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 /// A worker that may never become ready (a test of what happens then).
 pub async fn spawn_unready_app(overrides: &[(&str, &str)]) -> TestApp {
     init_logging();
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let origin = TestOrigin::start().await;
     let profile_dir = tempfile::Builder::new()
         .prefix("kiln-worker-test-")
