@@ -41,15 +41,6 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-impl LogFormat {
-    /// Reads `KILN_LOG_FORMAT` through `var` (pretty when unset or blank).
-    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        var("KILN_LOG_FORMAT")
-            .filter(|value| !value.trim().is_empty())
-            .map_or(Ok(LogFormat::Pretty), |value| value.parse())
-    }
-}
-
 /// A program's logging.
 #[derive(Clone, Debug)]
 pub struct Logs<'a> {
@@ -268,11 +259,9 @@ mod tests {
 
     #[test]
     fn the_log_format_is_pretty_or_json() {
-        assert_eq!(LogFormat::from_lookup(|_| None), Ok(LogFormat::Pretty));
-        let json =
-            LogFormat::from_lookup(|name| (name == "KILN_LOG_FORMAT").then(|| " json ".to_owned()));
-        assert_eq!(json, Ok(LogFormat::Json));
-        let error = LogFormat::from_lookup(|_| Some("xml".to_owned())).unwrap_err();
+        assert_eq!("pretty".parse(), Ok(LogFormat::Pretty));
+        assert_eq!("json".parse(), Ok(LogFormat::Json));
+        let error = "xml".parse::<LogFormat>().unwrap_err();
         assert_eq!(
             error,
             "KILN_LOG_FORMAT `xml` is neither `pretty` nor `json`"
