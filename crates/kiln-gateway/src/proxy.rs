@@ -207,19 +207,7 @@ fn failure(error: &hyper_util::client::legacy::Error) -> GatewayError {
         return GatewayError::BadRequest("the request body is malformed or was cut short");
     }
     if kiln_origin::is_refusal(error) {
-        return GatewayError::OriginRefused(describe(error));
+        return GatewayError::OriginRefused(kiln_runtime::error_chain(error));
     }
-    GatewayError::OriginUnreachable(describe(error))
-}
-
-/// A short, loggable description of a client error, including its cause chain.
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    GatewayError::OriginUnreachable(kiln_runtime::error_chain(error))
 }
