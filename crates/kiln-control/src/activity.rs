@@ -270,8 +270,8 @@ pub async fn usage(
     app.db.usage_of(tenant_id, domain_id, from, to).await
 }
 
-/// Each of the tenant's domains' cache hits and bot requests over the last 30 days (domains with
-/// none are missing).
+/// Each of the tenant's domains' cache hits and lookups (hits, misses and bypasses) over the last
+/// 7 UTC days, today included (domains without bot traffic then are missing).
 pub async fn hit_ratios(app: &App, tenant_id: Uuid) -> Result<HashMap<Uuid, (i64, i64)>, DbError> {
     app.db.domain_hit_ratios(tenant_id).await
 }
