@@ -43,7 +43,7 @@ impl Application {
     /// one, see [`Application::admin_port`]).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = connect(&settings).await?;
-        let manager = Manager::new(store, Sealer::new(&settings.secret), (&settings).into());
+        let manager = Manager::new(&store, Sealer::new(&settings.secret), (&settings).into());
         let admin_listener = match settings.admin_listen {
             Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
                 format!("failed to listen on {address} (KILN_ACME_ADMIN_LISTEN)")
@@ -102,7 +102,7 @@ pub async fn run(command: cli::Command, settings: Settings) -> anyhow::Result<()
         }
         cli::Command::Sync { once } => {
             let store = connect(&settings).await?;
-            let mut sync = CertSync::new(store, Sealer::new(&settings.secret), &settings.cert_dir);
+            let mut sync = CertSync::new(&store, Sealer::new(&settings.secret), &settings.cert_dir);
             if once {
                 let report = sync.sync_once().await?;
                 tracing::info!(

@@ -21,7 +21,8 @@ use instant_acme::{
 };
 use kiln_core::Hostname;
 use kiln_store::{
-    CertificateRecord, CertificateState, CertificateStatus, Store, StoreEvent, Subscription,
+    CertificateRecord, CertificateState, CertificateStatus, Certificates, Challenges, Directory,
+    Events, Store, StoreEvent, Subscription,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -79,7 +80,13 @@ struct StoredAccount {
 }
 
 pub struct Manager {
-    store: Store,
+    /// The views of Kiln's Redis data the manager works with (see `kiln_store::Store`): the
+    /// certificates and ACME account it keeps, the challenges it publishes, the directory it
+    /// orders for and the event channel that tells it of new domains.
+    certificates: Certificates,
+    challenges: Challenges,
+    directory: Directory,
+    events: Events,
     sealer: Sealer,
     settings: ManagerSettings,
     /// This manager's name on the locks it takes.
@@ -89,10 +96,13 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn new(store: Store, sealer: Sealer, settings: ManagerSettings) -> Self {
-        let metrics = std::sync::Arc::new(crate::metrics::AcmeMetrics::new(store.clone()));
+    pub fn new(store: &Store, sealer: Sealer, settings: ManagerSettings) -> Self {
+        let metrics = std::sync::Arc::new(crate::metrics::AcmeMetrics::new(store));
         Manager {
-            store,
+            certificates: store.certificates(),
+            challenges: store.challenges(),
+            directory: store.directory(),
+            events: store.events(),
             sealer,
             settings,
             owner: format!("acme-{}", uuid::Uuid::new_v4().simple()),
@@ -113,7 +123,7 @@ impl Manager {
         let mut events: Option<Subscription> = None;
         loop {
             if events.is_none() {
-                events = match self.store.subscribe().await {
+                events = match self.events.subscribe().await {
                     Ok(subscription) => Some(subscription),
                     Err(error) => {
                         tracing::warn!(%error, "cannot follow domain changes; checking on the interval only");
@@ -167,8 +177,8 @@ impl Manager {
     pub async fn run_once(&self) -> anyhow::Result<PassReport> {
         let mut report = PassReport::default();
         let directory = self
-            .store
-            .directory()
+            .directory
+            .read()
             .await
             .context("cannot read the domain directory")?;
         let domains = &directory.domains;
@@ -182,8 +192,8 @@ impl Manager {
         // Certificates and statuses of domains that are gone or no longer verified. A domain
         // missing from an incomplete directory (Redis lost it, and the dashboard has not published
         // it whole again yet) may still be published: only one it lists as unverified is stale.
-        let index = self.store.certificate_index().await?;
-        let statuses = self.store.certificate_statuses().await?;
+        let index = self.certificates.index().await?;
+        let statuses = self.certificates.statuses().await?;
         let mut stale: Vec<&String> = index
             .keys()
             .chain(statuses.keys())
@@ -193,7 +203,7 @@ impl Manager {
         stale.sort();
         stale.dedup();
         for host in stale {
-            self.store.remove_certificate(host).await?;
+            self.certificates.remove(host).await?;
             tracing::info!(domain.host = %host, "withdrew the certificate of a domain no longer verified");
             report.withdrawn.push(host.clone());
         }
@@ -206,7 +216,7 @@ impl Manager {
         hosts.sort();
         let now = now();
         for host in hosts {
-            let current = self.store.certificate(host).await?;
+            let current = self.certificates.get(host).await?;
             let status = statuses.get(host.as_str());
             let renew_before = self.settings.renew_before.as_secs() as i64;
             if !due(
@@ -218,15 +228,15 @@ impl Manager {
                 continue;
             }
             if !self
-                .store
-                .try_lock_acme(host, &self.owner, ORDER_LOCK_TTL)
+                .certificates
+                .try_lock(host, &self.owner, ORDER_LOCK_TTL)
                 .await?
             {
                 tracing::debug!(domain.host = %host, "another manager is ordering this certificate");
                 continue;
             }
             let outcome = self.issue(host, current.as_ref(), status).await;
-            if let Err(error) = self.store.release_acme_lock(host).await {
+            if let Err(error) = self.certificates.release_lock(host).await {
                 tracing::warn!(domain.host = %host, %error, "could not release the order lock");
             }
             match outcome {
@@ -310,7 +320,7 @@ impl Manager {
     }
 
     async fn put_status(&self, host: &Hostname, status: &CertificateStatus) {
-        if let Err(error) = self.store.put_certificate_status(host, status).await {
+        if let Err(error) = self.certificates.put_status(host, status).await {
             tracing::warn!(domain.host = %host, %error, "could not record the certificate's status");
         }
     }
@@ -326,7 +336,7 @@ impl Manager {
             // order creates a new one.
             tracing::warn!("the ACME server does not know the account any more; creating another");
             *self.account.lock().await = None;
-            let _ = self.store.put_acme_account("").await;
+            let _ = self.certificates.put_account("").await;
         }
         result
     }
@@ -355,8 +365,8 @@ impl Manager {
                     .challenge(ChallengeType::Http01)
                     .context("the ACME server offers no http-01 challenge")?;
                 let key_authorization = challenge.key_authorization();
-                self.store
-                    .put_acme_challenge(host, &challenge.token, key_authorization.as_str())
+                self.challenges
+                    .put(host, &challenge.token, key_authorization.as_str())
                     .await
                     .context("cannot publish the challenge's answer to Redis")?;
                 tokens.push(challenge.token.clone());
@@ -376,7 +386,7 @@ impl Manager {
             Err(error) => Err(error),
         };
         for token in &tokens {
-            if let Err(error) = self.store.remove_acme_challenge(host, token).await {
+            if let Err(error) = self.challenges.remove(host, token).await {
                 tracing::debug!(%error, "could not remove a challenge's answer (it expires anyway)");
             }
         }
@@ -410,8 +420,8 @@ impl Manager {
             not_after: leaf.not_after,
             issued_at: now(),
         };
-        self.store
-            .put_certificate(host, &record)
+        self.certificates
+            .put(host, &record)
             .await
             .context("cannot store the certificate in Redis")?;
         Ok(record)
@@ -424,8 +434,8 @@ impl Manager {
             return Ok(account.clone());
         }
         let stored = self
-            .store
-            .acme_account()
+            .certificates
+            .account()
             .await?
             .filter(|sealed| !sealed.is_empty());
         if let Some(sealed) = stored {
@@ -479,7 +489,7 @@ impl Manager {
             credentials,
         })?;
         let sealed = self.sealer.seal(ACCOUNT_CONTEXT, &stored)?;
-        self.store.put_acme_account(&sealed).await?;
+        self.certificates.put_account(&sealed).await?;
         tracing::info!(acme.account = account.id(), "ACME account created");
         *cached = Some(account.clone());
         Ok(account)

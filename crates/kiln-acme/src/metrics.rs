@@ -9,21 +9,23 @@ use kiln_runtime::metrics::prometheus_client::metrics::counter::Counter;
 use kiln_runtime::metrics::prometheus_client::metrics::family::Family;
 use kiln_runtime::metrics::prometheus_client::metrics::gauge::Gauge;
 use kiln_runtime::metrics::{self, Registry};
-use kiln_store::Store;
+use kiln_store::{Certificates, Health, Store};
 use std::sync::Arc;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
 pub struct AcmeMetrics {
     registry: Registry,
-    store: Store,
+    /// Counted for the gauge.
+    stored: Certificates,
+    redis: Health,
     issued: Counter,
     failed: Counter,
     certificates: Gauge,
 }
 
 impl AcmeMetrics {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: &Store) -> Self {
         let mut registry = metrics::registry("acme", env!("CARGO_PKG_VERSION"));
         let orders = Family::<Labels, Counter>::default();
         let issued = orders.get_or_create_owned(&vec![("result", "issued")]);
@@ -42,7 +44,8 @@ impl AcmeMetrics {
         metrics::redis_errors(&mut registry, "acme", kiln_store::redis_errors);
         AcmeMetrics {
             registry,
-            store,
+            stored: store.certificates(),
+            redis: store.health(),
             issued,
             failed,
             certificates,
@@ -58,7 +61,7 @@ impl AcmeMetrics {
     /// The registry in Prometheus' text format, with the certificates counted now (the last count
     /// stays when Redis does not answer).
     pub async fn scrape(&self) -> String {
-        if let Ok(index) = self.store.certificate_index().await {
+        if let Ok(index) = self.stored.index().await {
             self.certificates.set(index.len() as i64);
         }
         metrics::encode(&self.registry)
@@ -85,7 +88,7 @@ async fn scrape(State(metrics): State<Arc<AcmeMetrics>>) -> impl axum::response:
 }
 
 async fn readyz(State(metrics): State<Arc<AcmeMetrics>>) -> (StatusCode, String) {
-    match metrics.store.ping().await {
+    match metrics.redis.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -13,7 +13,7 @@ use crate::cert::fallback_pem;
 use crate::seal::Sealer;
 use anyhow::Context;
 use kiln_core::Hostname;
-use kiln_store::Store;
+use kiln_store::{Certificates, Directory, Store};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,7 +32,9 @@ pub struct SyncReport {
 
 /// Keeps one directory in step with the stored certificates.
 pub struct CertSync {
-    store: Store,
+    /// The certificates it copies out, and the directory that says which hosts still have one.
+    certificates: Certificates,
+    directory: Directory,
     sealer: Sealer,
     dir: PathBuf,
     /// The fingerprint of each certificate written, so unchanged ones are not rewritten.
@@ -40,9 +42,10 @@ pub struct CertSync {
 }
 
 impl CertSync {
-    pub fn new(store: Store, sealer: Sealer, dir: impl Into<PathBuf>) -> Self {
+    pub fn new(store: &Store, sealer: Sealer, dir: impl Into<PathBuf>) -> Self {
         CertSync {
-            store,
+            certificates: store.certificates(),
+            directory: store.directory(),
             sealer,
             dir: dir.into(),
             written: HashMap::new(),
@@ -85,7 +88,7 @@ impl CertSync {
             write_private(&fallback, pem.as_bytes())?;
         }
 
-        let index = self.store.certificate_index().await?;
+        let index = self.certificates.index().await?;
         for (host, fingerprint) in &index {
             if self.written.get(host) == Some(fingerprint) {
                 continue;
@@ -96,7 +99,7 @@ impl CertSync {
                 tracing::warn!(domain.host = %host, "skipping a certificate for an invalid hostname");
                 continue;
             };
-            let Some(record) = self.store.certificate(&hostname).await? else {
+            let Some(record) = self.certificates.get(&hostname).await? else {
                 continue;
             };
             let key = match self.sealer.open(hostname.as_str(), &record.sealed_key) {
@@ -123,7 +126,7 @@ impl CertSync {
         // index fills again one certificate at a time as the manager orders them anew, and the
         // files on disk keep being served meanwhile; nor is an incomplete directory, which lacks
         // domains still published.
-        let directory = self.store.directory().await?;
+        let directory = self.directory.read().await?;
         if !directory.complete {
             return Ok(report);
         }

@@ -45,7 +45,7 @@ pub async fn copy_render_log(app: &App) -> Result<usize, ActivityError> {
     let mut copied = 0;
     loop {
         let cursor = app.db.render_log_cursor().await?;
-        let entries = app.store.read_render_log(&cursor, BATCH).await?;
+        let entries = app.store.render_log().read(&cursor, BATCH).await?;
         let Some((last_id, _)) = entries.last() else {
             return Ok(copied);
         };
@@ -146,7 +146,7 @@ pub async fn snapshot_usage(app: &App) -> Result<(), ActivityError> {
     let now = OffsetDateTime::now_utc();
     let today = now.date();
     for day in [today - Duration::days(1), today] {
-        let usage = app.store.day_usage(&day_key(day)).await?;
+        let usage = app.store.usage().day(&day_key(day)).await?;
         let rows: Vec<UsageSnapshot> = usage
             .totals
             .iter()

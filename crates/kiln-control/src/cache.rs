@@ -317,7 +317,7 @@ pub async fn purge(
             let domains = app.db.domains_of(tenant_id).await?;
             let pages = resolve_urls(&domains, &urls)?;
             let keys: Vec<CacheKey> = pages.iter().flat_map(entry_keys).collect();
-            let purged = app.store.purge_pages(&keys).await?;
+            let purged = app.store.pages().purge(&keys).await?;
             let details = serde_json::json!({ "urls": urls.len(), "purged": purged });
             (purged, "urls".to_owned(), details)
         }
@@ -331,6 +331,7 @@ pub async fn purge(
             let domain = own_domain(app, tenant_id, domain_id).await?;
             let purged = app
                 .store
+                .pages()
                 .purge_prefix(&domain.id.to_string(), &prefix)
                 .await?;
             let details = serde_json::json!({ "prefix": prefix, "purged": purged });
@@ -338,7 +339,11 @@ pub async fn purge(
         }
         Purge::All { domain_id } => {
             let domain = own_domain(app, tenant_id, domain_id).await?;
-            let purged = app.store.purge_domain(&domain.id.to_string()).await?;
+            let purged = app
+                .store
+                .pages()
+                .purge_domain(&domain.id.to_string())
+                .await?;
             let details = serde_json::json!({ "all": true, "purged": purged });
             (purged, domain.host.to_string(), details)
         }
@@ -352,7 +357,7 @@ pub async fn purge(
             details,
         )
         .await?;
-    let confirmation = app.store.confirm_events(kiln_store::CONFIRM_WAIT).await?;
+    let confirmation = app.store.events().confirm(kiln_store::CONFIRM_WAIT).await?;
     if confirmation.unconfirmed > 0 {
         tracing::warn!(
             cache.purged = purged,
@@ -693,7 +698,11 @@ pub async fn warm_status(app: &App, tenant_id: Uuid, id: Uuid) -> Result<WarmSta
         .warm_job_of(tenant_id, id)
         .await?
         .ok_or(CacheError::WarmNotFound)?;
-    let progress = app.store.warm_progress(&job.id.to_string()).await?;
+    let progress = app
+        .store
+        .render_log()
+        .warm_progress(&job.id.to_string())
+        .await?;
     Ok(WarmStatus {
         job,
         done: progress.done,
@@ -738,7 +747,7 @@ pub async fn preview(
     );
     queue.push(job).await?;
     let wait = budget + PREVIEW_QUEUE_MARGIN;
-    match app.store.take_preview(&reply_to, wait).await? {
+    match app.store.render_log().take_preview(&reply_to, wait).await? {
         Some(result) => Ok((page.url, result)),
         None => Err(CacheError::PreviewTimeout(wait.as_secs())),
     }
@@ -754,7 +763,8 @@ pub async fn pages(
     limit: usize,
 ) -> Result<kiln_store::PageListing, CacheError> {
     app.store
-        .list_pages(&domain.id.to_string(), prefix, cursor, limit)
+        .pages()
+        .list(&domain.id.to_string(), prefix, cursor, limit)
         .await
         .map_err(|error| match error {
             StoreError::InvalidCursor => CacheError::InvalidCursor,
@@ -766,7 +776,8 @@ pub async fn pages(
 pub async fn page_count(app: &App, domain_id: Uuid) -> Result<u64, CacheError> {
     Ok(app
         .store
-        .count_pages(&domain_id.to_string(), kiln_core::unix_millis_now())
+        .pages()
+        .count(&domain_id.to_string(), kiln_core::unix_millis_now())
         .await?)
 }
 
@@ -781,7 +792,12 @@ pub async fn recent_warms(
     let jobs = app.db.recent_warm_jobs(tenant_id, domain_id, count).await?;
     let mut warms = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let progress = app.store.warm_progress(&job.id.to_string()).await.ok();
+        let progress = app
+            .store
+            .render_log()
+            .warm_progress(&job.id.to_string())
+            .await
+            .ok();
         let (done, failed) = progress.map_or((0, 0), |p| (p.done, p.failed));
         warms.push(WarmProgress::new(&job, done, failed));
     }

@@ -11,5 +11,5 @@ pub async fn status(
     app: &App,
     domain: &DomainRecord,
 ) -> Result<Option<CertificateStatus>, StoreError> {
-    app.store.certificate_status(&domain.host).await
+    app.store.certificates().status(&domain.host).await
 }

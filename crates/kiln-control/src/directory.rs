@@ -45,11 +45,17 @@ pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
     let records = publishable(app, app.db.list_domains().await?);
     let configs: Vec<DomainConfig> = records.iter().map(|record| record.config()).collect();
     app.store
-        .publish_directory(&configs)
+        .directory()
+        .publish(&configs)
         .await
         .map_err(DomainError::Store)?;
 
-    let in_redis = app.store.all_domains().await.map_err(DomainError::Store)?;
+    let in_redis = app
+        .store
+        .directory()
+        .all()
+        .await
+        .map_err(DomainError::Store)?;
     let registered: HashSet<Hostname> = app
         .db
         .list_domains()
@@ -65,7 +71,8 @@ pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
     withdrawn.sort();
     for host in &withdrawn {
         app.store
-            .remove_domain(host)
+            .directory()
+            .remove(host)
             .await
             .map_err(DomainError::Store)?;
         tracing::info!(domain.host = %host, "withdrew a domain that is no longer registered");
@@ -110,7 +117,7 @@ pub async fn keep_published(app: App, every: Duration) {
     let mut failing = false;
     loop {
         ticker.tick().await;
-        let outcome = match app.store.directory_is_complete().await {
+        let outcome = match app.store.directory().is_complete().await {
             Ok(true) => Ok(()),
             Ok(false) => {
                 tracing::warn!(

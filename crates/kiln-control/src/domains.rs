@@ -173,7 +173,8 @@ pub async fn add_domain(app: &App, request: AddDomain, actor: &str) -> Result<Ad
 /// Publishes one registered domain to Redis for gateways and workers.
 async fn publish(app: &App, record: &DomainRecord) -> Result<(), DomainError> {
     app.store
-        .put_domain(&record.config())
+        .directory()
+        .put(&record.config())
         .await
         .map_err(|source| DomainError::Publish {
             host: record.host.clone(),
@@ -196,14 +197,15 @@ pub async fn remove_domain(
     actor: &str,
 ) -> Result<DomainRecord, DomainError> {
     let removed = app.db.delete_domain(host, actor).await?;
-    let withdrawn = app
-        .store
-        .remove_domain(host)
-        .await
-        .map_err(|source| DomainError::Publish {
-            host: host.clone(),
-            source,
-        })?;
+    let withdrawn =
+        app.store
+            .directory()
+            .remove(host)
+            .await
+            .map_err(|source| DomainError::Publish {
+                host: host.clone(),
+                source,
+            })?;
     match removed {
         Some(record) => {
             tracing::info!(domain.host = %record.host, domain.id = %record.id, "domain removed");
@@ -286,11 +288,13 @@ pub async fn delete(
         source,
     };
     app.store
-        .remove_domain(&record.host)
+        .directory()
+        .remove(&record.host)
         .await
         .map_err(publish_error)?;
     let purged = app
         .store
+        .pages()
         .purge_domain(&record.id.to_string())
         .await
         .map_err(publish_error)?;

@@ -110,6 +110,7 @@ pub async fn file(
     let hold = budget_hold(page.domain.settings.render_timeout_ms);
     match app
         .store
+        .pages()
         .admit_render(&tenant, &budget_place(&id), app.render_budget, hold)
         .await?
     {
@@ -126,7 +127,7 @@ pub async fn file(
         page.url.to_string(),
         device,
     );
-    if let Err(error) = app.store.put_parity_check(&check).await {
+    if let Err(error) = app.store.render_log().put_parity_check(&check).await {
         give_back_place(app, &check).await;
         return Err(error.into());
     }
@@ -143,7 +144,7 @@ pub async fn file(
             "the check could not be queued: {}",
             crate::error_chain(&error)
         ));
-        if let Err(store_error) = app.store.put_parity_check(&check).await {
+        if let Err(store_error) = app.store.render_log().put_parity_check(&check).await {
             tracing::warn!(
                 parity.id = %check.id,
                 error = %crate::error_chain(&store_error),
@@ -166,6 +167,7 @@ pub async fn file(
 async fn give_back_place(app: &App, check: &ParityCheck) {
     if let Err(error) = app
         .store
+        .pages()
         .release_render_place(&check.tenant_id, &budget_place(&check.id))
         .await
     {
@@ -180,6 +182,7 @@ async fn give_back_place(app: &App, check: &ParityCheck) {
 /// The tenant's check `id`, in whatever state it is.
 pub async fn check(app: &App, tenant_id: Uuid, id: Uuid) -> Result<ParityCheck, ParityError> {
     app.store
+        .render_log()
         .parity_check(&tenant_id.to_string(), &id.to_string())
         .await?
         .ok_or(ParityError::NotFound)
@@ -200,6 +203,7 @@ pub async fn recent(
     };
     let mut checks = app
         .store
+        .render_log()
         .recent_parity_checks(&tenant_id.to_string(), wanted)
         .await?;
     if let Some(domain_id) = domain_id {
@@ -218,6 +222,7 @@ pub async fn image(
     image: ParityImage,
 ) -> Result<Bytes, ParityError> {
     app.store
+        .render_log()
         .parity_image(&tenant_id.to_string(), &id.to_string(), image)
         .await?
         .ok_or(ParityError::NotFound)

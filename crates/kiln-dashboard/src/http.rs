@@ -255,9 +255,10 @@ async fn healthz() -> &'static str {
 /// Readiness: Postgres and Redis both answer. The body names each dependency's state, e.g.
 /// `{"postgres":"ok","redis":"failed: ..."}`.
 async fn readyz(State(AppState(app)): State<AppState>) -> impl IntoResponse {
+    let redis = app.store.health();
     let (postgres, redis) = tokio::join!(
         check("postgres", app.db.ping()),
-        check("redis", app.store.ping()),
+        check("redis", redis.ping()),
     );
     let status = if postgres.is_none() && redis.is_none() {
         StatusCode::OK

@@ -34,7 +34,7 @@ pub async fn answer(app: &AppState, method: &Method, host: &Hostname, path: &str
     if !valid {
         return not_found();
     }
-    match app.store.acme_challenge(host, token).await {
+    match app.store.challenges.get(host, token).await {
         Ok(Some(key_authorization)) => {
             tracing::info!(acme.token = token, "answered an ACME challenge");
             let mut response = key_authorization.into_response();

@@ -31,7 +31,7 @@ async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoRespon
 }
 
 async fn readyz(State(app): State<AppState>) -> (StatusCode, String) {
-    let redis = app.store.ping().await;
+    let redis = app.store.health.ping().await;
     if !app.directory.is_loaded() {
         let why = match redis {
             Ok(()) => String::new(),

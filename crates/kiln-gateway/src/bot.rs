@@ -161,7 +161,7 @@ enum LookUp {
 /// Step one: the page from memory, or from Redis (with a waiter registered on a miss), unless its
 /// render failed moments ago.
 async fn look_up(app: &AppState, domain: &DomainConfig, wanted: &Wanted<'_>) -> LookUp {
-    let redis_up = app.store.is_connected();
+    let redis_up = app.store.health.is_connected();
     if let Some(response) = hot_hit(app, wanted, redis_up) {
         count(app, domain, UsageKind::Hit);
         return LookUp::Served(response);
@@ -177,7 +177,7 @@ async fn look_up(app: &AppState, domain: &DomainConfig, wanted: &Wanted<'_>) -> 
         found => return found,
     };
     // A page that failed to render moments ago gets the origin's page at once.
-    match app.store.recent_failure(&wanted.key).await {
+    match app.store.pages.recent_failure(&wanted.key).await {
         Ok(None) => LookUp::Missed(waiter),
         Ok(Some(reason)) => {
             tracing::info!(render.failure = %reason, "the page failed to render moments ago; serving the origin");
@@ -213,7 +213,7 @@ async fn cached_or_waiter(app: &AppState, domain: &DomainConfig, wanted: &Wanted
     let mut registered = None;
     loop {
         let ticket = app.hot.ticket(&wanted.page_key);
-        match app.store.get_page(&wanted.key).await {
+        match app.store.pages.get(&wanted.key).await {
             Ok(Some(entry)) => {
                 let fresh = entry.meta.is_fresh(kiln_core::unix_millis_now());
                 let entry = Arc::new(entry);
@@ -257,6 +257,7 @@ async fn claim_and_queue(app: &AppState, domain: &DomainConfig, wanted: &Wanted<
         + LOCK_MARGIN;
     let claimed = app
         .store
+        .pages
         .claim_render(
             &wanted.key,
             &domain.tenant_id,
@@ -301,7 +302,7 @@ async fn claim_and_queue(app: &AppState, domain: &DomainConfig, wanted: &Wanted<
 
 /// Why a bot's render may not be queued now, if it may not: the render queue is too long for it to
 /// be done within a bot's wait (`KILN_GATEWAY_MAX_QUEUED_RENDERS`). Only the request that won the
-/// render lock asks (see [`kiln_store::Store::claim_render`]). When Redis cannot tell, the render
+/// render lock asks (see [`kiln_store::Pages::claim_render`]). When Redis cannot tell, the render
 /// is queued: the limit guards fairness, not safety.
 async fn queue_too_long(app: &AppState) -> Option<String> {
     if app.max_queued_renders == 0 {
@@ -340,7 +341,7 @@ async fn await_render(
     let budget = Duration::from_millis(domain.settings.bot_wait_ms);
     match waiter.wait(budget).await {
         Some(RenderOutcome::Stored { status, render_ms }) => {
-            let entry = app.store.get_page(&wanted.key).await.ok().flatten()?;
+            let entry = app.store.pages.get(&wanted.key).await.ok().flatten()?;
             let waited = started.elapsed().as_millis() as u64;
             // The other end of the render's trail: the worker logged it under this id too.
             tracing::info!(
@@ -380,7 +381,7 @@ fn refresh_in_background(app: &AppState, job: RenderJob, lock_ttl: Duration) {
     let app = app.clone();
     tokio::spawn(async move {
         let key = job.key.clone();
-        match app.store.recent_failure(&key).await {
+        match app.store.pages.recent_failure(&key).await {
             Ok(None) => {}
             Ok(Some(_)) => return,
             Err(error) => {
@@ -389,7 +390,7 @@ fn refresh_in_background(app: &AppState, job: RenderJob, lock_ttl: Duration) {
             }
         }
         let owner = job.request_id.clone().unwrap_or_default();
-        match app.store.claim_refresh(&key, &owner, lock_ttl).await {
+        match app.store.pages.claim_refresh(&key, &owner, lock_ttl).await {
             Ok(Some(claim)) => {
                 if let Err(error) = app.queue.push_to(QueueKind::Warm, job).await {
                     tracing::warn!(%error, "could not enqueue the refresh of a stale page");

@@ -7,7 +7,6 @@
 //! requests only match against them.
 
 use kiln_core::{BotAgents, DomainConfig, Hostname, PathRules};
-use kiln_store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -58,8 +57,8 @@ impl Directory {
     /// none at all at first. Its domains are taken, but the known domains it lacks are kept and
     /// served until the dashboard publishes the whole directory again, which it does by itself
     /// within seconds. Removals still take effect meanwhile: they come one by one, as events.
-    pub async fn reload(&self, store: &Store) -> kiln_store::Result<usize> {
-        let published = store.directory().await?;
+    pub async fn reload(&self, published: &kiln_store::Directory) -> kiln_store::Result<usize> {
+        let published = published.read().await?;
         let mut domains: HashMap<Hostname, Arc<Domain>> = {
             // A periodic re-read mostly finds what is already here: keep those domains as compiled.
             let current = self.domains.read().unwrap_or_else(PoisonError::into_inner);
@@ -98,12 +97,16 @@ impl Directory {
         Ok(count)
     }
 
-    pub async fn refresh(&self, store: &Store, host: &str) -> kiln_store::Result<()> {
+    pub async fn refresh(
+        &self,
+        published: &kiln_store::Directory,
+        host: &str,
+    ) -> kiln_store::Result<()> {
         let Ok(host) = Hostname::parse(host) else {
             return Ok(());
         };
         // Compiled before the lock is taken, so requests never wait for a domain's patterns.
-        let domain = store.get_domain(&host).await?.map(Domain::new);
+        let domain = published.get(&host).await?.map(Domain::new);
         let mut domains = self.domains.write().unwrap_or_else(PoisonError::into_inner);
         match domain {
             Some(domain) => domains.insert(host, Arc::new(domain)),

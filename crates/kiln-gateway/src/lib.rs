@@ -125,7 +125,7 @@ impl Application {
             );
         }
         let app = Arc::new(App {
-            store,
+            store: state::StoreViews::of(&store),
             queue,
             directory: Default::default(),
             waiters: Default::default(),
@@ -150,7 +150,7 @@ impl Application {
         });
         let domains = app
             .directory
-            .reload(&app.store)
+            .reload(&app.store.directory)
             .await
             .context("failed to load the domain directory")?;
         tracing::info!(domains, "domain directory loaded");
@@ -217,7 +217,13 @@ impl Application {
         heartbeat.abort();
         limits.abort();
         // Purges need not wait for a gateway that is gone.
-        if let Err(error) = self.app.store.deregister_gateway(&self.app.instance).await {
+        if let Err(error) = self
+            .app
+            .store
+            .events
+            .deregister_gateway(&self.app.instance)
+            .await
+        {
             tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not deregister; purges wait for this gateway until its registration lapses");
         }
         // The last requests have been answered: write their counts before going.
@@ -231,7 +237,7 @@ impl Application {
 /// Applies domain changes and render announcements from the event channel, resubscribing forever.
 async fn follow_events(app: AppState, directory_resync: Duration) {
     loop {
-        match app.store.subscribe().await {
+        match app.store.events.subscribe().await {
             Ok(mut subscription) => {
                 // Registered before pages are served from memory again, so that purges wait for
                 // this gateway from then on.
@@ -267,13 +273,13 @@ async fn follow_events(app: AppState, directory_resync: Duration) {
                             Some(StoreEvent::Checkpoint { id }) => {
                                 let app = Arc::clone(&app);
                                 tokio::spawn(async move {
-                                    if let Err(error) = app.store.acknowledge_checkpoint(&id, &app.instance).await {
+                                    if let Err(error) = app.store.events.acknowledge_checkpoint(&id, &app.instance).await {
                                         tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not confirm a purge");
                                     }
                                 });
                             }
                             Some(StoreEvent::DomainChanged { host }) => {
-                                if let Err(error) = app.directory.refresh(&app.store, &host).await {
+                                if let Err(error) = app.directory.refresh(&app.store.directory, &host).await {
                                     tracing::warn!(error = %kiln_runtime::error_chain(&error), domain.host = %host, "could not refresh a domain");
                                 }
                             }
@@ -310,9 +316,9 @@ async fn follow_events(app: AppState, directory_resync: Duration) {
     }
 }
 
-/// Registers this gateway with the ones a purge waits for (`kiln_store::Store::confirm_events`).
+/// Registers this gateway with the ones a purge waits for (`kiln_store::Events::confirm`).
 async fn register(app: &AppState) {
-    if let Err(error) = app.store.register_gateway(&app.instance).await {
+    if let Err(error) = app.store.events.register_gateway(&app.instance).await {
         tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not register with the gateways purges wait for");
     }
 }
@@ -348,7 +354,7 @@ async fn flush_usage(app: AppState, mut stop: tokio::sync::oneshot::Receiver<()>
             _ = tick.tick() => {}
             _ = &mut stop => break,
         }
-        match app.usage.flush(&app.store).await {
+        match app.usage.flush(&app.store.usage).await {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("usage counts are being written again");
@@ -362,13 +368,13 @@ async fn flush_usage(app: AppState, mut stop: tokio::sync::oneshot::Receiver<()>
             Err(_) => {}
         }
     }
-    if let Err(error) = app.usage.flush(&app.store).await {
+    if let Err(error) = app.usage.flush(&app.store.usage).await {
         tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not write the last usage counts");
     }
 }
 
 async fn reload_directory(app: &AppState) {
-    if let Err(error) = app.directory.reload(&app.store).await {
+    if let Err(error) = app.directory.reload(&app.store.directory).await {
         tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not reload the domain directory");
     }
 }

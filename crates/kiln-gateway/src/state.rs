@@ -7,7 +7,7 @@ use crate::usage::Usage;
 use crate::waiters::Waiters;
 use kiln_core::AllowedNets;
 use kiln_queue::RenderQueue;
-use kiln_store::Store;
+use kiln_store::{Challenges, Events, Health, Pages, Store};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use std::time::Duration;
 pub type AppState = Arc<App>;
 
 pub struct App {
-    pub store: Store,
+    pub store: StoreViews,
     pub queue: RenderQueue,
     pub directory: Directory,
     pub waiters: Arc<Waiters>,
@@ -32,7 +32,7 @@ pub struct App {
     /// unready: people's traffic must not go with it.)
     pub events_started: AtomicBool,
     /// This gateway's id among the gateways registered in Redis, under which it answers purges'
-    /// checkpoints (`kiln_store::Store::confirm_events`).
+    /// checkpoints (`kiln_store::Events::confirm`).
     pub instance: String,
     /// The proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: AllowedNets,
@@ -50,4 +50,31 @@ pub struct App {
     pub max_body_bytes: u64,
     /// What `/metrics` on the admin port reports.
     pub metrics: Arc<crate::metrics::GatewayMetrics>,
+}
+
+/// The views of Kiln's Redis data the gateway works with (see `kiln_store::Store`): it reads,
+/// claims and (on a refresh's failure) marks pages, reads the domain directory and the ACME
+/// challenges, follows the event channel and adds to the usage counters. Certificates, the render
+/// log and what the control plane writes are not its business, and it holds no view of them.
+#[derive(Clone, Debug)]
+pub struct StoreViews {
+    pub pages: Pages,
+    pub directory: kiln_store::Directory,
+    pub challenges: Challenges,
+    pub events: Events,
+    pub usage: kiln_store::Usage,
+    pub health: Health,
+}
+
+impl StoreViews {
+    pub fn of(store: &Store) -> Self {
+        StoreViews {
+            pages: store.pages(),
+            directory: store.directory(),
+            challenges: store.challenges(),
+            events: store.events(),
+            usage: store.usage(),
+            health: store.health(),
+        }
+    }
 }

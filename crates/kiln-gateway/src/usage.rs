@@ -8,7 +8,7 @@
 //! number of (hour, domain) pairs, not by traffic: during an outage every known pair keeps counting,
 //! and only counts for pairs beyond [`MAX_PENDING`] are dropped (and logged).
 
-use kiln_store::{Store, UsageBatch, UsageCounts, UsageHour, UsageKind};
+use kiln_store::{UsageBatch, UsageCounts, UsageHour, UsageKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 
@@ -128,7 +128,7 @@ impl Usage {
     /// Writes what was counted so far: the unconfirmed batch first, if there is one, then a new batch
     /// of everything since. What could not be confirmed is kept for the next flush, and the error
     /// returned.
-    pub async fn flush(&self, store: &Store) -> kiln_store::Result<()> {
+    pub async fn flush(&self, counters: &kiln_store::Usage) -> kiln_store::Result<()> {
         let _one_at_a_time = self.flushing.lock().await;
         loop {
             let (next, dropped) = {
@@ -145,7 +145,7 @@ impl Usage {
             let Some((batch, resent)) = next else {
                 return Ok(());
             };
-            if let Err(error) = store.add_usage_batch(&batch).await {
+            if let Err(error) = counters.add_batch(&batch).await {
                 self.pending
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -170,7 +170,7 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_store::StoreSettings;
+    use kiln_store::{Store, StoreSettings};
     use kiln_testkit::TestRedis;
     use std::time::{Duration, Instant};
 
@@ -274,8 +274,8 @@ mod tests {
         usage.record_at(DAY_1 + DAY_MS, "d1", UsageKind::Bypass);
 
         redis.stop();
-        assert!(usage.flush(&store).await.is_err());
-        assert!(usage.flush(&store).await.is_err());
+        assert!(usage.flush(&store.usage()).await.is_err());
+        assert!(usage.flush(&store.usage()).await.is_err());
         assert_eq!(
             usage.waiting(),
             (0, true),
@@ -291,7 +291,7 @@ mod tests {
         // The client may replay the sends that timed out once it is back; they must not add up.
         redis.restart();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while usage.flush(&store).await.is_err() {
+        while usage.flush(&store.usage()).await.is_err() {
             assert!(Instant::now() < deadline, "redis never came back");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -299,12 +299,12 @@ mod tests {
         // A replay may go out on another pooled connection: give a straggler a moment to land (an
         // absence cannot be polled for).
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let first = store.day_usage("2025-01-01").await.unwrap();
+        let first = store.usage().day("2025-01-01").await.unwrap();
         assert_eq!(first.totals["d1"].hits, 3);
         let hits: Vec<u64> = first.hours["d1"].iter().map(|c| c.hits).collect();
         assert_eq!(hits[..6], [2, 0, 0, 0, 0, 1], "{hits:?}");
         assert_eq!(hits.iter().sum::<u64>(), 3);
-        let second = store.day_usage("2025-01-02").await.unwrap();
+        let second = store.usage().day("2025-01-02").await.unwrap();
         assert_eq!(second.totals["d1"].bypasses, 1);
         assert_eq!(second.hours["d1"][0].bypasses, 1);
     }

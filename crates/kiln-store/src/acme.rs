@@ -13,12 +13,24 @@
 //! - `acme:account`: the ACME account's credentials (sealed by `kiln-acme`);
 //! - `acme:lock:{host}`: the manager ordering for `host`.
 
-use crate::{Result, Store, StoreError};
+use crate::{Result, StoreError};
 use fred::prelude::*;
 use kiln_core::Hostname;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
+
+crate::view! {
+    /// The HTTP-01 challenges kiln-acme publishes and the gateways answer: the one part of
+    /// kiln-acme's data a gateway reads.
+    Challenges
+}
+
+crate::view! {
+    /// The certificates kiln-acme obtains and every edge node reads, their status, the ACME account
+    /// and the lock on ordering for a host: kiln-acme's view (the dashboard reads the status).
+    Certificates
+}
 
 /// How long a challenge answer stays in Redis: an order is validated within seconds, and one that
 /// takes longer is abandoned and retried with new tokens anyway.
@@ -82,19 +94,16 @@ pub struct CertificateStatus {
     pub retry_at: Option<i64>,
 }
 
-impl Store {
+impl Challenges {
     fn challenge_key(&self, host: &Hostname, token: &str) -> String {
-        self.key(&format!("acme:challenge:{}:{token}", host.as_str()))
+        self.conn
+            .key(&format!("acme:challenge:{}:{token}", host.as_str()))
     }
 
     /// Publishes the answer to an HTTP-01 challenge for `host`, for [`CHALLENGE_TTL`].
-    pub async fn put_acme_challenge(
-        &self,
-        host: &Hostname,
-        token: &str,
-        key_authorization: &str,
-    ) -> Result<()> {
+    pub async fn put(&self, host: &Hostname, token: &str, key_authorization: &str) -> Result<()> {
         let _: () = self
+            .conn
             .pool
             .set(
                 self.challenge_key(host, token),
@@ -108,36 +117,44 @@ impl Store {
     }
 
     /// The answer to the challenge `token` on `host`, if one is published.
-    pub async fn acme_challenge(&self, host: &Hostname, token: &str) -> Result<Option<String>> {
-        Ok(self.pool.get(self.challenge_key(host, token)).await?)
+    pub async fn get(&self, host: &Hostname, token: &str) -> Result<Option<String>> {
+        Ok(self.conn.pool.get(self.challenge_key(host, token)).await?)
     }
 
-    pub async fn remove_acme_challenge(&self, host: &Hostname, token: &str) -> Result<()> {
-        let _: u32 = self.pool.del(self.challenge_key(host, token)).await?;
+    pub async fn remove(&self, host: &Hostname, token: &str) -> Result<()> {
+        let _: u32 = self.conn.pool.del(self.challenge_key(host, token)).await?;
         Ok(())
     }
+}
 
+impl Certificates {
     /// Stores a host's new certificate; edges pick it up on their next sync.
-    pub async fn put_certificate(&self, host: &Hostname, record: &CertificateRecord) -> Result<()> {
+    pub async fn put(&self, host: &Hostname, record: &CertificateRecord) -> Result<()> {
         let json = serde_json::to_string(record).map_err(StoreError::encode("certificate"))?;
         // The certificate first, then the index: an edge that sees the new fingerprint finds the
         // new certificate.
         let _: () = self
+            .conn
             .pool
-            .hset(self.key("certs"), (host.as_str(), json))
+            .hset(self.conn.key("certs"), (host.as_str(), json))
             .await?;
         let _: () = self
+            .conn
             .pool
             .hset(
-                self.key("certs:index"),
+                self.conn.key("certs:index"),
                 (host.as_str(), record.fingerprint.as_str()),
             )
             .await?;
         Ok(())
     }
 
-    pub async fn certificate(&self, host: &Hostname) -> Result<Option<CertificateRecord>> {
-        let json: Option<String> = self.pool.hget(self.key("certs"), host.as_str()).await?;
+    pub async fn get(&self, host: &Hostname) -> Result<Option<CertificateRecord>> {
+        let json: Option<String> = self
+            .conn
+            .pool
+            .hget(self.conn.key("certs"), host.as_str())
+            .await?;
         json.map(|j| {
             serde_json::from_str(&j)
                 .map_err(|e| StoreError::corrupt(format!("certificate of {host}"), e))
@@ -146,36 +163,42 @@ impl Store {
     }
 
     /// Every stored certificate's fingerprint, by host.
-    pub async fn certificate_index(&self) -> Result<HashMap<String, String>> {
-        Ok(self.pool.hgetall(self.key("certs:index")).await?)
+    pub async fn index(&self) -> Result<HashMap<String, String>> {
+        Ok(self.conn.pool.hgetall(self.conn.key("certs:index")).await?)
     }
 
     /// Withdraws a host's certificate and status (the domain was removed or is no longer verified).
-    pub async fn remove_certificate(&self, host: &str) -> Result<()> {
-        let _: u32 = self.pool.hdel(self.key("certs:index"), host).await?;
-        let _: u32 = self.pool.hdel(self.key("certs"), host).await?;
-        let _: u32 = self.pool.hdel(self.key("acme:status"), host).await?;
-        Ok(())
-    }
-
-    pub async fn put_certificate_status(
-        &self,
-        host: &Hostname,
-        status: &CertificateStatus,
-    ) -> Result<()> {
-        let json =
-            serde_json::to_string(status).map_err(StoreError::encode("certificate status"))?;
-        let _: () = self
+    pub async fn remove(&self, host: &str) -> Result<()> {
+        let _: u32 = self
+            .conn
             .pool
-            .hset(self.key("acme:status"), (host.as_str(), json))
+            .hdel(self.conn.key("certs:index"), host)
+            .await?;
+        let _: u32 = self.conn.pool.hdel(self.conn.key("certs"), host).await?;
+        let _: u32 = self
+            .conn
+            .pool
+            .hdel(self.conn.key("acme:status"), host)
             .await?;
         Ok(())
     }
 
-    pub async fn certificate_status(&self, host: &Hostname) -> Result<Option<CertificateStatus>> {
-        let json: Option<String> = self
+    pub async fn put_status(&self, host: &Hostname, status: &CertificateStatus) -> Result<()> {
+        let json =
+            serde_json::to_string(status).map_err(StoreError::encode("certificate status"))?;
+        let _: () = self
+            .conn
             .pool
-            .hget(self.key("acme:status"), host.as_str())
+            .hset(self.conn.key("acme:status"), (host.as_str(), json))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn status(&self, host: &Hostname) -> Result<Option<CertificateStatus>> {
+        let json: Option<String> = self
+            .conn
+            .pool
+            .hget(self.conn.key("acme:status"), host.as_str())
             .await?;
         json.map(|j| {
             serde_json::from_str(&j)
@@ -185,8 +208,9 @@ impl Store {
     }
 
     /// Every host's certificate status; malformed entries are skipped.
-    pub async fn certificate_statuses(&self) -> Result<HashMap<String, CertificateStatus>> {
-        let raw: HashMap<String, String> = self.pool.hgetall(self.key("acme:status")).await?;
+    pub async fn statuses(&self) -> Result<HashMap<String, CertificateStatus>> {
+        let raw: HashMap<String, String> =
+            self.conn.pool.hgetall(self.conn.key("acme:status")).await?;
         Ok(raw
             .into_iter()
             .filter_map(|(host, json)| Some((host, serde_json::from_str(&json).ok()?)))
@@ -194,33 +218,36 @@ impl Store {
     }
 
     /// The ACME account's stored credentials (sealed by `kiln-acme`).
-    pub async fn acme_account(&self) -> Result<Option<String>> {
-        Ok(self.pool.get(self.key("acme:account")).await?)
+    pub async fn account(&self) -> Result<Option<String>> {
+        Ok(self.conn.pool.get(self.conn.key("acme:account")).await?)
     }
 
-    pub async fn put_acme_account(&self, sealed: &str) -> Result<()> {
+    pub async fn put_account(&self, sealed: &str) -> Result<()> {
         let _: () = self
+            .conn
             .pool
-            .set(self.key("acme:account"), sealed, None, None, false)
+            .set(self.conn.key("acme:account"), sealed, None, None, false)
             .await?;
         Ok(())
     }
 
     /// Takes the lock on ordering a certificate for `host` if nobody holds it; it expires by itself
     /// after `ttl`, so a manager that died mid-order does not block the host for long.
-    pub async fn try_lock_acme(&self, host: &Hostname, owner: &str, ttl: Duration) -> Result<bool> {
-        self.try_lock(
-            self.key(&format!("acme:lock:{}", host.as_str())),
-            owner,
-            ttl,
-        )
-        .await
+    pub async fn try_lock(&self, host: &Hostname, owner: &str, ttl: Duration) -> Result<bool> {
+        self.conn
+            .try_lock(
+                self.conn.key(&format!("acme:lock:{}", host.as_str())),
+                owner,
+                ttl,
+            )
+            .await
     }
 
-    pub async fn release_acme_lock(&self, host: &Hostname) -> Result<()> {
+    pub async fn release_lock(&self, host: &Hostname) -> Result<()> {
         let _: u32 = self
+            .conn
             .pool
-            .del(self.key(&format!("acme:lock:{}", host.as_str())))
+            .del(self.conn.key(&format!("acme:lock:{}", host.as_str())))
             .await?;
         Ok(())
     }

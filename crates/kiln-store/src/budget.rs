@@ -10,7 +10,7 @@
 //! and workers never admit more than the budget; the keys share the tenant's hash tag so that the
 //! script may touch both on a Redis Cluster.
 
-use crate::{Result, Store};
+use crate::{Pages, Result};
 use fred::prelude::*;
 use kiln_core::UnixMillis;
 use kiln_runtime::env::{VarError, Vars};
@@ -93,13 +93,13 @@ redis.call('EXPIRE', KEYS[2], 120)
 return 0
 "#;
 
-impl Store {
+impl Pages {
     fn budget_set_key(&self, tenant_id: &str) -> String {
-        self.tenant_key(tenant_id, "budget:renders")
+        self.conn.tenant_key(tenant_id, "budget:renders")
     }
 
     /// Takes a place in `tenant_id`'s render budget for `render` (a name unique to the render, such
-    /// as its page key), held until [`Store::release_render_place`] or `hold` from now at most.
+    /// as its page key), held until [`Pages::release_render_place`] or `hold` from now at most.
     /// Taking a place the render already holds extends it, and is not counted again.
     pub async fn admit_render(
         &self,
@@ -117,7 +117,8 @@ impl Store {
         let lapses: UnixMillis = now + hold.as_millis() as u64;
         let keys = vec![
             self.budget_set_key(tenant_id),
-            self.tenant_key(tenant_id, &format!("budget:minute:{minute}")),
+            self.conn
+                .tenant_key(tenant_id, &format!("budget:minute:{minute}")),
         ];
         let args: Vec<Value> = vec![
             render.into(),
@@ -127,7 +128,7 @@ impl Store {
             i64::from(budget.per_minute).into(),
             (left_of_minute as i64).into(),
         ];
-        let wait_ms: i64 = self.pool.eval(LUA_ADMIT, keys, args).await?;
+        let wait_ms: i64 = self.conn.pool.eval(LUA_ADMIT, keys, args).await?;
         Ok(if wait_ms <= 0 {
             Admission::Admitted
         } else {
@@ -140,6 +141,7 @@ impl Store {
     /// Gives back `render`'s place in `tenant_id`'s budget (nothing if it holds none).
     pub async fn release_render_place(&self, tenant_id: &str, render: &str) -> Result<()> {
         let _: i64 = self
+            .conn
             .pool
             .zrem(self.budget_set_key(tenant_id), render)
             .await?;
@@ -150,6 +152,7 @@ impl Store {
     pub async fn renders_under_way(&self, tenant_id: &str) -> Result<u64> {
         let now = kiln_core::unix_millis_now() as f64;
         Ok(self
+            .conn
             .pool
             .zcount(self.budget_set_key(tenant_id), now, f64::INFINITY)
             .await?)

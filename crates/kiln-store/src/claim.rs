@@ -2,7 +2,8 @@
 //! done (the page's render lock and a place in its tenant's render budget), taken by a gateway and
 //! given back by the worker that renders it, or by the gateway when the job cannot be queued.
 
-use crate::{Admission, RenderBudget, Result, Store, StoreError};
+use crate::{Admission, Pages, RenderBudget, Result, StoreError, StoreEvent};
+use fred::prelude::*;
 use kiln_core::job::RenderPurpose;
 use kiln_core::{CacheKey, RenderJob, RenderOutcome};
 use std::future::Future;
@@ -16,8 +17,8 @@ use std::time::Duration;
 /// Its lifecycle, across two processes:
 ///
 /// * **Taken** by the gateway whose request won the lock, with one call:
-///   [`Store::claim_render`] for a bot waiting on the page (the lock, then the caller's own check,
-///   then the place), [`Store::claim_refresh`] for the background refresh of a stale page (the
+///   [`Pages::claim_render`] for a bot waiting on the page (the lock, then the caller's own check,
+///   then the place), [`Pages::claim_refresh`] for the background refresh of a stale page (the
 ///   lock only: refreshes are not counted against the budget). A claim exists only while its lock
 ///   is held: a request that does not win the lock, or is refused, holds nothing.
 /// * **Given up** by that gateway with [`RenderClaim::release`] when the render does not happen
@@ -42,14 +43,14 @@ use std::time::Duration;
 #[must_use = "a claim holds the page's render lock and budget place until it is released or lapses"]
 #[derive(Debug)]
 pub struct RenderClaim {
-    store: Store,
+    pages: Pages,
     key: CacheKey,
     /// The tenant whose render budget holds a place for the render (under its page key); none
     /// for a refresh, which takes no place.
     budget_tenant: Option<String>,
 }
 
-/// What came of asking for a bot's render claim ([`Store::claim_render`]).
+/// What came of asking for a bot's render claim ([`Pages::claim_render`]).
 #[derive(Debug)]
 pub enum ClaimOutcome {
     /// The caller renders the page: it holds the lock and the place, and queues the job (or
@@ -78,7 +79,50 @@ pub enum ReleaseError {
     Announce(#[source] StoreError),
 }
 
-impl Store {
+impl Pages {
+    /// Takes the render lock for `key` if nobody holds it. The lock expires by itself after `ttl`,
+    /// so a render whose worker died is taken over by the next request.
+    pub async fn try_lock_render(
+        &self,
+        key: &CacheKey,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        self.conn
+            .try_lock(self.conn.page_scoped_key("lock", key), owner, ttl)
+            .await
+    }
+
+    /// Whether someone holds the render lock for `key`: a render of the page is under way.
+    pub async fn render_locked(&self, key: &CacheKey) -> Result<bool> {
+        let exists: u32 = self
+            .conn
+            .pool
+            .exists(self.conn.page_scoped_key("lock", key))
+            .await?;
+        Ok(exists > 0)
+    }
+
+    /// Releases the render lock for `key`, whoever took it: the render it guarded is over.
+    pub async fn release_render_lock(&self, key: &CacheKey) -> Result<()> {
+        let _: u32 = self
+            .conn
+            .pool
+            .del(self.conn.page_scoped_key("lock", key))
+            .await?;
+        Ok(())
+    }
+
+    /// Announces the outcome of a render to every gateway waiting for `key`.
+    pub async fn announce_render(&self, key: &CacheKey, outcome: RenderOutcome) -> Result<()> {
+        self.conn
+            .publish(&StoreEvent::Rendered {
+                page_key: key.page_key(),
+                outcome,
+            })
+            .await
+    }
+
     /// Claims the render of `key` for a bot of `tenant_id`'s: takes the page's render lock (as
     /// `owner`, the request's id) and, if it won it, runs the caller's `check` and takes a place in
     /// the tenant's render budget. The lock and the place both last `lifetime` at most.
@@ -125,7 +169,7 @@ impl Store {
             }
         }
         Ok(ClaimOutcome::Claimed(RenderClaim {
-            store: self.clone(),
+            pages: self.clone(),
             key: key.clone(),
             budget_tenant: Some(tenant_id.to_owned()),
         }))
@@ -144,7 +188,7 @@ impl Store {
             .try_lock_render(key, owner, lifetime)
             .await?
             .then(|| RenderClaim {
-                store: self.clone(),
+                pages: self.clone(),
                 key: key.clone(),
                 budget_tenant: None,
             }))
@@ -159,9 +203,9 @@ impl RenderClaim {
     /// The job does not say whether its gateway took a place in the budget (a refresh of a stale
     /// page takes none, nor does a render under an unlimited budget), so the rebuilt claim gives
     /// the page's place back either way: giving back a place nobody holds does nothing.
-    pub fn of_job(store: &Store, job: &RenderJob) -> Option<RenderClaim> {
+    pub fn of_job(pages: &Pages, job: &RenderJob) -> Option<RenderClaim> {
         (job.purpose == RenderPurpose::Bot).then(|| RenderClaim {
-            store: store.clone(),
+            pages: pages.clone(),
             key: job.key.clone(),
             budget_tenant: Some(job.tenant_id.clone()),
         })
@@ -190,7 +234,7 @@ impl RenderClaim {
         let lock = self.release_lock().await;
         let place = self.give_back_place().await;
         let announced = self
-            .store
+            .pages
             .announce_render(&self.key, outcome)
             .await
             .map_err(ReleaseError::Announce);
@@ -198,7 +242,7 @@ impl RenderClaim {
     }
 
     async fn release_lock(&self) -> Result<(), ReleaseError> {
-        self.store
+        self.pages
             .release_render_lock(&self.key)
             .await
             .map_err(ReleaseError::Lock)
@@ -207,7 +251,7 @@ impl RenderClaim {
     async fn give_back_place(&self) -> Result<(), ReleaseError> {
         match &self.budget_tenant {
             Some(tenant_id) => self
-                .store
+                .pages
                 .release_render_place(tenant_id, &self.key.page_key())
                 .await
                 .map_err(ReleaseError::Place),

@@ -5,13 +5,13 @@
 //! A Redis that restarts without persistence (or is flushed, or evicts the hash) comes back
 //! without it, and the next single domain the dashboard publishes would then make a directory of
 //! one. So the hash also holds a mark, the field [`COMPLETE_FIELD`], written only by a full
-//! publish ([`Store::publish_directory`]) in the same command as every domain: a directory that
+//! publish ([`Directory::publish`]) in the same command as every domain: a directory that
 //! has the mark holds every published domain, and one without it holds only those changed since
 //! Redis lost its data. Readers that mirror the whole directory must not drop domains because an
 //! unmarked one lacks them (domains removed one by one are announced by events), and the dashboard
 //! publishes the whole directory again as soon as it sees the mark missing.
 
-use crate::{Result, Store, StoreError, StoreEvent};
+use crate::{Result, StoreError, StoreEvent};
 use fred::prelude::*;
 use kiln_core::{DomainConfig, Hostname};
 use std::collections::HashMap;
@@ -31,36 +31,53 @@ pub struct PublishedDirectory {
     pub complete: bool,
 }
 
-impl Store {
+crate::view! {
+    /// The domains published for the gateways (`{prefix}domains`), written by the control plane
+    /// and read by the gateways and kiln-acme.
+    Directory
+}
+
+impl Directory {
     fn directory_key(&self) -> String {
-        self.key("domains")
+        self.conn.key("domains")
     }
 
     /// Publishes a domain's configuration for gateways and workers, and tells them it changed.
-    pub async fn put_domain(&self, domain: &DomainConfig) -> Result<()> {
+    pub async fn put(&self, domain: &DomainConfig) -> Result<()> {
         let json = serde_json::to_string(domain).map_err(StoreError::encode("domain"))?;
         let _: () = self
+            .conn
             .pool
             .hset(self.directory_key(), (domain.host.as_str(), json))
             .await?;
-        self.publish(&StoreEvent::DomainChanged {
-            host: domain.host.to_string(),
-        })
-        .await
+        self.conn
+            .publish(&StoreEvent::DomainChanged {
+                host: domain.host.to_string(),
+            })
+            .await
     }
 
     /// Withdraws a domain; gateways stop serving it within a moment.
-    pub async fn remove_domain(&self, host: &Hostname) -> Result<bool> {
-        let removed: u32 = self.pool.hdel(self.directory_key(), host.as_str()).await?;
-        self.publish(&StoreEvent::DomainChanged {
-            host: host.to_string(),
-        })
-        .await?;
+    pub async fn remove(&self, host: &Hostname) -> Result<bool> {
+        let removed: u32 = self
+            .conn
+            .pool
+            .hdel(self.directory_key(), host.as_str())
+            .await?;
+        self.conn
+            .publish(&StoreEvent::DomainChanged {
+                host: host.to_string(),
+            })
+            .await?;
         Ok(removed > 0)
     }
 
-    pub async fn get_domain(&self, host: &Hostname) -> Result<Option<DomainConfig>> {
-        let json: Option<String> = self.pool.hget(self.directory_key(), host.as_str()).await?;
+    pub async fn get(&self, host: &Hostname) -> Result<Option<DomainConfig>> {
+        let json: Option<String> = self
+            .conn
+            .pool
+            .hget(self.directory_key(), host.as_str())
+            .await?;
         json.map(|j| {
             serde_json::from_str(&j).map_err(|e| StoreError::corrupt(format!("domain {host}"), e))
         })
@@ -71,7 +88,7 @@ impl Store {
     /// all in one command: a Redis that restarts meanwhile holds either all of it or none of it.
     /// Domains the hash holds besides these are left to the caller to withdraw. Then tells
     /// gateways to read the directory again.
-    pub async fn publish_directory(&self, domains: &[DomainConfig]) -> Result<()> {
+    pub async fn publish(&self, domains: &[DomainConfig]) -> Result<()> {
         let mut fields = Vec::with_capacity(domains.len() + 1);
         for domain in domains {
             let json = serde_json::to_string(domain).map_err(StoreError::encode("domain"))?;
@@ -81,13 +98,14 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         fields.push((COMPLETE_FIELD.to_owned(), now.to_string()));
-        let _: () = self.pool.hset(self.directory_key(), fields).await?;
-        self.publish(&StoreEvent::DirectoryPublished).await
+        let _: () = self.conn.pool.hset(self.directory_key(), fields).await?;
+        self.conn.publish(&StoreEvent::DirectoryPublished).await
     }
 
     /// Whether the directory holds the mark of a full publish: false once Redis lost its data.
-    pub async fn directory_is_complete(&self) -> Result<bool> {
+    pub async fn is_complete(&self) -> Result<bool> {
         Ok(self
+            .conn
             .pool
             .hexists(self.directory_key(), COMPLETE_FIELD)
             .await?)
@@ -95,8 +113,8 @@ impl Store {
 
     /// The published directory and whether it is complete. Malformed records are skipped with a
     /// warning so that one bad record cannot take every domain down.
-    pub async fn directory(&self) -> Result<PublishedDirectory> {
-        let raw: HashMap<String, String> = self.pool.hgetall(self.directory_key()).await?;
+    pub async fn read(&self) -> Result<PublishedDirectory> {
+        let raw: HashMap<String, String> = self.conn.pool.hgetall(self.directory_key()).await?;
         let mut directory = PublishedDirectory {
             domains: HashMap::with_capacity(raw.len()),
             complete: false,
@@ -119,8 +137,8 @@ impl Store {
     }
 
     /// Every domain the directory holds, keyed by hostname, whether or not it is complete (see
-    /// [`Store::directory`]).
-    pub async fn all_domains(&self) -> Result<HashMap<Hostname, DomainConfig>> {
-        Ok(self.directory().await?.domains)
+    /// [`Directory::read`]).
+    pub async fn all(&self) -> Result<HashMap<Hostname, DomainConfig>> {
+        Ok(self.read().await?.domains)
     }
 }

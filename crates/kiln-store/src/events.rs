@@ -32,9 +32,9 @@ pub enum StoreEvent {
         #[serde(default)]
         page_keys: Vec<String>,
     },
-    /// Every gateway records `id` ([`crate::Store::acknowledge_checkpoint`]) once it has
+    /// Every gateway records `id` ([`Events::acknowledge_checkpoint`]) once it has
     /// applied every event before this one: how a purge learns that no gateway serves the purged
-    /// pages from memory any more ([`crate::Store::confirm_events`]).
+    /// pages from memory any more ([`Events::confirm`]).
     Checkpoint { id: String },
     /// The subscription was re-established (or fell behind): events may have been missed, so anything
     /// mirrored from Redis should be re-read. Never published; produced locally.
@@ -42,6 +42,21 @@ pub enum StoreEvent {
     /// The subscription's connection failed (Redis went away, most likely): no event arrives until
     /// the next [`StoreEvent::Resync`]. Never published; produced locally.
     Interrupted,
+}
+
+crate::view! {
+    /// The event channel (`{prefix}events`): subscribing to it, and the gateways' registration
+    /// and their word that they applied what was published ([`Events::confirm`]). Events are
+    /// published by the views whose changes they announce (pages, the directory).
+    Events
+}
+
+impl Events {
+    /// Subscribes to the event channel. The subscription survives reconnects and reports them, so
+    /// the subscriber can resynchronise whatever it mirrors.
+    pub async fn subscribe(&self) -> Result<Subscription> {
+        subscribe(&self.conn.settings, self.conn.events_channel()).await
+    }
 }
 
 /// A live subscription to the event channel.
@@ -68,7 +83,7 @@ impl Drop for Subscription {
     }
 }
 
-pub(crate) async fn subscribe(settings: &StoreSettings, channel: String) -> Result<Subscription> {
+async fn subscribe(settings: &StoreSettings, channel: String) -> Result<Subscription> {
     let client = settings.builder()?.build_subscriber_client()?;
     client.init().await?;
     // Re-subscribes after every reconnect. Dropping the JoinHandle detaches the task; it keeps running.

@@ -8,21 +8,22 @@
 //! lifetime, not one per bot request. Storing a page clears its marker (in the same script), and so
 //! does purging the page by URL.
 
-use crate::{Result, Store};
+use crate::{Pages, Result};
 use fred::prelude::*;
 use fred::types::Expiration;
 use kiln_core::CacheKey;
 use std::time::Duration;
 
-impl Store {
+impl Pages {
     pub(crate) fn failure_key(&self, key: &CacheKey) -> String {
-        self.page_scoped_key("failed", key)
+        self.conn.page_scoped_key("failed", key)
     }
 
     /// Records that rendering `key`'s page failed, for `ttl`.
     pub async fn put_failure(&self, key: &CacheKey, reason: &str, ttl: Duration) -> Result<()> {
         let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let _: () = self
+            .conn
             .pool
             .set(
                 self.failure_key(key),
@@ -37,6 +38,6 @@ impl Store {
 
     /// Why rendering `key`'s page failed recently, if it did.
     pub async fn recent_failure(&self, key: &CacheKey) -> Result<Option<String>> {
-        Ok(self.pool.get(self.failure_key(key)).await?)
+        Ok(self.conn.pool.get(self.failure_key(key)).await?)
     }
 }

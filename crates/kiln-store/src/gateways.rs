@@ -4,14 +4,14 @@
 //! its in-memory copies as the announcement reaches it: pub/sub delivers on its own time, so the
 //! purge's answer would otherwise run ahead of the gateways. Each gateway registers itself in
 //! `{prefix}gateways` (a sorted set of gateway ids scored by their last heartbeat, by Redis's
-//! clock) while it follows the event channel. [`Store::confirm_events`] publishes a
+//! clock) while it follows the event channel. [`Events::confirm`] publishes a
 //! [`StoreEvent::Checkpoint`] after the purge's own events and waits until every registered
 //! gateway has recorded the checkpoint's id in `{prefix}checkpoint:<id>`: a gateway handles its
 //! events one after the other, so once it records the checkpoint it has applied the purge too.
 //! `PUBLISH`'s count of receivers is no substitute: a receiver has not applied anything yet, and
 //! on a Redis Cluster the count covers only the subscribers of the node that took the `PUBLISH`.
 
-use crate::{Result, Store, StoreEvent};
+use crate::{Events, Result, StoreEvent};
 use fred::prelude::*;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub const GATEWAY_HEARTBEAT: Duration = Duration::from_secs(2);
 /// purged one. A gateway that stops cleanly deregisters at once.
 pub const GATEWAY_LIVE_WINDOW: Duration = Duration::from_secs(35);
 
-/// How long [`Store::confirm_events`] waits for the gateways by default: a gateway that follows
+/// How long [`Events::confirm`] waits for the gateways by default: a gateway that follows
 /// the events answers within milliseconds.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
@@ -60,13 +60,13 @@ pub struct Confirmation {
     pub unconfirmed: u32,
 }
 
-impl Store {
+impl Events {
     fn gateways_key(&self) -> String {
-        self.key("gateways")
+        self.conn.key("gateways")
     }
 
     fn checkpoint_key(&self, id: &str) -> String {
-        self.key(&format!("checkpoint:{id}"))
+        self.conn.key(&format!("checkpoint:{id}"))
     }
 
     /// Registers the gateway `gateway_id` as following the event channel, or renews it; to be
@@ -74,6 +74,7 @@ impl Store {
     pub async fn register_gateway(&self, gateway_id: &str) -> Result<()> {
         let window = GATEWAY_LIVE_WINDOW.as_millis() as i64;
         let _: i64 = self
+            .conn
             .pool
             .eval(
                 LUA_REGISTER,
@@ -86,14 +87,14 @@ impl Store {
 
     /// Withdraws a gateway that stops: nobody waits for it any more.
     pub async fn deregister_gateway(&self, gateway_id: &str) -> Result<()> {
-        let _: i64 = self.pool.zrem(self.gateways_key(), gateway_id).await?;
+        let _: i64 = self.conn.pool.zrem(self.gateways_key(), gateway_id).await?;
         Ok(())
     }
 
     /// Records that `gateway_id` applied every event published before the checkpoint `id`.
     pub async fn acknowledge_checkpoint(&self, id: &str, gateway_id: &str) -> Result<()> {
         let key = self.checkpoint_key(id);
-        let tx = self.pool.next().multi();
+        let tx = self.conn.pool.next().multi();
         let _: () = tx.sadd(&key, gateway_id).await?;
         let _: () = tx.pexpire(&key, CHECKPOINT_TTL_MS, None).await?;
         let _: () = tx.exec(true).await?;
@@ -102,9 +103,10 @@ impl Store {
 
     /// Waits, for at most `wait`, until every registered gateway has applied the events published
     /// before this call (a purge's announcements, say), and says how many did.
-    pub async fn confirm_events(&self, wait: Duration) -> Result<Confirmation> {
+    pub async fn confirm(&self, wait: Duration) -> Result<Confirmation> {
         let window = GATEWAY_LIVE_WINDOW.as_millis() as i64;
         let expected: Vec<String> = self
+            .conn
             .pool
             .eval(
                 LUA_LIVE,
@@ -120,15 +122,16 @@ impl Store {
             });
         }
         // Unique across every dashboard sharing the Redis.
-        let id: u64 = self.pool.incr(self.key("checkpoints")).await?;
+        let id: u64 = self.conn.pool.incr(self.conn.key("checkpoints")).await?;
         let id = id.to_string();
-        self.publish(&StoreEvent::Checkpoint { id: id.clone() })
+        self.conn
+            .publish(&StoreEvent::Checkpoint { id: id.clone() })
             .await?;
         let key = self.checkpoint_key(&id);
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(1);
         loop {
-            let answered: HashSet<String> = self.pool.smembers(&key).await?;
+            let answered: HashSet<String> = self.conn.pool.smembers(&key).await?;
             let missing = expected.iter().filter(|g| !answered.contains(*g)).count() as u32;
             if missing == 0 || Instant::now() >= deadline {
                 return Ok(Confirmation {

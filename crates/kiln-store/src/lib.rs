@@ -2,6 +2,11 @@
 //! claims (a render's lock and budget place, see [`RenderClaim`]) and the event channel that
 //! announces domain changes and finished renders.
 //!
+//! Every operation belongs to a role view ([`Pages`], [`Directory`], [`Events`], [`Certificates`],
+//! [`Challenges`], [`RenderLog`], [`Usage`], [`Health`]) taken from the one connection pool a
+//! [`Store`] is, and each program keeps only the views its role needs, so that what it may do to
+//! Redis shows in its types.
+//!
 //! Architecture invariant: this is the only crate that knows Kiln's Redis key names (the render
 //! queue's keys belong to `kiln-queue`). Every key starts with the deployment prefix (`kiln:` by
 //! default), so one Redis can serve several deployments and every test gets its own namespace.
@@ -33,25 +38,31 @@ mod settings;
 mod usage;
 mod warm;
 
-pub use acme::{CHALLENGE_TTL, CertificateRecord, CertificateState, CertificateStatus};
+pub use acme::{
+    CHALLENGE_TTL, CertificateRecord, CertificateState, CertificateStatus, Certificates, Challenges,
+};
 pub use budget::{Admission, RenderBudget};
 pub use claim::{ClaimOutcome, ReleaseError, RenderClaim};
-pub use directory::PublishedDirectory;
-pub use events::{StoreEvent, Subscription};
+pub use directory::{Directory, PublishedDirectory};
+pub use events::{Events, StoreEvent, Subscription};
 pub use gateways::{CONFIRM_WAIT, Confirmation, GATEWAY_HEARTBEAT, GATEWAY_LIVE_WINDOW};
-pub use pages::{ContentEncoding, MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary};
+pub use pages::{
+    ContentEncoding, MAX_LIST_LIMIT, PageEntry, PageListing, PageMeta, PageSummary, Pages,
+};
 pub use parity::{PARITY_RECENT_MAX, PARITY_TTL_SECS};
 pub use preview::{PREVIEW_TTL_SECS, PreviewResult};
-pub use render_log::{RENDER_LOG_MAX_LEN, RenderLogEntry, RenderLogOutcome, RenderLogPurpose};
+pub use render_log::{
+    RENDER_LOG_MAX_LEN, RenderLog, RenderLogEntry, RenderLogOutcome, RenderLogPurpose,
+};
 pub use settings::StoreSettings;
 pub use usage::{
-    DayUsage, USAGE_RETENTION_SECS, UsageBatch, UsageCounts, UsageHour, UsageHours, UsageKind,
-    usage_day,
+    DayUsage, USAGE_RETENTION_SECS, Usage, UsageBatch, UsageCounts, UsageHour, UsageHours,
+    UsageKind, usage_day,
 };
 pub use warm::{WARM_PROGRESS_TTL_SECS, WarmProgress};
 
 use fred::prelude::*;
-use kiln_core::{CacheKey, RenderOutcome};
+use kiln_core::CacheKey;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,17 +128,35 @@ pub fn redis_errors() -> u64 {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A handle on Kiln's Redis data. Cheap to clone.
+/// One pool of connections to Kiln's Redis data, and the views a program takes of it. Cheap to
+/// clone.
+///
+/// Nothing is read or written through the store itself: every operation belongs to one of its
+/// views, each of which serves one role, and a program keeps only the views its role needs
+/// (ARCHITECTURE.md, "Who sees what in Redis"):
+///
+/// * [`Pages`]: the page cache, its failure markers and the render claims on its pages (with the
+///   tenants' render budgets), and the announcements of finished renders.
+/// * [`Directory`]: the domains published for the gateways.
+/// * [`Events`]: the event channel, and the gateways' word that they applied what was published.
+/// * [`Certificates`]: the certificates, their status and the ACME account (kiln-acme's).
+/// * [`Challenges`]: the HTTP-01 challenges kiln-acme answers through the gateways.
+/// * [`RenderLog`]: what renders report back, the log of every render and the results of warms,
+///   previews and parity checks.
+/// * [`Usage`]: the per-domain usage counters.
+/// * [`Health`]: whether Redis answers, for readiness checks.
+///
+/// Every view shares the one pool: taking one costs a clone of two `Arc`s, and a view can be kept
+/// for as long as the program runs.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
-    settings: Arc<StoreSettings>,
+    conn: Connection,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("prefix", &self.settings.prefix)
+            .field("prefix", &self.conn.settings.prefix)
             .finish()
     }
 }
@@ -139,11 +168,105 @@ impl Store {
         let pool = settings.builder()?.build_pool(settings.pool_size.max(1))?;
         pool.init().await?;
         Ok(Store {
-            pool,
-            settings: Arc::new(settings),
+            conn: Connection {
+                pool,
+                settings: Arc::new(settings),
+            },
         })
     }
 
+    pub fn pages(&self) -> Pages {
+        Pages::new(self.conn.clone())
+    }
+
+    pub fn directory(&self) -> Directory {
+        Directory::new(self.conn.clone())
+    }
+
+    pub fn events(&self) -> Events {
+        Events::new(self.conn.clone())
+    }
+
+    pub fn certificates(&self) -> Certificates {
+        Certificates::new(self.conn.clone())
+    }
+
+    pub fn challenges(&self) -> Challenges {
+        Challenges::new(self.conn.clone())
+    }
+
+    pub fn render_log(&self) -> RenderLog {
+        RenderLog::new(self.conn.clone())
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage::new(self.conn.clone())
+    }
+
+    pub fn health(&self) -> Health {
+        Health::new(self.conn.clone())
+    }
+}
+
+/// Declares a view of the store: a named handle on the shared [`Connection`], cheap to clone,
+/// whose operations are written in the module of its role.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            pub(crate) conn: $crate::Connection,
+        }
+
+        impl $name {
+            pub(crate) fn new(conn: $crate::Connection) -> Self {
+                $name { conn }
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("prefix", &self.conn.settings.prefix)
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use view;
+
+view! {
+    /// Whether Redis answers: the view a readiness check holds.
+    Health
+}
+
+impl Health {
+    /// Round trip to Redis, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = self.conn.pool.ping(None).await?;
+        Ok(())
+    }
+
+    /// Whether a connection to Redis is up right now: a local read, no round trip. False while the
+    /// client is (re)connecting, when a command would only wait for its timeout.
+    pub fn is_connected(&self) -> bool {
+        self.conn
+            .pool
+            .clients()
+            .iter()
+            .any(|client| client.is_connected())
+    }
+}
+
+/// The pool every view shares, and the key names: what the views are written with, never handed
+/// out.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    pool: Pool,
+    settings: Arc<StoreSettings>,
+}
+
+impl Connection {
     /// `{prefix}{name}`: a key used on its own, in whatever hash slot its name falls in.
     fn key(&self, name: &str) -> String {
         format!("{}{}", self.settings.prefix, name)
@@ -174,40 +297,8 @@ impl Store {
         self.key("events")
     }
 
-    /// Round trip to Redis, for readiness checks.
-    pub async fn ping(&self) -> Result<()> {
-        let _: String = self.pool.ping(None).await?;
-        Ok(())
-    }
-
-    /// Whether a connection to Redis is up right now: a local read, no round trip. False while the
-    /// client is (re)connecting, when a command would only wait for its timeout.
-    pub fn is_connected(&self) -> bool {
-        self.pool
-            .clients()
-            .iter()
-            .any(|client| client.is_connected())
-    }
-
-    // ---- render locks -----------------------------------------------------------------------
-    //
-    // The gateway and the worker take and release a render's lock through a `RenderClaim`,
-    // which keeps the lock and the budget place together; these are what it is built on.
-
-    /// Takes the render lock for `key` if nobody holds it. The lock expires by itself after `ttl`,
-    /// so a render whose worker died is taken over by the next request.
-    pub async fn try_lock_render(
-        &self,
-        key: &CacheKey,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool> {
-        self.try_lock(self.page_scoped_key("lock", key), owner, ttl)
-            .await
-    }
-
     /// Sets `name` to `owner` for `ttl` unless it exists (`SET NX PX`): whether this call took it.
-    pub(crate) async fn try_lock(&self, name: String, owner: &str, ttl: Duration) -> Result<bool> {
+    async fn try_lock(&self, name: String, owner: &str, ttl: Duration) -> Result<bool> {
         let set: Option<String> = self
             .pool
             .set(
@@ -221,45 +312,7 @@ impl Store {
         Ok(set.is_some())
     }
 
-    /// Whether someone holds the render lock for `key`: a render of the page is under way.
-    pub async fn render_locked(&self, key: &CacheKey) -> Result<bool> {
-        let exists: u32 = self.pool.exists(self.page_scoped_key("lock", key)).await?;
-        Ok(exists > 0)
-    }
-
-    /// Releases the render lock for `key`, whoever took it: the render it guarded is over.
-    pub async fn release_render_lock(&self, key: &CacheKey) -> Result<()> {
-        let _: u32 = self.pool.del(self.page_scoped_key("lock", key)).await?;
-        Ok(())
-    }
-
-    // ---- events -----------------------------------------------------------------------------
-
-    /// Announces the outcome of a render to every gateway waiting for `key`.
-    pub async fn announce_render(&self, key: &CacheKey, outcome: RenderOutcome) -> Result<()> {
-        self.publish(&StoreEvent::Rendered {
-            page_key: key.page_key(),
-            outcome,
-        })
-        .await
-    }
-
-    /// Tells every gateway that pages of `domain_id` were purged (all of them, when `page_keys` is
-    /// empty). An error fails the purge (which may be repeated): the pages are gone from Redis,
-    /// but gateways may still serve them from memory (for at most their in-memory lifetime), so
-    /// the purge must not be reported done.
-    pub(crate) async fn announce_purge(
-        &self,
-        domain_id: &str,
-        page_keys: Vec<String>,
-    ) -> Result<()> {
-        self.publish(&StoreEvent::Purged {
-            domain_id: domain_id.to_owned(),
-            page_keys,
-        })
-        .await
-    }
-
+    /// Publishes `event` on the event channel, for every subscriber ([`Events::subscribe`]).
     async fn publish(&self, event: &StoreEvent) -> Result<()> {
         let json = serde_json::to_string(event).map_err(StoreError::encode("event"))?;
         let _: u64 = self
@@ -268,11 +321,5 @@ impl Store {
             .publish(self.events_channel(), json)
             .await?;
         Ok(())
-    }
-
-    /// Subscribes to the event channel. The subscription survives reconnects and reports them, so the
-    /// subscriber can resynchronise whatever it mirrors.
-    pub async fn subscribe(&self) -> Result<Subscription> {
-        events::subscribe(&self.settings, self.events_channel()).await
     }
 }

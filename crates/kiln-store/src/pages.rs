@@ -26,10 +26,10 @@
 //! clock that expires the hash), and a listing also drops members whose hash is gone for another
 //! reason (eviction, a `DEL` by hand). The index keys themselves expire with the domain's
 //! last-expiring page, so a domain that stops being rendered leaves nothing behind. Entries whose
-//! index members are missing (the index was evicted, say) are not listed; [`Store::purge_domain`]
+//! index members are missing (the index was evicted, say) are not listed; [`Pages::purge_domain`]
 //! still finds them by `SCAN` of the node that holds the domain's slot.
 
-use crate::{Result, Store, StoreError};
+use crate::{Result, StoreError, StoreEvent};
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::ClusterHash;
@@ -55,23 +55,23 @@ pub struct PageMeta {
     pub url: String,
     pub rendered_at: UnixMillis,
     pub render_ms: u64,
-    /// When the entry expires: the end of its stale window. Set by [`Store::put_page`] (whatever
+    /// When the entry expires: the end of its stale window. Set by [`Pages::put`] (whatever
     /// the caller put here is replaced); 0 in entries stored before this field existed.
     #[serde(default)]
     pub expires_at: UnixMillis,
     /// Until when the entry is fresh; after that, until `expires_at`, it is stale: served while a
-    /// new render replaces it. Set by [`Store::put_page`]; 0 in entries stored before this field
+    /// new render replaces it. Set by [`Pages::put`]; 0 in entries stored before this field
     /// existed, which are fresh until they expire.
     #[serde(default)]
     pub fresh_until: UnixMillis,
-    /// How `html` is stored (set by [`Store::put_page`]; identity in older entries).
+    /// How `html` is stored (set by [`Pages::put`]; identity in older entries).
     #[serde(default)]
     pub encoding: ContentEncoding,
     /// The length of the HTML as rendered, before compression (0 in older entries, whose `html`
     /// is that HTML).
     #[serde(default)]
     pub length: u64,
-    /// A validator of the rendered HTML for `ETag` (set by [`Store::put_page`]; empty in older
+    /// A validator of the rendered HTML for `ETag` (set by [`Pages::put`]; empty in older
     /// entries).
     #[serde(default)]
     pub etag: String,
@@ -166,7 +166,7 @@ impl PageMeta {
     }
 }
 
-/// One page of [`Store::list_pages`].
+/// One page of [`Pages::list`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageListing {
     pub pages: Vec<PageSummary>,
@@ -190,7 +190,7 @@ pub struct PageSummary {
 }
 
 impl PageSummary {
-    /// The page's cache key in `domain_id`, e.g. to purge it with [`Store::purge_pages`].
+    /// The page's cache key in `domain_id`, e.g. to purge it with [`Pages::purge`].
     pub fn key(&self, domain_id: &str) -> CacheKey {
         CacheKey::new(
             domain_id,
@@ -200,7 +200,7 @@ impl PageSummary {
     }
 }
 
-/// The most pages one [`Store::list_pages`] call returns, whatever the caller asks for.
+/// The most pages one [`Pages::list`] call returns, whatever the caller asks for.
 pub const MAX_LIST_LIMIT: usize = 1000;
 /// How many expired index members one script removes at most (the rest go on the next call).
 const TRIM_BATCH: usize = 1000;
@@ -337,26 +337,47 @@ fn script(body: &str) -> String {
     )
 }
 
-impl Store {
+crate::view! {
+    /// The page cache: rendered pages with their listing index, the failure markers that keep a
+    /// failing page from being rendered again at once, the render claims on pages (their locks,
+    /// and the places in tenants' render budgets) and the announcements of finished renders and
+    /// purges. The gateway, the worker and the control plane each hold one.
+    Pages
+}
+
+impl Pages {
+    /// Tells every gateway that pages of `domain_id` were purged (all of them, when `page_keys` is
+    /// empty). An error fails the purge (which may be repeated): the pages are gone from Redis,
+    /// but gateways may still serve them from memory (for at most their in-memory lifetime), so
+    /// the purge must not be reported done.
+    async fn announce_purge(&self, domain_id: &str, page_keys: Vec<String>) -> Result<()> {
+        self.conn
+            .publish(&StoreEvent::Purged {
+                domain_id: domain_id.to_owned(),
+                page_keys,
+            })
+            .await
+    }
+
     fn page_key(&self, key: &CacheKey) -> String {
-        self.page_scoped_key("page", key)
+        self.conn.page_scoped_key("page", key)
     }
 
     /// `{prefix}{d:<domain>}:page:`: a page key without its `{device}:{urlhash}`.
     fn page_key_prefix(&self, domain_id: &str) -> String {
-        self.domain_key(domain_id, "page:")
+        self.conn.domain_key(domain_id, "page:")
     }
 
     fn index_keys(&self, domain_id: &str) -> (String, String) {
         (
-            self.domain_key(domain_id, "pages:by-path"),
-            self.domain_key(domain_id, "pages:by-expiry"),
+            self.conn.domain_key(domain_id, "pages:by-path"),
+            self.conn.domain_key(domain_id, "pages:by-expiry"),
         )
     }
 
     /// Reads the page entry for `key`, if one is cached.
-    pub async fn get_page(&self, key: &CacheKey) -> Result<Option<PageEntry>> {
-        let mut fields: HashMap<String, Bytes> = self.pool.hgetall(self.page_key(key)).await?;
+    pub async fn get(&self, key: &CacheKey) -> Result<Option<PageEntry>> {
+        let mut fields: HashMap<String, Bytes> = self.conn.pool.hgetall(self.page_key(key)).await?;
         let (Some(meta), Some(html)) = (fields.remove("meta"), fields.remove("html")) else {
             return Ok(None);
         };
@@ -366,8 +387,8 @@ impl Store {
     }
 
     /// Reads only the meta of the page entry for `key` (not its HTML), if one is cached.
-    pub async fn get_page_meta(&self, key: &CacheKey) -> Result<Option<PageMeta>> {
-        let meta: Option<Bytes> = self.pool.hget(self.page_key(key), "meta").await?;
+    pub async fn meta(&self, key: &CacheKey) -> Result<Option<PageMeta>> {
+        let meta: Option<Bytes> = self.conn.pool.hget(self.page_key(key), "meta").await?;
         meta.map(|meta| {
             serde_json::from_slice(&meta)
                 .map_err(|e| StoreError::corrupt(format!("page {}", key.page_key()), e))
@@ -378,7 +399,7 @@ impl Store {
     /// Stores a page entry, fresh for `fresh_secs` and then stale for `stale_secs` more, replacing
     /// any previous one, updating the domain's index and clearing a recorded failure of the page,
     /// atomically. `entry.meta.fresh_until` and `expires_at` are set here.
-    pub async fn put_page(
+    pub async fn put(
         &self,
         key: &CacheKey,
         entry: &PageEntry,
@@ -413,6 +434,7 @@ impl Store {
             Bytes::from(member).into(),
         ];
         let _: i64 = self
+            .conn
             .pool
             .eval(
                 script(LUA_PUT),
@@ -433,7 +455,7 @@ impl Store {
     /// to 1..=[`MAX_LIST_LIMIT`]); pass the returned cursor to continue. A call may return fewer
     /// than `limit` pages and still a cursor (when it skipped many stale index entries), or an
     /// empty last page after a cursor (when the entries after it expired meanwhile).
-    pub async fn list_pages(
+    pub async fn list(
         &self,
         domain_id: &str,
         path_prefix: &str,
@@ -458,6 +480,7 @@ impl Store {
             self.page_key_prefix(domain_id).into(),
         ];
         let reply: Vec<Value> = self
+            .conn
             .pool
             .eval(script(LUA_LIST), vec![by_path, by_expiry], args)
             .await?;
@@ -467,9 +490,10 @@ impl Store {
     /// How many live entries the domain has cached (every device variant counts), judged by
     /// their expiry times against `now` (milliseconds since the epoch). Entries gone for other
     /// reasons (eviction) are counted until a listing or write trims them.
-    pub async fn count_pages(&self, domain_id: &str, now: UnixMillis) -> Result<u64> {
+    pub async fn count(&self, domain_id: &str, now: UnixMillis) -> Result<u64> {
         let (_, by_expiry) = self.index_keys(domain_id);
         let count: u64 = self
+            .conn
             .pool
             .zcount(by_expiry, now as f64 + 1.0, f64::INFINITY)
             .await?;
@@ -478,7 +502,7 @@ impl Store {
 
     /// Deletes the entries for `keys` (of any domains) and their index entries, in batches.
     /// Returns how many entries existed and were deleted.
-    pub async fn purge_pages(&self, keys: &[CacheKey]) -> Result<u64> {
+    pub async fn purge(&self, keys: &[CacheKey]) -> Result<u64> {
         let mut by_domain: BTreeMap<&str, Vec<&CacheKey>> = BTreeMap::new();
         for key in keys {
             by_domain.entry(&key.domain_id).or_default().push(key);
@@ -492,13 +516,14 @@ impl Store {
                 script_keys.push(by_expiry.clone());
                 script_keys.extend(batch.iter().map(|key| self.page_key(key)));
                 let n: u64 = self
+                    .conn
                     .pool
                     .eval(LUA_PURGE_KEYS, script_keys, None::<Value>)
                     .await?;
                 deleted += n;
                 // A purged page gets a fresh render at once, even if its last one failed.
                 let markers: Vec<String> = batch.iter().map(|key| self.failure_key(key)).collect();
-                let _: i64 = self.pool.del(markers).await?;
+                let _: i64 = self.conn.pool.del(markers).await?;
                 let page_keys = batch.iter().map(|key| key.page_key()).collect();
                 self.announce_purge(domain_id, page_keys).await?;
             }
@@ -521,6 +546,7 @@ impl Store {
                 page_prefix.as_str().into(),
             ];
             let (examined, n): (u64, u64) = self
+                .conn
                 .pool
                 .eval(
                     LUA_PURGE_RANGE,
@@ -543,6 +569,7 @@ impl Store {
         let mut deleted = self.purge_prefix(domain_id, "").await?;
         let (by_path, by_expiry) = self.index_keys(domain_id);
         let _: u64 = self
+            .conn
             .pool
             .del(vec![by_path.as_str(), by_expiry.as_str()])
             .await?;
@@ -557,7 +584,7 @@ impl Store {
             ..Options::default()
         };
         // One client for the whole scan: a cursor belongs to the server, but keep it simple.
-        let client = self.pool.next();
+        let client = self.conn.pool.next();
         let client = client.with_options(&options);
         let mut cursor = "0".to_owned();
         loop {

@@ -13,7 +13,7 @@
 //! A check is nothing that cannot be asked for again, so it expires: a week is long enough to look
 //! at it, share it, and compare it with the next.
 
-use crate::{Result, Store, StoreError};
+use crate::{RenderLog, Result, StoreError};
 use bytes::Bytes;
 use fred::prelude::*;
 use kiln_core::parity::{ParityCheck, ParityImage};
@@ -23,17 +23,18 @@ pub const PARITY_TTL_SECS: i64 = 7 * 24 * 3600;
 /// How many of a tenant's checks the recent list keeps.
 pub const PARITY_RECENT_MAX: i64 = 100;
 
-impl Store {
+impl RenderLog {
     fn parity_key(&self, tenant_id: &str, id: &str) -> String {
-        self.tenant_key(tenant_id, &format!("parity:{id}"))
+        self.conn.tenant_key(tenant_id, &format!("parity:{id}"))
     }
 
     fn parity_image_key(&self, tenant_id: &str, id: &str, image: ParityImage) -> String {
-        self.tenant_key(tenant_id, &format!("parity:{id}:{}", image.as_str()))
+        self.conn
+            .tenant_key(tenant_id, &format!("parity:{id}:{}", image.as_str()))
     }
 
     fn parity_recent_key(&self, tenant_id: &str) -> String {
-        self.tenant_key(tenant_id, "parity:recent")
+        self.conn.tenant_key(tenant_id, "parity:recent")
     }
 
     /// Stores `check` (a new one, or its new state), and lists a new one among the tenant's recent
@@ -41,7 +42,7 @@ impl Store {
     pub async fn put_parity_check(&self, check: &ParityCheck) -> Result<()> {
         let json = serde_json::to_string(check).map_err(StoreError::encode("parity check"))?;
         let recent = self.parity_recent_key(&check.tenant_id);
-        let tx = self.pool.next().multi();
+        let tx = self.conn.pool.next().multi();
         let _: () = tx
             .set(
                 self.parity_key(&check.tenant_id, &check.id),
@@ -71,6 +72,7 @@ impl Store {
     async fn trim_parity_checks(&self, tenant_id: &str) -> Result<()> {
         let recent = self.parity_recent_key(tenant_id);
         let excess: Vec<String> = self
+            .conn
             .pool
             .zrange(
                 &recent,
@@ -93,14 +95,14 @@ impl Store {
             }
         }
         // One slot (the tenant's hash tag), so one DEL even on a cluster.
-        let _: i64 = self.pool.del(keys).await?;
-        let _: i64 = self.pool.zrem(&recent, excess).await?;
+        let _: i64 = self.conn.pool.del(keys).await?;
+        let _: i64 = self.conn.pool.zrem(&recent, excess).await?;
         Ok(())
     }
 
     /// The tenant's check `id`, if it exists (a check of another tenant does not, here).
     pub async fn parity_check(&self, tenant_id: &str, id: &str) -> Result<Option<ParityCheck>> {
-        let json: Option<String> = self.pool.get(self.parity_key(tenant_id, id)).await?;
+        let json: Option<String> = self.conn.pool.get(self.parity_key(tenant_id, id)).await?;
         json.map(|json| {
             serde_json::from_str(&json)
                 .map_err(|e| StoreError::corrupt(format!("parity check {id}"), e))
@@ -116,6 +118,7 @@ impl Store {
     ) -> Result<Vec<ParityCheck>> {
         let limit = limit.clamp(1, PARITY_RECENT_MAX as usize) as i64;
         let ids: Vec<String> = self
+            .conn
             .pool
             .zrange(
                 self.parity_recent_key(tenant_id),
@@ -135,7 +138,7 @@ impl Store {
             .iter()
             .map(|id| self.parity_key(tenant_id, id))
             .collect();
-        let found: Vec<Option<String>> = self.pool.mget(keys).await?;
+        let found: Vec<Option<String>> = self.conn.pool.mget(keys).await?;
         let mut checks = Vec::with_capacity(found.len());
         // A check that expired before the list was trimmed is simply left out.
         for (id, json) in ids.iter().zip(found) {
@@ -158,6 +161,7 @@ impl Store {
         png: Bytes,
     ) -> Result<()> {
         let _: () = self
+            .conn
             .pool
             .set(
                 self.parity_image_key(tenant_id, id, image),
@@ -178,6 +182,7 @@ impl Store {
         image: ParityImage,
     ) -> Result<Option<Bytes>> {
         Ok(self
+            .conn
             .pool
             .get(self.parity_image_key(tenant_id, id, image))
             .await?)

@@ -3,7 +3,7 @@
 //!
 //! The list lives [`PREVIEW_TTL_SECS`]: a reply nobody took (the dashboard gave up) goes away.
 
-use crate::{Result, Store, StoreError};
+use crate::{RenderLog, Result, StoreError};
 use fred::error::ErrorKind;
 use fred::prelude::*;
 use fred::types::config::Options;
@@ -31,16 +31,16 @@ pub struct PreviewResult {
     pub error: Option<String>,
 }
 
-impl Store {
+impl RenderLog {
     fn preview_key(&self, reply_to: &str) -> String {
-        self.key(&format!("preview:{reply_to}"))
+        self.conn.key(&format!("preview:{reply_to}"))
     }
 
     /// Hands a preview's result to whoever waits on `reply_to`.
     pub async fn put_preview(&self, reply_to: &str, result: &PreviewResult) -> Result<()> {
         let key = self.preview_key(reply_to);
         let json = serde_json::to_string(result).map_err(StoreError::encode("preview"))?;
-        let tx = self.pool.next().multi();
+        let tx = self.conn.pool.next().multi();
         let _: () = tx.rpush(&key, json).await?;
         let _: () = tx.expire(&key, PREVIEW_TTL_SECS, None).await?;
         let _: () = tx.exec(true).await?;
@@ -58,7 +58,7 @@ impl Store {
         timeout: Duration,
     ) -> Result<Option<PreviewResult>> {
         let key = self.preview_key(reply_to);
-        let client = self.settings.builder()?.build()?;
+        let client = self.conn.settings.builder()?.build()?;
         client.init().await?;
         let taken = if timeout.is_zero() {
             client.lpop::<Option<String>, _>(&key, None).await

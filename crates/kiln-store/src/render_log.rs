@@ -6,7 +6,7 @@
 //! `entry`, holding the [`RenderLogEntry`] as JSON, so the record can grow fields without a new
 //! stream layout.
 
-use crate::{Result, Store, StoreError};
+use crate::{Result, StoreError};
 use fred::prelude::*;
 use fred::types::streams::{XCap, XCapKind, XCapTrim};
 use kiln_core::DeviceClass;
@@ -86,17 +86,25 @@ pub enum RenderLogOutcome {
     Failed,
 }
 
-impl Store {
+crate::view! {
+    /// What renders report back: the log of every render (`{prefix}renders`), and the results the
+    /// control plane waits on, a warm job's progress, a preview's page and a parity check's report
+    /// and pictures. The worker writes them; the control plane reads them.
+    RenderLog
+}
+
+impl RenderLog {
     fn render_log_key(&self) -> String {
-        self.key("renders")
+        self.conn.key("renders")
     }
 
     /// Appends `entry` to the render log. Callers treat a failure as something to log, not to fail
     /// the render for.
-    pub async fn log_render(&self, entry: &RenderLogEntry) -> Result<()> {
+    pub async fn append(&self, entry: &RenderLogEntry) -> Result<()> {
         let json = serde_json::to_string(entry).map_err(StoreError::encode("render log entry"))?;
         let cap: XCap = (XCapKind::MaxLen, XCapTrim::AlmostExact, RENDER_LOG_MAX_LEN).try_into()?;
         let _: String = self
+            .conn
             .pool
             .xadd(self.render_log_key(), false, cap, "*", vec![(FIELD, json)])
             .await?;
@@ -106,7 +114,7 @@ impl Store {
     /// Up to `count` entries logged after the stream id `after_id` (exclusive), oldest first, each
     /// with its stream id; pass `"0"` to start at the oldest entry kept, then the last id read.
     /// Entries that cannot be read (written by a newer version, say) are skipped with a warning.
-    pub async fn read_render_log(
+    pub async fn read(
         &self,
         after_id: &str,
         count: usize,
@@ -119,6 +127,7 @@ impl Store {
             id => format!("({id}"),
         };
         let raw: Vec<(String, HashMap<String, String>)> = self
+            .conn
             .pool
             .xrange_values(self.render_log_key(), start, "+", Some(count as u64))
             .await?;

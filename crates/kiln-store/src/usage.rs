@@ -18,7 +18,7 @@
 //! the hash tag `{usage}`: one hash slot of a Redis Cluster. That is one slot for a few writes a
 //! second from each gateway, far from what one node can take.
 
-use crate::{Result, Store};
+use crate::Result;
 use fred::prelude::*;
 use kiln_core::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -145,7 +145,7 @@ impl UsageCounts {
 
 /// Counts from one writer, numbered so that they are applied at most once however often they are
 /// sent. A writer sends batch `n + 1` only once batch `n` is known to be applied (an `Ok` from
-/// [`Store::add_usage_batch`]); until then it resends batch `n` exactly as it was.
+/// [`Usage::add_batch`]); until then it resends batch `n` exactly as it was.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UsageBatch {
     /// A name no other writer uses, ever: a gateway picks a random one at start.
@@ -256,26 +256,28 @@ fn parse_field(field: &str) -> Option<(&str, UsageKind, Option<usize>)> {
     (hour < HOURS_PER_DAY).then_some((domain_id, kind, Some(hour)))
 }
 
-impl Store {
+crate::view! {
+    /// The usage counters, per domain, day and hour: the gateways add to them, the control plane
+    /// reads them (and adds what the dashboard itself serves).
+    Usage
+}
+
+impl Usage {
     fn usage_key(&self, day: &str) -> String {
-        self.key(&format!("{USAGE_TAG}:{day}"))
+        self.conn.key(&format!("{USAGE_TAG}:{day}"))
     }
 
     /// Adds `counts` (domain id, kind, how many) to the counters of `hour` (its day's totals and the
     /// hour's) in one transaction: one round trip, and either every count lands or none does. An
     /// error does not prove nothing landed (a command that timed out may be applied later), so a
     /// caller that retries should send a [`UsageBatch`] instead.
-    pub async fn add_usage(
-        &self,
-        hour: &UsageHour,
-        counts: &[(String, UsageKind, u64)],
-    ) -> Result<()> {
+    pub async fn add(&self, hour: &UsageHour, counts: &[(String, UsageKind, u64)]) -> Result<()> {
         let counts: Vec<_> = counts.iter().filter(|(_, _, n)| *n > 0).collect();
         if counts.is_empty() {
             return Ok(());
         }
         let key = self.usage_key(&hour.day);
-        let tx = self.pool.next().multi();
+        let tx = self.conn.pool.next().multi();
         for (domain_id, kind, count) in counts {
             let increment = i64::try_from(*count).unwrap_or(i64::MAX);
             for field in count_fields(hour.hour, domain_id, *kind) {
@@ -290,8 +292,11 @@ impl Store {
     /// Applies `batch` in one round trip, atomically, unless it or a later batch of its writer was
     /// applied already. Returns whether this call applied it; either way the batch is now counted
     /// once.
-    pub async fn add_usage_batch(&self, batch: &UsageBatch) -> Result<bool> {
-        let mut keys = vec![self.key(&format!("{USAGE_TAG}:applied:{}", batch.writer))];
+    pub async fn add_batch(&self, batch: &UsageBatch) -> Result<bool> {
+        let mut keys = vec![
+            self.conn
+                .key(&format!("{USAGE_TAG}:applied:{}", batch.writer)),
+        ];
         let mut args: Vec<Value> = vec![
             i64::try_from(batch.seq).unwrap_or(i64::MAX).into(),
             USAGE_RETENTION_SECS.into(),
@@ -318,25 +323,25 @@ impl Store {
                 args.push(increment.into());
             }
         }
-        let applied: i64 = self.pool.eval(LUA_ADD_BATCH, keys, args).await?;
+        let applied: i64 = self.conn.pool.eval(LUA_ADD_BATCH, keys, args).await?;
         Ok(applied == 1)
     }
 
     /// Every domain's totals for `day` (`YYYY-MM-DD`), by domain id. Fields this version does not
     /// know (a kind added later) are skipped.
-    pub async fn usage_for_day(&self, day: &str) -> Result<BTreeMap<String, UsageCounts>> {
-        Ok(self.day_usage(day).await?.totals)
+    pub async fn for_day(&self, day: &str) -> Result<BTreeMap<String, UsageCounts>> {
+        Ok(self.day(day).await?.totals)
     }
 
     /// Every domain's counts for each hour of `day` (`YYYY-MM-DD`), by domain id; domains with no
     /// hour fields (only counts from before hours were counted) are left out.
-    pub async fn usage_hours_for_day(&self, day: &str) -> Result<BTreeMap<String, UsageHours>> {
-        Ok(self.day_usage(day).await?.hours)
+    pub async fn hours_for_day(&self, day: &str) -> Result<BTreeMap<String, UsageHours>> {
+        Ok(self.day(day).await?.hours)
     }
 
     /// Both the totals and the hours of `day` (`YYYY-MM-DD`), from one read of the day's hash.
-    pub async fn day_usage(&self, day: &str) -> Result<DayUsage> {
-        let fields: HashMap<String, i64> = self.pool.hgetall(self.usage_key(day)).await?;
+    pub async fn day(&self, day: &str) -> Result<DayUsage> {
+        let fields: HashMap<String, i64> = self.conn.pool.hgetall(self.usage_key(day)).await?;
         let mut usage = DayUsage::default();
         for (field, count) in &fields {
             let Some((domain_id, kind, hour)) = parse_field(field) else {

@@ -3,7 +3,7 @@
 //! One hash per warm job, `{prefix}warm:{job_id}` with the fields `done` and `failed`, counted by
 //! workers as each render finishes and kept for [`WARM_PROGRESS_TTL_SECS`] after the last count.
 
-use crate::{Result, Store};
+use crate::{RenderLog, Result};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -19,16 +19,16 @@ pub struct WarmProgress {
     pub failed: u64,
 }
 
-impl Store {
+impl RenderLog {
     fn warm_key(&self, job_id: &str) -> String {
-        self.key(&format!("warm:{job_id}"))
+        self.conn.key(&format!("warm:{job_id}"))
     }
 
     /// Counts one finished render of the warm job `job_id`: stored (`ok`) or failed.
     pub async fn record_warm_result(&self, job_id: &str, ok: bool) -> Result<()> {
         let key = self.warm_key(job_id);
         let field = if ok { "done" } else { "failed" };
-        let tx = self.pool.next().multi();
+        let tx = self.conn.pool.next().multi();
         let _: () = tx.hincrby(&key, field, 1).await?;
         let _: () = tx.expire(&key, WARM_PROGRESS_TTL_SECS, None).await?;
         let _: () = tx.exec(true).await?;
@@ -38,6 +38,7 @@ impl Store {
     /// The counts for `job_id` so far (zeros for a job nothing was counted for, or long gone).
     pub async fn warm_progress(&self, job_id: &str) -> Result<WarmProgress> {
         let (done, failed): (Option<u64>, Option<u64>) = self
+            .conn
             .pool
             .hmget(self.warm_key(job_id), vec!["done", "failed"])
             .await?;

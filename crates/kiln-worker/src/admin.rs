@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use kiln_store::Store;
+use kiln_store::Health;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,7 +16,7 @@ use kiln_queue::RenderQueue;
 pub struct AdminState(Arc<Inner>);
 
 struct Inner {
-    store: Store,
+    redis: Health,
     pool: BrowserPool,
     metrics: Arc<WorkerMetrics>,
     queue: Option<RenderQueue>,
@@ -25,13 +25,13 @@ struct Inner {
 
 impl AdminState {
     pub fn new(
-        store: Store,
+        redis: Health,
         pool: BrowserPool,
         metrics: Arc<WorkerMetrics>,
         queue: Option<RenderQueue>,
     ) -> Self {
         AdminState(Arc::new(Inner {
-            store,
+            redis,
             pool,
             metrics,
             queue,
@@ -73,7 +73,7 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     if state.0.stopping.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
     }
-    if let Err(error) = state.0.store.ping().await {
+    if let Err(error) = state.0.redis.ping().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

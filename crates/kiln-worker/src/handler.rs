@@ -21,7 +21,9 @@ use futures::future::BoxFuture;
 use kiln_core::job::RenderPurpose;
 use kiln_core::{RenderJob, RenderOutcome, UnixMillis};
 use kiln_queue::{JobHandler, QueueKind, RenderQueue};
-use kiln_store::{PageEntry, PageMeta, RenderLogEntry, RenderLogOutcome, RenderLogPurpose, Store};
+use kiln_store::{
+    PageEntry, PageMeta, Pages, RenderLog, RenderLogEntry, RenderLogOutcome, RenderLogPurpose,
+};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::PoisonError;
@@ -61,6 +63,26 @@ pub struct RenderOptions {
     pub faithful: bool,
 }
 
+/// The views of Kiln's Redis data a render's outcome goes to (see `kiln_store::Store`): the page
+/// cache (stored pages, failure markers, the ends of render claims and their announcements) and
+/// what renders report back (the render log, and the results warms, previews and parity checks
+/// wait on). The worker holds no other view: the directory, certificates and usage are not its
+/// business.
+#[derive(Clone, Debug)]
+pub struct StoreViews {
+    pub pages: Pages,
+    pub render_log: RenderLog,
+}
+
+impl StoreViews {
+    pub fn of(store: &kiln_store::Store) -> Self {
+        StoreViews {
+            pages: store.pages(),
+            render_log: store.render_log(),
+        }
+    }
+}
+
 /// Renders jobs from the queues.
 #[derive(Clone)]
 pub struct RenderHandler {
@@ -69,7 +91,7 @@ pub struct RenderHandler {
 
 struct Inner {
     pool: BrowserPool,
-    store: Store,
+    store: StoreViews,
     /// The worker's name (`KILN_WORKER_NAME`), which its render-log entries carry: with several
     /// workers on one queue, the log shows which rendered what.
     worker_name: String,
@@ -89,7 +111,7 @@ struct Inner {
 impl RenderHandler {
     pub fn new(
         pool: BrowserPool,
-        store: Store,
+        store: StoreViews,
         worker_name: String,
         options: RenderOptions,
         render_queue: Option<RenderQueue>,
@@ -374,7 +396,7 @@ impl Inner {
         if job.purpose != RenderPurpose::Bot {
             return false;
         }
-        let meta = match self.store.get_page_meta(&job.key).await {
+        let meta = match self.store.pages.meta(&job.key).await {
             Ok(Some(meta)) if meta.is_fresh(kiln_core::unix_millis_now()) => meta,
             Ok(_) => return false,
             Err(error) => {
@@ -429,7 +451,7 @@ impl Inner {
     }
 
     async fn announce(&self, job: &RenderJob, outcome: RenderOutcome) {
-        if let Err(error) = self.store.announce_render(&job.key, outcome).await {
+        if let Err(error) = self.store.pages.announce_render(&job.key, outcome).await {
             tracing::error!(error = %kiln_runtime::error_chain(&error), "could not announce the render's outcome");
         }
     }
@@ -458,7 +480,7 @@ impl Inner {
             user_agent: job.user_agent.clone(),
             worker: Some(self.worker_name.clone()),
         };
-        if let Err(error) = self.store.log_render(&entry).await {
+        if let Err(error) = self.store.render_log.append(&entry).await {
             tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not add the render to the render log");
         }
     }
@@ -607,7 +629,8 @@ impl Inner {
             },
         };
         self.store
-            .put_page(&job.key, &entry, job.cache_ttl_secs, job.stale_ttl_secs)
+            .pages
+            .put(&job.key, &entry, job.cache_ttl_secs, job.stale_ttl_secs)
             .await
     }
 }

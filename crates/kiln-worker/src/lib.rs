@@ -34,7 +34,7 @@ pub use settings::{LogFormat, Settings};
 use anyhow::Context;
 use kiln_egress::{EgressProxy, EgressSettings};
 use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
-use kiln_store::Store;
+use kiln_store::{Health, Store};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -178,7 +178,7 @@ impl Application {
         };
         let metrics = Arc::new(metrics::WorkerMetrics::new(&pool));
         let admin_state = admin::AdminState::new(
-            store.clone(),
+            store.health(),
             pool.clone(),
             Arc::clone(&metrics),
             render_queue.clone(),
@@ -204,7 +204,7 @@ impl Application {
 
         let handler = RenderHandler::new(
             pool.clone(),
-            store.clone(),
+            handler::StoreViews::of(&store),
             settings.worker_name.clone(),
             RenderOptions {
                 quiet: settings.render_quiet,
@@ -227,7 +227,7 @@ impl Application {
                 name,
                 concurrency,
                 handler.clone(),
-                store.clone(),
+                store.health(),
                 stop.clone(),
             ))
         };
@@ -291,7 +291,7 @@ async fn consume(
     base_name: String,
     concurrency: usize,
     handler: RenderHandler,
-    store: Store,
+    redis: Health,
     stop: CancellationToken,
 ) {
     let mut backoff = QUEUE_RESTART_BACKOFF;
@@ -329,7 +329,7 @@ async fn consume(
                 tracing::error!(queue = kind.as_str(), %error, retry_in_ms = backoff.as_millis() as u64, "the queue consumer failed; restarting it")
             }
         }
-        if !sit_out(backoff, &store, &stop).await {
+        if !sit_out(backoff, &redis, &stop).await {
             return;
         }
         backoff = (backoff * 2).min(QUEUE_MAX_BACKOFF);
@@ -339,7 +339,7 @@ async fn consume(
 /// Waits out a consumer's restart `backoff`, or less: once Redis, found down, answers again, the
 /// consumer starts again at once rather than sitting out a backoff grown during the outage. (A
 /// consumer that fails while Redis answers waits the whole backoff.) False if `stop` came first.
-async fn sit_out(backoff: Duration, store: &Store, stop: &CancellationToken) -> bool {
+async fn sit_out(backoff: Duration, redis: &Health, stop: &CancellationToken) -> bool {
     let until = tokio::time::Instant::now() + backoff;
     let mut redis_was_down = false;
     loop {
@@ -351,7 +351,7 @@ async fn sit_out(backoff: Duration, store: &Store, stop: &CancellationToken) -> 
             _ = tokio::time::sleep((until - now).min(REDIS_PROBE)) => {}
             _ = stop.cancelled() => return false,
         }
-        match store.ping().await {
+        match redis.ping().await {
             Ok(()) if redis_was_down => return true,
             Ok(()) => {}
             Err(_) => redis_was_down = true,

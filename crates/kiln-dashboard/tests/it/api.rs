@@ -1081,7 +1081,12 @@ async fn store_page(
             etag: String::new(),
         },
     };
-    app.app.store.put_page(&key, &entry, 3600, 0).await.unwrap();
+    app.app
+        .store
+        .pages()
+        .put(&key, &entry, 3600, 0)
+        .await
+        .unwrap();
 }
 
 async fn cached_urls(client: &ApiClient, domain: &Value) -> Vec<String> {

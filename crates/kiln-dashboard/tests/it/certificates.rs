@@ -30,7 +30,8 @@ async fn a_domains_certificate_status_is_shown_to_its_tenant_only() {
     let host = host_name("shop.example.com");
     app.app
         .store
-        .put_certificate_status(
+        .certificates()
+        .put_status(
             &host,
             &CertificateStatus {
                 state: CertificateState::Failed,

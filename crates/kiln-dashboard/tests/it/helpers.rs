@@ -169,7 +169,12 @@ impl TestApp {
 
     /// The domain as gateways would read it from Redis.
     pub async fn redis_domain(&self, host: &str) -> Option<DomainConfig> {
-        self.app.store.get_domain(&host_name(host)).await.unwrap()
+        self.app
+            .store
+            .directory()
+            .get(&host_name(host))
+            .await
+            .unwrap()
     }
 
     /// The hostnames in Redis's domain directory, sorted.
@@ -177,7 +182,8 @@ impl TestApp {
         let mut hosts: Vec<String> = self
             .app
             .store
-            .all_domains()
+            .directory()
+            .all()
             .await
             .unwrap()
             .into_keys()

@@ -432,7 +432,7 @@ async fn publish_all_repairs_a_flushed_redis_and_withdraws_stale_domains() {
     // A domain Redis still has but Postgres no longer knows.
     let mut stale = demo.record().config();
     stale.host = Hostname::parse("stale.localhost").unwrap();
-    t.app.store.put_domain(&stale).await.unwrap();
+    t.app.store.directory().put(&stale).await.unwrap();
 
     let report = directory::publish_all(&t.app).await.unwrap();
 
@@ -485,7 +485,7 @@ async fn domains_registered_under_names_nobody_may_claim_are_never_published() {
         // As an older dashboard would have published it.
         let mut config = shop.record().config();
         config.host = host;
-        t.app.store.put_domain(&config).await.unwrap();
+        t.app.store.directory().put(&config).await.unwrap();
     }
     let report = directory::publish_all(&t.app).await.unwrap();
     assert_eq!(report.published, 1);
@@ -503,7 +503,7 @@ async fn a_serving_dashboard_publishes_the_whole_directory_again_once_redis_lost
         .await
         .unwrap();
     let _server = TestServer::start(&t).await;
-    assert!(t.app.store.directory_is_complete().await.unwrap());
+    assert!(t.app.store.directory().is_complete().await.unwrap());
 
     // Redis restarts empty, then one domain is added: a directory of one, not marked complete.
     t.flush_redis().await;
@@ -512,7 +512,7 @@ async fn a_serving_dashboard_publishes_the_whole_directory_again_once_redis_lost
         .unwrap();
     let flushed = Instant::now();
     loop {
-        let directory = t.app.store.directory().await.unwrap();
+        let directory = t.app.store.directory().read().await.unwrap();
         if directory.complete {
             break;
         }

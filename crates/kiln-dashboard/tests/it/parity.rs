@@ -183,6 +183,7 @@ async fn a_check_filed_through_the_api_is_queued_for_a_worker_and_only_its_tenan
     let stored = app
         .app
         .store
+        .render_log()
         .parity_check(&jane.tenant, &id)
         .await
         .unwrap()
@@ -190,16 +191,27 @@ async fn a_check_filed_through_the_api_is_queued_for_a_worker_and_only_its_tenan
     assert_eq!(stored.state, ParityState::Queued);
     assert_eq!(stored.domain_id, domain_id);
     assert_eq!(
-        app.app.store.renders_under_way(&jane.tenant).await.unwrap(),
+        app.app
+            .store
+            .pages()
+            .renders_under_way(&jane.tenant)
+            .await
+            .unwrap(),
         1
     );
     app.app
         .store
+        .pages()
         .release_render_place(&jane.tenant, &format!("parity:{id}"))
         .await
         .unwrap();
     assert_eq!(
-        app.app.store.renders_under_way(&jane.tenant).await.unwrap(),
+        app.app
+            .store
+            .pages()
+            .renders_under_way(&jane.tenant)
+            .await
+            .unwrap(),
         0,
         "the place is named parity:<check id>, for the worker to give back"
     );
@@ -347,7 +359,12 @@ async fn pages_the_tenant_may_not_check_are_refused_and_nothing_is_queued() {
         json!({ "checks": [] })
     );
     assert_eq!(
-        app.app.store.renders_under_way(&jane.tenant).await.unwrap(),
+        app.app
+            .store
+            .pages()
+            .renders_under_way(&jane.tenant)
+            .await
+            .unwrap(),
         0
     );
 }
@@ -417,6 +434,7 @@ async fn an_exhausted_render_budget_refuses_checks_with_retry_after_and_queues_n
     let id = first.body["id"].as_str().unwrap();
     app.app
         .store
+        .pages()
         .release_render_place(&jane.tenant, &format!("parity:{id}"))
         .await
         .unwrap();
@@ -462,7 +480,12 @@ async fn a_check_that_cannot_be_queued_is_recorded_failed_and_gives_its_place_ba
     );
     assert!(checks[0]["finished_at"].is_string());
     assert_eq!(
-        app.app.store.renders_under_way(&jane.tenant).await.unwrap(),
+        app.app
+            .store
+            .pages()
+            .renders_under_way(&jane.tenant)
+            .await
+            .unwrap(),
         0
     );
 }
@@ -659,18 +682,29 @@ async fn the_page_of_a_check_being_checked_says_so_and_refreshes_itself() {
     let mut check = app
         .app
         .store
+        .render_log()
         .parity_check(&jane.tenant, &id)
         .await
         .unwrap()
         .unwrap();
     check.state = ParityState::Running;
-    app.app.store.put_parity_check(&check).await.unwrap();
+    app.app
+        .store
+        .render_log()
+        .put_parity_check(&check)
+        .await
+        .unwrap();
     let page = web.get(&location).await;
     assert!(page.2.contains(r#"data-state="running""#), "{}", page.2);
     assert!(page.2.contains("Checking…"));
     check.state = ParityState::Failed;
     check.error = Some("the live page answered 500 <Internal>".to_owned());
-    app.app.store.put_parity_check(&check).await.unwrap();
+    app.app
+        .store
+        .render_log()
+        .put_parity_check(&check)
+        .await
+        .unwrap();
     let page = web.get(&location).await;
     assert!(!page.2.contains("Checking…"), "{}", page.2);
     assert!(
@@ -690,6 +724,7 @@ async fn complete_as_a_worker(app: &TestApp, tenant: &str, id: &str) -> ParityCh
     ] {
         app.app
             .store
+            .render_log()
             .put_parity_image(tenant, id, image, Bytes::from(png(picture)))
             .await
             .unwrap();
@@ -697,6 +732,7 @@ async fn complete_as_a_worker(app: &TestApp, tenant: &str, id: &str) -> ParityCh
     let mut check = app
         .app
         .store
+        .render_log()
         .parity_check(tenant, id)
         .await
         .unwrap()
@@ -738,7 +774,12 @@ async fn complete_as_a_worker(app: &TestApp, tenant: &str, id: &str) -> ParityCh
             },
         ],
     });
-    app.app.store.put_parity_check(&check).await.unwrap();
+    app.app
+        .store
+        .render_log()
+        .put_parity_check(&check)
+        .await
+        .unwrap();
     check
 }
 

@@ -70,7 +70,8 @@ async fn count(t: &TestApp, domain_id: Uuid, at: OffsetDateTime, kind: UsageKind
     let millis = u64::try_from(at.unix_timestamp()).unwrap() * 1000;
     t.app
         .store
-        .add_usage(&UsageHour::at(millis), &[(domain_id.to_string(), kind, n)])
+        .usage()
+        .add(&UsageHour::at(millis), &[(domain_id.to_string(), kind, n)])
         .await
         .unwrap();
 }

@@ -103,7 +103,7 @@ impl TestAcmeStack {
         let pebble = TestPebble::start(edge.port(), dns.addr(), validity);
         let sealer = || Sealer::new(&Secret::new(SECRET));
         let manager = Manager::new(
-            store.clone(),
+            &store,
             sealer(),
             ManagerSettings {
                 directory_url: pebble.directory_url(),
@@ -113,10 +113,10 @@ impl TestAcmeStack {
                 check_interval: Duration::from_secs(3600),
             },
         );
-        let sync = CertSync::new(store.clone(), sealer(), edge.cert_dir());
+        let sync = CertSync::new(&store, sealer(), edge.cert_dir());
         // As the dashboard does when it starts: the whole directory published (none yet), so that
         // it is complete and the domains published one by one below are all there is.
-        store.publish_directory(&[]).await.unwrap();
+        store.directory().publish(&[]).await.unwrap();
         TestAcmeStack {
             store,
             edge,
@@ -173,7 +173,8 @@ impl TestAcmeStack {
     /// Publishes `host` as the dashboard does.
     async fn publish(&self, host: &str, verified: bool) {
         self.store
-            .put_domain(&self.config(host, verified))
+            .directory()
+            .put(&self.config(host, verified))
             .await
             .unwrap();
     }
@@ -321,7 +322,8 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
     let shop = Hostname::parse(SHOP).unwrap();
     let record = stack
         .store
-        .certificate(&shop)
+        .certificates()
+        .get(&shop)
         .await
         .unwrap()
         .expect("stored");
@@ -332,7 +334,8 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
     assert!(!record.chain_pem.contains("PRIVATE KEY"));
     let status = stack
         .store
-        .certificate_status(&shop)
+        .certificates()
+        .status(&shop)
         .await
         .unwrap()
         .unwrap();
@@ -342,7 +345,8 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
     assert!(
         stack
             .store
-            .certificate(&unverified)
+            .certificates()
+            .get(&unverified)
             .await
             .unwrap()
             .is_none()
@@ -350,7 +354,8 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
     assert!(
         stack
             .store
-            .certificate_status(&unverified)
+            .certificates()
+            .status(&unverified)
             .await
             .unwrap()
             .is_none()
@@ -432,7 +437,13 @@ async fn a_certificate_near_expiry_is_renewed_and_the_edge_serves_the_new_one() 
 
     let first = stack.manager.run_once().await.unwrap();
     assert_eq!(first.issued, [SHOP], "{first:?}\n{}", stack.pebble.log());
-    let old = stack.store.certificate(&shop).await.unwrap().unwrap();
+    let old = stack
+        .store
+        .certificates()
+        .get(&shop)
+        .await
+        .unwrap()
+        .unwrap();
     let lifetime = old.not_after - old.issued_at;
     assert!((3000..=3700).contains(&lifetime), "{lifetime}");
     stack.sync.sync_once().await.unwrap();
@@ -452,7 +463,7 @@ async fn a_certificate_near_expiry_is_renewed_and_the_edge_serves_the_new_one() 
 
     // A manager whose window is shorter than what is left leaves it alone.
     let patient = Manager::new(
-        stack.store.clone(),
+        &stack.store,
         Sealer::new(&Secret::new(SECRET)),
         ManagerSettings {
             directory_url: stack.pebble.directory_url(),
@@ -466,7 +477,13 @@ async fn a_certificate_near_expiry_is_renewed_and_the_edge_serves_the_new_one() 
 
     let renewed = stack.manager.run_once().await.unwrap();
     assert_eq!(renewed.issued, [SHOP], "{renewed:?}");
-    let new = stack.store.certificate(&shop).await.unwrap().unwrap();
+    let new = stack
+        .store
+        .certificates()
+        .get(&shop)
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(new.fingerprint, old.fingerprint);
     assert!(new.not_after >= old.not_after);
     assert_eq!(stack.sync.sync_once().await.unwrap().written, [SHOP]);
@@ -491,7 +508,14 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
     // the verification's announcement can bring the other's certificate.
     let shop = Hostname::parse(SHOP).unwrap();
     let started = Instant::now();
-    while stack.store.certificate(&shop).await.unwrap().is_none() {
+    while stack
+        .store
+        .certificates()
+        .get(&shop)
+        .await
+        .unwrap()
+        .is_none()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{}",
@@ -500,12 +524,20 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(stack.store.certificate(&late).await.unwrap().is_none());
+    assert!(
+        stack
+            .store
+            .certificates()
+            .get(&late)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let verified_at = Instant::now();
     stack.publish(LATE, true).await;
     let record = loop {
-        if let Some(record) = stack.store.certificate(&late).await.unwrap() {
+        if let Some(record) = stack.store.certificates().get(&late).await.unwrap() {
             break record;
         }
         assert!(
@@ -536,9 +568,16 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
     );
 
     // Removed: the certificate is withdrawn, the edge's copy deleted, HTTPS and the redirect end.
-    stack.store.remove_domain(&late).await.unwrap();
+    stack.store.directory().remove(&late).await.unwrap();
     let removed_at = Instant::now();
-    while stack.store.certificate(&late).await.unwrap().is_some() {
+    while stack
+        .store
+        .certificates()
+        .get(&late)
+        .await
+        .unwrap()
+        .is_some()
+    {
         assert!(
             removed_at.elapsed() < Duration::from_secs(10),
             "not withdrawn"
@@ -548,7 +587,8 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
     assert!(
         stack
             .store
-            .certificate_status(&late)
+            .certificates()
+            .status(&late)
             .await
             .unwrap()
             .is_none()
@@ -564,7 +604,7 @@ async fn the_running_manager_certifies_a_domain_once_verified_and_withdraws_it_o
 
     // Redis losing every certificate (a restart without persistence) looks like this to the
     // edge: nothing is deleted, and what it has keeps being served.
-    stack.store.remove_certificate(SHOP).await.unwrap();
+    stack.store.certificates().remove(SHOP).await.unwrap();
     assert_eq!(stack.sync.sync_once().await.unwrap(), Default::default());
     assert!(stack.edge.cert_dir().join(format!("{SHOP}.pem")).exists());
 
@@ -596,11 +636,19 @@ async fn a_directory_redis_lost_withdraws_no_certificate_and_the_edge_keeps_its_
     assert_eq!(report.issued, [LATE], "{report:?}");
     assert!(report.withdrawn.is_empty(), "{report:?}");
     let shop = Hostname::parse(SHOP).unwrap();
-    assert!(stack.store.certificate(&shop).await.unwrap().is_some());
+    assert!(
+        stack
+            .store
+            .certificates()
+            .get(&shop)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // The certificates' index loses SHOP too (as a Redis that lost everything would, once LATE is
     // certified again): the edge keeps SHOP's file.
-    stack.store.remove_certificate(SHOP).await.unwrap();
+    stack.store.certificates().remove(SHOP).await.unwrap();
     let synced = stack.sync.sync_once().await.unwrap();
     assert_eq!(synced.written, [LATE]);
     assert!(synced.removed.is_empty(), "{synced:?}");
@@ -610,7 +658,8 @@ async fn a_directory_redis_lost_withdraws_no_certificate_and_the_edge_keeps_its_
     // anew, which the next pass does.
     stack
         .store
-        .publish_directory(&[stack.config(SHOP, true), stack.config(LATE, true)])
+        .directory()
+        .publish(&[stack.config(SHOP, true), stack.config(LATE, true)])
         .await
         .unwrap();
     assert_eq!(stack.sync.sync_once().await.unwrap(), Default::default());
@@ -619,7 +668,7 @@ async fn a_directory_redis_lost_withdraws_no_certificate_and_the_edge_keeps_its_
     assert_eq!(report.issued, [SHOP], "{report:?}");
 
     // From a complete directory a removal is a removal: certificate and file go.
-    stack.store.remove_domain(&shop).await.unwrap();
+    stack.store.directory().remove(&shop).await.unwrap();
     let report = stack.manager.run_once().await.expect("a pass");
     assert_eq!(report.withdrawn, [SHOP], "{report:?}");
     assert_eq!(stack.sync.sync_once().await.unwrap().removed, [SHOP]);

@@ -737,7 +737,12 @@ async fn store_silently(
         html: html.to_owned().into(),
         meta,
     };
-    platform.store.put_page(&key, &entry, 60, 0).await.unwrap();
+    platform
+        .store
+        .pages()
+        .put(&key, &entry, 60, 0)
+        .await
+        .unwrap();
 }
 
 /// A bot's GET for `path` on `host` sent straight to one gateway: `X-Kiln-Cache` and body.
@@ -816,7 +821,7 @@ async fn once_a_purge_answers_no_gateway_serves_the_purged_page_from_memory() {
         let store = &platform.store;
         futures::future::join_all((0..50).map(|n| {
             let busy = kiln_core::Hostname::parse(&format!("busy-{n}.e2e.test")).unwrap();
-            async move { store.remove_domain(&busy).await.unwrap() }
+            async move { store.directory().remove(&busy).await.unwrap() }
         }))
         .await;
         let (status, purged) = tenant
@@ -844,7 +849,12 @@ async fn once_a_purge_answers_no_gateway_serves_the_purged_page_from_memory() {
 
     // A gateway that registered and then went silent (stalled, or cut off from Redis while it
     // still serves from memory) is waited for up to the documented bound, and reported.
-    platform.store.register_gateway("silent").await.unwrap();
+    platform
+        .store
+        .events()
+        .register_gateway("silent")
+        .await
+        .unwrap();
     let since = Instant::now();
     let (status, purged) = tenant.purge(&json!({ "domain_id": id, "all": true })).await;
     let took = since.elapsed();
@@ -857,7 +867,12 @@ async fn once_a_purge_answers_no_gateway_serves_the_purged_page_from_memory() {
         "the purge answered after {took:?}"
     );
     // Once it has stopped cleanly (deregistered), nobody waits for it.
-    platform.store.deregister_gateway("silent").await.unwrap();
+    platform
+        .store
+        .events()
+        .deregister_gateway("silent")
+        .await
+        .unwrap();
     let (_, purged) = tenant.purge(&json!({ "domain_id": id, "all": true })).await;
     assert_eq!(purged["confirmed"], true, "{purged}");
 }
@@ -1098,7 +1113,7 @@ async fn stale_pages_are_served_at_once_refreshed_and_kept_when_the_origin_fails
     // refresh, which the worker drops as the page is fresh: let it settle before the origin breaks.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while platform.store.render_locked(&key).await.unwrap() {
+    while platform.store.pages().render_locked(&key).await.unwrap() {
         assert!(Instant::now() < deadline, "a refresh never finished");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1118,7 +1133,7 @@ async fn stale_pages_are_served_at_once_refreshed_and_kept_when_the_origin_fails
     assert!(kept.contains(PRODUCT_3_H1), "{kept}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let failure = loop {
-        if let Some(failure) = platform.store.recent_failure(&key).await.unwrap() {
+        if let Some(failure) = platform.store.pages().recent_failure(&key).await.unwrap() {
             break failure;
         }
         assert!(Instant::now() < deadline, "the refresh never failed");
@@ -1144,6 +1159,12 @@ async fn stale_pages_are_served_at_once_refreshed_and_kept_when_the_origin_fails
         loads_after_refresh,
         "the broken page was rendered again while its failure was fresh"
     );
-    let entry = platform.store.get_page(&key).await.unwrap().expect("kept");
+    let entry = platform
+        .store
+        .pages()
+        .get(&key)
+        .await
+        .unwrap()
+        .expect("kept");
     assert!(String::from_utf8_lossy(&entry.decoded().unwrap()).contains(PRODUCT_3_H1));
 }

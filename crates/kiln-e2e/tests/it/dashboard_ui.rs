@@ -344,7 +344,8 @@ async fn a_customer_manages_kiln_from_the_browser() {
     assert!(!listed.contains(&target), "{listed:?}");
     let in_redis = platform
         .store
-        .list_pages(&domain_id, "", None, 1000)
+        .pages()
+        .list(&domain_id, "", None, 1000)
         .await
         .unwrap();
     let redis_urls: Vec<&str> = in_redis.pages.iter().map(|p| p.url.as_str()).collect();

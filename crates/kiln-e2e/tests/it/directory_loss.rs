@@ -167,7 +167,7 @@ async fn redis_restarted_empty_then_one_domain_added_keeps_every_other_domain_se
         .collect();
     let deadline = Instant::now() + Duration::from_secs(15);
     let restored = loop {
-        let directory = platform.store.directory().await.unwrap_or_default();
+        let directory = platform.store.directory().read().await.unwrap_or_default();
         let hosts: BTreeSet<String> = directory.domains.keys().map(|h| h.to_string()).collect();
         if directory.complete && hosts == every {
             break Some(started.elapsed());
@@ -193,7 +193,7 @@ async fn redis_restarted_empty_then_one_domain_added_keeps_every_other_domain_se
         "people got failures on domains the gateways knew: {failed:#?}"
     );
     assert!(answered > 100, "{answered} answers only");
-    let directory: PublishedDirectory = platform.store.directory().await.unwrap();
+    let directory: PublishedDirectory = platform.store.directory().read().await.unwrap();
     assert!(
         restored.is_some(),
         "the directory was not whole again in Redis within 15 s: complete {}, hosts {:?}",

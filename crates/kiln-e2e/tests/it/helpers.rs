@@ -105,7 +105,8 @@ impl TestStack {
 
         if let Some(settings) = demo_settings {
             store
-                .put_domain(&DomainConfig {
+                .directory()
+                .put(&DomainConfig {
                     id: uuid::Uuid::new_v4().to_string(),
                     tenant_id: "tenant-demo".into(),
                     host: Hostname::parse(DEMO_HOST).unwrap(),
@@ -378,7 +379,8 @@ impl TestPlatform {
         loop {
             let listing = self
                 .store
-                .list_pages(domain_id, "", cursor.as_deref(), 1000)
+                .pages()
+                .list(domain_id, "", cursor.as_deref(), 1000)
                 .await
                 .unwrap();
             count += listing.pages.len();

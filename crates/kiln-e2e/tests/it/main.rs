@@ -25,7 +25,7 @@ async fn bots_get_the_rendered_page_people_the_origins_bytes_and_the_second_bot_
     if bot.headers()["x-kiln-cache"] != "MISS" {
         // Say why: a failed render is in the render log, with its reason.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let log = stack.store.read_render_log("0", 10).await;
+        let log = stack.store.render_log().read("0", 10).await;
         panic!(
             "the first bot got {:?}, not a MISS; the render log: {log:?}",
             bot.headers()["x-kiln-cache"]
@@ -347,14 +347,19 @@ async fn a_herd_of_two_hundred_misses_across_two_gateways_renders_the_page_once(
     // The render is logged just after it is announced.
     let deadline = Instant::now() + Duration::from_secs(10);
     let jobs = loop {
-        let jobs = stack.store.read_render_log("0", 100).await.unwrap();
+        let jobs = stack.store.render_log().read("0", 100).await.unwrap();
         if !jobs.is_empty() || Instant::now() > deadline {
             break jobs;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let jobs = stack.store.read_render_log("0", 100).await.unwrap_or(jobs);
+    let jobs = stack
+        .store
+        .render_log()
+        .read("0", 100)
+        .await
+        .unwrap_or(jobs);
     assert_eq!(
         jobs.len(),
         1,

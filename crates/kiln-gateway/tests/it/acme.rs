@@ -13,7 +13,8 @@ async fn challenges_are_answered_from_redis_for_people_and_bots_and_never_proxie
     let shop = Hostname::parse("shop.test").unwrap();
     let answer = format!("{TOKEN}.thumbprint-of-the-account-key");
     gw.store
-        .put_acme_challenge(&shop, TOKEN, &answer)
+        .challenges()
+        .put(&shop, TOKEN, &answer)
         .await
         .unwrap();
     let path = format!("/.well-known/acme-challenge/{TOKEN}");
@@ -44,7 +45,8 @@ async fn challenges_are_answered_from_redis_for_people_and_bots_and_never_proxie
     // A host that is not (yet) a domain is answered too: its answer is what was published for it.
     let newcomer = Hostname::parse("new.test").unwrap();
     gw.store
-        .put_acme_challenge(&newcomer, TOKEN, "for-the-newcomer")
+        .challenges()
+        .put(&newcomer, TOKEN, "for-the-newcomer")
         .await
         .unwrap();
     let response = gw
@@ -60,7 +62,8 @@ async fn challenges_are_answered_from_redis_for_people_and_bots_and_never_proxie
     assert_eq!(gw.origin.log.count(), 0, "the origin saw none of it");
     assert!(
         gw.store
-            .list_pages(&gw.domain.id, "", None, 10)
+            .pages()
+            .list(&gw.domain.id, "", None, 10)
             .await
             .unwrap()
             .pages
@@ -74,12 +77,14 @@ async fn challenge_answers_do_not_leak_to_other_tokens_or_hosts() {
     let gw = spawn_app(DomainSettings::default()).await;
     let other = Hostname::parse("other.test").unwrap();
     gw.store
-        .put_acme_challenge(&other, TOKEN, "other-hosts-answer")
+        .challenges()
+        .put(&other, TOKEN, "other-hosts-answer")
         .await
         .unwrap();
     let shop = Hostname::parse("shop.test").unwrap();
     gw.store
-        .put_acme_challenge(&shop, "shop-token", "shops-answer")
+        .challenges()
+        .put(&shop, "shop-token", "shops-answer")
         .await
         .unwrap();
 

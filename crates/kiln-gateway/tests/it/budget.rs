@@ -94,7 +94,7 @@ async fn a_tenant_with_all_its_renders_under_way_gets_the_origin_and_other_tenan
     .await;
     let mut other = domain("other.test", gw.origin.port, settings());
     other.tenant_id = "tenant-2".into();
-    gw.store.put_domain(&other).await.unwrap();
+    gw.store.directory().put(&other).await.unwrap();
     crate::wait_for_domain(&gw, "other.test").await;
     let queue = queue(&gw).await;
 
@@ -102,6 +102,7 @@ async fn a_tenant_with_all_its_renders_under_way_gets_the_origin_and_other_tenan
     wait_for_queued(&queue, 2).await;
     assert_eq!(
         gw.store
+            .pages()
             .renders_under_way(&gw.domain.tenant_id)
             .await
             .unwrap(),
@@ -119,6 +120,7 @@ async fn a_tenant_with_all_its_renders_under_way_gets_the_origin_and_other_tenan
     // A place given back (as a worker does when the render is done) is free for the next page.
     let (_, key) = gw.key("/a", kiln_core::DeviceClass::Desktop);
     gw.store
+        .pages()
         .release_render_place(&gw.domain.tenant_id, &key.page_key())
         .await
         .unwrap();
@@ -172,6 +174,7 @@ async fn with_the_render_queue_too_long_bots_get_the_origin_at_once() {
     let (_, key) = gw.key("/c", kiln_core::DeviceClass::Desktop);
     assert!(
         gw.store
+            .pages()
             .try_lock_render(&key, "test", Duration::from_secs(1))
             .await
             .unwrap()

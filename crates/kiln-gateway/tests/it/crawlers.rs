@@ -82,7 +82,7 @@ async fn a_forged_googlebot_gets_the_origin_or_the_cache_and_never_a_render() {
             started.elapsed()
         );
         assert!(
-            !gw.store.render_locked(&key).await.unwrap(),
+            !gw.store.pages().render_locked(&key).await.unwrap(),
             "{client} caused a render"
         );
     }
@@ -102,7 +102,7 @@ async fn a_forged_googlebot_gets_the_origin_or_the_cache_and_never_a_render() {
     // A stale page too, but without the refresh it would cause for a real crawler.
     let stale_key = stale_page_served_to(&gw, IMPOSTOR).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!gw.store.render_locked(&stale_key).await.unwrap());
+    assert!(!gw.store.pages().render_locked(&stale_key).await.unwrap());
 }
 
 #[tokio::test]
@@ -119,13 +119,13 @@ async fn googles_own_address_gets_renders_and_so_does_a_stale_refresh() {
         .unwrap();
     assert_eq!(response.headers()["x-kiln-cache"], "BYPASS");
     assert!(
-        gw.store.render_locked(&key).await.unwrap(),
+        gw.store.pages().render_locked(&key).await.unwrap(),
         "Google's crawler caused no render"
     );
 
     let stale_key = stale_page_served_to(&gw, GOOGLE).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !gw.store.render_locked(&stale_key).await.unwrap() {
+    while !gw.store.pages().render_locked(&stale_key).await.unwrap() {
         assert!(Instant::now() < deadline, "no refresh for Google's crawler");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -154,7 +154,7 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-kiln-cache"], "BYPASS");
-    assert!(gw.store.render_locked(&key).await.unwrap());
+    assert!(gw.store.pages().render_locked(&key).await.unwrap());
 }
 
 #[tokio::test]
@@ -183,7 +183,7 @@ async fn a_dns_outage_costs_a_new_crawler_address_its_render_not_its_page() {
         "{:?}",
         started.elapsed()
     );
-    assert!(!gw.store.render_locked(&key).await.unwrap());
+    assert!(!gw.store.pages().render_locked(&key).await.unwrap());
 }
 
 #[tokio::test]

@@ -42,7 +42,7 @@ async fn until_status(gw: &TestApp, host: &str, wanted: StatusCode) {
 /// Retries `publish` while the store reconnects after a Redis restart.
 async fn published(gw: &TestApp, domain: &DomainConfig) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(error) = gw.store.put_domain(domain).await {
+    while let Err(error) = gw.store.directory().put(domain).await {
         assert!(Instant::now() < deadline, "cannot publish: {error}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -59,10 +59,11 @@ async fn an_incomplete_directory_never_replaces_the_domains_known_but_removals_a
     let other = domain("other.test", gw.origin.port, DomainSettings::default());
     let gone = domain("gone.test", gw.origin.port, DomainSettings::default());
     gw.store
-        .publish_directory(&[gw.domain.clone(), other.clone(), gone.clone()])
+        .directory()
+        .publish(&[gw.domain.clone(), other.clone(), gone.clone()])
         .await
         .unwrap();
-    assert!(gw.store.directory_is_complete().await.unwrap());
+    assert!(gw.store.directory().is_complete().await.unwrap());
     for host in ["shop.test", "other.test", "gone.test"] {
         until_status(&gw, host, StatusCode::OK).await;
     }
@@ -72,7 +73,7 @@ async fn an_incomplete_directory_never_replaces_the_domains_known_but_removals_a
     let added = domain("added.test", gw.origin.port, DomainSettings::default());
     published(&gw, &added).await;
     until_status(&gw, "added.test", StatusCode::OK).await;
-    let directory = gw.store.directory().await.unwrap();
+    let directory = gw.store.directory().read().await.unwrap();
     assert!(!directory.complete);
     assert_eq!(directory.domains.len(), 1);
     // Many full re-reads later, every domain known is still served.
@@ -90,7 +91,8 @@ async fn an_incomplete_directory_never_replaces_the_domains_known_but_removals_a
 
     // A removal still removes, incomplete directory or not.
     gw.store
-        .remove_domain(&Hostname::parse("other.test").unwrap())
+        .directory()
+        .remove(&Hostname::parse("other.test").unwrap())
         .await
         .unwrap();
     until_status(&gw, "other.test", StatusCode::MISDIRECTED_REQUEST).await;
@@ -99,7 +101,8 @@ async fn an_incomplete_directory_never_replaces_the_domains_known_but_removals_a
     // The complete directory, published again, is the truth: a domain it lacks (removed while
     // this gateway heard no events) goes, the others stay.
     gw.store
-        .publish_directory(&[gw.domain.clone(), added.clone()])
+        .directory()
+        .publish(&[gw.domain.clone(), added.clone()])
         .await
         .unwrap();
     until_status(&gw, "gone.test", StatusCode::MISDIRECTED_REQUEST).await;

@@ -228,6 +228,7 @@ async fn without_device_variants_phones_and_desktops_share_one_render() {
     let ttl = Duration::from_secs(60);
     assert!(
         !gw.store
+            .pages()
             .try_lock_render(&key(DeviceClass::Desktop), "test", ttl)
             .await
             .unwrap(),
@@ -235,6 +236,7 @@ async fn without_device_variants_phones_and_desktops_share_one_render() {
     );
     assert!(
         gw.store
+            .pages()
             .try_lock_render(&key(DeviceClass::Mobile), "test", ttl)
             .await
             .unwrap(),

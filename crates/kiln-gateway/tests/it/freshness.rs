@@ -26,7 +26,7 @@ async fn a_stale_page_is_served_at_once_and_refreshed_once_in_the_background() {
 
     let fresh = gw.bot("/products/3").send().await.unwrap();
     assert_eq!(fresh.headers()["x-kiln-cache"], "HIT");
-    assert!(!gw.store.render_locked(&key).await.unwrap());
+    assert!(!gw.store.pages().render_locked(&key).await.unwrap());
 
     until_stale().await;
     let started = Instant::now();
@@ -44,7 +44,7 @@ async fn a_stale_page_is_served_at_once_and_refreshed_once_in_the_background() {
 
     // One refresh is under way (its render lock is taken), and more stale hits add none.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !gw.store.render_locked(&key).await.unwrap() {
+    while !gw.store.pages().render_locked(&key).await.unwrap() {
         assert!(Instant::now() < deadline, "no refresh was started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -64,6 +64,7 @@ async fn a_recent_failure_sends_bots_to_the_origin_at_once_and_holds_back_refres
     let gw = spawn_app(DomainSettings::default()).await;
     let (_, cold) = gw.key("/products/1", DeviceClass::Desktop);
     gw.store
+        .pages()
         .put_failure(&cold, "the origin answered 500", Duration::from_secs(30))
         .await
         .unwrap();
@@ -76,7 +77,7 @@ async fn a_recent_failure_sends_bots_to_the_origin_at_once_and_holds_back_refres
         "not held for a render"
     );
     assert!(
-        !gw.store.render_locked(&cold).await.unwrap(),
+        !gw.store.pages().render_locked(&cold).await.unwrap(),
         "no render was queued"
     );
 
@@ -85,6 +86,7 @@ async fn a_recent_failure_sends_bots_to_the_origin_at_once_and_holds_back_refres
         .cache_page_for("/products/2", DeviceClass::Desktop, "<p>kept</p>", 1, 600)
         .await;
     gw.store
+        .pages()
         .put_failure(&stale_key, "timeout", Duration::from_secs(30))
         .await
         .unwrap();
@@ -93,7 +95,7 @@ async fn a_recent_failure_sends_bots_to_the_origin_at_once_and_holds_back_refres
     assert_eq!(stale.headers()["x-kiln-cache"], "STALE");
     assert_eq!(stale.text().await.unwrap(), "<p>kept</p>");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!gw.store.render_locked(&stale_key).await.unwrap());
+    assert!(!gw.store.pages().render_locked(&stale_key).await.unwrap());
 }
 
 #[tokio::test]
@@ -271,6 +273,7 @@ async fn hot_pages_are_served_from_memory_until_a_render_or_a_purge_drops_them_e
     // A finished render is announced: every gateway drops its copy.
     let (_, key) = gw.key(path, DeviceClass::Desktop);
     gw.store
+        .pages()
         .announce_render(
             &key,
             kiln_core::RenderOutcome::Stored {
@@ -284,7 +287,8 @@ async fn hot_pages_are_served_from_memory_until_a_render_or_a_purge_drops_them_e
 
     // A purge of the page: gone from memory too, so the bot is not served the purged copy.
     gw.store
-        .purge_pages(std::slice::from_ref(&key))
+        .pages()
+        .purge(std::slice::from_ref(&key))
         .await
         .unwrap();
     within_a_second(&gw, path, |cache, body| cache == "BYPASS" && body == PAGE).await;
@@ -295,6 +299,7 @@ async fn hot_pages_are_served_from_memory_until_a_render_or_a_purge_drops_them_e
     overwrite_silently(&gw, path, "v4").await;
     assert_eq!(body_of(&gw, path).await.1, "v3", "served from memory");
     gw.store
+        .pages()
         .purge_prefix(&gw.domain.id, "/nothing-cached-here/")
         .await
         .unwrap();

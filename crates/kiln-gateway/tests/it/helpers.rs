@@ -210,7 +210,7 @@ pub async fn spawn_app_with(domain_settings: DomainSettings, extra: &[(&str, Str
         .unwrap();
     let origin = TestOrigin::start().await;
     let domain = domain("shop.test", origin.port, domain_settings);
-    store.put_domain(&domain).await.unwrap();
+    store.directory().put(&domain).await.unwrap();
     let app = Application::build(settings_with(&redis, &prefix, extra))
         .await
         .unwrap();
@@ -297,7 +297,8 @@ impl TestApp {
             meta,
         };
         self.store
-            .put_page(&key, &entry, fresh_secs, stale_secs)
+            .pages()
+            .put(&key, &entry, fresh_secs, stale_secs)
             .await
             .unwrap();
         key
@@ -306,7 +307,7 @@ impl TestApp {
     /// Republishes `shop.test` with `settings`, as the dashboard does when a customer saves them.
     pub async fn change_settings(&mut self, settings: DomainSettings) {
         self.domain.settings = settings;
-        self.store.put_domain(&self.domain).await.unwrap();
+        self.store.directory().put(&self.domain).await.unwrap();
     }
 
     /// The usage counters of `shop.test` for the last minute's days (a test running over midnight
@@ -322,7 +323,8 @@ impl TestApp {
         for day in days {
             if let Some(counts) = self
                 .store
-                .usage_for_day(&day)
+                .usage()
+                .for_day(&day)
                 .await
                 .unwrap()
                 .remove(&self.domain.id)

@@ -690,11 +690,13 @@ impl TestRig {
         let gw = spawn_app_with(settings.clone(), &gateway_vars()).await;
         let other = TestOrigin::start().await;
         gw.store
-            .put_domain(&domain("other.test", other.port, settings.clone()))
+            .directory()
+            .put(&domain("other.test", other.port, settings.clone()))
             .await
             .unwrap();
         gw.store
-            .put_domain(&domain("bücher.test", gw.origin.port, settings))
+            .directory()
+            .put(&domain("bücher.test", gw.origin.port, settings))
             .await
             .unwrap();
         let edge = kiln_testkit::TestEdge::start(SocketAddr::from(([127, 0, 0, 1], gw.port)));

@@ -228,7 +228,8 @@ async fn a_dead_origin_gives_a_quick_502_and_a_slow_one_a_504() {
     let gw = spawn_app(DomainSettings::default()).await;
     let dead_port = kiln_testkit::free_port();
     gw.store
-        .put_domain(&domain("dead.test", dead_port, DomainSettings::default()))
+        .directory()
+        .put(&domain("dead.test", dead_port, DomainSettings::default()))
         .await
         .unwrap();
     wait_for_domain(&gw, "dead.test").await;
@@ -258,7 +259,7 @@ async fn origins_on_private_addresses_outside_the_allow_list_are_refused() {
     let gw = spawn_app(DomainSettings::default()).await;
     let mut config = domain("internal.test", gw.origin.port, DomainSettings::default());
     config.origin = format!("http://127.0.0.2:{}", gw.origin.port);
-    gw.store.put_domain(&config).await.unwrap();
+    gw.store.directory().put(&config).await.unwrap();
     wait_for_domain(&gw, "internal.test").await;
     let before = gw.origin.log.count();
     let response = gw
@@ -302,7 +303,7 @@ async fn bots_on_unverified_domains_and_asset_requests_are_proxied() {
     let gw = spawn_app(DomainSettings::default()).await;
     let mut unverified = domain("new.test", gw.origin.port, DomainSettings::default());
     unverified.verified = false;
-    gw.store.put_domain(&unverified).await.unwrap();
+    gw.store.directory().put(&unverified).await.unwrap();
     wait_for_domain(&gw, "new.test").await;
     let before = gw.origin.log.count();
 

@@ -13,7 +13,7 @@ async fn publish(gw: &TestApp, host: &str, tenant: &str, origin: String) {
     let mut config = domain(host, 1, DomainSettings::default());
     config.tenant_id = tenant.to_owned();
     config.origin = origin;
-    gw.store.put_domain(&config).await.unwrap();
+    gw.store.directory().put(&config).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while get(gw, host, "/__probe").await.status() == StatusCode::MISDIRECTED_REQUEST {
         assert!(

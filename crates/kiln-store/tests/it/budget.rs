@@ -16,6 +16,7 @@ async fn a_tenant_holds_at_most_its_concurrent_renders_and_others_are_not_affect
     for page in ["a", "b"] {
         assert_eq!(
             t.store
+                .pages()
                 .admit_render("t1", page, budget, HOLD)
                 .await
                 .unwrap(),
@@ -24,25 +25,47 @@ async fn a_tenant_holds_at_most_its_concurrent_renders_and_others_are_not_affect
     }
     // Asking again for a place already held is not a new render.
     assert_eq!(
-        t.store.admit_render("t1", "a", budget, HOLD).await.unwrap(),
+        t.store
+            .pages()
+            .admit_render("t1", "a", budget, HOLD)
+            .await
+            .unwrap(),
         Admission::Admitted
     );
-    match t.store.admit_render("t1", "c", budget, HOLD).await.unwrap() {
+    match t
+        .store
+        .pages()
+        .admit_render("t1", "c", budget, HOLD)
+        .await
+        .unwrap()
+    {
         Admission::Refused { retry_after } => {
             assert!(retry_after <= HOLD && retry_after > HOLD - Duration::from_secs(5))
         }
         other => panic!("a third render was admitted: {other:?}"),
     }
     assert_eq!(
-        t.store.admit_render("t2", "c", budget, HOLD).await.unwrap(),
+        t.store
+            .pages()
+            .admit_render("t2", "c", budget, HOLD)
+            .await
+            .unwrap(),
         Admission::Admitted,
         "another tenant has a budget of its own"
     );
-    assert_eq!(t.store.renders_under_way("t1").await.unwrap(), 2);
+    assert_eq!(t.store.pages().renders_under_way("t1").await.unwrap(), 2);
 
-    t.store.release_render_place("t1", "a").await.unwrap();
+    t.store
+        .pages()
+        .release_render_place("t1", "a")
+        .await
+        .unwrap();
     assert_eq!(
-        t.store.admit_render("t1", "c", budget, HOLD).await.unwrap(),
+        t.store
+            .pages()
+            .admit_render("t1", "c", budget, HOLD)
+            .await
+            .unwrap(),
         Admission::Admitted
     );
 }
@@ -57,6 +80,7 @@ async fn a_place_nobody_gives_back_lapses_by_itself() {
     let short = Duration::from_millis(300);
     assert_eq!(
         t.store
+            .pages()
             .admit_render("t1", "a", budget, short)
             .await
             .unwrap(),
@@ -64,15 +88,17 @@ async fn a_place_nobody_gives_back_lapses_by_itself() {
     );
     assert!(matches!(
         t.store
+            .pages()
             .admit_render("t1", "b", budget, short)
             .await
             .unwrap(),
         Admission::Refused { .. }
     ));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(t.store.renders_under_way("t1").await.unwrap(), 0);
+    assert_eq!(t.store.pages().renders_under_way("t1").await.unwrap(), 0);
     assert_eq!(
         t.store
+            .pages()
             .admit_render("t1", "b", budget, short)
             .await
             .unwrap(),
@@ -101,6 +127,7 @@ async fn renders_a_minute_are_counted_whether_or_not_they_finished() {
     for page in 0..5 {
         match t
             .store
+            .pages()
             .admit_render("t1", &page.to_string(), budget, HOLD)
             .await
             .unwrap()
@@ -108,6 +135,7 @@ async fn renders_a_minute_are_counted_whether_or_not_they_finished() {
             Admission::Admitted => {
                 admitted += 1;
                 t.store
+                    .pages()
                     .release_render_place("t1", &page.to_string())
                     .await
                     .unwrap();
@@ -127,6 +155,7 @@ async fn renders_a_minute_are_counted_whether_or_not_they_finished() {
     };
     assert_eq!(
         t.store
+            .pages()
             .admit_render("t1", "x", unlimited, HOLD)
             .await
             .unwrap(),

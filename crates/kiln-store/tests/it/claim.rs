@@ -43,6 +43,7 @@ fn job(key: &CacheKey, purpose: RenderPurpose) -> RenderJob {
 /// Claims `key` for a bot of [`TENANT`] under `budget`, with a check that lets it through.
 async fn claim(t: &TestStore, key: &CacheKey, owner: &str, budget: RenderBudget) -> ClaimOutcome {
     t.store
+        .pages()
         .claim_render(key, TENANT, owner, LIFETIME, budget, async { None })
         .await
         .unwrap()
@@ -58,8 +59,8 @@ fn claimed(outcome: ClaimOutcome) -> RenderClaim {
 /// Whether the page's render lock is held, and the tenant's renders under way.
 async fn held(t: &TestStore, key: &CacheKey) -> (bool, u64) {
     (
-        t.store.render_locked(key).await.unwrap(),
-        t.store.renders_under_way(TENANT).await.unwrap(),
+        t.store.pages().render_locked(key).await.unwrap(),
+        t.store.pages().renders_under_way(TENANT).await.unwrap(),
     )
 }
 
@@ -86,6 +87,7 @@ async fn a_second_claim_of_a_page_is_refused_while_the_first_is_held_and_release
     };
     let second = t
         .store
+        .pages()
         .claim_render(&a, TENANT, "gw-2", LIFETIME, BUDGET, check)
         .await
         .unwrap();
@@ -98,6 +100,7 @@ async fn a_second_claim_of_a_page_is_refused_while_the_first_is_held_and_release
     // A refresh finds it too.
     assert!(
         t.store
+            .pages()
             .claim_refresh(&a, "gw-2", LIFETIME)
             .await
             .unwrap()
@@ -115,7 +118,7 @@ async fn a_second_claim_of_a_page_is_refused_while_the_first_is_held_and_release
 #[tokio::test]
 async fn announce_and_release_from_the_job_frees_both_and_wakes_a_subscriber() {
     let t = TestStore::start().await;
-    let mut events = t.store.subscribe().await.unwrap();
+    let mut events = t.store.events().subscribe().await.unwrap();
     let a = page("/a");
     claimed(claim(&t, &a, "gw-1", BUDGET).await).hand_over();
     assert_eq!(held(&t, &a).await, (true, 1));
@@ -124,14 +127,14 @@ async fn announce_and_release_from_the_job_frees_both_and_wakes_a_subscriber() {
     let warm = RenderPurpose::Warm {
         job_id: "w1".into(),
     };
-    assert!(RenderClaim::of_job(&t.store, &job(&a, warm)).is_none());
+    assert!(RenderClaim::of_job(&t.store.pages(), &job(&a, warm)).is_none());
 
     // The worker rebuilds the claim from the bot's job and ends it.
     let outcome = RenderOutcome::Stored {
         status: 200,
         render_ms: 42,
     };
-    RenderClaim::of_job(&t.store, &job(&a, RenderPurpose::Bot))
+    RenderClaim::of_job(&t.store.pages(), &job(&a, RenderPurpose::Bot))
         .expect("a bot's job carries its claim")
         .announce_and_release(outcome.clone())
         .await
@@ -175,6 +178,7 @@ async fn a_render_the_callers_check_declines_holds_no_lock_and_counts_nothing() 
     };
     let declined = t
         .store
+        .pages()
         .claim_render(&b, TENANT, "gw-1", LIFETIME, one_a_minute, async {
             Some("the queue is full".to_owned())
         })
@@ -194,7 +198,7 @@ async fn a_render_the_callers_check_declines_holds_no_lock_and_counts_nothing() 
             matches!(refused, ClaimOutcome::OverBudget { .. }),
             "{refused:?}"
         );
-        assert!(!t.store.render_locked(&a).await.unwrap());
+        assert!(!t.store.pages().render_locked(&a).await.unwrap());
     }
     counted.release().await.unwrap();
 }
@@ -205,6 +209,7 @@ async fn a_refresh_claims_the_lock_only() {
     let a = page("/a");
     let refresh = t
         .store
+        .pages()
         .claim_refresh(&a, "gw-1", LIFETIME)
         .await
         .unwrap()

@@ -47,14 +47,15 @@ impl TestClusterStore {
     async fn put(&self, domain: &str, path: &str, device: DeviceClass) -> CacheKey {
         let key = key(domain, path, device);
         self.store
-            .put_page(&key, &entry(path, device), TTL, 0)
+            .pages()
+            .put(&key, &entry(path, device), TTL, 0)
             .await
             .unwrap();
         key
     }
 
     async fn exists(&self, key: &CacheKey) -> bool {
-        self.store.get_page(key).await.unwrap().is_some()
+        self.store.pages().get(key).await.unwrap().is_some()
     }
 
     async fn listed(&self, domain: &str, prefix: &str, limit: usize) -> Vec<String> {
@@ -63,7 +64,8 @@ impl TestClusterStore {
         loop {
             let listing = self
                 .store
-                .list_pages(domain, prefix, cursor.as_deref(), limit)
+                .pages()
+                .list(domain, prefix, cursor.as_deref(), limit)
                 .await
                 .unwrap();
             assert!(listing.pages.len() <= limit);
@@ -126,11 +128,13 @@ async fn a_domains_keys_share_a_slot_while_domains_spread_over_the_nodes() {
         let desktop = t.put(domain, "/a", Desktop).await;
         let mobile = t.put(domain, "/b/c?x=1", Mobile).await;
         t.store
+            .pages()
             .put_failure(&desktop, "the origin answered 500", Duration::from_secs(30))
             .await
             .unwrap();
         assert!(
             t.store
+                .pages()
                 .try_lock_render(&mobile, "gw-1", Duration::from_secs(30))
                 .await
                 .unwrap()
@@ -212,10 +216,10 @@ async fn pages_are_stored_listed_and_purged_on_a_cluster() {
     let other = t.put("d2", "/a", Desktop).await;
 
     // Read back whole and meta only; the HTML comes back as rendered.
-    let stored = t.store.get_page(&a).await.unwrap().unwrap();
+    let stored = t.store.pages().get(&a).await.unwrap().unwrap();
     assert_eq!(stored.decoded().unwrap(), entry("/a", Desktop).html);
     assert_eq!(stored.meta.encoding, kiln_store::ContentEncoding::Gzip);
-    let meta = t.store.get_page_meta(&a_mobile).await.unwrap().unwrap();
+    let meta = t.store.pages().meta(&a_mobile).await.unwrap().unwrap();
     assert_eq!(meta.url, url("/a").to_string());
     assert!(meta.is_fresh(kiln_core::unix_millis_now()));
 
@@ -232,7 +236,8 @@ async fn pages_are_stored_listed_and_purged_on_a_cluster() {
     assert_eq!(t.listed("d1", "/blog/", 2).await.len(), 5);
     assert_eq!(
         t.store
-            .count_pages("d1", kiln_core::unix_millis_now())
+            .pages()
+            .count("d1", kiln_core::unix_millis_now())
             .await
             .unwrap(),
         7
@@ -240,31 +245,39 @@ async fn pages_are_stored_listed_and_purged_on_a_cluster() {
 
     // Storing a page clears its failure marker, in the same script.
     t.store
+        .pages()
         .put_failure(&a, "timed out", Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(
-        t.store.recent_failure(&a).await.unwrap().as_deref(),
+        t.store.pages().recent_failure(&a).await.unwrap().as_deref(),
         Some("timed out")
     );
     t.put("d1", "/a", Desktop).await;
-    assert_eq!(t.store.recent_failure(&a).await.unwrap(), None);
+    assert_eq!(t.store.pages().recent_failure(&a).await.unwrap(), None);
 
     // By key, across two domains (one script and one marker `DEL` per domain), clearing markers.
     t.store
+        .pages()
         .put_failure(&blog[0], "500", Duration::from_secs(30))
         .await
         .unwrap();
     let gone = [blog[0].clone(), blog[1].clone(), other.clone()];
-    assert_eq!(t.store.purge_pages(&gone).await.unwrap(), 3);
+    assert_eq!(t.store.pages().purge(&gone).await.unwrap(), 3);
     for key in &gone {
         assert!(!t.exists(key).await, "{key:?} survived");
     }
-    assert_eq!(t.store.recent_failure(&blog[0]).await.unwrap(), None);
+    assert_eq!(
+        t.store.pages().recent_failure(&blog[0]).await.unwrap(),
+        None
+    );
     assert_eq!(t.listed("d1", "/blog/", 10).await.len(), 3);
 
     // By prefix.
-    assert_eq!(t.store.purge_prefix("d1", "/blog/").await.unwrap(), 3);
+    assert_eq!(
+        t.store.pages().purge_prefix("d1", "/blog/").await.unwrap(),
+        3
+    );
     assert_eq!(t.listed("d1", "", 10).await.len(), 2);
     assert!(t.exists(&a).await);
 
@@ -283,7 +296,11 @@ async fn pages_are_stored_listed_and_purged_on_a_cluster() {
             .await
             .unwrap();
         assert_eq!(t.listed(&domain, "", 10).await.len(), 1);
-        assert_eq!(t.store.purge_domain(&domain).await.unwrap(), 2, "{domain}");
+        assert_eq!(
+            t.store.pages().purge_domain(&domain).await.unwrap(),
+            2,
+            "{domain}"
+        );
         assert!(!t.exists(&indexed).await);
         let lost_left: u32 = t
             .raw
@@ -292,7 +309,7 @@ async fn pages_are_stored_listed_and_purged_on_a_cluster() {
             .unwrap();
         assert_eq!(lost_left, 0, "{domain}: the lost entry survived");
     }
-    assert_eq!(t.store.purge_domain("d1").await.unwrap(), 2);
+    assert_eq!(t.store.pages().purge_domain("d1").await.unwrap(), 2);
     assert!(!t.exists(&a).await);
     assert!(t.listed("d1", "", 10).await.is_empty());
 }
@@ -302,12 +319,30 @@ async fn locks_and_render_budgets_work_on_a_cluster() {
     let t = TestClusterStore::start().await;
     let page = key("d1", "/a", Desktop);
     let ttl = Duration::from_secs(30);
-    assert!(!t.store.render_locked(&page).await.unwrap());
-    assert!(t.store.try_lock_render(&page, "gw-1", ttl).await.unwrap());
-    assert!(!t.store.try_lock_render(&page, "gw-2", ttl).await.unwrap());
-    assert!(t.store.render_locked(&page).await.unwrap());
-    t.store.release_render_lock(&page).await.unwrap();
-    assert!(t.store.try_lock_render(&page, "gw-2", ttl).await.unwrap());
+    assert!(!t.store.pages().render_locked(&page).await.unwrap());
+    assert!(
+        t.store
+            .pages()
+            .try_lock_render(&page, "gw-1", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .pages()
+            .try_lock_render(&page, "gw-2", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(t.store.pages().render_locked(&page).await.unwrap());
+    t.store.pages().release_render_lock(&page).await.unwrap();
+    assert!(
+        t.store
+            .pages()
+            .try_lock_render(&page, "gw-2", ttl)
+            .await
+            .unwrap()
+    );
 
     let budget = RenderBudget {
         concurrent: 2,
@@ -319,6 +354,7 @@ async fn locks_and_render_budgets_work_on_a_cluster() {
         for render in ["a", "b"] {
             assert_eq!(
                 t.store
+                    .pages()
                     .admit_render(tenant, render, budget, hold)
                     .await
                     .unwrap(),
@@ -329,6 +365,7 @@ async fn locks_and_render_budgets_work_on_a_cluster() {
         assert!(
             matches!(
                 t.store
+                    .pages()
                     .admit_render(tenant, "c", budget, hold)
                     .await
                     .unwrap(),
@@ -336,19 +373,29 @@ async fn locks_and_render_budgets_work_on_a_cluster() {
             ),
             "{tenant}: a third concurrent render"
         );
-        assert_eq!(t.store.renders_under_way(tenant).await.unwrap(), 2);
-        t.store.release_render_place(tenant, "a").await.unwrap();
+        assert_eq!(t.store.pages().renders_under_way(tenant).await.unwrap(), 2);
+        t.store
+            .pages()
+            .release_render_place(tenant, "a")
+            .await
+            .unwrap();
         assert_eq!(
             t.store
+                .pages()
                 .admit_render(tenant, "c", budget, hold)
                 .await
                 .unwrap(),
             Admission::Admitted
         );
-        t.store.release_render_place(tenant, "b").await.unwrap();
+        t.store
+            .pages()
+            .release_render_place(tenant, "b")
+            .await
+            .unwrap();
         // The minute's counter (the script's other key) stops the fourth start.
         match t
             .store
+            .pages()
             .admit_render(tenant, "d", budget, hold)
             .await
             .unwrap()
@@ -374,10 +421,28 @@ async fn locks_and_render_budgets_work_on_a_cluster() {
 
     // ACME's lock too.
     let host = Hostname::parse("shop.test").unwrap();
-    assert!(t.store.try_lock_acme(&host, "m1", ttl).await.unwrap());
-    assert!(!t.store.try_lock_acme(&host, "m2", ttl).await.unwrap());
-    t.store.release_acme_lock(&host).await.unwrap();
-    assert!(t.store.try_lock_acme(&host, "m2", ttl).await.unwrap());
+    assert!(
+        t.store
+            .certificates()
+            .try_lock(&host, "m1", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .certificates()
+            .try_lock(&host, "m2", ttl)
+            .await
+            .unwrap()
+    );
+    t.store.certificates().release_lock(&host).await.unwrap();
+    assert!(
+        t.store
+            .certificates()
+            .try_lock(&host, "m2", ttl)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -402,26 +467,27 @@ async fn usage_counts_add_up_on_a_cluster() {
             ),
         ]),
     };
-    assert!(t.store.add_usage_batch(&batch(1, 2)).await.unwrap());
-    assert!(!t.store.add_usage_batch(&batch(1, 2)).await.unwrap());
-    assert!(t.store.add_usage_batch(&batch(2, 3)).await.unwrap());
+    assert!(t.store.usage().add_batch(&batch(1, 2)).await.unwrap());
+    assert!(!t.store.usage().add_batch(&batch(1, 2)).await.unwrap());
+    assert!(t.store.usage().add_batch(&batch(2, 3)).await.unwrap());
     // And a transaction on one day.
     t.store
-        .add_usage(
+        .usage()
+        .add(
             &hour("2025-03-05", 7),
             &[("d1".to_owned(), UsageKind::Bypass, 4)],
         )
         .await
         .unwrap();
 
-    let day4 = t.store.usage_for_day("2025-03-04").await.unwrap();
+    let day4 = t.store.usage().for_day("2025-03-04").await.unwrap();
     assert_eq!(day4["d1"].hits, 5);
     assert_eq!(day4["d2"].renders, 2);
-    let day5 = t.store.day_usage("2025-03-05").await.unwrap();
+    let day5 = t.store.usage().day("2025-03-05").await.unwrap();
     assert_eq!(day5.totals["d1"].misses, 2);
     assert_eq!(day5.totals["d1"].bypasses, 4);
     assert_eq!(day5.hours["d1"][7].bypasses, 4);
-    let hours = t.store.usage_hours_for_day("2025-03-04").await.unwrap();
+    let hours = t.store.usage().hours_for_day("2025-03-04").await.unwrap();
     assert_eq!(hours["d1"][23].hits, 5);
     let marker: String = t
         .raw
@@ -435,7 +501,7 @@ async fn usage_counts_add_up_on_a_cluster() {
 #[tokio::test]
 async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
     let t = TestClusterStore::start().await;
-    let mut events = t.store.subscribe().await.unwrap();
+    let mut events = t.store.events().subscribe().await.unwrap();
 
     // The store's own announcements.
     let domain = DomainConfig {
@@ -446,7 +512,7 @@ async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
         verified: true,
         settings: Default::default(),
     };
-    t.store.put_domain(&domain).await.unwrap();
+    t.store.directory().put(&domain).await.unwrap();
     assert_eq!(
         next_event(&mut events).await,
         StoreEvent::DomainChanged {
@@ -459,6 +525,7 @@ async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
         render_ms: 10,
     };
     t.store
+        .pages()
         .announce_render(&page, outcome.clone())
         .await
         .unwrap();
@@ -472,7 +539,8 @@ async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
     t.put("d1", "/a", Desktop).await;
     assert_eq!(
         t.store
-            .purge_pages(std::slice::from_ref(&page))
+            .pages()
+            .purge(std::slice::from_ref(&page))
             .await
             .unwrap(),
         1
@@ -505,8 +573,8 @@ async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
 async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certificates_work_on_a_cluster()
  {
     let t = TestClusterStore::start().await;
-    t.store.ping().await.unwrap();
-    assert!(t.store.is_connected());
+    t.store.health().ping().await.unwrap();
+    assert!(t.store.health().is_connected());
 
     // The domain directory.
     let mut configs = HashMap::new();
@@ -519,17 +587,17 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
             verified: i != 1,
             settings: Default::default(),
         };
-        t.store.put_domain(&config).await.unwrap();
+        t.store.directory().put(&config).await.unwrap();
         configs.insert(config.host.clone(), config);
     }
     let b = Hostname::parse("b.test").unwrap();
     assert_eq!(
-        t.store.get_domain(&b).await.unwrap().as_ref(),
+        t.store.directory().get(&b).await.unwrap().as_ref(),
         configs.get(&b)
     );
-    assert_eq!(t.store.all_domains().await.unwrap(), configs);
-    assert!(t.store.remove_domain(&b).await.unwrap());
-    assert_eq!(t.store.all_domains().await.unwrap().len(), 2);
+    assert_eq!(t.store.directory().all().await.unwrap(), configs);
+    assert!(t.store.directory().remove(&b).await.unwrap());
+    assert_eq!(t.store.directory().all().await.unwrap().len(), 2);
 
     // The render log.
     let log_entry = |n: u64| RenderLogEntry {
@@ -549,22 +617,26 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
         worker: Some("worker-a".into()),
     };
     for n in 1..=3 {
-        t.store.log_render(&log_entry(n)).await.unwrap();
+        t.store.render_log().append(&log_entry(n)).await.unwrap();
     }
-    let log = t.store.read_render_log("0", 10).await.unwrap();
+    let log = t.store.render_log().read("0", 10).await.unwrap();
     let entries: Vec<_> = log.iter().map(|(_, e)| e.clone()).collect();
     assert_eq!(entries, (1..=3).map(log_entry).collect::<Vec<_>>());
     assert_eq!(
-        t.store.read_render_log(&log[1].0, 10).await.unwrap(),
+        t.store.render_log().read(&log[1].0, 10).await.unwrap(),
         log[2..].to_vec()
     );
 
     // Warm progress (a transaction on one key).
     for ok in [true, true, false] {
-        t.store.record_warm_result("w1", ok).await.unwrap();
+        t.store
+            .render_log()
+            .record_warm_result("w1", ok)
+            .await
+            .unwrap();
     }
     assert_eq!(
-        t.store.warm_progress("w1").await.unwrap(),
+        t.store.render_log().warm_progress("w1").await.unwrap(),
         WarmProgress { done: 2, failed: 1 }
     );
 
@@ -576,22 +648,36 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
         render_ms: 5,
         error: None,
     };
-    t.store.put_preview("r1", &preview).await.unwrap();
+    t.store
+        .render_log()
+        .put_preview("r1", &preview)
+        .await
+        .unwrap();
     assert_eq!(
         t.store
+            .render_log()
             .take_preview("r1", Duration::from_secs(2))
             .await
             .unwrap(),
         Some(preview.clone())
     );
     let store = t.store.clone();
-    let waiting =
-        tokio::spawn(async move { store.take_preview("r2", Duration::from_secs(5)).await });
+    let waiting = tokio::spawn(async move {
+        store
+            .render_log()
+            .take_preview("r2", Duration::from_secs(5))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    t.store.put_preview("r2", &preview).await.unwrap();
+    t.store
+        .render_log()
+        .put_preview("r2", &preview)
+        .await
+        .unwrap();
     assert_eq!(waiting.await.unwrap().unwrap(), Some(preview));
     assert_eq!(
         t.store
+            .render_log()
             .take_preview("r3", Duration::from_millis(100))
             .await
             .unwrap(),
@@ -609,24 +695,40 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
             Desktop,
         );
         check.requested_at = 1_700_000_000_000 + n;
-        t.store.put_parity_check(&check).await.unwrap();
+        t.store.render_log().put_parity_check(&check).await.unwrap();
         checks.push(check);
     }
     checks.reverse();
     assert_eq!(
-        t.store.recent_parity_checks("t1", 10).await.unwrap(),
+        t.store
+            .render_log()
+            .recent_parity_checks("t1", 10)
+            .await
+            .unwrap(),
         checks,
         "newest first"
     );
-    assert_eq!(t.store.recent_parity_checks("t2", 10).await.unwrap(), []);
-    assert_eq!(t.store.parity_check("t2", "c1").await.unwrap(), None);
+    assert_eq!(
+        t.store
+            .render_log()
+            .recent_parity_checks("t2", 10)
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        t.store.render_log().parity_check("t2", "c1").await.unwrap(),
+        None
+    );
     let png = Bytes::from_static(b"\x89PNG picture");
     t.store
+        .render_log()
         .put_parity_image("t1", "c1", ParityImage::Diff, png.clone())
         .await
         .unwrap();
     assert_eq!(
         t.store
+            .render_log()
             .parity_image("t1", "c1", ParityImage::Diff)
             .await
             .unwrap(),
@@ -634,6 +736,7 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
     );
     assert_eq!(
         t.store
+            .render_log()
             .parity_image("t2", "c1", ParityImage::Diff)
             .await
             .unwrap(),
@@ -649,25 +752,38 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
             Desktop,
         );
         check.requested_at = 1_700_000_000_000 + n;
-        t.store.put_parity_check(&check).await.unwrap();
+        t.store.render_log().put_parity_check(&check).await.unwrap();
     }
     let recent = t
         .store
+        .render_log()
         .recent_parity_checks("t1", PARITY_RECENT_MAX as usize)
         .await
         .unwrap();
     assert_eq!(recent.len(), PARITY_RECENT_MAX as usize);
     assert_eq!(recent.last().unwrap().id, "c1", "c0, the oldest, is gone");
-    assert_eq!(t.store.parity_check("t1", "c0").await.unwrap(), None);
-    assert!(t.store.parity_check("t1", "c1").await.unwrap().is_some());
+    assert_eq!(
+        t.store.render_log().parity_check("t1", "c0").await.unwrap(),
+        None
+    );
     assert!(
         t.store
+            .render_log()
+            .parity_check("t1", "c1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        t.store
+            .render_log()
             .parity_image("t1", "c1", ParityImage::Diff)
             .await
             .unwrap()
             .is_some()
     );
     t.store
+        .render_log()
         .put_parity_check(&kiln_core::parity::ParityCheck::queued(
             "c-new".into(),
             "t1".into(),
@@ -677,9 +793,13 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
         ))
         .await
         .unwrap();
-    assert_eq!(t.store.parity_check("t1", "c1").await.unwrap(), None);
+    assert_eq!(
+        t.store.render_log().parity_check("t1", "c1").await.unwrap(),
+        None
+    );
     assert_eq!(
         t.store
+            .render_log()
             .parity_image("t1", "c1", ParityImage::Diff)
             .await
             .unwrap(),
@@ -690,19 +810,21 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
     // Certificates and ACME.
     let host = Hostname::parse("a.test").unwrap();
     t.store
-        .put_acme_challenge(&host, "tok", "tok.thumb")
+        .challenges()
+        .put(&host, "tok", "tok.thumb")
         .await
         .unwrap();
     assert_eq!(
         t.store
-            .acme_challenge(&host, "tok")
+            .challenges()
+            .get(&host, "tok")
             .await
             .unwrap()
             .as_deref(),
         Some("tok.thumb")
     );
-    t.store.remove_acme_challenge(&host, "tok").await.unwrap();
-    assert_eq!(t.store.acme_challenge(&host, "tok").await.unwrap(), None);
+    t.store.challenges().remove(&host, "tok").await.unwrap();
+    assert_eq!(t.store.challenges().get(&host, "tok").await.unwrap(), None);
     let record = CertificateRecord {
         chain_pem: "-----BEGIN CERTIFICATE-----".into(),
         sealed_key: "sealed".into(),
@@ -710,10 +832,13 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
         not_after: 2_000_000_000,
         issued_at: 1_900_000_000,
     };
-    t.store.put_certificate(&host, &record).await.unwrap();
-    assert_eq!(t.store.certificate(&host).await.unwrap(), Some(record));
+    t.store.certificates().put(&host, &record).await.unwrap();
     assert_eq!(
-        t.store.certificate_index().await.unwrap(),
+        t.store.certificates().get(&host).await.unwrap(),
+        Some(record)
+    );
+    assert_eq!(
+        t.store.certificates().index().await.unwrap(),
         HashMap::from([("a.test".to_owned(), "ab12".to_owned())])
     );
     let status = CertificateStatus {
@@ -725,21 +850,26 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
         retry_at: None,
     };
     t.store
-        .put_certificate_status(&host, &status)
+        .certificates()
+        .put_status(&host, &status)
         .await
         .unwrap();
     assert_eq!(
-        t.store.certificate_status(&host).await.unwrap().as_ref(),
+        t.store.certificates().status(&host).await.unwrap().as_ref(),
         Some(&status)
     );
-    assert_eq!(t.store.certificate_statuses().await.unwrap().len(), 1);
-    t.store.remove_certificate("a.test").await.unwrap();
-    assert_eq!(t.store.certificate(&host).await.unwrap(), None);
-    assert!(t.store.certificate_index().await.unwrap().is_empty());
-    assert_eq!(t.store.acme_account().await.unwrap(), None);
-    t.store.put_acme_account("sealed-account").await.unwrap();
+    assert_eq!(t.store.certificates().statuses().await.unwrap().len(), 1);
+    t.store.certificates().remove("a.test").await.unwrap();
+    assert_eq!(t.store.certificates().get(&host).await.unwrap(), None);
+    assert!(t.store.certificates().index().await.unwrap().is_empty());
+    assert_eq!(t.store.certificates().account().await.unwrap(), None);
+    t.store
+        .certificates()
+        .put_account("sealed-account")
+        .await
+        .unwrap();
     assert_eq!(
-        t.store.acme_account().await.unwrap().as_deref(),
+        t.store.certificates().account().await.unwrap().as_deref(),
         Some("sealed-account")
     );
 }

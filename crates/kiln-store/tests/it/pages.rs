@@ -44,7 +44,8 @@ impl TestStore {
     async fn put_for(&self, domain: &str, path: &str, device: DeviceClass, ttl: u64) -> CacheKey {
         let key = key(domain, path, device);
         self.store
-            .put_page(&key, &entry(path, device, 200), ttl, 0)
+            .pages()
+            .put(&key, &entry(path, device, 200), ttl, 0)
             .await
             .unwrap();
         key
@@ -62,7 +63,8 @@ impl TestStore {
         for calls in 1.. {
             let listing = self
                 .store
-                .list_pages(domain, prefix, cursor.as_deref(), limit)
+                .pages()
+                .list(domain, prefix, cursor.as_deref(), limit)
                 .await
                 .unwrap();
             assert!(listing.pages.len() <= limit);
@@ -100,7 +102,7 @@ impl TestStore {
     }
 
     async fn exists(&self, key: &CacheKey) -> bool {
-        self.store.get_page(key).await.unwrap().is_some()
+        self.store.pages().get(key).await.unwrap().is_some()
     }
 }
 
@@ -189,7 +191,7 @@ async fn pages_are_listed_by_path_prefix_in_path_order_across_pages() {
 
     // A cursor that is not one of ours is refused.
     assert!(matches!(
-        t.store.list_pages("d1", "", Some("not hex!"), 10).await,
+        t.store.pages().list("d1", "", Some("not hex!"), 10).await,
         Err(StoreError::InvalidCursor)
     ));
 }
@@ -200,10 +202,10 @@ async fn a_summary_describes_the_entry_and_names_its_key() {
     let before = now();
     let key = key("d1", "/p?q=1", Mobile);
     let stored = entry("/p?q=1", Mobile, 404);
-    t.store.put_page(&key, &stored, 120, 0).await.unwrap();
+    t.store.pages().put(&key, &stored, 120, 0).await.unwrap();
     let after = now();
 
-    let listing = t.store.list_pages("d1", "/p", None, 10).await.unwrap();
+    let listing = t.store.pages().list("d1", "/p", None, 10).await.unwrap();
     assert_eq!(listing.next_cursor, None);
     let [page] = listing.pages.as_slice() else {
         panic!("{listing:?}")
@@ -220,7 +222,7 @@ async fn a_summary_describes_the_entry_and_names_its_key() {
     assert_eq!(page.key("d1"), key);
 
     // The stored meta records the same expiry, and Redis expires the hash at that moment.
-    let read = t.store.get_page(&key).await.unwrap().unwrap();
+    let read = t.store.pages().get(&key).await.unwrap().unwrap();
     assert_eq!(read.meta.expires_at, page.expires_at);
     assert_eq!(read.html, stored.html);
     let expire_time: i64 = t
@@ -282,7 +284,8 @@ async fn expired_pages_leave_the_listing_and_the_index() {
         .unwrap();
     let next = t
         .store
-        .get_page(&key("d1", "/next", Desktop))
+        .pages()
+        .get(&key("d1", "/next", Desktop))
         .await
         .unwrap()
         .unwrap();
@@ -296,7 +299,7 @@ async fn rewriting_a_page_keeps_one_index_entry_with_the_new_expiry() {
     let k2 = t.put_for("d1", "/p", Desktop, 600).await;
     assert_eq!(k, k2);
     assert_eq!(t.index_sizes("d1").await, (1, 1));
-    let listing = t.store.list_pages("d1", "", None, 10).await.unwrap();
+    let listing = t.store.pages().list("d1", "", None, 10).await.unwrap();
     assert_eq!(listing.pages.len(), 1);
     assert!(listing.pages[0].expires_at > now() + 300_000, "{listing:?}");
 }
@@ -312,7 +315,8 @@ async fn purging_keys_counts_what_existed_and_touches_nothing_else() {
 
     let purged = t
         .store
-        .purge_pages(&[a.clone(), never_stored, a.clone(), other.clone()])
+        .pages()
+        .purge(&[a.clone(), never_stored, a.clone(), other.clone()])
         .await
         .unwrap();
     assert_eq!(
@@ -329,8 +333,8 @@ async fn purging_keys_counts_what_existed_and_touches_nothing_else() {
     );
     assert_eq!(t.index_sizes("d1").await, (2, 2));
     assert_eq!(t.index_sizes("d2").await, (0, 0));
-    assert_eq!(t.store.purge_pages(&[]).await.unwrap(), 0);
-    assert_eq!(t.store.purge_pages(&[a]).await.unwrap(), 0);
+    assert_eq!(t.store.pages().purge(&[]).await.unwrap(), 0);
+    assert_eq!(t.store.pages().purge(&[a]).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -348,7 +352,10 @@ async fn purging_a_prefix_takes_exactly_the_pages_under_it() {
         t.put("d2", "/blog/a", Desktop).await,
     ];
 
-    assert_eq!(t.store.purge_prefix("d1", "/blog/").await.unwrap(), 6);
+    assert_eq!(
+        t.store.pages().purge_prefix("d1", "/blog/").await.unwrap(),
+        6
+    );
     for key in &under {
         assert!(!t.exists(key).await, "{key:?} survived");
     }
@@ -363,8 +370,11 @@ async fn purging_a_prefix_takes_exactly_the_pages_under_it() {
             (full("/blogger"), Desktop)
         ]
     );
-    assert_eq!(t.store.purge_prefix("d1", "/blog/").await.unwrap(), 0);
-    assert_eq!(t.store.purge_prefix("d1", "/").await.unwrap(), 3);
+    assert_eq!(
+        t.store.pages().purge_prefix("d1", "/blog/").await.unwrap(),
+        0
+    );
+    assert_eq!(t.store.pages().purge_prefix("d1", "/").await.unwrap(), 3);
     assert_eq!(t.listed("d1", "").await, vec![]);
     assert_eq!(t.index_sizes("d1").await, (0, 0));
     assert_eq!(t.listed("d2", "").await, vec![(full("/blog/a"), Desktop)]);
@@ -388,9 +398,9 @@ async fn purges_handle_thousands_of_pages_in_batches() {
     assert_eq!(calls, N.div_ceil(kiln_store::MAX_LIST_LIMIT));
     assert!(pages.windows(2).all(|w| w[0].url < w[1].url));
 
-    assert_eq!(t.store.purge_pages(&keys[..1_200]).await.unwrap(), 1_200);
+    assert_eq!(t.store.pages().purge(&keys[..1_200]).await.unwrap(), 1_200);
     assert_eq!(
-        t.store.purge_prefix("d1", "/p/").await.unwrap(),
+        t.store.pages().purge_prefix("d1", "/p/").await.unwrap(),
         (N - 1_200) as u64
     );
     assert_eq!(t.listed("d1", "").await, vec![(full("/q"), Desktop)]);
@@ -443,7 +453,7 @@ async fn purging_a_domain_also_finds_entries_missing_from_the_index() {
         .await
         .unwrap();
 
-    assert_eq!(t.store.purge_domain("d1").await.unwrap(), 2 + 1_100);
+    assert_eq!(t.store.pages().purge_domain("d1").await.unwrap(), 2 + 1_100);
     for key in indexed.iter().chain(&unindexed) {
         assert!(!t.exists(key).await, "{key:?} survived");
     }
@@ -458,7 +468,7 @@ async fn purging_a_domain_also_finds_entries_missing_from_the_index() {
     assert_eq!(lock_left, 1, "render locks are not pages");
     assert_eq!(t.index_sizes("d1").await, (0, 0));
     assert_eq!(t.listed("d10", "").await.len(), 1);
-    assert_eq!(t.store.purge_domain("d1").await.unwrap(), 0);
+    assert_eq!(t.store.pages().purge_domain("d1").await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -467,10 +477,11 @@ async fn a_page_is_fresh_for_its_ttl_then_stale_until_its_stale_window_ends() {
     let key = key("d1", "/a", DeviceClass::Desktop);
     let before = now();
     t.store
-        .put_page(&key, &entry("/a", DeviceClass::Desktop, 200), 60, 600)
+        .pages()
+        .put(&key, &entry("/a", DeviceClass::Desktop, 200), 60, 600)
         .await
         .unwrap();
-    let read = t.store.get_page(&key).await.unwrap().unwrap();
+    let read = t.store.pages().get(&key).await.unwrap().unwrap();
     let fresh_until = read.meta.fresh_until;
     assert!(
         (before + 60_000..=now() + 60_000).contains(&fresh_until),
@@ -486,7 +497,7 @@ async fn a_page_is_fresh_for_its_ttl_then_stale_until_its_stale_window_ends() {
         .await
         .unwrap();
     assert_eq!(expire_time as u64, read.meta.expires_at);
-    let listed = t.store.list_pages("d1", "", None, 10).await.unwrap();
+    let listed = t.store.pages().list("d1", "", None, 10).await.unwrap();
     assert_eq!(listed.pages[0].fresh_until, fresh_until);
     assert_eq!(listed.pages[0].expires_at, read.meta.expires_at);
 
@@ -500,49 +511,66 @@ async fn a_page_is_fresh_for_its_ttl_then_stale_until_its_stale_window_ends() {
 async fn a_failure_marker_lasts_its_ttl_and_a_stored_page_or_a_purge_clears_it() {
     let t = TestStore::start().await;
     let key = key("d1", "/broken", DeviceClass::Desktop);
-    assert_eq!(t.store.recent_failure(&key).await.unwrap(), None);
+    assert_eq!(t.store.pages().recent_failure(&key).await.unwrap(), None);
 
     t.store
+        .pages()
         .put_failure(&key, "the origin answered 500", Duration::from_millis(300))
         .await
         .unwrap();
     assert_eq!(
-        t.store.recent_failure(&key).await.unwrap().as_deref(),
+        t.store
+            .pages()
+            .recent_failure(&key)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("the origin answered 500")
     );
     // Markers are per page and device.
     let other = self::key("d1", "/broken", DeviceClass::Mobile);
-    assert_eq!(t.store.recent_failure(&other).await.unwrap(), None);
+    assert_eq!(t.store.pages().recent_failure(&other).await.unwrap(), None);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while t.store.recent_failure(&key).await.unwrap().is_some() {
+    while t
+        .store
+        .pages()
+        .recent_failure(&key)
+        .await
+        .unwrap()
+        .is_some()
+    {
         assert!(Instant::now() < deadline, "the marker never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     t.store
+        .pages()
         .put_failure(&key, "timeout", Duration::from_secs(60))
         .await
         .unwrap();
     t.store
-        .put_page(&key, &entry("/broken", DeviceClass::Desktop, 200), 60, 0)
+        .pages()
+        .put(&key, &entry("/broken", DeviceClass::Desktop, 200), 60, 0)
         .await
         .unwrap();
     assert_eq!(
-        t.store.recent_failure(&key).await.unwrap(),
+        t.store.pages().recent_failure(&key).await.unwrap(),
         None,
         "a stored page clears the marker"
     );
 
     t.store
+        .pages()
         .put_failure(&key, "timeout", Duration::from_secs(60))
         .await
         .unwrap();
     t.store
-        .purge_pages(std::slice::from_ref(&key))
+        .pages()
+        .purge(std::slice::from_ref(&key))
         .await
         .unwrap();
     assert_eq!(
-        t.store.recent_failure(&key).await.unwrap(),
+        t.store.pages().recent_failure(&key).await.unwrap(),
         None,
         "purging the page clears the marker"
     );
@@ -557,10 +585,10 @@ async fn large_pages_are_stored_gzip_compressed_and_read_back_whole() {
     let mut big = entry("/big", DeviceClass::Desktop, 200);
     big.html = Bytes::from(html.clone());
     let big_key = key("d1", "/big", DeviceClass::Desktop);
-    t.store.put_page(&big_key, &big, 60, 60).await.unwrap();
+    t.store.pages().put(&big_key, &big, 60, 60).await.unwrap();
     let small_key = t.put("d1", "/small", DeviceClass::Desktop).await;
 
-    let read = t.store.get_page(&big_key).await.unwrap().unwrap();
+    let read = t.store.pages().get(&big_key).await.unwrap().unwrap();
     assert_eq!(read.meta.encoding, kiln_store::ContentEncoding::Gzip);
     assert!(
         read.html.len() * 5 < html.len(),
@@ -569,27 +597,27 @@ async fn large_pages_are_stored_gzip_compressed_and_read_back_whole() {
     );
     assert_eq!(read.decoded().unwrap(), html.as_bytes());
     assert_eq!(read.length(), html.len() as u64);
-    let small = t.store.get_page(&small_key).await.unwrap().unwrap();
+    let small = t.store.pages().get(&small_key).await.unwrap().unwrap();
     assert_eq!(small.meta.encoding, kiln_store::ContentEncoding::Identity);
     assert_eq!(small.decoded().unwrap(), small.html);
 
     // The validator follows the content: the same HTML gives the same ETag, other HTML another.
     let etag = read.etag();
     assert!(etag.starts_with("W/\"") && etag.len() > 8, "{etag}");
-    t.store.put_page(&big_key, &big, 60, 60).await.unwrap();
+    t.store.pages().put(&big_key, &big, 60, 60).await.unwrap();
     assert_eq!(
-        t.store.get_page(&big_key).await.unwrap().unwrap().etag(),
+        t.store.pages().get(&big_key).await.unwrap().unwrap().etag(),
         etag
     );
     big.html = Bytes::from(format!("{html}<p>one more</p>"));
-    t.store.put_page(&big_key, &big, 60, 60).await.unwrap();
+    t.store.pages().put(&big_key, &big, 60, 60).await.unwrap();
     assert_ne!(
-        t.store.get_page(&big_key).await.unwrap().unwrap().etag(),
+        t.store.pages().get(&big_key).await.unwrap().unwrap().etag(),
         etag
     );
 
     // The listing gives the rendered size, not the compressed one.
-    let listed = t.store.list_pages("d1", "/big", None, 10).await.unwrap();
+    let listed = t.store.pages().list("d1", "/big", None, 10).await.unwrap();
     assert_eq!(
         listed.pages[0].bytes,
         html.len() as u64 + "<p>one more</p>".len() as u64

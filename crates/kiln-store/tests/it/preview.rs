@@ -20,6 +20,7 @@ fn result(html: &str) -> PreviewResult {
 async fn a_reply_put_is_taken_once() {
     let t = TestStore::start().await;
     t.store
+        .render_log()
         .put_preview("r1", &result("<p>one</p>"))
         .await
         .unwrap();
@@ -28,22 +29,39 @@ async fn a_reply_put_is_taken_once() {
 
     let taken = t
         .store
+        .render_log()
         .take_preview("r1", Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(taken, Some(result("<p>one</p>")));
     // Taken means gone; another reply id never sees it.
     assert_eq!(
-        t.store.take_preview("r1", Duration::ZERO).await.unwrap(),
+        t.store
+            .render_log()
+            .take_preview("r1", Duration::ZERO)
+            .await
+            .unwrap(),
         None
     );
-    t.store.put_preview("r2", &result("two")).await.unwrap();
+    t.store
+        .render_log()
+        .put_preview("r2", &result("two"))
+        .await
+        .unwrap();
     assert_eq!(
-        t.store.take_preview("r1", Duration::ZERO).await.unwrap(),
+        t.store
+            .render_log()
+            .take_preview("r1", Duration::ZERO)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        t.store.take_preview("r2", Duration::ZERO).await.unwrap(),
+        t.store
+            .render_log()
+            .take_preview("r2", Duration::ZERO)
+            .await
+            .unwrap(),
         Some(result("two"))
     );
 
@@ -54,9 +72,14 @@ async fn a_reply_put_is_taken_once() {
         render_ms: 10,
         error: Some("navigation failed".into()),
     };
-    t.store.put_preview("r3", &failed).await.unwrap();
+    t.store
+        .render_log()
+        .put_preview("r3", &failed)
+        .await
+        .unwrap();
     assert_eq!(
         t.store
+            .render_log()
             .take_preview("r3", Duration::from_secs(1))
             .await
             .unwrap(),
@@ -70,7 +93,12 @@ async fn waiting_outlasts_the_command_timeout_and_ends_with_none() {
     // Three times the store's 500 ms command timeout: a wait cut short by it would end early.
     let wait = Duration::from_millis(1_500);
     let started = Instant::now();
-    let taken = t.store.take_preview("nobody", wait).await.unwrap();
+    let taken = t
+        .store
+        .render_log()
+        .take_preview("nobody", wait)
+        .await
+        .unwrap();
     assert_eq!(taken, None);
     assert!(started.elapsed() >= wait, "{:?}", started.elapsed());
 }
@@ -79,8 +107,12 @@ async fn waiting_outlasts_the_command_timeout_and_ends_with_none() {
 async fn a_waiting_taker_gets_a_reply_put_later_while_the_store_stays_usable() {
     let t = TestStore::start().await;
     let store = t.store.clone();
-    let taker =
-        tokio::spawn(async move { store.take_preview("late", Duration::from_secs(60)).await });
+    let taker = tokio::spawn(async move {
+        store
+            .render_log()
+            .take_preview("late", Duration::from_secs(60))
+            .await
+    });
 
     // Wait until the taker is blocked in BLPOP, so the reply really arrives while it waits.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -100,9 +132,13 @@ async fn a_waiting_taker_gets_a_reply_put_later_while_the_store_stays_usable() {
     }
     // The blocked wait holds a connection of its own: the store's others still answer.
     for _ in 0..20 {
-        t.store.ping().await.unwrap();
+        t.store.health().ping().await.unwrap();
     }
-    t.store.put_preview("late", &result("late")).await.unwrap();
+    t.store
+        .render_log()
+        .put_preview("late", &result("late"))
+        .await
+        .unwrap();
     let taken = tokio::time::timeout(Duration::from_secs(30), taker)
         .await
         .expect("the taker did not wake")

@@ -27,7 +27,7 @@ fn entry(n: u64, outcome: RenderLogOutcome) -> RenderLogEntry {
 #[tokio::test]
 async fn entries_are_read_back_in_order_after_an_id() {
     let t = TestStore::start().await;
-    assert_eq!(t.store.read_render_log("0", 10).await.unwrap(), vec![]);
+    assert_eq!(t.store.render_log().read("0", 10).await.unwrap(), vec![]);
 
     let written = [
         entry(1, RenderLogOutcome::Stored),
@@ -35,22 +35,22 @@ async fn entries_are_read_back_in_order_after_an_id() {
         entry(3, RenderLogOutcome::Rendered),
     ];
     for e in &written {
-        t.store.log_render(e).await.unwrap();
+        t.store.render_log().append(e).await.unwrap();
     }
 
-    let all = t.store.read_render_log("0", 10).await.unwrap();
+    let all = t.store.render_log().read("0", 10).await.unwrap();
     let entries: Vec<_> = all.iter().map(|(_, e)| e.clone()).collect();
     assert_eq!(entries, written);
     let ids: Vec<&str> = all.iter().map(|(id, _)| id.as_str()).collect();
 
     // Exclusive start: after the first id come the second and third.
-    let after_first = t.store.read_render_log(ids[0], 10).await.unwrap();
+    let after_first = t.store.render_log().read(ids[0], 10).await.unwrap();
     assert_eq!(after_first, all[1..].to_vec());
     // `count` bounds one read; reading on from the last id continues.
-    let one = t.store.read_render_log(ids[0], 1).await.unwrap();
+    let one = t.store.render_log().read(ids[0], 1).await.unwrap();
     assert_eq!(one, all[1..2].to_vec());
-    assert_eq!(t.store.read_render_log(ids[2], 10).await.unwrap(), vec![]);
-    assert_eq!(t.store.read_render_log("0", 0).await.unwrap(), vec![]);
+    assert_eq!(t.store.render_log().read(ids[2], 10).await.unwrap(), vec![]);
+    assert_eq!(t.store.render_log().read("0", 0).await.unwrap(), vec![]);
 
     // The stream holds JSON in one field, under the deployment prefix.
     let len: u64 = t.raw.xlen(format!("{}renders", t.prefix)).await.unwrap();
@@ -69,10 +69,11 @@ async fn entries_are_read_back_in_order_after_an_id() {
         .await
         .unwrap();
     t.store
-        .log_render(&entry(4, RenderLogOutcome::Stored))
+        .render_log()
+        .append(&entry(4, RenderLogOutcome::Stored))
         .await
         .unwrap();
-    let rest = t.store.read_render_log(ids[2], 10).await.unwrap();
+    let rest = t.store.render_log().read(ids[2], 10).await.unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].1, entry(4, RenderLogOutcome::Stored));
 }

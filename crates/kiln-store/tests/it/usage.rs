@@ -15,7 +15,8 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
     let t = TestStore::start().await;
     let day = "2025-03-04";
     t.store
-        .add_usage(
+        .usage()
+        .add(
             &at(day, 0),
             &[
                 ("d1".into(), UsageKind::Hit, 3),
@@ -27,7 +28,8 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
         .await
         .unwrap();
     t.store
-        .add_usage(
+        .usage()
+        .add(
             &at(day, 13),
             &[
                 ("d1".into(), UsageKind::Hit, 2),
@@ -38,11 +40,12 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
         .await
         .unwrap();
     t.store
-        .add_usage(&at("2025-03-05", 0), &[("d1".into(), UsageKind::Hit, 7)])
+        .usage()
+        .add(&at("2025-03-05", 0), &[("d1".into(), UsageKind::Hit, 7)])
         .await
         .unwrap();
 
-    let usage = t.store.usage_for_day(day).await.unwrap();
+    let usage = t.store.usage().for_day(day).await.unwrap();
     assert_eq!(usage.len(), 2, "{usage:?}");
     assert_eq!(
         usage["d1"],
@@ -62,12 +65,13 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
         }
     );
     assert_eq!(
-        t.store.usage_for_day("2025-03-05").await.unwrap()["d1"].hits,
+        t.store.usage().for_day("2025-03-05").await.unwrap()["d1"].hits,
         7
     );
     assert!(
         t.store
-            .usage_for_day("2025-03-06")
+            .usage()
+            .for_day("2025-03-06")
             .await
             .unwrap()
             .is_empty()
@@ -116,9 +120,10 @@ async fn usage_adds_up_per_domain_and_kind_in_one_hash_per_day() {
 async fn empty_batches_write_nothing_and_unknown_fields_are_skipped() {
     let t = TestStore::start().await;
     let day = "2025-01-01";
-    t.store.add_usage(&at(day, 0), &[]).await.unwrap();
+    t.store.usage().add(&at(day, 0), &[]).await.unwrap();
     t.store
-        .add_usage(&at(day, 0), &[("d1".into(), UsageKind::Hit, 0)])
+        .usage()
+        .add(&at(day, 0), &[("d1".into(), UsageKind::Hit, 0)])
         .await
         .unwrap();
     let key = format!("{}{{usage}}:{day}", t.prefix);
@@ -139,7 +144,7 @@ async fn empty_batches_write_nothing_and_unknown_fields_are_skipped() {
         )
         .await
         .unwrap();
-    let usage = t.store.usage_for_day(day).await.unwrap();
+    let usage = t.store.usage().for_day(day).await.unwrap();
     assert_eq!(usage["d1"].hits, 2);
     assert_eq!(usage["d:2"].misses, 3, "domain ids may contain ':'");
     assert_eq!(usage.len(), 2, "{usage:?}");
@@ -162,19 +167,19 @@ async fn a_numbered_batch_counts_once_however_often_it_is_sent() {
             ),
         ]),
     };
-    let counts = async |day: &str| t.store.usage_for_day(day).await.unwrap()["d1"];
+    let counts = async |day: &str| t.store.usage().for_day(day).await.unwrap()["d1"];
 
-    assert!(t.store.add_usage_batch(&batch(1, 2)).await.unwrap());
+    assert!(t.store.usage().add_batch(&batch(1, 2)).await.unwrap());
     assert!(
-        !t.store.add_usage_batch(&batch(1, 2)).await.unwrap(),
+        !t.store.usage().add_batch(&batch(1, 2)).await.unwrap(),
         "a resend"
     );
     assert_eq!(counts("2025-03-04").await.hits, 2);
     assert_eq!(counts("2025-03-05").await.misses, 1);
 
-    assert!(t.store.add_usage_batch(&batch(2, 3)).await.unwrap());
+    assert!(t.store.usage().add_batch(&batch(2, 3)).await.unwrap());
     assert!(
-        !t.store.add_usage_batch(&batch(1, 2)).await.unwrap(),
+        !t.store.usage().add_batch(&batch(1, 2)).await.unwrap(),
         "a replay of an older batch"
     );
     assert_eq!(counts("2025-03-04").await.hits, 5);
@@ -185,7 +190,7 @@ async fn a_numbered_batch_counts_once_however_often_it_is_sent() {
         writer: "gw-2".into(),
         ..batch(1, 10)
     };
-    assert!(t.store.add_usage_batch(&other).await.unwrap());
+    assert!(t.store.usage().add_batch(&other).await.unwrap());
     assert_eq!(counts("2025-03-04").await.hits, 15);
 
     for (key, lifetime) in [

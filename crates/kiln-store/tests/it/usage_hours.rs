@@ -35,15 +35,15 @@ async fn a_resent_batch_counts_once_in_its_hours_as_in_its_day() {
         ]),
     };
 
-    assert!(t.store.add_usage_batch(&batch(1)).await.unwrap());
+    assert!(t.store.usage().add_batch(&batch(1)).await.unwrap());
     for _ in 0..3 {
         assert!(
-            !t.store.add_usage_batch(&batch(1)).await.unwrap(),
+            !t.store.usage().add_batch(&batch(1)).await.unwrap(),
             "a resend"
         );
     }
 
-    let hours = t.store.usage_hours_for_day(day).await.unwrap();
+    let hours = t.store.usage().hours_for_day(day).await.unwrap();
     assert_eq!(hours.len(), 2, "{hours:?}");
     let d1 = hours["d1"];
     assert_eq!(
@@ -66,7 +66,7 @@ async fn a_resent_batch_counts_once_in_its_hours_as_in_its_day() {
     assert_eq!(hours["d2"][23].hits, 1);
 
     // The day's totals are the sum of its hours, read in the same call.
-    let usage = t.store.day_usage(day).await.unwrap();
+    let usage = t.store.usage().day(day).await.unwrap();
     assert_eq!(usage.hours, hours);
     assert_eq!(
         usage.totals["d1"],
@@ -76,7 +76,7 @@ async fn a_resent_batch_counts_once_in_its_hours_as_in_its_day() {
             ..UsageCounts::default()
         }
     );
-    assert_eq!(usage.totals, t.store.usage_for_day(day).await.unwrap());
+    assert_eq!(usage.totals, t.store.usage().for_day(day).await.unwrap());
     for (domain_id, total) in &usage.totals {
         let mut sum = UsageCounts::default();
         for hour in &usage.hours[domain_id] {
@@ -92,13 +92,13 @@ async fn a_resent_batch_counts_once_in_its_hours_as_in_its_day() {
         hours: BTreeMap::from([(at(day, 9), vec![("d1".to_owned(), UsageKind::Hit, 10)])]),
         ..batch(2)
     };
-    assert!(t.store.add_usage_batch(&next).await.unwrap());
-    assert!(!t.store.add_usage_batch(&next).await.unwrap());
-    assert!(!t.store.add_usage_batch(&batch(1)).await.unwrap());
-    let hours = t.store.usage_hours_for_day(day).await.unwrap();
+    assert!(t.store.usage().add_batch(&next).await.unwrap());
+    assert!(!t.store.usage().add_batch(&next).await.unwrap());
+    assert!(!t.store.usage().add_batch(&batch(1)).await.unwrap());
+    let hours = t.store.usage().hours_for_day(day).await.unwrap();
     assert_eq!(hours["d1"][9].hits, 13);
     assert_eq!(hours["d1"][0].hits, 2);
-    assert_eq!(t.store.usage_for_day(day).await.unwrap()["d1"].hits, 15);
+    assert_eq!(t.store.usage().for_day(day).await.unwrap()["d1"].hits, 15);
 }
 
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn days_without_hour_fields_have_totals_only() {
         .await
         .unwrap();
 
-    let usage = t.store.day_usage(day).await.unwrap();
+    let usage = t.store.usage().day(day).await.unwrap();
     assert_eq!(usage.totals["old"].hits, 4);
     assert_eq!(usage.totals["d1"].hits, 1);
     assert_eq!(usage.totals.len(), 2, "{usage:?}");
@@ -138,7 +138,8 @@ async fn days_without_hour_fields_have_totals_only() {
 
     assert!(
         t.store
-            .day_usage("2025-01-02")
+            .usage()
+            .day("2025-01-02")
             .await
             .unwrap()
             .hours

@@ -28,6 +28,7 @@ impl Inner {
             && let Some(reason) = &finished.reason
             && let Err(error) = self
                 .store
+                .pages
                 .put_failure(&job.key, reason, FAILURE_MARKER_TTL)
                 .await
         {
@@ -41,7 +42,7 @@ impl Inner {
     /// render budget) by telling the gateways waiting on the job's page what became of it (see
     /// `kiln_store::RenderClaim` for why the claim is released before the announcement).
     pub(super) async fn unlock_and_announce(&self, job: &RenderJob, outcome: RenderOutcome) {
-        let Some(claim) = RenderClaim::of_job(&self.store, job) else {
+        let Some(claim) = RenderClaim::of_job(&self.store.pages, job) else {
             return;
         };
         if let Err(error) = claim.announce_and_release(outcome).await {

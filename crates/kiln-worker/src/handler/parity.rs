@@ -71,6 +71,7 @@ impl Inner {
         ];
         for (image, png) in pictures {
             self.store
+                .render_log
                 .put_parity_image(&job.tenant_id, check_id, image, Bytes::from(png))
                 .await
                 .map_err(|e| {
@@ -92,12 +93,16 @@ impl Inner {
         check.live_ms = Some(live_ms);
         check.snapshot_ms = Some(snapshot_ms);
         check.report = Some(compared.report);
-        self.store.put_parity_check(&check).await.map_err(|e| {
-            RenderError::Page(format!(
-                "could not store the report: {}",
-                kiln_runtime::error_chain(&e)
-            ))
-        })?;
+        self.store
+            .render_log
+            .put_parity_check(&check)
+            .await
+            .map_err(|e| {
+                RenderError::Page(format!(
+                    "could not store the report: {}",
+                    kiln_runtime::error_chain(&e)
+                ))
+            })?;
         Ok(rendered)
     }
 
@@ -118,7 +123,12 @@ impl Inner {
             },
             Err(error) => {
                 let reason = error.to_string();
-                match self.store.parity_check(&job.tenant_id, check_id).await {
+                match self
+                    .store
+                    .render_log
+                    .parity_check(&job.tenant_id, check_id)
+                    .await
+                {
                     Ok(Some(mut check)) => {
                         check.state = ParityState::Failed;
                         check.finished_at = Some(kiln_core::unix_millis_now());
@@ -140,6 +150,7 @@ impl Inner {
         };
         if let Err(error) = self
             .store
+            .pages
             .release_render_place(&job.tenant_id, &budget_place(check_id))
             .await
         {
@@ -153,7 +164,12 @@ impl Inner {
         job: &RenderJob,
         check_id: &str,
     ) -> Result<ParityCheck, RenderError> {
-        match self.store.parity_check(&job.tenant_id, check_id).await {
+        match self
+            .store
+            .render_log
+            .parity_check(&job.tenant_id, check_id)
+            .await
+        {
             Ok(Some(check)) => Ok(check),
             Ok(None) => Err(RenderError::Page(format!(
                 "parity check {check_id} is gone (it expired, or was never filed)"
@@ -168,7 +184,7 @@ impl Inner {
     /// Stores the check's new state; a failure is only worth a warning (the dashboard then shows
     /// the state before).
     async fn save_check(&self, check: &ParityCheck) {
-        if let Err(error) = self.store.put_parity_check(check).await {
+        if let Err(error) = self.store.render_log.put_parity_check(check).await {
             tracing::warn!(error = %kiln_runtime::error_chain(&error), parity.check = check.id, "could not store the parity check's state");
         }
     }

@@ -52,7 +52,7 @@ impl Inner {
                 (reply, finished)
             }
         };
-        if let Err(error) = self.store.put_preview(reply_to, &reply).await {
+        if let Err(error) = self.store.render_log.put_preview(reply_to, &reply).await {
             tracing::error!(error = %kiln_runtime::error_chain(&error), preview.reply_to = reply_to, "could not reply to a preview");
         }
         finished

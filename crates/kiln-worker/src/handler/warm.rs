@@ -24,7 +24,12 @@ impl Inner {
         if stored {
             self.announce(job, outcome).await;
         }
-        if let Err(error) = self.store.record_warm_result(job_id, stored).await {
+        if let Err(error) = self
+            .store
+            .render_log
+            .record_warm_result(job_id, stored)
+            .await
+        {
             tracing::warn!(error = %kiln_runtime::error_chain(&error), warm.job_id = job_id, "could not count the warm render");
         }
         finished

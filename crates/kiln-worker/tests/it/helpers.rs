@@ -58,7 +58,7 @@ impl PendingRender {
         .await
         .expect("no announcement for the render");
         let elapsed = self.started.elapsed();
-        let entry = store.get_page(&self.key).await.unwrap();
+        let entry = store.pages().get(&self.key).await.unwrap();
         Outcome {
             outcome,
             entry,
@@ -304,7 +304,7 @@ impl TestApp {
 
     /// Pushes `job` through the queue `kind`, listening for its announcement.
     pub async fn start_on(&self, kind: QueueKind, job: RenderJob) -> PendingRender {
-        let events = self.store.subscribe().await.unwrap();
+        let events = self.store.events().subscribe().await.unwrap();
         let key = job.key.clone();
         let started = Instant::now();
         self.push(kind, job).await;
@@ -333,7 +333,8 @@ impl TestApp {
         loop {
             let entries: Vec<RenderLogEntry> = self
                 .store
-                .read_render_log("0", 1000)
+                .render_log()
+                .read("0", 1000)
                 .await
                 .unwrap()
                 .into_iter()

@@ -27,6 +27,7 @@ async fn renders_script_inserted_content_and_strips_scripts() {
     };
     let claimed = app
         .store
+        .pages()
         .claim_render(
             &job.key,
             &job.tenant_id,
@@ -80,13 +81,18 @@ async fn renders_script_inserted_content_and_strips_scripts() {
     );
     assert!(
         app.store
+            .pages()
             .try_lock_render(&job.key, "gateway-2", Duration::from_secs(60))
             .await
             .unwrap(),
         "the render lock was not released"
     );
     assert_eq!(
-        app.store.renders_under_way(&job.tenant_id).await.unwrap(),
+        app.store
+            .pages()
+            .renders_under_way(&job.tenant_id)
+            .await
+            .unwrap(),
         0,
         "the render's place in the tenant's budget was not given back"
     );

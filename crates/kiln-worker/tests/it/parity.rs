@@ -59,6 +59,7 @@ async fn check(app: &TestApp, url: &str, device: DeviceClass) -> ParityCheck {
         device,
     );
     app.store
+        .pages()
         .admit_render(
             &job.tenant_id,
             &budget_place(&id),
@@ -67,13 +68,18 @@ async fn check(app: &TestApp, url: &str, device: DeviceClass) -> ParityCheck {
         )
         .await
         .unwrap();
-    app.store.put_parity_check(&check).await.unwrap();
+    app.store
+        .render_log()
+        .put_parity_check(&check)
+        .await
+        .unwrap();
     let tenant = job.tenant_id.clone();
     app.push(QueueKind::Parity, job).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let check = app
             .store
+            .render_log()
             .parity_check(&tenant, &id)
             .await
             .unwrap()
@@ -173,6 +179,7 @@ async fn suite(
 async fn assert_budget_free(app: &TestApp, tenant: &str) {
     let admitted = app
         .store
+        .pages()
         .admit_render(tenant, "probe", ONE_AT_A_TIME, Duration::from_secs(5))
         .await
         .unwrap();
@@ -182,6 +189,7 @@ async fn assert_budget_free(app: &TestApp, tenant: &str) {
         "a parity check still holds its place"
     );
     app.store
+        .pages()
         .release_render_place(tenant, "probe")
         .await
         .unwrap();
@@ -199,6 +207,7 @@ async fn dump(app: &TestApp, name: &str, check: &ParityCheck) {
     for image in ParityImage::ALL {
         if let Ok(Some(png)) = app
             .store
+            .render_log()
             .parity_image(&check.tenant_id, &check.id, image)
             .await
         {
@@ -269,6 +278,7 @@ async fn a_page_that_shows_bots_something_else_is_reported() {
     for image in ParityImage::ALL {
         let png = app
             .store
+            .render_log()
             .parity_image(&cloaked.tenant_id, &cloaked.id, image)
             .await
             .unwrap()
@@ -281,7 +291,7 @@ async fn a_page_that_shows_bots_something_else_is_reported() {
         Desktop,
         &kiln_core::NormalizedUrl::from_stored(cloaked.url.clone()),
     );
-    assert!(app.store.get_page_meta(&key).await.unwrap().is_none());
+    assert!(app.store.pages().meta(&key).await.unwrap().is_none());
     assert_budget_free(app, &cloaked.tenant_id).await;
     corpus.shutdown().await;
 }

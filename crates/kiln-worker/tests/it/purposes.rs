@@ -32,7 +32,7 @@ impl TestApp {
     async fn warm_progress_after(&self, job_id: &str, renders: u64) -> WarmProgress {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let progress = self.store.warm_progress(job_id).await.unwrap();
+            let progress = self.store.render_log().warm_progress(job_id).await.unwrap();
             if progress.done + progress.failed >= renders {
                 return progress;
             }
@@ -90,6 +90,7 @@ async fn warm_jobs_store_count_and_leave_the_render_lock_alone() {
     // A bot's render of the same page is in flight: its gateway holds the lock.
     assert!(
         app.store
+            .pages()
             .try_lock_render(&job.key, "gateway-1", Duration::from_secs(60))
             .await
             .unwrap()
@@ -109,6 +110,7 @@ async fn warm_jobs_store_count_and_leave_the_render_lock_alone() {
     );
     assert!(
         !app.store
+            .pages()
             .try_lock_render(&job.key, "gateway-2", Duration::from_secs(60))
             .await
             .unwrap(),
@@ -127,10 +129,14 @@ async fn warm_jobs_store_count_and_leave_the_render_lock_alone() {
         app.warm_progress_after("warm-1", 3).await,
         WarmProgress { done: 1, failed: 2 }
     );
-    assert_eq!(app.store.get_page(&dead.key).await.unwrap(), None);
-    assert_eq!(app.store.get_page(&broken.key).await.unwrap(), None);
+    assert_eq!(app.store.pages().get(&dead.key).await.unwrap(), None);
+    assert_eq!(app.store.pages().get(&broken.key).await.unwrap(), None);
     assert_eq!(
-        app.store.warm_progress("another-job").await.unwrap(),
+        app.store
+            .render_log()
+            .warm_progress("another-job")
+            .await
+            .unwrap(),
         WarmProgress::default()
     );
 
@@ -227,7 +233,12 @@ async fn a_long_warm_backlog_delays_a_bots_render_by_one_render_at_most() {
                 .collect::<Vec<_>>()
         );
     }
-    let progress = app.store.warm_progress("backlog").await.unwrap();
+    let progress = app
+        .store
+        .render_log()
+        .warm_progress("backlog")
+        .await
+        .unwrap();
     assert_eq!(progress.failed, 0, "{progress:?}");
     assert!(
         progress.done < 200,
@@ -239,10 +250,11 @@ async fn a_long_warm_backlog_delays_a_bots_render_by_one_render_at_most() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn previews_reply_and_store_announce_and_unlock_nothing() {
     let app = spawn_app().await;
-    let mut events = app.store.subscribe().await.unwrap();
+    let mut events = app.store.events().subscribe().await.unwrap();
     let job = preview(app.job(&app.origin.url("/app"), Desktop), "reply-1");
     assert!(
         app.store
+            .pages()
             .try_lock_render(&job.key, "gateway-1", Duration::from_secs(60))
             .await
             .unwrap()
@@ -250,6 +262,7 @@ async fn previews_reply_and_store_announce_and_unlock_nothing() {
     app.push(QueueKind::Render, job.clone()).await;
     let reply = app
         .store
+        .render_log()
         .take_preview("reply-1", DEADLINE)
         .await
         .unwrap()
@@ -269,6 +282,7 @@ async fn previews_reply_and_store_announce_and_unlock_nothing() {
     app.push(QueueKind::Render, broken.clone()).await;
     let reply = app
         .store
+        .render_log()
         .take_preview("reply-2", DEADLINE)
         .await
         .unwrap()
@@ -278,10 +292,11 @@ async fn previews_reply_and_store_announce_and_unlock_nothing() {
     assert!(reply.html.is_empty());
 
     // Nothing stored, the lock untouched.
-    assert_eq!(app.store.get_page(&job.key).await.unwrap(), None);
-    assert_eq!(app.store.get_page(&broken.key).await.unwrap(), None);
+    assert_eq!(app.store.pages().get(&job.key).await.unwrap(), None);
+    assert_eq!(app.store.pages().get(&broken.key).await.unwrap(), None);
     assert!(
         !app.store
+            .pages()
             .try_lock_render(&job.key, "gateway-2", Duration::from_secs(60))
             .await
             .unwrap(),
@@ -334,6 +349,7 @@ async fn a_bots_render_of_a_page_made_fresh_meanwhile_is_not_done_again() {
     // first render landed): the worker answers from the fresh page and releases that lock.
     assert!(
         app.store
+            .pages()
             .try_lock_render(&job.key, "gateway-2", Duration::from_secs(60))
             .await
             .unwrap()
@@ -347,12 +363,17 @@ async fn a_bots_render_of_a_page_made_fresh_meanwhile_is_not_done_again() {
     );
     assert!(
         app.store
+            .pages()
             .try_lock_render(&job.key, "gateway-3", Duration::from_secs(60))
             .await
             .unwrap(),
         "the lock was kept"
     );
-    app.store.release_render_lock(&job.key).await.unwrap();
+    app.store
+        .pages()
+        .release_render_lock(&job.key)
+        .await
+        .unwrap();
 
     // A warm is asked for to replace the page: it renders.
     let warmed = app

@@ -347,7 +347,8 @@ impl TestCluster {
     pub async fn render_log(&self) -> Vec<RenderLogEntry> {
         self.stack
             .store
-            .read_render_log("0", 10_000)
+            .render_log()
+            .read("0", 10_000)
             .await
             .expect("the render log")
             .into_iter()
