@@ -104,6 +104,7 @@ impl DomainRecord {
             origin: self.origin.clone(),
             verified: self.verified,
             settings: self.settings.clone(),
+            service_only: false,
         }
     }
 }

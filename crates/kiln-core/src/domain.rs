@@ -18,6 +18,13 @@ pub struct DomainConfig {
     pub verified: bool,
     #[serde(default)]
     pub settings: DomainSettings,
+    /// Whether the domain is used only through the render service: the customer's own server
+    /// (prerender-node, rendertron-middleware, an nginx recipe…) asks Kiln for its bots' pages with
+    /// a service token, and its traffic never comes through Kiln's edge. Its origin is the public
+    /// site itself, so the gateway renders the very URL it was asked for and never proxies the
+    /// host (that would send Kiln's requests back to the customer's middleware, and to Kiln).
+    #[serde(default)]
+    pub service_only: bool,
 }
 
 /// Per-domain knobs, each with a sane default so that older published records stay readable.
@@ -235,8 +242,13 @@ fn is_path_pattern(pattern: &str) -> bool {
 }
 
 impl DomainConfig {
-    /// The origin URL that serves the page a client asked for at `url`.
+    /// The origin URL that serves the page a client asked for at `url`: the same path and query on
+    /// the origin, or `url` itself for a domain used only through the render service (whose origin
+    /// is the public site).
     pub fn origin_url_for(&self, url: &NormalizedUrl) -> String {
+        if self.service_only {
+            return url.as_str().to_owned();
+        }
         format!(
             "{}{}",
             self.origin.trim_end_matches('/'),
@@ -258,6 +270,7 @@ mod tests {
             origin: "http://127.0.0.1:5173/".into(),
             verified: true,
             settings: DomainSettings::default(),
+            service_only: false,
         };
         let url = NormalizedUrl::from_stored("https://shop.com/p/3?a=1".into());
         assert_eq!(domain.origin_url_for(&url), "http://127.0.0.1:5173/p/3?a=1");

@@ -102,6 +102,7 @@ mod tests {
                 bot_rate_burst: burst,
                 ..DomainSettings::default()
             },
+            service_only: false,
         }
     }
 

@@ -3,7 +3,7 @@
 //! announces domain changes and finished renders.
 //!
 //! Every operation belongs to a role view ([`Pages`], [`Directory`], [`Events`], [`Certificates`],
-//! [`Challenges`], [`RenderLog`], [`Usage`], [`Health`]) taken from the one connection pool a
+//! [`Challenges`], [`RenderLog`], [`Usage`], [`ServiceTokens`], [`Health`]) taken from the one connection pool a
 //! [`Store`] is, and each program keeps only the views its role needs, so that what it may do to
 //! Redis shows in its types.
 //!
@@ -34,6 +34,7 @@ mod pages;
 mod parity;
 mod preview;
 mod render_log;
+mod service_tokens;
 mod settings;
 mod usage;
 mod warm;
@@ -54,6 +55,7 @@ pub use preview::{PREVIEW_TTL_SECS, PreviewResult};
 pub use render_log::{
     RENDER_LOG_MAX_LEN, RenderLog, RenderLogEntry, RenderLogOutcome, RenderLogPurpose,
 };
+pub use service_tokens::{ServiceToken, ServiceTokens, token_hash};
 pub use settings::StoreSettings;
 pub use usage::{
     DayUsage, USAGE_RETENTION_SECS, Usage, UsageBatch, UsageCounts, UsageHour, UsageHours,
@@ -144,6 +146,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// * [`RenderLog`]: what renders report back, the log of every render and the results of warms,
 ///   previews and parity checks.
 /// * [`Usage`]: the per-domain usage counters.
+/// * [`ServiceTokens`]: the render service's tokens (hashed), and when each was last used.
 /// * [`Health`]: whether Redis answers, for readiness checks.
 ///
 /// Every view shares the one pool: taking one costs a clone of two `Arc`s, and a view can be kept
@@ -201,6 +204,10 @@ impl Store {
 
     pub fn usage(&self) -> Usage {
         Usage::new(self.conn.clone())
+    }
+
+    pub fn service_tokens(&self) -> ServiceTokens {
+        ServiceTokens::new(self.conn.clone())
     }
 
     pub fn health(&self) -> Health {

@@ -188,6 +188,7 @@ impl TestAcmeStack {
             origin: format!("http://127.0.0.1:{}", self.origin_port),
             verified,
             settings: DomainSettings::default(),
+            service_only: false,
         }
     }
 

@@ -113,6 +113,7 @@ impl TestStack {
                     origin: format!("http://127.0.0.1:{demo_port}"),
                     verified: true,
                     settings,
+                    service_only: false,
                 })
                 .await
                 .expect("publish the demo domain");

@@ -193,6 +193,7 @@ pub fn domain(host: &str, origin_port: u16, settings: DomainSettings) -> DomainC
         origin: format!("http://127.0.0.1:{origin_port}"),
         verified: true,
         settings,
+        service_only: false,
     }
 }
 

@@ -511,6 +511,7 @@ async fn events_reach_a_subscriber_whichever_node_they_are_published_on() {
         origin: "https://origin.shop.test".into(),
         verified: true,
         settings: Default::default(),
+        service_only: false,
     };
     t.store.directory().put(&domain).await.unwrap();
     assert_eq!(
@@ -586,6 +587,7 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
             origin: format!("https://origin.{host}"),
             verified: i != 1,
             settings: Default::default(),
+            service_only: false,
         };
         t.store.directory().put(&config).await.unwrap();
         configs.insert(config.host.clone(), config);

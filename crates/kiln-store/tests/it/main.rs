@@ -7,6 +7,7 @@ mod helpers;
 mod pages;
 mod preview;
 mod render_log;
+mod service_tokens;
 mod usage;
 mod usage_hours;
 mod warm;
