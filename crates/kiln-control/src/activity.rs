@@ -176,8 +176,8 @@ pub async fn snapshot_usage(app: &App) -> Result<(), ActivityError> {
     Ok(())
 }
 
-/// Copies the render log and usage every `every` until the process ends; failures are logged and
-/// retried on the next round.
+/// Copies the render log, usage and the service tokens' last uses every `every` until the process
+/// ends; failures are logged and retried on the next round.
 pub async fn run_copier(app: App, every: std::time::Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -193,6 +193,12 @@ pub async fn run_copier(app: App, every: std::time::Duration) {
             tracing::warn!(
                 error = %crate::error_chain(&error),
                 "copying usage counters failed; retrying"
+            );
+        }
+        if let Err(error) = crate::service_tokens::copy_last_use(&app).await {
+            tracing::warn!(
+                error = %crate::error_chain(&error),
+                "copying the service tokens' last uses failed; retrying"
             );
         }
     }

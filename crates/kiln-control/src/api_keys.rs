@@ -3,14 +3,12 @@
 
 use crate::App;
 use crate::db::{ApiKeyRecord, DbError, NewApiKey};
-use sha2::{Digest, Sha256};
+use crate::tokens;
 use uuid::Uuid;
 
+pub use crate::tokens::{MAX_NAME_LEN, RandomError, hash};
+
 pub const KEY_PREFIX: &str = "kiln_live_";
-const RANDOM_LEN: usize = 32;
-/// How many random characters the stored, visible prefix keeps (`kiln_live_ab12cd34`).
-const VISIBLE_LEN: usize = 8;
-pub const MAX_NAME_LEN: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -24,50 +22,20 @@ pub enum KeyError {
     Random(#[source] RandomError),
 }
 
-/// getrandom's error, as an error with a `source()` chain: getrandom implements
-/// `std::error::Error` only with its `std` feature, which this crate's build may not have.
-#[derive(Debug)]
-pub struct RandomError(pub getrandom::Error);
-
-impl std::fmt::Display for RandomError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for RandomError {}
-
 /// A freshly created key: the only time its secret exists outside the caller's hands.
 pub struct CreatedKey {
     pub record: ApiKeyRecord,
     pub secret: String,
 }
 
-/// The SHA-256 of a presented key, as stored.
-pub fn hash(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
 /// Whether `value` has the shape of a Kiln API key (so that anything else can be refused without a
 /// database round trip).
 pub fn looks_like_key(value: &str) -> bool {
-    value.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
-        rest.len() == RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-    })
+    tokens::has_shape(value, KEY_PREFIX)
 }
 
 fn generate() -> Result<String, KeyError> {
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut key = String::from(KEY_PREFIX);
-    let mut byte = [0u8; 1];
-    while key.len() < KEY_PREFIX.len() + RANDOM_LEN {
-        getrandom::fill(&mut byte).map_err(|e| KeyError::Random(RandomError(e)))?;
-        // Rejection sampling: 248 = 4 × 62, so accepted bytes map onto the alphabet uniformly.
-        if byte[0] < 248 {
-            key.push(ALPHABET[(byte[0] % 62) as usize] as char);
-        }
-    }
-    Ok(key)
+    tokens::generate(KEY_PREFIX).map_err(KeyError::Random)
 }
 
 pub async fn create(
@@ -77,13 +45,9 @@ pub async fn create(
     name: &str,
     actor: &str,
 ) -> Result<CreatedKey, KeyError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
-    {
-        return Err(KeyError::InvalidName);
-    }
+    let name = tokens::valid_name(name).ok_or(KeyError::InvalidName)?;
     let secret = generate()?;
-    let prefix = &secret[..KEY_PREFIX.len() + VISIBLE_LEN];
+    let prefix = tokens::visible_part(&secret, KEY_PREFIX);
     let new = NewApiKey {
         id: Uuid::now_v7(),
         tenant_id,
@@ -139,7 +103,7 @@ mod tests {
         let b = generate().unwrap();
         assert!(looks_like_key(&a), "{a}");
         assert_ne!(a, b);
-        assert_eq!(a.len(), KEY_PREFIX.len() + RANDOM_LEN);
+        assert_eq!(a.len(), KEY_PREFIX.len() + tokens::RANDOM_LEN);
         assert_ne!(hash(&a), hash(&b));
     }
 

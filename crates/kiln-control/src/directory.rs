@@ -7,6 +7,9 @@
 //! [`CHECK_EVERY`] that the directory still carries the mark of a full publish (see
 //! `kiln_store::PublishedDirectory`) and publishes it whole again when it does not. With several
 //! dashboards each may do so at the same moment; publishing is idempotent.
+//!
+//! The render service's tokens live in the same Redis and are lost with it, so every full publish
+//! of the directory publishes them whole too (`service_tokens::publish_all`).
 
 use crate::App;
 use crate::domains::DomainError;
@@ -24,11 +27,13 @@ pub struct PublishReport {
     pub published: usize,
     /// Hostnames found in Redis but not in Postgres, now withdrawn.
     pub withdrawn: Vec<Hostname>,
+    /// The render service's live tokens, all published.
+    pub service_tokens: usize,
 }
 
 /// Makes Redis's domain directory match Postgres: publishes every domain at once, marked complete,
 /// then withdraws the ones that are no longer registered (repair after a Redis flush or a failed
-/// update).
+/// update); then publishes the render service's live tokens, replacing whatever Redis held.
 ///
 /// The withdrawals read Redis after the publish and Postgres after that, on purpose. `add_domain`
 /// commits to Postgres before it publishes, so any host a concurrent `add_domain` already published
@@ -77,15 +82,18 @@ pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
             .map_err(DomainError::Store)?;
         tracing::info!(domain.host = %host, "withdrew a domain that is no longer registered");
     }
+    let service_tokens = crate::service_tokens::publish_all(app).await?;
 
     tracing::info!(
         domains.published = configs.len(),
         domains.withdrawn = withdrawn.len(),
+        service_tokens.published = service_tokens,
         "domain directory published"
     );
     Ok(PublishReport {
         published: configs.len(),
         withdrawn,
+        service_tokens,
     })
 }
 

@@ -10,6 +10,7 @@ use crate::App;
 use crate::db::{DOMAINS_HOSTNAME_KEY, Db, DbError, DomainRecord, NewDomain};
 use crate::hostnames::HostnameRefused;
 use crate::origin::{Origin, OriginError};
+use crate::service_tokens::ServiceTokenError;
 use kiln_core::{DomainConfig, DomainSettings, Hostname};
 use kiln_store::StoreError;
 use uuid::Uuid;
@@ -47,6 +48,15 @@ pub enum DomainError {
     },
     #[error("reading or writing the Redis domain directory failed")]
     Store(#[source] StoreError),
+    #[error("publishing the render service's tokens failed")]
+    ServiceTokens(#[from] ServiceTokenError),
+    #[error("an origin is required (only a domain used through the render service has none)")]
+    OriginRequired,
+    #[error(
+        "{host} is used only through the render service, so its origin is its public site, \
+         {expected}; leave the origin out"
+    )]
+    ServiceOnlyOrigin { host: Hostname, expected: String },
 }
 
 /// A request to register a domain.
@@ -58,6 +68,9 @@ pub struct AddDomain {
     pub settings: DomainSettings,
     /// Whether ownership is established from the start.
     pub verified: bool,
+    /// Whether the domain is used only through the render service; its origin must then be
+    /// [`service_origin`] (see [`origin_for`]).
+    pub service_only: bool,
     /// Succeed (and republish) if the same tenant already registered this host with the same origin
     /// and settings.
     pub if_not_exists: bool,
@@ -73,8 +86,39 @@ impl AddDomain {
             origin,
             settings,
             verified: true,
+            service_only: false,
             if_not_exists: false,
         }
+    }
+}
+
+/// The origin of a domain used only through the render service: its public site,
+/// `https://<host>`. Kiln renders the very URLs the customer's server asks for, so it fetches them
+/// from there; the origin checks apply to it as to any other (a name that resolves to a private
+/// address is refused unless the operator granted it).
+pub fn service_origin(host: &Hostname) -> Result<Origin, OriginError> {
+    Origin::parse(&format!("https://{host}"))
+}
+
+/// The origin a domain is registered with: the one given; for a domain used only through the
+/// render service, [`service_origin`], which an origin given anyway must equal.
+pub fn origin_for(
+    host: &Hostname,
+    origin: Option<Origin>,
+    service_only: bool,
+) -> Result<Origin, DomainError> {
+    if !service_only {
+        return origin.ok_or(DomainError::OriginRequired);
+    }
+    let expected = service_origin(host)?;
+    match origin {
+        Some(origin) if origin.as_str() != expected.as_str() => {
+            Err(DomainError::ServiceOnlyOrigin {
+                host: host.clone(),
+                expected: expected.as_str().to_owned(),
+            })
+        }
+        _ => Ok(expected),
     }
 }
 
@@ -104,7 +148,7 @@ impl DomainRecord {
             origin: self.origin.clone(),
             verified: self.verified,
             settings: self.settings.clone(),
-            service_only: false,
+            service_only: self.service_only,
         }
     }
 }
@@ -114,6 +158,9 @@ impl DomainRecord {
 /// Postgres with an audit event, then publishes it to Redis.
 pub async fn add_domain(app: &App, request: AddDomain, actor: &str) -> Result<Added, DomainError> {
     app.hostnames.check(&request.host)?;
+    if request.service_only {
+        origin_for(&request.host, Some(request.origin.clone()), true)?;
+    }
     request
         .origin
         .check_addresses(&app.allowed_nets, &request.tenant_id.to_string())
@@ -128,6 +175,7 @@ pub async fn add_domain(app: &App, request: AddDomain, actor: &str) -> Result<Ad
         verified: request.verified,
         verification_token: &token,
         settings: &request.settings,
+        service_only: request.service_only,
     };
     let added = match app.db.insert_domain(&new, actor).await {
         Ok(record) => {
@@ -150,7 +198,8 @@ pub async fn add_domain(app: &App, request: AddDomain, actor: &str) -> Result<Ad
                 Some(existing)
                     if existing.origin == request.origin.as_str()
                         && existing.settings == request.settings
-                        && existing.verified == request.verified =>
+                        && existing.verified == request.verified
+                        && existing.service_only == request.service_only =>
                 {
                     Added::AlreadyPresent(existing)
                 }
@@ -225,27 +274,31 @@ pub async fn remove_domain(
 }
 
 /// Registers a domain for a tenant, unverified: people are proxied at once, bots get renders once
-/// DNS proves ownership.
+/// DNS proves ownership. `origin` is as [`origin_for`] takes it: none for a domain used only
+/// through the render service.
 pub async fn create_for_tenant(
     app: &App,
     tenant_id: Uuid,
     host: Hostname,
-    origin: Origin,
+    origin: Option<Origin>,
+    service_only: bool,
     settings: DomainSettings,
     actor: &str,
 ) -> Result<DomainRecord, DomainError> {
     let request = AddDomain {
+        origin: origin_for(&host, origin, service_only)?,
         tenant_id,
         host,
-        origin,
         settings,
         verified: false,
+        service_only,
         if_not_exists: false,
     };
     Ok(add_domain(app, request, actor).await?.record().clone())
 }
 
-/// Changes a domain's origin (checked like a new one) and settings, then republishes it.
+/// Changes a domain's origin (checked like a new one) and settings, then republishes it. A domain
+/// used only through the render service keeps its origin, its public site.
 pub async fn update(
     app: &App,
     current: &DomainRecord,
@@ -254,6 +307,12 @@ pub async fn update(
     actor: &str,
 ) -> Result<DomainRecord, DomainError> {
     let origin = match origin {
+        Some(origin) if origin.as_str() != current.origin && current.service_only => {
+            return Err(DomainError::ServiceOnlyOrigin {
+                host: current.host.clone(),
+                expected: current.origin.clone(),
+            });
+        }
         Some(origin) if origin.as_str() != current.origin => {
             origin
                 .check_addresses(&app.allowed_nets, &current.tenant_id.to_string())

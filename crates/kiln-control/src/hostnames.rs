@@ -43,6 +43,8 @@ pub enum PlatformName {
     CnameTarget,
     /// The host of `KILN_DASHBOARD_PUBLIC_URL`.
     Dashboard,
+    /// `KILN_SERVICE_HOST`, where customers' servers reach the render service.
+    ServiceHost,
 }
 
 impl std::fmt::Display for PlatformName {
@@ -50,6 +52,7 @@ impl std::fmt::Display for PlatformName {
         f.write_str(match self {
             PlatformName::CnameTarget => "CNAME target",
             PlatformName::Dashboard => "dashboard",
+            PlatformName::ServiceHost => "render service host",
         })
     }
 }
@@ -62,8 +65,9 @@ pub struct HostnamePolicy {
 }
 
 impl HostnamePolicy {
-    /// The policy for the platform `settings` describe: its CNAME target and the dashboard's public
-    /// host (when that is a hostname, not an IP address) are reserved.
+    /// The policy for the platform `settings` describe: its CNAME target, the dashboard's public
+    /// host (when that is a hostname, not an IP address) and the render service's host are
+    /// reserved.
     pub fn from_settings(settings: &Settings) -> Self {
         let dashboard = match settings.public_url.host() {
             Some(url::Host::Domain(host)) => Hostname::parse(host).ok(),
@@ -75,6 +79,7 @@ impl HostnamePolicy {
                 .clone()
                 .map(|host| (host, PlatformName::CnameTarget)),
             dashboard.map(|host| (host, PlatformName::Dashboard)),
+            Some((settings.service_host.clone(), PlatformName::ServiceHost)),
         ];
         HostnamePolicy {
             reserved: reserved.into_iter().flatten().collect(),
@@ -200,11 +205,22 @@ mod tests {
             }
         ));
 
+        assert!(matches!(
+            refused("render.localhost"),
+            HostnameRefused::Reserved {
+                what: PlatformName::ServiceHost,
+                ..
+            }
+        ));
+
         // A dashboard reached by IP address reserves no hostname.
         settings.public_url = "http://127.0.0.1:3001".parse().unwrap();
         settings.cname_target = None;
         let policy = HostnamePolicy::from_settings(&settings);
-        assert!(policy.reserved.is_empty());
+        assert_eq!(
+            policy.reserved,
+            [(settings.service_host.clone(), PlatformName::ServiceHost)]
+        );
         assert_eq!(
             policy.check(&Hostname::parse("github.io").unwrap()),
             Err(HostnameRefused::PublicSuffix(

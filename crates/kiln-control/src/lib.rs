@@ -1,4 +1,4 @@
-//! Kiln's control plane: accounts and sessions, API keys, domains and their verification, the
+//! Kiln's control plane: accounts and sessions, API keys and the render service's tokens, domains and their verification, the
 //! cache (purge, warm, preview), parity checks, activity and usage, the charts' numbers, the audit
 //! log and sitemaps, over Postgres and the store. Postgres is the source of truth for tenants and
 //! their domains; what gateways and workers need (the domain directory) is published to Redis
@@ -27,10 +27,12 @@ pub mod domains;
 pub mod hostnames;
 pub mod origin;
 pub mod parity;
+pub mod service_tokens;
 pub mod settings;
 pub mod sitemaps;
 pub mod state;
 pub mod stats;
+pub mod tokens;
 
 pub use settings::{LogFormat, Settings};
 pub use state::App;

@@ -56,6 +56,11 @@ pub struct Settings {
     /// domains' CNAME records at. Unset, domains can only be verified with a TXT record. It, and
     /// every name under it, can never be registered as a domain.
     pub cname_target: Option<Hostname>,
+    /// `KILN_SERVICE_HOST` (default `render.localhost`): the hostname at which customers' own
+    /// servers (prerender-node, rendertron-middleware, …) reach the gateways' render service, as
+    /// the service tokens page shows it; set it as the gateways have it. It, and every name under
+    /// it, can never be registered as a domain.
+    pub service_host: Hostname,
     /// `KILN_DNS_SERVER` (default: the system resolver): the DNS server (`ip:port`) that domain
     /// verification asks.
     pub dns_server: Option<SocketAddr>,
@@ -88,6 +93,7 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9102";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 1800;
 pub const DEFAULT_API_RATE_PER_SECOND: u32 = 10;
 pub const DEFAULT_API_RATE_BURST: u32 = 100;
+pub const DEFAULT_SERVICE_HOST: &str = "render.localhost";
 /// The shortest session secret accepted: 256 bits of base64 or hex text.
 pub const MIN_SESSION_SECRET_LEN: usize = 32;
 /// sqlx logs "relation already exists, skipping" notices at `info` on every migration run: noise.
@@ -135,6 +141,15 @@ impl Settings {
                 }
             },
         };
+        let service_host = match vars.parse_with(
+            "KILN_SERVICE_HOST",
+            "a hostname, e.g. render.kiln.example.com",
+            Hostname::parse,
+        )? {
+            Some(host) => host,
+            None => Hostname::parse(DEFAULT_SERVICE_HOST)
+                .context("the default service host is not a hostname")?,
+        };
         let rate =
             |name: &str, default: u32, min: u32| vars.number(name, default, min..=1_000_000, "");
 
@@ -160,6 +175,7 @@ impl Settings {
                 "a hostname, e.g. edge.kiln.example.com",
                 Hostname::parse,
             )?,
+            service_host,
             dns_server: vars.parse(
                 "KILN_DNS_SERVER",
                 "an IP address and port, e.g. 127.0.0.1:53",
@@ -211,6 +227,7 @@ mod tests {
             (DEFAULT_API_RATE_PER_SECOND, DEFAULT_API_RATE_BURST)
         );
         assert_eq!(settings.render_budget, RenderBudget::DEFAULT);
+        assert_eq!(settings.service_host.as_str(), DEFAULT_SERVICE_HOST);
     }
 
     #[test]
@@ -227,8 +244,10 @@ mod tests {
             ("KILN_API_RATE_BURST", "7"),
             ("KILN_TENANT_MAX_RENDERS", "3"),
             ("KILN_TENANT_RENDERS_PER_MINUTE", "0"),
+            ("KILN_SERVICE_HOST", "Render.Kiln.Example.com"),
         ])
         .unwrap();
+        assert_eq!(settings.service_host.as_str(), "render.kiln.example.com");
         assert_eq!(
             settings.render_budget,
             RenderBudget {
@@ -301,6 +320,13 @@ mod tests {
                     ("KILN_API_RATE_PER_SECOND", "fast"),
                 ],
                 "KILN_API_RATE_PER_SECOND `fast`",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_SERVICE_HOST", "https://render.example.com"),
+                ],
+                "KILN_SERVICE_HOST `https://render.example.com`",
             ),
             (
                 &[

@@ -5,7 +5,7 @@ use crate::Settings;
 use crate::db::Db;
 use crate::hostnames::HostnamePolicy;
 use anyhow::Context;
-use kiln_core::EgressPolicy;
+use kiln_core::{EgressPolicy, Hostname};
 use kiln_store::{RenderBudget, Store, StoreSettings};
 use secrecy::ExposeSecret;
 
@@ -23,6 +23,9 @@ pub struct App {
     /// How many renders a tenant may have under way, and start a minute (the gateways' budget,
     /// which parity checks count against).
     pub render_budget: RenderBudget,
+    /// Where customers' own servers reach the render service (`KILN_SERVICE_HOST`), for the
+    /// front ends to tell them.
+    pub service_host: Hostname,
 }
 
 impl App {
@@ -36,6 +39,7 @@ impl App {
             allowed_nets: origin_policy(settings).await?,
             hostnames: HostnamePolicy::from_settings(settings),
             render_budget: settings.render_budget,
+            service_host: settings.service_host.clone(),
         })
     }
 }

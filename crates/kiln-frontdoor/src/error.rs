@@ -13,6 +13,7 @@ use kiln_control::domains::DomainError;
 use kiln_control::hostnames::HostnameRefused;
 use kiln_control::origin::OriginError;
 use kiln_control::parity::ParityError;
+use kiln_control::service_tokens::ServiceTokenError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -225,12 +226,16 @@ impl From<DomainError> for ApiError {
                 "origin_unresolvable",
                 kiln_control::error_chain(&error),
             ),
-            DomainError::Origin(_) => ApiError::invalid(kiln_control::error_chain(&error)),
+            DomainError::Origin(_)
+            | DomainError::OriginRequired
+            | DomainError::ServiceOnlyOrigin { .. } => {
+                ApiError::invalid(kiln_control::error_chain(&error))
+            }
             DomainError::Db(_) => match error {
                 DomainError::Db(error) => error.into(),
                 _ => unreachable!("matched above"),
             },
-            DomainError::Publish { .. } | DomainError::Store(_) => {
+            DomainError::Publish { .. } | DomainError::Store(_) | DomainError::ServiceTokens(_) => {
                 tracing::error!(error = %kiln_control::error_chain(&error), "redis update failed");
                 ApiError::unavailable(error.to_string())
             }
@@ -245,6 +250,29 @@ impl From<KeyError> for ApiError {
             KeyError::NotFound => ApiError::not_found("API key"),
             KeyError::Db(error) => error.into(),
             KeyError::Random(_) => ApiError::internal(&error),
+        }
+    }
+}
+
+impl From<ServiceTokenError> for ApiError {
+    fn from(error: ServiceTokenError) -> Self {
+        match error {
+            ServiceTokenError::InvalidName | ServiceTokenError::InvalidLimit { .. } => {
+                ApiError::invalid(error.to_string())
+            }
+            ServiceTokenError::NotFound => ApiError::not_found("service token"),
+            ServiceTokenError::Db(error) => error.into(),
+            ServiceTokenError::Random(_) => ApiError::internal(&error),
+            // The message says what to do (try again, revoke again); the chain is in the log.
+            ServiceTokenError::Publish(_)
+            | ServiceTokenError::Withdraw { .. }
+            | ServiceTokenError::Store(_) => {
+                tracing::error!(
+                    error = %kiln_control::error_chain(&error),
+                    "publishing service tokens failed"
+                );
+                ApiError::unavailable(error.to_string())
+            }
         }
     }
 }

@@ -28,11 +28,13 @@ mod accounts;
 mod activity;
 mod keys;
 mod render_log;
+mod service_tokens;
 
 pub use accounts::{NewUser, SessionRecord, USERS_EMAIL_KEY, UserRecord};
 pub use activity::{Bucket, RenderRecord, UsageRecord, UsageSnapshot, WarmJobRecord};
 pub use keys::{ApiKeyRecord, NewApiKey};
 pub use render_log::RenderFilter;
+pub use service_tokens::{NewServiceToken, ServiceTokenRecord};
 
 /// Audit actions recorded by this module.
 pub mod action {
@@ -45,6 +47,8 @@ pub mod action {
     pub const API_KEY_CREATE: &str = "api_key.create";
     pub const API_KEY_REVOKE: &str = "api_key.revoke";
     pub const API_KEY_REVOKE_ALL: &str = "api_key.revoke_all";
+    pub const SERVICE_TOKEN_CREATE: &str = "service_token.create";
+    pub const SERVICE_TOKEN_REVOKE: &str = "service_token.revoke";
     pub const CACHE_PURGE: &str = "cache.purge";
     pub const CACHE_WARM: &str = "cache.warm";
 }
@@ -111,6 +115,8 @@ pub struct DomainRecord {
     pub verification_checked_at: Option<OffsetDateTime>,
     /// The last ownership check's findings, as the REST API shows them.
     pub verification_result: Option<serde_json::Value>,
+    /// Used only through the render service (see `kiln_core::DomainConfig::service_only`).
+    pub service_only: bool,
 }
 
 impl DomainRecord {
@@ -122,6 +128,7 @@ impl DomainRecord {
             "host": self.host,
             "origin": self.origin,
             "verified": self.verified,
+            "service_only": self.service_only,
             "settings": self.settings,
         })
     }
@@ -137,6 +144,7 @@ pub struct NewDomain<'a> {
     pub verified: bool,
     pub verification_token: &'a str,
     pub settings: &'a DomainSettings,
+    pub service_only: bool,
 }
 
 /// A pool of Postgres connections. Cheap to clone.
@@ -149,7 +157,7 @@ pub struct Db {
 macro_rules! domain_columns {
     () => {
         "id, tenant_id, hostname, origin, verified, verification_token, settings, created_at, \
-         updated_at, verified_at, verification_checked_at, verification_result"
+         updated_at, verified_at, verification_checked_at, verification_result, service_only"
     };
 }
 
@@ -185,7 +193,8 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         let record: DomainRecord = sqlx::query_as(concat!(
             "INSERT INTO domains (id, tenant_id, hostname, origin, verified, verification_token, settings, \
-             verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5 THEN now() END) RETURNING ",
+             verified_at, service_only) VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5 THEN now() END, \
+             $8) RETURNING ",
             domain_columns!()
         ))
         .bind(new.id)
@@ -195,6 +204,7 @@ impl Db {
         .bind(new.verified)
         .bind(new.verification_token)
         .bind(Json(new.settings))
+        .bind(new.service_only)
         .fetch_one(&mut *tx)
         .await?;
         let event = AuditEvent {
