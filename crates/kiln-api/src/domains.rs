@@ -25,9 +25,16 @@ pub struct NewDomainInput {
     /// path or wildcard. Internationalised names are stored in punycode.
     #[schema(example = "shop.example.com")]
     pub hostname: String,
-    /// Where Kiln fetches pages: `http(s)://host[:port]`, no path.
+    /// Where Kiln fetches pages: `http(s)://host[:port]`, no path. Required, except for a domain
+    /// used only through the render service, whose origin is its public site,
+    /// `https://<hostname>` (left out, or given as exactly that).
     #[schema(example = "https://origin.shop.example.com")]
-    pub origin: String,
+    pub origin: Option<String>,
+    /// Whether the domain is used only through the render service: your own server
+    /// (prerender-node, rendertron-middleware, …) asks Kiln for bots' pages with a service token,
+    /// and no DNS record points at Kiln's edge. Ownership is still proven with the TXT record.
+    /// Default `false`.
+    pub service_only: Option<bool>,
     /// Settings other than the defaults.
     pub settings: Option<SettingsInput>,
 }
@@ -188,6 +195,9 @@ pub struct DomainView {
     pub origin: String,
     /// Whether Kiln renders for bots on this domain (ownership proven).
     pub verified: bool,
+    /// Whether the domain is used only through the render service (its origin is its public
+    /// site).
+    pub service_only: bool,
     pub verification: VerificationView,
     pub settings: SettingsView,
     #[serde(with = "time::serde::rfc3339")]
@@ -296,6 +306,7 @@ impl DomainView {
             hostname: record.host.to_string(),
             origin: record.origin.clone(),
             verified: record.verified,
+            service_only: record.service_only,
             verification: VerificationView {
                 status: if record.verified {
                     VerificationStatus::Verified
@@ -332,15 +343,16 @@ pub(super) fn parse_origin(input: &str) -> Result<Origin, ApiError> {
 }
 
 /// Adds a domain. It starts unverified: people are proxied at once, bots get renders once the
-/// hostname's DNS proves ownership (see `POST /api/v1/domains/{id}/verify`).
+/// hostname's DNS proves ownership (see `POST /api/v1/domains/{id}/verify`). A domain used only
+/// through the render service (`service_only`) takes no origin: Kiln fetches its public site.
 #[utoipa::path(post, path = "/domains", tag = "domains", request_body = NewDomainInput,
     security(("api_key" = []), ("session" = [])),
     responses(
         (status = 201, description = "Added", body = DomainView),
         (status = 409, description = "The hostname is registered already", body = kiln_frontdoor::ErrorBody),
-        (status = 422, description = "Invalid hostname, origin or settings, or a body of the wrong shape; \
+        (status = 422, description = "Invalid hostname, origin or settings (an origin missing, or one given for a service-only domain that is not `https://<hostname>`), or a body of the wrong shape; \
             a hostname no one may register is `hostname_reserved` (the platform's own names: its CNAME target, \
-            the dashboard's host and names under them), `hostname_single_label` (`localhost`) or \
+            the dashboard's host, the render service's host and names under them), `hostname_single_label` (`localhost`) or \
             `hostname_public_suffix` (`co.uk`, `github.io`: on the Public Suffix List)", body = kiln_frontdoor::ErrorBody),
         JsonBodyErrors,
         CallerErrors,
@@ -351,7 +363,7 @@ pub async fn create(
     ApiJson(input): ApiJson<NewDomainInput>,
 ) -> Result<(StatusCode, axum::Json<DomainView>), ApiError> {
     let host = parse_hostname(&input.hostname)?;
-    let origin = parse_origin(&input.origin)?;
+    let origin = input.origin.as_deref().map(parse_origin).transpose()?;
     let settings = input
         .settings
         .unwrap_or_default()
@@ -361,6 +373,7 @@ pub async fn create(
         caller.tenant_id,
         host,
         origin,
+        input.service_only.unwrap_or(false),
         settings,
         &caller.actor(),
     )
@@ -415,7 +428,7 @@ pub async fn get(
     responses(
         (status = 200, description = "Changed", body = DomainView),
         (status = 404, description = "No such domain in this account", body = kiln_frontdoor::ErrorBody),
-        (status = 422, description = "Invalid origin or settings, or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
+        (status = 422, description = "Invalid origin or settings (a service-only domain keeps its origin, its public site), or a body of the wrong shape", body = kiln_frontdoor::ErrorBody),
         JsonBodyErrors,
         CallerErrors,
     ))]

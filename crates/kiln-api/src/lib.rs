@@ -22,6 +22,7 @@ pub mod keys;
 pub mod page;
 pub mod parity;
 pub mod responses;
+pub mod service_tokens;
 
 use kiln_frontdoor::auth;
 use kiln_frontdoor::{ApiError, Ctx, MAX_BODY_BYTES};
@@ -61,6 +62,8 @@ pub const PREFIX: &str = "/api/v1";
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "api-keys", description = "Keys for scripts and CI"),
+        (name = "service-tokens", description = "Tokens for the render service, with which your \
+            own server (prerender-node, rendertron-middleware, …) asks Kiln for bots' pages"),
         (name = "domains", description = "Domains, settings and ownership"),
         (name = "cache", description = "Purge, warm, list and preview renders"),
         (name = "parity", description = "Compare what people see with the snapshot bots get"),
@@ -111,6 +114,8 @@ impl Routes {
             .routes(routes!(keys::create, keys::list))
             .routes(routes!(keys::revoke))
             .routes(routes!(keys::revoke_all))
+            .routes(routes!(service_tokens::create, service_tokens::list))
+            .routes(routes!(service_tokens::revoke))
             .routes(routes!(domains::create, domains::list))
             .routes(routes!(domains::get, domains::update, domains::delete))
             .routes(routes!(domains::verify))

@@ -16,7 +16,7 @@ use kiln_core::{DomainSettings, Hostname, ResourceBlocking};
 ///
 /// Configured through KILN_* environment variables: KILN_DATABASE_URL (required), KILN_REDIS_URL,
 /// KILN_QUEUE_REDIS_URL, KILN_REDIS_PREFIX, KILN_ALLOWED_PRIVATE_NETS, KILN_PLATFORM_ADDRS,
-/// KILN_DASHBOARD_LISTEN, KILN_LOG_FORMAT.
+/// KILN_DASHBOARD_LISTEN, KILN_SERVICE_HOST, KILN_LOG_FORMAT.
 #[derive(Debug, Parser)]
 #[command(name = "kiln-dashboard", version)]
 pub struct Cli {
@@ -30,7 +30,8 @@ pub enum Command {
     Migrate,
     /// Run the HTTP service on KILN_DASHBOARD_LISTEN; migrates and republishes all domains first.
     Serve,
-    /// Republish every domain to Redis and withdraw the ones no longer registered.
+    /// Republish every domain and service token to Redis and withdraw the domains no longer
+    /// registered.
     Publish,
     /// Register, list and remove domains.
     #[command(subcommand)]
@@ -76,9 +77,14 @@ pub struct AddArgs {
     /// The server Kiln fetches pages from: http(s)://host[:port], e.g. https://origin.shop.example.com.
     /// It must resolve only to public addresses or to addresses and ports KILN_ALLOWED_PRIVATE_NETS
     /// grants (to the operator's domains by default, or to --owner's tenant), and never to one of
-    /// Kiln's own services.
-    #[arg(long, value_parser = Origin::parse)]
-    pub origin: Origin,
+    /// Kiln's own services. Not needed with --service-only.
+    #[arg(long, value_parser = Origin::parse, required_unless_present = "service_only")]
+    pub origin: Option<Origin>,
+    /// The domain is used only through the render service (the customer's own server asks Kiln
+    /// for its bots' pages with a service token; no CNAME): its origin is its public site,
+    /// https://<host>, which --origin must equal if given.
+    #[arg(long)]
+    pub service_only: bool,
     /// How long a render is fresh, served from the cache as it is [default: 3600].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_ttl_secs: Option<u64>,
@@ -177,7 +183,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Publish => {
             let app = App::connect(&settings).await?;
             let report = kiln_control::directory::publish_all(&app).await?;
-            println!("published {} domain(s)", report.published);
+            println!(
+                "published {} domain(s) and {} service token(s)",
+                report.published, report.service_tokens
+            );
             for host in &report.withdrawn {
                 println!("withdrew {host}, which is no longer registered");
             }
@@ -185,7 +194,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Domain(DomainCommand::Add(args)) => {
             let app = App::connect(&settings).await?;
             let settings = args.settings();
-            let mut request = AddDomain::by_operator(args.host, args.origin, settings);
+            let origin = domains::origin_for(&args.host, args.origin, args.service_only)?;
+            let mut request = AddDomain::by_operator(args.host, origin, settings);
+            request.service_only = args.service_only;
             request.if_not_exists = args.if_not_exists;
             if let Some(owner) = &args.owner {
                 let email = Email::parse(owner)?;
@@ -313,8 +324,12 @@ mod tests {
             panic!("{cli:?}")
         };
         assert_eq!(args.host.as_str(), "demo.localhost");
-        assert_eq!(args.origin.as_str(), "http://127.0.0.1:5173");
+        assert_eq!(
+            args.origin.as_ref().map(Origin::as_str),
+            Some("http://127.0.0.1:5173")
+        );
         assert!(args.if_not_exists);
+        assert!(!args.service_only);
         let settings = args.settings();
         assert_eq!(settings.cache_ttl_secs, 60);
         assert_eq!(
@@ -323,6 +338,26 @@ mod tests {
         );
         assert_eq!(settings.bot_wait_ms, DomainSettings::default().bot_wait_ms);
         assert_eq!(settings.blocking, ResourceBlocking::default());
+    }
+
+    #[test]
+    fn only_a_service_only_domain_may_leave_its_origin_out() {
+        let parse = |extra: &[&str]| {
+            let args = [
+                "kiln-dashboard",
+                "domain",
+                "add",
+                "--host",
+                "shop.example.com",
+            ];
+            Cli::try_parse_from(args.iter().chain(extra))
+        };
+        assert!(parse(&[]).is_err(), "an origin is required");
+        let cli = parse(&["--service-only"]).unwrap();
+        let Command::Domain(DomainCommand::Add(args)) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert!(args.service_only && args.origin.is_none());
     }
 
     #[test]

@@ -44,6 +44,7 @@ struct NewPage {
     chrome: Chrome,
     hostname: String,
     origin: String,
+    service_only: bool,
     errors: FieldErrors,
 }
 
@@ -315,6 +316,7 @@ pub async fn new_page(user: WebUser) -> Response {
             chrome: user.chrome(Nav::Domains),
             hostname: String::new(),
             origin: String::new(),
+            service_only: false,
             errors: FieldErrors::default(),
         },
     )
@@ -328,6 +330,8 @@ pub struct NewDomainForm {
     hostname: String,
     #[serde(default)]
     origin: String,
+    /// The checkbox: present (whatever its value) when ticked.
+    service_only: Option<String>,
 }
 
 pub async fn create(
@@ -340,15 +344,23 @@ pub async fn create(
     let host = Hostname::parse(form.hostname.trim())
         .map_err(|error| errors.add("hostname", error.to_string()))
         .ok();
-    let origin = Origin::parse(form.origin.trim())
-        .map_err(|error| errors.add("origin", error.to_string()))
-        .ok();
+    let service_only = form.service_only.is_some();
+    // A blank origin is none given: a service-only domain needs none, and for any other
+    // domain the control plane says that one is required.
+    let origin = match form.origin.trim() {
+        "" => Some(None),
+        origin => Origin::parse(origin)
+            .map(Some)
+            .map_err(|error| errors.add("origin", error.to_string()))
+            .ok(),
+    };
     if let (Some(host), Some(origin)) = (host, origin) {
         let created = domains::create_for_tenant(
             &ctx.app,
             user.tenant_id,
             host,
             origin,
+            service_only,
             DomainSettings::default(),
             &user.actor,
         )
@@ -372,6 +384,9 @@ pub async fn create(
             Err(DomainError::Origin(error)) => {
                 errors.add("origin", kiln_control::error_chain(&error))
             }
+            Err(error @ (DomainError::OriginRequired | DomainError::ServiceOnlyOrigin { .. })) => {
+                errors.add("origin", error.to_string())
+            }
             Err(error) => return Err(fail(error)),
         }
     }
@@ -382,6 +397,7 @@ pub async fn create(
             chrome: user.chrome(Nav::Domains),
             hostname: form.hostname,
             origin: form.origin,
+            service_only,
             errors,
         },
     ))
@@ -498,6 +514,9 @@ pub async fn update(
             }
             Err(DomainError::Origin(error)) => {
                 errors.add("origin", kiln_control::error_chain(&error))
+            }
+            Err(error @ DomainError::ServiceOnlyOrigin { .. }) => {
+                errors.add("origin", error.to_string())
             }
             Err(error) => return Err(fail(error)),
         }

@@ -22,6 +22,7 @@ mod domains;
 mod format;
 mod keys;
 mod parity;
+mod service_tokens;
 
 use askama::Template;
 use axum::Router;
@@ -107,6 +108,11 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/keys", get(keys::list).post(keys::create))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/revoke-all", post(keys::revoke_all))
+        .route(
+            "/service-tokens",
+            get(service_tokens::list).post(service_tokens::create),
+        )
+        .route("/service-tokens/{id}/revoke", post(service_tokens::revoke))
         .route("/audit", get(audit::page))
         .route("/static/{file}", get(assets::serve))
         .fallback(not_found)
@@ -228,6 +234,7 @@ pub enum Nav {
     Domains,
     Activity,
     Keys,
+    ServiceTokens,
     Audit,
     Account,
 }
@@ -249,6 +256,7 @@ impl Nav {
             Nav::Domains => "domains",
             Nav::Activity => "activity",
             Nav::Keys => "keys",
+            Nav::ServiceTokens => "service-tokens",
             Nav::Audit => "audit",
             Nav::Account => "account",
         }
