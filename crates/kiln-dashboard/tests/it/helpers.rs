@@ -16,6 +16,9 @@ use uuid::Uuid;
 /// What the test dashboards tell customers to point their CNAME records at.
 pub const CNAME_TARGET: &str = "edge.kiln.test";
 
+/// Where the test dashboards say the render service answers.
+pub const SERVICE_HOST: &str = "render.kiln.test";
+
 /// The audit actor the tests act as.
 pub const TEST_ACTOR: &str = "test";
 
@@ -69,6 +72,7 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
         session_ttl: Duration::from_secs(1800),
         public_url: "http://127.0.0.1:3001".parse().unwrap(),
         cname_target: Some(Hostname::parse(CNAME_TARGET).unwrap()),
+        service_host: Hostname::parse(SERVICE_HOST).unwrap(),
         dns_server: None,
         trusted_proxies: AllowedNets::default(),
         api_rate_per_second: kiln_control::settings::DEFAULT_API_RATE_PER_SECOND,

@@ -7,6 +7,7 @@ mod helpers;
 mod outage;
 mod parity;
 mod secrets;
+mod service_tokens;
 mod stats;
 mod web;
 
@@ -477,6 +478,7 @@ async fn domains_registered_under_names_nobody_may_claim_are_never_published() {
                     verified: true,
                     verification_token: &format!("token-{i}"),
                     settings: &DomainSettings::default(),
+                    service_only: false,
                 },
                 TEST_ACTOR,
             )
@@ -746,7 +748,7 @@ async fn the_command_line_publish_repairs_redis() {
     let out = t.cli(&["publish"]).await;
 
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert_eq!(out.stdout, "published 1 domain(s)\n");
+    assert_eq!(out.stdout, "published 1 domain(s) and 0 service token(s)\n");
     assert_eq!(t.redis_hosts().await, ["demo.localhost"]);
 }
 

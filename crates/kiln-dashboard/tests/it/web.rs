@@ -714,3 +714,161 @@ async fn another_tenants_domain_is_not_found_on_every_page() {
     let list = intruder.get("/domains").await;
     assert!(!list.body.contains("shop.example.com"));
 }
+
+#[tokio::test]
+async fn the_service_tokens_page_shows_a_new_token_once_says_where_to_point_and_revokes() {
+    let t = spawn_app().await;
+    let server = TestServer::start(&t).await;
+    let mut web = WebClient::new(&server);
+    web.sign_up("owner@example.com").await;
+    let page = web.get("/service-tokens").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains(r#"href="/service-tokens" aria-current="page""#)
+    );
+    assert!(
+        page.body.contains("https://render.kiln.test/"),
+        "the service host is shown: {}",
+        page.body
+    );
+
+    // A mistyped limit is shown back, next to its field.
+    let csrf = page.csrf();
+    let refused = web
+        .post(
+            "/service-tokens",
+            &[
+                ("csrf", &csrf),
+                ("name", "shop"),
+                ("rate_per_second", "fast"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains(r#"id="rate_per_second-error""#),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(r#"value="fast""#));
+
+    let created = web
+        .post(
+            "/service-tokens",
+            &[
+                ("csrf", &csrf),
+                ("name", "shop"),
+                ("rate_per_second", "5"),
+                ("burst", ""),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let start = created.body.find("kiln_svc_").expect("the token is shown");
+    let token = &created.body[start..start + 41];
+    let published = t
+        .app
+        .store
+        .service_tokens()
+        .get(&kiln_store::token_hash(token))
+        .await
+        .unwrap()
+        .expect("published");
+    assert_eq!(published.rate_per_second, Some(5));
+    assert!(created.body.contains("5/s"), "{}", created.body);
+
+    let listed = web.get("/service-tokens").await;
+    assert!(!listed.body.contains(token), "shown once only");
+    assert!(listed.body.contains(&format!("{}…", &token[..17])));
+
+    let forged = web
+        .post(
+            &format!("/service-tokens/{}/revoke", published.id),
+            &[("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let csrf = listed.csrf();
+    let revoked = web
+        .post(
+            &format!("/service-tokens/{}/revoke", published.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    let shown = web.get(revoked.location()).await;
+    assert!(
+        shown.body.contains("Revoked the token “shop”"),
+        "{}",
+        shown.body
+    );
+    let gone = t
+        .app
+        .store
+        .service_tokens()
+        .get(&kiln_store::token_hash(token))
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+}
+
+#[tokio::test]
+async fn the_add_domain_form_offers_service_only_and_needs_no_origin_for_it() {
+    let t = spawn_app().await;
+    let server = TestServer::start(&t).await;
+    let mut web = WebClient::new(&server);
+    web.sign_up("owner@example.com").await;
+    let form = web.get("/domains/new").await;
+    assert!(
+        form.body
+            .contains("Used only through the render service (no CNAME)")
+    );
+    let csrf = form.csrf();
+    // Without the box ticked, an origin is required.
+    let refused = web
+        .post(
+            "/domains",
+            &[
+                ("csrf", &csrf),
+                ("hostname", "shop.example.com"),
+                ("origin", ""),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains(r#"id="origin-error""#),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("origin is required"),
+        "{}",
+        refused.body
+    );
+    // Ticked, the origin is the public site, checked like any: here it does not resolve.
+    let ticked = web
+        .post(
+            "/domains",
+            &[
+                ("csrf", &csrf),
+                ("hostname", "shop.example.com"),
+                ("origin", ""),
+                ("service_only", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(ticked.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(ticked.body.contains("shop.example.com"), "{}", ticked.body);
+    assert!(
+        ticked.body.contains("cannot be resolved"),
+        "{}",
+        ticked.body
+    );
+    assert!(
+        ticked
+            .body
+            .contains(r#"name="service_only" aria-describedby="service-only-help" checked"#)
+    );
+}
