@@ -36,6 +36,33 @@ pub struct RenderJob {
     /// render log only, never sent to the origin.
     #[serde(default)]
     pub user_agent: Option<String>,
+    /// How the request that caused the render reached Kiln (jobs queued before this field existed
+    /// came through the edge).
+    #[serde(default)]
+    pub via: RenderVia,
+}
+
+/// How the request that caused a render reached Kiln, which the render log keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenderVia {
+    /// Through Kiln's edge: a bot on a domain whose traffic comes to Kiln (a CNAME), or the
+    /// dashboard (warms, previews, parity checks).
+    #[default]
+    Edge,
+    /// Through the render service: a customer's own server (prerender-node, rendertron-middleware,
+    /// an nginx recipe…) asked for the page by URL with a service token.
+    Service,
+}
+
+impl RenderVia {
+    /// `edge` or `service`, for logs and the render log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenderVia::Edge => "edge",
+            RenderVia::Service => "service",
+        }
+    }
 }
 
 /// The longest User-Agent a job carries: enough to tell crawlers apart, too short to bloat the queue.
@@ -124,6 +151,7 @@ mod tests {
             blocking: ResourceBlocking::default(),
             purpose: RenderPurpose::Bot,
             user_agent: None,
+            via: Default::default(),
         };
         assert_eq!(job.origin_base(), "http://10.0.0.5:8080");
         assert_eq!(job.page_url.base(), "https://shop.com");

@@ -29,7 +29,7 @@ pub use device::DeviceClass;
 pub use domain::{DomainConfig, DomainSettings, ResourceBlocking, SettingsError};
 pub use headers::{HOP_BY_HOP, connection_tokens, strip_hop_by_hop};
 pub use host::{Hostname, HostnameError};
-pub use job::{RenderJob, RenderOutcome};
+pub use job::{RenderJob, RenderOutcome, RenderVia};
 pub use key::CacheKey;
 pub use net::{AllowedNets, NetError, client_ip, is_public_ip, request_client_ip};
 pub use policy::{EgressPolicy, Grant, GrantScope, OPERATOR_TENANT_ID, PolicyError, Refusal};

@@ -78,6 +78,20 @@ impl NormalizedUrl {
         Ok(NormalizedUrl(out))
     }
 
+    /// The same URL with `port` after its host: for a page whose public site listens on a port of
+    /// its own (a domain used only through the render service, named by its full URL).
+    pub fn with_port(&self, port: u16) -> NormalizedUrl {
+        let after_scheme = self.0.find("://").map_or(0, |at| at + 3);
+        let host_end = self.0[after_scheme..]
+            .find('/')
+            .map_or(self.0.len(), |at| after_scheme + at);
+        NormalizedUrl(format!(
+            "{}:{port}{}",
+            &self.0[..host_end],
+            &self.0[host_end..]
+        ))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -202,6 +216,16 @@ mod tests {
             .map(String::from)
             .to_vec();
         NormalizedUrl::from_request("https", &host, target, &ignored).map(|u| u.0)
+    }
+
+    #[test]
+    fn a_port_goes_after_the_host_and_nowhere_else() {
+        let url = NormalizedUrl::from_stored("http://shop.localhost/a/b:8?x=1".into());
+        assert_eq!(
+            url.with_port(8080).as_str(),
+            "http://shop.localhost:8080/a/b:8?x=1"
+        );
+        assert_eq!(url.with_port(8080).path_and_query(), "/a/b:8?x=1");
     }
 
     #[test]

@@ -20,7 +20,9 @@ use crate::state::AppState;
 use crate::waiters::Waiter;
 use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response, header};
-use kiln_core::{CacheKey, DeviceClass, DomainConfig, NormalizedUrl, RenderJob, RenderOutcome};
+use kiln_core::{
+    CacheKey, DeviceClass, DomainConfig, NormalizedUrl, RenderJob, RenderOutcome, RenderVia,
+};
 use kiln_queue::QueueKind;
 use kiln_store::{ClaimOutcome, UsageKind};
 use std::net::SocketAddr;
@@ -52,24 +54,35 @@ pub async fn serve(
     renders: Renders,
 ) -> Result<Response<Body>, GatewayError> {
     let wanted = Wanted::of(domain, &req, request_id, renders)?;
-    let waiter = match look_up(app, domain, &wanted).await {
-        LookUp::Served(response) => return Ok(response),
-        LookUp::Origin => return bypass(app, domain, req, peer).await,
-        LookUp::Missed(waiter) => waiter,
-    };
-    let started = Instant::now();
-    if !claim_and_queue(app, domain, &wanted).await {
-        return bypass(app, domain, req, peer).await;
-    }
-    match await_render(app, domain, &wanted, waiter, started).await {
+    match cached_or_rendered(app, domain, &wanted).await {
         Some(response) => Ok(response),
         None => bypass(app, domain, req, peer).await,
     }
 }
 
+/// The page from the cache, or rendered for this request: the three steps of [`serve`] short of
+/// the origin's page, which is the caller's to fetch when this is `None` (the render service's
+/// fallback is not a proxied request).
+pub(crate) async fn cached_or_rendered(
+    app: &AppState,
+    domain: &DomainConfig,
+    wanted: &Wanted<'_>,
+) -> Option<Response<Body>> {
+    let waiter = match look_up(app, domain, wanted).await {
+        LookUp::Served(response) => return Some(response),
+        LookUp::Origin => return None,
+        LookUp::Missed(waiter) => waiter,
+    };
+    let started = Instant::now();
+    if !claim_and_queue(app, domain, wanted).await {
+        return None;
+    }
+    await_render(app, domain, wanted, waiter, started).await
+}
+
 /// What a bot asked for, read off its request once: the page, its cache key, how to answer, and
 /// whether it may cause a render.
-struct Wanted<'a> {
+pub(crate) struct Wanted<'a> {
     request_id: &'a str,
     renders: Renders,
     url: NormalizedUrl,
@@ -78,6 +91,7 @@ struct Wanted<'a> {
     device: DeviceClass,
     user_agent: String,
     negotiation: Negotiation,
+    via: RenderVia,
 }
 
 impl<'a> Wanted<'a> {
@@ -108,14 +122,40 @@ impl<'a> Wanted<'a> {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let device = DeviceClass::from_user_agent(user_agent);
+        Ok(Wanted::new(
+            domain,
+            url,
+            device,
+            user_agent,
+            Negotiation::of(req.headers(), req.method() == Method::HEAD),
+            request_id,
+            renders,
+            RenderVia::Edge,
+        ))
+    }
+
+    /// What a bot asked for at `url`, from a `device`'s browser (the desktop render for a domain
+    /// that serves phones and desktops alike), answered as `negotiation` says.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        domain: &DomainConfig,
+        url: NormalizedUrl,
+        device: DeviceClass,
+        user_agent: &str,
+        negotiation: Negotiation,
+        request_id: &'a str,
+        renders: Renders,
+        via: RenderVia,
+    ) -> Self {
         // One render per URL for domains that serve phones and desktops the same page.
         let device = if domain.settings.device_variants {
-            DeviceClass::from_user_agent(user_agent)
+            device
         } else {
             DeviceClass::Desktop
         };
         let key = CacheKey::new(&domain.id, device, &url);
-        Ok(Wanted {
+        Wanted {
             request_id,
             renders,
             page_key: key.page_key(),
@@ -123,12 +163,18 @@ impl<'a> Wanted<'a> {
             key,
             device,
             user_agent: user_agent.to_owned(),
-            negotiation: Negotiation::of(req.headers(), req.method() == Method::HEAD),
-        })
+            negotiation,
+            via,
+        }
+    }
+
+    /// The render device: the one asked for, or the desktop for a domain without variants.
+    pub(crate) fn device(&self) -> DeviceClass {
+        self.device
     }
 
     /// The job that renders the page on this bot's behalf.
-    fn render_job(&self, domain: &DomainConfig) -> RenderJob {
+    pub(crate) fn render_job(&self, domain: &DomainConfig) -> RenderJob {
         RenderJob {
             render_url: domain.origin_url_for(&self.url),
             page_url: self.url.clone(),
@@ -143,6 +189,7 @@ impl<'a> Wanted<'a> {
             blocking: domain.settings.blocking,
             purpose: kiln_core::job::RenderPurpose::Bot,
             user_agent: RenderJob::user_agent_for_job(&self.user_agent),
+            via: self.via,
         }
     }
 }
@@ -427,7 +474,7 @@ async fn bypass(
 
 /// Counts the bot response for the domain's usage (in memory; flushed to Redis every second) and
 /// notes it in the request's span.
-fn count(app: &AppState, domain: &DomainConfig, kind: UsageKind) {
+pub(crate) fn count(app: &AppState, domain: &DomainConfig, kind: UsageKind) {
     app.usage.record(&domain.id, kind);
     tracing::Span::current().record("cache.status", kind.as_str());
 }

@@ -18,6 +18,7 @@ mod proxy;
 mod representation;
 mod routes;
 mod serve;
+mod service;
 pub mod settings;
 mod state;
 mod usage;
@@ -147,6 +148,15 @@ impl Application {
                 settings.origin_connect_timeout,
                 settings.origin_response_timeout,
             ),
+            service_host: settings.service_host.clone(),
+            token_limits: limits::TokenLimits::new(
+                settings.service_token_rate,
+                settings.service_token_burst,
+            ),
+            token_uses: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(service::RECORD_USE_EVERY)
+                .build(),
         });
         let domains = app
             .directory

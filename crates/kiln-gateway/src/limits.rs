@@ -1,6 +1,7 @@
 //! Per-client rate limits on the bot path: each domain's `bot_rate_per_second` and
 //! `bot_rate_burst`, per client address (`kiln_core::client_ip`: behind the edge, the address the
-//! edge saw, so a forged `X-Forwarded-For` never buys a fresh allowance).
+//! edge saw, so a forged `X-Forwarded-For` never buys a fresh allowance); and the render service's
+//! per-token limits ([`TokenLimits`]).
 //!
 //! Built on governor, the GCRA limiter behind tower_governor: tower_governor's layer applies one
 //! quota to a whole service, and here each domain has its own, changed at any time from the
@@ -8,7 +9,7 @@
 //! forgets addresses whose allowance is full again every [`RETAIN_EVERY`].
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use kiln_core::DomainConfig;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -78,6 +79,60 @@ impl BotLimits {
     }
 }
 
+/// The render service's limiters, by service token: each token's own rate and burst, or the
+/// gateway's (`KILN_SERVICE_TOKEN_RATE`, `KILN_SERVICE_TOKEN_BURST`).
+pub struct TokenLimits {
+    by_token: moka::sync::Cache<String, Arc<TokenLimiter>>,
+    default_rate: u32,
+    default_burst: u32,
+}
+
+struct TokenLimiter {
+    quota: (u32, u32),
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl TokenLimits {
+    pub fn new(default_rate: u32, default_burst: u32) -> Self {
+        TokenLimits {
+            // Tokens unused for a while are dropped, with their allowance full again by then.
+            by_token: moka::sync::Cache::builder()
+                .max_capacity(MAX_DOMAINS)
+                .time_to_idle(RETAIN_EVERY)
+                .build(),
+            default_rate,
+            default_burst,
+        }
+    }
+
+    /// Counts a request made with `token`: `Err(wait)` if it is over the token's limit, with how
+    /// long until it would not be.
+    pub fn check(&self, token: &kiln_store::ServiceToken) -> Result<(), Duration> {
+        let wanted = (
+            token.rate_per_second.unwrap_or(self.default_rate),
+            token.burst.unwrap_or(self.default_burst),
+        );
+        let Some(quota) = quota(u64::from(wanted.0), u64::from(wanted.1)) else {
+            return Ok(());
+        };
+        let limiter = match self.by_token.get(&token.id) {
+            Some(limiter) if limiter.quota == wanted => limiter,
+            _ => {
+                let limiter = Arc::new(TokenLimiter {
+                    quota: wanted,
+                    limiter: RateLimiter::direct(quota),
+                });
+                self.by_token.insert(token.id.clone(), limiter.clone());
+                limiter
+            }
+        };
+        limiter
+            .limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
 /// The quota for a domain's settings; none when the limit is off (a rate of 0).
 fn quota(per_second: u64, burst: u64) -> Option<Quota> {
     let clamp = |n: u64| NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX).max(1));
@@ -104,6 +159,37 @@ mod tests {
             },
             service_only: false,
         }
+    }
+
+    fn token(id: &str, rate: Option<u32>, burst: Option<u32>) -> kiln_store::ServiceToken {
+        kiln_store::ServiceToken {
+            id: id.into(),
+            tenant_id: "t1".into(),
+            rate_per_second: rate,
+            burst,
+        }
+    }
+
+    #[test]
+    fn each_token_gets_its_own_burst_then_its_rate() {
+        let limits = TokenLimits::new(2, 3);
+        let plain = token("k1", None, None);
+        for _ in 0..3 {
+            assert!(limits.check(&plain).is_ok());
+        }
+        let wait = limits.check(&plain).unwrap_err();
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            limits.check(&token("k2", None, None)).is_ok(),
+            "another token has its own"
+        );
+
+        // A token's own quota beats the default, and a changed one applies at once.
+        let generous = token("k1", Some(100), Some(20));
+        for _ in 0..20 {
+            assert!(limits.check(&generous).is_ok());
+        }
+        assert!(limits.check(&generous).is_err());
     }
 
     #[test]

@@ -129,20 +129,63 @@ impl OriginClient {
         parts.version = http::Version::HTTP_11;
 
         let request = Request::from_parts(parts, body);
-        let response = tokio::time::timeout(self.response_timeout, client.request(request))
-            .await
-            .map_err(|_| GatewayError::OriginTimeout)?
-            .map_err(|error| failure(&error))?;
-
+        let response = self.send(&client, request).await?;
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
             return Ok(join_upgraded(client_upgrade, response));
         }
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok(end_to_end(response))
     }
+
+    /// Fetches the page at `url` of `domain` with `headers` and no body: not a client's request
+    /// passed on but one of the gateway's own (the render service's fallback, which must not carry
+    /// the bot's identity back to a customer's middleware). The same policy, clients and timeout
+    /// as [`OriginClient::forward`].
+    pub async fn fetch(
+        &self,
+        domain: &DomainConfig,
+        url: &str,
+        mut headers: HeaderMap,
+    ) -> Result<Response<Body>, GatewayError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| GatewayError::BadRequest("the page's URL is not a valid URL"))?;
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        if let Some(authority) = uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(header::HOST, host);
+        }
+        let client = self.client(&domain.tenant_id, port);
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let response = self.send(&client, request).await?;
+        Ok(end_to_end(response))
+    }
+
+    /// Sends `request` through `client`, within the time an origin has to start answering.
+    async fn send(
+        &self,
+        client: &OriginHttp<Body>,
+        request: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, GatewayError> {
+        tokio::time::timeout(self.response_timeout, client.request(request))
+            .await
+            .map_err(|_| GatewayError::OriginTimeout)?
+            .map_err(|error| failure(&error))
+    }
+}
+
+/// The origin's answer, less its hop-by-hop headers.
+fn end_to_end(response: Response<hyper::body::Incoming>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
 }
 
 /// The protocol a request asks to switch to, if it asks (`Connection: upgrade` with `Upgrade: …`).

@@ -41,7 +41,7 @@ pub async fn handle(
         "request",
         request.id = %request_id,
         http.method = %req.method(),
-        http.path = %req.uri().path(),
+        http.path = %crate::service::loggable_path(req.uri().path()),
         http.host = tracing::field::Empty,
         client.kind = tracing::field::Empty,
         bot.source = tracing::field::Empty,
@@ -50,6 +50,7 @@ pub async fn handle(
         bot.crawler = tracing::field::Empty,
         bot.verified = tracing::field::Empty,
         cache.status = tracing::field::Empty,
+        service.token = tracing::field::Empty,
     );
     let mut class = ClientClass::Person;
     let mut response = route(&app, req, peer, &request_id, &mut class)
@@ -98,6 +99,11 @@ async fn route(
     if req.uri().path().starts_with(crate::acme::CHALLENGE_PREFIX) {
         tracing::Span::current().record("client.kind", "acme");
         return Ok(crate::acme::answer(app, req.method(), &host, req.uri().path()).await);
+    }
+    // The render service's own host: never a customer's domain, whatever the directory holds.
+    if app.service_host.as_ref() == Some(&host) {
+        *class = ClientClass::Bot;
+        return Ok(crate::service::handle(app, req, request_id).await);
     }
     let domain = app
         .directory

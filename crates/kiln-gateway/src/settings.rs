@@ -7,6 +7,10 @@ use kiln_runtime::env::{VarError, Vars};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The render service's host name when `KILN_SERVICE_HOST` is not set: `*.localhost` resolves to
+/// this machine everywhere, which suits the local stack.
+pub const DEFAULT_SERVICE_HOST: &str = "render.localhost";
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `KILN_GATEWAY_LISTEN`: where the edge sends traffic (default `127.0.0.1:3000`).
@@ -77,6 +81,15 @@ pub struct Settings {
     /// `KILN_GATEWAY_DIRECTORY_RESYNC_MS`: how often the domain directory is re-read in full from
     /// Redis, in case a domain-change event was missed (default 30000, at least 100).
     pub directory_resync: Duration,
+    /// `KILN_SERVICE_HOST`: the host name the render service answers on (default
+    /// `render.localhost`; `off` turns the service off). Never a customer's domain: a domain
+    /// registered under it is not served.
+    pub service_host: Option<kiln_core::Hostname>,
+    /// `KILN_SERVICE_TOKEN_RATE` (default 10) and `KILN_SERVICE_TOKEN_BURST` (default 50): the
+    /// requests a second each service token may make on this gateway, and how many above the
+    /// rate at once, unless the token has its own. Beyond them: `429` with `Retry-After`.
+    pub service_token_rate: u32,
+    pub service_token_burst: u32,
 }
 
 impl Settings {
@@ -143,6 +156,27 @@ impl Settings {
             directory_resync: vars
                 .duration_ms("KILN_GATEWAY_DIRECTORY_RESYNC_MS", 30_000, ..)?
                 .max(Duration::from_millis(100)),
+            service_host: match vars.parse_with(
+                "KILN_SERVICE_HOST",
+                "a host name, e.g. render.example.com, or off",
+                |value| match value {
+                    "off" => Ok(None),
+                    host => kiln_core::Hostname::parse(host).map(Some),
+                },
+            )? {
+                Some(choice) => choice,
+                None => Some(
+                    kiln_core::Hostname::parse(DEFAULT_SERVICE_HOST)
+                        .expect("the default service host is a valid host name"),
+                ),
+            },
+            service_token_rate: vars.number(
+                "KILN_SERVICE_TOKEN_RATE",
+                10,
+                1..,
+                "requests a second",
+            )?,
+            service_token_burst: vars.number("KILN_SERVICE_TOKEN_BURST", 50, 1.., "requests")?,
             log_format: vars.log_format()?,
         })
     }

@@ -7,7 +7,7 @@ use crate::usage::Usage;
 use crate::waiters::Waiters;
 use kiln_core::AllowedNets;
 use kiln_queue::RenderQueue;
-use kiln_store::{Challenges, Events, Health, Pages, Store};
+use kiln_store::{Challenges, Events, Health, Pages, ServiceTokens, Store};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -50,12 +50,20 @@ pub struct App {
     pub max_body_bytes: u64,
     /// What `/metrics` on the admin port reports.
     pub metrics: Arc<crate::metrics::GatewayMetrics>,
+    /// The render service's host name (`KILN_SERVICE_HOST`), none when the service is off.
+    pub service_host: Option<kiln_core::Hostname>,
+    /// The render service's limits, per token.
+    pub token_limits: crate::limits::TokenLimits,
+    /// The tokens whose use this gateway recorded in Redis lately (for
+    /// [`crate::service::RECORD_USE_EVERY`]), so that a busy token costs one write a minute.
+    pub token_uses: moka::sync::Cache<String, ()>,
 }
 
 /// The views of Kiln's Redis data the gateway works with (see `kiln_store::Store`): it reads,
 /// claims and (on a refresh's failure) marks pages, reads the domain directory and the ACME
 /// challenges, follows the event channel and adds to the usage counters. Certificates, the render
-/// log and what the control plane writes are not its business, and it holds no view of them.
+/// log and what the control plane writes are not its business, and it holds no view of them. It
+/// reads the render service's tokens (and notes their use).
 #[derive(Clone, Debug)]
 pub struct StoreViews {
     pub pages: Pages,
@@ -63,6 +71,7 @@ pub struct StoreViews {
     pub challenges: Challenges,
     pub events: Events,
     pub usage: kiln_store::Usage,
+    pub service_tokens: ServiceTokens,
     pub health: Health,
 }
 
@@ -74,6 +83,7 @@ impl StoreViews {
             challenges: store.challenges(),
             events: store.events(),
             usage: store.usage(),
+            service_tokens: store.service_tokens(),
             health: store.health(),
         }
     }

@@ -51,6 +51,10 @@ pub struct RenderLogEntry {
     /// entries logged before workers named themselves.
     #[serde(default)]
     pub worker: Option<String>,
+    /// How the request that caused the render reached Kiln: through the edge, or through the
+    /// render service (entries logged before this field existed: the edge).
+    #[serde(default)]
+    pub via: kiln_core::job::RenderVia,
 }
 
 /// Why a page was rendered (the kind of its job's [`RenderPurpose`]).

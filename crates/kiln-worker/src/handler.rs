@@ -479,6 +479,7 @@ impl Inner {
             bytes: finished.bytes,
             user_agent: job.user_agent.clone(),
             worker: Some(self.worker_name.clone()),
+            via: job.via,
         };
         if let Err(error) = self.store.render_log.append(&entry).await {
             tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not add the render to the render log");

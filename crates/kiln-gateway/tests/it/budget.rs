@@ -4,7 +4,7 @@
 
 use crate::helpers::{PAGE, TestApp, domain, spawn_app_with};
 use kiln_core::DomainSettings;
-use kiln_queue::{QueueKind, QueueSettings, RenderQueue};
+use kiln_queue::{QueueKind, RenderQueue};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 
@@ -17,16 +17,6 @@ fn settings() -> DomainSettings {
         bot_rate_per_second: 0,
         ..DomainSettings::default()
     }
-}
-
-async fn queue(gw: &TestApp) -> RenderQueue {
-    RenderQueue::connect(&QueueSettings::new(
-        gw.redis.url(),
-        gw.prefix.clone(),
-        Duration::from_secs(2),
-    ))
-    .await
-    .unwrap()
 }
 
 /// Sends a bot for each path at once, without waiting for the answers (their renders never come).
@@ -96,7 +86,7 @@ async fn a_tenant_with_all_its_renders_under_way_gets_the_origin_and_other_tenan
     other.tenant_id = "tenant-2".into();
     gw.store.directory().put(&other).await.unwrap();
     crate::wait_for_domain(&gw, "other.test").await;
-    let queue = queue(&gw).await;
+    let queue = gw.render_queue().await;
 
     let waiting = bots_waiting(&gw, "shop.test", &["/a", "/b"]);
     wait_for_queued(&queue, 2).await;
@@ -141,7 +131,7 @@ async fn a_tenant_that_started_its_renders_for_the_minute_gets_the_origin() {
         ],
     )
     .await;
-    let queue = queue(&gw).await;
+    let queue = gw.render_queue().await;
     let waiting = bots_waiting(&gw, "shop.test", &["/a", "/b", "/c"]);
     wait_for_queued(&queue, 3).await;
     // Unless the minute turned meanwhile, the fourth page is refused.
@@ -165,7 +155,7 @@ async fn with_the_render_queue_too_long_bots_get_the_origin_at_once() {
         &[("KILN_GATEWAY_MAX_QUEUED_RENDERS", "2".to_owned())],
     )
     .await;
-    let queue = queue(&gw).await;
+    let queue = gw.render_queue().await;
     let waiting = bots_waiting(&gw, "shop.test", &["/a", "/b"]);
     wait_for_queued(&queue, 2).await;
     sent_to_the_origin_at_once(&gw, "shop.test", "/c").await;

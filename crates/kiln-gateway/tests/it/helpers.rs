@@ -305,6 +305,17 @@ impl TestApp {
         key
     }
 
+    /// The render queue this gateway pushes to, to see what it queued.
+    pub async fn render_queue(&self) -> kiln_queue::RenderQueue {
+        kiln_queue::RenderQueue::connect(&kiln_queue::QueueSettings::new(
+            self.redis.url(),
+            self.prefix.clone(),
+            Duration::from_secs(2),
+        ))
+        .await
+        .unwrap()
+    }
+
     /// Republishes `shop.test` with `settings`, as the dashboard does when a customer saves them.
     pub async fn change_settings(&mut self, settings: DomainSettings) {
         self.domain.settings = settings;

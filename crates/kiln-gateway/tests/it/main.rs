@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod origins;
 mod secrets;
+mod service;
 mod usage;
 
 use helpers::{PAGE, TestApp, domain, spawn_app};

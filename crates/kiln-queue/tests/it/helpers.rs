@@ -40,6 +40,7 @@ pub fn job(path: &str) -> RenderJob {
         blocking: Default::default(),
         purpose: Default::default(),
         user_agent: None,
+        via: Default::default(),
     }
 }
 

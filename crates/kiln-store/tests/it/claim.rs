@@ -37,6 +37,7 @@ fn job(key: &CacheKey, purpose: RenderPurpose) -> RenderJob {
         blocking: Default::default(),
         purpose,
         user_agent: None,
+        via: Default::default(),
     }
 }
 

@@ -617,6 +617,7 @@ async fn the_directory_render_log_warm_progress_previews_parity_checks_and_certi
         bytes: n,
         user_agent: None,
         worker: Some("worker-a".into()),
+        via: Default::default(),
     };
     for n in 1..=3 {
         t.store.render_log().append(&log_entry(n)).await.unwrap();

@@ -21,6 +21,7 @@ fn entry(n: u64, outcome: RenderLogOutcome) -> RenderLogEntry {
         bytes: 1_000 * n,
         user_agent: Some("Googlebot/2.1".into()),
         worker: Some("worker-a".into()),
+        via: Default::default(),
     }
 }
 

@@ -276,6 +276,7 @@ impl TestApp {
             blocking: Default::default(),
             purpose: Default::default(),
             user_agent: None,
+            via: Default::default(),
         }
     }
 
