@@ -406,6 +406,7 @@ pub(crate) fn render_job(
         blocking: config.settings.blocking,
         purpose,
         user_agent: None,
+        via: kiln_core::RenderVia::Edge,
     }
 }
 
