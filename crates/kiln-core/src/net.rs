@@ -4,6 +4,23 @@
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// The addresses of a `localhost` name (`localhost` itself, or any name under it such as
+/// `shop.localhost`), which RFC 6761 reserves for this machine and resolvers answer without asking
+/// DNS: the loopback addresses. None for any other name. (Chromium answers such names itself, and
+/// glibc knows only `localhost`; Kiln's resolvers follow the RFC, so that a site on this machine
+/// is reached under the same name by the browsers and by Kiln's own clients. Loopback is still
+/// refused unless `KILN_ALLOWED_PRIVATE_NETS` grants it.)
+pub fn localhost_addresses(host: &str) -> Option<[IpAddr; 2]> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let is_localhost = host.eq_ignore_ascii_case("localhost")
+        || host.len() > ".localhost".len()
+            && host[host.len() - ".localhost".len()..].eq_ignore_ascii_case(".localhost");
+    is_localhost.then_some([
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ])
+}
+
 /// Whether `ip` is an ordinary public unicast address: not loopback, private, link-local,
 /// carrier-grade NAT, cloud metadata, documentation, benchmarking, multicast, reserved or unspecified,
 /// including the same addresses hidden inside IPv4-mapped, IPv4-compatible, NAT64 or 6to4 IPv6 forms.
@@ -159,6 +176,28 @@ pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localhost_names_are_loopback_and_no_others() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "shop.localhost",
+            "a.b.localhost.",
+            "x.LocalHost",
+        ] {
+            assert!(localhost_addresses(host).is_some(), "{host}");
+        }
+        for host in [
+            "localhost.example.com",
+            "notlocalhost",
+            "localhost-x",
+            "example.com",
+            ".localhost",
+        ] {
+            assert!(localhost_addresses(host).is_none(), "{host}");
+        }
+    }
 
     #[test]
     fn the_client_is_the_rightmost_untrusted_hop() {

@@ -21,13 +21,17 @@ pub trait Resolve: Send + Sync + 'static {
 }
 
 /// The system resolver (`getaddrinfo` through [`tokio::net::lookup_host`]), which honours
-/// `/etc/hosts` and the container's DNS settings.
+/// `/etc/hosts` and the container's DNS settings; `localhost` names are loopback without asking it
+/// (`kiln_core::net::localhost_addresses`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemResolver;
 
 impl Resolve for SystemResolver {
     fn lookup<'a>(&'a self, host: &'a str) -> Resolving<'a> {
         Box::pin(async move {
+            if let Some(loopback) = kiln_core::net::localhost_addresses(host) {
+                return Ok(loopback.to_vec());
+            }
             let addrs = tokio::net::lookup_host((host, 0)).await?;
             Ok(addrs.map(|addr| addr.ip()).collect())
         })

@@ -49,8 +49,10 @@ impl tower::Service<Name> for GuardedResolver {
         let port = self.port;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = match kiln_core::net::localhost_addresses(&host) {
+                Some(loopback) => loopback.map(|ip| SocketAddr::new(ip, 0)).to_vec(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
             let permitted: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
