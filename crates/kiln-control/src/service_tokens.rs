@@ -208,24 +208,12 @@ pub async fn revoke(
 /// commits after that second read publishes or withdraws itself after this ran.
 pub async fn publish_all(app: &App) -> Result<usize, ServiceTokenError> {
     let store = app.store.service_tokens();
-    let before: Vec<(String, ServiceToken)> = app
-        .db
-        .live_service_tokens()
-        .await?
-        .iter()
-        .map(ServiceTokenRecord::published)
-        .collect();
+    let before = live(app).await?;
     store
         .publish(&before)
         .await
         .map_err(ServiceTokenError::Store)?;
-    let after: HashMap<String, ServiceToken> = app
-        .db
-        .live_service_tokens()
-        .await?
-        .iter()
-        .map(ServiceTokenRecord::published)
-        .collect();
+    let after: HashMap<String, ServiceToken> = live(app).await?.into_iter().collect();
     let published: HashSet<&String> = before.iter().map(|(hash, _)| hash).collect();
     for (hash, _) in before.iter().filter(|(hash, _)| !after.contains_key(hash)) {
         store.remove(hash).await.map_err(ServiceTokenError::Store)?;
@@ -237,6 +225,12 @@ pub async fn publish_all(app: &App) -> Result<usize, ServiceTokenError> {
             .map_err(ServiceTokenError::Store)?;
     }
     Ok(after.len())
+}
+
+/// Every live token in Postgres, as the gateways read it.
+async fn live(app: &App) -> Result<Vec<(String, ServiceToken)>, DbError> {
+    let records = app.db.live_service_tokens().await?;
+    Ok(records.iter().map(ServiceTokenRecord::published).collect())
 }
 
 /// Copies the tokens' last uses from Redis into Postgres, where they outlive Redis's data (the

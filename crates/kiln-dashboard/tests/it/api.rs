@@ -1500,6 +1500,9 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/api/v1/api-keys", "post"),
         ("/api/v1/api-keys", "get"),
         ("/api/v1/api-keys/{id}", "delete"),
+        ("/api/v1/service-tokens", "post"),
+        ("/api/v1/service-tokens", "get"),
+        ("/api/v1/service-tokens/{id}", "delete"),
         ("/api/v1/domains", "post"),
         ("/api/v1/domains", "get"),
         ("/api/v1/domains/{id}", "get"),
@@ -1544,7 +1547,7 @@ async fn the_openapi_document_describes_every_endpoint() {
             }
         }
     }
-    assert_eq!(with_body, 9);
+    assert_eq!(with_body, 10);
 
     // Every reference resolves.
     fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
