@@ -81,14 +81,7 @@ done
 
 ensure_packages redis-server postgresql nginx chromium chromium-headless-shell fonts-liberation curl \
   ca-certificates procps python3-venv
-# Node.js for the peers: any 18 or newer, Debian's or another source's (NodeSource's brings its own
-# npm, which Debian's npm package would conflict with).
-node_ok() {
-  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
-    && [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge 18 ]
-}
-node_ok || ensure_packages nodejs npm
-node_ok || die "the peers need Node.js 18 or newer and npm; found node $(node --version 2>/dev/null || echo none)"
+ensure_node "the peers"
 VENV=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/bench-venv
 PEERS=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/bench-peers
 

@@ -31,6 +31,19 @@ ensure_packages() {
   command -v cargo >/dev/null || die "cargo is not on PATH: install the Rust toolchain (rustup) first"
 }
 
+# node_ok: Node.js 18 or newer and npm are on PATH.
+node_ok() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    && [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge 18 ]
+}
+
+# ensure_node WHY: Node.js 18 or newer and npm, Debian's unless some other source's are there already
+# (NodeSource's brings its own npm, which Debian's npm package would conflict with).
+ensure_node() {
+  node_ok || ensure_packages nodejs npm
+  node_ok || die "$1 need Node.js 18 or newer and npm; found node $(node --version 2>/dev/null || echo none)"
+}
+
 # ensure_venv VENV REQUIREMENTS WHAT CHECK...: a venv at VENV holding the pinned REQUIREMENTS (WHAT
 # names them in messages), made with Debian's own Python (so that a pyenv or conda python3 earlier on
 # PATH does not matter) and made anew whenever the requirements file changes or CHECK (a command of

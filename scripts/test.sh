@@ -4,7 +4,8 @@
 #   scripts/test.sh [extra arguments for the test runner]
 #
 # Checks first that no module uses another that uses it back (scripts/module-loops.sh, a second or
-# two after its first build). Then installs the Debian packages it lacks, starts a throwaway
+# two after its first build). Then installs the Debian packages it lacks (and Node.js with npm,
+# unless some Node.js 18 or newer is there), starts a throwaway
 # Postgres cluster for the tests (each test creates its own database in it; Redis and nginx are
 # started per test by the tests themselves), runs the tests with cargo-nextest when it is installed
 # (cargo test otherwise), and cleans up. Then it fuzzes the dashboard's REST API against its OpenAPI
@@ -14,6 +15,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_packages
+# The render service's tests run the real middlewares (prerender-node, rendertron-middleware) from npm.
+ensure_node "the render service's tests"
 
 log "checking for module loops (scripts/module-loops.sh)"
 "$KILN_ROOT/scripts/module-loops.sh"
