@@ -79,7 +79,10 @@ impl HostnamePolicy {
                 .clone()
                 .map(|host| (host, PlatformName::CnameTarget)),
             dashboard.map(|host| (host, PlatformName::Dashboard)),
-            Some((settings.service_host.clone(), PlatformName::ServiceHost)),
+            settings
+                .service_host
+                .clone()
+                .map(|host| (host, PlatformName::ServiceHost)),
         ];
         HostnamePolicy {
             reserved: reserved.into_iter().flatten().collect(),
@@ -219,7 +222,10 @@ mod tests {
         let policy = HostnamePolicy::from_settings(&settings);
         assert_eq!(
             policy.reserved,
-            [(settings.service_host.clone(), PlatformName::ServiceHost)]
+            [(
+                settings.service_host.clone().unwrap(),
+                PlatformName::ServiceHost
+            )]
         );
         assert_eq!(
             policy.check(&Hostname::parse("github.io").unwrap()),

@@ -59,8 +59,8 @@ pub struct Settings {
     /// `KILN_SERVICE_HOST` (default `render.localhost`): the hostname at which customers' own
     /// servers (prerender-node, rendertron-middleware, …) reach the gateways' render service, as
     /// the service tokens page shows it; set it as the gateways have it. It, and every name under
-    /// it, can never be registered as a domain.
-    pub service_host: Hostname,
+    /// it, can never be registered as a domain. `off` (as for the gateways): no render service.
+    pub service_host: Option<Hostname>,
     /// `KILN_DNS_SERVER` (default: the system resolver): the DNS server (`ip:port`) that domain
     /// verification asks.
     pub dns_server: Option<SocketAddr>,
@@ -143,12 +143,17 @@ impl Settings {
         };
         let service_host = match vars.parse_with(
             "KILN_SERVICE_HOST",
-            "a hostname, e.g. render.kiln.example.com",
-            Hostname::parse,
+            "a hostname, e.g. render.kiln.example.com, or off",
+            |value| match value {
+                "off" => Ok(None),
+                host => Hostname::parse(host).map(Some),
+            },
         )? {
-            Some(host) => host,
-            None => Hostname::parse(DEFAULT_SERVICE_HOST)
-                .context("the default service host is not a hostname")?,
+            Some(choice) => choice,
+            None => Some(
+                Hostname::parse(DEFAULT_SERVICE_HOST)
+                    .context("the default service host is not a hostname")?,
+            ),
         };
         let rate =
             |name: &str, default: u32, min: u32| vars.number(name, default, min..=1_000_000, "");
@@ -227,7 +232,10 @@ mod tests {
             (DEFAULT_API_RATE_PER_SECOND, DEFAULT_API_RATE_BURST)
         );
         assert_eq!(settings.render_budget, RenderBudget::DEFAULT);
-        assert_eq!(settings.service_host.as_str(), DEFAULT_SERVICE_HOST);
+        assert_eq!(
+            settings.service_host.as_ref().map(Hostname::as_str),
+            Some(DEFAULT_SERVICE_HOST)
+        );
     }
 
     #[test]
@@ -247,7 +255,10 @@ mod tests {
             ("KILN_SERVICE_HOST", "Render.Kiln.Example.com"),
         ])
         .unwrap();
-        assert_eq!(settings.service_host.as_str(), "render.kiln.example.com");
+        assert_eq!(
+            settings.service_host.as_ref().map(Hostname::as_str),
+            Some("render.kiln.example.com")
+        );
         assert_eq!(
             settings.render_budget,
             RenderBudget {

@@ -25,7 +25,7 @@ pub struct App {
     pub render_budget: RenderBudget,
     /// Where customers' own servers reach the render service (`KILN_SERVICE_HOST`), for the
     /// front ends to tell them.
-    pub service_host: Hostname,
+    pub service_host: Option<Hostname>,
 }
 
 impl App {

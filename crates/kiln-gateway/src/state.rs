@@ -54,8 +54,8 @@ pub struct App {
     pub service_host: Option<kiln_core::Hostname>,
     /// The render service's limits, per token.
     pub token_limits: crate::limits::TokenLimits,
-    /// The tokens whose use this gateway recorded in Redis lately (for
-    /// [`crate::service::RECORD_USE_EVERY`]), so that a busy token costs one write a minute.
+    /// The tokens whose use this gateway recorded in Redis within the last minute, so that a busy
+    /// token costs one write a minute.
     pub token_uses: moka::sync::Cache<String, ()>,
 }
 

@@ -32,8 +32,9 @@ struct TokensPage {
     tokens: Vec<TokenRow>,
     /// The token just created, by name: the only time it is shown.
     created: Option<(String, String)>,
-    /// Where customers' servers reach the render service (`KILN_SERVICE_HOST`).
-    service_host: String,
+    /// Where customers' servers reach the render service (`KILN_SERVICE_HOST`); none when it is
+    /// off.
+    service_host: Option<String>,
     form: NewTokenForm,
     errors: FieldErrors,
 }
@@ -81,7 +82,7 @@ async fn page(
             chrome: user.chrome(Nav::ServiceTokens),
             tokens,
             created,
-            service_host: ctx.app.service_host.to_string(),
+            service_host: ctx.app.service_host.as_ref().map(ToString::to_string),
             form,
             errors,
         },

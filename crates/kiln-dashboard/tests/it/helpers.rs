@@ -72,7 +72,7 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
         session_ttl: Duration::from_secs(1800),
         public_url: "http://127.0.0.1:3001".parse().unwrap(),
         cname_target: Some(Hostname::parse(CNAME_TARGET).unwrap()),
-        service_host: Hostname::parse(SERVICE_HOST).unwrap(),
+        service_host: Some(Hostname::parse(SERVICE_HOST).unwrap()),
         dns_server: None,
         trusted_proxies: AllowedNets::default(),
         api_rate_per_second: kiln_control::settings::DEFAULT_API_RATE_PER_SECOND,

@@ -330,7 +330,7 @@ impl TestPlatform {
             render_budget: kiln_control::settings::RenderBudget::DEFAULT,
             log_format: kiln_dashboard::LogFormat::Pretty,
             log_filter: "info".to_owned(),
-            service_host: Hostname::parse("render.localhost").unwrap(),
+            service_host: Some(Hostname::parse("render.localhost").unwrap()),
         };
         let dashboard = kiln_dashboard::http::Application::build(settings)
             .await
