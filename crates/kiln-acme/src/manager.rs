@@ -47,6 +47,9 @@ pub struct ManagerSettings {
     pub ca_root: Option<PathBuf>,
     pub renew_before: Duration,
     pub check_interval: Duration,
+    /// The platform's own names that get certificates beside the verified domains (the render
+    /// service's host).
+    pub platform_hosts: Vec<Hostname>,
 }
 
 impl From<&Settings> for ManagerSettings {
@@ -57,6 +60,7 @@ impl From<&Settings> for ManagerSettings {
             ca_root: settings.ca_root.clone(),
             renew_before: settings.renew_before,
             check_interval: settings.check_interval,
+            platform_hosts: settings.platform_hosts.clone(),
         }
     }
 }
@@ -182,10 +186,12 @@ impl Manager {
             .await
             .context("cannot read the domain directory")?;
         let domains = &directory.domains;
+        // The hosts that are to have a certificate: the verified domains, and the platform's own.
         let verified: HashSet<&str> = domains
             .values()
             .filter(|domain| domain.verified)
             .map(|domain| domain.host.as_str())
+            .chain(self.settings.platform_hosts.iter().map(Hostname::as_str))
             .collect();
         let listed: HashSet<&str> = domains.values().map(|d| d.host.as_str()).collect();
 
@@ -212,8 +218,10 @@ impl Manager {
             .values()
             .filter(|domain| domain.verified)
             .map(|domain| &domain.host)
+            .chain(&self.settings.platform_hosts)
             .collect();
         hosts.sort();
+        hosts.dedup();
         let now = now();
         for host in hosts {
             let current = self.certificates.get(host).await?;

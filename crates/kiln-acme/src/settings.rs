@@ -1,5 +1,6 @@
 //! `kiln-acme`'s configuration, read once from `KILN_*` environment variables.
 
+use kiln_core::Hostname;
 use kiln_runtime::LogFormat;
 use kiln_runtime::env::{ExposeSecret, SecretString, Vars};
 use std::path::PathBuf;
@@ -59,6 +60,10 @@ pub struct Settings {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// `KILN_LOG_FORMAT`: `pretty` (default) or `json`.
     pub log_format: LogFormat,
+    /// The platform's own names that need a certificate as customers' domains do: the render
+    /// service's host (`KILN_SERVICE_HOST`, as the gateways have it; default `render.localhost`),
+    /// unless it is `off` or a `localhost` name, which no public certificate authority signs.
+    pub platform_hosts: Vec<Hostname>,
 }
 
 /// Let's Encrypt's production directory.
@@ -103,6 +108,19 @@ impl Settings {
             ),
             admin_listen: vars.addr_or_off("KILN_ACME_ADMIN_LISTEN", "127.0.0.1:9103")?,
             log_format: vars.log_format()?,
+            platform_hosts: vars
+                .parse_with(
+                    "KILN_SERVICE_HOST",
+                    "a host name, e.g. render.example.com, or off",
+                    |value| match value {
+                        "off" => Ok(None),
+                        host => Hostname::parse(host).map(Some),
+                    },
+                )?
+                .flatten()
+                .filter(|host| kiln_core::net::localhost_addresses(host.as_str()).is_none())
+                .into_iter()
+                .collect(),
         })
     }
 }
@@ -128,6 +146,23 @@ mod tests {
         assert_eq!(defaults.directory_url, super::LETS_ENCRYPT);
         assert_eq!(defaults.renew_before, Duration::from_secs(30 * 86400));
         assert_eq!(defaults.cert_dir.to_str(), Some("/var/lib/kiln/certs"));
+        // The default service host is this machine's: no CA would sign it.
+        assert!(defaults.platform_hosts.is_empty());
+        for (value, expected) in [
+            ("render.example.com", vec!["render.example.com"]),
+            ("off", vec![]),
+            ("render.localhost", vec![]),
+        ] {
+            let hosts = settings(&[secret, ("KILN_SERVICE_HOST", value)])
+                .unwrap()
+                .platform_hosts;
+            assert_eq!(
+                hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+                expected,
+                "{value}"
+            );
+        }
+        assert!(settings(&[secret, ("KILN_SERVICE_HOST", "http://x/")]).is_err());
         assert_eq!(
             defaults.admin_listen,
             Some("127.0.0.1:9103".parse().unwrap())
