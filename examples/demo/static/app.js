@@ -118,10 +118,11 @@ function setJsonLd(data) {
  * @param {string} [o.type]        og:type, "website" by default
  * @param {string} [o.image]       path or URL of the share image
  * @param {number} [o.status]      HTTP status a renderer should answer with (404, 503, …)
+ * @param {string} [o.location]    where a redirect status sends the renderer's client
  * @param {string} [o.price]       product price in dollars, e.g. "12.34" (product pages)
  * @param {object} [o.jsonLd]      schema.org data
  */
-function setHead({ title, description, path, type = 'website', image = DEFAULT_IMAGE, status, price, jsonLd }) {
+function setHead({ title, description, path, type = 'website', image = DEFAULT_IMAGE, status, location: to, price, jsonLd }) {
   const fullTitle = title ? `${title} — ${SITE}` : SITE;
   const url = location.origin + path;
   document.title = fullTitle;
@@ -139,6 +140,7 @@ function setHead({ title, description, path, type = 'website', image = DEFAULT_I
   upsertMeta('property', 'product:price:amount', price ?? null);
   upsertMeta('property', 'product:price:currency', price ? 'USD' : null);
   upsertMeta('name', 'prerender-status-code', status ? String(status) : null);
+  upsertMeta('name', 'prerender-header', to ? `Location: ${absoluteUrl(to)}` : null);
   setJsonLd(jsonLd);
 }
 
@@ -272,6 +274,21 @@ async function productView({ path, params, signal }) {
         h('button', { type: 'button', class: 'button', disabled: true }, 'Add to cart (demo)'))));
 }
 
+// An old address, kept for links out there: a renderer answers it with a redirect to the home page.
+function movedView({ path }) {
+  setHead({
+    title: 'Moved',
+    description: 'The catalogue is now on the home page.',
+    path,
+    status: 301,
+    location: '/',
+  });
+  show(path,
+    h('section', { class: 'moved' },
+      h('h1', {}, 'The catalogue has moved'),
+      h('p', {}, link('/', { class: 'button' }, 'See all products →'))));
+}
+
 function aboutView({ path }) {
   setHead({
     title: 'About',
@@ -299,6 +316,7 @@ const routes = [
   { pattern: /^\/$/, view: homeView },
   { pattern: /^\/products\/(?<id>\d+)$/, view: productView },
   { pattern: /^\/about$/, view: aboutView },
+  { pattern: /^\/catalogue$/, view: movedView },
 ];
 
 function normalizePath(pathname) {

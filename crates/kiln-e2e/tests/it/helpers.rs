@@ -2,6 +2,7 @@
 //! [`TestPlatform`], which adds the dashboard, Postgres and DNS) is dropped. [`TestCluster`] runs
 //! it as it is deployed at scale, each service a process of its own.
 
+pub mod clients;
 mod cluster;
 pub use cluster::*;
 

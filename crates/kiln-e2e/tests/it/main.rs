@@ -10,6 +10,7 @@ mod edge;
 mod faults;
 mod helpers;
 mod scale;
+mod service;
 
 use helpers::{CHROME, GOOGLEBOT, GOOGLEBOT_SMARTPHONE, TestStack};
 use kiln_core::DomainSettings;
