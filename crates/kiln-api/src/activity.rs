@@ -5,6 +5,7 @@ use crate::page::{self, PageSize};
 use crate::responses::{CallerErrors, QueryErrors};
 use axum::extract::State;
 use kiln_control::activity;
+use kiln_core::RenderVia;
 use kiln_frontdoor::ApiError;
 use kiln_frontdoor::Ctx;
 use kiln_frontdoor::auth::Caller;
@@ -18,6 +19,10 @@ use uuid::Uuid;
 #[into_params(parameter_in = Query)]
 pub struct RendersQuery {
     pub domain_id: Uuid,
+    /// Only the renders caused by requests that came this way.
+    #[param(inline)]
+    #[serde(default, deserialize_with = "crate::extract::given")]
+    pub via: Option<Via>,
     /// From the previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Entries per response (1–500, default 100).
@@ -30,6 +35,37 @@ const RENDERS_PER_PAGE: PageSize = PageSize {
     default: 100,
     max: 500,
 };
+
+/// How the request that caused a render reached Kiln: `edge` (a bot on a domain whose traffic
+/// comes through Kiln's edge, or the dashboard's warms, previews and parity checks) or `service`
+/// (the render service: your own server asked for the page with a service token).
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[schema(example = "edge")]
+pub enum Via {
+    Edge,
+    Service,
+}
+
+impl From<Via> for RenderVia {
+    fn from(via: Via) -> Self {
+        match via {
+            Via::Edge => RenderVia::Edge,
+            Via::Service => RenderVia::Service,
+        }
+    }
+}
+
+impl Via {
+    /// The render log's column, which Postgres holds to `edge` or `service`; anything else (there is
+    /// nothing else) reads as the edge, the way entries logged before the column existed came.
+    fn of_column(via: &str) -> Via {
+        match via {
+            "service" => Via::Service,
+            _ => Via::Edge,
+        }
+    }
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct RenderEntry {
@@ -49,6 +85,8 @@ pub struct RenderEntry {
     pub bytes: i64,
     /// The bot whose request caused the render.
     pub bot: Option<String>,
+    /// How that request reached Kiln.
+    pub via: Via,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -84,6 +122,7 @@ pub async fn renders(
         &ctx.app,
         caller.tenant_id,
         query.domain_id,
+        query.via.map(RenderVia::from),
         query.cursor.as_deref(),
         i64::from(limit),
     )
@@ -102,6 +141,7 @@ pub async fn renders(
             duration_ms: r.duration_ms,
             bytes: r.bytes,
             bot: r.user_agent,
+            via: Via::of_column(&r.via),
         })
         .collect();
     Ok(axum::Json(RenderLog {

@@ -9,6 +9,7 @@
 
 use crate::App;
 use crate::db::{DbError, RenderFilter, RenderRecord, UsageRecord, UsageSnapshot};
+use kiln_core::RenderVia;
 use kiln_store::{RenderLogOutcome, RenderLogPurpose, StoreError, UsageCounts, UsageHours};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -81,6 +82,7 @@ pub async fn copy_render_log(app: &App) -> Result<usize, ActivityError> {
                     duration_ms: i64::try_from(entry.duration_ms).unwrap_or(i64::MAX),
                     bytes: i64::try_from(entry.bytes).unwrap_or(i64::MAX),
                     user_agent: entry.user_agent,
+                    via: entry.via.as_str().to_owned(),
                 })
             })
             .collect();
@@ -236,17 +238,20 @@ pub async fn catch_up(app: &App) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The render log of one of the tenant's domains, up to date, newest first, continuing after the
-/// entry `before` (a stream id) when given.
+/// The render log of one of the tenant's domains (only the renders that came `via` one way, when
+/// given), up to date, newest first, continuing after the entry `before` (a stream id) when given.
 pub async fn renders(
     app: &App,
     tenant_id: Uuid,
     domain_id: Uuid,
+    via: Option<RenderVia>,
     before: Option<&str>,
     limit: i64,
 ) -> Result<Vec<RenderRecord>, DbError> {
     catch_up(app).await?;
-    app.db.renders_of(tenant_id, domain_id, before, limit).await
+    app.db
+        .renders_of(tenant_id, domain_id, via, before, limit)
+        .await
 }
 
 /// The tenant's renders matching `filter`, newest first, continuing after the entry `before` (a

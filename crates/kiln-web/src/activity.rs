@@ -6,6 +6,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use kiln_control::db::{RenderFilter, RenderRecord};
+use kiln_core::RenderVia;
 use kiln_frontdoor::Ctx;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -78,6 +79,8 @@ pub struct RenderRow {
     pub duration: String,
     pub size: String,
     pub reason: String,
+    /// Whether the render service (rather than Kiln's edge) brought the request that caused it.
+    pub via_service: bool,
 }
 
 /// One chart: its heading and its inline SVG (built by [`crate::charts`], which escapes any text).
@@ -110,6 +113,9 @@ pub struct ActivityQuery {
     pub purpose: String,
     #[serde(default)]
     pub bot: String,
+    /// `edge` or `service`: how the request that caused the render reached Kiln.
+    #[serde(default)]
+    pub via: String,
     pub before: Option<String>,
 }
 
@@ -122,6 +128,7 @@ impl ActivityQuery {
             ("device", &self.device),
             ("purpose", &self.purpose),
             ("bot", &self.bot),
+            ("via", &self.via),
         ];
         url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(pairs.iter().filter(|(_, v)| !v.is_empty()))
@@ -131,6 +138,13 @@ impl ActivityQuery {
 
 fn chosen(value: &str, allowed: &[&str]) -> Option<String> {
     allowed.contains(&value).then(|| value.to_owned())
+}
+
+/// The way in the filter names; anything else does not filter, like the other choices.
+fn chosen_via(value: &str) -> Option<RenderVia> {
+    [RenderVia::Edge, RenderVia::Service]
+        .into_iter()
+        .find(|via| via.as_str() == value)
 }
 
 pub async fn page(
@@ -153,6 +167,7 @@ pub async fn page(
         device: chosen(&query.device, &["desktop", "mobile"]),
         purpose: chosen(&query.purpose, &["bot", "warm", "preview"]),
         user_agent: Some(query.bot.trim().to_owned()).filter(|bot| !bot.is_empty()),
+        via: chosen_via(&query.via),
     };
     // Renders logged in the last few seconds are copied in first, as the API does.
     kiln_control::activity::catch_up(&ctx.app)
@@ -194,6 +209,7 @@ pub async fn page(
             duration: format::millis(u64::try_from(r.duration_ms).unwrap_or(0)),
             size: format::bytes(u64::try_from(r.bytes).unwrap_or(0)),
             reason: r.reason.clone().unwrap_or_default(),
+            via_service: r.via == RenderVia::Service.as_str(),
         })
         .collect();
     let (hours, days) = chart_views(&charts);

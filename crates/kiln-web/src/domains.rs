@@ -28,6 +28,8 @@ pub struct DomainRow {
     pub pages: Option<u64>,
     /// The last seven days' cache hit ratio.
     pub hit_ratio: String,
+    /// Used only through the render service (no CNAME to Kiln's edge).
+    pub service_only: bool,
 }
 
 #[derive(Template)]
@@ -296,6 +298,7 @@ pub async fn list(State(ctx): State<Ctx>, user: WebUser) -> PageResult {
                 verified: record.verified,
                 pages,
                 hit_ratio: format::percent(ratio),
+                service_only: record.service_only,
             }
         })
         .collect();

@@ -2,6 +2,7 @@
 //! buckets of the dashboard's charts.
 
 use super::{AuditEvent, Db, DbError, action, insert_audit};
+use kiln_core::RenderVia;
 use std::collections::HashMap;
 use time::{Date, Duration, OffsetDateTime, Time};
 use uuid::Uuid;
@@ -42,6 +43,9 @@ pub struct RenderRecord {
     pub duration_ms: i64,
     pub bytes: i64,
     pub user_agent: Option<String>,
+    /// How the request that caused the render reached Kiln: `edge` or `service` (the render
+    /// service), as [`kiln_core::RenderVia::as_str`] writes it.
+    pub via: String,
 }
 
 /// One domain's day, as the usage endpoint reports it.
@@ -205,8 +209,8 @@ impl Db {
         for render in renders {
             sqlx::query(
                 "INSERT INTO renders (stream_id, tenant_id, domain_id, at, url, device, purpose, \
-                 outcome, status, reason, duration_ms, bytes, user_agent) \
-                 SELECT $1, d.tenant_id, d.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+                 outcome, status, reason, duration_ms, bytes, user_agent, via) \
+                 SELECT $1, d.tenant_id, d.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
                  FROM domains d WHERE d.id = $2 ON CONFLICT (stream_id) DO NOTHING",
             )
             .bind(&render.stream_id)
@@ -221,6 +225,7 @@ impl Db {
             .bind(render.duration_ms)
             .bind(render.bytes)
             .bind(&render.user_agent)
+            .bind(&render.via)
             .execute(&mut *tx)
             .await?;
         }
@@ -235,25 +240,28 @@ impl Db {
         Ok(())
     }
 
-    /// The render log of one of the tenant's domains, newest first, continuing after `before`
-    /// (a stream id) when given.
+    /// The render log of one of the tenant's domains (only the renders that came `via` one way,
+    /// when given), newest first, continuing after `before` (a stream id) when given.
     pub async fn renders_of(
         &self,
         tenant_id: Uuid,
         domain_id: Uuid,
+        via: Option<RenderVia>,
         before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<RenderRecord>, DbError> {
         let records = sqlx::query_as(
             "SELECT stream_id, domain_id, at, url, device, purpose, outcome, status, reason, \
-             duration_ms, bytes, user_agent FROM renders \
+             duration_ms, bytes, user_agent, via FROM renders \
              WHERE tenant_id = $1 AND domain_id = $2 \
-             AND ($3::text IS NULL OR (at, stream_id) < \
-                  (SELECT at, stream_id FROM renders WHERE stream_id = $3 AND tenant_id = $1)) \
-             ORDER BY at DESC, stream_id DESC LIMIT $4",
+             AND ($3::text IS NULL OR via = $3) \
+             AND ($4::text IS NULL OR (at, stream_id) < \
+                  (SELECT at, stream_id FROM renders WHERE stream_id = $4 AND tenant_id = $1)) \
+             ORDER BY at DESC, stream_id DESC LIMIT $5",
         )
         .bind(tenant_id)
         .bind(domain_id)
+        .bind(via.map(RenderVia::as_str))
         .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)

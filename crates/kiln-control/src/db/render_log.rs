@@ -1,6 +1,7 @@
 //! The render log as the dashboard's activity page filters it.
 
 use super::{Db, DbError, RenderRecord};
+use kiln_core::RenderVia;
 use uuid::Uuid;
 
 /// Which renders to show; `None` fields do not filter.
@@ -15,6 +16,8 @@ pub struct RenderFilter {
     pub purpose: Option<String>,
     /// A case-insensitive part of the bot's User-Agent, e.g. `googlebot`.
     pub user_agent: Option<String>,
+    /// How the request that caused the render reached Kiln.
+    pub via: Option<RenderVia>,
 }
 
 /// `text` with LIKE's wildcards escaped, so a search for `50%` means those characters.
@@ -45,16 +48,17 @@ impl Db {
             .map(|text| format!("%{}%", like_escape(text)));
         let records = sqlx::query_as(
             "SELECT stream_id, domain_id, at, url, device, purpose, outcome, status, reason, \
-             duration_ms, bytes, user_agent FROM renders \
+             duration_ms, bytes, user_agent, via FROM renders \
              WHERE tenant_id = $1 \
              AND ($2::uuid IS NULL OR domain_id = $2) \
              AND ($3::text IS NULL OR outcome = $3) \
              AND ($4::text IS NULL OR device = $4) \
              AND ($5::text IS NULL OR purpose = $5) \
              AND ($6::text IS NULL OR user_agent ILIKE $6) \
-             AND ($7::text IS NULL OR (at, stream_id) < \
-                  (SELECT at, stream_id FROM renders WHERE stream_id = $7 AND tenant_id = $1)) \
-             ORDER BY at DESC, stream_id DESC LIMIT $8",
+             AND ($7::text IS NULL OR via = $7) \
+             AND ($8::text IS NULL OR (at, stream_id) < \
+                  (SELECT at, stream_id FROM renders WHERE stream_id = $8 AND tenant_id = $1)) \
+             ORDER BY at DESC, stream_id DESC LIMIT $9",
         )
         .bind(tenant_id)
         .bind(filter.domain_id)
@@ -62,6 +66,7 @@ impl Db {
         .bind(filter.device.as_deref())
         .bind(filter.purpose.as_deref())
         .bind(user_agent)
+        .bind(filter.via.map(RenderVia::as_str))
         .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)

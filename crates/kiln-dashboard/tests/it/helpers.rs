@@ -139,6 +139,45 @@ impl TestApp {
         domains::add_domain(&self.app, request, TEST_ACTOR).await
     }
 
+    /// Registers `host` (unverified) for `tenant_id` straight into Postgres, as `add_domain` would
+    /// store it, with its public site as its origin: the tests' DNS cannot resolve a public name,
+    /// which a service-only domain's origin is.
+    pub async fn insert_domain(
+        &self,
+        tenant_id: Uuid,
+        host: &str,
+        service_only: bool,
+    ) -> kiln_control::db::DomainRecord {
+        let host = host_name(host);
+        let origin = domains::service_origin(&host).unwrap();
+        self.app
+            .db
+            .insert_domain(
+                &kiln_control::db::NewDomain {
+                    id: Uuid::now_v7(),
+                    tenant_id,
+                    host: &host,
+                    origin: origin.as_str(),
+                    verified: false,
+                    verification_token: "kiln-verify-test",
+                    settings: &DomainSettings::default(),
+                    service_only,
+                },
+                TEST_ACTOR,
+            )
+            .await
+            .unwrap()
+    }
+
+    /// The tenant of the user who signed up as `email`.
+    pub async fn tenant_of(&self, email: &str) -> Uuid {
+        sqlx::query_scalar("SELECT tenant_id FROM users WHERE email = $1")
+            .bind(email)
+            .fetch_one(&self.pg)
+            .await
+            .unwrap()
+    }
+
     pub async fn remove(&self, host: &str) -> Result<kiln_control::db::DomainRecord, DomainError> {
         domains::remove_domain(&self.app, &host_name(host), TEST_ACTOR).await
     }

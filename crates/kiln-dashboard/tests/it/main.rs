@@ -1,6 +1,7 @@
 //! The dashboard against real Postgres and Redis: domain registration, removal, publishing, the
 //! `serve` endpoints and the command line itself. See `helpers.rs` for where the servers come from.
 
+mod activity;
 mod api;
 mod certificates;
 mod helpers;

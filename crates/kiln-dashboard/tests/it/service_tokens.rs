@@ -2,10 +2,9 @@
 //! published to Redis under their hash for the gateways) and domains used only through the render
 //! service.
 
-use crate::helpers::{ApiClient, TEST_ACTOR, TestServer, host_name, spawn_app};
+use crate::helpers::{ApiClient, TestServer, host_name, spawn_app};
 use kiln_control::directory;
 use kiln_control::domains;
-use kiln_core::DomainSettings;
 use kiln_store::{ServiceToken, token_hash};
 use std::time::{Duration, Instant};
 
@@ -342,23 +341,8 @@ async fn a_service_only_domain_takes_its_public_site_as_origin_and_is_published_
     let me = owner.get("/api/v1/auth/me").await;
     let tenant_id: uuid::Uuid = me.body["tenant_id"].as_str().unwrap().parse().unwrap();
     let record = t
-        .app
-        .db
-        .insert_domain(
-            &kiln_control::db::NewDomain {
-                id: uuid::Uuid::now_v7(),
-                tenant_id,
-                host: &host,
-                origin: origin.as_str(),
-                verified: false,
-                verification_token: "kiln-verify-test",
-                settings: &DomainSettings::default(),
-                service_only: true,
-            },
-            TEST_ACTOR,
-        )
-        .await
-        .unwrap();
+        .insert_domain(tenant_id, "render-only.example.com", true)
+        .await;
     directory::publish_all(&t.app).await.unwrap();
     let config = t.redis_domain("render-only.example.com").await.unwrap();
     assert!(config.service_only);

@@ -59,6 +59,7 @@ async fn renders(t: &TestApp, renders: &[(Uuid, OffsetDateTime, &str, &str, i64)
                 duration_ms,
                 bytes: 1_000,
                 user_agent: None,
+                via: "edge".to_owned(),
             },
         )
         .collect();

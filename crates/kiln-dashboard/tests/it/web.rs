@@ -872,3 +872,80 @@ async fn the_add_domain_form_offers_service_only_and_needs_no_origin_for_it() {
             .contains(r#"name="service_only" aria-describedby="service-only-help" checked"#)
     );
 }
+
+#[tokio::test]
+async fn the_activity_page_marks_renders_through_the_render_service_and_filters_by_them() {
+    let t = spawn_app().await;
+    let server = TestServer::start(&t).await;
+    let mut web = WebClient::new(&server);
+    web.sign_up("owner@example.com").await;
+    let tenant_id = t.tenant_of("owner@example.com").await;
+    let domain = t.insert_domain(tenant_id, "shop.example.com", false).await;
+    let (tenant, id) = (tenant_id.to_string(), domain.id.to_string());
+    let by_edge = "https://shop.example.com/by-edge";
+    let by_service = "https://shop.example.com/by-service";
+    crate::activity::log_render(&t, &tenant, &id, by_edge, kiln_core::RenderVia::Edge).await;
+    crate::activity::log_render(&t, &tenant, &id, by_service, kiln_core::RenderVia::Service).await;
+    let badge = r#"<span class="badge via-service" title="Asked for through the render service">service<span class="visually-hidden"> (through the render service)</span></span>"#;
+
+    let page = web.get("/activity").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(r#"<label for="f-via">Through</label>"#));
+    assert!(page.body.contains(by_edge) && page.body.contains(by_service));
+    // One badge, on the render service's row.
+    assert_eq!(page.body.matches(badge).count(), 1, "{}", page.body);
+    let row = |url: &str| {
+        let at = page.body.find(url).unwrap();
+        let end = at + page.body[at..].find("</tr>").unwrap();
+        page.body[at..end].to_owned()
+    };
+    assert!(row(by_service).contains(badge), "{}", row(by_service));
+    assert!(!row(by_edge).contains("via-service"), "{}", row(by_edge));
+
+    let service = web.get("/activity?via=service").await;
+    assert!(service.body.contains(by_service), "{}", service.body);
+    assert!(!service.body.contains(by_edge), "{}", service.body);
+    assert!(
+        service
+            .body
+            .contains(r#"<option value="service" selected>The render service</option>"#)
+    );
+    let edge = web.get("/activity?via=edge").await;
+    assert!(edge.body.contains(by_edge), "{}", edge.body);
+    assert!(!edge.body.contains(by_service), "{}", edge.body);
+    assert!(!edge.body.contains("via-service"));
+    // A value that is no choice does not filter, like the other choices.
+    let any = web.get("/activity?via=bogus").await;
+    assert_eq!(any.status, StatusCode::OK);
+    assert!(any.body.contains(by_edge) && any.body.contains(by_service));
+}
+
+#[tokio::test]
+async fn the_domain_list_marks_domains_used_only_through_the_render_service() {
+    let t = spawn_app().await;
+    let server = TestServer::start(&t).await;
+    let mut web = WebClient::new(&server);
+    web.sign_up("owner@example.com").await;
+    let tenant_id = t.tenant_of("owner@example.com").await;
+    t.insert_domain(tenant_id, "render-only.example.com", true)
+        .await;
+    t.insert_domain(tenant_id, "shop.example.com", false).await;
+
+    let list = web.get("/domains").await;
+    assert_eq!(list.status, StatusCode::OK);
+    let row = |host: &str| {
+        let at = list
+            .body
+            .find(&format!(">{host}</a>"))
+            .unwrap_or_else(|| panic!("{host} is not listed: {}", list.body));
+        let end = at + list.body[at..].find("</tr>").unwrap();
+        list.body[at..end].to_owned()
+    };
+    let marker = r#"<span class="badge service-only">Render service only</span>"#;
+    assert!(
+        row("render-only.example.com").contains(marker),
+        "{}",
+        list.body
+    );
+    assert!(!row("shop.example.com").contains(marker), "{}", list.body);
+}
