@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 const SHOP: &str = "shop.acme.test";
 const LATE: &str = "late.acme.test";
 const UNVERIFIED: &str = "unverified.acme.test";
+/// The render service's host: a name of the platform's own, not a customer's domain.
+const SERVICE: &str = "render.acme.test";
 const SECRET: &str = "e2e-acme-secret-0123456789abcdefghijklmnop";
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -98,8 +100,9 @@ impl TestAcmeStack {
         }));
         let edge = TestEdge::start(gateway_addr);
 
-        let dns =
-            TestDns::start(&[SHOP, LATE, UNVERIFIED].map(|host| DnsRecord::a(host, "127.0.0.1")));
+        let dns = TestDns::start(
+            &[SHOP, LATE, UNVERIFIED, SERVICE].map(|host| DnsRecord::a(host, "127.0.0.1")),
+        );
         let pebble = TestPebble::start(edge.port(), dns.addr(), validity);
         let sealer = || Sealer::new(&Secret::new(SECRET));
         let manager = Manager::new(
@@ -111,6 +114,7 @@ impl TestAcmeStack {
                 ca_root: Some(pebble.ca_pem_path()),
                 renew_before,
                 check_interval: Duration::from_secs(3600),
+                platform_hosts: Vec::new(),
             },
         );
         let sync = CertSync::new(&store, sealer(), edge.cert_dir());
@@ -429,6 +433,50 @@ async fn a_verified_domain_gets_a_certificate_from_pebble_and_the_edge_serves_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_render_services_host_gets_a_certificate_though_no_domain_names_it() {
+    let mut stack = TestAcmeStack::start(None, 30 * DAY).await;
+    let manager = Manager::new(
+        &stack.store,
+        Sealer::new(&Secret::new(SECRET)),
+        ManagerSettings {
+            directory_url: stack.pebble.directory_url(),
+            contact_email: None,
+            ca_root: Some(stack.pebble.ca_pem_path()),
+            renew_before: 30 * DAY,
+            check_interval: Duration::from_secs(3600),
+            platform_hosts: vec![Hostname::parse(SERVICE).unwrap()],
+        },
+    );
+    let report = manager.run_once().await.expect("a pass");
+    assert_eq!(
+        report.issued,
+        [SERVICE],
+        "{report:?}\n{}",
+        stack.pebble.log()
+    );
+    // It is no customer's domain, and yet never withdrawn as one no longer verified.
+    let again = manager.run_once().await.expect("a pass");
+    assert_eq!(again, Default::default());
+
+    let root = stack.issuing_root().await;
+    stack.sync.sync_once().await.unwrap();
+    let (presented, _) = https_get(stack.tls_addr(), SERVICE, &[root], SERVICE, "/")
+        .await
+        .unwrap();
+    let record = stack
+        .store
+        .certificates()
+        .get(&Hostname::parse(SERVICE).unwrap())
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(
+        kiln_acme::cert::der_info(&presented).unwrap().fingerprint,
+        record.fingerprint
+    );
+}
+
+#[tokio::test]
 async fn a_certificate_near_expiry_is_renewed_and_the_edge_serves_the_new_one() {
     // Pebble issues one-hour certificates: inside a one-day renewal window from the start.
     let mut stack = TestAcmeStack::start(Some(Duration::from_secs(3600)), DAY).await;
@@ -472,6 +520,7 @@ async fn a_certificate_near_expiry_is_renewed_and_the_edge_serves_the_new_one() 
             ca_root: Some(stack.pebble.ca_pem_path()),
             renew_before: Duration::from_secs(600),
             check_interval: Duration::from_secs(3600),
+            platform_hosts: Vec::new(),
         },
     );
     assert_eq!(patient.run_once().await.unwrap(), Default::default());
