@@ -16,6 +16,10 @@ const app = express();
 app.use(
   rendertron.makeMiddleware({
     proxyUrl: `${service}render/${setting('KILN_SERVICE_TOKEN')}/`,
+    // The middleware gives up after 11 s by default (Rendertron's own render limit is 10 s) and
+    // serves the app's shell; Kiln waits up to a domain's bot_wait_ms (20 s by default) for a
+    // render before answering with the site's own page. Give Kiln that long, as its users should.
+    timeout: 30000,
   }),
 );
 app.use(proxyTo(setting('KILN_APP_ORIGIN')));

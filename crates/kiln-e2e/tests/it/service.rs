@@ -316,8 +316,9 @@ async fn rendertron_middleware_serves_bots_kilns_render_and_people_the_app() {
     assert!(log.iter().all(|e| e.via == RenderVia::Service), "{log:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prerender_ios_nginx_recipe_serves_bots_kilns_render_and_people_the_static_app() {
+/// The stack, and the shop served by prerender.io's nginx recipe (with the DNS server it resolves
+/// the service's name with).
+async fn start_with_recipe() -> (TestStack, RecipeNginx, TestDns) {
     let stack = start().await;
     // The recipe resolves the service's name at run time, with the resolver it names.
     let dns = TestDns::start(&[DnsRecord::a("localhost", "127.0.0.1")]);
@@ -331,6 +332,12 @@ async fn prerender_ios_nginx_recipe_serves_bots_kilns_render_and_people_the_stat
     // The recipe names pages by `$host`, which has no port: the page URLs are
     // `http://shop.localhost/…`, so Kiln is told where the site is served.
     publish_shop(&stack, format!("http://127.0.0.1:{}", recipe.port), false).await;
+    (stack, recipe, dns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prerender_ios_nginx_recipe_serves_bots_kilns_render_and_people_the_static_app() {
+    let (stack, recipe, _dns) = start_with_recipe().await;
     let get = |path: &str, user_agent: &str| shop_get(&stack, recipe.port, path, user_agent);
 
     let bot = get("/products/3", GOOGLEBOT).send().await.unwrap();
@@ -358,6 +365,29 @@ async fn prerender_ios_nginx_recipe_serves_bots_kilns_render_and_people_the_stat
     assert_eq!(log.len(), 1, "{log:#?}");
     assert_eq!(log[0].url, format!("http://{SHOP}/products/3"));
     assert_eq!(log[0].via, RenderVia::Service);
+}
+
+/// The recipe puts the page's whole `$request_uri` in the path it sends (`rewrite .*
+/// /$scheme://$host$request_uri? break;`), and nginx escapes the query's `?` there: Kiln is asked
+/// for `/http://shop.localhost/products/2%3Fref=newsletter`. prerender.io's service decodes the
+/// URL it is given (and drops `_escaped_fragment_`); Kiln renders the path `/products/2%3Fref=…`,
+/// the SPA's "Not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Kiln bug: the prerender.io form's URL is not percent-decoded, so the nginx recipe's pages with a query render the wrong page"]
+async fn prerender_ios_nginx_recipe_keeps_a_pages_query() {
+    let (stack, recipe, _dns) = start_with_recipe().await;
+    let bot = shop_get(&stack, recipe.port, "/products/3?ref=newsletter", GOOGLEBOT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bot.status(), StatusCode::OK);
+    assert_eq!(cache_status(&bot), "MISS");
+    assert_rendered_product(&bot.text().await.unwrap());
+    let log = renders(&stack, 1).await;
+    assert_eq!(
+        log[0].url,
+        format!("http://{SHOP}/products/3?ref=newsletter")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
