@@ -92,6 +92,24 @@ impl NormalizedUrl {
         ))
     }
 
+    /// The same URL with the hashbang route `route` (`#!<route>`, the AJAX crawling scheme's): an
+    /// app that routes by hashbang shows that route's page only when loaded with it, so the route
+    /// is part of what is rendered and of the cache key. Escaped as a fragment is.
+    pub fn with_hashbang(&self, route: &str) -> NormalizedUrl {
+        const FRAGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+            .add(b' ')
+            .add(b'"')
+            .add(b'<')
+            .add(b'>')
+            .add(b'`')
+            .add(b'#');
+        let base = self.0.split('#').next().unwrap_or(&self.0);
+        NormalizedUrl(format!(
+            "{base}#!{}",
+            percent_encoding::utf8_percent_encode(route, FRAGMENT)
+        ))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -216,6 +234,19 @@ mod tests {
             .map(String::from)
             .to_vec();
         NormalizedUrl::from_request("https", &host, target, &ignored).map(|u| u.0)
+    }
+
+    #[test]
+    fn a_hashbang_route_is_kept_escaped_as_a_fragment() {
+        let url = NormalizedUrl::from_stored("https://shop.example.com/?a=1".into());
+        assert_eq!(
+            url.with_hashbang("/about us").as_str(),
+            "https://shop.example.com/?a=1#!/about%20us"
+        );
+        assert_eq!(
+            url.with_hashbang("/a").with_hashbang("/b").as_str(),
+            "https://shop.example.com/?a=1#!/b"
+        );
     }
 
     #[test]

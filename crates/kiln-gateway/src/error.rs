@@ -15,6 +15,11 @@ pub enum GatewayError {
     /// The `Host` names no domain registered with Kiln.
     #[error("no domain is registered for host `{0}`")]
     UnknownHost(String),
+    /// The `Host` names a domain used only through the render service, whose traffic never comes
+    /// through Kiln's edge: it is not served here (its origin is the public site, which may well be
+    /// Kiln's own edge if its DNS points here by mistake).
+    #[error("`{0}` is used only through the render service")]
+    ServiceOnly(String),
     /// The origin refused the connection, reset it, or failed TLS.
     #[error("the origin could not be reached: {0}")]
     OriginUnreachable(String),
@@ -47,6 +52,13 @@ impl IntoResponse for GatewayError {
                 "Unknown host",
                 format!(
                     "This server does not serve {host}: no domain with that name is registered with Kiln."
+                ),
+            ),
+            GatewayError::ServiceOnly(host) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "Not served here",
+                format!(
+                    "{host} is used only through Kiln's render service, so its visitors are not served by this server. Its DNS should point at its own site."
                 ),
             ),
             GatewayError::OriginUnreachable(_) => (
@@ -103,6 +115,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad-request",
             GatewayError::PayloadTooLarge => "payload-too-large",
             GatewayError::UnknownHost(_) => "unknown-host",
+            GatewayError::ServiceOnly(_) => "service-only-domain",
             GatewayError::OriginUnreachable(_) => "origin-unreachable",
             GatewayError::OriginRefused(_) => "origin-refused",
             GatewayError::OriginTimeout => "origin-timeout",

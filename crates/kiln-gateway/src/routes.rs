@@ -109,6 +109,11 @@ async fn route(
         .directory
         .get(&host)
         .ok_or_else(|| GatewayError::UnknownHost(host.to_string()))?;
+    // A domain used only through the render service: its traffic is not Kiln's to serve, and its
+    // origin is its public name, which would be this very edge if its DNS pointed here.
+    if domain.config.service_only {
+        return Err(GatewayError::ServiceOnly(host.to_string()));
+    }
 
     // The edge's verdict (with the family it found), or the same classification here when the
     // request did not come through the edge; then the domain's own patterns, for what either took

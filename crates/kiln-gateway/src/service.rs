@@ -223,10 +223,16 @@ impl Target {
             return Ok(rendertron(rest, query));
         }
         if let Some(url) = path.strip_prefix('/').filter(|rest| is_absolute_url(rest)) {
-            // prerender.io's `/<absolute URL>`: the page's query is the request's.
+            // prerender.io's `/<absolute URL>`, its path decoded once as prerender.io decodes it:
+            // prerender.io's nginx recipe puts the page's whole `$request_uri` in the path, which
+            // nginx escapes (`?` as `%3F`, `%` as `%25`), while the middlewares send the page's
+            // path as they got it, where one decoding changes nothing a server tells apart
+            // (`%2F` and `%3F` in a path segment aside, as with prerender.io). The request's own
+            // query, which only the middlewares send, is the page's, as it is.
+            let url = decode_path_url(url);
             let url = match query {
                 Some(query) => format!("{url}?{query}"),
-                None => url.to_owned(),
+                None => url,
             };
             return Ok(Target::Render {
                 url: repair_slashes(&url),
@@ -274,6 +280,25 @@ fn rendertron(rest: &str, query: Option<&str>) -> Target {
         path_token,
         mobile,
     }
+}
+
+/// A URL sent in a path, decoded once; a `#` that came of it (`%23`) stays part of the path unless
+/// it starts a hashbang (`#!`, the AJAX crawling scheme's), as prerender.io treats it.
+fn decode_path_url(text: &str) -> String {
+    let decoded = decode(text);
+    let mut out = String::with_capacity(decoded.len());
+    let mut rest = decoded.as_str();
+    while let Some(at) = rest.find('#') {
+        out.push_str(&rest[..at]);
+        out.push_str(if rest[at..].starts_with("#!") {
+            "#"
+        } else {
+            "%23"
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn decode(text: &str) -> String {
@@ -327,14 +352,13 @@ pub fn page(app: &AppState, token: &ServiceToken, raw: &str) -> Result<Page, Ser
     if raw.len() > MAX_URL_LEN {
         return Err(ServiceError::UrlTooLong);
     }
-    // The URL parser would drop tabs and newlines silently, making two names for one page.
-    if raw.bytes().any(|b| b == b' ' || b.is_ascii_control()) {
-        return Err(ServiceError::bad_url(
-            raw,
-            "it has a space or a control character",
-        ));
+    // The URL parser would drop tabs and newlines silently, making two names for one page. (A
+    // space, which a decoded URL may hold, it escapes.)
+    if raw.bytes().any(|b| b.is_ascii_control()) {
+        return Err(ServiceError::bad_url(raw, "it has a control character"));
     }
-    let parsed = url::Url::parse(raw).map_err(|error| ServiceError::bad_url(raw, error))?;
+    let mut parsed = url::Url::parse(raw).map_err(|error| ServiceError::bad_url(raw, error))?;
+    let hashbang = hashbang(&mut parsed);
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ServiceError::bad_url(
             raw,
@@ -393,7 +417,40 @@ pub fn page(app: &AppState, token: &ServiceToken, raw: &str) -> Result<Page, Ser
     {
         url = url.with_port(port);
     }
+    if let Some(route) = hashbang {
+        url = url.with_hashbang(&route);
+    }
     Ok(Page { domain, url })
+}
+
+/// The AJAX crawling scheme's route, if the URL names one: `?_escaped_fragment_=<route>` (taken out
+/// of the query, as prerender.io does) or a `#!<route>` fragment. An app that routes by hashbang
+/// shows that route's page only when loaded with it, so it is rendered with it, and cached apart.
+/// An empty `_escaped_fragment_` (a page that asked for it with `<meta name="fragment">`) names the
+/// page itself. Any other fragment is dropped: it never reaches a server.
+fn hashbang(parsed: &mut url::Url) -> Option<String> {
+    const ESCAPED: &str = "_escaped_fragment_";
+    let mut route = parsed
+        .fragment()
+        .and_then(|fragment| fragment.strip_prefix('!'))
+        .map(decode);
+    parsed.set_fragment(None);
+    if parsed.query_pairs().any(|(name, _)| name == ESCAPED) {
+        let mut rest = Vec::new();
+        for (name, value) in parsed.query_pairs() {
+            if name != ESCAPED {
+                rest.push((name.into_owned(), value.into_owned()));
+            } else if !value.is_empty() {
+                route = Some(value.into_owned());
+            }
+        }
+        if rest.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(rest);
+        }
+    }
+    route.filter(|route| !route.is_empty())
 }
 
 /// Answers a request to the service host.
@@ -552,7 +609,9 @@ async fn site_page(
         headers.insert(header::ACCEPT_ENCODING, encoding.clone());
     }
     let url = page.domain.config.origin_url_for(&page.url);
-    match app.origin.fetch(&page.domain.config, &url, headers).await {
+    // A hashbang route is the browser's: a server is never sent a fragment.
+    let url = url.split('#').next().unwrap_or(&url);
+    match app.origin.fetch(&page.domain.config, url, headers).await {
         Ok(mut response) => {
             response
                 .headers_mut()
@@ -727,6 +786,70 @@ mod tests {
             read(Method::HEAD, "/https://shop.example/").unwrap(),
             page("https://shop.example/", None, false)
         );
+    }
+
+    #[test]
+    fn the_prerender_io_form_is_decoded_once_as_the_nginx_recipe_escapes_it() {
+        let cases = [
+            // The nginx recipe: `rewrite .* /$scheme://$host$request_uri? break;`.
+            (
+                "/http://shop.example/products/2%3Fref=newsletter",
+                "http://shop.example/products/2?ref=newsletter",
+            ),
+            (
+                "/http://shop.example/caf%25C3%25A9%3Fq=a%2526b",
+                "http://shop.example/caf%C3%A9?q=a%26b",
+            ),
+            // prerender-node: the page's path as it came, and its query as the request's.
+            (
+                "/http://shop.example/caf%C3%A9?q=a%26b",
+                "http://shop.example/café?q=a%26b",
+            ),
+            ("/http://shop.example/a%23b", "http://shop.example/a%23b"),
+            (
+                "/http://shop.example/%23!/about",
+                "http://shop.example/#!/about",
+            ),
+        ];
+        for (target, url) in cases {
+            assert_eq!(
+                read(Method::GET, target).unwrap(),
+                page(url, None, false),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn hashbang_routes_are_kept_and_escaped_fragments_become_them() {
+        let cases = [
+            (
+                "http://shop.example/?_escaped_fragment_=/about",
+                "http://shop.example/",
+                Some("/about"),
+            ),
+            (
+                "http://shop.example/p?a=1&_escaped_fragment_=",
+                "http://shop.example/p?a=1",
+                None,
+            ),
+            (
+                "http://shop.example/#!/about",
+                "http://shop.example/",
+                Some("/about"),
+            ),
+            ("http://shop.example/#top", "http://shop.example/", None),
+            (
+                "http://shop.example/p?a=1",
+                "http://shop.example/p?a=1",
+                None,
+            ),
+        ];
+        for (raw, left, route) in cases {
+            let mut parsed = url::Url::parse(raw).unwrap();
+            assert_eq!(hashbang(&mut parsed).as_deref(), route, "{raw}");
+            assert_eq!(parsed.as_str(), left, "{raw}");
+        }
     }
 
     #[test]

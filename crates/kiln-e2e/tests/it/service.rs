@@ -74,7 +74,13 @@ async fn publish_shop(stack: &TestStack, origin: String, service_only: bool) -> 
             .send()
             .await
             .unwrap();
-        if probe.status() != StatusCode::MISDIRECTED_REQUEST {
+        // Known to the gateway: served (a domain behind the edge), or refused as one used only
+        // through the render service, which the edge does not serve.
+        let unknown = probe
+            .headers()
+            .get("x-kiln-error")
+            .is_some_and(|code| code == "unknown-host");
+        if !unknown {
             return shop;
         }
         assert!(
@@ -373,7 +379,6 @@ async fn prerender_ios_nginx_recipe_serves_bots_kilns_render_and_people_the_stat
 /// URL it is given (and drops `_escaped_fragment_`); Kiln renders the path `/products/2%3Fref=…`,
 /// the SPA's "Not found".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Kiln bug: the prerender.io form's URL is not percent-decoded, so the nginx recipe's pages with a query render the wrong page"]
 async fn prerender_ios_nginx_recipe_keeps_a_pages_query() {
     let (stack, recipe, _dns) = start_with_recipe().await;
     let bot = shop_get(&stack, recipe.port, "/products/3?ref=newsletter", GOOGLEBOT)
@@ -481,7 +486,8 @@ async fn bad_requests_through_the_edge_get_a_clear_4xx_and_render_nothing() {
             StatusCode::BAD_REQUEST,
             "bad-url",
         ),
-        // Malformed: an impossible port, a broken IPv6 literal, a space.
+        // Malformed: an impossible port, a broken IPv6 literal, a tab (which URL parsers drop
+        // silently, making another name for the page; a space is escaped, as browsers do).
         (
             format!("/http://{SHOP}:99999/p"),
             Some(TOKEN),
@@ -495,7 +501,7 @@ async fn bad_requests_through_the_edge_get_a_clear_4xx_and_render_nothing() {
             "bad-url",
         ),
         (
-            format!("/render?url={}", encoded(&format!("http://{SHOP}/a b"))),
+            format!("/render?url={}", encoded(&format!("http://{SHOP}/a\tb"))),
             Some(TOKEN),
             StatusCode::BAD_REQUEST,
             "bad-url",

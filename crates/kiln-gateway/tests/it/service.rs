@@ -434,3 +434,65 @@ async fn the_service_host_is_never_a_customers_domain() {
     assert!(response.text().await.unwrap().contains("render service"));
     assert_eq!(gw.origin.log.count(), before);
 }
+
+#[tokio::test]
+async fn the_nginx_recipes_escaped_urls_and_escaped_fragments_name_the_pages_they_mean() {
+    let gw = spawn_app(DomainSettings::default()).await;
+    publish(&gw, TOKEN, "tenant-1", None).await;
+    gw.cache_page("/p?x=1", DeviceClass::Desktop, "<p>with a query</p>")
+        .await;
+    gw.cache_page("/caf%C3%A9", DeviceClass::Desktop, "<p>café</p>")
+        .await;
+    for (target, html) in [
+        // `rewrite .* /$scheme://$host$request_uri? break;` escapes `?` and `%`.
+        ("/http://shop.test/p%3Fx=1", "<p>with a query</p>"),
+        ("/http://shop.test/caf%25C3%25A9", "<p>café</p>"),
+        // A page that asked for `_escaped_fragment_` with `<meta name="fragment" content="!">`.
+        (
+            "/http://shop.test/p?x=1&_escaped_fragment_=",
+            "<p>with a query</p>",
+        ),
+    ] {
+        let response = service(&gw, target)
+            .header("x-prerender-token", TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-kiln-cache"], "HIT", "{target}");
+        assert_eq!(response.text().await.unwrap(), html, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn a_domain_used_only_through_the_service_is_not_served_through_the_edge() {
+    let gw = spawn_app(DomainSettings::default()).await;
+    let mut service_only = domain("own.test", gw.origin.port, DomainSettings::default());
+    service_only.service_only = true;
+    service_only.origin = "https://own.test".into();
+    gw.store.directory().put(&service_only).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = gw.origin.log.count();
+    for (x_is_bot, user_agent) in [("0", "Mozilla/5.0 Chrome/130.0"), ("1", GOOGLEBOT)] {
+        let response = loop {
+            let response = gw
+                .client
+                .get(gw.url("/products/3"))
+                .header("host", "own.test")
+                .header("x-is-bot", x_is_bot)
+                .header("user-agent", user_agent)
+                .send()
+                .await
+                .unwrap();
+            // Until the gateway's directory has the domain, the host is unknown (also 421).
+            if response.headers()["x-kiln-error"] != "unknown-host" || Instant::now() > deadline {
+                break response;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(response.headers()["x-kiln-error"], "service-only-domain");
+        assert!(response.text().await.unwrap().contains("render service"));
+    }
+    assert_eq!(gw.origin.log.count(), before, "nothing was proxied");
+    assert_eq!(queued(&gw).await, (0, 0), "nothing was rendered");
+}
