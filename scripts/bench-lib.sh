@@ -209,8 +209,9 @@ bench_stack_ports() {
   export KILN_WORKER_ADMIN_LISTEN="127.0.0.1:$WORKER_ADMIN_PORT"
   # The worker's own default, as scripts/run-local.sh starts it.
   export KILN_CHROME_PATH="${KILN_CHROME_PATH:-/usr/lib/chromium/chromium-headless-shell}"
-  # As deployed (deploy/kubernetes/base/config.yaml): JSON logs at info; the edge is the trusted proxy.
-  export KILN_LOG_FORMAT=json RUST_LOG=info KILN_TRUSTED_PROXIES="127.0.0.1/32"
+  # As deployed (deploy/kubernetes/base/config.yaml): JSON logs at info (BENCH_RUST_LOG=warn measures
+  # what the logs cost); the edge is the trusted proxy.
+  export KILN_LOG_FORMAT=json RUST_LOG=${BENCH_RUST_LOG:-info} KILN_TRUSTED_PROXIES="127.0.0.1/32"
   export KILN_WORKER_PROFILE_DIR="$WORK/profiles"
   mkdir -p "$KILN_WORKER_PROFILE_DIR"
 }

@@ -16,7 +16,9 @@
 #      against nginx serving the same gzip bytes from disk;
 #   2. the human path through edge + gateway against nginx proxying the origin (and the origin alone);
 #      and, for both, the ceiling: the same edge with nginx (hits) or the origin (people) behind it in
-#      place of the gateway, which is what a gateway that cost nothing would reach;
+#      place of the gateway, which is what a gateway that cost nothing would reach; and for both the
+#      CPU time per request of the gateway process beside the reference nginx's (its master and
+#      workers) doing the same job;
 #   3. the gateway's memory with 1,000 connections open, on cache hits;
 #   4. cold renders of the demo's pages through the edge, one at a time;
 #   5. renders per second with 1, 2, 4 and 8 bots at once, each asking for pages never rendered, with
@@ -103,6 +105,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   echo "rounds=$ROUNDS"
   echo "connections=$CONNS"
   echo "render_seconds=$RENDER_SECONDS"
+  echo "clock_ticks=$(getconf CLK_TCK)"
 } >"$WORK/raw/meta.env"
 
 # --- 0. the render engine over the corpus (its own browser; before the stack starts) -----------
@@ -210,22 +213,37 @@ ceil_len=$(curl -fsS -H "Host: $HOST" -A "$BOT_UA" -H "$ACCEPT" -o /dev/null -w 
 [ "$ceil_len" = "$BODY_BYTES" ] || die "the ceiling edge serves bots $ceil_len bytes, the gateway $BODY_BYTES"
 
 # --- wrk ---------------------------------------------------------------------------------------
+# role_pids SUBJECT: the processes doing the subject's own work, whose CPU time per request is
+# compared: the gateway (for every run through it), or the reference nginx (master and workers).
+# None for the origin and the ceilings.
+role_pids() {
+  case $1 in
+    "edge + gateway" | "gateway alone") echo "$GW_PID" ;;
+    "nginx static file" | "nginx proxy") descendants "$(cat "$WORK/ref/nginx.pid")" | tr '\n' ' ' ;;
+  esac
+}
+
 # wrk_run SECTION SUBJECT ROUND URL [HEADER...]: one wrk run; appends a line to raw/wrk.tsv. For the
 # runs that pass the gateway, the gateway's own counters say how many answers were cache HITs (bot)
-# or took the human path (person): wrk itself only sees status codes.
+# or took the human path (person): wrk itself only sees status codes. The last field is the CPU
+# time (ticks) the subject's own processes (role_pids) used during the run.
 wrk_run() {
   local section=$1 subject=$2 round=$3 url=$4; shift 4
-  local args=() h counted_before counted_after out
+  local args=() h counted_before counted_after out pids cpu_before cpu_after
   for h in "$@"; do args+=(-H "$h"); done
   local labels='class="bot".*cache="hit"|cache="hit".*class="bot"'
   [ "$section" = human ] && labels='class="person"'
+  pids=$(role_pids "$subject")
   counted_before=$(metric "$GW_ADMIN" kiln_gateway_requests_total "$labels")
+  cpu_before=$(cpu_ticks $pids)
   out=$(wrk -t2 -c"$CONNS" -d"${RUN_SECONDS}s" --timeout 5s --latency "${args[@]}" "$url" 2>&1) \
     || die "wrk failed against $url: $out"
+  cpu_after=$(cpu_ticks $pids)
   counted_after=$(metric "$GW_ADMIN" kiln_gateway_requests_total "$labels")
   wrk_parse "$out" | awk -v s="$section" -v n="$subject" -v r="$round" -v c=$((${counted_after:-0} - ${counted_before:-0})) \
-    'BEGIN { OFS = "\t" } { print s, n, r, $0, c }' >>"$WORK/raw/wrk.tsv"
-  tail -n 1 "$WORK/raw/wrk.tsv" | awk -F'\t' '{ printf "    %-28s round %s: %9.0f req/s  p50 %6.3f ms  p99 %7.3f ms  errors %d\n", $2, $3, $4, $5, $6, $8 + $9 }' >&2
+    -v cpu="$([ -n "$pids" ] && echo $((cpu_after - cpu_before)))" \
+    'BEGIN { OFS = "\t" } { print s, n, r, $0, c, cpu }' >>"$WORK/raw/wrk.tsv"
+  tail -n 1 "$WORK/raw/wrk.tsv" | awk -F'\t' -v hz="$(getconf CLK_TCK)" '{ printf "    %-28s round %s: %9.0f req/s  p50 %6.3f ms  p99 %7.3f ms  errors %d%s\n", $2, $3, $4, $5, $6, $8 + $9, ($11 != "" && $7 > 0 ? sprintf("  cpu %.1f us/req", $11 / hz * 1e6 / $7) : "") }' >&2
 }
 
 # wrk_parse OUTPUT: "rps p50_ms p99_ms requests non2xx socket_errors"
