@@ -62,6 +62,13 @@ bench-render-cost:
 bench-scale *ARGS:
     scripts/bench-scale.sh {{ARGS}}
 
+# The unit costs behind docs/capacity.md (a gateway with 100,000 domains, a million cached pages in
+# Redis, the render log at 10 million rows) and the check of the model on two gateways and three
+# workers: docs/benchmarks/capacity.{md,csv}. About 20 minutes after the build; needs ~8 GB of disk
+# and memory for a while, all deleted at the end. See scripts/bench-capacity.sh for its BENCH_* settings.
+bench-capacity:
+    scripts/bench-capacity.sh
+
 # CI's whole run.
 ci:
     bash .ci/run
