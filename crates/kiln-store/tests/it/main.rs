@@ -3,6 +3,7 @@
 mod budget;
 mod claim;
 mod cluster;
+mod directory;
 mod helpers;
 mod pages;
 mod preview;
