@@ -109,15 +109,7 @@ impl Settings {
             admin_listen: vars.addr_or_off("KILN_ACME_ADMIN_LISTEN", "127.0.0.1:9103")?,
             log_format: vars.log_format()?,
             platform_hosts: vars
-                .parse_with(
-                    "KILN_SERVICE_HOST",
-                    "a host name, e.g. render.example.com, or off",
-                    |value| match value {
-                        "off" => Ok(None),
-                        host => Hostname::parse(host).map(Some),
-                    },
-                )?
-                .flatten()
+                .service_host()?
                 .filter(|host| kiln_core::net::localhost_addresses(host.as_str()).is_none())
                 .into_iter()
                 .collect(),

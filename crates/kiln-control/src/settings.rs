@@ -93,7 +93,7 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9102";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 1800;
 pub const DEFAULT_API_RATE_PER_SECOND: u32 = 10;
 pub const DEFAULT_API_RATE_BURST: u32 = 100;
-pub const DEFAULT_SERVICE_HOST: &str = "render.localhost";
+pub use kiln_runtime::env::DEFAULT_SERVICE_HOST;
 /// The shortest session secret accepted: 256 bits of base64 or hex text.
 pub const MIN_SESSION_SECRET_LEN: usize = 32;
 /// sqlx logs "relation already exists, skipping" notices at `info` on every migration run: noise.
@@ -141,20 +141,7 @@ impl Settings {
                 }
             },
         };
-        let service_host = match vars.parse_with(
-            "KILN_SERVICE_HOST",
-            "a hostname, e.g. render.kiln.example.com, or off",
-            |value| match value {
-                "off" => Ok(None),
-                host => Hostname::parse(host).map(Some),
-            },
-        )? {
-            Some(choice) => choice,
-            None => Some(
-                Hostname::parse(DEFAULT_SERVICE_HOST)
-                    .context("the default service host is not a hostname")?,
-            ),
-        };
+        let service_host = vars.service_host()?;
         let rate =
             |name: &str, default: u32, min: u32| vars.number(name, default, min..=1_000_000, "");
 

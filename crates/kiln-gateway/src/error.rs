@@ -125,6 +125,6 @@ impl GatewayError {
 }
 
 /// `Retry-After` in whole seconds, rounded up: a client retrying on time must not be refused.
-fn retry_after_secs(wait: std::time::Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }

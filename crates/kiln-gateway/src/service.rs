@@ -24,6 +24,7 @@
 
 use crate::bot::{self, Renders, Wanted};
 use crate::directory::Domain;
+use crate::error::retry_after_secs;
 use crate::representation::{CACHE_HEADER, Negotiation};
 use crate::state::AppState;
 use axum::body::Body;
@@ -167,11 +168,6 @@ impl IntoResponse for ServiceError {
         }
         response
     }
-}
-
-/// `Retry-After` in whole seconds, rounded up.
-fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// What a request to the service asks for.
@@ -558,13 +554,12 @@ async fn render(
     span.record("http.host", config.host.as_str());
     let path = page.url.path_and_query();
     let path = path.split('?').next().unwrap_or(path);
-    let renders = !kiln_core::is_asset_path(path) && page.domain.paths.renders(path);
-    if !renders {
-        if page.domain.paths.renders(path) {
-            tracing::debug!("an asset, not a page: serving the site's own");
-        } else {
-            app.usage.record(&config.id, UsageKind::Passthrough);
-        }
+    if !page.domain.paths.renders(path) {
+        app.usage.record(&config.id, UsageKind::Passthrough);
+        return Ok(site_page(app, &page, device, headers).await);
+    }
+    if kiln_core::is_asset_path(path) {
+        tracing::debug!("an asset, not a page: serving the site's own");
         return Ok(site_page(app, &page, device, headers).await);
     }
     let wanted = Wanted::new(
@@ -699,7 +694,7 @@ async fn recache(
             page.url.clone(),
             device,
             "",
-            Negotiation::of(&HeaderMap::new(), false),
+            Negotiation::default(),
             request_id,
             Renders::Allowed,
             RenderVia::Service,

@@ -7,10 +7,6 @@ use kiln_runtime::env::{VarError, Vars};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The render service's host name when `KILN_SERVICE_HOST` is not set: `*.localhost` resolves to
-/// this machine everywhere, which suits the local stack.
-pub const DEFAULT_SERVICE_HOST: &str = "render.localhost";
-
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `KILN_GATEWAY_LISTEN`: where the edge sends traffic (default `127.0.0.1:3000`).
@@ -156,20 +152,7 @@ impl Settings {
             directory_resync: vars
                 .duration_ms("KILN_GATEWAY_DIRECTORY_RESYNC_MS", 30_000, ..)?
                 .max(Duration::from_millis(100)),
-            service_host: match vars.parse_with(
-                "KILN_SERVICE_HOST",
-                "a host name, e.g. render.example.com, or off",
-                |value| match value {
-                    "off" => Ok(None),
-                    host => kiln_core::Hostname::parse(host).map(Some),
-                },
-            )? {
-                Some(choice) => choice,
-                None => Some(
-                    kiln_core::Hostname::parse(DEFAULT_SERVICE_HOST)
-                        .expect("the default service host is a valid host name"),
-                ),
-            },
+            service_host: vars.service_host()?,
             service_token_rate: vars.number(
                 "KILN_SERVICE_TOKEN_RATE",
                 10,

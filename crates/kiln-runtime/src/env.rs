@@ -10,7 +10,7 @@
 //! is what this is.
 
 use crate::LogFormat;
-use kiln_core::EgressPolicy;
+use kiln_core::{EgressPolicy, Hostname};
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::ops::{Bound, RangeBounds};
@@ -29,6 +29,10 @@ type Lookup<'a> = Box<dyn Fn(&str) -> Result<Option<String>, BoxError> + 'a>;
 ///
 /// A value is trimmed, and a blank one counts as unset, so `KILN_REDIS_URL=` in an env file means
 /// "use the default". The one exception is a secret, taken as written (see [`Vars::secret`]).
+/// The render service's host name when `KILN_SERVICE_HOST` is not set: `*.localhost` resolves to
+/// this machine everywhere, which suits the local stack.
+pub const DEFAULT_SERVICE_HOST: &str = "render.localhost";
+
 pub struct Vars<'a> {
     lookup: Lookup<'a>,
 }
@@ -329,6 +333,25 @@ impl<'a> Vars<'a> {
     }
 
     /// `KILN_LOG_FORMAT`, read alike by every program: `pretty` (when unset) or `json`.
+    /// `KILN_SERVICE_HOST`: the render service's host name (default [`DEFAULT_SERVICE_HOST`]), or
+    /// none when it is `off`. The gateways answer it, the dashboard shows and reserves it, and
+    /// kiln-acme certifies it: one reading for all three, so that they agree.
+    pub fn service_host(&self) -> Result<Option<Hostname>, VarError> {
+        const NAME: &str = "KILN_SERVICE_HOST";
+        let value = self.or(NAME, DEFAULT_SERVICE_HOST)?;
+        if value == "off" {
+            return Ok(None);
+        }
+        Hostname::parse(&value).map(Some).map_err(|error| {
+            VarError::invalid_because(
+                NAME,
+                &value,
+                "a host name, e.g. render.example.com, or `off`",
+                error,
+            )
+        })
+    }
+
     pub fn log_format(&self) -> Result<LogFormat, VarError> {
         const NAME: &str = "KILN_LOG_FORMAT";
         match self.get(NAME)? {

@@ -463,23 +463,28 @@ impl TestEdge {
 
 impl Drop for TestEdge {
     fn drop(&mut self) {
-        // SIGKILL would take only the master and orphan its workers: ask for a fast shutdown, in
-        // which the master stops its workers, and kill only if that does not happen in time.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        stop_nginx(&mut self.child, &self.dir);
     }
+}
+
+/// Stops an nginx a test started (`child`, its master) and removes its directory `dir`. SIGKILL
+/// would take only the master and orphan its workers: this asks for a fast shutdown, in which the
+/// master stops its workers, and kills only if that does not happen within 5 s.
+pub fn stop_nginx(child: &mut std::process::Child, dir: &Path) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Replaces `${NAME}` placeholders, as `envsubst` with an explicit variable list does.

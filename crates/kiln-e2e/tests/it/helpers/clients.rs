@@ -227,20 +227,6 @@ impl RecipeNginx {
 
 impl Drop for RecipeNginx {
     fn drop(&mut self) {
-        // A fast shutdown stops the workers too (SIGKILL would orphan them); kill if it lingers.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        kiln_testkit::stop_nginx(&mut self.child, &self.dir);
     }
 }
