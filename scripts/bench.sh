@@ -18,7 +18,10 @@
 #      and, for both, the ceiling: the same edge with nginx (hits) or the origin (people) behind it in
 #      place of the gateway, which is what a gateway that cost nothing would reach; and for both the
 #      CPU time per request of the gateway process beside the reference nginx's (its master and
-#      workers) doing the same job;
+#      workers) doing the same job, and beside the floor of the gateway's own HTTP stack
+#      (`kiln-floor`, crates/kiln-bench: hyper on tokio serving the same bytes, or proxying the
+#      origin, with nothing of Kiln's on top), so that what the gateway costs is split into the
+#      stack's part and Kiln's;
 #   3. the gateway's memory with 1,000 connections open, on cache hits;
 #   4. cold renders of the demo's pages through the edge, one at a time;
 #   5. renders per second with 1, 2, 4 and 8 bots at once, each asking for pages never rendered, with
@@ -72,10 +75,12 @@ cleanup() {
   local status=$?
   trap - EXIT INT TERM
   [ -z "$SAMPLER_PID" ] || kill "$SAMPLER_PID" 2>/dev/null || true
+  for pid in ${FLOOR_PIDS:-}; do kill "$pid" 2>/dev/null || true; done
   bench_stack_stop
   stop_edge "$WORK/ref"
   stop_edge "$WORK/ceiling-hits"
   stop_edge "$WORK/ceiling-human"
+  stop_edge "$WORK/floor-human"
   bench_finish "$status"
 }
 trap cleanup EXIT
@@ -124,11 +129,15 @@ fi
 
 # --- the private stack -------------------------------------------------------------------------
 bench_stack_ports
-STATIC_PORT=$(free_port) PROXY_PORT=$(free_port)
+STATIC_PORT=$(free_port) PROXY_PORT=$(free_port) FLOOR_STATIC_PORT=$(free_port) FLOOR_PROXY_PORT=$(free_port)
 CEIL_HITS_PORT=$(free_port) CEIL_HITS_TLS_PORT=$(free_port) CEIL_HUMAN_PORT=$(free_port)
 CEIL_HUMAN_TLS_PORT=$(free_port)
+FLOOR_EDGE_PORT=$(free_port) FLOOR_EDGE_TLS_PORT=$(free_port)
+FLOOR_EDGE=http://127.0.0.1:$FLOOR_EDGE_PORT
 STATIC=http://127.0.0.1:$STATIC_PORT
 PROXY=http://127.0.0.1:$PROXY_PORT
+FLOOR_STATIC=http://127.0.0.1:$FLOOR_STATIC_PORT
+FLOOR_PROXY=http://127.0.0.1:$FLOOR_PROXY_PORT
 CEIL_HITS=http://127.0.0.1:$CEIL_HITS_PORT
 CEIL_HUMAN=http://127.0.0.1:$CEIL_HUMAN_PORT
 # Eight tabs (the worker's default, set here so that the figures do not move with it): eight
@@ -202,11 +211,33 @@ wait_tcp "$STATIC_PORT" 10 && wait_tcp "$PROXY_PORT" 10 || die "the reference ng
 ref_len=$(curl -fsS -H "$ACCEPT" -o /dev/null -w '%{size_download}' "$STATIC/products/3")
 [ "$ref_len" = "$BODY_BYTES" ] || die "nginx serves $ref_len bytes, the gateway $BODY_BYTES: gzip_static is not in use"
 
+# The floors of the gateway's stack (hyper on tokio, nothing of Kiln's): the gateway's hit with its
+# own headers, and a plain proxy to the origin.
+floor_headers=()
+while IFS= read -r line; do
+  line=${line%$'\r'}
+  case "${line,,}" in
+    content-type:* | content-encoding:* | vary:* | etag:* | last-modified:* | x-kiln-cache:*) floor_headers+=("$line") ;;
+  esac
+done <"$WORK/raw/hit-headers.txt"
+"$BIN/kiln-floor" static "127.0.0.1:$FLOOR_STATIC_PORT" "$WORK/www/page.html.gz" "${floor_headers[@]}" \
+  >"$WORK/logs/floor-static.log" 2>&1 &
+FLOOR_STATIC_PID=$!
+"$BIN/kiln-floor" proxy "127.0.0.1:$FLOOR_PROXY_PORT" "http://127.0.0.1:$DEMO_PORT" >"$WORK/logs/floor-proxy.log" 2>&1 &
+FLOOR_PROXY_PID=$!
+FLOOR_PIDS="$FLOOR_STATIC_PID $FLOOR_PROXY_PID"
+wait_tcp "$FLOOR_STATIC_PORT" 10 && wait_tcp "$FLOOR_PROXY_PORT" 10 || die "kiln-floor is not listening (see $WORK/logs/floor-*.log)"
+floor_len=$(curl -fsS -H "$ACCEPT" -o /dev/null -w '%{size_download}' "$FLOOR_STATIC/products/3")
+[ "$floor_len" = "$BODY_BYTES" ] || die "kiln-floor serves $floor_len bytes, the gateway $BODY_BYTES"
+
 # The ceilings: the edge's own configuration with the static nginx (for bots) or the origin (for
 # people) as its upstream instead of the gateway.
 start_edge "$WORK/ceiling-hits" "127.0.0.1:$CEIL_HITS_PORT" "127.0.0.1:$STATIC_PORT" "127.0.0.1:$CEIL_HITS_TLS_PORT"
 start_edge "$WORK/ceiling-human" "127.0.0.1:$CEIL_HUMAN_PORT" "127.0.0.1:$DEMO_PORT" "127.0.0.1:$CEIL_HUMAN_TLS_PORT"
-for edge in "$CEIL_HITS" "$CEIL_HUMAN"; do
+# And the edge with the floor proxy behind it: what people through the edge would reach with a gateway
+# that did nothing but hyper's part of the job.
+start_edge "$WORK/floor-human" "127.0.0.1:$FLOOR_EDGE_PORT" "127.0.0.1:$FLOOR_PROXY_PORT" "127.0.0.1:$FLOOR_EDGE_TLS_PORT"
+for edge in "$CEIL_HITS" "$CEIL_HUMAN" "$FLOOR_EDGE"; do
   wait_http "$edge/_edge/healthz" 10 || die "the ceiling edge at $edge did not start"
 done
 ceil_len=$(curl -fsS -H "Host: $HOST" -A "$BOT_UA" -H "$ACCEPT" -o /dev/null -w '%{size_download}' "$CEIL_HITS/products/3")
@@ -219,6 +250,8 @@ ceil_len=$(curl -fsS -H "Host: $HOST" -A "$BOT_UA" -H "$ACCEPT" -o /dev/null -w 
 role_pids() {
   case $1 in
     "edge + gateway" | "gateway alone") echo "$GW_PID" ;;
+    "hyper floor") echo "$FLOOR_STATIC_PID" ;;
+    "hyper floor proxy") echo "$FLOOR_PROXY_PID" ;;
     "nginx static file" | "nginx proxy") descendants "$(cat "$WORK/ref/nginx.pid")" | tr '\n' ' ' ;;
   esac
 }
@@ -268,10 +301,15 @@ for round in $(seq "$ROUNDS"); do
   wrk_run hits "edge + gateway" "$round" "$EDGE/products/3" "${BOT_HEADERS[@]}"
   wrk_run hits "gateway alone" "$round" "$GATEWAY/products/3" "${BOT_HEADERS[@]}" 'X-Is-Bot: 1' 'X-Kiln-Bot-Family: search'
   wrk_run hits "edge + nginx static (ceiling)" "$round" "$CEIL_HITS/products/3" "${BOT_HEADERS[@]}"
+  wrk_run hits "hyper floor" "$round" "$FLOOR_STATIC/products/3" "${BOT_HEADERS[@]}"
   wrk_run human "origin alone" "$round" "$ORIGIN/products/3" "${PERSON_HEADERS[@]}"
   wrk_run human "nginx proxy" "$round" "$PROXY/products/3" "${PERSON_HEADERS[@]}"
   wrk_run human "edge + gateway" "$round" "$EDGE/products/3" "${PERSON_HEADERS[@]}"
   wrk_run human "edge + origin (ceiling)" "$round" "$CEIL_HUMAN/products/3" "${PERSON_HEADERS[@]}"
+  # The edge's verdict as the edge gives it, so the gateway does what it does behind the edge.
+  wrk_run human "gateway alone" "$round" "$GATEWAY/products/3" "${PERSON_HEADERS[@]}" 'X-Is-Bot: 0'
+  wrk_run human "hyper floor proxy" "$round" "$FLOOR_PROXY/products/3" "${PERSON_HEADERS[@]}"
+  wrk_run human "edge + hyper floor proxy" "$round" "$FLOOR_EDGE/products/3" "${PERSON_HEADERS[@]}"
 done
 
 # --- the gateway's memory with 1,000 connections ----------------------------------------------

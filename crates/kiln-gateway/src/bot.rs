@@ -15,7 +15,7 @@
 
 use crate::error::GatewayError;
 use crate::metrics::QueuedFor;
-use crate::representation::{Negotiation, page_response};
+use crate::representation::{Negotiation, ServedPage, page_response};
 use crate::state::AppState;
 use crate::waiters::Waiter;
 use axum::body::Body;
@@ -263,7 +263,7 @@ async fn cached_or_waiter(app: &AppState, domain: &DomainConfig, wanted: &Wanted
         match app.store.pages.get(&wanted.key).await {
             Ok(Some(entry)) => {
                 let fresh = entry.meta.is_fresh(kiln_core::unix_millis_now());
-                let entry = Arc::new(entry);
+                let entry = Arc::new(ServedPage::new(entry));
                 if fresh {
                     app.hot.insert(&wanted.page_key, Arc::clone(&entry), ticket);
                 }
@@ -397,7 +397,8 @@ async fn await_render(
                 bot.waited_ms = waited,
                 "render announced; serving it"
             );
-            let response = page_response(&entry, "MISS", Some(waited), &wanted.negotiation)?;
+            let page = ServedPage::new(entry);
+            let response = page_response(&page, "MISS", Some(waited), &wanted.negotiation)?;
             count(app, domain, UsageKind::Miss);
             Some(response)
         }

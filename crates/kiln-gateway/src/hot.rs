@@ -12,7 +12,7 @@
 //! if no invalidation touched its shard meanwhile (a generation counter per shard). Entries also
 //! live at most [`MAX_LIFETIME`], a bound on staleness should events be lost altogether.
 
-use kiln_store::PageEntry;
+use crate::representation::ServedPage;
 use moka::sync::Cache;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(30);
 const SHARDS: usize = 64;
 
 pub struct HotCache {
-    pages: Option<Cache<String, Arc<PageEntry>>>,
+    pages: Option<Cache<String, Arc<ServedPage>>>,
     generations: [AtomicU64; SHARDS],
 }
 
@@ -42,7 +42,7 @@ impl HotCache {
         let pages = (capacity_bytes > 0).then(|| {
             Cache::builder()
                 .max_capacity(capacity_bytes)
-                .weigher(|key: &String, entry: &Arc<PageEntry>| {
+                .weigher(|key: &String, entry: &Arc<ServedPage>| {
                     let size = key.len() + entry.html.len() + entry.meta.url.len() + 256;
                     u32::try_from(size).unwrap_or(u32::MAX)
                 })
@@ -62,7 +62,7 @@ impl HotCache {
         (hasher.finish() as usize) % SHARDS
     }
 
-    pub fn get(&self, page_key: &str) -> Option<Arc<PageEntry>> {
+    pub fn get(&self, page_key: &str) -> Option<Arc<ServedPage>> {
         self.pages.as_ref()?.get(page_key)
     }
 
@@ -76,7 +76,7 @@ impl HotCache {
     }
 
     /// Keeps an entry read from Redis, unless an invalidation may have passed it by since `ticket`.
-    pub fn insert(&self, page_key: &str, entry: Arc<PageEntry>, ticket: Ticket) {
+    pub fn insert(&self, page_key: &str, entry: Arc<ServedPage>, ticket: Ticket) {
         let Some(pages) = &self.pages else { return };
         if self.generations[ticket.shard].load(Ordering::Acquire) == ticket.generation {
             pages.insert(page_key.to_owned(), entry);
@@ -124,15 +124,15 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn entry(html: &str) -> Arc<PageEntry> {
-        Arc::new(PageEntry {
+    fn entry(html: &str) -> Arc<ServedPage> {
+        Arc::new(ServedPage::new(kiln_store::PageEntry {
             html: Bytes::from(html.to_owned()),
             meta: serde_json::from_value(serde_json::json!({
                 "status": 200, "headers": [], "url": "https://shop.test/", "rendered_at": 0,
                 "render_ms": 1,
             }))
             .unwrap(),
-        })
+        }))
     }
 
     #[test]

@@ -91,13 +91,18 @@ async fn route(
     class: &mut ClientClass,
 ) -> Result<Response, GatewayError> {
     let host = guard::host(&req)?;
-    tracing::Span::current().record("http.host", host.as_str());
     guard::target(&req, &host)?;
     guard::declared_body(&req, app.max_body_bytes)?;
     let req = guard::limit_body(req, app.max_body_bytes);
     // Certificate authorities validating an order: answered on any host, never proxied.
     if req.uri().path().starts_with(crate::acme::CHALLENGE_PREFIX) {
-        tracing::Span::current().record("client.kind", "acme");
+        record_fields(
+            &tracing::Span::current(),
+            [
+                ("http.host", Some(&host.as_str())),
+                ("client.kind", Some(&"acme")),
+            ],
+        );
         return Ok(crate::acme::answer(app, req.method(), &host, req.uri().path()).await);
     }
     // The render service's own host: never a customer's domain, whatever the directory holds.
@@ -151,14 +156,16 @@ async fn route(
     });
     let span = tracing::Span::current();
     let Some((bot_source, family)) = bot else {
-        span.record("client.kind", "person");
+        record_fields(
+            &span,
+            [
+                ("http.host", Some(&host.as_str())),
+                ("client.kind", Some(&"person")),
+            ],
+        );
         return app.origin.forward(&domain.config, req, peer).await;
     };
     *class = ClientClass::Bot;
-    span.record("bot.source", bot_source);
-    if let Some(family) = family {
-        span.record("bot.family", family.as_str());
-    }
 
     // Why a bot's request is proxied like a person's, if it is.
     let passthrough = if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -176,9 +183,32 @@ async fn route(
     } else {
         None
     };
+    let family = family.map(BotFamily::as_str);
+    record_fields(
+        &span,
+        [
+            ("http.host", Some(&host.as_str())),
+            (
+                "client.kind",
+                Some(&if passthrough.is_none() {
+                    "bot"
+                } else {
+                    "bot-passthrough"
+                }),
+            ),
+            ("bot.source", Some(&bot_source)),
+            (
+                "bot.family",
+                family.as_ref().map(|f| f as &dyn tracing::Value),
+            ),
+            (
+                "bot.passthrough",
+                passthrough.as_ref().map(|r| r as &dyn tracing::Value),
+            ),
+        ],
+    );
     match passthrough {
         None => {
-            span.record("client.kind", "bot");
             // Its URL becomes a cache key and a render.
             guard::query(&req)?;
             let client =
@@ -190,11 +220,7 @@ async fn route(
             }
             bot::serve(app, &domain.config, req, peer, request_id, renders).await
         }
-        Some(reason) => {
-            span.record("client.kind", "bot-passthrough");
-            span.record("bot.passthrough", reason);
-            app.origin.forward(&domain.config, req, peer).await
-        }
+        Some(_) => app.origin.forward(&domain.config, req, peer).await,
     }
 }
 
@@ -208,9 +234,13 @@ async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> (bot
         return (bot::Renders::Allowed, false);
     };
     let verdict = verifier.verify(crawler, client, app.verify_wait).await;
-    let span = tracing::Span::current();
-    span.record("bot.crawler", crawler.name);
-    span.record("bot.verified", verdict.as_str());
+    record_fields(
+        &tracing::Span::current(),
+        [
+            ("bot.crawler", Some(&crawler.name)),
+            ("bot.verified", Some(&verdict.as_str())),
+        ],
+    );
     match verdict {
         Verdict::Verified { .. } => (bot::Renders::Allowed, true),
         Verdict::Unverifiable { reason } => {
@@ -224,6 +254,30 @@ async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> (bot
             (bot::Renders::CachedOnly, false)
         }
     }
+}
+
+/// Records several of `span`'s fields at once. With the JSON log format every `record` formats what
+/// it is given into a string of its own and appends it to the span's, so a cache hit that filled in
+/// its seven fields one by one paid seven times; grouped, it pays three. A `None` value leaves its
+/// field as it was; a name the span does not have is skipped (and a test build stops on it).
+pub(crate) fn record_fields<const N: usize>(
+    span: &tracing::Span,
+    values: [(&str, Option<&dyn tracing::Value>); N],
+) {
+    let Some(metadata) = span.metadata() else {
+        // A disabled span (logs filtered above info) records nothing.
+        return;
+    };
+    let fields = metadata.fields();
+    let named: [Option<tracing::field::Field>; N] =
+        std::array::from_fn(|i| fields.field(values[i].0));
+    if named.iter().any(Option::is_none) {
+        debug_assert!(false, "a field the request span does not have");
+        return;
+    }
+    let pairs: [(&tracing::field::Field, Option<&dyn tracing::Value>); N] =
+        std::array::from_fn(|i| (named[i].as_ref().expect("checked above"), values[i].1));
+    span.record_all(&fields.value_set(&pairs));
 }
 
 fn user_agent(req: &Request<Body>) -> &str {

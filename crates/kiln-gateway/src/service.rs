@@ -549,9 +549,13 @@ async fn render(
         DeviceClass::from_user_agent(user_agent)
     };
     let negotiation = Negotiation::of(headers, head_only);
-    let span = tracing::Span::current();
-    span.record("client.kind", "service");
-    span.record("http.host", config.host.as_str());
+    crate::routes::record_fields(
+        &tracing::Span::current(),
+        [
+            ("client.kind", Some(&"service")),
+            ("http.host", Some(&config.host.as_str())),
+        ],
+    );
     let path = page.url.path_and_query();
     let path = path.split('?').next().unwrap_or(path);
     if !page.domain.paths.renders(path) {

@@ -16,21 +16,26 @@ use kiln_core::{EgressPolicy, Refusal};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Resolves origin hostnames and keeps only addresses Kiln may connect to.
+///
+/// The policy is shared, not copied: hyper's pooled client clones its connector (and so this
+/// resolver) for every request, a pooled connection's included, and a policy's lists would be two
+/// allocations each time.
 #[derive(Clone)]
 pub(crate) struct GuardedResolver {
-    policy: EgressPolicy,
+    policy: Arc<EgressPolicy>,
     port: u16,
 }
 
 impl GuardedResolver {
     /// A resolver for connections to `port` under `policy` (already scoped to the tenant).
-    pub(crate) fn new(policy: EgressPolicy, port: u16) -> Self {
+    pub(crate) fn new(policy: Arc<EgressPolicy>, port: u16) -> Self {
         GuardedResolver { policy, port }
     }
 }
@@ -75,12 +80,13 @@ impl tower::Service<Name> for GuardedResolver {
 #[derive(Clone)]
 pub struct GuardedConnector {
     http: HttpConnector<GuardedResolver>,
-    policy: EgressPolicy,
+    policy: Arc<EgressPolicy>,
     port: u16,
 }
 
 impl GuardedConnector {
     pub(crate) fn new(policy: EgressPolicy, port: u16, settings: &ClientSettings) -> Self {
+        let policy = Arc::new(policy);
         let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy.clone(), port));
         // The TLS connector around this one hands it `https://` URIs too.
         http.enforce_http(false);
