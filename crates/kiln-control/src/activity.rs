@@ -5,7 +5,12 @@
 //! Copying runs every few seconds in the background and once more before each read, so a tenant
 //! always sees what has happened up to the moment it asks. The render log is copied at least once
 //! (the cursor advances in the same transaction as the inserts, and the stream id is the key, so
-//! a repeat stores nothing twice).
+//! a repeat stores nothing twice), and its roll-ups (per domain and hour, and day: what the charts
+//! and the usage API read) are added to in that transaction, by the renders it stored.
+//!
+//! The render log is kept `KILN_RENDER_LOG_RETENTION_DAYS` ([`prune_render_log`], run by the
+//! background copier): older renders are deleted a batch at a time. Their roll-ups stay (the daily
+//! ones for good, the hourly ones [`USAGE_HOURLY_RETENTION`], as usage).
 
 use crate::App;
 use crate::db::{DbError, RenderFilter, RenderRecord, UsageRecord, UsageSnapshot};
@@ -28,6 +33,19 @@ pub const USAGE_HOURLY_RETENTION: Duration = Duration::days(35);
 /// The hour (since the Unix epoch) in which this process last deleted expired hourly usage: once
 /// an hour is enough, and spares Postgres a scan every few seconds.
 static USAGE_PRUNED_HOUR: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// How many renders one statement of the retention deletes: tens of milliseconds of work, whose
+/// locks are those rows' alone.
+pub const PRUNE_BATCH: i64 = 5_000;
+
+/// How many of those statements one round of the background copier runs at most, so that a
+/// backlog (the first round after an upgrade, or a shorter retention) is worked off a step at a
+/// time between copies (50,000 renders every 5 s, far more than are logged) rather than holding
+/// the copier up.
+pub const PRUNE_BATCHES_PER_ROUND: u32 = 10;
+
+/// How often the background copier deletes expired renders once none are left.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivityError {
@@ -178,11 +196,52 @@ pub async fn snapshot_usage(app: &App) -> Result<(), ActivityError> {
     Ok(())
 }
 
+/// What one round of [`prune_render_log`] deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pruned {
+    /// Renders deleted.
+    pub renders: u64,
+    /// Whether every expired render is gone (otherwise the round stopped at its number of
+    /// batches).
+    pub done: bool,
+}
+
+/// Deletes the renders logged more than `retention_days` days before `now`, [`PRUNE_BATCH`] at a
+/// time and at most `batches` batches, each its own short transaction; and the hourly roll-ups
+/// older than [`USAGE_HOURLY_RETENTION`]. The roll-ups keep counting the deleted renders.
+pub async fn prune_render_log(
+    app: &App,
+    retention_days: u32,
+    now: OffsetDateTime,
+    batches: u32,
+) -> Result<Pruned, DbError> {
+    let before = now - Duration::days(i64::from(retention_days));
+    let mut pruned = Pruned {
+        renders: 0,
+        done: false,
+    };
+    for _ in 0..batches {
+        let deleted = app.db.delete_renders_before(before, PRUNE_BATCH).await?;
+        pruned.renders += deleted;
+        if deleted < PRUNE_BATCH as u64 {
+            pruned.done = true;
+            break;
+        }
+    }
+    app.db
+        .delete_render_stats_hourly_before(now - USAGE_HOURLY_RETENTION)
+        .await?;
+    Ok(pruned)
+}
+
 /// Copies the render log, usage and the service tokens' last uses every `every` until the process
-/// ends; failures are logged and retried on the next round.
-pub async fn run_copier(app: App, every: std::time::Duration) {
+/// ends, and keeps the render log `retention_days` ([`prune_render_log`]: at the first round, then
+/// every hour, and every round while a backlog lasts); failures are logged and retried on the next
+/// round.
+pub async fn run_copier(app: App, every: std::time::Duration, retention_days: u32) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune_at = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
         if let Err(error) = copy_render_log(&app).await {
@@ -202,6 +261,27 @@ pub async fn run_copier(app: App, every: std::time::Duration) {
                 error = %crate::error_chain(&error),
                 "copying the service tokens' last uses failed; retrying"
             );
+        }
+        if tokio::time::Instant::now() >= prune_at {
+            let now = OffsetDateTime::now_utc();
+            match prune_render_log(&app, retention_days, now, PRUNE_BATCHES_PER_ROUND).await {
+                Ok(pruned) => {
+                    if pruned.renders > 0 {
+                        tracing::info!(
+                            renders.deleted = pruned.renders,
+                            renders.retention_days = retention_days,
+                            "deleted renders older than the render log's retention"
+                        );
+                    }
+                    if pruned.done {
+                        prune_at = tokio::time::Instant::now() + PRUNE_EVERY;
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    error = %crate::error_chain(&error),
+                    "deleting expired renders failed; retrying"
+                ),
+            }
         }
     }
 }

@@ -77,6 +77,12 @@ pub struct Settings {
     /// while it is queued or running, and is refused (`429`) when the tenant has none free. Set
     /// them as the gateways have them.
     pub render_budget: RenderBudget,
+    /// `KILN_RENDER_LOG_RETENTION_DAYS` (default 30, 1 to 3650): how many days of the render log
+    /// (`renders`, every render with its URL, outcome and bot) `serve` keeps; older renders are
+    /// deleted a batch at a time. The Activity page's charts and the usage API keep counting them
+    /// (from the roll-ups, whose days are kept for good and hours 35 days), but the list of
+    /// renders, and its filters, go back only this far.
+    pub render_log_retention_days: u32,
     /// `KILN_LOG_FORMAT` (`pretty` or `json`, default `pretty`): how logs are written to stderr.
     pub log_format: LogFormat,
     /// `RUST_LOG` (default `info,sqlx=warn`): which logs are written, in `tracing_subscriber::EnvFilter`
@@ -93,6 +99,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9102";
 pub const DEFAULT_SESSION_TTL_SECS: u64 = 1800;
 pub const DEFAULT_API_RATE_PER_SECOND: u32 = 10;
 pub const DEFAULT_API_RATE_BURST: u32 = 100;
+pub const DEFAULT_RENDER_LOG_RETENTION_DAYS: u32 = 30;
+/// The longest render log retention accepted: ten years.
+pub const MAX_RENDER_LOG_RETENTION_DAYS: u32 = 3650;
 pub use kiln_runtime::env::DEFAULT_SERVICE_HOST;
 /// The shortest session secret accepted: 256 bits of base64 or hex text.
 pub const MIN_SESSION_SECRET_LEN: usize = 32;
@@ -182,6 +191,12 @@ impl Settings {
             api_rate_per_second: rate("KILN_API_RATE_PER_SECOND", DEFAULT_API_RATE_PER_SECOND, 0)?,
             api_rate_burst: rate("KILN_API_RATE_BURST", DEFAULT_API_RATE_BURST, 1)?,
             render_budget: RenderBudget::from_vars(vars)?,
+            render_log_retention_days: vars.number(
+                "KILN_RENDER_LOG_RETENTION_DAYS",
+                DEFAULT_RENDER_LOG_RETENTION_DAYS,
+                1..=MAX_RENDER_LOG_RETENTION_DAYS,
+                "days",
+            )?,
             log_format: vars.log_format()?,
             log_filter: vars.or("RUST_LOG", DEFAULT_LOG_FILTER)?,
         })
@@ -223,6 +238,7 @@ mod tests {
             settings.service_host.as_ref().map(Hostname::as_str),
             Some(DEFAULT_SERVICE_HOST)
         );
+        assert_eq!(settings.render_log_retention_days, 30);
     }
 
     #[test]
@@ -240,8 +256,10 @@ mod tests {
             ("KILN_TENANT_MAX_RENDERS", "3"),
             ("KILN_TENANT_RENDERS_PER_MINUTE", "0"),
             ("KILN_SERVICE_HOST", "Render.Kiln.Example.com"),
+            ("KILN_RENDER_LOG_RETENTION_DAYS", "400"),
         ])
         .unwrap();
+        assert_eq!(settings.render_log_retention_days, 400);
         assert_eq!(
             settings.service_host.as_ref().map(Hostname::as_str),
             Some("render.kiln.example.com")
@@ -339,6 +357,28 @@ mod tests {
                     ("KILN_REDIS_URL", "redis-cluster://cache:7000"),
                 ],
                 "set KILN_QUEUE_REDIS_URL to a single Redis",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_RENDER_LOG_RETENTION_DAYS", "0"),
+                ],
+                "KILN_RENDER_LOG_RETENTION_DAYS `0` is not a whole number of days between 1 and \
+                 3650, e.g. 30",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_RENDER_LOG_RETENTION_DAYS", "30d"),
+                ],
+                "KILN_RENDER_LOG_RETENTION_DAYS `30d` is not a whole number of days",
+            ),
+            (
+                &[
+                    ("KILN_DATABASE_URL", "postgres://db"),
+                    ("KILN_RENDER_LOG_RETENTION_DAYS", "3651"),
+                ],
+                "KILN_RENDER_LOG_RETENTION_DAYS `3651`",
             ),
         ];
         for (vars, expected) in cases {

@@ -1,9 +1,12 @@
 //! The numbers behind the dashboard's charts: renders, cache hit ratio and render times of a
 //! tenant's domains over the last 24 hours (by UTC hour) and the last 30 days (by UTC day).
 //!
-//! Renders and render times come from the render log (`renders`), bot traffic from the counters
-//! copied out of Redis (`usage_hourly`, `usage_daily`). Callers that want the latest minutes copy
-//! both first (see [`crate::activity`]).
+//! Renders and render times come from the render log's roll-ups (`render_stats_hourly`,
+//! `render_stats_daily`: a few rows per domain, whatever the number of renders, and still there
+//! for the days the render log's retention has deleted; render times are read from their
+//! histograms, within 1/16 of the exact percentile, see [`crate::db::render_stats`]), bot traffic
+//! from the counters copied out of Redis (`usage_hourly`, `usage_daily`). Callers that want the
+//! latest minutes copy both first (see [`crate::activity`]).
 
 use crate::App;
 pub use crate::db::Bucket;

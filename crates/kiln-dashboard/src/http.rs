@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How often the render log and usage counters are copied from Redis into Postgres.
+/// How often the render log and usage counters are copied from Redis into Postgres (and expired
+/// renders deleted, when due).
 const COPY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long each readiness check may take before it counts as failed.
@@ -109,7 +110,11 @@ impl Application {
             sitemaps: SitemapFetcher::new(app.allowed_nets.clone())
                 .context("failed to build the sitemap HTTP client")?,
         });
-        tokio::spawn(activity::run_copier(app.clone(), COPY_INTERVAL));
+        tokio::spawn(activity::run_copier(
+            app.clone(),
+            COPY_INTERVAL,
+            settings.render_log_retention_days,
+        ));
         tokio::spawn(directory::keep_published(
             app.clone(),
             directory::CHECK_EVERY,

@@ -1,10 +1,11 @@
 //! What happens to a tenant's pages: warm jobs, the render log, daily and hourly usage, and the
 //! buckets of the dashboard's charts.
 
+use super::render_stats::duration_percentile;
 use super::{AuditEvent, Db, DbError, action, insert_audit};
 use kiln_core::RenderVia;
 use std::collections::HashMap;
-use time::{Date, Duration, OffsetDateTime, Time};
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 /// A row of `warm_jobs`.
@@ -48,6 +49,18 @@ pub struct RenderRecord {
     pub via: String,
 }
 
+/// The condition a render log query puts on `via` (nothing, without a filter). Spelled out as a
+/// literal rather than bound as a parameter: only then can the planner use the partial indexes of
+/// the renders that came through the render service (`renders_service_*_idx`), which keep a filter
+/// that matches nothing from reading every render of the domain or tenant.
+pub(super) fn via_condition(via: Option<RenderVia>) -> &'static str {
+    match via {
+        None => "",
+        Some(RenderVia::Edge) => "AND via = 'edge'",
+        Some(RenderVia::Service) => "AND via = 'service'",
+    }
+}
+
 /// One domain's day, as the usage endpoint reports it.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct UsageRecord {
@@ -69,6 +82,31 @@ pub struct UsageSnapshot {
     pub misses: i64,
     pub bypasses: i64,
     pub passthroughs: i64,
+}
+
+/// A roll-up row's counts and histogram from rows per duration bucket (`bucket`, and the renders
+/// `stored`, `rendered` and `failed` in it).
+macro_rules! rollup_columns_sql {
+    () => {
+        "sum(stored), sum(rendered), sum(failed), \
+         coalesce(array_agg(bucket ORDER BY bucket) FILTER (WHERE stored > 0), '{}'), \
+         coalesce(array_agg(stored ORDER BY bucket) FILTER (WHERE stored > 0), '{}')"
+    };
+}
+
+/// A roll-up row (`s`) with another's counts and histogram (`excluded`) added.
+macro_rules! rollup_merge_sql {
+    () => {
+        "stored = s.stored + excluded.stored, rendered = s.rendered + excluded.rendered, \
+         failed = s.failed + excluded.failed, \
+         (duration_buckets, duration_counts) = ( \
+             SELECT coalesce(array_agg(bucket ORDER BY bucket), '{}'), \
+                    coalesce(array_agg(n ORDER BY bucket), '{}') \
+             FROM (SELECT bucket, sum(n)::bigint AS n \
+                   FROM unnest(s.duration_buckets || excluded.duration_buckets, \
+                               s.duration_counts || excluded.duration_counts) AS m (bucket, n) \
+                   GROUP BY bucket) AS merged)"
+    };
 }
 
 impl Db {
@@ -197,37 +235,42 @@ impl Db {
         Ok(last.unwrap_or_else(|| "0".to_owned()))
     }
 
-    /// Stores a batch of render log entries and advances the cursor to `last_id`, atomically. The
-    /// tenant of each entry is taken from its domain, not from the log; entries of domains that no
-    /// longer exist are dropped.
+    /// Stores a batch of render log entries, adds them to the roll-ups (`render_stats_hourly`,
+    /// `render_stats_daily`; see [`super::render_stats`]) and advances the cursor to `last_id`,
+    /// atomically. Only entries not stored before are counted, so a batch copied twice (a retry,
+    /// two dashboards) counts once. The tenant of each entry is taken from its domain, not from
+    /// the log; entries of domains that no longer exist are dropped.
     pub async fn insert_renders(
         &self,
         renders: &[RenderRecord],
         last_id: &str,
     ) -> Result<(), DbError> {
         let mut tx = self.pool.begin().await?;
-        for render in renders {
-            sqlx::query(
-                "INSERT INTO renders (stream_id, tenant_id, domain_id, at, url, device, purpose, \
-                 outcome, status, reason, duration_ms, bytes, user_agent, via) \
-                 SELECT $1, d.tenant_id, d.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
-                 FROM domains d WHERE d.id = $2 ON CONFLICT (stream_id) DO NOTHING",
-            )
-            .bind(&render.stream_id)
-            .bind(render.domain_id)
-            .bind(render.at)
-            .bind(&render.url)
-            .bind(&render.device)
-            .bind(&render.purpose)
-            .bind(&render.outcome)
-            .bind(render.status)
-            .bind(&render.reason)
-            .bind(render.duration_ms)
-            .bind(render.bytes)
-            .bind(&render.user_agent)
-            .bind(&render.via)
-            .execute(&mut *tx)
-            .await?;
+        if !renders.is_empty() {
+            let column = |field: fn(&RenderRecord) -> String| -> Vec<String> {
+                renders.iter().map(field).collect()
+            };
+            sqlx::query(INSERT_RENDERS_SQL)
+                .bind(column(|r| r.stream_id.clone()))
+                .bind(renders.iter().map(|r| r.domain_id).collect::<Vec<_>>())
+                .bind(renders.iter().map(|r| r.at).collect::<Vec<_>>())
+                .bind(column(|r| r.url.clone()))
+                .bind(column(|r| r.device.clone()))
+                .bind(column(|r| r.purpose.clone()))
+                .bind(column(|r| r.outcome.clone()))
+                .bind(renders.iter().map(|r| r.status).collect::<Vec<_>>())
+                .bind(renders.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
+                .bind(renders.iter().map(|r| r.duration_ms).collect::<Vec<_>>())
+                .bind(renders.iter().map(|r| r.bytes).collect::<Vec<_>>())
+                .bind(
+                    renders
+                        .iter()
+                        .map(|r| r.user_agent.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(column(|r| r.via.clone()))
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(
             "INSERT INTO render_log_cursor (singleton, last_id) VALUES (true, $1) \
@@ -250,18 +293,17 @@ impl Db {
         before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<RenderRecord>, DbError> {
-        let records = sqlx::query_as(
+        let records = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT stream_id, domain_id, at, url, device, purpose, outcome, status, reason, \
              duration_ms, bytes, user_agent, via FROM renders \
-             WHERE tenant_id = $1 AND domain_id = $2 \
-             AND ($3::text IS NULL OR via = $3) \
-             AND ($4::text IS NULL OR (at, stream_id) < \
-                  (SELECT at, stream_id FROM renders WHERE stream_id = $4 AND tenant_id = $1)) \
-             ORDER BY at DESC, stream_id DESC LIMIT $5",
-        )
+             WHERE tenant_id = $1 AND domain_id = $2 {via} \
+             AND ($3::text IS NULL OR (at, stream_id) < \
+                  (SELECT at, stream_id FROM renders WHERE stream_id = $3 AND tenant_id = $1)) \
+             ORDER BY at DESC, stream_id DESC LIMIT $4",
+            via = via_condition(via),
+        )))
         .bind(tenant_id)
         .bind(domain_id)
-        .bind(via.map(RenderVia::as_str))
         .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -296,7 +338,8 @@ impl Db {
     }
 
     /// Bot traffic and renders per domain per day between `from` and `to` (inclusive), for the
-    /// tenant's domains (or one of them).
+    /// tenant's domains (or one of them). Renders come from the daily roll-up, which is kept for
+    /// good like the daily usage, so days the render log no longer holds are still counted.
     pub async fn usage_of(
         &self,
         tenant_id: Uuid,
@@ -310,13 +353,9 @@ impl Db {
                  WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
                  AND day BETWEEN $3 AND $4), \
              r AS ( \
-                 SELECT domain_id, (at AT TIME ZONE 'UTC')::date AS day, \
-                 count(*) FILTER (WHERE outcome = 'stored') AS renders, \
-                 count(*) FILTER (WHERE outcome <> 'stored') AS failed_renders \
-                 FROM renders WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
-                 AND purpose <> 'preview' \
-                 AND at >= $3::date AT TIME ZONE 'UTC' AND at < ($4::date + 1) AT TIME ZONE 'UTC' \
-                 GROUP BY 1, 2) \
+                 SELECT domain_id, day, stored AS renders, rendered + failed AS failed_renders \
+                 FROM render_stats_daily WHERE tenant_id = $1 \
+                 AND ($2::uuid IS NULL OR domain_id = $2) AND day BETWEEN $3 AND $4) \
              SELECT coalesce(u.domain_id, r.domain_id) AS domain_id, coalesce(u.day, r.day) AS day, \
              coalesce(u.hits, 0) AS hits, coalesce(u.misses, 0) AS misses, \
              coalesce(u.bypasses, 0) AS bypasses, coalesce(u.passthroughs, 0) AS passthroughs, \
@@ -335,8 +374,55 @@ impl Db {
     }
 }
 
-/// A chart bucket as [`chart_buckets_sql`] selects it: start, renders, failed renders, hits,
-/// misses, bypasses, p50 and p95 render time.
+/// Stores render log entries (the arrays `$1` to `$13`, one element per entry) and adds those it
+/// stored to the roll-ups, previews left out: per domain, hour (or day) and duration bucket first,
+/// then per domain and hour (or day), merged into the stored row by adding counts and histograms.
+/// Roll-up rows are upserted in the order of their keys, so that two copiers (two dashboards)
+/// adding to the same rows take their locks in the same order.
+const INSERT_RENDERS_SQL: &str = concat!(
+    "WITH ins AS ( \
+         INSERT INTO renders (stream_id, tenant_id, domain_id, at, url, device, purpose, outcome, \
+                              status, reason, duration_ms, bytes, user_agent, via) \
+         SELECT e.stream_id, d.tenant_id, d.id, e.at, e.url, e.device, e.purpose, e.outcome, \
+                e.status, e.reason, e.duration_ms, e.bytes, e.user_agent, e.via \
+         FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], \
+                     $6::text[], $7::text[], $8::int[], $9::text[], $10::bigint[], $11::bigint[], \
+                     $12::text[], $13::text[]) \
+              AS e (stream_id, domain_id, at, url, device, purpose, outcome, status, reason, \
+                    duration_ms, bytes, user_agent, via) \
+         JOIN domains d ON d.id = e.domain_id \
+         ON CONFLICT (stream_id) DO NOTHING \
+         RETURNING tenant_id, domain_id, at, purpose, outcome, duration_ms), \
+     per_bucket AS ( \
+         SELECT tenant_id, domain_id, \
+                date_trunc('hour', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, \
+                render_duration_bucket(duration_ms) AS bucket, \
+                count(*) FILTER (WHERE outcome = 'stored') AS stored, \
+                count(*) FILTER (WHERE outcome = 'rendered') AS rendered, \
+                count(*) FILTER (WHERE outcome NOT IN ('stored', 'rendered')) AS failed \
+         FROM ins WHERE purpose <> 'preview' GROUP BY 1, 2, 3, 4), \
+     hourly AS ( \
+         INSERT INTO render_stats_hourly AS s (domain_id, hour, tenant_id, stored, rendered, \
+                                               failed, duration_buckets, duration_counts) \
+         SELECT domain_id, hour, tenant_id, ",
+    rollup_columns_sql!(),
+    " FROM per_bucket GROUP BY domain_id, hour, tenant_id ORDER BY hour, domain_id \
+         ON CONFLICT (domain_id, hour) DO UPDATE SET ",
+    rollup_merge_sql!(),
+    ") \
+     INSERT INTO render_stats_daily AS s (domain_id, day, tenant_id, stored, rendered, failed, \
+                                          duration_buckets, duration_counts) \
+     SELECT domain_id, day, tenant_id, ",
+    rollup_columns_sql!(),
+    " FROM (SELECT domain_id, (hour AT TIME ZONE 'UTC')::date AS day, tenant_id, bucket, \
+                  sum(stored)::bigint AS stored, sum(rendered)::bigint AS rendered, \
+                  sum(failed)::bigint AS failed \
+           FROM per_bucket GROUP BY 1, 2, 3, 4) AS per_day \
+     GROUP BY domain_id, day, tenant_id ORDER BY domain_id, day \
+     ON CONFLICT (domain_id, day) DO UPDATE SET ",
+    rollup_merge_sql!(),
+);
+
 /// One hour or one day of a chart.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Bucket {
@@ -352,9 +438,10 @@ pub struct Bucket {
     pub misses: i64,
     /// Bots that got the origin's page although it renders.
     pub bypasses: i64,
-    /// The median render time of the stored renders; `None` without any.
+    /// The median render time of the stored renders; `None` without any. Read from the roll-ups'
+    /// histograms: within 1/16 of the exact value (see [`super::render_stats`]).
     pub p50_ms: Option<f64>,
-    /// The 95th percentile render time of the stored renders; `None` without any.
+    /// The 95th percentile render time of the stored renders, likewise; `None` without any.
     pub p95_ms: Option<f64>,
 }
 
@@ -384,6 +471,8 @@ impl Bucket {
     }
 }
 
+/// A chart bucket as [`chart_buckets_sql`] selects it: start, renders, failed renders, hits,
+/// misses, bypasses, and the histogram of the stored renders' durations (buckets and counts).
 type BucketRow = (
     OffsetDateTime,
     i64,
@@ -391,12 +480,14 @@ type BucketRow = (
     i64,
     i64,
     i64,
-    Option<f64>,
-    Option<f64>,
+    Option<Vec<i16>>,
+    Option<Vec<i64>>,
 );
 
 fn bucket(row: BucketRow) -> Bucket {
-    let (start, renders, failed_renders, hits, misses, bypasses, p50_ms, p95_ms) = row;
+    let (start, renders, failed_renders, hits, misses, bypasses, buckets, counts) = row;
+    let buckets = buckets.unwrap_or_default();
+    let counts = counts.unwrap_or_default();
     Bucket {
         start,
         renders,
@@ -404,39 +495,41 @@ fn bucket(row: BucketRow) -> Bucket {
         hits,
         misses,
         bypasses,
-        p50_ms,
-        p95_ms,
+        p50_ms: duration_percentile(&buckets, &counts, 0.5),
+        p95_ms: duration_percentile(&buckets, &counts, 0.95),
     }
 }
 
-/// The query behind a chart: renders per `$unit` (`'hour'` or `'day'`, in UTC) from `$3` up to `$4`
-/// for tenant `$1` and optionally domain `$2`, joined with `$usage`, a query of the bot traffic per
-/// bucket (`start`, `hits`, `misses`, `bypasses`). Renders that did not store a page (failed ones;
-/// previews, which are left out, are the others) count as failed, as in [`Db::usage_of`].
+/// The query behind a chart: `$stats` selects the roll-up rows of the chart's hours or days for
+/// tenant `$1` and optionally domain `$2` (`start`, `stored`, `rendered`, `failed`,
+/// `duration_buckets`, `duration_counts`), which are summed per `start`, histograms included; joined
+/// with `$usage`, a query of the bot traffic per `start` (`hits`, `misses`, `bypasses`). Renders
+/// that did not store a page (failed ones, and parity checks', which store nothing; previews are
+/// not in the roll-ups) count as failed, as in [`Db::usage_of`].
 macro_rules! chart_buckets_sql {
-    ($unit:literal, $usage:literal) => {
+    ($stats:literal, $usage:literal) => {
         concat!(
-            "WITH r AS ( \
-                 SELECT date_trunc('",
-            $unit,
-            "', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS start, \
-                 count(*) FILTER (WHERE outcome = 'stored') AS renders, \
-                 count(*) FILTER (WHERE outcome <> 'stored') AS failed_renders, \
-                 percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms::float8) \
-                     FILTER (WHERE outcome = 'stored') AS p50_ms, \
-                 percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms::float8) \
-                     FILTER (WHERE outcome = 'stored') AS p95_ms \
-                 FROM renders WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
-                 AND purpose <> 'preview' AND at >= $3 AND at < $4 \
-                 GROUP BY 1), \
+            "WITH s AS (",
+            $stats,
+            "), \
+             r AS ( \
+                 SELECT start, sum(stored)::bigint AS renders, \
+                 sum(rendered + failed)::bigint AS failed_renders FROM s GROUP BY start), \
+             h AS ( \
+                 SELECT start, array_agg(bucket ORDER BY bucket) AS buckets, \
+                 array_agg(n ORDER BY bucket) AS counts \
+                 FROM (SELECT s.start, d.bucket, sum(d.n)::bigint AS n \
+                       FROM s, unnest(s.duration_buckets, s.duration_counts) AS d (bucket, n) \
+                       GROUP BY 1, 2) AS per_bucket \
+                 GROUP BY start), \
              u AS (",
             $usage,
             ") \
              SELECT coalesce(r.start, u.start) AS start, \
              coalesce(r.renders, 0) AS renders, coalesce(r.failed_renders, 0) AS failed_renders, \
              coalesce(u.hits, 0) AS hits, coalesce(u.misses, 0) AS misses, \
-             coalesce(u.bypasses, 0) AS bypasses, r.p50_ms, r.p95_ms \
-             FROM r FULL JOIN u ON r.start = u.start ORDER BY 1"
+             coalesce(u.bypasses, 0) AS bypasses, h.buckets, h.counts \
+             FROM r LEFT JOIN h ON h.start = r.start FULL JOIN u ON r.start = u.start ORDER BY 1"
         )
     };
 }
@@ -508,7 +601,8 @@ impl Db {
 
     /// Renders and bot traffic of the tenant's domains (or one of them) per UTC hour, for the hours
     /// that start in `from..to`: only hours with something to show, oldest first. Preview renders
-    /// are left out; render times are those of successful renders.
+    /// are left out; render times are those of successful renders, from the roll-up's histograms
+    /// (see [`super::render_stats`] for their precision).
     pub async fn hourly_buckets(
         &self,
         tenant_id: Uuid,
@@ -517,7 +611,9 @@ impl Db {
         to: OffsetDateTime,
     ) -> Result<Vec<Bucket>, DbError> {
         let rows: Vec<BucketRow> = sqlx::query_as(chart_buckets_sql!(
-            "hour",
+            "SELECT hour AS start, stored, rendered, failed, duration_buckets, duration_counts \
+             FROM render_stats_hourly WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
+             AND hour >= $3 AND hour < $4",
             "SELECT hour AS start, sum(hits)::bigint AS hits, sum(misses)::bigint AS misses, \
              sum(bypasses)::bigint AS bypasses FROM usage_hourly \
              WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
@@ -541,18 +637,18 @@ impl Db {
         from: Date,
         to: Date,
     ) -> Result<Vec<Bucket>, DbError> {
-        let start = |day: Date| day.with_time(Time::MIDNIGHT).assume_utc();
         let rows: Vec<BucketRow> = sqlx::query_as(chart_buckets_sql!(
-            "day",
+            "SELECT day::timestamp AT TIME ZONE 'UTC' AS start, stored, rendered, failed, \
+             duration_buckets, duration_counts FROM render_stats_daily \
+             WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
+             AND day >= $3 AND day <= $4",
             "SELECT day::timestamp AT TIME ZONE 'UTC' AS start, sum(hits)::bigint AS hits, \
              sum(misses)::bigint AS misses, sum(bypasses)::bigint AS bypasses FROM usage_daily \
              WHERE tenant_id = $1 AND ($2::uuid IS NULL OR domain_id = $2) \
-             AND day >= $5 AND day <= $6 GROUP BY day"
+             AND day >= $3 AND day <= $4 GROUP BY day"
         ))
         .bind(tenant_id)
         .bind(domain_id)
-        .bind(start(from))
-        .bind(start(to) + Duration::DAY)
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)

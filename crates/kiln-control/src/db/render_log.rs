@@ -46,7 +46,7 @@ impl Db {
             .user_agent
             .as_deref()
             .map(|text| format!("%{}%", like_escape(text)));
-        let records = sqlx::query_as(
+        let records = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT stream_id, domain_id, at, url, device, purpose, outcome, status, reason, \
              duration_ms, bytes, user_agent, via FROM renders \
              WHERE tenant_id = $1 \
@@ -55,18 +55,18 @@ impl Db {
              AND ($4::text IS NULL OR device = $4) \
              AND ($5::text IS NULL OR purpose = $5) \
              AND ($6::text IS NULL OR user_agent ILIKE $6) \
-             AND ($7::text IS NULL OR via = $7) \
-             AND ($8::text IS NULL OR (at, stream_id) < \
-                  (SELECT at, stream_id FROM renders WHERE stream_id = $8 AND tenant_id = $1)) \
-             ORDER BY at DESC, stream_id DESC LIMIT $9",
-        )
+             {via} \
+             AND ($7::text IS NULL OR (at, stream_id) < \
+                  (SELECT at, stream_id FROM renders WHERE stream_id = $7 AND tenant_id = $1)) \
+             ORDER BY at DESC, stream_id DESC LIMIT $8",
+            via = super::activity::via_condition(filter.via),
+        )))
         .bind(tenant_id)
         .bind(filter.domain_id)
         .bind(filter.outcome.as_deref())
         .bind(filter.device.as_deref())
         .bind(filter.purpose.as_deref())
         .bind(user_agent)
-        .bind(filter.via.map(RenderVia::as_str))
         .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)

@@ -78,6 +78,7 @@ pub async fn spawn_app_on(database: TestDatabase, nets: &str) -> TestApp {
         api_rate_per_second: kiln_control::settings::DEFAULT_API_RATE_PER_SECOND,
         api_rate_burst: kiln_control::settings::DEFAULT_API_RATE_BURST,
         render_budget: kiln_control::settings::RenderBudget::DEFAULT,
+        render_log_retention_days: kiln_control::settings::DEFAULT_RENDER_LOG_RETENTION_DAYS,
         log_format: LogFormat::Pretty,
         log_filter: "info".to_owned(),
     };

@@ -329,6 +329,7 @@ impl TestPlatform {
             api_rate_per_second: kiln_control::settings::DEFAULT_API_RATE_PER_SECOND,
             api_rate_burst: kiln_control::settings::DEFAULT_API_RATE_BURST,
             render_budget: kiln_control::settings::RenderBudget::DEFAULT,
+            render_log_retention_days: kiln_control::settings::DEFAULT_RENDER_LOG_RETENTION_DAYS,
             log_format: kiln_dashboard::LogFormat::Pretty,
             log_filter: "info".to_owned(),
             service_host: Some(Hostname::parse("render.localhost").unwrap()),
