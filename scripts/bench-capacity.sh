@@ -12,21 +12,28 @@
 # Four parts, each run unless BENCH_PARTS names the ones to run:
 #
 #   directory  100,000 domains published in one full publish, as the dashboard does
-#              (`Directory::publish`): the directory's Redis memory; a gateway's memory before and
-#              after it loads them, its time from start to /readyz, how long a full publish takes to
-#              reach a running gateway, and how long one more domain (`Directory::put`) takes until
-#              the gateway serves it (polled with its Host until the answer is no longer 421).
+#              (`Directory::publish`): the directory's Redis memory; what the publish cost Redis (its
+#              slowest command, the largest command's arguments, from the slowlog with every command
+#              logged, and the longest a PING waited meanwhile); a gateway's memory before and after
+#              it loads them, its time from start to /readyz, its CPU and the bytes Redis sends
+#              while it sits idle (BENCH_DIRECTORY_IDLE_SECONDS, 120: four of its 30 s safety-net
+#              refreshes), how long a full publish takes to reach a running gateway, and how long
+#              one more domain (`Directory::put`) takes until the gateway serves it (polled with its
+#              Host until the answer is no longer 421).
 #   pages      1,000,000 cached pages of the demo's product page (rendered once by a worker) written
 #              with `Pages::put`, the worker's own call, 100,000 of them on one domain: Redis memory
 #              per page and per index entry; on the big domain the time to count, list (first page,
 #              deep page, a prefix), purge a 10,000-page prefix and purge the domain. A second,
 #              smaller set of pages of a larger size (BENCH_LARGE_PAGES of a ~16 KB page) checks
 #              how memory grows with the page. And the memory of queued render jobs, and of a
-#              day of usage counters per domain (`Usage::add`, every kind in every hour).
+#              day of usage counters per domain (BENCH_USAGE_DOMAINS, 100,000: `Usage::add_batch`,
+#              every kind in every hour) with the time to read the day back (`Usage::day`).
 #   renderlog  the render log at 10,000,000 rows (30 days, 300 domains of one tenant, loaded with
-#              generated SQL) and a month of usage rows: the table's size per row, and the
-#              dashboard's Activity page, its API and charts as a logged-in user gets them, timed
-#              through a release `kiln-dashboard serve`; EXPLAIN of the queries behind them.
+#              generated SQL, then rolled up per hour and day by the backfill of
+#              migrations/0007_render_stats.sql, as an upgrade does) and a month of usage rows: the
+#              tables' sizes per row, and the dashboard's Activity page, its API and charts as a
+#              logged-in user gets them, timed through a release `kiln-dashboard serve`; one batch of
+#              the render log's retention (5,000 renders); EXPLAIN of the queries behind them.
 #   check      two gateways and three workers (one Chromium, two tabs each) on this machine. The
 #              stack's idle CPU and the unit costs first, one kind of request at a time at a fixed
 #              rate (CPU per bot hit and per person request on one gateway, CPU per cold render on
@@ -61,7 +68,7 @@ for n in "$DOMAINS" "$PAGES" "$BIG" "$LARGE_PAGES" "$QUEUE_JOBS" "$RENDER_ROWS" 
 done
 wants() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-ensure_packages redis-server postgresql chromium-headless-shell fonts-liberation curl procps
+ensure_packages redis-server postgresql chromium-headless-shell fonts-liberation curl procps jq
 log "building Kiln (release)"
 (cd "$KILN_ROOT" && cargo build --release --locked --bins)
 BIN="${CARGO_TARGET_DIR:-$KILN_ROOT/target}/release"
@@ -167,17 +174,29 @@ wait_served() {
 # --- directory ----------------------------------------------------------------------------------
 if wants directory; then
   record directory run_on "$(date -u '+%Y-%m-%d %H:%M UTC') commit $(git -C "$KILN_ROOT" rev-parse --short HEAD)" ""
-  # The gateway reads the whole directory in one HGETALL, under its Redis command timeout
-  # (KILN_REDIS_TIMEOUT_MS, 500 ms by default). Whether that holds at DOMAINS domains is the first
-  # figure; the others are taken with DIR_TIMEOUT_MS, long enough for the read to finish.
+  # A gateway reads the directory under its Redis command timeout (KILN_REDIS_TIMEOUT_MS, 500 ms by
+  # default). Whether a publish reaches it at DOMAINS domains with that timeout is the first figure;
+  # the others are taken with DIR_TIMEOUT_MS, long enough for any read to finish.
   DIR_TIMEOUT_MS=${BENCH_DIRECTORY_TIMEOUT_MS:-5000}
-  redis-cli -p "$REDIS_PORT" config set slowlog-log-slower-than 10000 >/dev/null
+  IDLE_SECONDS=${BENCH_DIRECTORY_IDLE_SECONDS:-120}
+  [[ $IDLE_SECONDS =~ ^[0-9]+$ ]] || die "BENCH_DIRECTORY_IDLE_SECONDS must be a whole number"
   log "directory: a gateway on an empty directory"
   start_gateway gw-dir
   wait_ready "$GW_ADMIN_URL" 60 || die "the gateway did not become ready (see $WORK/logs/gw-dir.log)"
   sleep 2
   record directory gateway_rss_empty_first_kib "$(rss_kb "$GW_PID")" KiB
   mem0=$(used_memory)
+  # Every command of the publish (and of the gateway's read after it) is logged with the time Redis
+  # spent on it; and a PING after another all along says how long any other client waited.
+  redis-cli -p "$REDIS_PORT" config set slowlog-log-slower-than 0 >/dev/null
+  redis-cli -p "$REDIS_PORT" config set slowlog-max-len 100000 >/dev/null
+  redis-cli -p "$REDIS_PORT" slowlog reset >/dev/null
+  # (Line-buffered: the figures of a killed redis-cli would be lost in its buffer.)
+  stdbuf -oL redis-cli -p "$REDIS_PORT" --latency-history -i 1 --raw >"$WORK/publish-latency.txt" 2>&1 &
+  latency_pid=$!
+  sleep 0.5
+  redis-cli -p "$REDIS_PORT" client list | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^addr=/) print substr($i, 6) }' |
+    jq -R . | jq -s . >"$WORK/clients-before.json"
   log "directory: publishing $DOMAINS domains (one full publish)"
   t0=$(now_ms)
   "$CAP" publish --count "$DOMAINS" --origin "$ORIGIN" --extra-host "$BENCH_HOST" >"$WORK/publish.env"
@@ -189,17 +208,37 @@ if wants directory; then
     record directory default_timeout_gateway_log_timeouts "$(grep -c 'Timeout' "$WORK/logs/gw-dir.log" || true)" lines
   fi
   record directory publish_ms "$(kv "$WORK/publish.env" publish_ms)" ms
+  kill "$latency_pid" 2>/dev/null || true
+  wait "$latency_pid" 2>/dev/null || true
+  record directory publish_max_ping_ms "$(awk '{ if ($2 > m) m = $2 } END { print m + 0 }' "$WORK/publish-latency.txt")" ms
+  # The publish's own commands: those of clients connected before it (the gateway, the PINGs) are
+  # left out. A command with more than 32 arguments is logged with its first 31 and
+  # "... (N more arguments)".
+  redis-cli -p "$REDIS_PORT" --json slowlog get 100000 >"$WORK/publish-slowlog.json"
+  redis-cli -p "$REDIS_PORT" config set slowlog-log-slower-than 10000 >/dev/null
+  jq -r --argjson before "$(cat "$WORK/clients-before.json")" '
+    [.[] | select(.[4] as $addr | $before | index($addr) | not)
+         | .[3] as $a
+         | { us: .[2], cmd: ($a[0] | ascii_upcase),
+             args: (if ($a[-1] | test("more arguments")) then ($a | length) - 1 + ($a[-1] | capture("\\((?<n>[0-9]+) more") | .n | tonumber) else ($a | length) end) }]
+    | "publish_commands=\(length)",
+      "publish_slowest_command_us=\(max_by(.us).us)",
+      "publish_slowest_command=\(max_by(.us).cmd)",
+      "publish_largest_command_args=\(max_by(.args).args)",
+      "publish_largest_command=\(max_by(.args).cmd)"' \
+    "$WORK/publish-slowlog.json" >"$WORK/publish-commands.env"
+  record directory publish_redis_commands "$(kv "$WORK/publish-commands.env" publish_commands)" ""
+  record directory publish_slowest_command_ms "$(awk -v u="$(kv "$WORK/publish-commands.env" publish_slowest_command_us)" 'BEGIN { printf "%.1f", u / 1000 }')" "ms ($(kv "$WORK/publish-commands.env" publish_slowest_command))"
+  record directory publish_largest_command_args "$(kv "$WORK/publish-commands.env" publish_largest_command_args)" "arguments ($(kv "$WORK/publish-commands.env" publish_largest_command))"
+  record directory publish_batch_domains "$(kv "$WORK/publish.env" publish_batch_domains)" domains
+  record directory publish_largest_batch_bytes "$(kv "$WORK/publish.env" publish_largest_batch_bytes)" bytes
   mem1=$(used_memory)
   record directory redis_bytes $((mem1 - mem0)) bytes
   record directory redis_bytes_per_domain $(((mem1 - mem0) / DOMAINS)) bytes
   record directory domain_json_bytes "$(redis-cli -p "$REDIS_PORT" hstrlen kiln:domains d1.capacity.test)" bytes
   stop_pid "$GW_PID"
-  redis-cli -p "$REDIS_PORT" slowlog reset >/dev/null
   "$CAP" --prefix kiln: read-directory --runs "$RUNS" >"$WORK/read.env"
   record directory read_directory_ms "$(kv "$WORK/read.env" read_ms)" ms
-  # What Redis itself spent on each HGETALL of the directory (it serves nothing else meanwhile).
-  record directory redis_hgetall_blocking_ms "$(redis-cli -p "$REDIS_PORT" slowlog get 128 | awk '
-    toupper($0) == "HGETALL" { print prev / 1000 } { prev = $0 }' | median)" ms
 
   log "directory: gateway starts, $RUNS times each, with 0 and $DOMAINS domains (KILN_REDIS_TIMEOUT_MS=$DIR_TIMEOUT_MS)"
   for what in empty full; do
@@ -213,6 +252,20 @@ if wants directory; then
       sleep 2
       rsss+=("$(rss_kb "$GW_PID")")
       if [ $what = full ] && [ "$run" = "$RUNS" ]; then
+        # Nothing changes: what the gateway's safety net (a refresh every 30 s) costs it and Redis.
+        log "directory: the gateway idle for $IDLE_SECONDS s with $DOMAINS domains"
+        reads0=$(metric "$GW_ADMIN_URL" kiln_gateway_directory_reads_total)
+        ticks0=$(cpu_ticks "$GW_PID")
+        out0=$(redis-cli -p "$REDIS_PORT" info stats | awk -F: '$1 == "total_net_output_bytes" { sub(/\r$/, "", $2); print $2 }')
+        sleep "$IDLE_SECONDS"
+        ticks1=$(cpu_ticks "$GW_PID")
+        out1=$(redis-cli -p "$REDIS_PORT" info stats | awk -F: '$1 == "total_net_output_bytes" { sub(/\r$/, "", $2); print $2 }')
+        reads1=$(metric "$GW_ADMIN_URL" kiln_gateway_directory_reads_total)
+        record directory idle_seconds "$IDLE_SECONDS" s
+        record directory idle_gateway_cpu_s "$(awk -v a="$ticks0" -v b="$ticks1" -v t="$TICKS" 'BEGIN { printf "%.2f", (b - a) / t }')" s
+        record directory idle_gateway_cpu_ms_per_30s "$(awk -v a="$ticks0" -v b="$ticks1" -v t="$TICKS" -v s="$IDLE_SECONDS" 'BEGIN { printf "%.0f", (b - a) / t * 1000 * 30 / s }')" ms
+        record directory idle_redis_out_bytes_per_30s "$(awk -v a="$out0" -v b="$out1" -v s="$IDLE_SECONDS" 'BEGIN { printf "%.0f", (b - a) * 30 / s }')" bytes
+        record directory idle_gateway_full_reads "$( [ -n "$reads0" ] && [ -n "$reads1" ] && echo $((reads1 - reads0)) )" ""
         log "directory: one more domain with Directory::put, and a full publish, $RUNS times each"
         puts=() fulls=()
         for i in $(seq "$RUNS"); do
@@ -224,15 +277,18 @@ if wants directory; then
         for i in $(seq "$RUNS"); do
           # A full publish that adds one domain, as the dashboard's publish after Redis lost its data.
           t0=$(now_ms)
-          "$CAP" publish --count "$DOMAINS" --origin "$ORIGIN" --extra-host "$BENCH_HOST" --extra-host "full$i.capacity.test" >/dev/null
+          "$CAP" publish --count "$DOMAINS" --origin "$ORIGIN" --extra-host "$BENCH_HOST" --extra-host "full$i.capacity.test" >"$WORK/republish-$i.env"
           wait_served "$GW_URL" "full$i.capacity.test" 120 || die "the gateway never served full$i.capacity.test"
           fulls+=($(($(now_ms) - t0)))
         done
         record directory put_to_served_ms "$(printf '%s\n' "${puts[@]}" | median)" ms
         record directory full_publish_to_served_ms "$(printf '%s\n' "${fulls[@]}" | median)" ms
+        record directory republish_ms "$(for i in $(seq "$RUNS"); do kv "$WORK/republish-$i.env" publish_ms; done | median)" ms
         sleep 2
         record directory gateway_rss_full_after_publishes_kib "$(rss_kb "$GW_PID")" KiB
         record directory last_domain_status "$(status_of "$GW_URL" "$last")" code
+        # Each full publish replaced the directory, withdrawing the domain the one before added.
+        [ "$RUNS" -lt 2 ] || record directory stale_domain_status "$(status_of "$GW_URL" "full$((RUNS - 1)).capacity.test")" code
       fi
       stop_pid "$GW_PID"
     done
@@ -285,12 +341,23 @@ if wants pages; then
   record pages queue_push_per_s "$(awk -v n="$QUEUE_JOBS" -v ms="$(kv "$WORK/queue.env" queue_push_ms)" 'BEGIN { printf "%.0f", n * 1000 / ms }')" jobs/s
   redis-cli -p "$REDIS_PORT" flushall >/dev/null
 
-  USAGE_DOMAINS=${BENCH_USAGE_DOMAINS:-10000}
-  log "pages: a day of usage counters (every kind, every hour) for $USAGE_DOMAINS domains"
+  # (Alone, without the pages: `kiln-capacity usage --domains N` on an empty Redis, the difference of
+  # its used_memory before and after divided by N.)
+  USAGE_DOMAINS=${BENCH_USAGE_DOMAINS:-$DOMAINS}
+  log "pages: a day of usage counters (every kind, every hour) for $USAGE_DOMAINS domains, read back $RUNS times"
+  redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
   mem0=$(used_memory)
-  "$CAP" usage --domains "$USAGE_DOMAINS" >"$WORK/usage.env"
+  "$CAP" usage --domains "$USAGE_DOMAINS" --runs "$RUNS" >"$WORK/usage.env"
   mem1=$(used_memory)
   record pages usage_bytes_per_domain_day $(((mem1 - mem0) / USAGE_DOMAINS)) bytes
+  # The dashboard's copier reads a whole day (`Usage::day`) every 5 s: end to end, in how many
+  # commands (HSCAN pages), how long Redis spent on them, and its slowest.
+  record pages usage_day_read_domains "$(kv "$WORK/usage.env" usage_read_domains)" ""
+  record pages usage_day_read_ms "$(kv "$WORK/usage.env" usage_read_ms)" ms
+  hscan=$(redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' | awk -F'[:=,]' '$1 == "cmdstat_hscan" { print $3, $5 }')
+  record pages usage_day_read_commands "$(awk -v c="${hscan% *}" -v r="$RUNS" 'BEGIN { printf "%.0f", c / r }')" ""
+  record pages usage_day_read_redis_ms "$(awk -v u="${hscan#* }" -v r="$RUNS" 'BEGIN { printf "%.1f", u / r / 1000 }')" ms
+  record pages usage_day_read_command_p999_us "$(redis-cli -p "$REDIS_PORT" info latencystats | tr -d '\r' | awk -F'p99.9=' '/^latency_percentiles_usec_hscan:/ { print $2 }')" us
   redis-cli -p "$REDIS_PORT" flushall >/dev/null
 
   log "pages: writing $PAGES pages ($BIG on one domain) with Pages::put"
@@ -403,9 +470,19 @@ VACUUM ANALYZE usage_daily;
 VACUUM ANALYZE usage_hourly;
 SQL
   record renderlog load_seconds $((($(now_ms) - t0) / 1000)) s
+  # The roll-ups the charts and the usage API read, made as the upgrade to them makes them from the
+  # renders already copied: the migration's own backfill, run again (the copier keeps them from then
+  # on, adding each batch of renders in the transaction that inserts it).
+  log "renderlog: rolling the render log up per hour and day (the backfill of migration 0007)"
+  sed -n '/^-- backfill: begin$/,/^-- backfill: end$/p' "$KILN_ROOT/migrations/0007_render_stats.sql" >"$WORK/backfill.sql"
+  grep -q 'INSERT INTO render_stats_daily' "$WORK/backfill.sql" || die "no backfill found in migrations/0007_render_stats.sql"
+  t0=$(now_ms)
+  psql_ -1 -f "$WORK/backfill.sql"
+  record renderlog rollup_backfill_seconds $((($(now_ms) - t0) / 1000)) s
+  psql_ -c "VACUUM ANALYZE render_stats_hourly" -c "VACUUM ANALYZE render_stats_daily"
   rows=$(psql_ -At -c "SELECT count(*) FROM renders")
   record renderlog rows "$rows" rows
-  for rel in renders usage_daily usage_hourly; do
+  for rel in renders usage_daily usage_hourly render_stats_hourly render_stats_daily; do
     read -r table total n < <(psql_ -At -F' ' -c "SELECT pg_relation_size('$rel'), pg_total_relation_size('$rel'), (SELECT count(*) FROM $rel)")
     record renderlog "${rel}_table_bytes_per_row" $((table / n)) bytes
     record renderlog "${rel}_total_bytes_per_row" $((total / n)) bytes
@@ -433,18 +510,42 @@ SQL
   time_get web_activity "/activity"
   time_get web_activity_domain "/activity?domain=$HOT"
   time_get web_activity_small_domain "/activity?domain=$COLD"
-  # What the charts and lists ask Postgres, as they ask it (psql's EXPLAIN of the same SQL).
+  # What the charts and lists ask Postgres, as they ask it (psql's EXPLAIN of the same SQL, without
+  # the JIT compiler, as the dashboard's connections run: kiln_control::db::Db::connect).
+  # rollup SELECT: a chart's roll-up rows, summed per hour or day with their histograms (the query
+  # of chart_buckets_sql! in crates/kiln-control/src/db/activity.rs).
+  rollup() {
+    echo "WITH s AS ($1), r AS (SELECT start, sum(stored)::bigint AS renders, sum(rendered + failed)::bigint AS failed_renders FROM s GROUP BY start), h AS (SELECT start, array_agg(bucket ORDER BY bucket) AS buckets, array_agg(n ORDER BY bucket) AS counts FROM (SELECT s.start, d.bucket, sum(d.n)::bigint AS n FROM s, unnest(s.duration_buckets, s.duration_counts) AS d (bucket, n) GROUP BY 1, 2) AS per_bucket GROUP BY start), u AS ($2) SELECT coalesce(r.start, u.start) AS start, coalesce(r.renders, 0), coalesce(r.failed_renders, 0), coalesce(u.hits, 0), coalesce(u.misses, 0), coalesce(u.bypasses, 0), h.buckets, h.counts FROM r LEFT JOIN h ON h.start = r.start FULL JOIN u ON r.start = u.start ORDER BY 1"
+  }
   {
     echo "-- the Activity page's list, the whole tenant"
-    psql_ -c "EXPLAIN (ANALYZE, BUFFERS) SELECT stream_id FROM renders WHERE tenant_id = '$TENANT' ORDER BY at DESC, stream_id DESC LIMIT 51"
-    echo "-- the 30-day chart, the whole tenant"
-    psql_ -c "EXPLAIN (ANALYZE, BUFFERS) SELECT date_trunc('day', at AT TIME ZONE 'UTC') AS start, count(*) FILTER (WHERE outcome = 'stored'), count(*) FILTER (WHERE outcome <> 'stored'), percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms::float8) FILTER (WHERE outcome = 'stored'), percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms::float8) FILTER (WHERE outcome = 'stored') FROM renders WHERE tenant_id = '$TENANT' AND purpose <> 'preview' AND at >= date_trunc('day', now()) - interval '29 days' AND at < date_trunc('day', now()) + interval '1 day' GROUP BY 1"
-    echo "-- the 24-hour chart, the whole tenant"
-    psql_ -c "EXPLAIN (ANALYZE, BUFFERS) SELECT date_trunc('hour', at AT TIME ZONE 'UTC') AS start, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms::float8) FROM renders WHERE tenant_id = '$TENANT' AND purpose <> 'preview' AND at >= date_trunc('hour', now()) - interval '23 hours' GROUP BY 1"
-    echo "-- the usage API's renders per day, the whole tenant, 30 days"
-    psql_ -c "EXPLAIN (ANALYZE, BUFFERS) SELECT domain_id, (at AT TIME ZONE 'UTC')::date AS day, count(*) FILTER (WHERE outcome = 'stored'), count(*) FILTER (WHERE outcome <> 'stored') FROM renders WHERE tenant_id = '$TENANT' AND at >= current_date - 29 AND at < current_date + 1 GROUP BY 1, 2"
+    PGOPTIONS="-c jit=off" psql_ -c "EXPLAIN (ANALYZE, BUFFERS) SELECT stream_id FROM renders WHERE tenant_id = '$TENANT' ORDER BY at DESC, stream_id DESC LIMIT 51"
+    echo "-- the 30-day chart, the whole tenant (from the daily roll-up)"
+    PGOPTIONS="-c jit=off" psql_ -c "EXPLAIN (ANALYZE, BUFFERS) $(rollup \
+      "SELECT day::timestamp AT TIME ZONE 'UTC' AS start, stored, rendered, failed, duration_buckets, duration_counts FROM render_stats_daily WHERE tenant_id = '$TENANT' AND day >= current_date - 29 AND day <= current_date" \
+      "SELECT day::timestamp AT TIME ZONE 'UTC' AS start, sum(hits)::bigint AS hits, sum(misses)::bigint AS misses, sum(bypasses)::bigint AS bypasses FROM usage_daily WHERE tenant_id = '$TENANT' AND day >= current_date - 29 AND day <= current_date GROUP BY day")"
+    echo "-- the 24-hour chart, the whole tenant (from the hourly roll-up)"
+    PGOPTIONS="-c jit=off" psql_ -c "EXPLAIN (ANALYZE, BUFFERS) $(rollup \
+      "SELECT hour AS start, stored, rendered, failed, duration_buckets, duration_counts FROM render_stats_hourly WHERE tenant_id = '$TENANT' AND hour >= date_trunc('hour', now()) - interval '23 hours' AND hour < date_trunc('hour', now()) + interval '1 hour'" \
+      "SELECT hour AS start, sum(hits)::bigint AS hits, sum(misses)::bigint AS misses, sum(bypasses)::bigint AS bypasses FROM usage_hourly WHERE tenant_id = '$TENANT' AND hour >= date_trunc('hour', now()) - interval '23 hours' AND hour < date_trunc('hour', now()) + interval '1 hour' GROUP BY hour")"
+    echo "-- the usage API's renders per day, the whole tenant, 30 days (from the daily roll-up)"
+    PGOPTIONS="-c jit=off" psql_ -c "EXPLAIN (ANALYZE, BUFFERS) SELECT domain_id, day, stored AS renders, rendered + failed AS failed_renders FROM render_stats_daily WHERE tenant_id = '$TENANT' AND day BETWEEN current_date - 29 AND current_date"
+    echo "-- the render list of the busiest domain, only renders through the render service (none)"
+    PGOPTIONS="-c jit=off" psql_ -c "EXPLAIN (ANALYZE, BUFFERS) SELECT stream_id FROM renders WHERE tenant_id = '$TENANT' AND domain_id = '$HOT' AND via = 'service' ORDER BY at DESC, stream_id DESC LIMIT 51"
+    echo "-- one batch of the render log's retention (the 5,000 oldest renders, older than 29 days)"
+    PGOPTIONS="-c jit=off" psql_ -c "BEGIN" -c "EXPLAIN (ANALYZE, BUFFERS) DELETE FROM renders WHERE ctid = ANY(ARRAY(SELECT ctid FROM renders WHERE at < now() - interval '29 days' ORDER BY at LIMIT 5000))" -c "ROLLBACK"
   } >"$WORK/explain.txt" 2>&1
   cp "$WORK/explain.txt" "$WORK/raw/explain.txt"
+  # The retention, a batch at a time as the dashboard deletes them (PRUNE_BATCH in
+  # crates/kiln-control/src/activity.rs): how long one batch of 5,000 renders takes, oldest first.
+  batches=()
+  for _ in $(seq "$RUNS"); do
+    t0=$(now_ms)
+    n=$(psql_ -At -c "WITH d AS (DELETE FROM renders WHERE ctid = ANY(ARRAY(SELECT ctid FROM renders WHERE at < now() - interval '29 days' ORDER BY at LIMIT 5000)) RETURNING 1) SELECT count(*) FROM d")
+    batches+=($(($(now_ms) - t0)))
+    [ "$n" = 5000 ] || log "warning: a retention batch deleted $n renders, not 5000"
+  done
+  record renderlog retention_batch_5000_ms "$(printf '%s\n' "${batches[@]}" | median)" ms
   stop_pid "$(bench_pid_of dashboard)"
   stop_postgres "$WORK/postgres"
   rm -rf "$WORK/postgres"

@@ -82,9 +82,16 @@ pub async fn publish(redis: &Redis, args: PublishArgs) -> anyhow::Result<()> {
         domains.push(domain(1_000_000_000 + i as u64, host, &args.origin)?);
     }
     let started = Instant::now();
-    store.directory().publish(&domains).await?;
+    let published = store.directory().publish(&domains).await?;
     println!("publish_domains={}", domains.len());
     println!("publish_ms={}", started.elapsed().as_millis());
+    println!("publish_batches={}", published.batches);
+    println!("publish_batch_domains={}", kiln_store::PUBLISH_BATCH);
+    println!(
+        "publish_largest_batch_bytes={}",
+        published.largest_batch_bytes
+    );
+    println!("publish_dropped={}", published.dropped.len());
     Ok(())
 }
 
@@ -357,31 +364,63 @@ pub struct UsageArgs {
     /// The UTC day counted (`YYYY-MM-DD`).
     #[arg(long, default_value = "2026-01-01")]
     day: String,
+    /// Timed reads of the whole day (`Usage::day`, the dashboard's copier's read; the median is
+    /// printed).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
 }
 
+/// Domains in one batch: about what a busy gateway sends in a second.
+const USAGE_BATCH_DOMAINS: usize = 10_000;
+
 /// A whole day of a busy domain's counters: every kind in every hour, as gateways and workers add
-/// them (each count lands in the day's total field and the hour's).
+/// them (numbered batches, `Usage::add_batch`). Then the day read back whole, as the dashboard's
+/// copier reads it every few seconds, on a connection with the store's default command timeout
+/// (500 ms), which no command of the read may take.
 pub async fn usage(redis: &Redis, args: UsageArgs) -> anyhow::Result<()> {
-    use kiln_store::UsageKind;
+    use kiln_store::{UsageBatch, UsageHour, UsageKind};
+    use std::collections::BTreeMap;
     let store = redis.store(4).await?;
     let usage = store.usage();
     let started = Instant::now();
+    let ids: Vec<String> = (0..args.domains).map(domain_id).collect();
+    let mut seq = 0;
     for hour in 0..24u8 {
-        let at = kiln_store::UsageHour::new(&args.day, hour).context("hour")?;
-        let ids: Vec<u64> = (0..args.domains).collect();
-        for chunk in ids.chunks(500) {
+        let at = UsageHour::new(&args.day, hour).context("hour")?;
+        for chunk in ids.chunks(USAGE_BATCH_DOMAINS) {
             let counts: Vec<(String, UsageKind, u64)> = chunk
                 .iter()
-                .flat_map(|&n| {
+                .zip(0u64..)
+                .flat_map(|(id, n)| {
                     UsageKind::ALL
                         .into_iter()
-                        .map(move |kind| (domain_id(n), kind, 1 + n % 7))
+                        .map(move |kind| (id.clone(), kind, 1 + n % 7))
                 })
                 .collect();
-            usage.add(&at, &counts).await?;
+            seq += 1;
+            let batch = UsageBatch {
+                writer: "kiln-capacity".to_owned(),
+                seq,
+                hours: BTreeMap::from([(at.clone(), counts)]),
+            };
+            usage.add_batch(&batch).await?;
         }
     }
     println!("usage_domains={}", args.domains);
     println!("usage_ms={}", started.elapsed().as_millis());
+
+    let reader = Store::connect(StoreSettings::new(redis.url.clone(), redis.prefix.clone()))
+        .await
+        .context("connecting to Redis")?
+        .usage();
+    let (ms, day) = median_ms(args.runs, || reader.day(&args.day)).await?;
+    anyhow::ensure!(
+        day.totals.len() as u64 == args.domains,
+        "the day's read found {} domains of {}",
+        day.totals.len(),
+        args.domains
+    );
+    println!("usage_read_domains={}", day.totals.len());
+    println!("usage_read_ms={ms:.0}");
     Ok(())
 }

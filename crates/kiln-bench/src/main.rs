@@ -3,14 +3,17 @@
 //! gateways) through Kiln's own crates, exactly as the control plane, the workers and the gateways
 //! do it, and prints its figures as `key=value` lines for the script to collect.
 //!
-//! * `publish`: a full publish of N domains (`Directory::publish`, as the dashboard does it).
+//! * `publish`: a full publish of N domains (`Directory::publish`, as the dashboard does it), in
+//!   place of whatever the directory held: its time, its batches and the largest.
 //! * `read-directory`: the gateway's full read of the directory (`Directory::read`), timed.
 //! * `put-domain`: one more domain (`Directory::put`, as the dashboard publishes a change).
 //! * `pages`: N cached pages written with `Pages::put` (the worker's call: the page, its index
 //!   members and expiry, in one script), many in flight at once.
 //! * `index`: times the page index of one domain: listing (first and a deep page), counting,
 //!   purging a prefix and the whole domain.
-//! * `usage`: a day of usage counters (every kind, every hour) for N domains (`Usage::add`).
+//! * `usage`: a day of usage counters (every kind, every hour) for N domains
+//!   (`Usage::add_batch`, as gateways send them), then the day read back whole (`Usage::day`, as
+//!   the dashboard's copier reads it), timed.
 //! * `queue`: pushes N render jobs with `kiln_queue::RenderQueue::push`, as gateways do.
 //! * `load`: a fixed, open-loop mixed load at one or more gateways: bots on cached pages, bots on
 //!   never-rendered pages (cold renders) and people.
@@ -50,7 +53,8 @@ enum Command {
     Index(fill::IndexArgs),
     /// Pushes render jobs onto the render queue.
     Queue(fill::QueueArgs),
-    /// Counts a day of bot traffic for many domains with `Usage::add`, as gateways do.
+    /// Counts a day of bot traffic for many domains with `Usage::add_batch`, as gateways do, and
+    /// times reading it back with `Usage::day`.
     Usage(fill::UsageArgs),
     /// Drives a fixed mixed load at gateways.
     Load(load::LoadArgs),

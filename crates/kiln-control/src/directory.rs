@@ -14,7 +14,7 @@
 use crate::App;
 use crate::domains::DomainError;
 use kiln_core::{DomainConfig, Hostname};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How often each dashboard checks that Redis still holds the whole directory: one `HEXISTS`.
@@ -25,22 +25,26 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 pub struct PublishReport {
     /// Domains written to Redis: every domain in Postgres.
     pub published: usize,
-    /// Hostnames found in Redis but not in Postgres, now withdrawn.
+    /// Hostnames found in Redis but not in Postgres, now withdrawn (gone with the directory the
+    /// publish replaced, or removed from Postgres while it ran).
     pub withdrawn: Vec<Hostname>,
     /// The render service's live tokens, all published.
     pub service_tokens: usize,
 }
 
-/// Makes Redis's domain directory match Postgres: publishes every domain at once, marked complete,
-/// then withdraws the ones that are no longer registered (repair after a Redis flush or a failed
-/// update); then publishes the render service's live tokens, replacing whatever Redis held.
+/// Makes Redis's domain directory match Postgres: publishes every domain in place of whatever the
+/// directory held, marked complete (which withdraws the ones no longer registered: repair after a
+/// Redis flush or a failed update), then makes again the changes made meanwhile; then publishes
+/// the render service's live tokens, replacing whatever Redis held.
 ///
-/// The withdrawals read Redis after the publish and Postgres after that, on purpose. `add_domain`
-/// commits to Postgres before it publishes, so any host a concurrent `add_domain` already published
-/// is in the Postgres list read afterwards, and is never withdrawn by mistake; and a domain removed
-/// while this ran, which the publish may have put back, is no longer in Postgres then and is
-/// withdrawn. (A concurrent change of a domain's settings can still be overwritten by the older
-/// copy read here until its next publish.)
+/// The full publish puts a new hash in place of the directory ([`kiln_store::Directory::publish`]),
+/// so a change another dashboard made to the directory while it was being written is undone by
+/// it. Postgres is read again after it, on purpose: `add_domain`, `update` and the removals commit
+/// to Postgres before they publish, so any change whose publish the new hash undid is in the
+/// Postgres read afterwards, and is made again here (a domain added or changed meanwhile is put, one
+/// removed meanwhile, which the publish may have put back, is withdrawn). (A change committed
+/// after that read and published before this puts its own copy can still be overwritten by it,
+/// until the next publish.)
 ///
 /// A domain registered before its name became one nobody may claim (the platform's own names,
 /// single labels, public suffixes: see [`crate::hostnames`]) stays in Postgres but is not
@@ -49,37 +53,59 @@ pub struct PublishReport {
 pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
     let records = publishable(app, app.db.list_domains().await?);
     let configs: Vec<DomainConfig> = records.iter().map(|record| record.config()).collect();
-    app.store
+    let published = app
+        .store
         .directory()
         .publish(&configs)
         .await
         .map_err(DomainError::Store)?;
 
-    let in_redis = app
-        .store
-        .directory()
-        .all()
-        .await
-        .map_err(DomainError::Store)?;
-    let registered: HashSet<Hostname> = app
+    let registered: HashMap<Hostname, DomainConfig> = app
         .db
         .list_domains()
         .await?
         .into_iter()
         .filter(|record| app.hostnames.check(&record.host).is_ok())
-        .map(|record| record.host)
+        .map(|record| (record.host.clone(), record.config()))
         .collect();
-    let mut withdrawn: Vec<Hostname> = in_redis
-        .into_keys()
-        .filter(|host| !registered.contains(host))
+    let written: HashMap<&Hostname, &DomainConfig> = configs
+        .iter()
+        .map(|config| (&config.host, config))
         .collect();
-    withdrawn.sort();
-    for host in &withdrawn {
+    let mut changed: Vec<&DomainConfig> = registered
+        .values()
+        .filter(|config| written.get(&config.host) != Some(config))
+        .collect();
+    changed.sort_by(|a, b| a.host.cmp(&b.host));
+    for config in changed {
+        app.store
+            .directory()
+            .put(config)
+            .await
+            .map_err(DomainError::Store)?;
+        tracing::info!(domain.host = %config.host, "published again a domain changed during the full publish");
+    }
+    let removed: Vec<&Hostname> = written
+        .keys()
+        .copied()
+        .filter(|host| !registered.contains_key(*host))
+        .collect();
+    for host in &removed {
         app.store
             .directory()
             .remove(host)
             .await
             .map_err(DomainError::Store)?;
+    }
+    let mut withdrawn: Vec<Hostname> = published
+        .dropped
+        .into_iter()
+        .filter(|host| !registered.contains_key(host))
+        .chain(removed.into_iter().cloned())
+        .collect();
+    withdrawn.sort();
+    withdrawn.dedup();
+    for host in &withdrawn {
         tracing::info!(domain.host = %host, "withdrew a domain that is no longer registered");
     }
     let service_tokens = crate::service_tokens::publish_all(app).await?;
@@ -87,6 +113,7 @@ pub async fn publish_all(app: &App) -> Result<PublishReport, DomainError> {
     tracing::info!(
         domains.published = configs.len(),
         domains.withdrawn = withdrawn.len(),
+        directory.batches = published.batches,
         service_tokens.published = service_tokens,
         "domain directory published"
     );

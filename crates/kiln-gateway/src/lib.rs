@@ -20,6 +20,7 @@ mod routes;
 mod serve;
 mod service;
 pub mod settings;
+mod span;
 mod state;
 mod usage;
 mod waiters;
@@ -45,7 +46,8 @@ pub struct Application {
     admin_listener: TcpListener,
     app: AppState,
     header_timeout: Duration,
-    /// How often the domain directory is re-read in full, in case an event was missed.
+    /// How often the domain directory is brought up to date (its changes since the version held
+    /// asked for), in case an event was missed.
     directory_resync: Duration,
 }
 
@@ -125,10 +127,11 @@ impl Application {
                 "KILN_ALLOWED_PRIVATE_NETS opens every port of this network: name the origins' ports"
             );
         }
+        let metrics = Arc::new(metrics::GatewayMetrics::new());
         let app = Arc::new(App {
             store: state::StoreViews::of(&store),
             queue,
-            directory: Default::default(),
+            directory: directory::Directory::new(metrics.directory_reads()),
             waiters: Default::default(),
             usage: Default::default(),
             hot: hot::HotCache::new(settings.hot_cache_bytes),
@@ -142,7 +145,7 @@ impl Application {
             render_budget: settings.render_budget,
             max_queued_renders: settings.max_queued_renders,
             max_body_bytes: settings.max_body_bytes,
-            metrics: Default::default(),
+            metrics,
             origin: proxy::OriginClient::new(
                 origin_policy,
                 settings.origin_connect_timeout,
@@ -259,7 +262,7 @@ async fn follow_events(app: AppState, directory_resync: Duration) {
                     .store(true, std::sync::atomic::Ordering::Release);
                 app.events_started
                     .store(true, std::sync::atomic::Ordering::Release);
-                reload_directory(&app).await;
+                sync_directory(&app).await;
                 let mut resync = tokio::time::interval(directory_resync);
                 resync.tick().await;
                 loop {
@@ -293,12 +296,16 @@ async fn follow_events(app: AppState, directory_resync: Duration) {
                                     tracing::warn!(error = %kiln_runtime::error_chain(&error), domain.host = %host, "could not refresh a domain");
                                 }
                             }
-                            Some(StoreEvent::DirectoryPublished) => reload_directory(&app).await,
+                            Some(StoreEvent::DirectoryPublished) => {
+                                if let Err(error) = app.directory.reload(&app.store.directory).await {
+                                    tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not reload the domain directory");
+                                }
+                            }
                             Some(StoreEvent::Resync) => {
                                 app.hot.invalidate_all();
                                 app.events_live
                                     .store(true, std::sync::atomic::Ordering::Release);
-                                reload_directory(&app).await;
+                                sync_directory(&app).await;
                             }
                             Some(StoreEvent::Interrupted) => {
                                 if app.events_live.swap(false, std::sync::atomic::Ordering::AcqRel) {
@@ -308,7 +315,7 @@ async fn follow_events(app: AppState, directory_resync: Duration) {
                             }
                             None => break,
                         },
-                        _ = resync.tick() => reload_directory(&app).await,
+                        _ = resync.tick() => sync_directory(&app).await,
                     }
                 }
                 // Without events nothing would tell the in-memory pages apart from purged ones,
@@ -383,9 +390,10 @@ async fn flush_usage(app: AppState, mut stop: tokio::sync::oneshot::Receiver<()>
     }
 }
 
-async fn reload_directory(app: &AppState) {
-    if let Err(error) = app.directory.reload(&app.store.directory).await {
-        tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not reload the domain directory");
+/// Brings the domain directory up to date: what changed since the version held, or all of it.
+async fn sync_directory(app: &AppState) {
+    if let Err(error) = app.directory.sync(&app.store.directory).await {
+        tracing::warn!(error = %kiln_runtime::error_chain(&error), "could not bring the domain directory up to date");
     }
 }
 

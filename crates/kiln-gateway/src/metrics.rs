@@ -47,6 +47,8 @@ pub struct GatewayMetrics {
     responses: [[Counter; STATUS_CLASSES.len()]; 2],
     renders_queued: [Counter; 2],
     open_connections: Gauge,
+    /// Whole reads of the domain directory, bumped by `crate::directory::Directory`.
+    directory_reads: Counter,
     queues: QueueGauges,
 }
 
@@ -102,6 +104,12 @@ impl GatewayMetrics {
             "Client connections open now",
             open_connections.clone(),
         );
+        let directory_reads = Counter::default();
+        registry.register(
+            "kiln_gateway_directory_reads",
+            "Whole reads of the domain directory from Redis: at start, after a full publish, and when the changes since the last read cannot be told",
+            directory_reads.clone(),
+        );
         let queues = QueueGauges::register(&mut registry);
         metrics::redis_errors(&mut registry, "gateway", || {
             kiln_store::redis_errors() + kiln_queue::redis_errors()
@@ -113,6 +121,7 @@ impl GatewayMetrics {
             responses,
             renders_queued,
             open_connections,
+            directory_reads,
             queues,
         }
     }
@@ -135,6 +144,11 @@ impl GatewayMetrics {
 
     pub fn render_queued(&self, why: QueuedFor) {
         self.renders_queued[why as usize].inc();
+    }
+
+    /// The counter of the domain directory's whole reads, for the directory to bump.
+    pub fn directory_reads(&self) -> Counter {
+        self.directory_reads.clone()
     }
 
     /// A client connection that counts as open until the guard is dropped.

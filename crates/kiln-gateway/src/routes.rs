@@ -96,7 +96,7 @@ async fn route(
     let req = guard::limit_body(req, app.max_body_bytes);
     // Certificate authorities validating an order: answered on any host, never proxied.
     if req.uri().path().starts_with(crate::acme::CHALLENGE_PREFIX) {
-        record_fields(
+        crate::span::record_fields(
             &tracing::Span::current(),
             [
                 ("http.host", Some(&host.as_str())),
@@ -156,7 +156,7 @@ async fn route(
     });
     let span = tracing::Span::current();
     let Some((bot_source, family)) = bot else {
-        record_fields(
+        crate::span::record_fields(
             &span,
             [
                 ("http.host", Some(&host.as_str())),
@@ -184,7 +184,7 @@ async fn route(
         None
     };
     let family = family.map(BotFamily::as_str);
-    record_fields(
+    crate::span::record_fields(
         &span,
         [
             ("http.host", Some(&host.as_str())),
@@ -234,7 +234,7 @@ async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> (bot
         return (bot::Renders::Allowed, false);
     };
     let verdict = verifier.verify(crawler, client, app.verify_wait).await;
-    record_fields(
+    crate::span::record_fields(
         &tracing::Span::current(),
         [
             ("bot.crawler", Some(&crawler.name)),
@@ -254,30 +254,6 @@ async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> (bot
             (bot::Renders::CachedOnly, false)
         }
     }
-}
-
-/// Records several of `span`'s fields at once. With the JSON log format every `record` formats what
-/// it is given into a string of its own and appends it to the span's, so a cache hit that filled in
-/// its seven fields one by one paid seven times; grouped, it pays three. A `None` value leaves its
-/// field as it was; a name the span does not have is skipped (and a test build stops on it).
-pub(crate) fn record_fields<const N: usize>(
-    span: &tracing::Span,
-    values: [(&str, Option<&dyn tracing::Value>); N],
-) {
-    let Some(metadata) = span.metadata() else {
-        // A disabled span (logs filtered above info) records nothing.
-        return;
-    };
-    let fields = metadata.fields();
-    let named: [Option<tracing::field::Field>; N] =
-        std::array::from_fn(|i| fields.field(values[i].0));
-    if named.iter().any(Option::is_none) {
-        debug_assert!(false, "a field the request span does not have");
-        return;
-    }
-    let pairs: [(&tracing::field::Field, Option<&dyn tracing::Value>); N] =
-        std::array::from_fn(|i| (named[i].as_ref().expect("checked above"), values[i].1));
-    span.record_all(&fields.value_set(&pairs));
 }
 
 fn user_agent(req: &Request<Body>) -> &str {

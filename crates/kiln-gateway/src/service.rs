@@ -549,7 +549,7 @@ async fn render(
         DeviceClass::from_user_agent(user_agent)
     };
     let negotiation = Negotiation::of(headers, head_only);
-    crate::routes::record_fields(
+    crate::span::record_fields(
         &tracing::Span::current(),
         [
             ("client.kind", Some(&"service")),

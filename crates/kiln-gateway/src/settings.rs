@@ -74,8 +74,9 @@ pub struct Settings {
     /// waiting in the queue for a worker, a bot that misses the cache gets the origin's page at
     /// once and no render is queued for it.
     pub max_queued_renders: u64,
-    /// `KILN_GATEWAY_DIRECTORY_RESYNC_MS`: how often the domain directory is re-read in full from
-    /// Redis, in case a domain-change event was missed (default 30000, at least 100).
+    /// `KILN_GATEWAY_DIRECTORY_RESYNC_MS`: how often the domain directory is brought up to date
+    /// from Redis, in case a domain-change event was missed: the changes since the version held,
+    /// or the whole directory when those cannot be told (default 30000, at least 100).
     pub directory_resync: Duration,
     /// `KILN_SERVICE_HOST`: the host name the render service answers on (default
     /// `render.localhost`; `off` turns the service off). Never a customer's domain: a domain

@@ -2,11 +2,12 @@
 //! one batch a second (and once more at shutdown), so counting never costs a request a round trip.
 //!
 //! A batch that could not be confirmed is resent as it was, under the same number, until Redis
-//! confirms it; Redis applies each number once, so a batch whose first sending timed out but landed
-//! anyway is not counted twice. Meanwhile new counts collect in memory, by UTC hour (Redis keeps
-//! each day's totals and its hours, for the dashboard's charts). What is kept is bounded by the
-//! number of (hour, domain) pairs, not by traffic: during an outage every known pair keeps counting,
-//! and only counts for pairs beyond [`MAX_PENDING`] are dropped (and logged).
+//! confirms it; each shard of the counters in Redis applies each number once, so a batch whose
+//! first sending timed out but landed anyway (in some shards or all) is not counted twice.
+//! Meanwhile new counts collect in memory, by UTC hour (Redis keeps each day's counts by hour, for
+//! the dashboard's charts). What is kept is bounded by the number of (hour, domain) pairs, not by
+//! traffic: during an outage every known pair keeps counting, and only counts for pairs beyond
+//! [`MAX_PENDING`] are dropped (and logged).
 
 use kiln_store::{UsageBatch, UsageCounts, UsageHour, UsageKind};
 use std::collections::{BTreeMap, HashMap};

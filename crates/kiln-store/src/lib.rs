@@ -16,7 +16,8 @@
 //! slots (`CROSSSLOT`), so keys that are used together share a hash tag, the part of the name
 //! between the first `{` and the next `}`, which alone decides the slot: one domain's pages, their
 //! index, failure markers and render locks are `{prefix}{d:<domain>}:…`, one tenant's render budget
-//! `{prefix}{t:<tenant>}:…`, and the usage counters with their batch markers `{prefix}{usage}:…`.
+//! `{prefix}{t:<tenant>}:…`, and each of the 64 shards of a day's usage counters with its batch
+//! markers `{prefix}{usage:<day>:<shard>}…`.
 //! Every other key is used on its own and lands wherever its name hashes, which spreads domains and
 //! tenants over the cluster's nodes.
 //!
@@ -44,7 +45,10 @@ pub use acme::{
 };
 pub use budget::{Admission, RenderBudget};
 pub use claim::{ClaimOutcome, ReleaseError, RenderClaim};
-pub use directory::{Directory, PublishedDirectory};
+pub use directory::{
+    CHANGE_LOG, Directory, DirectoryChanges, DirectoryVersion, PUBLISH_BATCH, Published,
+    PublishedDirectory,
+};
 pub use events::{Events, StoreEvent, Subscription};
 pub use gateways::{CONFIRM_WAIT, Confirmation, GATEWAY_HEARTBEAT, GATEWAY_LIVE_WINDOW};
 pub use pages::{
@@ -58,8 +62,8 @@ pub use render_log::{
 pub use service_tokens::{ServiceToken, ServiceTokens, token_hash};
 pub use settings::StoreSettings;
 pub use usage::{
-    DayUsage, USAGE_RETENTION_SECS, Usage, UsageBatch, UsageCounts, UsageHour, UsageHours,
-    UsageKind, usage_day,
+    DayUsage, USAGE_RETENTION_SECS, USAGE_SHARDS, Usage, UsageBatch, UsageCounts, UsageHour,
+    UsageHours, UsageKind, usage_day,
 };
 pub use warm::{WARM_PROGRESS_TTL_SECS, WarmProgress};
 
@@ -92,6 +96,10 @@ pub enum StoreError {
     CompressTask(#[source] tokio::task::JoinError),
     #[error("the listing cursor is not one this store handed out")]
     InvalidCursor,
+    /// A full publish of the directory found part of what it wrote gone before it could put it in
+    /// place (Redis restarted meanwhile): the directory is as it was; publish again.
+    #[error("a full publish of the directory lost part of what it wrote (Redis restarted?)")]
+    PublishInterrupted,
 }
 
 impl StoreError {

@@ -4,9 +4,11 @@
 mod activity;
 mod api;
 mod certificates;
+mod directory_publish;
 mod helpers;
 mod outage;
 mod parity;
+mod render_stats;
 mod secrets;
 mod service_tokens;
 mod stats;

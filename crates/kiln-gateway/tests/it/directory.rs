@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const RESYNC_MS: u64 = 100;
 
 /// The status a person gets for `/` on `host`.
-async fn status_of(gw: &TestApp, host: &str) -> StatusCode {
+pub(crate) async fn status_of(gw: &TestApp, host: &str) -> StatusCode {
     gw.client
         .get(gw.url("/"))
         .header("host", host)
@@ -24,7 +24,7 @@ async fn status_of(gw: &TestApp, host: &str) -> StatusCode {
 }
 
 /// Waits until `host` answers `wanted` (a 200 once served, a 421 once gone).
-async fn until_status(gw: &TestApp, host: &str, wanted: StatusCode) {
+pub(crate) async fn until_status(gw: &TestApp, host: &str, wanted: StatusCode) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = status_of(gw, host).await;

@@ -5,6 +5,7 @@ mod acme;
 mod budget;
 mod crawlers;
 mod directory;
+mod directory_refresh;
 mod domain_settings;
 mod freshness;
 mod helpers;

@@ -449,7 +449,7 @@ async fn locks_and_render_budgets_work_on_a_cluster() {
 async fn usage_counts_add_up_on_a_cluster() {
     let t = TestClusterStore::start().await;
     let hour = |day: &str, hour: u8| UsageHour::new(day, hour).unwrap();
-    // One batch over two days: one script over the writer's marker and both days' hashes.
+    // One batch over two days: a script for each day's shard of each domain, with its marker.
     let batch = |seq: u64, hits: u64| UsageBatch {
         writer: "gw-1".into(),
         seq,
@@ -489,12 +489,62 @@ async fn usage_counts_add_up_on_a_cluster() {
     assert_eq!(day5.hours["d1"][7].bypasses, 4);
     let hours = t.store.usage().hours_for_day("2025-03-04").await.unwrap();
     assert_eq!(hours["d1"][23].hits, 5);
-    let marker: String = t
-        .raw
-        .get(format!("{}{{usage}}:applied:gw-1", t.prefix))
-        .await
-        .unwrap();
-    assert_eq!(marker, "2");
+    // The writer's marker is in the slot of the shard it marks ("d1" is in shard 31).
+    for day in ["2025-03-04", "2025-03-05"] {
+        let marker: String = t
+            .raw
+            .get(format!("{}{{usage:{day}:31}}:applied:gw-1", t.prefix))
+            .await
+            .unwrap();
+        assert_eq!(marker, "2");
+    }
+
+    // A batch of 2,000 domains over two days: a script for each of the 128 (day, shard) pairs,
+    // each on its own slot, spread over every node.
+    let days = ["2025-03-06", "2025-03-07"];
+    let many = UsageBatch {
+        writer: "gw-2".into(),
+        seq: 1,
+        hours: days
+            .iter()
+            .map(|day| {
+                let counts = (0..2_000u64)
+                    .map(|n| (format!("d{n}"), UsageKind::Hit, 1 + n % 5))
+                    .collect();
+                (hour(day, 12), counts)
+            })
+            .collect(),
+    };
+    assert!(t.store.usage().add_batch(&many).await.unwrap());
+    assert!(!t.store.usage().add_batch(&many).await.unwrap());
+    let mut slots = BTreeSet::new();
+    for day in days {
+        let usage = t.store.usage().day(day).await.unwrap();
+        assert_eq!(usage.totals.len(), 2_000);
+        assert!((0..2_000u64).all(|n| usage.totals[&format!("d{n}")].hits == 1 + n % 5));
+        assert!((0..2_000u64).all(|n| usage.hours[&format!("d{n}")][12].hits == 1 + n % 5));
+        for shard in 0..64 {
+            let key = format!("{}{{usage:{day}:{shard:02}}}", t.prefix);
+            let marker = format!("{key}:applied:gw-2");
+            let domains: u64 = t.raw.hlen(&key).await.unwrap();
+            assert!(domains > 0, "{key}");
+            let seq: String = t.raw.get(&marker).await.unwrap();
+            assert_eq!(seq, "1", "{marker}");
+            // Every key the shard's script touches has the shard's hash tag.
+            assert_eq!(
+                redis_keyslot(key.as_bytes()),
+                redis_keyslot(marker.as_bytes()),
+                "{key}"
+            );
+            slots.insert(redis_keyslot(key.as_bytes()));
+        }
+    }
+    assert_eq!(slots.len(), 128, "a slot for each day's shard");
+    // `redis-cli --cluster create` gives three primaries a third of the slots each.
+    for node in [0..=5460, 5461..=10922, 10923..=16383] {
+        let owned = slots.iter().filter(|slot| node.contains(*slot)).count();
+        assert!(owned > 20, "slots {node:?} hold {owned} of the shards");
+    }
 }
 
 /// The next event that is not about the subscription itself, within a few seconds.

@@ -105,7 +105,8 @@ async fn a_resent_batch_counts_once_in_its_hours_as_in_its_day() {
 async fn days_without_hour_fields_have_totals_only() {
     let t = TestStore::start().await;
     let day = "2025-01-01";
-    // Counts written before hours were counted, and fields this version does not know.
+    // Counts written in the layout before shards (one hash a day, read still while a deployment
+    // upgrades), before hours were counted, and fields this version does not know.
     let key = format!("{}{{usage}}:{day}", t.prefix);
     let _: () = t
         .raw
