@@ -6,7 +6,7 @@
 //! its renders through their own index.
 
 use crate::helpers::{LOOPBACK_FOR_EVERYONE, TestApp, TestDatabase, spawn_app, spawn_app_on};
-use crate::stats::{add_domain, assert_near, tenant_with_domain};
+use crate::stats::{add_domain, assert_near, render, tenant_with_domain};
 use kiln_control::activity::{self, Pruned};
 use kiln_control::db::render_stats::{DURATION_BUCKETS, duration_bucket, duration_floor};
 use kiln_control::db::{MIGRATOR, RenderFilter, RenderRecord};
@@ -31,31 +31,6 @@ impl Rng {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-/// A render log entry as the copier stores it.
-fn render(
-    domain_id: Uuid,
-    at: OffsetDateTime,
-    purpose: &str,
-    outcome: &str,
-    duration_ms: i64,
-) -> RenderRecord {
-    RenderRecord {
-        stream_id: Uuid::new_v4().to_string(),
-        domain_id,
-        at,
-        url: "https://shop.test/".to_owned(),
-        device: "desktop".to_owned(),
-        purpose: purpose.to_owned(),
-        outcome: outcome.to_owned(),
-        status: (outcome != "failed").then_some(200),
-        reason: (outcome == "failed").then(|| "render timed out".to_owned()),
-        duration_ms,
-        bytes: 1_000,
-        user_agent: None,
-        via: "edge".to_owned(),
     }
 }
 

@@ -41,27 +41,38 @@ pub async fn add_domain(t: &TestApp, tenant_id: Uuid, host: &str) -> Uuid {
         .id
 }
 
+/// A render log entry as the copier stores it.
+pub(crate) fn render(
+    domain_id: Uuid,
+    at: OffsetDateTime,
+    purpose: &str,
+    outcome: &str,
+    duration_ms: i64,
+) -> RenderRecord {
+    RenderRecord {
+        stream_id: Uuid::new_v4().to_string(),
+        domain_id,
+        at,
+        url: "https://shop.test/".to_owned(),
+        device: "desktop".to_owned(),
+        purpose: purpose.to_owned(),
+        outcome: outcome.to_owned(),
+        status: (outcome != "failed").then_some(200),
+        reason: (outcome == "failed").then(|| "render timed out".to_owned()),
+        duration_ms,
+        bytes: 1_000,
+        user_agent: None,
+        via: "edge".to_owned(),
+    }
+}
+
 /// Stores renders as the render log copier does: (domain, when, purpose, outcome, duration).
 async fn renders(t: &TestApp, renders: &[(Uuid, OffsetDateTime, &str, &str, i64)]) {
     let records: Vec<RenderRecord> = renders
         .iter()
-        .map(
-            |&(domain_id, at, purpose, outcome, duration_ms)| RenderRecord {
-                stream_id: Uuid::new_v4().to_string(),
-                domain_id,
-                at,
-                url: "https://shop.test/".to_owned(),
-                device: "desktop".to_owned(),
-                purpose: purpose.to_owned(),
-                outcome: outcome.to_owned(),
-                status: Some(200),
-                reason: None,
-                duration_ms,
-                bytes: 1_000,
-                user_agent: None,
-                via: "edge".to_owned(),
-            },
-        )
+        .map(|&(domain_id, at, purpose, outcome, duration_ms)| {
+            render(domain_id, at, purpose, outcome, duration_ms)
+        })
         .collect();
     t.app.db.insert_renders(&records, "1-0").await.unwrap();
 }

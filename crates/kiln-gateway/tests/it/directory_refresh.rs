@@ -26,17 +26,9 @@ async fn spawn() -> TestApp {
 
 /// How many times the gateway has read the whole directory (its own count, on `/metrics`).
 async fn full_reads(gw: &TestApp) -> f64 {
-    let text = gw
-        .client
-        .get(format!("http://127.0.0.1:{}/metrics", gw.admin_port))
-        .send()
+    crate::metrics::scrape(gw)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    kiln_testkit::metric_value(&text, "kiln_gateway_directory_reads_total")
-        .expect("the gateway counts its directory reads")
+        .expect("kiln_gateway_directory_reads_total")
 }
 
 /// How many `HSCAN`s Redis has served (the gateway's reads of the whole directory; the test reads

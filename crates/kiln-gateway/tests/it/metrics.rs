@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The gateway's metrics, scraped now.
-async fn scrape(gw: &TestApp) -> Metrics {
+pub(crate) async fn scrape(gw: &TestApp) -> Metrics {
     let response = gw
         .client
         .get(format!("http://127.0.0.1:{}/metrics", gw.admin_port))
