@@ -54,6 +54,15 @@ impl Hostname {
 
     fn canonical(host: &str) -> Result<Self, HostnameError> {
         let host = host.strip_suffix('.').unwrap_or(host);
+        if is_canonical_name(host) {
+            // What the parser would give back unchanged: every request's Host header is one.
+            return Ok(Hostname(host.to_owned()));
+        }
+        Self::parsed(host)
+    }
+
+    /// The canonical form of `host` (without a trailing dot), by way of the URL parser.
+    fn parsed(host: &str) -> Result<Self, HostnameError> {
         match ::url::Host::parse(host) {
             Ok(::url::Host::Domain(domain)) => {
                 let valid = !domain.is_empty()
@@ -83,6 +92,29 @@ impl Hostname {
     }
 }
 
+/// Whether `host` is a valid name already in its canonical form, so that the URL parser (IDNA
+/// mapping, IPv4 detection) would return it as it is: lowercase ASCII labels of letters, digits,
+/// `-` and `_`, none an IDNA label (`xn--`), and a last label starting with a letter (so never an
+/// address such as `10.0.0.1` or `0x7f.1`). The unit tests check it against the parser.
+fn is_canonical_name(host: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && !label.starts_with("xn--")
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    };
+    host.len() <= 253
+        && host.split('.').all(label_ok)
+        && host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()))
+}
+
 impl TryFrom<String> for Hostname {
     type Error = HostnameError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -104,7 +136,45 @@ impl std::fmt::Display for Hostname {
 
 #[cfg(test)]
 mod tests {
-    use super::{Hostname, HostnameError};
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// A name taken as it is must be what the parser would have made of it.
+        #[test]
+        fn canonical_names_are_what_the_parser_gives(
+            host in proptest::prop_oneof![
+                "[a-z0-9_-]{1,6}(\\.[a-z0-9x_-]{1,6}){0,3}",
+                "(xn--[a-z0-9]{1,6}\\.)?[a-zA-Z0-9._-]{1,12}",
+                "[0-9]{1,3}(\\.[0-9x]{1,3}){0,3}",
+            ],
+        ) {
+            if is_canonical_name(&host) {
+                proptest::prop_assert_eq!(Ok(Hostname(host.clone())), Hostname::parsed(&host));
+            }
+        }
+    }
+
+    #[test]
+    fn plain_names_are_canonical_and_others_are_not() {
+        for host in ["shop.example.com", "a", "a_b.c-d.io", "x1.y2.z"] {
+            assert!(is_canonical_name(host), "{host}");
+        }
+        for host in [
+            "Shop.example.com",
+            "10.0.0.1",
+            "1.0x7f",
+            "xn--caf-dma.fr",
+            "a..b",
+            "-a.b",
+            "a.b-",
+            "a.1",
+            "caf\u{e9}.fr",
+            "",
+        ] {
+            assert!(!is_canonical_name(host), "{host}");
+        }
+    }
+
+    use super::{Hostname, HostnameError, is_canonical_name};
 
     #[test]
     fn parses_host_headers() {

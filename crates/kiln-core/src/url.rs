@@ -57,6 +57,25 @@ impl NormalizedUrl {
         if scheme != "http" && scheme != "https" {
             return Err(UrlError::Scheme(scheme));
         }
+        if is_canonical_target(path_and_query, ignored_params) {
+            let host = host.as_str();
+            let mut out =
+                String::with_capacity(scheme.len() + 3 + host.len() + path_and_query.len());
+            for part in [scheme.as_str(), "://", host, path_and_query] {
+                out.push_str(part);
+            }
+            return Ok(NormalizedUrl(out));
+        }
+        Self::parsed(&scheme, host, path_and_query, ignored_params)
+    }
+
+    /// What [`from_request`](Self::from_request) gives a checked target, by way of the URL parser.
+    fn parsed(
+        scheme: &str,
+        host: &Hostname,
+        path_and_query: &str,
+        ignored_params: &[String],
+    ) -> Result<Self, UrlError> {
         let parsed = ::url::Url::parse(&format!("{scheme}://{host}{path_and_query}"))
             .map_err(|e| UrlError::Invalid(e.to_string()))?;
         let mut out = format!("{scheme}://{host}");
@@ -178,6 +197,41 @@ fn replace_whole(text: &str, from: &str, to: &str) -> String {
     out
 }
 
+/// Whether a request target (checked to start with `/` and to hold no space or control character)
+/// is already in the form the URL parser and the query's re-encoding would give it, so that it can
+/// be used as it is: the common case, a bot asking for a plain path, costs no parse. That holds for
+/// a path of characters the parser keeps as they are (no `%`, `\\` or `#`) without `.` or `..`
+/// segments, and a query of `name=value` pairs in sorted order, none ignored, of characters the
+/// form encoding keeps. Anything else takes the parser (`tests/it/normaliser.rs` checks the two
+/// agree).
+fn is_canonical_target(target: &str, ignored: &[String]) -> bool {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let path_kept = |b: u8| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b);
+    if !path.bytes().all(path_kept) || path.split('/').any(|s| s == "." || s == "..") {
+        return false;
+    }
+    let Some(query) = query else { return true };
+    let form_kept = |b: u8| b.is_ascii_alphanumeric() || b"*-._".contains(&b);
+    let mut previous: Option<(&str, &str)> = None;
+    for pair in query.split('&') {
+        let Some((name, value)) = pair.split_once('=') else {
+            return false;
+        };
+        if !name.bytes().chain(value.bytes()).all(form_kept)
+            || is_ignored(name, ignored)
+            || previous.is_some_and(|previous| previous > (name, value))
+        {
+            return false;
+        }
+        previous = Some((name, value));
+    }
+    // An empty query (`/p?`) is dropped by the parser's way.
+    previous.is_some()
+}
+
 pub(crate) fn is_ignored(name: &str, ignored: &[String]) -> bool {
     ignored
         .iter()
@@ -226,6 +280,60 @@ fn normalize_escapes(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// A target used as it is must be what the parser would have made of it. Drawn from
+        /// characters the fast path takes, and from a few it must not (`%`, `#`, `\\`, `é`).
+        #[test]
+        fn canonical_targets_are_what_the_parser_gives(
+            target in proptest::prop_oneof![
+                "/[a-c0-9/.]{0,6}(\\?([ab.*~+_]{0,2}=[ab.*~+_-]{0,2}&?){0,3})?",
+                "/[a-zA-Z0-9/.=&?*~!$'()+,;:@%#_\\\\é-]{0,24}",
+            ],
+            https in proptest::bool::ANY,
+        ) {
+            let ignored = ["utm_*", "gclid"].map(String::from);
+            let scheme = if https { "https" } else { "http" };
+            let host = Hostname::parse("Shop.Example.com").unwrap();
+            if is_canonical_target(&target, &ignored) {
+                let fast = NormalizedUrl::from_request(scheme, &host, &target, &ignored).unwrap();
+                let parsed = NormalizedUrl::parsed(scheme, &host, &target, &ignored).unwrap();
+                proptest::prop_assert_eq!(fast, parsed);
+            }
+        }
+    }
+
+    #[test]
+    fn plain_targets_are_canonical_and_others_are_not() {
+        let ignored = ["utm_*".to_owned()];
+        for target in [
+            "/",
+            "/products/3",
+            "/a/b:c@d/e.html",
+            "/p?a=1&b=2",
+            "/p?a=&b=2",
+        ] {
+            assert!(is_canonical_target(target, &ignored), "{target}");
+        }
+        for target in [
+            "/a/./b",
+            "/a/..",
+            "/%41",
+            "/a\\b",
+            "/p?",
+            "/p?b=2&a=1",
+            "/p?a",
+            "/p?a=1&&b=2",
+            "/p?q=a+b",
+            "/p?utm_x=1",
+            "/p#x",
+            "/caf\u{e9}",
+            "/p?a=~",
+        ] {
+            assert!(!is_canonical_target(target, &ignored), "{target}");
+        }
+    }
+
     use super::*;
 
     fn norm(target: &str) -> Result<String, UrlError> {

@@ -28,7 +28,6 @@ mod waiters;
 pub use settings::Settings;
 
 use anyhow::Context;
-use axum::Router;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use kiln_queue::{QueueSettings, RenderQueue};
@@ -206,12 +205,10 @@ impl Application {
             }
         });
 
-        let main = Router::new()
-            .fallback(routes::handle)
-            .with_state(Arc::clone(&self.app));
+        let app = Arc::clone(&self.app);
         let main = serve::serve(
             self.listener,
-            main,
+            move |req, peer| routes::handle(Arc::clone(&app), peer, req),
             self.header_timeout,
             Arc::clone(&self.app.metrics),
             shutdown.clone(),

@@ -21,7 +21,6 @@ use crate::guard;
 use crate::metrics::ClientClass;
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, header};
 use kiln_core::{BotClassifier, BotFamily, Crawler, is_asset_path};
@@ -30,11 +29,8 @@ use kiln_verify::Verdict;
 use std::net::{IpAddr, SocketAddr};
 use tracing::Instrument;
 
-pub async fn handle(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
-) -> Response {
+/// Answers one request on the public listener from `peer` (see `serve.rs`).
+pub async fn handle(app: AppState, peer: SocketAddr, req: Request<Body>) -> Response {
     let started = std::time::Instant::now();
     let request_id = request_id(&req);
     let span = tracing::info_span!(

@@ -213,8 +213,11 @@ impl tracing::field::Visit for JsonMembers<'_> {
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
         self.key(field);
-        push_json_string(self.out, &format!("{value:?}"));
+        self.out.push('"');
+        let _ = write!(JsonEscaped(self.out), "{value:?}");
+        self.out.push('"');
     }
 
     fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
@@ -250,29 +253,56 @@ impl tracing::field::Visit for JsonMembers<'_> {
         field: &tracing::field::Field,
         value: &(dyn std::error::Error + 'static),
     ) {
+        use std::fmt::Write;
         self.key(field);
-        push_json_string(self.out, &value.to_string());
+        self.out.push('"');
+        let _ = write!(JsonEscaped(self.out), "{value}");
+        self.out.push('"');
     }
 }
 
 /// `text` as a JSON string literal (RFC 8259 §7: quotes, backslashes and control characters escaped).
 fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    push_json_escaped(out, text);
+    out.push('"');
+}
+
+/// `text` escaped for the inside of a JSON string literal. What needs no escaping (nearly all of a
+/// log field) is copied a run at a time.
+fn push_json_escaped(out: &mut String, text: &str) {
     use std::fmt::Write;
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+    let mut plain = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[plain..at]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
         }
+        plain = at + 1;
     }
-    out.push('"');
+    out.push_str(&text[plain..]);
+}
+
+/// A `fmt::Write` that escapes what is written for the inside of a JSON string literal: `Debug`
+/// and `Display` values go through it without a string of their own first.
+struct JsonEscaped<'a>(&'a mut String);
+
+impl std::fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        push_json_escaped(self.0, text);
+        Ok(())
+    }
 }
 
 /// Completes on SIGTERM (what orchestrators send) or SIGINT (Ctrl-C), saying which. If a handler
