@@ -145,7 +145,9 @@ impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for AppendingJsonFi
         mut writer: tracing_subscriber::fmt::format::Writer<'writer>,
         fields: R,
     ) -> std::fmt::Result {
-        let mut object = String::from("{");
+        // Room for a request span's fields as they are filled in, so that it grows once or never.
+        let mut object = String::with_capacity(256);
+        object.push('{');
         fields.record(&mut JsonMembers::new(&mut object));
         object.push('}');
         writer.write_str(&object)
