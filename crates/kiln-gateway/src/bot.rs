@@ -56,7 +56,7 @@ pub async fn serve(
     let wanted = Wanted::of(domain, &req, request_id, renders)?;
     match cached_or_rendered(app, domain, &wanted).await {
         Some(response) => Ok(response),
-        None => bypass(app, domain, req, peer).await,
+        None => Box::pin(bypass(app, domain, req, peer)).await,
     }
 }
 
@@ -73,11 +73,16 @@ pub(crate) async fn cached_or_rendered(
         LookUp::Origin => return None,
         LookUp::Missed(waiter) => waiter,
     };
-    let started = Instant::now();
-    if !claim_and_queue(app, domain, wanted).await {
-        return None;
-    }
-    await_render(app, domain, wanted, waiter, started).await
+    // A miss's steps are boxed: inline, their state would make every hit's future larger, and
+    // moving it costs every request.
+    Box::pin(async move {
+        let started = Instant::now();
+        if !claim_and_queue(app, domain, wanted).await {
+            return None;
+        }
+        await_render(app, domain, wanted, waiter, started).await
+    })
+    .await
 }
 
 /// What a bot asked for, read off its request once: the page, its cache key, how to answer, and
@@ -219,22 +224,27 @@ async fn look_up(app: &AppState, domain: &DomainConfig, wanted: &Wanted<'_>) -> 
         tracing::debug!("redis is unreachable; serving the origin");
         return LookUp::Origin;
     }
-    let waiter = match cached_or_waiter(app, domain, wanted).await {
-        LookUp::Missed(waiter) => waiter,
-        found => return found,
-    };
-    // A page that failed to render moments ago gets the origin's page at once.
-    match app.store.pages.recent_failure(&wanted.key).await {
-        Ok(None) => LookUp::Missed(waiter),
-        Ok(Some(reason)) => {
-            tracing::info!(render.failure = %reason, "the page failed to render moments ago; serving the origin");
-            LookUp::Origin
+    // Boxed, as the steps of a miss are: Redis commands' futures are large, and a page from memory
+    // needs none of them.
+    Box::pin(async move {
+        let waiter = match cached_or_waiter(app, domain, wanted).await {
+            LookUp::Missed(waiter) => waiter,
+            found => return found,
+        };
+        // A page that failed to render moments ago gets the origin's page at once.
+        match app.store.pages.recent_failure(&wanted.key).await {
+            Ok(None) => LookUp::Missed(waiter),
+            Ok(Some(reason)) => {
+                tracing::info!(render.failure = %reason, "the page failed to render moments ago; serving the origin");
+                LookUp::Origin
+            }
+            Err(error) => {
+                tracing::warn!(error = %kiln_runtime::error_chain(&error), "cache unavailable; serving the origin");
+                LookUp::Origin
+            }
         }
-        Err(error) => {
-            tracing::warn!(error = %kiln_runtime::error_chain(&error), "cache unavailable; serving the origin");
-            LookUp::Origin
-        }
-    }
+    })
+    .await
 }
 
 /// A hot page costs no Redis round trip at all. It is served while the event subscription is up

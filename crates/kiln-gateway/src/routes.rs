@@ -99,12 +99,20 @@ async fn route(
                 ("client.kind", Some(&"acme")),
             ],
         );
-        return Ok(crate::acme::answer(app, req.method(), &host, req.uri().path()).await);
+        // Boxed, as the render service's below: what a request's future holds inline is what
+        // every request's moves and a cache hit's costs; the rare paths keep theirs apart.
+        return Ok(Box::pin(crate::acme::answer(
+            app,
+            req.method(),
+            &host,
+            req.uri().path(),
+        ))
+        .await);
     }
     // The render service's own host: never a customer's domain, whatever the directory holds.
     if app.service_host.as_ref() == Some(&host) {
         *class = ClientClass::Bot;
-        return Ok(crate::service::handle(app, req, request_id).await);
+        return Ok(Box::pin(crate::service::handle(app, req, request_id)).await);
     }
     let domain = app
         .directory

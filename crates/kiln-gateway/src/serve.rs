@@ -67,7 +67,10 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let answer = handler(req.map(Body::new), peer);
+            // Boxed: hyper keeps a connection's request future in an allocation of its own size
+            // for as long as the connection is open, and an idle kept-alive connection should not
+            // hold the handler's (some kilobytes) between requests.
+            let answer = Box::pin(handler(req.map(Body::new), peer));
             async move { Ok::<_, Infallible>(answer.await) }
         });
         let connection = http
