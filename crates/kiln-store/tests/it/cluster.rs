@@ -5,7 +5,7 @@
 //! domain sweep would fail here with `CROSSSLOT` (or, for the sweep, scan the wrong node).
 
 use crate::helpers::{
-    TestClusterStore, domain_key, key, next_event, page_scoped_key, raw_client, url,
+    TestClusterStore, domain_key, key, next_event, page_scoped_key, raw_client, scan_keys, url,
 };
 use bytes::Bytes;
 use fred::prelude::*;
@@ -88,19 +88,10 @@ impl TestClusterStore {
         let mut by_node = BTreeMap::new();
         for &port in self.cluster.ports() {
             let node = raw_client(&self.cluster.node_url(port)).await;
-            let mut keys = BTreeSet::new();
-            let mut cursor = "0".to_owned();
-            loop {
-                let (next, page): (String, Vec<String>) = node
-                    .scan_page(cursor, format!("{}*", self.prefix), Some(1000), None)
-                    .await
-                    .unwrap();
-                keys.extend(page);
-                if next == "0" {
-                    break;
-                }
-                cursor = next;
-            }
+            let keys: BTreeSet<String> = scan_keys(&node, &format!("{}*", self.prefix))
+                .await
+                .into_iter()
+                .collect();
             let _ = node.quit().await;
             by_node.insert(port, keys);
         }

@@ -1,7 +1,7 @@
 //! The published directory: read a page at a time, its version and the changes since one, and
 //! full publishes in batches that replace it whole.
 
-use crate::helpers::TestStore;
+use crate::helpers::{TestStore, scan_keys};
 use fred::prelude::*;
 use kiln_core::{DomainConfig, DomainSettings, Hostname};
 use std::collections::BTreeSet;
@@ -318,33 +318,6 @@ async fn a_read_during_full_publishes_is_either_one_whole_directory_or_not_compl
     eprintln!("reads during the publishes: {whole} whole, {partial} across a publish");
     assert!(whole > 0);
     assert!(partial > 0, "no read overlapped a publish's switch");
-}
-
-async fn scan_keys(raw: &Client, pattern: &str) -> Vec<String> {
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = "0".to_owned();
-    loop {
-        let (next, page): (String, Vec<String>) = raw
-            .custom(
-                fred::cmd!("SCAN"),
-                vec![
-                    cursor.clone(),
-                    "MATCH".into(),
-                    pattern.to_owned(),
-                    "COUNT".into(),
-                    "1000".into(),
-                ],
-            )
-            .await
-            .unwrap();
-        keys.extend(page);
-        if next == "0" {
-            break;
-        }
-        cursor = next;
-    }
-    keys.sort();
-    keys
 }
 
 #[tokio::test]

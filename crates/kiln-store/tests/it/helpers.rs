@@ -71,6 +71,25 @@ pub async fn raw_client(url: &str) -> Client {
 
 /// The Redis key of `name` among `domain`'s keys: `{prefix}{d:<domain>}:{name}`, the layout the
 /// store promises.
+/// Every key matching `pattern` on the node `client` talks to (`SCAN` sees one node only), sorted.
+pub async fn scan_keys(client: &Client, pattern: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_owned();
+    loop {
+        let (next, page): (String, Vec<String>) = client
+            .scan_page(cursor, pattern, Some(1000), None)
+            .await
+            .unwrap();
+        keys.extend(page);
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys
+}
+
 pub fn domain_key(prefix: &str, domain: &str, name: &str) -> String {
     format!("{prefix}{{d:{domain}}}:{name}")
 }
