@@ -65,17 +65,7 @@ impl Hostname {
     fn parsed(host: &str) -> Result<Self, HostnameError> {
         match ::url::Host::parse(host) {
             Ok(::url::Host::Domain(domain)) => {
-                let valid = !domain.is_empty()
-                    && domain.len() <= 253
-                    && domain.split('.').all(|label| {
-                        !label.is_empty()
-                            && label.len() <= 63
-                            && !label.starts_with('-')
-                            && !label.ends_with('-')
-                            && label
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    });
+                let valid = !domain.is_empty() && is_valid_name(&domain);
                 if valid {
                     Ok(Hostname(domain.to_ascii_lowercase()))
                 } else {
@@ -97,22 +87,30 @@ impl Hostname {
 /// `-` and `_`, none an IDNA label (`xn--`), and a last label starting with a letter (so never an
 /// address such as `10.0.0.1` or `0x7f.1`). The unit tests check it against the parser.
 fn is_canonical_name(host: &str) -> bool {
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && !label.starts_with("xn--")
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    };
-    host.len() <= 253
-        && host.split('.').all(label_ok)
+    is_valid_name(host)
+        && host.split('.').all(|label| {
+            !label.starts_with("xn--") && !label.bytes().any(|b| b.is_ascii_uppercase())
+        })
         && host
             .rsplit('.')
             .next()
             .is_some_and(|last| last.starts_with(|c: char| c.is_ascii_lowercase()))
+}
+
+/// Whether a name (as the parser gives it, or as the fast path takes it) has the shape of a DNS
+/// name: at most 253 bytes, labels of 1–63 letters, digits, `-` and `_`, none starting or ending
+/// with `-`.
+fn is_valid_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 impl TryFrom<String> for Hostname {
