@@ -27,7 +27,15 @@ impl CacheKey {
     /// cache and render budgets refer to it. Where it is kept in Redis is `kiln-store`'s business
     /// (under the domain's hash tag, not under this name).
     pub fn page_key(&self) -> String {
-        format!("page:{}:{}:{}", self.domain_id, self.device, self.url_hash)
+        // Pushed, not `format!`ed: the gateway names the page on every bot request.
+        let device = self.device.as_str();
+        let mut key = String::with_capacity(
+            "page:::".len() + self.domain_id.len() + device.len() + self.url_hash.len(),
+        );
+        for part in ["page:", &self.domain_id, ":", device, ":", &self.url_hash] {
+            key.push_str(part);
+        }
+        key
     }
 }
 

@@ -484,8 +484,8 @@ async fn bypass(
 }
 
 /// Counts the bot response for the domain's usage (in memory; flushed to Redis every second) and
-/// notes it in the request's span.
+/// notes it in the request's log context.
 pub(crate) fn count(app: &AppState, domain: &DomainConfig, kind: UsageKind) {
     app.usage.record(&domain.id, kind);
-    tracing::Span::current().record("cache.status", kind.as_str());
+    crate::log_context::update(|fields| fields.cache_status = Some(kind.as_str()));
 }

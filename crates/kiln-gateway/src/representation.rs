@@ -9,6 +9,7 @@
 use axum::body::Body;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use kiln_store::{ContentEncoding, PageEntry};
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How a bot's response used the cache: `HIT`, `STALE`, `MISS` or `BYPASS`.
@@ -28,17 +29,23 @@ pub struct Negotiation {
 
 impl Negotiation {
     pub fn of(headers: &HeaderMap, head: bool) -> Self {
-        let text = |name: header::HeaderName| {
-            let values: Vec<&str> = headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            (!values.is_empty()).then(|| values.join(","))
+        // A header's values as one list, borrowed when it came once (as it nearly always does).
+        let text = |name: header::HeaderName| -> Option<Cow<'_, str>> {
+            let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+            let first = values.next()?;
+            let Some(second) = values.next() else {
+                return Some(Cow::Borrowed(first));
+            };
+            let mut all = [first, second].join(",");
+            for value in values {
+                all.push(',');
+                all.push_str(value);
+            }
+            Some(Cow::Owned(all))
         };
         Negotiation {
             accepts_gzip: text(header::ACCEPT_ENCODING).is_some_and(|v| accepts_gzip(&v)),
-            if_none_match: text(header::IF_NONE_MATCH),
+            if_none_match: text(header::IF_NONE_MATCH).map(Cow::into_owned),
             if_modified_since: headers
                 .get(header::IF_MODIFIED_SINCE)
                 .and_then(|v| v.to_str().ok())
@@ -105,6 +112,11 @@ pub struct ServedPage {
     /// The page's own headers (the worker kept only those safe to serve), then Kiln's that do not
     /// change between requests: `ETag`, `Last-Modified`, `Vary` and `Content-Type`.
     headers: HeaderMap,
+    /// `headers` and those of a response with the body as stored (`Content-Length`, and
+    /// `Content-Encoding` for a compressed one), with `Age` and the cache status in place to be
+    /// overwritten: a response's headers are a copy of these and two values replaced, where adding
+    /// each header to the copy would hash it in, and grow the map once or twice.
+    as_stored: HeaderMap,
 }
 
 impl std::ops::Deref for ServedPage {
@@ -147,11 +159,19 @@ impl ServedPage {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
+        let mut as_stored = headers.clone();
+        as_stored.insert(header::AGE, HeaderValue::from_static("0"));
+        as_stored.insert(CACHE_HEADER, HeaderValue::from_static("HIT"));
+        as_stored.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.html.len()));
+        if entry.meta.encoding == ContentEncoding::Gzip {
+            as_stored.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         ServedPage {
             entry,
             etag,
             rendered,
             headers,
+            as_stored,
         }
     }
 }
@@ -186,31 +206,32 @@ pub fn page_response(
         return Some(response);
     }
 
-    let (body, gzip) = match entry.meta.encoding {
-        ContentEncoding::Gzip if negotiation.accepts_gzip => (entry.html.clone(), true),
-        ContentEncoding::Gzip => match entry.decoded() {
-            Ok(html) => (html, false),
+    // The body as stored, or decompressed for a client that does not take gzip.
+    let decoded = match entry.meta.encoding {
+        ContentEncoding::Gzip if !negotiation.accepts_gzip => match entry.decoded() {
+            Ok(html) => Some(html),
             Err(error) => {
                 tracing::error!(error = %kiln_runtime::error_chain(&error), "a stored page cannot be decompressed");
                 return None;
             }
         },
-        ContentEncoding::Identity => (entry.html.clone(), false),
+        ContentEncoding::Gzip | ContentEncoding::Identity => None,
     };
     let status = StatusCode::from_u16(entry.meta.status).unwrap_or(StatusCode::OK);
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     let out = response.headers_mut();
-    out.clone_from(&page.headers);
+    out.clone_from(&page.as_stored);
     out.insert(header::AGE, HeaderValue::from(age));
     out.insert(CACHE_HEADER, cache);
     if let Some(ms) = render_ms {
         out.insert(RENDER_MS_HEADER, ms);
     }
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    if gzip {
-        out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    if let Some(html) = &decoded {
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(html.len()));
+        out.remove(header::CONTENT_ENCODING);
     }
+    let body = decoded.unwrap_or_else(|| entry.html.clone());
     if !negotiation.head {
         *response.body_mut() = Body::from(body);
     }

@@ -18,6 +18,7 @@
 use crate::bot;
 use crate::error::GatewayError;
 use crate::guard;
+use crate::log_context::{self, RequestFields};
 use crate::metrics::ClientClass;
 use crate::state::AppState;
 use axum::body::Body;
@@ -27,43 +28,35 @@ use kiln_core::{BotClassifier, BotFamily, Crawler, is_asset_path};
 use kiln_store::UsageKind;
 use kiln_verify::Verdict;
 use std::net::{IpAddr, SocketAddr};
-use tracing::Instrument;
 
 /// Answers one request on the public listener from `peer` (see `serve.rs`).
 pub async fn handle(app: AppState, peer: SocketAddr, req: Request<Body>) -> Response {
     let started = std::time::Instant::now();
     let request_id = request_id(&req);
-    let span = tracing::info_span!(
-        "request",
-        request.id = %request_id,
-        http.method = %req.method(),
-        http.path = %crate::service::loggable_path(req.uri().path()),
-        http.host = tracing::field::Empty,
-        client.kind = tracing::field::Empty,
-        bot.source = tracing::field::Empty,
-        bot.family = tracing::field::Empty,
-        bot.passthrough = tracing::field::Empty,
-        bot.crawler = tracing::field::Empty,
-        bot.verified = tracing::field::Empty,
-        cache.status = tracing::field::Empty,
-        service.token = tracing::field::Empty,
+    let fields = RequestFields::new(
+        &request_id,
+        req.method(),
+        req.uri(),
+        crate::service::loggable_path(req.uri().path()),
     );
     let mut class = ClientClass::Person;
-    let mut response = route(&app, req, peer, &request_id, &mut class)
-        .instrument(span.clone())
-        .await
-        .unwrap_or_else(|error| {
-            span.in_scope(|| match &error {
-                GatewayError::OriginUnreachable(_) | GatewayError::OriginTimeout => {
-                    tracing::warn!(%error, "origin failure")
+    let mut response = kiln_runtime::context::scope(Box::new(fields), async {
+        route(&app, req, peer, &request_id, &mut class)
+            .await
+            .unwrap_or_else(|error| {
+                match &error {
+                    GatewayError::OriginUnreachable(_) | GatewayError::OriginTimeout => {
+                        tracing::warn!(%error, "origin failure")
+                    }
+                    GatewayError::OriginRefused(_) => {
+                        tracing::warn!(%error, "refused to connect to the domain's origin")
+                    }
+                    _ => tracing::debug!(%error, "request refused"),
                 }
-                GatewayError::OriginRefused(_) => {
-                    tracing::warn!(%error, "refused to connect to the domain's origin")
-                }
-                _ => tracing::debug!(%error, "request refused"),
-            });
-            error.into_response()
-        });
+                error.into_response()
+            })
+    })
+    .await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -92,13 +85,10 @@ async fn route(
     let req = guard::limit_body(req, app.max_body_bytes);
     // Certificate authorities validating an order: answered on any host, never proxied.
     if req.uri().path().starts_with(crate::acme::CHALLENGE_PREFIX) {
-        crate::span::record_fields(
-            &tracing::Span::current(),
-            [
-                ("http.host", Some(&host.as_str())),
-                ("client.kind", Some(&"acme")),
-            ],
-        );
+        log_context::update(|fields| {
+            fields.host = Some(host.clone());
+            fields.client_kind = Some("acme");
+        });
         // Boxed, as the render service's below: what a request's future holds inline is what
         // every request's moves and a cache hit's costs; the rare paths keep theirs apart.
         return Ok(Box::pin(crate::acme::answer(
@@ -158,15 +148,11 @@ async fn route(
             .matches(user_agent)
             .then_some(("domain", None))
     });
-    let span = tracing::Span::current();
     let Some((bot_source, family)) = bot else {
-        crate::span::record_fields(
-            &span,
-            [
-                ("http.host", Some(&host.as_str())),
-                ("client.kind", Some(&"person")),
-            ],
-        );
+        log_context::update(|fields| {
+            fields.host = Some(host.clone());
+            fields.client_kind = Some("person");
+        });
         return app.origin.forward(&domain.config, req, peer).await;
     };
     *class = ClientClass::Bot;
@@ -187,30 +173,17 @@ async fn route(
     } else {
         None
     };
-    let family = family.map(BotFamily::as_str);
-    crate::span::record_fields(
-        &span,
-        [
-            ("http.host", Some(&host.as_str())),
-            (
-                "client.kind",
-                Some(&if passthrough.is_none() {
-                    "bot"
-                } else {
-                    "bot-passthrough"
-                }),
-            ),
-            ("bot.source", Some(&bot_source)),
-            (
-                "bot.family",
-                family.as_ref().map(|f| f as &dyn tracing::Value),
-            ),
-            (
-                "bot.passthrough",
-                passthrough.as_ref().map(|r| r as &dyn tracing::Value),
-            ),
-        ],
-    );
+    log_context::update(|fields| {
+        fields.host = Some(host.clone());
+        fields.client_kind = Some(if passthrough.is_none() {
+            "bot"
+        } else {
+            "bot-passthrough"
+        });
+        fields.bot_source = Some(bot_source);
+        fields.bot_family = family.map(BotFamily::as_str);
+        fields.passthrough = passthrough;
+    });
     match passthrough {
         None => {
             // Its URL becomes a cache key and a render.
@@ -219,7 +192,7 @@ async fn route(
                 kiln_core::request_client_ip(peer.ip(), req.headers(), &app.trusted_proxies);
             let (renders, verified) = check_crawler(app, client, user_agent).await;
             if !verified && let Err(wait) = app.bot_limits.check(&domain.config, client) {
-                span.record("bot.passthrough", "rate_limited");
+                log_context::update(|fields| fields.passthrough = Some("rate_limited"));
                 return Err(GatewayError::TooManyRequests(wait));
             }
             bot::serve(app, &domain.config, req, peer, request_id, renders).await
@@ -238,13 +211,10 @@ async fn check_crawler(app: &AppState, client: IpAddr, user_agent: &str) -> (bot
         return (bot::Renders::Allowed, false);
     };
     let verdict = verifier.verify(crawler, client, app.verify_wait).await;
-    crate::span::record_fields(
-        &tracing::Span::current(),
-        [
-            ("bot.crawler", Some(&crawler.name)),
-            ("bot.verified", Some(&verdict.as_str())),
-        ],
-    );
+    log_context::update(|fields| {
+        fields.crawler = Some(crawler.name);
+        fields.verified = Some(verdict.as_str());
+    });
     match verdict {
         Verdict::Verified { .. } => (bot::Renders::Allowed, true),
         Verdict::Unverifiable { reason } => {

@@ -512,7 +512,7 @@ async fn authenticate(
             return Err(ServiceError::TokenCheckFailed);
         }
     };
-    tracing::Span::current().record("service.token", token.id.as_str());
+    crate::log_context::update(|fields| fields.service_token = Some(token.id.clone()));
     app.token_limits
         .check(&token)
         .map_err(ServiceError::RateLimited)?;
@@ -549,13 +549,10 @@ async fn render(
         DeviceClass::from_user_agent(user_agent)
     };
     let negotiation = Negotiation::of(headers, head_only);
-    crate::span::record_fields(
-        &tracing::Span::current(),
-        [
-            ("client.kind", Some(&"service")),
-            ("http.host", Some(&config.host.as_str())),
-        ],
-    );
+    crate::log_context::update(|fields| {
+        fields.client_kind = Some("service");
+        fields.host = Some(config.host.clone());
+    });
     let path = page.url.path_and_query();
     let path = path.split('?').next().unwrap_or(path);
     if !page.domain.paths.renders(path) {

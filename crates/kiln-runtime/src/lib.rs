@@ -4,6 +4,7 @@
 //! of them serves (`metrics`), the one reader of their `KILN_*` variables (`env`), and the one way
 //! an error's chain of causes becomes text where it is reported ([`error_chain`]).
 
+pub mod context;
 pub mod env;
 mod errors;
 pub mod metrics;
@@ -105,12 +106,15 @@ impl<'a> Logs<'a> {
             .with_writer(writer)
             .with_ansi(ansi && self.format == LogFormat::Pretty);
         match self.format {
-            LogFormat::Pretty => builder.init(),
+            LogFormat::Pretty => builder
+                .event_format(context::WithContext::pretty(
+                    tracing_subscriber::fmt::format().with_ansi(ansi),
+                ))
+                .init(),
             LogFormat::Json => builder
                 .json()
-                .flatten_event(true)
-                .with_current_span(true)
                 .fmt_fields(AppendingJsonFields)
+                .event_format(json_format())
                 .init(),
         }
         if let Some(error) = refused {
@@ -121,6 +125,22 @@ impl<'a> Logs<'a> {
             );
         }
     }
+}
+
+/// The JSON log format's event format: one object per line, the event's fields at the top level
+/// beside `timestamp`, `level` and `target`, then the current span and the list of spans, the
+/// task's log context (`context`) the outermost of them. For `fmt().json().fmt_fields(
+/// AppendingJsonFields).event_format(…)`; the test kit's log capture uses it too.
+pub fn json_format() -> context::WithContext<
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+> {
+    context::WithContext::json(
+        tracing_subscriber::fmt::format()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true),
+    )
 }
 
 /// A span's fields as JSON, for the JSON log format, written straight into the span's string and
@@ -342,26 +362,8 @@ mod tests {
     /// the last value of a field recorded twice.
     #[test]
     fn span_fields_recorded_later_are_in_the_json_lines() {
-        #[derive(Clone, Default)]
-        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .fmt_fields(AppendingJsonFields)
-            .finish();
+        let buffer = context::tests::Buffer::default();
+        let subscriber = context::tests::json_subscriber(&buffer);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(
                 "request",
@@ -385,8 +387,8 @@ mod tests {
             span.record("cache.status", "a \"quoted\", odd} value");
             tracing::info!(answered = 200, "done");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let text = buffer.lines().join("\n");
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(line["message"], "done");
         assert_eq!(line["answered"], 200);
         assert_eq!(

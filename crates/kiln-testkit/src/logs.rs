@@ -39,15 +39,16 @@ impl<'a> MakeWriter<'a> for CapturedLogs {
     }
 }
 
-/// Captures the process's logs from here on, as JSON lines with every span's fields, at `filter`
+/// Captures the process's logs from here on, as the services write them with `KILN_LOG_FORMAT=json`
+/// (every span's fields, and a task's log context, see `kiln_runtime::context`), at `filter`
 /// (`tracing_subscriber::EnvFilter` syntax, e.g. `trace` for everything). Panics if the process
 /// already has a global subscriber.
 pub fn capture(filter: &str) -> CapturedLogs {
     let logs = CapturedLogs::default();
     tracing_subscriber::fmt()
         .json()
-        .with_current_span(true)
-        .with_span_list(true)
+        .fmt_fields(kiln_runtime::AppendingJsonFields)
+        .event_format(kiln_runtime::json_format())
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(logs.clone())
         .init();

@@ -146,9 +146,7 @@ async fn a_request_id_follows_a_render_from_the_gateway_to_the_worker_and_back()
                     .is_some_and(|spans| spans.iter().any(|span| span["request.id"] == id.as_str()))
             })
             .collect();
-        let worker_logged = lines
-            .iter()
-            .any(|line| line["fields"]["message"] == "render stored");
+        let worker_logged = lines.iter().any(|line| line["message"] == "render stored");
         if worker_logged || Instant::now() > deadline {
             break (text, lines);
         }
@@ -159,7 +157,7 @@ async fn a_request_id_follows_a_render_from_the_gateway_to_the_worker_and_back()
             line["target"]
                 .as_str()
                 .is_some_and(|t| t.starts_with(target))
-                && line["fields"]["message"] == message
+                && line["message"] == message
         })
     };
     assert!(
