@@ -108,7 +108,7 @@ impl<'a> Wanted<'a> {
     ) -> Result<Self, GatewayError> {
         let scheme = match req
             .headers()
-            .get("x-forwarded-proto")
+            .get(crate::representation::FORWARDED_PROTO_HEADER)
             .and_then(|v| v.to_str().ok())
         {
             Some("https") => "https",

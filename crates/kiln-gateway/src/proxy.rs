@@ -14,6 +14,7 @@
 //! origin, and when it answers `101 Switching Protocols` the two connections are joined byte for byte.
 
 use crate::error::GatewayError;
+use crate::representation::{BOT_FAMILY_HEADER, FORWARDED_PROTO_HEADER, IS_BOT_HEADER};
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
@@ -23,6 +24,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+
+const FORWARDED_HOST_HEADER: header::HeaderName =
+    header::HeaderName::from_static("x-forwarded-host");
+const FORWARDED_FOR_HEADER: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 
 /// Which client a request goes through: the tenant when it has grants of its own, and the port.
 type ClientKey = (Option<String>, u16);
@@ -104,20 +109,20 @@ impl OriginClient {
         let client = self.client(&domain.tenant_id, port);
 
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove("x-is-bot");
-        parts.headers.remove("x-kiln-bot-family");
+        parts.headers.remove(IS_BOT_HEADER);
+        parts.headers.remove(BOT_FAMILY_HEADER);
         let public_host = parts.headers.get(header::HOST).cloned();
         if let Ok(host) = HeaderValue::from_str(&origin_authority) {
             parts.headers.insert(header::HOST, host);
         }
         if let Some(public_host) = public_host {
-            parts.headers.insert("x-forwarded-host", public_host);
+            parts.headers.insert(FORWARDED_HOST_HEADER, public_host);
         }
         append_forwarded_for(&mut parts.headers, peer);
-        if !parts.headers.contains_key("x-forwarded-proto") {
+        if !parts.headers.contains_key(FORWARDED_PROTO_HEADER) {
             parts
                 .headers
-                .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+                .insert(FORWARDED_PROTO_HEADER, HeaderValue::from_static("http"));
         }
         if let (Some(protocol), Some(_)) = (&upgrade, &client_upgrade) {
             parts
@@ -225,12 +230,15 @@ fn join_upgraded(
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     let peer_ip = peer.ip().to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let value = match headers
+        .get(FORWARDED_FOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer_ip}"),
         _ => peer_ip,
     };
     if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(FORWARDED_FOR_HEADER, value);
     }
 }
 

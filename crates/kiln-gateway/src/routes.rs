@@ -58,7 +58,9 @@ pub async fn handle(app: AppState, peer: SocketAddr, req: Request<Body>) -> Resp
     })
     .await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
+        response
+            .headers_mut()
+            .insert(crate::representation::REQUEST_ID_HEADER, value);
     }
     app.metrics.request(
         class,
@@ -123,14 +125,14 @@ async fn route(
     let edge_verdict = app
         .trusted_proxies
         .contains(peer.ip())
-        .then(|| req.headers().get("x-is-bot"))
+        .then(|| req.headers().get(crate::representation::IS_BOT_HEADER))
         .flatten()
         .map(|v| v.as_bytes() == b"1");
     let known_bot = match edge_verdict {
         Some(true) => Some((
             "edge",
             req.headers()
-                .get("x-kiln-bot-family")
+                .get(crate::representation::BOT_FAMILY_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<BotFamily>().ok())
                 .or_else(|| classifier.classify(user_agent)),
@@ -240,7 +242,7 @@ fn user_agent(req: &Request<Body>) -> &str {
 /// The edge's request id when it sent a sane one, else a fresh one.
 fn request_id(req: &Request<Body>) -> String {
     req.headers()
-        .get("x-request-id")
+        .get(crate::representation::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)

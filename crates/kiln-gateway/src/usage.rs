@@ -11,6 +11,7 @@
 
 use kiln_store::{UsageBatch, UsageCounts, UsageHour, UsageKind};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// The most (hour, domain) pairs counted while a batch waits to be confirmed: about 15 MB at worst
@@ -20,31 +21,36 @@ pub const MAX_PENDING: usize = 100_000;
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
 
+/// How many stripes counts are made in: more than a gateway has worker threads, so that two threads
+/// seldom share one.
+const STRIPES: usize = 8;
+
 pub struct Usage {
     /// This gateway process's name for numbering its batches.
     writer: String,
     capacity: usize,
+    /// Counts as bot responses make them, each thread in a stripe of its own ([`stripe`]): with one
+    /// lock for all, two workers counting at once waited on each other (a futex wait and wake) many
+    /// times a second. A flush moves them into `pending`.
+    stripes: [Mutex<Counts>; STRIPES],
     pending: Mutex<Pending>,
     /// One flush at a time: batch `n + 1` is only made once batch `n` is confirmed.
     flushing: tokio::sync::Mutex<()>,
 }
 
+/// Counts by hour and domain, at most `capacity` (hour, domain) pairs of them.
 #[derive(Default)]
-struct Pending {
-    /// Counts not yet in a batch, by hour (hours since the Unix epoch) and domain id.
+struct Counts {
+    /// By hour (hours since the Unix epoch) and domain id.
     hours: BTreeMap<u64, HashMap<String, UsageCounts>>,
     /// How many (hour, domain) pairs `hours` holds.
     pairs: usize,
     /// Counts dropped because `hours` was full, since the last flush reported them.
     dropped: u64,
-    /// A batch sent without confirmation: it may or may not have been applied.
-    unconfirmed: Option<UsageBatch>,
-    /// The number of the last batch made.
-    seq: u64,
 }
 
-impl Pending {
-    fn add(&mut self, capacity: usize, hour: u64, domain_id: &str, kind: UsageKind) {
+impl Counts {
+    fn add(&mut self, capacity: usize, hour: u64, domain_id: &str, kind: UsageKind, count: u64) {
         let domains = self.hours.entry(hour).or_default();
         let counts = match domains.get_mut(domain_id) {
             Some(counts) => counts,
@@ -53,14 +59,59 @@ impl Pending {
                 domains.entry(domain_id.to_owned()).or_default()
             }
             None => {
-                self.dropped = self.dropped.saturating_add(1);
+                self.dropped = self.dropped.saturating_add(count);
                 if domains.is_empty() {
                     self.hours.remove(&hour);
                 }
                 return;
             }
         };
-        counts.add(kind, 1);
+        counts.add(kind, count);
+    }
+
+    /// Adds what `other` counted (and dropped).
+    fn merge(&mut self, capacity: usize, other: Counts) {
+        self.dropped = self.dropped.saturating_add(other.dropped);
+        for (hour, domains) in other.hours {
+            for (domain_id, counts) in domains {
+                for kind in UsageKind::ALL {
+                    let count = counts.get(kind);
+                    if count > 0 {
+                        self.add(capacity, hour, &domain_id, kind, count);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stripe the current thread counts in: threads take stripes in turn as they first count.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|stripe| *stripe)
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Counts not yet in a batch, gathered from the stripes.
+    counts: Counts,
+    /// A batch sent without confirmation: it may or may not have been applied.
+    unconfirmed: Option<UsageBatch>,
+    /// The number of the last batch made.
+    seq: u64,
+}
+
+impl Pending {
+    /// Moves the stripes' counts into these.
+    fn gather(&mut self, capacity: usize, stripes: &[Mutex<Counts>]) {
+        for stripe in stripes {
+            let counts =
+                std::mem::take(&mut *stripe.lock().unwrap_or_else(PoisonError::into_inner));
+            self.counts.merge(capacity, counts);
+        }
     }
 
     /// The batch to send next: the unconfirmed one again, else a new one of everything counted.
@@ -68,12 +119,12 @@ impl Pending {
         if let Some(batch) = self.unconfirmed.take() {
             return Some((batch, true));
         }
-        if self.hours.is_empty() {
+        if self.counts.hours.is_empty() {
             return None;
         }
         self.seq += 1;
-        self.pairs = 0;
-        let hours = std::mem::take(&mut self.hours)
+        self.counts.pairs = 0;
+        let hours = std::mem::take(&mut self.counts.hours)
             .into_iter()
             .map(|(hour, domains)| {
                 let counts = domains
@@ -109,6 +160,7 @@ impl Usage {
         Usage {
             writer: format!("gateway-{}", uuid::Uuid::new_v4().simple()),
             capacity,
+            stripes: Default::default(),
             pending: Mutex::new(Pending::default()),
             flushing: tokio::sync::Mutex::new(()),
         }
@@ -120,10 +172,10 @@ impl Usage {
     }
 
     fn record_at(&self, at: u64, domain_id: &str, kind: UsageKind) {
-        self.pending
+        self.stripes[stripe()]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .add(self.capacity, at / HOUR_MS, domain_id, kind);
+            .add(self.capacity, at / HOUR_MS, domain_id, kind, 1);
     }
 
     /// Writes what was counted so far: the unconfirmed batch first, if there is one, then a new batch
@@ -134,7 +186,8 @@ impl Usage {
         loop {
             let (next, dropped) = {
                 let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                let dropped = std::mem::take(&mut pending.dropped);
+                pending.gather(self.capacity, &self.stripes);
+                let dropped = std::mem::take(&mut pending.counts.dropped);
                 (pending.next_batch(&self.writer), dropped)
             };
             if dropped > 0 {
@@ -163,8 +216,9 @@ impl Usage {
     /// How many (hour, domain) pairs wait for a batch, and whether a batch waits for confirmation.
     #[cfg(test)]
     fn waiting(&self) -> (usize, bool) {
-        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        (pending.pairs, pending.unconfirmed.is_some())
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.gather(self.capacity, &self.stripes);
+        (pending.counts.pairs, pending.unconfirmed.is_some())
     }
 }
 
@@ -186,15 +240,45 @@ mod tests {
         usage.record_at(DAY_1, "c", UsageKind::Hit);
         usage.record_at(DAY_1 + HOUR_MS, "a", UsageKind::Hit);
         usage.record_at(DAY_1 + HOUR_MS - 1, "a", UsageKind::Miss);
-        let pending = usage.pending.lock().unwrap();
-        assert_eq!(pending.pairs, 2);
-        assert_eq!(pending.dropped, 2);
-        assert_eq!(pending.hours.len(), 1, "no empty hour is left behind");
-        let hour = &pending.hours[&(DAY_1 / HOUR_MS)];
+        let mut pending = usage.pending.lock().unwrap();
+        pending.gather(usage.capacity, &usage.stripes);
+        let counts = &pending.counts;
+        assert_eq!(counts.pairs, 2);
+        assert_eq!(counts.dropped, 2);
+        assert_eq!(counts.hours.len(), 1, "no empty hour is left behind");
+        let hour = &counts.hours[&(DAY_1 / HOUR_MS)];
         assert_eq!(hour["a"].hits, 1);
         assert_eq!(hour["a"].misses, 1);
         assert_eq!(hour["b"].hits, 1);
         assert!(!hour.contains_key("c"));
+    }
+
+    /// Threads count in stripes of their own; a flush gathers every stripe's counts.
+    #[test]
+    fn counts_from_many_threads_are_all_gathered() {
+        let usage = Usage::with_capacity(10);
+        std::thread::scope(|threads| {
+            for _ in 0..STRIPES + 3 {
+                threads.spawn(|| {
+                    for _ in 0..1000 {
+                        usage.record_at(DAY_1, "a", UsageKind::Hit);
+                    }
+                });
+            }
+        });
+        let mut pending = usage.pending.lock().unwrap();
+        pending.gather(usage.capacity, &usage.stripes);
+        assert_eq!(pending.counts.pairs, 1);
+        assert_eq!(
+            pending.counts.hours[&(DAY_1 / HOUR_MS)]["a"].hits,
+            (STRIPES as u64 + 3) * 1000
+        );
+        assert!(
+            usage
+                .stripes
+                .iter()
+                .all(|stripe| stripe.lock().unwrap().hours.is_empty())
+        );
     }
 
     #[test]
@@ -207,7 +291,7 @@ mod tests {
             (DAY_1 + 13 * HOUR_MS + 59 * 60_000, "a", UsageKind::Miss),
             (DAY_1 + 13 * HOUR_MS, "b", UsageKind::Bypass),
         ] {
-            pending.add(10, at / HOUR_MS, domain_id, kind);
+            pending.counts.add(10, at / HOUR_MS, domain_id, kind, 1);
         }
         let (batch, _) = pending.next_batch("w").unwrap();
         type Counts = Vec<(String, UsageKind, u64)>;
@@ -245,7 +329,7 @@ mod tests {
     #[test]
     fn an_unconfirmed_batch_is_resent_unchanged_before_anything_new() {
         let mut pending = Pending::default();
-        pending.add(10, 1, "a", UsageKind::Hit);
+        pending.counts.add(10, 1, "a", UsageKind::Hit, 1);
         let (first, resent) = pending.next_batch("w").unwrap();
         assert!(!resent);
         assert_eq!(first.seq, 1);
@@ -254,7 +338,7 @@ mod tests {
             [("a".to_owned(), UsageKind::Hit, 1)]
         );
         pending.unconfirmed = Some(first.clone());
-        pending.add(10, 1, "a", UsageKind::Hit);
+        pending.counts.add(10, 1, "a", UsageKind::Hit, 1);
         assert_eq!(pending.next_batch("w"), Some((first, true)));
         let (second, resent) = pending.next_batch("w").unwrap();
         assert!(!resent);
