@@ -81,6 +81,7 @@ cleanup() {
   stop_edge "$WORK/ceiling-hits"
   stop_edge "$WORK/ceiling-human"
   stop_edge "$WORK/floor-human"
+  stop_edge "$WORK/floor-hits"
   bench_finish "$status"
 }
 trap cleanup EXIT
@@ -134,6 +135,8 @@ CEIL_HITS_PORT=$(free_port) CEIL_HITS_TLS_PORT=$(free_port) CEIL_HUMAN_PORT=$(fr
 CEIL_HUMAN_TLS_PORT=$(free_port)
 FLOOR_EDGE_PORT=$(free_port) FLOOR_EDGE_TLS_PORT=$(free_port)
 FLOOR_EDGE=http://127.0.0.1:$FLOOR_EDGE_PORT
+FLOOR_HITS_EDGE_PORT=$(free_port) FLOOR_HITS_EDGE_TLS_PORT=$(free_port)
+FLOOR_HITS_EDGE=http://127.0.0.1:$FLOOR_HITS_EDGE_PORT
 STATIC=http://127.0.0.1:$STATIC_PORT
 PROXY=http://127.0.0.1:$PROXY_PORT
 FLOOR_STATIC=http://127.0.0.1:$FLOOR_STATIC_PORT
@@ -234,10 +237,11 @@ floor_len=$(curl -fsS -H "$ACCEPT" -o /dev/null -w '%{size_download}' "$FLOOR_ST
 # people) as its upstream instead of the gateway.
 start_edge "$WORK/ceiling-hits" "127.0.0.1:$CEIL_HITS_PORT" "127.0.0.1:$STATIC_PORT" "127.0.0.1:$CEIL_HITS_TLS_PORT"
 start_edge "$WORK/ceiling-human" "127.0.0.1:$CEIL_HUMAN_PORT" "127.0.0.1:$DEMO_PORT" "127.0.0.1:$CEIL_HUMAN_TLS_PORT"
-# And the edge with the floor proxy behind it: what people through the edge would reach with a gateway
-# that did nothing but hyper's part of the job.
+# And the edge with the floors behind it: what bots and people through the edge would see with a
+# gateway that did nothing but hyper's part of the job (its throughput, and its tail latency).
 start_edge "$WORK/floor-human" "127.0.0.1:$FLOOR_EDGE_PORT" "127.0.0.1:$FLOOR_PROXY_PORT" "127.0.0.1:$FLOOR_EDGE_TLS_PORT"
-for edge in "$CEIL_HITS" "$CEIL_HUMAN" "$FLOOR_EDGE"; do
+start_edge "$WORK/floor-hits" "127.0.0.1:$FLOOR_HITS_EDGE_PORT" "127.0.0.1:$FLOOR_STATIC_PORT" "127.0.0.1:$FLOOR_HITS_EDGE_TLS_PORT"
+for edge in "$CEIL_HITS" "$CEIL_HUMAN" "$FLOOR_EDGE" "$FLOOR_HITS_EDGE"; do
   wait_http "$edge/_edge/healthz" 10 || die "the ceiling edge at $edge did not start"
 done
 ceil_len=$(curl -fsS -H "Host: $HOST" -A "$BOT_UA" -H "$ACCEPT" -o /dev/null -w '%{size_download}' "$CEIL_HITS/products/3")
@@ -302,6 +306,7 @@ for round in $(seq "$ROUNDS"); do
   wrk_run hits "gateway alone" "$round" "$GATEWAY/products/3" "${BOT_HEADERS[@]}" 'X-Is-Bot: 1' 'X-Kiln-Bot-Family: search'
   wrk_run hits "edge + nginx static (ceiling)" "$round" "$CEIL_HITS/products/3" "${BOT_HEADERS[@]}"
   wrk_run hits "hyper floor" "$round" "$FLOOR_STATIC/products/3" "${BOT_HEADERS[@]}"
+  wrk_run hits "edge + hyper floor" "$round" "$FLOOR_HITS_EDGE/products/3" "${BOT_HEADERS[@]}"
   wrk_run human "origin alone" "$round" "$ORIGIN/products/3" "${PERSON_HEADERS[@]}"
   wrk_run human "nginx proxy" "$round" "$PROXY/products/3" "${PERSON_HEADERS[@]}"
   wrk_run human "edge + gateway" "$round" "$EDGE/products/3" "${PERSON_HEADERS[@]}"
