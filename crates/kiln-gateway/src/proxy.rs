@@ -94,14 +94,13 @@ impl OriginClient {
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let target = format!("{}{}", domain.origin.trim_end_matches('/'), path_and_query);
-        let uri: Uri = target
-            .parse()
+        let origin = domain.origin.trim_end_matches('/');
+        let mut target = String::with_capacity(origin.len() + path_and_query.len());
+        target.push_str(origin);
+        target.push_str(path_and_query);
+        // From the `String` itself: http takes its bytes over instead of copying them.
+        let uri = Uri::try_from(target)
             .map_err(|_| GatewayError::BadRequest("the request target is not a valid URL"))?;
-        let origin_authority = uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_default();
         let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
             Some("https") => 443,
             _ => 80,
@@ -112,7 +111,10 @@ impl OriginClient {
         parts.headers.remove(IS_BOT_HEADER);
         parts.headers.remove(BOT_FAMILY_HEADER);
         let public_host = parts.headers.get(header::HOST).cloned();
-        if let Ok(host) = HeaderValue::from_str(&origin_authority) {
+        if let Some(host) = uri
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok())
+        {
             parts.headers.insert(header::HOST, host);
         }
         if let Some(public_host) = public_host {
@@ -229,15 +231,19 @@ fn join_upgraded(
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let peer_ip = peer.ip().to_string();
-    let value = match headers
+    use std::fmt::Write;
+    let existing = headers
         .get(FORWARDED_FOR_HEADER)
         .and_then(|v| v.to_str().ok())
-    {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {peer_ip}"),
-        _ => peer_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+        .filter(|existing| !existing.trim().is_empty());
+    // One string, handed to the header as it is (no `to_string`, `format!` and copy).
+    let mut value = String::with_capacity(existing.map_or(0, |e| e.len() + 2) + 39);
+    if let Some(existing) = existing {
+        value.push_str(existing);
+        value.push_str(", ");
+    }
+    let _ = write!(value, "{}", peer.ip());
+    if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(FORWARDED_FOR_HEADER, value);
     }
 }

@@ -129,9 +129,10 @@ pub struct ServedPage {
     /// change between requests: `ETag`, `Last-Modified`, `Vary` and `Content-Type`.
     headers: HeaderMap,
     /// `headers` and those of a response with the body as stored (`Content-Length`, and
-    /// `Content-Encoding` for a compressed one), with `Age` and the cache status in place to be
-    /// overwritten: a response's headers are a copy of these and two values replaced, where adding
-    /// each header to the copy would hash it in, and grow the map once or twice.
+    /// `Content-Encoding` for a compressed one), with `Age`, the cache status and the request id
+    /// (`routes::handle` sets it on every response) in place to be overwritten: a response's headers
+    /// are a copy of these and three values replaced, where adding each header to the copy would
+    /// hash it in, and grow the map once or twice.
     as_stored: HeaderMap,
 }
 
@@ -178,6 +179,7 @@ impl ServedPage {
         let mut as_stored = headers.clone();
         as_stored.insert(header::AGE, HeaderValue::from_static("0"));
         as_stored.insert(CACHE_HEADER, HeaderValue::from_static("HIT"));
+        as_stored.insert(REQUEST_ID_HEADER, HeaderValue::from_static(""));
         as_stored.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.html.len()));
         if entry.meta.encoding == ContentEncoding::Gzip {
             as_stored.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));

@@ -57,11 +57,15 @@ pub async fn handle(app: AppState, peer: SocketAddr, req: Request<Body>) -> Resp
             })
     })
     .await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
+    // Always set or taken away: a cached page's headers hold a place for it.
+    match HeaderValue::from_str(&request_id) {
+        Ok(value) => response
             .headers_mut()
-            .insert(crate::representation::REQUEST_ID_HEADER, value);
-    }
+            .insert(crate::representation::REQUEST_ID_HEADER, value),
+        Err(_) => response
+            .headers_mut()
+            .remove(crate::representation::REQUEST_ID_HEADER),
+    };
     app.metrics.request(
         class,
         response

@@ -3,7 +3,7 @@
 
 use crate::helpers::{PAGE, TestApp, spawn_app};
 use kiln_core::{DeviceClass, DomainSettings};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use std::time::{Duration, Instant};
 
 /// Waits until the entry `put` stored (fresh for one second) has gone stale.
@@ -225,6 +225,29 @@ async fn body_of(gw: &TestApp, path: &str) -> (String, String) {
     (cache, response.text().await.unwrap())
 }
 
+/// A page under `prefix` that the gateway serves from memory, holding `v1` there and `v2` in Redis.
+/// Once the gateway follows the event channel, a page it served comes from memory: a change in
+/// Redis that nobody announced is not seen. (Each try uses a new page, untouched by the last.)
+async fn a_page_in_memory(gw: &TestApp, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let path = format!("{prefix}/{attempt}");
+        overwrite_silently(gw, &path, "v1").await;
+        assert_eq!(body_of(gw, &path).await, ("HIT".into(), "v1".into()));
+        overwrite_silently(gw, &path, "v2").await;
+        if body_of(gw, &path).await.1 == "v1" {
+            return path;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pages are never served from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `path` comes back as `expected`, for at most a second (the promise for purges and
 /// re-renders reaching every gateway's memory).
 async fn within_a_second(gw: &TestApp, path: &str, expected: impl Fn(&str, &str) -> bool) {
@@ -249,25 +272,7 @@ async fn hot_pages_are_served_from_memory_until_a_render_or_a_purge_drops_them_e
         ..DomainSettings::default()
     };
     let gw = spawn_app(settings).await;
-    // Once the gateway follows the event channel, a page it served comes from memory: a change in
-    // Redis that nobody announced is not seen. (Each try uses a new page, untouched by the last.)
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut attempt = 0;
-    let path = loop {
-        attempt += 1;
-        let path = format!("/hot/{attempt}");
-        overwrite_silently(&gw, &path, "v1").await;
-        assert_eq!(body_of(&gw, &path).await, ("HIT".into(), "v1".into()));
-        overwrite_silently(&gw, &path, "v2").await;
-        if body_of(&gw, &path).await.1 == "v1" {
-            break path;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pages are never served from memory"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let path = a_page_in_memory(&gw, "/hot").await;
     let path = path.as_str();
 
     // A finished render is announced: every gateway drops its copy.
@@ -304,4 +309,57 @@ async fn hot_pages_are_served_from_memory_until_a_render_or_a_purge_drops_them_e
         .await
         .unwrap();
     within_a_second(&gw, path, |_, body| body == "v4").await;
+}
+
+/// Every response carries one `X-Request-Id`, a sane one the client sent or else a fresh one: a page
+/// served from memory (whose headers hold a place for it) as much as one read from Redis or the
+/// origin's.
+#[tokio::test]
+async fn every_response_carries_one_request_id() {
+    let gw = spawn_app(DomainSettings::default()).await;
+    let ids = |response: &reqwest::Response| -> Vec<String> {
+        response
+            .headers()
+            .get_all("x-request-id")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    // Read from Redis: a page never asked for is not in memory.
+    overwrite_silently(&gw, "/ids/redis", "v1").await;
+    let from_redis = gw
+        .bot("/ids/redis")
+        .header("x-request-id", "from-redis")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(from_redis.headers()["x-kiln-cache"], "HIT");
+    assert_eq!(ids(&from_redis), ["from-redis"]);
+    let path = a_page_in_memory(&gw, "/ids").await;
+    let mut fresh = Vec::new();
+    for attempt in 0..3 {
+        let given = format!("client-id-{attempt}");
+        let response = gw
+            .bot(&path)
+            .header("x-request-id", &given)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ids(&response), [given]);
+        assert_eq!(response.text().await.unwrap(), "v1", "from memory");
+        let response = gw.bot(&path).send().await.unwrap();
+        let id = ids(&response);
+        assert!(
+            id.len() == 1 && id[0].len() == 32 && id[0].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id:?}"
+        );
+        assert_eq!(response.text().await.unwrap(), "v1", "from memory");
+        fresh.extend(id);
+    }
+    fresh.sort();
+    fresh.dedup();
+    assert_eq!(fresh.len(), 3, "a fresh id for each request");
+    let person = gw.person(Method::GET, &path).send().await.unwrap();
+    let id = ids(&person);
+    assert!(id.len() == 1 && !id[0].is_empty(), "{id:?}");
 }
