@@ -1,5 +1,7 @@
 //! HTTP headers that belong to one connection, not to the message: what every proxy in Kiln (the
-//! gateway's human path, the worker's egress proxy) must not forward.
+//! gateway's human path, the worker's egress proxy) must not forward. And the names of the headers
+//! the edge and the gateway pass along, as constants: http parses a name given as text on every
+//! use, and these are read on every request.
 
 use http::{HeaderMap, HeaderName, header};
 
@@ -16,6 +18,24 @@ pub const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
     "upgrade",
 ];
+
+/// The edge's verdict on a request: `1` for a bot.
+pub const IS_BOT: HeaderName = HeaderName::from_static("x-is-bot");
+
+/// The bot family the edge found (`search`, `social`, …).
+pub const BOT_FAMILY: HeaderName = HeaderName::from_static("x-kiln-bot-family");
+
+/// The request's id, from the edge or made by the gateway.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The scheme the client used, as the edge saw it.
+pub const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The addresses a request came through.
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The Host the client asked for, when a proxy sends another.
+pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The header names the `Connection` header lists (lower-case as sent, trimmed, empty ones skipped).
 pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {

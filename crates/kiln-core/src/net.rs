@@ -158,7 +158,7 @@ pub fn request_client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &Allo
     client_ip(
         peer,
         headers
-            .get_all("x-forwarded-for")
+            .get_all(crate::headers::FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok()),
         trusted,

@@ -108,7 +108,7 @@ impl<'a> Wanted<'a> {
     ) -> Result<Self, GatewayError> {
         let scheme = match req
             .headers()
-            .get(crate::representation::FORWARDED_PROTO_HEADER)
+            .get(kiln_core::headers::FORWARDED_PROTO)
             .and_then(|v| v.to_str().ok())
         {
             Some("https") => "https",

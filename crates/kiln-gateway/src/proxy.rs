@@ -14,20 +14,16 @@
 //! origin, and when it answers `101 Switching Protocols` the two connections are joined byte for byte.
 
 use crate::error::GatewayError;
-use crate::representation::{BOT_FAMILY_HEADER, FORWARDED_PROTO_HEADER, IS_BOT_HEADER};
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
+use kiln_core::headers::{BOT_FAMILY, FORWARDED_FOR, FORWARDED_HOST, FORWARDED_PROTO, IS_BOT};
 use kiln_core::{DomainConfig, EgressPolicy, strip_hop_by_hop};
 use kiln_origin::{ClientSettings, OriginHttp};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
-
-const FORWARDED_HOST_HEADER: header::HeaderName =
-    header::HeaderName::from_static("x-forwarded-host");
-const FORWARDED_FOR_HEADER: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 
 /// Which client a request goes through: the tenant when it has grants of its own, and the port.
 type ClientKey = (Option<String>, u16);
@@ -108,8 +104,8 @@ impl OriginClient {
         let client = self.client(&domain.tenant_id, port);
 
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(IS_BOT_HEADER);
-        parts.headers.remove(BOT_FAMILY_HEADER);
+        parts.headers.remove(IS_BOT);
+        parts.headers.remove(BOT_FAMILY);
         let public_host = parts.headers.get(header::HOST).cloned();
         if let Some(host) = uri
             .authority()
@@ -118,13 +114,13 @@ impl OriginClient {
             parts.headers.insert(header::HOST, host);
         }
         if let Some(public_host) = public_host {
-            parts.headers.insert(FORWARDED_HOST_HEADER, public_host);
+            parts.headers.insert(FORWARDED_HOST, public_host);
         }
         append_forwarded_for(&mut parts.headers, peer);
-        if !parts.headers.contains_key(FORWARDED_PROTO_HEADER) {
+        if !parts.headers.contains_key(FORWARDED_PROTO) {
             parts
                 .headers
-                .insert(FORWARDED_PROTO_HEADER, HeaderValue::from_static("http"));
+                .insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
         }
         if let (Some(protocol), Some(_)) = (&upgrade, &client_upgrade) {
             parts
@@ -233,7 +229,7 @@ fn join_upgraded(
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     use std::fmt::Write;
     let existing = headers
-        .get(FORWARDED_FOR_HEADER)
+        .get(FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .filter(|existing| !existing.trim().is_empty());
     // One string, handed to the header as it is (no `to_string`, `format!` and copy).
@@ -244,7 +240,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     }
     let _ = write!(value, "{}", peer.ip());
     if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(FORWARDED_FOR_HEADER, value);
+        headers.insert(FORWARDED_FOR, value);
     }
 }
 

@@ -12,27 +12,14 @@ use kiln_store::{ContentEncoding, PageEntry};
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-// Header names are constants, not `&str`s: http parses a name given as text on every use.
+// Header names are constants, not `&str`s: http parses a name given as text on every use (those
+// the edge and the gateway share are in `kiln_core::headers`).
 
 /// How a bot's response used the cache: `HIT`, `STALE`, `MISS` or `BYPASS`.
 pub const CACHE_HEADER: header::HeaderName = header::HeaderName::from_static("x-kiln-cache");
 
 /// How long a bot that waited for its page's render waited, in milliseconds (`MISS` only).
 const RENDER_MS_HEADER: header::HeaderName = header::HeaderName::from_static("x-kiln-render-ms");
-
-/// The edge's verdict on a request: `1` for a bot.
-pub const IS_BOT_HEADER: header::HeaderName = header::HeaderName::from_static("x-is-bot");
-
-/// The bot family the edge found (`search`, `social`, …).
-pub const BOT_FAMILY_HEADER: header::HeaderName =
-    header::HeaderName::from_static("x-kiln-bot-family");
-
-/// The request's id, from the edge or made by the gateway.
-pub const REQUEST_ID_HEADER: header::HeaderName = header::HeaderName::from_static("x-request-id");
-
-/// The scheme the client used, as the edge saw it.
-pub const FORWARDED_PROTO_HEADER: header::HeaderName =
-    header::HeaderName::from_static("x-forwarded-proto");
 
 /// What the bot's request says about the responses it can use.
 #[derive(Clone, Debug, Default)]
@@ -179,7 +166,7 @@ impl ServedPage {
         let mut as_stored = headers.clone();
         as_stored.insert(header::AGE, HeaderValue::from_static("0"));
         as_stored.insert(CACHE_HEADER, HeaderValue::from_static("HIT"));
-        as_stored.insert(REQUEST_ID_HEADER, HeaderValue::from_static(""));
+        as_stored.insert(kiln_core::headers::REQUEST_ID, HeaderValue::from_static(""));
         as_stored.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.html.len()));
         if entry.meta.encoding == ContentEncoding::Gzip {
             as_stored.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));

@@ -61,10 +61,10 @@ pub async fn handle(app: AppState, peer: SocketAddr, req: Request<Body>) -> Resp
     match HeaderValue::from_str(&request_id) {
         Ok(value) => response
             .headers_mut()
-            .insert(crate::representation::REQUEST_ID_HEADER, value),
+            .insert(kiln_core::headers::REQUEST_ID, value),
         Err(_) => response
             .headers_mut()
-            .remove(crate::representation::REQUEST_ID_HEADER),
+            .remove(kiln_core::headers::REQUEST_ID),
     };
     app.metrics.request(
         class,
@@ -129,14 +129,14 @@ async fn route(
     let edge_verdict = app
         .trusted_proxies
         .contains(peer.ip())
-        .then(|| req.headers().get(crate::representation::IS_BOT_HEADER))
+        .then(|| req.headers().get(kiln_core::headers::IS_BOT))
         .flatten()
         .map(|v| v.as_bytes() == b"1");
     let known_bot = match edge_verdict {
         Some(true) => Some((
             "edge",
             req.headers()
-                .get(crate::representation::BOT_FAMILY_HEADER)
+                .get(kiln_core::headers::BOT_FAMILY)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<BotFamily>().ok())
                 .or_else(|| classifier.classify(user_agent)),
@@ -246,7 +246,7 @@ fn user_agent(req: &Request<Body>) -> &str {
 /// The edge's request id when it sent a sane one, else a fresh one.
 fn request_id(req: &Request<Body>) -> String {
     req.headers()
-        .get(crate::representation::REQUEST_ID_HEADER)
+        .get(kiln_core::headers::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
